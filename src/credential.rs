@@ -1,0 +1,132 @@
+//! The credential found in a request.
+
+use std::{fmt, sync::Arc};
+
+use http::HeaderName;
+use sha2::{Digest, Sha256};
+
+/// A secret found in a request, together with where it was found.
+///
+/// The secret is ASCII: extraction refuses non-ASCII and control bytes
+/// instead of decoding them lossily.
+///
+/// # Security
+///
+/// `Debug` and `Display` never print the secret, only its [`Fingerprint`]
+/// (the first 32 bits of its SHA-256 digest), so a `Credential` may be
+/// logged or put in a span safely. [`Credential::secret`] is the only way to
+/// read the secret; call it only where the secret is checked.
+///
+/// # Example
+///
+/// ```
+/// use portcullis::{Credential, CredentialSource};
+///
+/// let credential = Credential::new("alice-token", CredentialSource::Bearer);
+/// assert_eq!(credential.secret(), "alice-token");
+/// assert!(!format!("{credential:?}").contains("alice-token"));
+/// assert!(!credential.to_string().contains("alice-token"));
+/// ```
+#[derive(Clone)]
+pub struct Credential {
+    secret: Arc<str>,
+    source: CredentialSource,
+}
+
+impl Credential {
+    /// Creates a credential from a secret and its source.
+    pub fn new(secret: impl Into<Arc<str>>, source: CredentialSource) -> Self {
+        Self {
+            secret: secret.into(),
+            source,
+        }
+    }
+
+    /// The secret itself.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// Where the secret was found.
+    pub fn source(&self) -> &CredentialSource {
+        &self.source
+    }
+
+    /// A short, non-reversible fingerprint of the secret, for logs.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(self.secret.as_bytes())
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("source", &self.source)
+            .field("fingerprint", &self.fingerprint())
+            .finish()
+    }
+}
+
+impl fmt::Display for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} credential {}", self.source, self.fingerprint())
+    }
+}
+
+/// Where a [`Credential`] was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialSource {
+    /// `Authorization: Bearer <token>` (RFC 6750 §2.1).
+    Bearer,
+    /// A named cookie (RFC 6265bis).
+    Cookie(Arc<str>),
+    /// A custom header such as `X-API-Key`.
+    Header(HeaderName),
+    /// A query parameter (RFC 6750 §2.3).
+    Query(Arc<str>),
+    /// An entry of the `Sec-WebSocket-Protocol` header.
+    WebSocketProtocol,
+}
+
+impl fmt::Display for CredentialSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bearer => f.write_str("bearer"),
+            Self::Cookie(name) => write!(f, "cookie {name}"),
+            Self::Header(name) => write!(f, "header {name}"),
+            Self::Query(name) => write!(f, "query parameter {name}"),
+            Self::WebSocketProtocol => f.write_str("websocket protocol"),
+        }
+    }
+}
+
+/// The first 32 bits of a secret's SHA-256 digest, printed as 8 hex digits.
+///
+/// Enough to tell credentials apart in logs, not enough to recover or
+/// replay one.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; 4]);
+
+impl Fingerprint {
+    /// Fingerprints arbitrary secret bytes.
+    pub fn of(secret: &[u8]) -> Self {
+        let digest = Sha256::digest(secret);
+        Self([digest[0], digest[1], digest[2], digest[3]])
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}

@@ -1,0 +1,15 @@
+//! Tower middleware that authenticates requests and shuts the gate on brute force.
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod body;
+mod credential;
+mod error;
+pub mod reject;
+pub mod validate;
+
+pub use body::ResponseBody;
+pub use credential::{Credential, CredentialSource, Fingerprint};
+pub use error::ConfigError;
+pub use reject::AuthRejection;
+pub use validate::{ValidationError, ValidationErrorKind, Validator};
