@@ -5,11 +5,13 @@
 mod body;
 mod credential;
 mod error;
+mod key;
 pub mod reject;
 pub mod validate;
 
 pub use body::ResponseBody;
 pub use credential::{Credential, CredentialSource, Fingerprint};
 pub use error::ConfigError;
+pub use key::KeyExtractor;
 pub use reject::AuthRejection;
 pub use validate::{ValidationError, ValidationErrorKind, Validator};

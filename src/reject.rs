@@ -471,6 +471,7 @@ pub(crate) fn grpc_percent_encode(message: &str) -> String {
 
 /// Renders `rejection`, attaches it to the response extensions and wraps the
 /// body for a layer whose inner body type is `B`.
+#[allow(dead_code)] // used by every layer
 pub(crate) fn respond<R: Renderer, B>(
     renderer: &R,
     rejection: AuthRejection,
