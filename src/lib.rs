@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod auth;
 mod body;
 mod credential;
 mod error;
@@ -9,9 +10,11 @@ mod key;
 pub mod reject;
 pub mod validate;
 
+pub use auth::AuthLayer;
 pub use body::ResponseBody;
 pub use credential::{Credential, CredentialSource, Fingerprint};
 pub use error::ConfigError;
 pub use key::KeyExtractor;
 pub use reject::AuthRejection;
 pub use validate::{ValidationError, ValidationErrorKind, Validator};
+pub mod extract;

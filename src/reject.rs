@@ -469,18 +469,26 @@ pub(crate) fn grpc_percent_encode(message: &str) -> String {
     out
 }
 
+/// Renders `rejection` and attaches it to the response extensions.
+pub(crate) fn render<R: Renderer + ?Sized>(
+    renderer: &R,
+    rejection: AuthRejection,
+    request: &Parts,
+) -> Response<Bytes> {
+    let mut res = renderer.render(&rejection, request);
+    res.extensions_mut().insert(rejection);
+    res
+}
+
 /// Renders `rejection`, attaches it to the response extensions and wraps the
 /// body for a layer whose inner body type is `B`.
 #[allow(dead_code)] // used by every layer
-pub(crate) fn respond<R: Renderer, B>(
+pub(crate) fn respond<R: Renderer + ?Sized, B>(
     renderer: &R,
     rejection: AuthRejection,
     request: &Parts,
 ) -> Response<ResponseBody<B>> {
-    let res = renderer.render(&rejection, request);
-    let (mut parts, body) = res.into_parts();
-    parts.extensions.insert(rejection);
-    Response::from_parts(parts, ResponseBody::rejection(body))
+    render(renderer, rejection, request).map(ResponseBody::rejection)
 }
 
 #[cfg(test)]

@@ -1,0 +1,273 @@
+//! Finding the credential in a request.
+//!
+//! An [`Extractor`] is an ordered list of sources. Every source is consulted,
+//! so a request that carries two different credentials (a header and a
+//! cookie, say) is refused as ambiguous instead of first-wins; the same value
+//! in two carriers is accepted.
+//!
+//! | source | where | default |
+//! |---|---|---|
+//! | [`Bearer`] | `Authorization: Bearer <token>` (RFC 6750 §2.1) | on |
+//! | [`Cookie`] | a named cookie (RFC 6265bis), feature `cookie` | off |
+//! | [`Header`] | a custom header such as `X-API-Key` | off |
+//! | [`Query`] | a query parameter (RFC 6750 §2.3), removed from the URI | off |
+//! | [`WebSocketProtocol`] | an entry of `Sec-WebSocket-Protocol`, removed from the header | off |
+//!
+//! # Security
+//!
+//! Extraction works on bytes and never decodes lossily: a credential with a
+//! non-ASCII or control byte is malformed. A credential longer than
+//! [`Extractor::max_len`] (default 8 KiB) is refused before anything else
+//! looks at it. Query and WebSocket tokens are removed from the request
+//! before it reaches your service, so handlers (and any access log inside the
+//! layer) never see them.
+//!
+//! # Example
+//!
+//! ```
+//! use http::{Request, header::AUTHORIZATION};
+//! use portcullis::extract::{Bearer, Extractor, Header, ExtractError};
+//!
+//! let extractor = Extractor::new(Bearer::new()).or(Header::new("x-api-key".parse().unwrap()));
+//!
+//! let (parts, ()) = Request::builder()
+//!     .header(AUTHORIZATION, "Bearer mF_9.B5f-4.1JqM")
+//!     .body(())
+//!     .unwrap()
+//!     .into_parts();
+//! let credential = extractor.extract(&parts).unwrap().unwrap();
+//! assert_eq!(credential.secret(), "mF_9.B5f-4.1JqM");
+//!
+//! let (parts, ()) = Request::builder()
+//!     .header(AUTHORIZATION, "Bearer one")
+//!     .header("x-api-key", "two")
+//!     .body(())
+//!     .unwrap()
+//!     .into_parts();
+//! assert_eq!(extractor.extract(&parts).unwrap_err(), ExtractError::Ambiguous);
+//! ```
+
+mod bearer;
+#[cfg(feature = "cookie")]
+mod cookie;
+mod header;
+mod query;
+mod syntax;
+mod websocket;
+
+use std::{borrow::Cow, fmt};
+
+use http::request::Parts;
+
+use crate::{
+    AuthRejection, Credential, CredentialSource,
+    reject::RejectionKind,
+};
+
+pub use self::{
+    bearer::Bearer, header::Header, query::Query, websocket::WebSocketProtocol,
+};
+#[cfg(feature = "cookie")]
+pub use self::cookie::Cookie;
+
+/// The default cap on a credential's length: 8 KiB.
+pub const DEFAULT_MAX_LEN: usize = 8 * 1024;
+
+/// Why no credential could be taken from a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExtractError {
+    /// A carrier holds something the protocol does not allow.
+    #[error("malformed credential: {0}")]
+    Malformed(&'static str),
+    /// Several different credentials, or one carrier given twice.
+    #[error("the request carries more than one credential")]
+    Ambiguous,
+    /// The credential is longer than the cap.
+    #[error("credential longer than {max} bytes")]
+    TooLarge {
+        /// The cap in force.
+        max: usize,
+    },
+}
+
+impl ExtractError {
+    /// The rejection a client receives for this error.
+    pub fn rejection_kind(&self) -> RejectionKind {
+        match self {
+            Self::Malformed(_) => RejectionKind::Malformed,
+            Self::Ambiguous => RejectionKind::Ambiguous,
+            Self::TooLarge { .. } => RejectionKind::TooLarge,
+        }
+    }
+}
+
+impl From<&ExtractError> for AuthRejection {
+    fn from(error: &ExtractError) -> Self {
+        AuthRejection::new(error.rejection_kind())
+    }
+}
+
+/// A place a credential can be found. Implemented by the source types of
+/// this module only.
+pub trait Source: sealed::Sealed {}
+
+mod sealed {
+    pub trait Sealed {
+        fn into_any(self) -> super::AnySource;
+    }
+}
+
+/// An ordered list of credential sources.
+///
+/// Build it with [`Extractor::new`] and [`Extractor::or`]; give it to
+/// [`AuthLayer::extractor`](crate::AuthLayer::extractor).
+#[derive(Clone)]
+pub struct Extractor {
+    sources: Vec<AnySource>,
+    max_len: usize,
+    strips: bool,
+}
+
+#[derive(Clone, Debug)]
+#[doc(hidden)]
+pub enum AnySource {
+    Bearer(Bearer),
+    #[cfg(feature = "cookie")]
+    Cookie(Cookie),
+    Header(Header),
+    Query(Query),
+    WebSocket(WebSocketProtocol),
+}
+
+impl Extractor {
+    /// An extractor that looks in `source`.
+    pub fn new(source: impl Source) -> Self {
+        Self {
+            sources: Vec::new(),
+            max_len: DEFAULT_MAX_LEN,
+            strips: false,
+        }
+        .or(source)
+    }
+
+    /// Also looks in `source`. Sources are consulted in order.
+    #[must_use]
+    pub fn or(mut self, source: impl Source) -> Self {
+        let source = source.into_any();
+        self.strips |= matches!(source, AnySource::Query(_) | AnySource::WebSocket(_));
+        self.sources.push(source);
+        self
+    }
+
+    /// Caps the length of a credential in bytes (default 8 KiB).
+    ///
+    /// A longer credential is refused (`431` for HTTP) before it is decoded,
+    /// hashed, validated or logged.
+    #[must_use]
+    pub fn max_len(mut self, max_len: usize) -> Self {
+        self.max_len = max_len;
+        self
+    }
+
+    /// Finds the credential of a request.
+    ///
+    /// `Ok(None)` means no source holds a credential (a foreign
+    /// `Authorization` scheme such as `Basic` counts as none).
+    ///
+    /// # Errors
+    ///
+    /// [`ExtractError`] when a carrier is malformed, too large, given twice,
+    /// or when two sources hold different credentials.
+    pub fn extract(&self, request: &Parts) -> Result<Option<Credential>, ExtractError> {
+        let mut found: Option<(Cow<'_, str>, &AnySource)> = None;
+        for source in &self.sources {
+            let Some(secret) = source.find(request, self.max_len)? else {
+                continue;
+            };
+            match &found {
+                None => found = Some((secret, source)),
+                Some((first, _)) if *first == secret => {}
+                Some(_) => return Err(ExtractError::Ambiguous),
+            }
+        }
+        Ok(found.map(|(secret, source)| Credential::new(secret, source.credential_source())))
+    }
+
+    /// Removes query and WebSocket-protocol tokens from the request, so the
+    /// inner service never sees them.
+    pub(crate) fn strip(&self, request: &mut Parts) {
+        if !self.strips {
+            return;
+        }
+        for source in &self.sources {
+            match source {
+                AnySource::Query(query) => query.strip(request),
+                AnySource::WebSocket(ws) => ws.strip(request),
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Default for Extractor {
+    /// `Authorization: Bearer` only.
+    fn default() -> Self {
+        Self::new(Bearer::new())
+    }
+}
+
+impl fmt::Debug for Extractor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Extractor")
+            .field("sources", &self.sources)
+            .field("max_len", &self.max_len)
+            .finish()
+    }
+}
+
+impl AnySource {
+    fn find<'a>(
+        &self,
+        request: &'a Parts,
+        max_len: usize,
+    ) -> Result<Option<Cow<'a, str>>, ExtractError> {
+        match self {
+            Self::Bearer(s) => s.find(&request.headers, max_len).map(|o| o.map(Cow::Borrowed)),
+            #[cfg(feature = "cookie")]
+            Self::Cookie(s) => s.find(&request.headers, max_len).map(|o| o.map(Cow::Borrowed)),
+            Self::Header(s) => s.find(&request.headers, max_len).map(|o| o.map(Cow::Borrowed)),
+            Self::Query(s) => s.find(&request.uri, max_len),
+            Self::WebSocket(s) => s.find(&request.headers, max_len).map(|o| o.map(Cow::Borrowed)),
+        }
+    }
+
+    fn credential_source(&self) -> CredentialSource {
+        match self {
+            Self::Bearer(_) => CredentialSource::Bearer,
+            #[cfg(feature = "cookie")]
+            Self::Cookie(s) => CredentialSource::Cookie(s.name_arc()),
+            Self::Header(s) => CredentialSource::Header(s.name().clone()),
+            Self::Query(s) => CredentialSource::Query(s.name_arc()),
+            Self::WebSocket(_) => CredentialSource::WebSocketProtocol,
+        }
+    }
+}
+
+macro_rules! source {
+    ($ty:ident, $variant:ident) => {
+        impl Source for $ty {}
+        impl sealed::Sealed for $ty {
+            fn into_any(self) -> AnySource {
+                AnySource::$variant(self)
+            }
+        }
+    };
+}
+
+source!(Bearer, Bearer);
+#[cfg(feature = "cookie")]
+source!(Cookie, Cookie);
+source!(Header, Header);
+source!(Query, Query);
+source!(WebSocketProtocol, WebSocket);
