@@ -168,9 +168,11 @@ fn form_decode(s: &str) -> Option<Vec<u8>> {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                let hex = |b: &u8| char::from(*b).to_digit(16);
+                let high = bytes.get(i + 1).and_then(hex)?;
+                let low = bytes.get(i + 2).and_then(hex)?;
+                // Two hex digits are at most 0xFF.
+                out.push((high * 16 + low) as u8);
                 i += 2;
             }
             b => out.push(b),
