@@ -6,6 +6,7 @@ pub mod auth;
 mod body;
 mod credential;
 mod error;
+pub mod integration;
 mod key;
 pub mod reject;
 pub mod validate;

@@ -1,0 +1,180 @@
+//! axum integration (feature `axum`): the [`Identity`] extractor.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{Router, body::Body, routing::get};
+//! use http::{Request, StatusCode, header::AUTHORIZATION};
+//! use portcullis::{AuthLayer, Credential, ValidationError, integration::axum::Identity};
+//! use tower::ServiceExt;
+//!
+//! #[derive(Clone)]
+//! struct User(String);
+//!
+//! async fn me(Identity(user): Identity<User>) -> String {
+//!     format!("hello {}", user.0)
+//! }
+//!
+//! async fn maybe(user: Option<Identity<User>>) -> &'static str {
+//!     if user.is_some() { "signed in" } else { "anonymous" }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let validator = |credential: Credential| async move {
+//!     match credential.secret() {
+//!         "alice-token" => Ok(User("alice".into())),
+//!         _ => Err(ValidationError::invalid()),
+//!     }
+//! };
+//! let app = Router::new()
+//!     .route("/me", get(me))
+//!     .route("/maybe", get(maybe))
+//!     .layer(AuthLayer::new(validator).optional());
+//!
+//! let req = Request::get("/me").header(AUTHORIZATION, "Bearer alice-token").body(Body::empty()).unwrap();
+//! assert_eq!(app.clone().oneshot(req).await.unwrap().status(), StatusCode::OK);
+//!
+//! // Anonymous requests reach the handler in optional mode; `Identity` refuses them with 401.
+//! let req = Request::get("/me").body(Body::empty()).unwrap();
+//! assert_eq!(app.clone().oneshot(req).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+//! let req = Request::get("/maybe").body(Body::empty()).unwrap();
+//! assert_eq!(app.oneshot(req).await.unwrap().status(), StatusCode::OK);
+//! # }
+//! ```
+
+use std::fmt;
+
+use ::axum::{
+    body::Body,
+    extract::{FromRequestParts, OptionalFromRequestParts},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use http::{StatusCode, header, request::Parts};
+
+use crate::{
+    AuthRejection,
+    auth::Anonymous,
+    reject::{self, RejectionKind},
+};
+
+/// The caller's identity, as produced by the [`Validator`](crate::Validator)
+/// of the [`AuthLayer`](crate::AuthLayer) in front of the handler.
+///
+/// - Identity present: the extractor succeeds.
+/// - The layer let the request through anonymous (optional mode, a public
+///   route): `Identity<T>` answers 401 through the layer's renderer, and
+///   `Option<Identity<T>>` gives `None`.
+/// - No `AuthLayer` in front of the route, or a validator that produces
+///   another type: a 500 that says so (and an `error` event), instead of an
+///   opaque failure. This is a deployment bug, not a client error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity<T>(pub T);
+
+/// Why [`Identity`] could not be extracted.
+#[derive(Debug)]
+pub struct IdentityRejection {
+    kind: RejectionReason,
+}
+
+enum RejectionReason {
+    Anonymous(http::Response<Bytes>),
+    LayerMissing(String),
+}
+
+impl fmt::Debug for RejectionReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Anonymous(_) => f.write_str("Anonymous"),
+            Self::LayerMissing(message) => f.debug_tuple("LayerMissing").field(message).finish(),
+        }
+    }
+}
+
+impl IdentityRejection {
+    /// Whether the route is missing its `AuthLayer` (a server bug) rather
+    /// than the request missing a credential.
+    pub fn is_layer_missing(&self) -> bool {
+        matches!(self.kind, RejectionReason::LayerMissing(_))
+    }
+}
+
+impl fmt::Display for IdentityRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            RejectionReason::Anonymous(_) => f.write_str("the request carries no credential"),
+            RejectionReason::LayerMissing(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for IdentityRejection {}
+
+impl IntoResponse for IdentityRejection {
+    fn into_response(self) -> Response {
+        match self.kind {
+            RejectionReason::Anonymous(response) => response.map(Body::from),
+            RejectionReason::LayerMissing(message) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                message,
+            )
+                .into_response(),
+        }
+    }
+}
+
+fn missing<T>(parts: &Parts) -> IdentityRejection {
+    match parts.extensions.get::<Anonymous>() {
+        Some(Anonymous(renderer)) => IdentityRejection {
+            kind: RejectionReason::Anonymous(reject::render(
+                &**renderer,
+                AuthRejection::new(RejectionKind::Missing),
+                parts,
+            )),
+        },
+        None => {
+            let message = super::layer_missing::<T>();
+            tracing::error!(target: "portcullis::axum", "{message}");
+            IdentityRejection {
+                kind: RejectionReason::LayerMissing(message),
+            }
+        }
+    }
+}
+
+impl<S, T> FromRequestParts<S> for Identity<T>
+where
+    T: Clone + Send + Sync + 'static,
+    S: Send + Sync,
+{
+    type Rejection = IdentityRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<T>() {
+            Some(identity) => Ok(Identity(identity.clone())),
+            None => Err(missing::<T>(parts)),
+        }
+    }
+}
+
+impl<S, T> OptionalFromRequestParts<S> for Identity<T>
+where
+    T: Clone + Send + Sync + 'static,
+    S: Send + Sync,
+{
+    type Rejection = IdentityRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        if let Some(identity) = parts.extensions.get::<T>() {
+            return Ok(Some(Identity(identity.clone())));
+        }
+        match missing::<T>(parts) {
+            IdentityRejection {
+                kind: RejectionReason::Anonymous(_),
+            } => Ok(None),
+            layer_missing => Err(layer_missing),
+        }
+    }
+}
