@@ -1,1 +1,2 @@
+//! Placeholder: the gRPC health example lands with the examples change.
 fn main() {}
