@@ -88,6 +88,8 @@ pub mod extract;
 pub mod integration;
 mod key;
 pub mod reject;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 pub mod validate;
 
 pub use auth::AuthLayer;
