@@ -11,6 +11,8 @@
 //! # Quick start
 //!
 //! ```
+//! # #[cfg(feature = "axum")]
+//! # async fn quick_start() {
 //! use axum::{Router, body::Body, routing::get};
 //! use http::{Request, StatusCode, header::AUTHORIZATION};
 //! use portcullis::{AuthLayer, Credential, ValidationError, integration::axum::Identity};
@@ -31,8 +33,6 @@
 //!     format!("hello {}", user.0)
 //! }
 //!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
 //! let app = Router::new()
 //!     .route("/me", get(me))
 //!     .layer(AuthLayer::new(validate));
@@ -47,6 +47,8 @@
 //!     r#"Bearer realm="api", error="invalid_token", error_description="the access token is invalid""#,
 //! );
 //! # }
+//! # #[cfg(feature = "axum")]
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(quick_start());
 //! ```
 //!
 //! # Features

@@ -58,14 +58,12 @@ impl Bearer {
 /// Parses one `Authorization` field value.
 pub(super) fn parse(value: &[u8], max_len: usize) -> Result<Option<&str>, ExtractError> {
     let value = trim_ows(value);
-    let scheme_end = value
-        .iter()
-        .position(|&b| b == b' ' || b == b'\t')
-        .unwrap_or(value.len());
-    if !value[..scheme_end].eq_ignore_ascii_case(b"bearer") {
+    let (scheme, rest) = value.split_at(value.len().min(6));
+    let is_bearer =
+        scheme.eq_ignore_ascii_case(b"bearer") && matches!(rest.first(), None | Some(b' ' | b'\t'));
+    if !is_bearer {
         return Ok(None);
     }
-    let rest = &value[scheme_end..];
     let token_start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
     if token_start == 0 || token_start == rest.len() {
         return Err(ExtractError::Malformed(if rest.first() == Some(&b'\t') {

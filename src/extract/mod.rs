@@ -175,6 +175,10 @@ impl Extractor {
     /// [`ExtractError`] when a carrier is malformed, too large, given twice,
     /// or when two sources hold different credentials.
     pub fn extract(&self, request: &Parts) -> Result<Option<Credential>, ExtractError> {
+        if let [source] = &self.sources[..] {
+            let secret = source.find(request, self.max_len)?;
+            return Ok(secret.map(|secret| Credential::new(secret, source.credential_source())));
+        }
         let mut found: Option<(Cow<'_, str>, &AnySource)> = None;
         for source in &self.sources {
             let Some(secret) = source.find(request, self.max_len)? else {

@@ -15,11 +15,22 @@ pub(super) fn trim_ows(bytes: &[u8]) -> &[u8] {
 /// (RFC 6750 §2.1).
 pub(super) fn is_b64token(bytes: &[u8]) -> bool {
     let body = bytes.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
-    body > 0
-        && bytes[..body].iter().all(|&b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+    body > 0 && bytes[..body].iter().all(|&b| B64TOKEN[usize::from(b)])
 }
+
+/// The `b64token` body characters, as a table: this check runs on every
+/// request, and a lookup is several times cheaper than a chain of ranges.
+static B64TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] =
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    table
+};
 
 /// `tchar` (RFC 9110 §5.6.2).
 pub(super) fn is_tchar(b: u8) -> bool {

@@ -8,13 +8,12 @@ pub mod axum;
 #[cfg(feature = "tonic")]
 pub mod tonic;
 
-use std::any::type_name;
-
 /// Explains a missing identity when the request was never authenticated.
+#[cfg(any(feature = "axum", feature = "tonic"))]
 fn layer_missing<T>() -> String {
     format!(
         "portcullis: no `{}` in the request extensions: the route is not behind an AuthLayer \
          whose validator produces this identity type",
-        type_name::<T>()
+        std::any::type_name::<T>()
     )
 }
