@@ -292,16 +292,24 @@ async fn run() -> Result<(), String> {
         Step::new("/me", "good session cookie (bob)", StatusCode::OK)
             .header(header::COOKIE, cookie(BOB))
             .subject("bob"),
-        Step::new("/me", "malformed Authorization header", StatusCode::BAD_REQUEST)
-            .header(header::AUTHORIZATION, "Bearer not/a,token")
-            .challenge(INVALID_REQUEST),
+        Step::new(
+            "/me",
+            "malformed Authorization header",
+            StatusCode::BAD_REQUEST,
+        )
+        .header(header::AUTHORIZATION, "Bearer not/a,token")
+        .challenge(INVALID_REQUEST),
         Step::new("/me", "unknown bearer token", StatusCode::UNAUTHORIZED)
             .header(header::AUTHORIZATION, "Bearer no-such-token")
             .challenge(INVALID_TOKEN),
-        Step::new("/me", "bearer (alice) + cookie (bob)", StatusCode::BAD_REQUEST)
-            .header(header::AUTHORIZATION, format!("Bearer {ALICE}"))
-            .header(header::COOKIE, cookie(BOB))
-            .challenge(AMBIGUOUS),
+        Step::new(
+            "/me",
+            "bearer (alice) + cookie (bob)",
+            StatusCode::BAD_REQUEST,
+        )
+        .header(header::AUTHORIZATION, format!("Bearer {ALICE}"))
+        .header(header::COOKIE, cookie(BOB))
+        .challenge(AMBIGUOUS),
     ];
 
     // ===== LOCKOUT (to come) ================================================

@@ -69,12 +69,19 @@ fn http2() -> HttpClient {
         .build_http()
 }
 
-async fn get(client: &HttpClient, addr: SocketAddr, authorization: Option<&str>) -> (Response<()>, String) {
+async fn get(
+    client: &HttpClient,
+    addr: SocketAddr,
+    authorization: Option<&str>,
+) -> (Response<()>, String) {
     let mut request = Request::get(format!("http://{addr}/"));
     if let Some(value) = authorization {
         request = request.header(header::AUTHORIZATION, value);
     }
-    let response = client.request(request.body(Empty::new()).unwrap()).await.unwrap();
+    let response = client
+        .request(request.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
     let (parts, body) = response.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     (
@@ -101,7 +108,9 @@ async fn an_unknown_token_gets_401_invalid_token() {
     let addr = serve().await;
     let (response, body) = get(&http1(), addr, Some("Bearer nope")).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let challenge = response.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+    let challenge = response.headers()[header::WWW_AUTHENTICATE]
+        .to_str()
+        .unwrap();
     assert!(
         challenge.starts_with(r#"Bearer realm="api", error="invalid_token""#),
         "{challenge}"

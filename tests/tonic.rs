@@ -19,13 +19,11 @@ use tonic::{
     service::Routes,
     transport::{Channel, Server, server::TcpIncoming},
 };
-use tonic_health::{
-    pb::{
-        HealthCheckRequest, HealthCheckResponse,
-        health_check_response::ServingStatus as WireStatus,
-        health_client::HealthClient,
-        health_server::{Health, HealthServer},
-    },
+use tonic_health::pb::{
+    HealthCheckRequest, HealthCheckResponse,
+    health_check_response::ServingStatus as WireStatus,
+    health_client::HealthClient,
+    health_server::{Health, HealthServer},
 };
 
 /// Every token contains this canary, so a leak is easy to spot.
@@ -47,7 +45,9 @@ async fn validate(credential: Credential) -> Result<User, ValidationError> {
         REVOKED => Err(ValidationError::revoked()),
         EXPIRED => Err(ValidationError::expired()),
         NO_SCOPE => Err(ValidationError::insufficient_scope("health:read")),
-        UNAVAILABLE => Err(ValidationError::unavailable().with_retry_after(Duration::from_secs(30))),
+        UNAVAILABLE => {
+            Err(ValidationError::unavailable().with_retry_after(Duration::from_secs(30)))
+        }
         _ => Err(ValidationError::invalid()),
     }
 }
@@ -79,7 +79,12 @@ async fn serve(routes: Routes, auth: Auth) -> SocketAddr {
                     .serve_with_incoming(incoming)
                     .await
             }
-            Auth::Absent => Server::builder().add_routes(routes).serve_with_incoming(incoming).await,
+            Auth::Absent => {
+                Server::builder()
+                    .add_routes(routes)
+                    .serve_with_incoming(incoming)
+                    .await
+            }
         }
         .unwrap();
     });
@@ -313,6 +318,10 @@ async fn a_handler_without_an_auth_layer_gets_internal_from_identity() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Internal);
-    assert!(status.message().contains("AuthLayer"), "{}", status.message());
+    assert!(
+        status.message().contains("AuthLayer"),
+        "{}",
+        status.message()
+    );
     assert_eq!(who.calls.load(Ordering::SeqCst), 1);
 }
