@@ -1,4 +1,82 @@
-//! Tower middleware that authenticates requests and shuts the gate on brute force.
+//! Tower middleware that authenticates requests and shuts the gate on brute
+//! force.
+//!
+//! portcullis finds the credential in a request (`Authorization: Bearer`, a
+//! cookie, a custom header, and opt-in a query parameter or the WebSocket
+//! subprotocol), validates it through your async [`Validator`], hands the
+//! caller's identity to your handlers, and answers failures the way HTTP and
+//! gRPC clients understand them. It works with any hyper-based service: axum
+//! routers, tonic servers and plain hyper.
+//!
+//! # Quick start
+//!
+//! ```
+//! use axum::{Router, body::Body, routing::get};
+//! use http::{Request, StatusCode, header::AUTHORIZATION};
+//! use portcullis::{AuthLayer, Credential, ValidationError, integration::axum::Identity};
+//! use tower::ServiceExt;
+//!
+//! #[derive(Clone)]
+//! struct User(String);
+//!
+//! // Your lookup: a database, a hashed API-key table, a JWT check…
+//! async fn validate(credential: Credential) -> Result<User, ValidationError> {
+//!     match credential.secret() {
+//!         "alice-token" => Ok(User("alice".into())),
+//!         _ => Err(ValidationError::invalid()),
+//!     }
+//! }
+//!
+//! async fn me(Identity(user): Identity<User>) -> String {
+//!     format!("hello {}", user.0)
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let app = Router::new()
+//!     .route("/me", get(me))
+//!     .layer(AuthLayer::new(validate));
+//!
+//! let res = app
+//!     .oneshot(Request::get("/me").header(AUTHORIZATION, "Bearer wrong").body(Body::empty()).unwrap())
+//!     .await
+//!     .unwrap();
+//! assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+//! assert_eq!(
+//!     res.headers()["www-authenticate"],
+//!     r#"Bearer realm="api", error="invalid_token", error_description="the access token is invalid""#,
+//! );
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `axum` | yes | [`integration::axum::Identity`], the handler extractor |
+//! | `cookie` | yes | [`extract::Cookie`], the named-cookie source |
+//! | `tonic` | no | [`integration::tonic::identity`]; the layers work with tonic regardless |
+//! | `jwt` | no | JWT validation (jsonwebtoken, pure-Rust crypto) |
+//! | `redis` | no | shared limiter state for several replicas |
+//! | `test-util` | no | helpers for testing services that use portcullis |
+//!
+//! With `default-features = false` the core pulls in neither axum nor tonic
+//! nor a TLS stack.
+//!
+//! # Security
+//!
+//! - Parsing is strict (RFC 6750, RFC 9110, RFC 6265bis) and works on bytes:
+//!   malformed credentials are refused with 400, never repaired; two
+//!   different credentials in one request are refused, never first-wins.
+//! - A credential longer than 8 KiB is refused before it is decoded,
+//!   validated or logged.
+//! - Secrets never appear in `Debug`, `Display`, logs or responses: a
+//!   [`Fingerprint`] identifies a credential in logs.
+//! - Unknown, revoked and otherwise invalid credentials get byte-identical
+//!   responses; an expired one says so (clients refresh on it); a validator
+//!   that is down answers 503, never "invalid".
+//! - Every rejection carries an [`AuthRejection`] in the response
+//!   extensions, which outer layers use to count failed attempts.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
@@ -6,9 +84,12 @@ pub mod auth;
 mod body;
 mod credential;
 mod error;
+pub mod extract;
 pub mod integration;
 mod key;
 pub mod reject;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 pub mod validate;
 
 pub use auth::AuthLayer;
@@ -18,4 +99,3 @@ pub use error::ConfigError;
 pub use key::KeyExtractor;
 pub use reject::AuthRejection;
 pub use validate::{ValidationError, ValidationErrorKind, Validator};
-pub mod extract;

@@ -3,10 +3,8 @@ use std::{fmt, sync::Arc, time::Duration};
 use http::request::Parts;
 use tower_layer::Layer;
 
-use super::{Auth, Shared};
+use super::{Auth, Predicate, Shared};
 use crate::{Validator, extract::Extractor, reject::DefaultRenderer};
-
-type Predicate = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
 
 /// Authenticates requests: finds the credential, validates it, and inserts
 /// the caller's identity into the request extensions.

@@ -5,7 +5,7 @@
 //!
 //! 1. CORS preflight requests (`OPTIONS` with `Access-Control-Request-Method`)
 //!    and requests marked [public](AuthLayer::public) go straight through.
-//! 2. The [`Extractor`](crate::extract::Extractor) looks for the credential.
+//! 2. The [`Extractor`] looks for the credential.
 //!    None → 401 (or, [optional](AuthLayer::optional), through as anonymous);
 //!    malformed or several → 400; too large → 431.
 //! 3. The [`Validator`](crate::Validator) decides. Success inserts its
@@ -14,7 +14,7 @@
 //!
 //! Every rejection carries an [`AuthRejection`](crate::AuthRejection) in its
 //! response extensions, which is how the
-//! [`LockoutLayer`](crate::lockout::LockoutLayer) outside it counts failures.
+//! `LockoutLayer` outside it counts failures.
 //!
 //! # Security
 //!
@@ -76,13 +76,16 @@ use crate::{extract::Extractor, reject::Renderer};
 
 pub use self::{future::ResponseFuture, layer::AuthLayer, service::Auth};
 
+/// Marks requests that need no credential.
+pub(crate) type Predicate = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
+
 /// Configuration shared by every clone of an [`Auth`] service.
 pub(crate) struct Shared<V, R> {
     validator: Arc<V>,
     extractor: Extractor,
     renderer: Arc<R>,
     optional: bool,
-    public: Option<Arc<dyn Fn(&Parts) -> bool + Send + Sync>>,
+    public: Option<Predicate>,
     timeout: Option<Duration>,
 }
 

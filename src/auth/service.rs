@@ -87,7 +87,9 @@ where
             }
             Ok(None) => {
                 tracing::debug!(target: "portcullis::auth", "no credential presented");
-                ResponseFuture::rejected(shared.reject(AuthRejection::new(RejectionKind::Missing), &parts))
+                ResponseFuture::rejected(
+                    shared.reject(AuthRejection::new(RejectionKind::Missing), &parts),
+                )
             }
             Err(error) => {
                 tracing::debug!(target: "portcullis::auth", %error, "credential refused before validation");

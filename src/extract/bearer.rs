@@ -79,7 +79,9 @@ pub(super) fn parse(value: &[u8], max_len: usize) -> Result<Option<&str>, Extrac
         return Err(ExtractError::TooLarge { max: max_len });
     }
     if !is_b64token(token) {
-        return Err(ExtractError::Malformed("the bearer token is not a b64token"));
+        return Err(ExtractError::Malformed(
+            "the bearer token is not a b64token",
+        ));
     }
     // b64token is ASCII, so this never fails.
     Ok(std::str::from_utf8(token).ok())
@@ -109,6 +111,9 @@ mod tests {
         assert!(ok("Bearer a,b").is_err());
         assert!(ok("Bearer =abc").is_err());
         assert!(ok("Bearer ab=c").is_err());
-        assert_eq!(parse(b"Bearer abcdef", 5), Err(ExtractError::TooLarge { max: 5 }));
+        assert_eq!(
+            parse(b"Bearer abcdef", 5),
+            Err(ExtractError::TooLarge { max: 5 })
+        );
     }
 }

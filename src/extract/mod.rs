@@ -59,16 +59,11 @@ use std::{borrow::Cow, fmt};
 
 use http::request::Parts;
 
-use crate::{
-    AuthRejection, Credential, CredentialSource,
-    reject::RejectionKind,
-};
+use crate::{AuthRejection, Credential, CredentialSource, reject::RejectionKind};
 
-pub use self::{
-    bearer::Bearer, header::Header, query::Query, websocket::WebSocketProtocol,
-};
 #[cfg(feature = "cookie")]
 pub use self::cookie::Cookie;
+pub use self::{bearer::Bearer, header::Header, query::Query, websocket::WebSocketProtocol};
 
 /// The default cap on a credential's length: 8 KiB.
 pub const DEFAULT_MAX_LEN: usize = 8 * 1024;
@@ -233,12 +228,20 @@ impl AnySource {
         max_len: usize,
     ) -> Result<Option<Cow<'a, str>>, ExtractError> {
         match self {
-            Self::Bearer(s) => s.find(&request.headers, max_len).map(|o| o.map(Cow::Borrowed)),
+            Self::Bearer(s) => s
+                .find(&request.headers, max_len)
+                .map(|o| o.map(Cow::Borrowed)),
             #[cfg(feature = "cookie")]
-            Self::Cookie(s) => s.find(&request.headers, max_len).map(|o| o.map(Cow::Borrowed)),
-            Self::Header(s) => s.find(&request.headers, max_len).map(|o| o.map(Cow::Borrowed)),
+            Self::Cookie(s) => s
+                .find(&request.headers, max_len)
+                .map(|o| o.map(Cow::Borrowed)),
+            Self::Header(s) => s
+                .find(&request.headers, max_len)
+                .map(|o| o.map(Cow::Borrowed)),
             Self::Query(s) => s.find(&request.uri, max_len),
-            Self::WebSocket(s) => s.find(&request.headers, max_len).map(|o| o.map(Cow::Borrowed)),
+            Self::WebSocket(s) => s
+                .find(&request.headers, max_len)
+                .map(|o| o.map(Cow::Borrowed)),
         }
     }
 

@@ -135,7 +135,10 @@ impl Query {
         let Some(query) = request.uri.query() else {
             return;
         };
-        if !query.split('&').any(|pair| self.is_ours(pair.split('=').next().unwrap_or(""))) {
+        if !query
+            .split('&')
+            .any(|pair| self.is_ours(pair.split('=').next().unwrap_or("")))
+        {
             return;
         }
         let kept: Vec<&str> = query
@@ -199,7 +202,11 @@ mod tests {
     fn strip_removes_every_occurrence_and_keeps_the_rest() {
         let q = Query::new("access_token");
         let strip = |uri: &str| {
-            let (mut parts, ()) = http::Request::builder().uri(uri).body(()).unwrap().into_parts();
+            let (mut parts, ()) = http::Request::builder()
+                .uri(uri)
+                .body(())
+                .unwrap()
+                .into_parts();
             q.strip(&mut parts);
             parts.uri.to_string()
         };

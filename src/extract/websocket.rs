@@ -119,7 +119,9 @@ impl WebSocketProtocol {
             .collect();
         let joined = kept.join(&b", "[..]);
         // The kept entries are a subset of a valid field value.
-        let value = HeaderValue::from_bytes(&joined).ok().filter(|_| !joined.is_empty());
+        let value = HeaderValue::from_bytes(&joined)
+            .ok()
+            .filter(|_| !joined.is_empty());
         request.headers.remove(SEC_WEBSOCKET_PROTOCOL);
         if let Some(value) = value {
             request.headers.insert(SEC_WEBSOCKET_PROTOCOL, value);

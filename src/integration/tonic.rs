@@ -11,7 +11,7 @@
 //! use portcullis::integration::tonic::identity;
 //! use tonic::{Code, Request};
 //!
-//! #[derive(Clone)]
+//! #[derive(Clone, Debug)]
 //! struct User(&'static str);
 //!
 //! let mut request = Request::new(());

@@ -1,0 +1,90 @@
+//! The axum `Identity` extractor.
+#![cfg(feature = "axum")]
+
+use axum::{Router, body::Body, routing::get};
+use http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use portcullis::{AuthLayer, Credential, ValidationError, integration::axum::Identity};
+use tower::ServiceExt;
+
+#[derive(Clone, Debug)]
+struct User(String);
+
+#[derive(Clone, Debug)]
+struct Admin;
+
+async fn validator(credential: Credential) -> Result<User, ValidationError> {
+    match credential.secret() {
+        "alice-token" => Ok(User("alice".into())),
+        _ => Err(ValidationError::invalid()),
+    }
+}
+
+async fn me(Identity(user): Identity<User>) -> String {
+    user.0
+}
+
+async fn maybe(user: Option<Identity<User>>) -> String {
+    user.map_or("anonymous".into(), |Identity(u)| u.0)
+}
+
+async fn admin(Identity(_): Identity<Admin>) -> &'static str {
+    "admin"
+}
+
+fn app() -> Router {
+    let authed = Router::new()
+        .route("/me", get(me))
+        .route("/maybe", get(maybe))
+        .route("/admin", get(admin))
+        .layer(AuthLayer::new(validator).optional());
+    let bare = Router::new()
+        .route("/bare", get(me))
+        .route("/bare-maybe", get(maybe));
+    authed.merge(bare)
+}
+
+async fn get_(uri: &str, token: Option<&str>) -> (StatusCode, http::HeaderMap, String) {
+    let mut req = Request::get(uri);
+    if let Some(token) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let res = app()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = res.into_parts();
+    let body = String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    (parts.status, parts.headers, body)
+}
+
+#[tokio::test]
+async fn the_identity_reaches_the_handler() {
+    assert_eq!(get_("/me", Some("alice-token")).await.2, "alice");
+    assert_eq!(get_("/maybe", Some("alice-token")).await.2, "alice");
+}
+
+#[tokio::test]
+async fn an_anonymous_request_is_a_401_challenge_for_identity_and_none_for_option() {
+    let (status, headers, _) = get_("/me", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers[header::WWW_AUTHENTICATE], r#"Bearer realm="api""#);
+    assert_eq!(get_("/maybe", None).await.2, "anonymous");
+}
+
+#[tokio::test]
+async fn a_route_without_the_layer_is_a_clear_500_not_a_401() {
+    for uri in ["/bare", "/bare-maybe"] {
+        let (status, _, body) = get_(uri, Some("alice-token")).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{uri}");
+        assert!(body.contains("not behind an AuthLayer"), "{body}");
+        assert!(body.contains("User"), "the message names the type: {body}");
+    }
+}
+
+#[tokio::test]
+async fn asking_for_another_identity_type_names_it() {
+    let (status, _, body) = get_("/admin", Some("alice-token")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(body.contains("Admin"), "{body}");
+}
