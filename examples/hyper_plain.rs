@@ -26,6 +26,7 @@
 use std::{
     convert::Infallible,
     io::{self, Write},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -108,7 +109,9 @@ async fn main() -> io::Result<()> {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
+                    // Out of file descriptors, say: back off instead of spinning.
                     eprintln!("accept failed: {error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
@@ -126,8 +129,14 @@ async fn main() -> io::Result<()> {
         });
     }
 
+    // Stop accepting, then give open connections a bounded time to finish.
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        eprintln!("connections still open after 10 s; closing them");
+    }
     Ok(())
 }
 
