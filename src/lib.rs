@@ -7,6 +7,7 @@ mod credential;
 mod error;
 mod key;
 pub mod reject;
+pub mod scope;
 pub mod validate;
 
 pub use body::ResponseBody;
