@@ -529,8 +529,14 @@ impl Validator for ApiKeys {
         credential: &Credential,
     ) -> impl Future<Output = Result<ApiKeyIdentity, ValidationError>> + Send {
         let outcome = self.check(credential.secret());
-        if let (Ok(identity), Some(hook)) = (&outcome, &self.inner.on_used) {
-            hook(identity);
+        match &outcome {
+            Ok(identity) => {
+                tracing::trace!(%credential, id = %identity.id, "api key accepted");
+                if let Some(hook) = &self.inner.on_used {
+                    hook(identity);
+                }
+            }
+            Err(e) => tracing::debug!(%credential, error = %e, "api key rejected"),
         }
         std::future::ready(outcome)
     }

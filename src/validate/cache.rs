@@ -272,6 +272,7 @@ impl<V: Validator> Shared<V> {
     async fn validate(&self, credential: &Credential) -> Outcome<V::Identity> {
         let key = cache_key(credential);
         if let Some(outcome) = self.cached(&key) {
+            tracing::trace!(%credential, ok = outcome.is_ok(), "validation cache hit");
             return outcome;
         }
         let flight = {
@@ -291,6 +292,7 @@ impl<V: Validator> Shared<V> {
                     return outcome;
                 }
                 let generation = self.generation.load(Ordering::SeqCst);
+                tracing::trace!(%credential, "validation cache miss, asking the backend");
                 let outcome = self.inner.validate(credential).await;
                 self.store(key, &outcome, generation);
                 outcome
