@@ -57,14 +57,16 @@ use crate::Credential;
 mod api_key;
 mod cache;
 mod chain;
+#[cfg(feature = "jwks")]
+mod jwks;
 #[cfg(feature = "jwt")]
-mod jwt;
+pub mod jwt;
 
 pub use api_key::{ApiKeyIdentity, ApiKeys, ApiKeysBuilder, GeneratedKey, KeyDigest};
 pub use cache::{CachingValidator, CachingValidatorBuilder, ExpiresAt};
 pub use chain::{Chain, MapIdentity, ValidatorExt};
 #[cfg(feature = "jwt")]
-pub use jwt::{Claims, JwtKey, JwtValidator, JwtValidatorBuilder};
+pub use jwt::{Claims, JwtKey, JwtValidator};
 
 /// Checks a [`Credential`] and returns the caller's identity.
 ///
