@@ -167,6 +167,17 @@ async fn an_alg_none_token_is_invalid() {
 }
 
 #[tokio::test]
+async fn a_token_with_critical_header_extensions_is_invalid() {
+    let mut header = Header::new(Algorithm::HS256);
+    header.crit = Some(vec!["exp-ext".into()]);
+    header.extras.insert("exp-ext", true);
+    let token = encode(&header, &claims(600), &EncodingKey::from_secret(SECRET)).unwrap();
+    let err = hs256().validate(&bearer(&token)).await.unwrap_err();
+    assert_eq!(err.kind(), ValidationErrorKind::Invalid);
+    assert_eq!(err.reason(), Some("unsupported critical header"));
+}
+
+#[tokio::test]
 async fn an_hs256_token_signed_with_the_rsa_public_key_is_invalid() {
     let pem = rsa().public_pem.as_bytes();
     let validator = JwtValidator::<MyClaims>::builder()
@@ -324,7 +335,10 @@ async fn claims_that_do_not_fit_the_type_are_invalid() {
     assert_eq!(err.kind(), ValidationErrorKind::Invalid);
     assert_eq!(err.reason(), Some("claims do not match the expected type"));
 
-    for garbage in ["", "a.b.c", "not-a-jwt", "eyJ.eyJ.eyJ", "...."] {
+    let good = sign(Algorithm::HS256, &claims(600), &EncodingKey::from_secret(SECRET));
+    let extra_part = format!("{good}.x");
+    let padded = format!("{good}=");
+    for garbage in ["", "a.b.c", "not-a-jwt", "eyJ.eyJ.eyJ", "....", &extra_part, &padded] {
         assert_eq!(kind_of(&hs256(), garbage).await, ValidationErrorKind::Invalid, "{garbage}");
     }
 }

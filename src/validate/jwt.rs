@@ -76,7 +76,7 @@ use std::{
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 pub use jsonwebtoken::Algorithm;
 use jsonwebtoken::{
-    AlgorithmFamily, DecodingKey, Validation,
+    AlgorithmFamily, DecodingKey,
     errors::ErrorKind,
     jwk::{Jwk, JwkSet, PublicKeyUse},
 };
@@ -385,14 +385,50 @@ impl<T> ExpiresAt for Claims<T> {
     }
 }
 
-/// The registered claims read besides `T`.
+/// The JOSE header fields portcullis reads.
+#[derive(Deserialize)]
+struct JoseHeader {
+    alg: Algorithm,
+    #[serde(default)]
+    kid: Option<String>,
+    /// Extensions the verifier must understand (RFC 7515 §4.1.11): we
+    /// understand none, so a token that has any is refused.
+    #[serde(default)]
+    crit: Option<serde::de::IgnoredAny>,
+}
+
+/// The registered claims checked and kept besides `T`.
 #[derive(Deserialize)]
 struct Registered {
-    exp: u64,
+    #[serde(default)]
+    exp: Option<u64>,
+    #[serde(default)]
+    nbf: Option<u64>,
+    #[serde(default)]
+    iss: Option<String>,
+    #[serde(default)]
+    aud: Option<Audience>,
     #[serde(default)]
     scope: Option<Box<str>>,
     #[serde(default, deserialize_with = "scp")]
     scp: Box<[Box<str>]>,
+}
+
+/// `aud` is one string or an array of strings (RFC 7519 §4.1.3).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn any(&self, accepted: &[String]) -> bool {
+        match self {
+            Self::One(aud) => accepted.contains(aud),
+            Self::Many(auds) => auds.iter().any(|aud| accepted.contains(aud)),
+        }
+    }
 }
 
 /// `scp` is an array of strings, or (some issuers) one space-separated string.
@@ -409,6 +445,52 @@ fn scp<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Box<[Box<str>]>, D::Err
         Scp::One(s) => s.split_ascii_whitespace().map(Into::into).collect(),
         Scp::Null(()) => Box::new([]),
     })
+}
+
+/// What a token's claims must satisfy.
+#[derive(Debug)]
+struct Policy {
+    algorithms: Vec<Algorithm>,
+    issuers: Vec<String>,
+    audiences: Vec<String>,
+    /// Seconds of clock skew tolerated on `exp` and `nbf`.
+    leeway: u64,
+    require_nbf: bool,
+}
+
+impl Policy {
+    /// Checks the registered claims at `now` (seconds since the epoch), in
+    /// the order jsonwebtoken does: presence, `exp`, `nbf`, `iss`, `aud`.
+    fn check(&self, claims: &Registered, now: u64) -> Result<u64, ValidationError> {
+        let missing = || ValidationError::invalid().with_reason("a required claim is missing");
+        let exp = claims.exp.ok_or_else(missing)?;
+        if (self.require_nbf && claims.nbf.is_none())
+            || (!self.issuers.is_empty() && claims.iss.is_none())
+            || (!self.audiences.is_empty() && claims.aud.is_none())
+        {
+            return Err(missing());
+        }
+        if exp.saturating_add(self.leeway) < now {
+            return Err(ValidationError::expired().with_reason("token expired"));
+        }
+        if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(self.leeway)) {
+            return Err(ValidationError::invalid().with_reason("token not valid yet (nbf)"));
+        }
+        if let Some(iss) = &claims.iss
+            && !self.issuers.is_empty()
+            && !self.issuers.contains(iss)
+        {
+            return Err(ValidationError::invalid().with_reason("issuer not accepted"));
+        }
+        // RFC 7519 §4.1.3: a token for an audience we do not identify with
+        // is refused, also when no audience is configured.
+        if let Some(aud) = &claims.aud
+            && !aud.any(&self.audiences)
+        {
+            return Err(ValidationError::invalid().with_reason("audience not accepted"));
+        }
+        Ok(exp)
+    }
 }
 
 /// Validates JWTs; the identity is the token's [`Claims<T>`](Claims).
@@ -429,16 +511,8 @@ pub struct JwtValidator<T> {
 }
 
 struct Inner {
-    /// One validation per accepted algorithm: jsonwebtoken wants every
-    /// algorithm of a validation to be of the verifying key's family.
-    validations: Vec<(Algorithm, Validation)>,
+    policy: Policy,
     keys: Keys,
-}
-
-impl Inner {
-    fn validation(&self, alg: Algorithm) -> Option<&Validation> {
-        self.validations.iter().find(|(a, _)| *a == alg).map(|(_, v)| v)
-    }
 }
 
 enum Keys {
@@ -458,14 +532,8 @@ impl<T> Clone for JwtValidator<T> {
 
 impl<T> fmt::Debug for JwtValidator<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let algorithms: Vec<Algorithm> = self.inner.validations.iter().map(|(a, _)| *a).collect();
         let mut s = f.debug_struct("JwtValidator");
-        s.field("algorithms", &algorithms);
-        if let Some((_, v)) = self.inner.validations.first() {
-            s.field("issuer", &v.iss)
-                .field("audience", &v.aud)
-                .field("leeway", &v.leeway);
-        }
+        s.field("policy", &self.inner.policy);
         match &self.inner.keys {
             Keys::Static(keys) => s.field("keys", &keys.len()),
             #[cfg(feature = "jwks")]
@@ -491,79 +559,87 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidator<T> {
         }
     }
 
-    /// Verifies `token` with `key`.
+    /// Verifies the signature of `message` (`header.payload`) with `key`,
+    /// then checks and reads the claims.
     fn verify(
         &self,
-        token: &str,
+        message: &str,
+        payload: &str,
+        signature: &str,
         key: &JwtKey,
-        validation: &Validation,
+        alg: Algorithm,
     ) -> Result<Claims<T>, ValidationError> {
-        let data = jsonwebtoken::decode::<T>(token, &key.key, validation)
-            .map_err(|e| map_error(e.kind()))?;
-        // The signature is verified: read the registered claims portcullis
-        // needs from the same payload.
-        let payload = token
-            .split('.')
-            .nth(1)
-            .ok_or_else(|| ValidationError::invalid().with_reason("not a JWT"))?;
+        match jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key.key, alg) {
+            Ok(true) => {}
+            Ok(false) => return Err(ValidationError::invalid().with_reason("signature mismatch")),
+            Err(e) => return Err(map_error(e.kind())),
+        }
+        // Only now, with the signature verified, is the payload parsed.
         let json = URL_SAFE_NO_PAD
             .decode(payload)
-            .map_err(|_| ValidationError::invalid().with_reason("payload is not base64url"))?;
-        let registered: Registered = serde_json::from_slice(&json)
-            .map_err(|_| ValidationError::invalid().with_reason("registered claims malformed"))?;
-        let now_unix = SystemTime::now()
+            .map_err(|_| ValidationError::invalid().with_reason("malformed JWT"))?;
+        let registered: Registered = serde_json::from_slice(&json).map_err(|_| {
+            ValidationError::invalid().with_reason("a registered claim has the wrong type")
+        })?;
+        let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let expires_at = Instant::now() + Duration::from_secs(registered.exp.saturating_sub(now_unix));
+        let exp = self.inner.policy.check(&registered, now)?;
+        let claims: T = serde_json::from_slice(&json).map_err(|_| {
+            ValidationError::invalid().with_reason("claims do not match the expected type")
+        })?;
         Ok(Claims {
-            claims: Arc::new(data.claims),
-            exp: registered.exp,
-            expires_at,
+            claims: Arc::new(claims),
+            exp,
+            expires_at: Instant::now() + Duration::from_secs(exp.saturating_sub(now)),
             scope: registered.scope,
             scp: registered.scp,
         })
     }
 
     async fn check(&self, token: &str) -> Result<Claims<T>, ValidationError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| ValidationError::invalid().with_reason("malformed JWT header"))?;
-        let Some(validation) = self.inner.validation(header.alg) else {
-            return Err(ValidationError::invalid().with_reason("algorithm not accepted"));
+        let malformed = || ValidationError::invalid().with_reason("malformed JWT");
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(malformed());
         };
+        let message = &token[..header.len() + 1 + payload.len()];
+        let header: JoseHeader = URL_SAFE_NO_PAD
+            .decode(header)
+            .ok()
+            .and_then(|json| serde_json::from_slice(&json).ok())
+            .ok_or_else(|| ValidationError::invalid().with_reason("malformed JWT header"))?;
+        if header.crit.is_some() {
+            return Err(ValidationError::invalid().with_reason("unsupported critical header"));
+        }
+        let alg = header.alg;
+        if !self.inner.policy.algorithms.contains(&alg) {
+            return Err(ValidationError::invalid().with_reason("algorithm not accepted"));
+        }
         let kid = header.kid.as_deref();
+        let select = |keys: &KeySet| match keys.select(kid, alg) {
+            Selected::Key(key) => self.verify(message, payload, signature, key, alg),
+            Selected::UnknownKid => Err(ValidationError::invalid().with_reason("unknown kid")),
+            Selected::NoKey => Err(ValidationError::invalid().with_reason("no key fits the token")),
+        };
         match &self.inner.keys {
-            Keys::Static(keys) => match keys.select(kid, header.alg) {
-                Selected::Key(key) => self.verify(token, key, validation),
-                Selected::UnknownKid => Err(ValidationError::invalid().with_reason("unknown kid")),
-                Selected::NoKey => Err(ValidationError::invalid().with_reason("no key fits the token")),
-            },
+            Keys::Static(keys) => select(keys),
             #[cfg(feature = "jwks")]
-            Keys::Remote(jwks) => {
-                let keys = jwks.keys_for(kid, header.alg).await?;
-                match keys.select(kid, header.alg) {
-                    Selected::Key(key) => self.verify(token, key, validation),
-                    Selected::UnknownKid => Err(ValidationError::invalid().with_reason("unknown kid")),
-                    Selected::NoKey => {
-                        Err(ValidationError::invalid().with_reason("no key fits the token"))
-                    }
-                }
-            }
+            Keys::Remote(jwks) => select(&*jwks.keys_for(kid, alg).await?),
         }
     }
 }
 
 fn map_error(kind: &ErrorKind) -> ValidationError {
     let reason = match kind {
-        ErrorKind::ExpiredSignature => return ValidationError::expired().with_reason("token expired"),
         ErrorKind::InvalidSignature => "signature mismatch",
-        ErrorKind::InvalidAlgorithm => "algorithm does not fit the key",
-        ErrorKind::MissingRequiredClaim(_) => "a required claim is missing",
-        ErrorKind::InvalidClaimFormat(_) => "a registered claim has the wrong type",
-        ErrorKind::InvalidIssuer => "issuer not accepted",
-        ErrorKind::InvalidAudience => "audience not accepted",
-        ErrorKind::InvalidSubject => "subject not accepted",
-        ErrorKind::ImmatureSignature => "token not valid yet (nbf)",
-        ErrorKind::Json(_) => "claims do not match the expected type",
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidKeyFormat
+        | ErrorKind::InvalidEcdsaKey
+        | ErrorKind::InvalidEddsaKey
+        | ErrorKind::InvalidRsaKey(_) => "algorithm does not fit the key",
         ErrorKind::Base64(_) | ErrorKind::Utf8(_) | ErrorKind::InvalidToken => "malformed JWT",
         _ => "token rejected",
     };
@@ -716,39 +792,18 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
                 }
             }
         }
-        let mut validation = Validation::new(self.algorithms[0]);
-        validation.leeway = self.leeway.as_secs() + u64::from(self.leeway.subsec_nanos() > 0);
-        validation.validate_nbf = true;
-        validation.validate_exp = true;
-        validation.validate_aud = true;
-        let mut required = vec!["exp"];
-        if !self.issuers.is_empty() {
-            validation.set_issuer(&self.issuers);
-            required.push("iss");
-        }
-        if !self.audiences.is_empty() {
-            validation.set_audience(&self.audiences);
-            required.push("aud");
-        }
-        if self.require_nbf {
-            required.push("nbf");
-        }
-        validation.set_required_spec_claims(&required);
-        let validations = self
-            .algorithms
-            .iter()
-            .map(|&alg| {
-                let mut v = validation.clone();
-                v.algorithms = vec![alg];
-                (alg, v)
-            })
-            .collect();
-
+        let policy = Policy {
+            algorithms: self.algorithms,
+            issuers: self.issuers,
+            audiences: self.audiences,
+            leeway: self.leeway.as_secs() + u64::from(self.leeway.subsec_nanos() > 0),
+            require_nbf: self.require_nbf,
+        };
         #[cfg(feature = "jwks")]
         if let Some(jwks) = self.jwks {
             return Ok(JwtValidator {
                 inner: Arc::new(Inner {
-                    validations,
+                    policy,
                     keys: Keys::Remote(jwks),
                 }),
                 _claims: PhantomData,
@@ -759,7 +814,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
         }
         Ok(JwtValidator {
             inner: Arc::new(Inner {
-                validations,
+                policy,
                 keys: Keys::Static(KeySet::new(self.keys)),
             }),
             _claims: PhantomData,
