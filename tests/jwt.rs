@@ -518,3 +518,265 @@ async fn an_unavailable_jwt_error_is_never_produced_by_static_keys() {
         assert_ne!(outcome.unwrap_err().kind(), ValidationErrorKind::Unavailable);
     }
 }
+
+/// JWKS URL tests: the document is served by a local HTTP server.
+#[cfg(feature = "jwks")]
+mod jwks {
+    use std::{
+        convert::Infallible,
+        net::SocketAddr,
+        sync::{Arc, Mutex},
+        time::Duration,
+    };
+
+    use bytes::Bytes;
+    use http::{Request, Response, StatusCode};
+    use http_body_util::Full;
+    use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+    use hyper_util::rt::TokioIo;
+    use jsonwebtoken::{EncodingKey, jwk::Jwk};
+    use portcullis::{
+        ConfigError, ValidationErrorKind, Validator,
+        validate::jwt::{Algorithm, Jwks, JwtKey, JwtValidator},
+    };
+    use serde_json::json;
+    use tokio::{net::TcpListener, time::advance};
+
+    use super::{MyClaims, SECRET, bearer, claims, p256_pair, sign_kid};
+
+    struct Served {
+        status: StatusCode,
+        body: String,
+        hits: usize,
+    }
+
+    /// A JWKS endpoint on 127.0.0.1:0 whose answer the test changes.
+    #[derive(Clone)]
+    struct Server {
+        addr: SocketAddr,
+        served: Arc<Mutex<Served>>,
+    }
+
+    impl Server {
+        async fn start(body: String) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let served = Arc::new(Mutex::new(Served {
+                status: StatusCode::OK,
+                body,
+                hits: 0,
+            }));
+            let state = served.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else { break };
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        let service = service_fn(move |_req: Request<Incoming>| {
+                            let mut served = state.lock().unwrap();
+                            served.hits += 1;
+                            let res = Response::builder()
+                                .status(served.status)
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(served.body.clone())))
+                                .unwrap();
+                            async move { Ok::<_, Infallible>(res) }
+                        });
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+            Self { addr, served }
+        }
+
+        fn url(&self) -> String {
+            format!("http://{}/.well-known/jwks.json", self.addr)
+        }
+
+        fn hits(&self) -> usize {
+            self.served.lock().unwrap().hits
+        }
+
+        fn serve(&self, body: String) {
+            let mut served = self.served.lock().unwrap();
+            served.status = StatusCode::OK;
+            served.body = body;
+        }
+
+        fn fail(&self) {
+            self.served.lock().unwrap().status = StatusCode::INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    /// An ES256 key named `kid`: its signing key and its JWK.
+    fn named_key(kid: &str) -> (EncodingKey, Jwk) {
+        let pair = p256_pair();
+        let mut jwk = Jwk::from_encoding_key(&pair.signing, Algorithm::ES256).unwrap();
+        jwk.common.key_id = Some(kid.into());
+        (pair.signing, jwk)
+    }
+
+    fn document(jwks: &[&Jwk]) -> String {
+        json!({ "keys": jwks }).to_string()
+    }
+
+    fn validator(jwks: Jwks) -> JwtValidator<MyClaims> {
+        JwtValidator::builder()
+            .algorithm(Algorithm::ES256)
+            .jwks(jwks)
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rotated_keys_are_refetched_at_most_once_per_interval_and_kept_while_the_endpoint_fails()
+    {
+        let (a, a_jwk) = named_key("a");
+        let (b, b_jwk) = named_key("b");
+        let (c, c_jwk) = named_key("c");
+        let (d, d_jwk) = named_key("d");
+        let token = |kid: &str, key: &EncodingKey| bearer(&sign_kid(Algorithm::ES256, kid, &claims(7200), key));
+        let server = Server::start(document(&[&a_jwk])).await;
+        let jwks = Jwks::builder(server.url())
+            .allow_http(true)
+            .min_refetch_interval(Duration::from_secs(60))
+            .refresh_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let validator = validator(jwks.clone());
+
+        // First use fetches; the next token is served from the cached set.
+        assert!(validator.validate(&token("a", &a)).await.is_ok());
+        assert!(validator.validate(&token("a", &a)).await.is_ok());
+        assert_eq!(server.hits(), 1);
+
+        // The issuer rotates to b: an unknown kid triggers a refetch.
+        server.serve(document(&[&b_jwk]));
+        advance(Duration::from_secs(61)).await;
+        assert!(validator.validate(&token("b", &b)).await.is_ok());
+        assert_eq!(server.hits(), 2);
+
+        // Rotated again at once: the refetch is rate limited, the unknown kid is invalid.
+        server.serve(document(&[&c_jwk]));
+        for kid in ["c", "made-up-1", "made-up-2", "made-up-3"] {
+            let err = validator.validate(&token(kid, &c)).await.unwrap_err();
+            assert_eq!(err.kind(), ValidationErrorKind::Invalid, "{kid}");
+        }
+        assert_eq!(server.hits(), 2);
+
+        // Once the interval has passed, the next miss refetches.
+        advance(Duration::from_secs(60)).await;
+        assert!(validator.validate(&token("c", &c)).await.is_ok());
+        assert_eq!(server.hits(), 3);
+
+        // The endpoint fails: the cached key keeps working...
+        server.fail();
+        advance(Duration::from_secs(61)).await;
+        assert!(validator.validate(&token("c", &c)).await.is_ok());
+        assert_eq!(server.hits(), 3);
+        // ...and a token no cached key fits is unavailable, not invalid (B2).
+        for expected_hits in [4, 4] {
+            let err = validator.validate(&token("d", &d)).await.unwrap_err();
+            assert_eq!(err.kind(), ValidationErrorKind::Unavailable);
+            assert!(err.retry_after().is_some_and(|r| r <= Duration::from_secs(60)));
+            assert_eq!(server.hits(), expected_hits);
+        }
+        assert!(validator.validate(&token("c", &c)).await.is_ok());
+        assert_eq!(jwks.key_count(), 1);
+
+        // The endpoint recovers; the background refresh picks up d by itself.
+        server.serve(document(&[&c_jwk, &d_jwk]));
+        advance(Duration::from_secs(3600 - 182)).await;
+        for _ in 0..1000 {
+            if server.hits() == 5 && jwks.key_count() == 2 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(server.hits(), 5);
+        assert!(validator.validate(&token("d", &d)).await.is_ok());
+        assert_eq!(server.hits(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_unknown_kids_share_one_refetch() {
+        let (a, a_jwk) = named_key("a");
+        let server = Server::start(document(&[&a_jwk])).await;
+        let jwks = Jwks::builder(server.url()).allow_http(true).build().unwrap();
+        let validator = validator(jwks);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let validator = validator.clone();
+            let token = sign_kid(Algorithm::ES256, "a", &claims(600), &a);
+            tasks.spawn(async move { validator.validate(&bearer(&token)).await.is_ok() });
+        }
+        while let Some(ok) = tasks.join_next().await {
+            assert!(ok.unwrap());
+        }
+        assert_eq!(server.hits(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unreachable_endpoint_with_no_keys_is_unavailable() {
+        let (a, a_jwk) = named_key("a");
+        let server = Server::start(document(&[&a_jwk])).await;
+        server.fail();
+        let validator = validator(Jwks::builder(server.url()).allow_http(true).build().unwrap());
+        let err = validator
+            .validate(&bearer(&sign_kid(Algorithm::ES256, "a", &claims(600), &a)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ValidationErrorKind::Unavailable);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refresh_reports_bad_documents_and_keeps_the_old_keys() {
+        let (_, a_jwk) = named_key("a");
+        let server = Server::start(document(&[&a_jwk])).await;
+        let jwks = Jwks::builder(server.url())
+            .allow_http(true)
+            .max_size(4096)
+            .build()
+            .unwrap();
+        assert_eq!(jwks.refresh().await.unwrap(), 1);
+
+        // Symmetric keys are never taken from a URL.
+        let oct = json!({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "h", "alg": "HS256"}]});
+        server.serve(oct.to_string());
+        assert!(jwks.refresh().await.is_err());
+        server.serve("not json".into());
+        assert!(jwks.refresh().await.is_err());
+        server.serve(format!("{{\"keys\":[], \"pad\":\"{}\"}}", "x".repeat(5000)));
+        assert!(jwks.refresh().await.is_err());
+        assert_eq!(jwks.key_count(), 1);
+    }
+
+    #[test]
+    fn insecure_or_contradictory_configurations_are_refused() {
+        let http = Jwks::builder("http://127.0.0.1:1/jwks.json").build();
+        assert!(matches!(http, Err(ConfigError::InvalidName { .. })));
+        assert!(Jwks::builder("ftp://example.com/jwks.json").build().is_err());
+        assert!(Jwks::builder("not a url").build().is_err());
+        assert!(
+            Jwks::builder("https://example.com/jwks.json")
+                .min_refetch_interval(Duration::ZERO)
+                .build()
+                .is_err()
+        );
+
+        let jwks = || Jwks::builder("https://example.com/jwks.json").build().unwrap();
+        let hmac = JwtValidator::<MyClaims>::builder()
+            .algorithm(Algorithm::HS256)
+            .jwks(jwks())
+            .build();
+        assert!(matches!(hmac, Err(ConfigError::OutOfRange { setting: "algorithms", .. })));
+        let both = JwtValidator::<MyClaims>::builder()
+            .algorithm(Algorithm::ES256)
+            .key(JwtKey::ec_pem(p256_pair().public_pem.as_bytes()).unwrap())
+            .jwks(jwks())
+            .build();
+        assert!(matches!(both, Err(ConfigError::OutOfRange { setting: "keys", .. })));
+    }
+}

@@ -84,7 +84,7 @@ use serde::{Deserialize, de::DeserializeOwned};
 use tokio::time::Instant;
 
 #[cfg(feature = "jwks")]
-pub use super::jwks::{Jwks, JwksBuilder};
+pub use super::jwks::{Jwks, JwksBuilder, JwksError};
 use super::cache::ExpiresAt;
 use crate::{ConfigError, Credential, ValidationError, Validator, scope::Scopes};
 
@@ -237,6 +237,10 @@ impl JwtKey {
         }
     }
 
+    pub(crate) fn family(&self) -> AlgorithmFamily {
+        self.family
+    }
+
     fn fits(&self, alg: Algorithm) -> bool {
         self.family == alg.family() && self.alg.is_none_or(|a| a == alg)
     }
@@ -273,10 +277,6 @@ pub(crate) enum Selected<'a> {
 impl KeySet {
     pub(crate) fn new(keys: Vec<JwtKey>) -> Self {
         Self { keys }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.keys.is_empty()
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -712,7 +712,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
     }
 
     /// Takes the keys from a JWKS endpoint, fetched and refreshed in the
-    /// background (feature `jwks`). Replaces static keys.
+    /// background (feature `jwks`), instead of static keys.
     #[cfg(feature = "jwks")]
     pub fn jwks(mut self, jwks: Jwks) -> Self {
         self.jwks = Some(jwks);
@@ -801,6 +801,18 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
         };
         #[cfg(feature = "jwks")]
         if let Some(jwks) = self.jwks {
+            if !self.keys.is_empty() {
+                return Err(ConfigError::out_of_range(
+                    "keys",
+                    "configure static keys or a JWKS URL, not both",
+                ));
+            }
+            if hmac != 0 {
+                return Err(ConfigError::out_of_range(
+                    "algorithms",
+                    "keys from a JWKS URL are public keys: HMAC algorithms cannot be used",
+                ));
+            }
             return Ok(JwtValidator {
                 inner: Arc::new(Inner {
                     policy,
