@@ -44,7 +44,11 @@ struct MyClaims {
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
 fn claims() -> serde_json::Value {
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
     serde_json::json!({ "sub": "alice", "exp": exp, "scope": "read write" })
 }
 
@@ -57,11 +61,19 @@ fn api_keys(c: &mut Criterion) {
         keys.insert(key.digest(), ApiKeyIdentity::new(format!("key-{i}")));
     }
     let key = GeneratedKey::new("acme_").unwrap();
-    keys.insert(key.digest(), ApiKeyIdentity::new("bench").with_scopes(["read"]));
+    keys.insert(
+        key.digest(),
+        ApiKeyIdentity::new("bench").with_scopes(["read"]),
+    );
     let known = Credential::new(key.secret(), CredentialSource::Bearer);
-    let unknown = Credential::new(GeneratedKey::new("acme_").unwrap().secret(), CredentialSource::Bearer);
+    let unknown = Credential::new(
+        GeneratedKey::new("acme_").unwrap().secret(),
+        CredentialSource::Bearer,
+    );
 
-    group.bench_function("known", |b| b.iter(|| run(keys.validate(black_box(&known))).unwrap()));
+    group.bench_function("known", |b| {
+        b.iter(|| run(keys.validate(black_box(&known))).unwrap())
+    });
     group.bench_function("unknown", |b| {
         b.iter(|| run(keys.validate(black_box(&unknown))).unwrap_err())
     });
@@ -115,7 +127,10 @@ fn es256_pair() -> (JwtKey, String) {
     let secret = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
     let signing =
         EncodingKey::from_ec_pem(secret.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
-    let public = secret.public_key().to_public_key_pem(LineEnding::LF).unwrap();
+    let public = secret
+        .public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
     let token = encode(&Header::new(Algorithm::ES256), &claims(), &signing).unwrap();
     (JwtKey::ec_pem(public.as_bytes()).unwrap(), token)
 }
@@ -125,7 +140,10 @@ fn es256_raw() -> (DecodingKey, String) {
     let secret = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
     let signing =
         EncodingKey::from_ec_pem(secret.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
-    let public = secret.public_key().to_public_key_pem(LineEnding::LF).unwrap();
+    let public = secret
+        .public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
     let token = encode(&Header::new(Algorithm::ES256), &claims(), &signing).unwrap();
     (DecodingKey::from_ec_pem(public.as_bytes()).unwrap(), token)
 }
@@ -134,8 +152,12 @@ fn jwt(c: &mut Criterion) {
     let mut group = c.benchmark_group("jwt");
 
     // HS256
-    let token = encode(&Header::new(Algorithm::HS256), &claims(), &EncodingKey::from_secret(SECRET))
-        .unwrap();
+    let token = encode(
+        &Header::new(Algorithm::HS256),
+        &claims(),
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
     let ours = JwtValidator::<MyClaims>::builder()
         .algorithm(Algorithm::HS256)
         .key(JwtKey::secret(SECRET))

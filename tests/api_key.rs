@@ -59,7 +59,10 @@ fn prefixes_that_would_break_bearer_tokens_are_refused() {
 #[tokio::test]
 async fn a_known_key_yields_its_identity_and_scopes() {
     let key = GeneratedKey::new("acme_").unwrap();
-    let keys = keys_with(&key, ApiKeyIdentity::new("ci-bot").with_scopes(["deploy", "read"]));
+    let keys = keys_with(
+        &key,
+        ApiKeyIdentity::new("ci-bot").with_scopes(["deploy", "read"]),
+    );
     let id = keys.validate(&bearer(key.secret())).await.unwrap();
     assert_eq!(id.id(), "ci-bot");
     assert_eq!(id.scopes().collect::<Vec<_>>(), ["deploy", "read"]);
@@ -173,10 +176,12 @@ fn a_bad_digest_in_the_list_names_its_entry_and_never_echoes_it() {
     let err = ApiKeys::builder("acme_")
         .parse_keys([
             (good.as_str(), ApiKeyIdentity::new("a")),
-            ("acme_pasted_the_secret_by_mistake", ApiKeyIdentity::new("b")),
+            (
+                "acme_pasted_the_secret_by_mistake",
+                ApiKeyIdentity::new("b"),
+            ),
         ])
-        .err()
-        .expect("the second digest is not a digest");
+        .expect_err("the second digest is not a digest");
     let message = err.to_string();
     assert!(matches!(err, ConfigError::InvalidKey(_)));
     assert!(message.contains("entry 1"), "{message}");
@@ -209,6 +214,9 @@ async fn keys_generated_by_the_validator_work_once_inserted() {
     let key = keys.generate().unwrap();
     assert!(keys.validate(&bearer(key.secret())).await.is_err());
     keys.insert(key.digest(), ApiKeyIdentity::new("new"));
-    assert_eq!(keys.validate(&bearer(key.secret())).await.unwrap().id(), "new");
+    assert_eq!(
+        keys.validate(&bearer(key.secret())).await.unwrap().id(),
+        "new"
+    );
     assert_eq!(keys.prefix(), "acme_");
 }

@@ -43,7 +43,9 @@ struct Backend {
 }
 
 impl Backend {
-    fn new(script: impl Fn(&str, usize) -> Result<User, ValidationError> + Send + Sync + 'static) -> Self {
+    fn new(
+        script: impl Fn(&str, usize) -> Result<User, ValidationError> + Send + Sync + 'static,
+    ) -> Self {
         Self {
             calls: Arc::new(AtomicUsize::new(0)),
             delay: Duration::ZERO,
@@ -53,7 +55,10 @@ impl Backend {
 
     fn alice() -> Self {
         Self::new(|secret, _| match secret {
-            "alice-token" => Ok(User { name: "alice", until: None }),
+            "alice-token" => Ok(User {
+                name: "alice",
+                until: None,
+            }),
             _ => Err(ValidationError::invalid()),
         })
     }
@@ -92,7 +97,10 @@ async fn a_cached_credential_is_answered_without_the_backend() {
     let backend = Backend::alice();
     let cache = cached(&backend);
     for _ in 0..5 {
-        assert_eq!(cache.validate(&bearer("alice-token")).await.unwrap().name, "alice");
+        assert_eq!(
+            cache.validate(&bearer("alice-token")).await.unwrap().name,
+            "alice"
+        );
     }
     assert_eq!(backend.calls(), 1);
 }
@@ -155,7 +163,10 @@ async fn a_positive_entry_never_outlives_the_identitys_own_expiry() {
     let expiry = Instant::now() + Duration::from_secs(10);
     let backend = Backend::new(move |_, _| {
         if Instant::now() < expiry {
-            Ok(User { name: "alice", until: Some(expiry) })
+            Ok(User {
+                name: "alice",
+                until: Some(expiry),
+            })
         } else {
             Err(ValidationError::expired())
         }
@@ -174,7 +185,10 @@ async fn a_positive_entry_never_outlives_the_identitys_own_expiry() {
 #[tokio::test(start_paused = true)]
 async fn an_identity_that_has_already_expired_is_not_cached() {
     let backend = Backend::new(|_, _| {
-        Ok(User { name: "stale", until: Some(Instant::now()) })
+        Ok(User {
+            name: "stale",
+            until: Some(Instant::now()),
+        })
     });
     let cache = cached(&backend);
     cache.validate(&bearer("t")).await.unwrap();
@@ -216,7 +230,10 @@ async fn negative_caching_can_be_turned_off() {
 async fn an_unavailable_result_is_never_cached() {
     let backend = Backend::new(|_, n| match n {
         0 | 1 => Err(ValidationError::unavailable().with_retry_after(Duration::from_secs(3))),
-        _ => Ok(User { name: "alice", until: None }),
+        _ => Ok(User {
+            name: "alice",
+            until: None,
+        }),
     });
     let cache = CachingValidator::builder(backend.clone())
         .negative_ttl(Duration::from_secs(60))
@@ -227,7 +244,10 @@ async fn an_unavailable_result_is_never_cached() {
         assert_eq!(err.kind(), ValidationErrorKind::Unavailable);
         assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));
     }
-    assert_eq!(cache.validate(&bearer("alice-token")).await.unwrap().name, "alice");
+    assert_eq!(
+        cache.validate(&bearer("alice-token")).await.unwrap().name,
+        "alice"
+    );
     assert_eq!(backend.calls(), 3);
     assert_eq!(cache.entry_count(), 1);
 }
@@ -235,7 +255,10 @@ async fn an_unavailable_result_is_never_cached() {
 #[tokio::test(start_paused = true)]
 async fn after_invalidate_the_next_request_goes_to_the_backend() {
     let backend = Backend::new(|_, n| match n {
-        0 => Ok(User { name: "alice", until: None }),
+        0 => Ok(User {
+            name: "alice",
+            until: None,
+        }),
         _ => Err(ValidationError::revoked()),
     });
     let cache = cached(&backend);
@@ -249,7 +272,12 @@ async fn after_invalidate_the_next_request_goes_to_the_backend() {
 
 #[tokio::test(start_paused = true)]
 async fn after_invalidate_all_every_credential_goes_to_the_backend() {
-    let backend = Backend::new(|_, _| Ok(User { name: "any", until: None }));
+    let backend = Backend::new(|_, _| {
+        Ok(User {
+            name: "any",
+            until: None,
+        })
+    });
     let cache = cached(&backend);
     for s in ["a", "b", "c"] {
         cache.validate(&bearer(s)).await.unwrap();
@@ -315,13 +343,21 @@ async fn api_key_expiry_caps_the_cache_entry() {
 
 #[tokio::test(start_paused = true)]
 async fn the_entry_count_never_exceeds_the_capacity() {
-    let backend = Backend::new(|_, _| Ok(User { name: "any", until: None }));
+    let backend = Backend::new(|_, _| {
+        Ok(User {
+            name: "any",
+            until: None,
+        })
+    });
     let cache = CachingValidator::builder(backend.clone())
         .max_capacity(50)
         .build()
         .unwrap();
     for i in 0..500 {
-        cache.validate(&bearer(&format!("token-{i}"))).await.unwrap();
+        cache
+            .validate(&bearer(&format!("token-{i}")))
+            .await
+            .unwrap();
         if i % 50 == 0 {
             assert!(cache.entry_count() <= 50);
         }
@@ -336,12 +372,21 @@ fn a_zero_capacity_or_ttl_is_a_configuration_error() {
         .max_capacity(0)
         .build()
         .unwrap_err();
-    assert!(matches!(err, ConfigError::OutOfRange { setting: "max_capacity", .. }));
+    assert!(matches!(
+        err,
+        ConfigError::OutOfRange {
+            setting: "max_capacity",
+            ..
+        }
+    ));
     let err = CachingValidator::builder(backend)
         .ttl(Duration::ZERO)
         .build()
         .unwrap_err();
-    assert!(matches!(err, ConfigError::OutOfRange { setting: "ttl", .. }));
+    assert!(matches!(
+        err,
+        ConfigError::OutOfRange { setting: "ttl", .. }
+    ));
 }
 
 #[derive(Clone, Default)]

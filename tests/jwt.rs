@@ -36,7 +36,10 @@ fn bearer(secret: &str) -> Credential {
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 fn claims(exp_in: i64) -> Value {
@@ -90,7 +93,10 @@ fn p256_pair() -> Pair {
     Pair {
         signing: EncodingKey::from_ec_pem(secret.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes())
             .unwrap(),
-        public_pem: secret.public_key().to_public_key_pem(LineEnding::LF).unwrap(),
+        public_pem: secret
+            .public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap(),
     }
 }
 
@@ -100,7 +106,10 @@ fn p384_pair() -> Pair {
     Pair {
         signing: EncodingKey::from_ec_pem(secret.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes())
             .unwrap(),
-        public_pem: secret.public_key().to_public_key_pem(LineEnding::LF).unwrap(),
+        public_pem: secret
+            .public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap(),
     }
 }
 
@@ -131,15 +140,51 @@ async fn every_supported_algorithm_verifies_its_own_tokens() {
         (Algorithm::HS256, &hmac, JwtKey::secret(SECRET)),
         (Algorithm::HS384, &hmac, JwtKey::secret(SECRET)),
         (Algorithm::HS512, &hmac, JwtKey::secret(SECRET)),
-        (Algorithm::RS256, &rsa().signing, JwtKey::rsa_pem(rsa().public_pem.as_bytes()).unwrap()),
-        (Algorithm::RS384, &rsa().signing, JwtKey::rsa_pem(rsa().public_pem.as_bytes()).unwrap()),
-        (Algorithm::RS512, &rsa().signing, JwtKey::rsa_pem(rsa().public_pem.as_bytes()).unwrap()),
-        (Algorithm::PS256, &rsa().signing, JwtKey::rsa_pem(rsa().public_pem.as_bytes()).unwrap()),
-        (Algorithm::PS384, &rsa().signing, JwtKey::rsa_pem(rsa().public_pem.as_bytes()).unwrap()),
-        (Algorithm::PS512, &rsa().signing, JwtKey::rsa_pem(rsa().public_pem.as_bytes()).unwrap()),
-        (Algorithm::ES256, &p256.signing, JwtKey::ec_pem(p256.public_pem.as_bytes()).unwrap()),
-        (Algorithm::ES384, &p384.signing, JwtKey::ec_pem(p384.public_pem.as_bytes()).unwrap()),
-        (Algorithm::EdDSA, &ed.signing, JwtKey::ed_pem(ed.public_pem.as_bytes()).unwrap()),
+        (
+            Algorithm::RS256,
+            &rsa().signing,
+            JwtKey::rsa_pem(rsa().public_pem.as_bytes()).unwrap(),
+        ),
+        (
+            Algorithm::RS384,
+            &rsa().signing,
+            JwtKey::rsa_pem(rsa().public_pem.as_bytes()).unwrap(),
+        ),
+        (
+            Algorithm::RS512,
+            &rsa().signing,
+            JwtKey::rsa_pem(rsa().public_pem.as_bytes()).unwrap(),
+        ),
+        (
+            Algorithm::PS256,
+            &rsa().signing,
+            JwtKey::rsa_pem(rsa().public_pem.as_bytes()).unwrap(),
+        ),
+        (
+            Algorithm::PS384,
+            &rsa().signing,
+            JwtKey::rsa_pem(rsa().public_pem.as_bytes()).unwrap(),
+        ),
+        (
+            Algorithm::PS512,
+            &rsa().signing,
+            JwtKey::rsa_pem(rsa().public_pem.as_bytes()).unwrap(),
+        ),
+        (
+            Algorithm::ES256,
+            &p256.signing,
+            JwtKey::ec_pem(p256.public_pem.as_bytes()).unwrap(),
+        ),
+        (
+            Algorithm::ES384,
+            &p384.signing,
+            JwtKey::ec_pem(p384.public_pem.as_bytes()).unwrap(),
+        ),
+        (
+            Algorithm::EdDSA,
+            &ed.signing,
+            JwtKey::ed_pem(ed.public_pem.as_bytes()).unwrap(),
+        ),
     ];
     for (alg, signing, key) in cases {
         let validator = JwtValidator::<MyClaims>::builder()
@@ -153,7 +198,11 @@ async fn every_supported_algorithm_verifies_its_own_tokens() {
 
         // A token signed by another key of the same kind is refused.
         let tampered = format!("{}x", &token[..token.len() - 1]);
-        assert_eq!(kind_of(&validator, &tampered).await, ValidationErrorKind::Invalid, "{alg:?}");
+        assert_eq!(
+            kind_of(&validator, &tampered).await,
+            ValidationErrorKind::Invalid,
+            "{alg:?}"
+        );
     }
 }
 
@@ -161,8 +210,14 @@ async fn every_supported_algorithm_verifies_its_own_tokens() {
 async fn an_alg_none_token_is_invalid() {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
     let payload = URL_SAFE_NO_PAD.encode(claims(600).to_string());
-    for token in [format!("{header}.{payload}."), format!("{header}.{payload}")] {
-        assert_eq!(kind_of(&hs256(), &token).await, ValidationErrorKind::Invalid);
+    for token in [
+        format!("{header}.{payload}."),
+        format!("{header}.{payload}"),
+    ] {
+        assert_eq!(
+            kind_of(&hs256(), &token).await,
+            ValidationErrorKind::Invalid
+        );
     }
 }
 
@@ -186,7 +241,11 @@ async fn an_hs256_token_signed_with_the_rsa_public_key_is_invalid() {
         .build()
         .unwrap();
     // Algorithm confusion: the attacker uses the public key's bytes as an HMAC secret.
-    let forged = sign(Algorithm::HS256, &claims(600), &EncodingKey::from_secret(pem));
+    let forged = sign(
+        Algorithm::HS256,
+        &claims(600),
+        &EncodingKey::from_secret(pem),
+    );
     let err = validator.validate(&bearer(&forged)).await.unwrap_err();
     assert_eq!(err.kind(), ValidationErrorKind::Invalid);
     assert_eq!(err.reason(), Some("algorithm not accepted"));
@@ -196,7 +255,13 @@ async fn an_hs256_token_signed_with_the_rsa_public_key_is_invalid() {
         .algorithms([Algorithm::RS256, Algorithm::HS256])
         .key(JwtKey::rsa_pem(pem).unwrap())
         .build();
-    assert!(matches!(mixed, Err(ConfigError::OutOfRange { setting: "algorithms", .. })));
+    assert!(matches!(
+        mixed,
+        Err(ConfigError::OutOfRange {
+            setting: "algorithms",
+            ..
+        })
+    ));
 }
 
 #[tokio::test]
@@ -217,8 +282,15 @@ async fn a_key_is_never_used_with_an_algorithm_of_another_family() {
 #[tokio::test]
 async fn a_token_with_an_algorithm_not_configured_is_invalid() {
     let validator = hs256();
-    let token = sign(Algorithm::HS512, &claims(600), &EncodingKey::from_secret(SECRET));
-    assert_eq!(kind_of(&validator, &token).await, ValidationErrorKind::Invalid);
+    let token = sign(
+        Algorithm::HS512,
+        &claims(600),
+        &EncodingKey::from_secret(SECRET),
+    );
+    assert_eq!(
+        kind_of(&validator, &token).await,
+        ValidationErrorKind::Invalid
+    );
 }
 
 #[tokio::test]
@@ -243,10 +315,18 @@ async fn an_expired_token_is_reported_expired_after_the_leeway() {
         .unwrap();
     let key = EncodingKey::from_secret(SECRET);
     // Within the leeway: accepted.
-    assert!(validator.validate(&bearer(&sign(Algorithm::HS256, &claims(-10), &key))).await.is_ok());
+    assert!(
+        validator
+            .validate(&bearer(&sign(Algorithm::HS256, &claims(-10), &key)))
+            .await
+            .is_ok()
+    );
     // Past it: expired, so the client knows to refresh.
     let token = sign(Algorithm::HS256, &claims(-120), &key);
-    assert_eq!(kind_of(&validator, &token).await, ValidationErrorKind::Expired);
+    assert_eq!(
+        kind_of(&validator, &token).await,
+        ValidationErrorKind::Expired
+    );
 }
 
 #[tokio::test]
@@ -260,14 +340,32 @@ async fn issuer_and_audience_are_enforced_and_required_when_configured() {
         .unwrap();
     let key = EncodingKey::from_secret(SECRET);
     let exp = now() + 600;
-    let good = json!({"sub": "a", "exp": exp, "iss": "https://auth.example.com", "aud": ["other", "api"]});
-    assert!(validator.validate(&bearer(&sign(Algorithm::HS256, &good, &key))).await.is_ok());
+    let good =
+        json!({"sub": "a", "exp": exp, "iss": "https://auth.example.com", "aud": ["other", "api"]});
+    assert!(
+        validator
+            .validate(&bearer(&sign(Algorithm::HS256, &good, &key)))
+            .await
+            .is_ok()
+    );
 
     let cases = [
-        (json!({"sub": "a", "exp": exp, "iss": "https://evil.example", "aud": "api"}), "issuer not accepted"),
-        (json!({"sub": "a", "exp": exp, "iss": "https://auth.example.com", "aud": "other"}), "audience not accepted"),
-        (json!({"sub": "a", "exp": exp, "aud": "api"}), "a required claim is missing"),
-        (json!({"sub": "a", "exp": exp, "iss": "https://auth.example.com"}), "a required claim is missing"),
+        (
+            json!({"sub": "a", "exp": exp, "iss": "https://evil.example", "aud": "api"}),
+            "issuer not accepted",
+        ),
+        (
+            json!({"sub": "a", "exp": exp, "iss": "https://auth.example.com", "aud": "other"}),
+            "audience not accepted",
+        ),
+        (
+            json!({"sub": "a", "exp": exp, "aud": "api"}),
+            "a required claim is missing",
+        ),
+        (
+            json!({"sub": "a", "exp": exp, "iss": "https://auth.example.com"}),
+            "a required claim is missing",
+        ),
     ];
     for (claims, reason) in cases {
         let err = validator
@@ -286,7 +384,10 @@ async fn a_token_for_some_audience_is_refused_when_none_is_configured() {
         &json!({"sub": "a", "exp": now() + 600, "aud": "someone-else"}),
         &EncodingKey::from_secret(SECRET),
     );
-    assert_eq!(kind_of(&hs256(), &token).await, ValidationErrorKind::Invalid);
+    assert_eq!(
+        kind_of(&hs256(), &token).await,
+        ValidationErrorKind::Invalid
+    );
 }
 
 #[tokio::test]
@@ -307,7 +408,10 @@ async fn a_token_not_valid_yet_is_invalid() {
         .build()
         .unwrap();
     let without_nbf = sign(Algorithm::HS256, &claims(600), &key);
-    assert_eq!(kind_of(&strict, &without_nbf).await, ValidationErrorKind::Invalid);
+    assert_eq!(
+        kind_of(&strict, &without_nbf).await,
+        ValidationErrorKind::Invalid
+    );
 }
 
 // L1: the reason kept for logs never carries the token.
@@ -335,11 +439,27 @@ async fn claims_that_do_not_fit_the_type_are_invalid() {
     assert_eq!(err.kind(), ValidationErrorKind::Invalid);
     assert_eq!(err.reason(), Some("claims do not match the expected type"));
 
-    let good = sign(Algorithm::HS256, &claims(600), &EncodingKey::from_secret(SECRET));
+    let good = sign(
+        Algorithm::HS256,
+        &claims(600),
+        &EncodingKey::from_secret(SECRET),
+    );
     let extra_part = format!("{good}.x");
     let padded = format!("{good}=");
-    for garbage in ["", "a.b.c", "not-a-jwt", "eyJ.eyJ.eyJ", "....", &extra_part, &padded] {
-        assert_eq!(kind_of(&hs256(), garbage).await, ValidationErrorKind::Invalid, "{garbage}");
+    for garbage in [
+        "",
+        "a.b.c",
+        "not-a-jwt",
+        "eyJ.eyJ.eyJ",
+        "....",
+        &extra_part,
+        &padded,
+    ] {
+        assert_eq!(
+            kind_of(&hs256(), garbage).await,
+            ValidationErrorKind::Invalid,
+            "{garbage}"
+        );
     }
 }
 
@@ -388,7 +508,10 @@ async fn jwt_claims_drive_the_scope_layer() {
     let res = svc.oneshot(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     let challenge = res.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
-    assert!(challenge.contains(r#"error="insufficient_scope""#), "{challenge}");
+    assert!(
+        challenge.contains(r#"error="insufficient_scope""#),
+        "{challenge}"
+    );
     assert!(challenge.ends_with(r#"scope="admin""#), "{challenge}");
 }
 
@@ -398,8 +521,16 @@ async fn keys_are_chosen_by_kid() {
     let b = p256_pair();
     let validator = JwtValidator::<MyClaims>::builder()
         .algorithm(Algorithm::ES256)
-        .key(JwtKey::ec_pem(a.public_pem.as_bytes()).unwrap().with_kid("a"))
-        .key(JwtKey::ec_pem(b.public_pem.as_bytes()).unwrap().with_kid("b"))
+        .key(
+            JwtKey::ec_pem(a.public_pem.as_bytes())
+                .unwrap()
+                .with_kid("a"),
+        )
+        .key(
+            JwtKey::ec_pem(b.public_pem.as_bytes())
+                .unwrap()
+                .with_kid("b"),
+        )
         .build()
         .unwrap();
     let by_a = sign_kid(Algorithm::ES256, "a", &claims(600), &a.signing);
@@ -409,7 +540,10 @@ async fn keys_are_chosen_by_kid() {
 
     // Signed by b but claiming a's kid.
     let lying = sign_kid(Algorithm::ES256, "a", &claims(600), &b.signing);
-    assert_eq!(kind_of(&validator, &lying).await, ValidationErrorKind::Invalid);
+    assert_eq!(
+        kind_of(&validator, &lying).await,
+        ValidationErrorKind::Invalid
+    );
 
     let unknown = sign_kid(Algorithm::ES256, "c", &claims(600), &a.signing);
     let err = validator.validate(&bearer(&unknown)).await.unwrap_err();
@@ -434,7 +568,10 @@ async fn keys_load_from_a_jwks_document() {
     let document = json!({ "keys": [ec_jwk, rsa_jwk, enc] }).to_string();
 
     let keys = JwtKey::from_jwks(&document).unwrap();
-    assert_eq!(keys.iter().filter_map(JwtKey::kid).collect::<Vec<_>>(), ["ec-1", "rsa-1"]);
+    assert_eq!(
+        keys.iter().filter_map(JwtKey::kid).collect::<Vec<_>>(),
+        ["ec-1", "rsa-1"]
+    );
     let validator = JwtValidator::<MyClaims>::builder()
         .algorithms([Algorithm::ES256, Algorithm::RS256])
         .keys(keys)
@@ -449,12 +586,23 @@ async fn keys_load_from_a_jwks_document() {
     let ps_token = sign_kid(Algorithm::PS256, "rsa-1", &claims(600), &rsa().signing);
     let strict = JwtValidator::<MyClaims>::builder()
         .algorithms([Algorithm::RS256, Algorithm::PS256])
-        .keys(JwtKey::from_jwks(&document).unwrap().into_iter().filter(|k| k.kid() == Some("rsa-1")))
+        .keys(
+            JwtKey::from_jwks(&document)
+                .unwrap()
+                .into_iter()
+                .filter(|k| k.kid() == Some("rsa-1")),
+        )
         .build()
         .unwrap();
-    assert_eq!(kind_of(&strict, &ps_token).await, ValidationErrorKind::Invalid);
+    assert_eq!(
+        kind_of(&strict, &ps_token).await,
+        ValidationErrorKind::Invalid
+    );
 
-    assert!(matches!(JwtKey::from_jwks("{}"), Err(ConfigError::InvalidKey(_))));
+    assert!(matches!(
+        JwtKey::from_jwks("{}"),
+        Err(ConfigError::InvalidKey(_))
+    ));
 }
 
 #[test]
@@ -469,22 +617,48 @@ fn misconfigurations_are_refused_at_build() {
         .key(JwtKey::secret(&SECRET[..48]))
         .build();
     assert!(matches!(hs512_needs_64, Err(ConfigError::InvalidKey(_))));
-    let no_alg = JwtValidator::<MyClaims>::builder().key(JwtKey::secret(SECRET)).build();
-    assert!(matches!(no_alg, Err(ConfigError::OutOfRange { setting: "algorithms", .. })));
-    let no_key = JwtValidator::<MyClaims>::builder().algorithm(Algorithm::HS256).build();
-    assert!(matches!(no_key, Err(ConfigError::OutOfRange { setting: "keys", .. })));
+    let no_alg = JwtValidator::<MyClaims>::builder()
+        .key(JwtKey::secret(SECRET))
+        .build();
+    assert!(matches!(
+        no_alg,
+        Err(ConfigError::OutOfRange {
+            setting: "algorithms",
+            ..
+        })
+    ));
+    let no_key = JwtValidator::<MyClaims>::builder()
+        .algorithm(Algorithm::HS256)
+        .build();
+    assert!(matches!(
+        no_key,
+        Err(ConfigError::OutOfRange {
+            setting: "keys",
+            ..
+        })
+    ));
     let wrong_family = JwtValidator::<MyClaims>::builder()
         .algorithm(Algorithm::RS256)
         .key(JwtKey::secret(SECRET))
         .build();
-    assert!(matches!(wrong_family, Err(ConfigError::OutOfRange { setting: "keys", .. })));
+    assert!(matches!(
+        wrong_family,
+        Err(ConfigError::OutOfRange {
+            setting: "keys",
+            ..
+        })
+    ));
     assert!(JwtKey::ec_pem(rsa().public_pem.as_bytes()).is_err());
 }
 
 #[tokio::test(start_paused = true)]
 async fn claims_expose_their_expiry_so_the_cache_stops_at_exp() {
     let exp_in = 5;
-    let token = sign(Algorithm::HS256, &claims(exp_in), &EncodingKey::from_secret(SECRET));
+    let token = sign(
+        Algorithm::HS256,
+        &claims(exp_in),
+        &EncodingKey::from_secret(SECRET),
+    );
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
     let jwt = hs256();
@@ -499,7 +673,10 @@ async fn claims_expose_their_expiry_so_the_cache_stops_at_exp() {
         .unwrap();
     let claims = cache.validate(&bearer(&token)).await.unwrap();
     let left = claims.expires_at().unwrap() - tokio::time::Instant::now();
-    assert!(left <= Duration::from_secs(exp_in as u64) && left >= Duration::from_secs(3), "{left:?}");
+    assert!(
+        left <= Duration::from_secs(exp_in as u64) && left >= Duration::from_secs(3),
+        "{left:?}"
+    );
     cache.validate(&bearer(&token)).await.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     tokio::time::advance(Duration::from_secs(exp_in as u64)).await;
@@ -512,10 +689,19 @@ async fn an_unavailable_jwt_error_is_never_produced_by_static_keys() {
     // Static keys decide every token: nothing maps to Unavailable.
     let outcomes: Vec<Result<Claims<MyClaims>, ValidationError>> = vec![
         hs256().validate(&bearer("garbage")).await,
-        hs256().validate(&bearer(&sign(Algorithm::HS256, &claims(-999), &EncodingKey::from_secret(SECRET)))).await,
+        hs256()
+            .validate(&bearer(&sign(
+                Algorithm::HS256,
+                &claims(-999),
+                &EncodingKey::from_secret(SECRET),
+            )))
+            .await,
     ];
     for outcome in outcomes {
-        assert_ne!(outcome.unwrap_err().kind(), ValidationErrorKind::Unavailable);
+        assert_ne!(
+            outcome.unwrap_err().kind(),
+            ValidationErrorKind::Unavailable
+        );
     }
 }
 
@@ -542,7 +728,7 @@ mod jwks {
     use serde_json::json;
     use tokio::{net::TcpListener, time::advance};
 
-    use super::{MyClaims, SECRET, bearer, claims, p256_pair, sign_kid};
+    use super::{MyClaims, bearer, claims, p256_pair, sign_kid};
 
     struct Served {
         status: StatusCode,
@@ -569,7 +755,9 @@ mod jwks {
             let state = served.clone();
             tokio::spawn(async move {
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else { break };
+                    let Ok((stream, _)) = listener.accept().await else {
+                        break;
+                    };
                     let state = state.clone();
                     tokio::spawn(async move {
                         let service = service_fn(move |_req: Request<Incoming>| {
@@ -632,12 +820,14 @@ mod jwks {
 
     #[tokio::test(start_paused = true)]
     async fn rotated_keys_are_refetched_at_most_once_per_interval_and_kept_while_the_endpoint_fails()
-    {
+     {
         let (a, a_jwk) = named_key("a");
         let (b, b_jwk) = named_key("b");
         let (c, c_jwk) = named_key("c");
         let (d, d_jwk) = named_key("d");
-        let token = |kid: &str, key: &EncodingKey| bearer(&sign_kid(Algorithm::ES256, kid, &claims(7200), key));
+        let token = |kid: &str, key: &EncodingKey| {
+            bearer(&sign_kid(Algorithm::ES256, kid, &claims(7200), key))
+        };
         let server = Server::start(document(&[&a_jwk])).await;
         let jwks = Jwks::builder(server.url())
             .allow_http(true)
@@ -680,7 +870,10 @@ mod jwks {
         for expected_hits in [4, 4] {
             let err = validator.validate(&token("d", &d)).await.unwrap_err();
             assert_eq!(err.kind(), ValidationErrorKind::Unavailable);
-            assert!(err.retry_after().is_some_and(|r| r <= Duration::from_secs(60)));
+            assert!(
+                err.retry_after()
+                    .is_some_and(|r| r <= Duration::from_secs(60))
+            );
             assert_eq!(server.hits(), expected_hits);
         }
         assert!(validator.validate(&token("c", &c)).await.is_ok());
@@ -704,7 +897,10 @@ mod jwks {
     async fn concurrent_unknown_kids_share_one_refetch() {
         let (a, a_jwk) = named_key("a");
         let server = Server::start(document(&[&a_jwk])).await;
-        let jwks = Jwks::builder(server.url()).allow_http(true).build().unwrap();
+        let jwks = Jwks::builder(server.url())
+            .allow_http(true)
+            .build()
+            .unwrap();
         let validator = validator(jwks);
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..20 {
@@ -723,7 +919,12 @@ mod jwks {
         let (a, a_jwk) = named_key("a");
         let server = Server::start(document(&[&a_jwk])).await;
         server.fail();
-        let validator = validator(Jwks::builder(server.url()).allow_http(true).build().unwrap());
+        let validator = validator(
+            Jwks::builder(server.url())
+                .allow_http(true)
+                .build()
+                .unwrap(),
+        );
         let err = validator
             .validate(&bearer(&sign_kid(Algorithm::ES256, "a", &claims(600), &a)))
             .await
@@ -757,7 +958,11 @@ mod jwks {
     fn insecure_or_contradictory_configurations_are_refused() {
         let http = Jwks::builder("http://127.0.0.1:1/jwks.json").build();
         assert!(matches!(http, Err(ConfigError::InvalidName { .. })));
-        assert!(Jwks::builder("ftp://example.com/jwks.json").build().is_err());
+        assert!(
+            Jwks::builder("ftp://example.com/jwks.json")
+                .build()
+                .is_err()
+        );
         assert!(Jwks::builder("not a url").build().is_err());
         assert!(
             Jwks::builder("https://example.com/jwks.json")
@@ -766,17 +971,33 @@ mod jwks {
                 .is_err()
         );
 
-        let jwks = || Jwks::builder("https://example.com/jwks.json").build().unwrap();
+        let jwks = || {
+            Jwks::builder("https://example.com/jwks.json")
+                .build()
+                .unwrap()
+        };
         let hmac = JwtValidator::<MyClaims>::builder()
             .algorithm(Algorithm::HS256)
             .jwks(jwks())
             .build();
-        assert!(matches!(hmac, Err(ConfigError::OutOfRange { setting: "algorithms", .. })));
+        assert!(matches!(
+            hmac,
+            Err(ConfigError::OutOfRange {
+                setting: "algorithms",
+                ..
+            })
+        ));
         let both = JwtValidator::<MyClaims>::builder()
             .algorithm(Algorithm::ES256)
             .key(JwtKey::ec_pem(p256_pair().public_pem.as_bytes()).unwrap())
             .jwks(jwks())
             .build();
-        assert!(matches!(both, Err(ConfigError::OutOfRange { setting: "keys", .. })));
+        assert!(matches!(
+            both,
+            Err(ConfigError::OutOfRange {
+                setting: "keys",
+                ..
+            })
+        ));
     }
 }

@@ -78,7 +78,9 @@ async fn every_required_scope_must_be_present() {
 
     let res = svc
         .clone()
-        .oneshot(request_with(Some(ApiKeyIdentity::new("a").with_scopes(["read"]))))
+        .oneshot(request_with(Some(
+            ApiKeyIdentity::new("a").with_scopes(["read"]),
+        )))
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
@@ -113,7 +115,10 @@ async fn a_request_without_an_identity_is_a_401_missing() {
     let svc = RequireScopeLayer::<ApiKeyIdentity>::new("admin").layer(inner(calls.clone()));
     let res = svc.oneshot(request_with(None)).await.unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(res.headers()[header::WWW_AUTHENTICATE], r#"Bearer realm="api""#);
+    assert_eq!(
+        res.headers()[header::WWW_AUTHENTICATE],
+        r#"Bearer realm="api""#
+    );
     let rejection = res.extensions().get::<AuthRejection>().unwrap();
     assert_eq!(rejection.kind(), RejectionKind::Missing);
     assert_eq!(calls.load(Ordering::SeqCst), 0);
@@ -149,5 +154,8 @@ async fn a_custom_renderer_answers_rejections() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert!(res.extensions().get::<AuthRejection>().is_some());
-    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "need admin");
+    assert_eq!(
+        res.into_body().collect().await.unwrap().to_bytes(),
+        "need admin"
+    );
 }

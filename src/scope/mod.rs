@@ -283,7 +283,9 @@ impl<F, B> fmt::Debug for ResponseFuture<F, B> {
             Kind::Inner { .. } => "inner",
             Kind::Rejected { .. } => "rejected",
         };
-        f.debug_struct("ResponseFuture").field("state", &state).finish()
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
     }
 }
 

@@ -658,7 +658,9 @@ mod tests {
 
     #[test]
     fn digest_parse_errors_say_what_was_expected_without_echoing_input() {
-        let e = KeyDigest::parse("acme_secretsecret").unwrap_err().to_string();
+        let e = KeyDigest::parse("acme_secretsecret")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("expected 64 hex digits"), "{e}");
         assert!(e.contains("17 characters"), "{e}");
         assert!(!e.contains("secret"), "{e}");

@@ -78,7 +78,10 @@ use std::{
 use sha2::{Digest as _, Sha256};
 use tokio::{sync::OnceCell, time::Instant};
 
-use crate::{ConfigError, Credential, CredentialSource, ValidationError, Validator, validate::ValidationErrorKind};
+use crate::{
+    ConfigError, Credential, CredentialSource, ValidationError, Validator,
+    validate::ValidationErrorKind,
+};
 
 /// An identity that may stop being valid at a known time.
 ///
@@ -411,7 +414,10 @@ impl<V: Validator> CachingValidatorBuilder<V> {
     /// [`ConfigError::OutOfRange`] when `max_capacity` or `ttl` is zero.
     pub fn build(self) -> Result<CachingValidator<V>, ConfigError> {
         if self.max_capacity == 0 {
-            return Err(ConfigError::out_of_range("max_capacity", "must be at least 1"));
+            return Err(ConfigError::out_of_range(
+                "max_capacity",
+                "must be at least 1",
+            ));
         }
         if self.ttl.is_zero() {
             return Err(ConfigError::out_of_range("ttl", "must be longer than zero"));

@@ -66,7 +66,10 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// An object-safe view of a validator with identity `I`.
 trait DynValidator<I>: Send + Sync + 'static {
-    fn validate_boxed<'a>(&'a self, credential: &'a Credential) -> BoxFuture<'a, Result<I, ValidationError>>;
+    fn validate_boxed<'a>(
+        &'a self,
+        credential: &'a Credential,
+    ) -> BoxFuture<'a, Result<I, ValidationError>>;
 }
 
 impl<V: Validator> DynValidator<V::Identity> for V {
@@ -187,11 +190,7 @@ impl<I: Clone + Send + Sync + 'static> Chain<I> {
 
     async fn run(&self, credential: &Credential) -> Result<I, ValidationError> {
         let secret = credential.secret();
-        if let Some(route) = self
-            .routes
-            .iter()
-            .find(|r| secret.starts_with(&*r.prefix))
-        {
+        if let Some(route) = self.routes.iter().find(|r| secret.starts_with(&*r.prefix)) {
             return route.validator.validate_boxed(credential).await;
         }
         let mut last = None;

@@ -264,7 +264,9 @@ impl Shared {
             .filter(|key| key.family() != AlgorithmFamily::Hmac)
             .collect();
         if keys.is_empty() {
-            return Err(JwksError("the document holds no usable signature key".into()));
+            return Err(JwksError(
+                "the document holds no usable signature key".into(),
+            ));
         }
         Ok(KeySet::new(keys))
     }
@@ -366,11 +368,17 @@ impl JwksBuilder {
             ("timeout", self.timeout),
         ] {
             if value.is_zero() {
-                return Err(ConfigError::out_of_range(setting, "must be longer than zero"));
+                return Err(ConfigError::out_of_range(
+                    setting,
+                    "must be longer than zero",
+                ));
             }
         }
         if self.max_size == 0 {
-            return Err(ConfigError::out_of_range("max_size", "must be at least 1 byte"));
+            return Err(ConfigError::out_of_range(
+                "max_size",
+                "must be at least 1 byte",
+            ));
         }
         let connector = HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())

@@ -83,9 +83,9 @@ use jsonwebtoken::{
 use serde::{Deserialize, de::DeserializeOwned};
 use tokio::time::Instant;
 
+use super::cache::ExpiresAt;
 #[cfg(feature = "jwks")]
 pub use super::jwks::{Jwks, JwksBuilder, JwksError};
-use super::cache::ExpiresAt;
 use crate::{ConfigError, Credential, ValidationError, Validator, scope::Scopes};
 
 /// A key that verifies JWT signatures, optionally named by a key id (`kid`).
@@ -165,7 +165,9 @@ impl JwtKey {
     /// a usable key.
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, ConfigError> {
         if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
-            return Err(ConfigError::InvalidKey("the JWK is an encryption key (use=enc)".into()));
+            return Err(ConfigError::InvalidKey(
+                "the JWK is an encryption key (use=enc)".into(),
+            ));
         }
         let alg = match &jwk.common.key_algorithm {
             None => None,
@@ -175,8 +177,9 @@ impl JwtKey {
                 )
             })?),
         };
-        let key = DecodingKey::from_jwk(jwk)
-            .map_err(|_| ConfigError::InvalidKey("the JWK's parameters are not a usable key".into()))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|_| {
+            ConfigError::InvalidKey("the JWK's parameters are not a usable key".into())
+        })?;
         let family = key.family();
         if let Some(alg) = alg
             && alg.family() != family
@@ -211,7 +214,10 @@ impl JwtKey {
     }
 
     pub(crate) fn from_jwk_set(set: &JwkSet) -> Vec<Self> {
-        set.keys.iter().filter_map(|jwk| Self::from_jwk(jwk).ok()).collect()
+        set.keys
+            .iter()
+            .filter_map(|jwk| Self::from_jwk(jwk).ok())
+            .collect()
     }
 
     /// Names the key: it then verifies only tokens whose header has this
@@ -473,7 +479,10 @@ impl Policy {
         if exp.saturating_add(self.leeway) < now {
             return Err(ValidationError::expired().with_reason("token expired"));
         }
-        if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(self.leeway)) {
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(self.leeway))
+        {
             return Err(ValidationError::invalid().with_reason("token not valid yet (nbf)"));
         }
         if let Some(iss) = &claims.iss
@@ -761,7 +770,11 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
                 "configure at least one accepted algorithm",
             ));
         }
-        let hmac = self.algorithms.iter().filter(|a| a.family() == AlgorithmFamily::Hmac).count();
+        let hmac = self
+            .algorithms
+            .iter()
+            .filter(|a| a.family() == AlgorithmFamily::Hmac)
+            .count();
         if hmac != 0 && hmac != self.algorithms.len() {
             return Err(ConfigError::out_of_range(
                 "algorithms",
@@ -772,7 +785,10 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
             if !self.algorithms.iter().any(|&alg| key.fits(alg)) {
                 return Err(ConfigError::out_of_range(
                     "keys",
-                    format!("a {:?} key fits none of the accepted algorithms", key.family),
+                    format!(
+                        "a {:?} key fits none of the accepted algorithms",
+                        key.family
+                    ),
                 ));
             }
             if let Some(len) = key.secret_len {
@@ -822,7 +838,10 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
             });
         }
         if self.keys.is_empty() {
-            return Err(ConfigError::out_of_range("keys", "configure at least one key"));
+            return Err(ConfigError::out_of_range(
+                "keys",
+                "configure at least one key",
+            ));
         }
         Ok(JwtValidator {
             inner: Arc::new(Inner {
