@@ -1,48 +1,4 @@
 //! Static API keys, stored hashed and compared in constant time.
-//!
-//! portcullis generates the keys ([`GeneratedKey`]): a recognisable prefix
-//! you choose (`"acme_live_"`) followed by 32 random bytes in base64url, so a
-//! leaked key is easy for secret scanners to find. Only the SHA-256 digest of
-//! a key ([`KeyDigest`]) is ever stored: hand the secret to its owner once,
-//! keep the digest in your configuration or database, and load
-//! `(digest, identity)` pairs into an [`ApiKeys`] validator.
-//!
-//! # Example
-//!
-//! ```
-//! use portcullis::{Credential, CredentialSource, Validator, ValidationErrorKind};
-//! use portcullis::validate::{ApiKeyIdentity, ApiKeys, GeneratedKey, KeyDigest};
-//!
-//! // Once, when issuing a key: show `key.secret()` to its owner, store the digest.
-//! let key = GeneratedKey::new("acme_")?;
-//! assert!(key.secret().starts_with("acme_"));
-//! let stored = key.digest().to_hex();
-//!
-//! // At start-up: load the stored digests.
-//! let keys = ApiKeys::builder("acme_")
-//!     .key(KeyDigest::parse(&stored)?, ApiKeyIdentity::new("ci-bot").with_scopes(["deploy"]))
-//!     .build()?;
-//!
-//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-//! let found = keys.validate(&Credential::new(key.secret(), CredentialSource::Bearer)).await.unwrap();
-//! assert_eq!(found.id(), "ci-bot");
-//!
-//! let unknown = keys.validate(&Credential::new("acme_nope", CredentialSource::Bearer)).await;
-//! assert_eq!(unknown.unwrap_err().kind(), ValidationErrorKind::Invalid);
-//! # });
-//! # Ok::<(), portcullis::ConfigError>(())
-//! ```
-//!
-//! # Security
-//!
-//! - The table holds digests only; a dump of it (or of your configuration)
-//!   does not reveal a usable key. Keys carry 256 bits of randomness, so a
-//!   plain SHA-256 digest (no salt, no slow hash) is enough.
-//! - A presented key is hashed, the first 8 bytes of its digest select the
-//!   candidates, and the full 32-byte digests are compared in constant time
-//!   with [`subtle`].
-//! - An unknown key and a revoked (removed) key produce the same error, so a
-//!   client cannot tell them apart.
 
 use std::{
     collections::HashMap,
@@ -381,7 +337,51 @@ struct Entry {
     identity: ApiKeyIdentity,
 }
 
-/// Validates API keys against a table of digests.
+/// Validates static API keys, stored hashed and compared in constant time.
+///
+/// portcullis generates the keys ([`GeneratedKey`]): a recognisable prefix
+/// you choose (`"acme_live_"`) followed by 32 random bytes in base64url, so a
+/// leaked key is easy for secret scanners to find. Only the SHA-256 digest of
+/// a key ([`KeyDigest`]) is ever stored: hand the secret to its owner once,
+/// keep the digest in your configuration or database, and load
+/// `(digest, identity)` pairs into an [`ApiKeys`] validator.
+///
+/// # Example
+///
+/// ```
+/// use portcullis::{Credential, CredentialSource, Validator, ValidationErrorKind};
+/// use portcullis::validate::{ApiKeyIdentity, ApiKeys, GeneratedKey, KeyDigest};
+///
+/// // Once, when issuing a key: show `key.secret()` to its owner, store the digest.
+/// let key = GeneratedKey::new("acme_")?;
+/// assert!(key.secret().starts_with("acme_"));
+/// let stored = key.digest().to_hex();
+///
+/// // At start-up: load the stored digests.
+/// let keys = ApiKeys::builder("acme_")
+///     .key(KeyDigest::parse(&stored)?, ApiKeyIdentity::new("ci-bot").with_scopes(["deploy"]))
+///     .build()?;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let found = keys.validate(&Credential::new(key.secret(), CredentialSource::Bearer)).await.unwrap();
+/// assert_eq!(found.id(), "ci-bot");
+///
+/// let unknown = keys.validate(&Credential::new("acme_nope", CredentialSource::Bearer)).await;
+/// assert_eq!(unknown.unwrap_err().kind(), ValidationErrorKind::Invalid);
+/// # });
+/// # Ok::<(), portcullis::ConfigError>(())
+/// ```
+///
+/// # Security
+///
+/// - The table holds digests only; a dump of it (or of your configuration)
+///   does not reveal a usable key. Keys carry 256 bits of randomness, so a
+///   plain SHA-256 digest (no salt, no slow hash) is enough.
+/// - A presented key is hashed, the first 8 bytes of its digest select the
+///   candidates, and the full 32-byte digests are compared in constant time
+///   with [`subtle`].
+/// - An unknown key and a revoked (removed) key produce the same error, so a
+///   client cannot tell them apart.
 ///
 /// Cheap to clone: clones share the table, so keys added or revoked through
 /// one clone are seen by all.

@@ -1,69 +1,4 @@
 //! A bounded cache in front of any validator.
-//!
-//! [`CachingValidator`] remembers outcomes of a slower validator (a database
-//! lookup, a token-introspection call) for a while, keyed by a SHA-256
-//! digest of the credential, and makes concurrent requests that present the
-//! same credential share one backend call.
-//!
-//! # Example
-//!
-//! ```
-//! use std::{sync::{Arc, atomic::{AtomicUsize, Ordering}}, time::Duration};
-//! use portcullis::{Credential, CredentialSource, ValidationError, Validator};
-//! use portcullis::validate::CachingValidator;
-//!
-//! let calls = Arc::new(AtomicUsize::new(0));
-//! let counter = calls.clone();
-//! let backend = move |credential: Credential| {
-//!     counter.fetch_add(1, Ordering::SeqCst);
-//!     async move {
-//!         match credential.secret() {
-//!             "alice-token" => Ok("alice"),
-//!             _ => Err(ValidationError::invalid()),
-//!         }
-//!     }
-//! };
-//!
-//! // `&str` has no expiry of its own: say so with `builder_with_expiry`.
-//! let cached = CachingValidator::builder_with_expiry(backend, |_| None)
-//!     .max_capacity(10_000)
-//!     .ttl(Duration::from_secs(60))
-//!     .build()?;
-//!
-//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-//! let alice = Credential::new("alice-token", CredentialSource::Bearer);
-//! assert_eq!(cached.validate(&alice).await.unwrap(), "alice");
-//! assert_eq!(cached.validate(&alice).await.unwrap(), "alice");
-//! assert_eq!(calls.load(Ordering::SeqCst), 1);
-//! # });
-//! # Ok::<(), portcullis::ConfigError>(())
-//! ```
-//!
-//! # Guarantees
-//!
-//! - **Keys.** The cache key is the SHA-256 digest of the credential's
-//!   source and secret. The secret itself is never stored, logged or put in
-//!   a key.
-//! - **Positive entries** are served until the configured
-//!   [`ttl`](CachingValidatorBuilder::ttl) has passed, and never past the
-//!   identity's own expiry ([`ExpiresAt`]); an identity that has already
-//!   expired is not cached.
-//! - **Negative entries** (invalid, revoked, expired, insufficient scope) are
-//!   served for [`negative_ttl`](CachingValidatorBuilder::negative_ttl)
-//!   (default 2 seconds; zero turns negative caching off).
-//! - **Unavailable is never cached**: the next request asks the backend
-//!   again.
-//! - **Single flight.** Concurrent requests that miss on the same credential
-//!   make one backend call and all receive its outcome. If the request that
-//!   makes the call is dropped, a waiting one takes over.
-//! - **Revocation.** After [`invalidate`](CachingValidator::invalidate) (or
-//!   [`invalidate_all`](CachingValidator::invalidate_all)) returns, the next
-//!   request for that credential goes to the backend, and an outcome of a
-//!   backend call that started before it is not cached.
-//! - **Time.** Deadlines are checked against tokio's clock. moka's own expiry
-//!   (real time) only reclaims memory.
-//! - **Bounded.** At most [`max_capacity`](CachingValidatorBuilder::max_capacity)
-//!   entries; moka evicts the rest.
 
 use std::{
     collections::HashMap,
@@ -127,8 +62,72 @@ struct Entry<I> {
     deadline: Instant,
 }
 
-/// Caches the outcomes of another validator. See the [module docs](self)
-/// for what is cached and for how long.
+/// A bounded cache in front of any validator.
+///
+/// [`CachingValidator`] remembers outcomes of a slower validator (a database
+/// lookup, a token-introspection call) for a while, keyed by a SHA-256
+/// digest of the credential, and makes concurrent requests that present the
+/// same credential share one backend call.
+///
+/// # Example
+///
+/// ```
+/// use std::{sync::{Arc, atomic::{AtomicUsize, Ordering}}, time::Duration};
+/// use portcullis::{Credential, CredentialSource, ValidationError, Validator};
+/// use portcullis::validate::CachingValidator;
+///
+/// let calls = Arc::new(AtomicUsize::new(0));
+/// let counter = calls.clone();
+/// let backend = move |credential: Credential| {
+///     counter.fetch_add(1, Ordering::SeqCst);
+///     async move {
+///         match credential.secret() {
+///             "alice-token" => Ok("alice"),
+///             _ => Err(ValidationError::invalid()),
+///         }
+///     }
+/// };
+///
+/// // `&str` has no expiry of its own: say so with `builder_with_expiry`.
+/// let cached = CachingValidator::builder_with_expiry(backend, |_| None)
+///     .max_capacity(10_000)
+///     .ttl(Duration::from_secs(60))
+///     .build()?;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let alice = Credential::new("alice-token", CredentialSource::Bearer);
+/// assert_eq!(cached.validate(&alice).await.unwrap(), "alice");
+/// assert_eq!(cached.validate(&alice).await.unwrap(), "alice");
+/// assert_eq!(calls.load(Ordering::SeqCst), 1);
+/// # });
+/// # Ok::<(), portcullis::ConfigError>(())
+/// ```
+///
+/// # Guarantees
+///
+/// - **Keys.** The cache key is the SHA-256 digest of the credential's
+///   source and secret. The secret itself is never stored, logged or put in
+///   a key.
+/// - **Positive entries** are served until the configured
+///   [`ttl`](CachingValidatorBuilder::ttl) has passed, and never past the
+///   identity's own expiry ([`ExpiresAt`]); an identity that has already
+///   expired is not cached.
+/// - **Negative entries** (invalid, revoked, expired, insufficient scope) are
+///   served for [`negative_ttl`](CachingValidatorBuilder::negative_ttl)
+///   (default 2 seconds; zero turns negative caching off).
+/// - **Unavailable is never cached**: the next request asks the backend
+///   again.
+/// - **Single flight.** Concurrent requests that miss on the same credential
+///   make one backend call and all receive its outcome. If the request that
+///   makes the call is dropped, a waiting one takes over.
+/// - **Revocation.** After [`invalidate`](CachingValidator::invalidate) (or
+///   [`invalidate_all`](CachingValidator::invalidate_all)) returns, the next
+///   request for that credential goes to the backend, and an outcome of a
+///   backend call that started before it is not cached.
+/// - **Time.** Deadlines are checked against tokio's clock. moka's own expiry
+///   (real time) only reclaims memory.
+/// - **Bounded.** At most [`max_capacity`](CachingValidatorBuilder::max_capacity)
+///   entries; moka evicts the rest.
 ///
 /// Cheap to clone: clones share the cache.
 pub struct CachingValidator<V: Validator> {

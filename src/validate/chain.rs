@@ -1,62 +1,4 @@
 //! Trying several validators, and routing credentials by prefix.
-//!
-//! A [`Chain`] holds validators that share one identity type `I`. Validators
-//! with other identity types join through a mapping closure
-//! ([`then_map`](Chain::then_map), [`prefixed_map`](Chain::prefixed_map), or
-//! [`ValidatorExt::map_identity`] anywhere else), typically into an enum of
-//! your own.
-//!
-//! # Order and outcomes
-//!
-//! 1. **Routes.** If the credential starts with the prefix of a route added
-//!    with [`prefixed`](Chain::prefixed), only that route's validator sees
-//!    it, and its answer is final (a string that looks like your API key is
-//!    not tried as a JWT as well).
-//! 2. **Fallbacks.** Otherwise the validators added with
-//!    [`then`](Chain::then) are tried in order. The first one that does not
-//!    answer [`Invalid`](ValidationErrorKind::Invalid) decides: an identity,
-//!    or expired, revoked, insufficient scope, **or unavailable**. A
-//!    validator whose backend is down stops the chain with `Unavailable`
-//!    (503): falling through to the next, possibly weaker, validator would
-//!    silently change who can get in. Give your credentials distinct
-//!    prefixes so each goes straight to its validator instead.
-//! 3. When every validator answered invalid (or none applied), the chain
-//!    answers invalid, with the last validator's reason for logs.
-//!
-//! # Example
-//!
-//! ```
-//! use portcullis::{Credential, CredentialSource, ValidationError, Validator, ValidationErrorKind};
-//! use portcullis::validate::{ApiKeyIdentity, ApiKeys, Chain, KeyDigest};
-//!
-//! #[derive(Clone, Debug, PartialEq)]
-//! enum Principal {
-//!     Service(String),
-//!     User(String),
-//! }
-//!
-//! let keys = ApiKeys::builder("acme_")
-//!     .key(KeyDigest::of("acme_k3y"), ApiKeyIdentity::new("ci-bot"))
-//!     .build()?;
-//! let sessions = |credential: Credential| async move {
-//!     match credential.secret() {
-//!         "session-1" => Ok("alice".to_owned()),
-//!         _ => Err(ValidationError::invalid()),
-//!     }
-//! };
-//!
-//! let chain = Chain::new()
-//!     .prefixed_map(keys.prefix().to_owned(), keys, |id| Principal::Service(id.id().to_owned()))
-//!     .then_map(sessions, Principal::User);
-//!
-//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-//! let bearer = |s: &str| Credential::new(s, CredentialSource::Bearer);
-//! assert_eq!(chain.validate(&bearer("acme_k3y")).await.unwrap(), Principal::Service("ci-bot".into()));
-//! assert_eq!(chain.validate(&bearer("session-1")).await.unwrap(), Principal::User("alice".into()));
-//! assert_eq!(chain.validate(&bearer("nope")).await.unwrap_err().kind(), ValidationErrorKind::Invalid);
-//! # });
-//! # Ok::<(), portcullis::ConfigError>(())
-//! ```
 
 use std::{fmt, future::Future, pin::Pin, sync::Arc};
 
@@ -97,8 +39,65 @@ impl<I> Clone for Route<I> {
 
 /// Validators tried in order, with routes by credential prefix.
 ///
-/// See the [module docs](self) for the order and the outcomes. Cheap to
-/// clone: clones share the validators.
+/// A [`Chain`] holds validators that share one identity type `I`. Validators
+/// with other identity types join through a mapping closure
+/// ([`then_map`](Chain::then_map), [`prefixed_map`](Chain::prefixed_map), or
+/// [`ValidatorExt::map_identity`] anywhere else), typically into an enum of
+/// your own.
+///
+/// # Order and outcomes
+///
+/// 1. **Routes.** If the credential starts with the prefix of a route added
+///    with [`prefixed`](Chain::prefixed), only that route's validator sees
+///    it, and its answer is final (a string that looks like your API key is
+///    not tried as a JWT as well).
+/// 2. **Fallbacks.** Otherwise the validators added with
+///    [`then`](Chain::then) are tried in order. The first one that does not
+///    answer [`Invalid`](ValidationErrorKind::Invalid) decides: an identity,
+///    or expired, revoked, insufficient scope, **or unavailable**. A
+///    validator whose backend is down stops the chain with `Unavailable`
+///    (503): falling through to the next, possibly weaker, validator would
+///    silently change who can get in. Give your credentials distinct
+///    prefixes so each goes straight to its validator instead.
+/// 3. When every validator answered invalid (or none applied), the chain
+///    answers invalid, with the last validator's reason for logs.
+///
+/// # Example
+///
+/// ```
+/// use portcullis::{Credential, CredentialSource, ValidationError, Validator, ValidationErrorKind};
+/// use portcullis::validate::{ApiKeyIdentity, ApiKeys, Chain, KeyDigest};
+///
+/// #[derive(Clone, Debug, PartialEq)]
+/// enum Principal {
+///     Service(String),
+///     User(String),
+/// }
+///
+/// let keys = ApiKeys::builder("acme_")
+///     .key(KeyDigest::of("acme_k3y"), ApiKeyIdentity::new("ci-bot"))
+///     .build()?;
+/// let sessions = |credential: Credential| async move {
+///     match credential.secret() {
+///         "session-1" => Ok("alice".to_owned()),
+///         _ => Err(ValidationError::invalid()),
+///     }
+/// };
+///
+/// let chain = Chain::new()
+///     .prefixed_map(keys.prefix().to_owned(), keys, |id| Principal::Service(id.id().to_owned()))
+///     .then_map(sessions, Principal::User);
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let bearer = |s: &str| Credential::new(s, CredentialSource::Bearer);
+/// assert_eq!(chain.validate(&bearer("acme_k3y")).await.unwrap(), Principal::Service("ci-bot".into()));
+/// assert_eq!(chain.validate(&bearer("session-1")).await.unwrap(), Principal::User("alice".into()));
+/// assert_eq!(chain.validate(&bearer("nope")).await.unwrap_err().kind(), ValidationErrorKind::Invalid);
+/// # });
+/// # Ok::<(), portcullis::ConfigError>(())
+/// ```
+///
+/// Cheap to clone: clones share the validators.
 pub struct Chain<I> {
     routes: Vec<Route<I>>,
     fallbacks: Vec<Arc<dyn DynValidator<I>>>,

@@ -243,6 +243,7 @@ impl JwtKey {
         }
     }
 
+    #[cfg(feature = "jwks")]
     pub(crate) fn family(&self) -> AlgorithmFamily {
         self.family
     }
