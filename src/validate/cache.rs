@@ -297,6 +297,13 @@ impl<V: Validator> Shared<V> {
                 tracing::trace!(%credential, "validation cache miss, asking the backend");
                 let outcome = self.inner.validate(credential).await;
                 self.store(key, &outcome, generation);
+                // Requests arriving from now on must not join this flight:
+                // an outcome that was not stored (unavailable, B2) is for the
+                // requests that were already waiting only.
+                let mut in_flight = self.lock_in_flight();
+                if in_flight.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                    in_flight.remove(&key);
+                }
                 outcome
             })
             .await;
@@ -305,7 +312,8 @@ impl<V: Validator> Shared<V> {
 }
 
 /// Removes a flight from the in-flight table when its last participant is
-/// done (finished or dropped), so the table never outgrows what is in flight.
+/// dropped before the backend answered, so the table never outgrows what is
+/// in flight. (A finished flight removes itself.)
 struct FlightGuard<'a, V: Validator> {
     shared: &'a Shared<V>,
     key: Key,
