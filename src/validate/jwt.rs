@@ -1,8 +1,10 @@
 //! JSON Web Tokens (feature `jwt`).
 //!
-//! [`JwtValidator`] checks a JWT's signature and claims with
-//! [`jsonwebtoken`] and yields its typed claims, wrapped in [`Claims`], as
-//! the identity.
+//! [`JwtValidator`] checks a JWT's signature (with [`jsonwebtoken`]'s
+//! cryptography) and its registered claims, and yields your typed claims,
+//! wrapped in [`Claims`], as the identity. The payload is parsed only after
+//! the signature has been verified. Keys come from secrets, PEM, a JWKS
+//! document ([`JwtKey`]) or, with feature `jwks`, a JWKS URL (`Jwks`).
 //!
 //! # Example
 //!
@@ -59,7 +61,13 @@
 //!   §3.2): 32 bytes for HS256, 48 for HS384, 64 for HS512.
 //! - `exp` is required. When an issuer or audience is configured, the claim
 //!   is required too. A token with an `aud` claim is refused when no
-//!   audience is configured (RFC 7519 §4.1.3). `nbf` is checked when present.
+//!   audience is configured (RFC 7519 §4.1.3). `nbf` is checked when present
+//!   (and required with [`require_nbf`](JwtValidatorBuilder::require_nbf)).
+//!   `exp` and `nbf` allow a configurable leeway (default 30 seconds) and
+//!   are compared with the system clock, as token issuers write them.
+//! - A header with `crit` extensions is refused (none are understood).
+//! - A token with a `kid` is verified only by the key with that `kid`; a
+//!   token without one only when exactly one key fits its algorithm.
 //! - Errors: an expired token is [`expired`](ValidationError::expired) (the
 //!   client should refresh); anything else is
 //!   [`invalid`](ValidationError::invalid) with a fixed reason for logs that
