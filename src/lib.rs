@@ -90,6 +90,7 @@ pub mod extract;
 pub mod integration;
 mod key;
 pub mod reject;
+pub mod scope;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 pub mod validate;

@@ -54,6 +54,20 @@ use std::{borrow::Cow, fmt, future::Future, sync::Arc, time::Duration};
 
 use crate::Credential;
 
+mod api_key;
+mod cache;
+mod chain;
+#[cfg(feature = "jwks")]
+mod jwks;
+#[cfg(feature = "jwt")]
+pub mod jwt;
+
+pub use api_key::{ApiKeyIdentity, ApiKeys, ApiKeysBuilder, GeneratedKey, KeyDigest};
+pub use cache::{CachingValidator, CachingValidatorBuilder, ExpiresAt};
+pub use chain::{Chain, MapIdentity, ValidatorExt};
+#[cfg(feature = "jwt")]
+pub use jwt::{Claims, JwtKey, JwtValidator};
+
 /// Checks a [`Credential`] and returns the caller's identity.
 ///
 /// Implement it with a plain `async fn`; closures
