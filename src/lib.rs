@@ -3,6 +3,7 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 mod body;
+pub mod client_ip;
 mod credential;
 mod error;
 mod key;
@@ -10,6 +11,7 @@ pub mod reject;
 pub mod validate;
 
 pub use body::ResponseBody;
+pub use client_ip::{ClientIp, PeerAddr};
 pub use credential::{Credential, CredentialSource, Fingerprint};
 pub use error::ConfigError;
 pub use key::KeyExtractor;
