@@ -7,6 +7,7 @@ pub mod client_ip;
 mod credential;
 mod error;
 mod key;
+pub mod rate_limit;
 pub mod reject;
 pub mod validate;
 
