@@ -397,12 +397,16 @@ fn tonic_connect_info_is_the_peer() {
 #[test]
 fn peer_addr_wins_over_framework_connect_info() {
     let peer: SocketAddr = "198.51.100.7:1".parse().unwrap();
-    let mut builder = Request::builder().extension(PeerAddr(peer));
+    let other: SocketAddr = "203.0.113.1:1".parse().unwrap();
+    let builder = Request::builder().extension(PeerAddr(peer));
     #[cfg(feature = "axum")]
-    {
-        let other: SocketAddr = "203.0.113.1:1".parse().unwrap();
-        builder = builder.extension(axum::extract::ConnectInfo(other));
-    }
+    let builder = builder.extension(axum::extract::ConnectInfo(other));
+    #[cfg(feature = "tonic")]
+    let builder = builder.extension(tonic::transport::server::TcpConnectInfo {
+        local_addr: None,
+        remote_addr: Some(other),
+    });
+    let _ = other;
     let (parts, ()) = builder.body(()).unwrap().into_parts();
     assert_eq!(ClientIp::new().peer(&parts), Some(peer.ip()));
 }
