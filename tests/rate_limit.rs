@@ -541,3 +541,35 @@ async fn configurations_that_cannot_work_are_refused() {
             .is_ok()
     );
 }
+
+#[test]
+fn concurrent_first_requests_from_one_client_get_exactly_the_burst() {
+    // The check and the update are one atomic step per key, and a new key's
+    // state is created once: 64 racing requests cannot each start from a
+    // fresh burst. Real time here (threads); one allowance takes 12 s to
+    // come back, far longer than the test.
+    let inner = Inner::default();
+    let layer = RateLimitLayer::builder().per_minute(5).build().unwrap();
+    let svc = layer.layer(inner.service());
+    let barrier = std::sync::Barrier::new(8);
+    let allowed = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            let mut svc = svc.clone();
+            let (barrier, allowed) = (&barrier, &allowed);
+            scope.spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                barrier.wait();
+                for _ in 0..8 {
+                    if rt.block_on(hit(&mut svc, "192.0.2.1:1")) == StatusCode::OK {
+                        allowed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(allowed.load(Ordering::SeqCst), 5);
+    assert_eq!(inner.calls(), 5);
+}
