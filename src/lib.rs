@@ -84,11 +84,13 @@
 
 pub mod auth;
 mod body;
+pub mod client_ip;
 mod credential;
 mod error;
 pub mod extract;
 pub mod integration;
 mod key;
+pub mod rate_limit;
 pub mod reject;
 pub mod scope;
 #[cfg(feature = "test-util")]
@@ -97,6 +99,7 @@ pub mod validate;
 
 pub use auth::AuthLayer;
 pub use body::ResponseBody;
+pub use client_ip::{ClientIp, PeerAddr};
 pub use credential::{Credential, CredentialSource, Fingerprint};
 pub use error::ConfigError;
 pub use key::KeyExtractor;
