@@ -59,6 +59,7 @@
 //! | `cookie` | yes | [`extract::Cookie`], the named-cookie source |
 //! | `tonic` | no | [`integration::tonic::identity`]; the layers work with tonic regardless |
 //! | `jwt` | no | JWT validation (jsonwebtoken, pure-Rust crypto) |
+//! | `jwks` | no | JWT keys from a JWKS URL, fetched over rustls (no OpenSSL) |
 //! | `redis` | no | shared limiter state for several replicas |
 //! | `test-util` | no | helpers for testing services that use portcullis |
 //!

@@ -197,7 +197,7 @@ impl RejectionKind {
 const NO_CLIENT_ADDRESS: &str = "portcullis cannot tell which client sent this request: \
 the server was not run with connect info. axum: serve \
 `router.into_make_service_with_connect_info::<std::net::SocketAddr>()`; \
-tonic: use `Server::builder()` (it inserts connect info); \
+tonic: enable portcullis's `tonic` feature (tonic's `Server` inserts connect info); \
 plain hyper: insert `portcullis::PeerAddr(peer)` into each request's extensions";
 
 /// Turns an [`AuthRejection`] into a response.
