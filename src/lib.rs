@@ -6,6 +6,7 @@ mod body;
 mod credential;
 mod error;
 mod key;
+pub mod lockout;
 pub mod reject;
 pub mod validate;
 
