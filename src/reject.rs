@@ -326,18 +326,27 @@ impl DefaultRenderer {
         use RejectionKind as K;
         let kind = rejection.kind();
         let (status, challenge) = match kind {
-            K::Missing => (StatusCode::UNAUTHORIZED, Some(self.challenges.missing.clone())),
+            K::Missing => (
+                StatusCode::UNAUTHORIZED,
+                Some(self.challenges.missing.clone()),
+            ),
             K::Malformed => (
                 StatusCode::BAD_REQUEST,
                 Some(self.challenges.invalid_request.clone()),
             ),
-            K::Ambiguous => (StatusCode::BAD_REQUEST, Some(self.challenges.ambiguous.clone())),
+            K::Ambiguous => (
+                StatusCode::BAD_REQUEST,
+                Some(self.challenges.ambiguous.clone()),
+            ),
             K::TooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, None),
             K::Invalid | K::Revoked => (
                 StatusCode::UNAUTHORIZED,
                 Some(self.challenges.invalid_token.clone()),
             ),
-            K::Expired => (StatusCode::UNAUTHORIZED, Some(self.challenges.expired.clone())),
+            K::Expired => (
+                StatusCode::UNAUTHORIZED,
+                Some(self.challenges.expired.clone()),
+            ),
             K::InsufficientScope => (
                 StatusCode::FORBIDDEN,
                 Some(self.insufficient_scope(rejection.required_scope().unwrap_or(""))),
@@ -357,7 +366,9 @@ impl DefaultRenderer {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         let retry_after = match kind {
-            K::LockedOut | K::RateLimited => Some(rejection.retry_after().unwrap_or(Duration::ZERO)),
+            K::LockedOut | K::RateLimited => {
+                Some(rejection.retry_after().unwrap_or(Duration::ZERO))
+            }
             _ => rejection.retry_after(),
         };
         if let Some(retry_after) = retry_after {

@@ -251,9 +251,11 @@ impl fmt::Display for ValidationError {
             ValidationErrorKind::Invalid => f.write_str("credential is invalid")?,
             ValidationErrorKind::Expired => f.write_str("credential has expired")?,
             ValidationErrorKind::Revoked => f.write_str("credential has been revoked")?,
-            ValidationErrorKind::InsufficientScope => {
-                write!(f, "credential lacks scope {:?}", self.scope.as_deref().unwrap_or(""))?
-            }
+            ValidationErrorKind::InsufficientScope => write!(
+                f,
+                "credential lacks scope {:?}",
+                self.scope.as_deref().unwrap_or("")
+            )?,
             ValidationErrorKind::Unavailable => f.write_str("validator is unavailable")?,
         }
         if let Some(reason) = &self.reason {
