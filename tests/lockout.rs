@@ -12,8 +12,9 @@ use std::{
 };
 
 use http::{Request, Response, StatusCode, header, request::Parts};
+use http_body_util::BodyExt;
 use portcullis::{
-    AuthRejection, ResponseBody,
+    AuthRejection, PeerAddr, ResponseBody,
     lockout::{Failed, FailureOutcome, LockoutLayer, Outcome, Policy, Tracker},
     reject::RejectionKind,
 };
@@ -85,7 +86,9 @@ fn outcome_of<B>(req: &Request<B>) -> String {
 }
 
 /// The layer over an inner service that counts its calls.
-fn guarded(layer: LockoutLayer<fn(&Parts) -> Result<String, AuthRejection>>) -> (Svc, Arc<AtomicUsize>) {
+fn guarded(
+    layer: LockoutLayer<fn(&Parts) -> Result<String, AuthRejection>>,
+) -> (Svc, Arc<AtomicUsize>) {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
     let inner = service_fn(move |req: Request<String>| {
@@ -129,7 +132,9 @@ fn key(s: &str) -> String {
 }
 
 fn rejection_kind<B>(res: &Response<B>) -> Option<RejectionKind> {
-    res.extensions().get::<AuthRejection>().map(AuthRejection::kind)
+    res.extensions()
+        .get::<AuthRejection>()
+        .map(AuthRejection::kind)
 }
 
 // ---------------------------------------------------------------- B1
@@ -142,7 +147,11 @@ async fn assert_locks_out_after(outcome: &str, status: StatusCode) {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     let res = send(&svc, "a", "ok").await;
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "{outcome} did not count");
+    assert_eq!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "{outcome} did not count"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert_eq!(tracker.stats().failures, 3);
 }
@@ -270,7 +279,10 @@ async fn b3_locked_out_client_never_reaches_the_inner_service_even_with_a_valid_
     // B3
     let (svc, _, calls) = setup(Policy::default());
     for _ in 0..5 {
-        assert_eq!(send(&svc, "a", "invalid").await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            send(&svc, "a", "invalid").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
     }
     assert_eq!(calls.load(Ordering::SeqCst), 5);
 
@@ -278,7 +290,11 @@ async fn b3_locked_out_client_never_reaches_the_inner_service_even_with_a_valid_
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(res.headers()[header::RETRY_AFTER], "1800");
     assert_eq!(rejection_kind(&res), Some(RejectionKind::LockedOut));
-    assert_eq!(calls.load(Ordering::SeqCst), 5, "the inner service was called");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        5,
+        "the inner service was called"
+    );
 
     // Retry-After is rounded up and never 0.
     advance(Duration::from_millis(500)).await;
@@ -318,7 +334,10 @@ async fn b4_a_lockout_survives_a_flood_of_ten_times_capacity_distinct_keys() {
     for _ in 0..5 {
         send(&svc, "attacker", "invalid").await;
     }
-    assert_eq!(send(&svc, "attacker", "ok").await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        send(&svc, "attacker", "ok").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
 
     for n in 0..10 * CAPACITY {
         let res = send(&svc, &format!("flood-{n}"), "invalid").await;
@@ -327,10 +346,16 @@ async fn b4_a_lockout_survives_a_flood_of_ten_times_capacity_distinct_keys() {
             tracker.run_pending_tasks();
             let stats = tracker.stats();
             assert!(stats.tracked <= CAPACITY, "{} entries", stats.tracked);
-            assert!(tracker.check(&key("attacker")).is_err(), "evicted after {n}");
+            assert!(
+                tracker.check(&key("attacker")).is_err(),
+                "evicted after {n}"
+            );
         }
     }
-    assert_eq!(send(&svc, "attacker", "ok").await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        send(&svc, "attacker", "ok").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
     let stats = tracker.stats();
     assert_eq!(stats.blocked, 1);
     assert!(stats.evictions >= 9 * CAPACITY, "{stats:?}");
@@ -387,7 +412,11 @@ async fn b5_a_new_attacker_key_is_limited_while_the_table_is_full_of_hot_keys() 
         // The hot keys stay hot between the attacker's guesses.
         touch();
         if n < 5 {
-            assert_eq!(tracker.failures(&key("attacker")), n, "attacker's count was dropped");
+            assert_eq!(
+                tracker.failures(&key("attacker")),
+                n,
+                "attacker's count was dropped"
+            );
         }
     }
     let before = calls.load(Ordering::SeqCst);
@@ -470,8 +499,14 @@ async fn b6_sixty_four_concurrent_wrong_guesses_reach_the_inner_service_at_most_
     for task in tasks {
         statuses.push(task.await.unwrap().status());
     }
-    let unauthorized = statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
-    let locked = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    let unauthorized = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let locked = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
     assert_eq!((unauthorized, locked), (5, 59));
     assert_eq!(g.calls.load(Ordering::SeqCst), 5);
     assert_eq!(g.tracker.stats().failures, 5);
@@ -556,7 +591,10 @@ async fn b6_the_attempt_api_reserves_like_the_layer() {
     });
     settle().await;
     assert!(!waiting.is_finished());
-    assert!(matches!(first.failed(), FailureOutcome::Counted { failures: 1, .. }));
+    assert!(matches!(
+        first.failed(),
+        FailureOutcome::Counted { failures: 1, .. }
+    ));
     settle().await;
     assert!(!waiting.is_finished(), "a failure must not free a slot");
     assert!(matches!(second.failed(), FailureOutcome::LockedOut(_)));
@@ -569,7 +607,11 @@ async fn b6_the_attempt_api_reserves_like_the_layer() {
 #[tokio::test(start_paused = true)]
 async fn b7_failures_are_forgotten_a_window_after_the_last_one() {
     // B7
-    let policy = Policy::builder().max_failures(3).window(HOUR).build().unwrap();
+    let policy = Policy::builder()
+        .max_failures(3)
+        .window(HOUR)
+        .build()
+        .unwrap();
     let (svc, tracker, _) = setup(policy);
     send(&svc, "a", "invalid").await;
     send(&svc, "a", "invalid").await;
@@ -582,7 +624,10 @@ async fn b7_failures_are_forgotten_a_window_after_the_last_one() {
     advance(59 * MINUTE).await;
     assert_eq!(tracker.failures(&key("a")), 2);
     send(&svc, "a", "invalid").await;
-    assert_eq!(send(&svc, "a", "ok").await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        send(&svc, "a", "ok").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -602,9 +647,15 @@ async fn b7_repeat_offenders_are_locked_out_longer_up_to_the_cap() {
         send(&svc, "a", "invalid").await;
         let res = send(&svc, "a", "ok").await;
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(res.headers()[header::RETRY_AFTER], (expected * 60).to_string());
+        assert_eq!(
+            res.headers()[header::RETRY_AFTER],
+            (expected * 60).to_string()
+        );
         advance(expected * MINUTE).await;
-        assert!(tracker.check(&key("a")).is_ok(), "lockout of {expected} min did not end");
+        assert!(
+            tracker.check(&key("a")).is_ok(),
+            "lockout of {expected} min did not end"
+        );
     }
     assert_eq!(tracker.stats().lockouts, 4);
 }
@@ -645,7 +696,10 @@ async fn b7_failures_while_locked_out_neither_count_nor_extend_the_lockout() {
     advance(10 * MINUTE).await;
     for _ in 0..10 {
         // Through the layer: refused before the inner service.
-        assert_eq!(send(&svc, "a", "invalid").await.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            send(&svc, "a", "invalid").await.status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
         // Through the direct API: not counted.
         let FailureOutcome::AlreadyLocked(locked) = tracker.record_failure(&key("a")) else {
             panic!("a failure while locked out was counted");
@@ -666,14 +720,20 @@ async fn b7_lockouts_expire_and_the_key_starts_afresh() {
     send(&svc, "a", "invalid").await;
     send(&svc, "a", "invalid").await;
     advance(30 * MINUTE - Duration::from_millis(1)).await;
-    assert_eq!(send(&svc, "a", "ok").await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        send(&svc, "a", "ok").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
     advance(Duration::from_millis(1)).await;
     assert_eq!(send(&svc, "a", "ok").await.status(), StatusCode::OK);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert_eq!(tracker.failures(&key("a")), 0);
     assert_eq!(tracker.stats().blocked, 0);
     send(&svc, "a", "invalid").await;
-    assert!(tracker.check(&key("a")).is_ok(), "one failure after a lockout locked out again");
+    assert!(
+        tracker.check(&key("a")).is_ok(),
+        "one failure after a lockout locked out again"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -689,7 +749,10 @@ async fn b7_an_operator_can_unlock_a_key() {
     assert!(tracker.unlock(&key("a")));
     assert!(!tracker.unlock(&key("a")));
     assert_eq!(send(&svc, "a", "ok").await.status(), StatusCode::OK);
-    assert_eq!(send(&svc, "b", "ok").await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        send(&svc, "b", "ok").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
     let blocked = tracker.blocked_keys();
     assert_eq!(blocked.len(), 1);
     assert_eq!(blocked[0].key, "b");
@@ -706,13 +769,20 @@ async fn b7_a_success_does_not_reset_the_count_by_default() {
     }
     assert_eq!(tracker.failures(&key("a")), 2);
     send(&svc, "a", "invalid").await;
-    assert_eq!(send(&svc, "a", "ok").await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        send(&svc, "a", "ok").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn b7_a_success_resets_the_count_when_the_policy_says_so() {
     // B7
-    let policy = Policy::builder().max_failures(3).reset_on_success(true).build().unwrap();
+    let policy = Policy::builder()
+        .max_failures(3)
+        .reset_on_success(true)
+        .build()
+        .unwrap();
     let (svc, tracker, _) = setup(policy);
     for _ in 0..5 {
         send(&svc, "a", "invalid").await;
@@ -725,7 +795,10 @@ async fn b7_a_success_resets_the_count_when_the_policy_says_so() {
         send(&svc, "a", "invalid").await;
     }
     tracker.record_success(&key("a"));
-    assert_eq!(send(&svc, "a", "ok").await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        send(&svc, "a", "ok").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -733,7 +806,8 @@ async fn lockout_hook_receives_the_key_and_the_end_of_the_lockout() {
     // B7
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
-    let layer = layer(max(2)).on_lockout(move |key, until| log.lock().unwrap().push((key.clone(), until)));
+    let layer =
+        layer(max(2)).on_lockout(move |key, until| log.lock().unwrap().push((key.clone(), until)));
     let tracker = layer.tracker().clone();
     let (svc, _) = guarded(layer);
     send(&svc, "a", "invalid").await;
@@ -752,7 +826,13 @@ async fn stats_count_failures_lockouts_and_blocked_keys() {
     tracker.run_pending_tasks();
     let stats = tracker.stats();
     assert_eq!(
-        (stats.tracked, stats.blocked, stats.failures, stats.lockouts, stats.evictions),
+        (
+            stats.tracked,
+            stats.blocked,
+            stats.failures,
+            stats.lockouts,
+            stats.evictions
+        ),
         (1, 1, 3, 1, 0)
     );
 }
@@ -776,6 +856,49 @@ async fn b10_a_request_without_a_key_is_answered_500_and_never_shares_a_bucket()
     }
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     assert_eq!(tracker.stats().failures, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn b10_client_ip_without_a_peer_address_is_answered_500_with_the_fix() {
+    // B10
+    let layer = LockoutLayer::new(max(1));
+    let tracker = layer.tracker().clone();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let svc = layer.layer(service_fn(move |req: Request<String>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let outcome = outcome_of(&req);
+        async move { Ok::<_, Infallible>(answer(&outcome)) }
+    }));
+    for _ in 0..3 {
+        let req = Request::builder()
+            .header("x-outcome", "invalid")
+            .body(String::new())
+            .unwrap();
+        let res = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(rejection_kind(&res), Some(RejectionKind::NoClientAddress));
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("connect info"));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(tracker.stats().failures, 0);
+
+    // With a peer address the same requests are counted per client.
+    let from = |peer: &str| {
+        Request::builder()
+            .header("x-outcome", "invalid")
+            .extension(PeerAddr(peer.parse().unwrap()))
+            .body(String::new())
+            .unwrap()
+    };
+    let res = svc.clone().oneshot(from("192.0.2.1:1000")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = svc.clone().oneshot(from("192.0.2.1:2000")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let res = svc.clone().oneshot(from("192.0.2.2:1000")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
 // ---------------------------------------------------------------- L1
@@ -820,8 +943,14 @@ async fn l1_a_canary_credential_never_appears_in_logs() {
     tracker.unlock(&key("client-1"));
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("locked out"), "no lockout event captured:\n{logs}");
-    assert!(logs.contains("client-1"), "the key is missing from the logs:\n{logs}");
+    assert!(
+        logs.contains("locked out"),
+        "no lockout event captured:\n{logs}"
+    );
+    assert!(
+        logs.contains("client-1"),
+        "the key is missing from the logs:\n{logs}"
+    );
     assert!(logs.contains("lifted"), "no unlock event captured:\n{logs}");
     assert!(!logs.contains(CANARY), "the credential leaked:\n{logs}");
     assert!(!format!("{tracker:?}").contains(CANARY));

@@ -14,8 +14,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::{
-    Classifier,
-    classify,
+    Classifier, classify,
     tracker::{Acquire, Attempt},
 };
 use crate::{

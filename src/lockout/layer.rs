@@ -6,16 +6,17 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 
 use super::{Classifier, Lockout, Policy, Tracker};
-use crate::{KeyExtractor, reject::DefaultRenderer};
+use crate::{ClientIp, KeyExtractor, reject::DefaultRenderer};
 
 /// Applies the failed-attempt limiter to a service; see the
 /// [module docs](super) for what counts and what a blocked client sees.
 ///
-/// Build one with [`keyed`](Self::keyed) (a key extractor and a policy) or
+/// Build one with [`new`](Self::new) (keyed by [`ClientIp`]),
+/// [`keyed`](Self::keyed) (any key extractor and a policy) or
 /// [`with_tracker`](Self::with_tracker) (a key extractor and a [`Tracker`]
 /// shared with handlers or operator endpoints).
 #[must_use]
-pub struct LockoutLayer<K, R = DefaultRenderer>
+pub struct LockoutLayer<K = ClientIp, R = DefaultRenderer>
 where
     K: KeyExtractor,
 {
@@ -41,6 +42,16 @@ impl<K: KeyExtractor, R> Clone for Config<K, R> {
             renderer: Arc::clone(&self.renderer),
             classifier: self.classifier.clone(),
         }
+    }
+}
+
+impl LockoutLayer {
+    /// A layer keyed by the client's address (a [`ClientIp`] that trusts no
+    /// proxy), with a new [`Tracker`] for `policy`. Use
+    /// [`with_tracker`](Self::with_tracker) with a configured [`ClientIp`]
+    /// behind proxies.
+    pub fn new(policy: Policy) -> Self {
+        Self::keyed(ClientIp::new(), policy)
     }
 }
 

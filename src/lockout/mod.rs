@@ -36,24 +36,18 @@
 //!
 //! # Example
 //!
+//! Keyed by the client's address ([`ClientIp`](crate::ClientIp); the
+//! server must record the socket peer, see [`client_ip`](crate::client_ip)):
+//!
 //! ```
 //! use std::convert::Infallible;
-//! use http::{Request, Response, StatusCode, request::Parts};
-//! use portcullis::{AuthRejection, lockout::{LockoutLayer, Policy}, reject::RejectionKind};
+//! use http::{Request, Response, StatusCode};
+//! use portcullis::{PeerAddr, lockout::{LockoutLayer, Policy}};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! // Key on the account being logged into.
-//! let by_user = |req: &Parts| {
-//!     req.headers
-//!         .get("x-user")
-//!         .and_then(|v| v.to_str().ok())
-//!         .map(str::to_owned)
-//!         .ok_or_else(|| AuthRejection::new(RejectionKind::Malformed))
-//! };
-//! let policy = Policy::builder().max_failures(3).build().unwrap();
-//! let layer = LockoutLayer::keyed(by_user, policy);
+//! let layer = LockoutLayer::new(Policy::builder().max_failures(3).build().unwrap());
 //! let tracker = layer.tracker().clone();
 //!
 //! // A login handler: 401 for a wrong password.
@@ -63,23 +57,54 @@
 //! });
 //! let svc = ServiceBuilder::new().layer(layer).service(login);
 //!
-//! let attempt = |password: &str| {
-//!     Request::builder().header("x-user", "alice").body(password.to_owned()).unwrap()
+//! let from = |peer: &str, password: &str| {
+//!     Request::builder()
+//!         .extension(PeerAddr(peer.parse().unwrap()))
+//!         .body(password.to_owned())
+//!         .unwrap()
 //! };
-//! for _ in 0..3 {
-//!     let res = svc.clone().oneshot(attempt("guess")).await.unwrap();
+//! for port in 1..=3 {
+//!     let res = svc.clone().oneshot(from(&format!("203.0.113.9:{port}"), "guess")).await.unwrap();
 //!     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 //! }
 //! // Locked out: even the right password is refused without reaching the handler.
-//! let res = svc.clone().oneshot(attempt("hunter2")).await.unwrap();
+//! let res = svc.clone().oneshot(from("203.0.113.9:4", "hunter2")).await.unwrap();
 //! assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
 //! assert_eq!(res.headers()["retry-after"], "1800");
+//! // Other clients are not.
+//! let res = svc.clone().oneshot(from("198.51.100.1:5", "hunter2")).await.unwrap();
+//! assert_eq!(res.status(), StatusCode::OK);
 //!
-//! // An operator lifts it.
-//! assert!(tracker.unlock(&"alice".to_owned()));
-//! let res = svc.oneshot(attempt("hunter2")).await.unwrap();
+//! // An operator lifts the lockout.
+//! assert!(tracker.unlock(&"203.0.113.9".parse().unwrap()));
+//! let res = svc.oneshot(from("203.0.113.9:6", "hunter2")).await.unwrap();
 //! assert_eq!(res.status(), StatusCode::OK);
 //! # }
+//! ```
+//!
+//! # Limiting per account
+//!
+//! Any [`KeyExtractor`](crate::KeyExtractor) works: key on the account being
+//! logged into (as here), or on the account and the address together. Stack
+//! an address-keyed layer in front as well, so that one address cannot try
+//! many accounts.
+//!
+//! ```
+//! use http::{Request, request::Parts};
+//! use portcullis::{AuthRejection, lockout::{LockoutLayer, Policy}, reject::RejectionKind};
+//!
+//! let by_account = |req: &Parts| {
+//!     req.headers
+//!         .get("x-user")
+//!         .and_then(|v| v.to_str().ok())
+//!         .map(str::to_owned)
+//!         .ok_or_else(|| AuthRejection::new(RejectionKind::Malformed))
+//! };
+//! let policy = Policy::builder().max_failures(10).reset_on_success(true).build().unwrap();
+//! let layer = LockoutLayer::keyed(by_account, policy);
+//! let tracker = layer.tracker().clone();
+//! tracker.record_failure(&"alice".to_owned());
+//! assert_eq!(tracker.failures(&"alice".to_owned()), 1);
 //! ```
 //!
 //! [`AuthRejection`]: crate::AuthRejection

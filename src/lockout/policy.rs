@@ -230,7 +230,10 @@ impl PolicyBuilder {
         if !p.multiplier.is_finite() || p.multiplier < 1.0 {
             return Err(ConfigError::out_of_range(
                 "multiplier",
-                format!("must be a finite number of at least 1, got {}", p.multiplier),
+                format!(
+                    "must be a finite number of at least 1, got {}",
+                    p.multiplier
+                ),
             ));
         }
         if p.max_lockout < p.lockout {
@@ -265,7 +268,9 @@ mod tests {
     #[test]
     fn default_escalation_doubles_from_thirty_minutes_up_to_a_day() {
         let p = Policy::default();
-        let minutes: Vec<u64> = (0..8).map(|n| p.lockout_duration(n).as_secs() / 60).collect();
+        let minutes: Vec<u64> = (0..8)
+            .map(|n| p.lockout_duration(n).as_secs() / 60)
+            .collect();
         assert_eq!(minutes, [30, 60, 120, 240, 480, 960, 1440, 1440]);
     }
 
@@ -310,10 +315,16 @@ mod tests {
         assert_eq!(rejected_setting(b().capacity(0)), "capacity");
         assert_eq!(rejected_setting(b().window(Duration::ZERO)), "window");
         assert_eq!(rejected_setting(b().lockout(Duration::ZERO)), "lockout");
-        assert_eq!(rejected_setting(b().max_lockout(Duration::ZERO)), "max_lockout");
+        assert_eq!(
+            rejected_setting(b().max_lockout(Duration::ZERO)),
+            "max_lockout"
+        );
         assert_eq!(rejected_setting(b().multiplier(0.5)), "multiplier");
         assert_eq!(rejected_setting(b().multiplier(f64::NAN)), "multiplier");
-        assert_eq!(rejected_setting(b().multiplier(f64::INFINITY)), "multiplier");
+        assert_eq!(
+            rejected_setting(b().multiplier(f64::INFINITY)),
+            "multiplier"
+        );
         assert_eq!(
             rejected_setting(b().lockout(2 * HOUR).max_lockout(HOUR)),
             "max_lockout"

@@ -9,19 +9,15 @@ use std::{
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::{
-    future::ResponseFuture,
-    layer::Config,
-    tracker::TryAttempt,
-};
+use super::{future::ResponseFuture, layer::Config, tracker::TryAttempt};
 use crate::{
-    KeyExtractor, ResponseBody,
-    reject::Renderer,
+    ClientIp, KeyExtractor, ResponseBody,
+    reject::{DefaultRenderer, Renderer},
 };
 
 /// Answers locked-out clients itself and counts the failed attempts of the
 /// others; built by [`LockoutLayer`](super::LockoutLayer).
-pub struct Lockout<S, K, R>
+pub struct Lockout<S, K = ClientIp, R = DefaultRenderer>
 where
     K: KeyExtractor,
 {

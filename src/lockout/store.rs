@@ -145,12 +145,7 @@ impl Deadline for Record {
 }
 
 impl<K, V: Deadline> Expiry<K, V> for ReclaimAt {
-    fn expire_after_create(
-        &self,
-        _: &K,
-        value: &V,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
+    fn expire_after_create(&self, _: &K, value: &V, _: std::time::Instant) -> Option<Duration> {
         Some(value.reclaim_at().saturating_duration_since(Instant::now()))
     }
 
@@ -256,12 +251,7 @@ where
     /// reserving a slot. When the key is full, `wait` is called with the
     /// key's notifier while the shard is still locked, so that a waiter
     /// registered there cannot miss the release that frees a slot.
-    pub(crate) fn admit(
-        &self,
-        key: &K,
-        now: Instant,
-        wait: Option<Register<'_>>,
-    ) -> Admission {
+    pub(crate) fn admit(&self, key: &K, now: Instant, wait: Option<Register<'_>>) -> Admission {
         let mut shard = self.shard(key);
         if let Some(record) = self.locked(key, now) {
             return Admission::Locked(record);
@@ -307,10 +297,7 @@ where
             if slot.in_flight == 0 {
                 // Waiters hold the notifier of this slot: wake them all to
                 // ask again before the slot goes away.
-                wake = shard
-                    .remove(key)
-                    .and_then(|s| s.waiters)
-                    .map(|n| (n, true));
+                wake = shard.remove(key).and_then(|s| s.waiters).map(|n| (n, true));
             } else {
                 let everyone = matches!(recorded, Recorded::LockedOut { .. });
                 wake = slot.waiters.clone().map(|n| (n, everyone));
@@ -494,9 +481,18 @@ mod tests {
         let policy = Policy::builder().max_failures(3).build().unwrap();
         let store = MemoryStore::new(policy);
         let now = Instant::now();
-        assert!(matches!(store.record(&1, Finish::Failure, now), Recorded::Counted { failures: 1 }));
-        assert!(matches!(store.record(&1, Finish::Failure, now), Recorded::Counted { failures: 2 }));
-        assert!(matches!(store.record(&1, Finish::Failure, now), Recorded::LockedOut { failures: 3, .. }));
+        assert!(matches!(
+            store.record(&1, Finish::Failure, now),
+            Recorded::Counted { failures: 1 }
+        ));
+        assert!(matches!(
+            store.record(&1, Finish::Failure, now),
+            Recorded::Counted { failures: 2 }
+        ));
+        assert!(matches!(
+            store.record(&1, Finish::Failure, now),
+            Recorded::LockedOut { failures: 3, .. }
+        ));
         assert_eq!(store.failures_of(&1, now), 0);
         assert!(store.locked(&1, now).is_some());
     }

@@ -609,7 +609,12 @@ where
                     pending.enable();
                 }
             };
-            match this.tracker.shared.store.admit(key, now, Some(&mut register)) {
+            match this
+                .tracker
+                .shared
+                .store
+                .admit(key, now, Some(&mut register))
+            {
                 Admission::Admitted => {
                     let key = this.key.take().expect("checked above");
                     return Poll::Ready(Ok(this.tracker.admitted(key)));
