@@ -1,25 +1,31 @@
 //! The in-memory store behind a [`Tracker`](super::Tracker).
 //!
-//! Two bounded moka tables and a small table of attempts in flight:
+//! Two tables, each bounded by the policy's capacity:
 //!
-//! - `counters`: failure counts of keys that are not locked out. LRU
-//!   eviction, so a brand-new key is always admitted (moka's default TinyLFU
-//!   admission would drop a new, rarely seen key at once when the table is
-//!   full of frequently used ones, silently resetting an attacker's count).
-//! - `lockouts`: keys that were locked out, remembered until `window` after
-//!   the lockout ended (for escalation). A separate table, so no amount of
-//!   counter churn can evict a lockout; only other lockouts can.
-//! - `shards`: attempts in flight per key, one mutex per shard. Every
+//! - **Counters and attempts in flight**, in shards (one mutex each). Every
 //!   decision about a key (admit, record, unlock) runs under its shard's
-//!   lock, which makes check-and-reserve atomic per key. Entries live only
-//!   while requests are in flight, so this table is bounded by concurrency,
-//!   not by the number of clients.
+//!   lock, which makes check-and-reserve atomic per key. A key holds an
+//!   entry while it has failures within the window or attempts in flight;
+//!   a client without failures holds one only while its requests run.
+//!   Counters are evicted by CLOCK (second-chance LRU) per shard: a new
+//!   counter always gets in and the least recently used one goes. (moka's
+//!   default TinyLFU admission would instead drop a new, rarely seen key at
+//!   once when the table is full of frequently used ones, silently
+//!   resetting an attacker's count; and a moka insert costs several times
+//!   a hash map insert, which a flood of new keys turns into the cost of
+//!   every failure.)
+//! - **Lockouts**, a moka cache with LRU eviction and per-entry expiry at
+//!   `max(until, until + window)`: keys that were locked out, remembered
+//!   until `window` after the lockout ended (for escalation). A separate
+//!   table, so no amount of counter churn can evict a lockout; only other
+//!   lockouts can. Writes are rare (one per lockout); reads are one `get`
+//!   per request.
 //!
 //! moka's expiry only reclaims memory; every deadline that decides an
 //! outcome is stored in the value and compared with tokio's clock.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     fmt,
     hash::{BuildHasher, Hash, RandomState},
     sync::{
@@ -34,15 +40,7 @@ use tokio::{sync::Notify, time::Instant};
 
 use super::Policy;
 
-const SHARDS: usize = 64;
-
-/// Failure count of a key that is not locked out.
-#[derive(Debug, Clone, Copy)]
-struct Counter {
-    failures: u32,
-    /// When failures are forgotten: `window` after the last one.
-    forget_at: Instant,
-}
+const MAX_SHARDS: u64 = 64;
 
 /// A key that was locked out.
 #[derive(Debug, Clone, Copy)]
@@ -52,14 +50,6 @@ pub(crate) struct Record {
     pub(crate) lockouts: u32,
     /// When the record is forgotten: `window` after the lockout ends.
     forget_at: Instant,
-}
-
-/// Attempts in flight for one key.
-#[derive(Debug, Default)]
-struct Slot {
-    in_flight: u32,
-    /// Created when a request has to wait for this key.
-    waiters: Option<Arc<Notify>>,
 }
 
 /// Registers a waiter on a key's notifier (see [`MemoryStore::admit`]).
@@ -85,7 +75,7 @@ pub(crate) enum Finish {
     Neutral,
 }
 
-/// What recording a failure did.
+/// What recording an outcome did.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Recorded {
     /// Counted; `failures` within the window so far.
@@ -106,11 +96,165 @@ pub(crate) struct Totals {
     pub(crate) evictions: AtomicU64,
 }
 
+/// The state of one key in its shard.
+#[derive(Debug)]
+struct Entry {
+    /// Failures within the window; 0 when the key holds no counter.
+    failures: u32,
+    /// When the failures are forgotten: `window` after the last one.
+    forget_at: Instant,
+    /// Identifies this counter's place in the CLOCK queue.
+    ticket: u64,
+    /// Used since the CLOCK hand last passed (second chance).
+    referenced: bool,
+    in_flight: u32,
+    /// Created when a request has to wait for this key.
+    waiters: Option<Arc<Notify>>,
+}
+
+impl Entry {
+    fn new(now: Instant) -> Self {
+        Self {
+            failures: 0,
+            forget_at: now,
+            ticket: 0,
+            referenced: false,
+            in_flight: 0,
+            waiters: None,
+        }
+    }
+
+    fn live_failures(&self, now: Instant) -> u32 {
+        if now < self.forget_at {
+            self.failures
+        } else {
+            0
+        }
+    }
+
+    /// Neither a counter nor an attempt in flight: the entry can go.
+    fn is_idle(&self) -> bool {
+        self.failures == 0 && self.in_flight == 0
+    }
+}
+
+/// One shard of the counter table.
+#[derive(Debug)]
+struct Shard<K> {
+    entries: HashMap<K, Entry>,
+    /// Keys holding a counter, in CLOCK order, with the ticket they were
+    /// queued under. Counters cleared in place leave stale items, which the
+    /// hand skips and `compact` removes.
+    clock: VecDeque<(K, u64)>,
+    /// Entries with `failures > 0`; at most `capacity`.
+    counters: usize,
+    capacity: usize,
+    next_ticket: u64,
+}
+
+impl<K: Clone + Eq + Hash> Shard<K> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            clock: VecDeque::new(),
+            counters: 0,
+            capacity,
+            next_ticket: 0,
+        }
+    }
+
+    fn failures(&self, key: &K, now: Instant) -> u32 {
+        self.entries.get(key).map_or(0, |e| e.live_failures(now))
+    }
+
+    /// Drops the counter of `key`, and its entry when nothing else holds it.
+    fn clear(&mut self, key: &K) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            if entry.failures > 0 {
+                entry.failures = 0;
+                self.counters -= 1;
+            }
+            if entry.is_idle() {
+                self.entries.remove(key);
+            }
+        }
+    }
+
+    /// Sets the failures of `key` (at least 1), making room if it holds no
+    /// counter yet. Returns whether a live counter was evicted for it.
+    fn set_failures(&mut self, key: &K, failures: u32, forget_at: Instant, now: Instant) -> bool {
+        let holds_counter = self.entries.get(key).is_some_and(|e| e.failures > 0);
+        let mut evicted = false;
+        if !holds_counter {
+            if self.counters >= self.capacity {
+                evicted = self.evict_one(now);
+            }
+            self.counters += 1;
+            self.next_ticket += 1;
+            self.clock.push_back((key.clone(), self.next_ticket));
+            if self.clock.len() > 2 * self.capacity + 16 {
+                self.compact();
+            }
+        }
+        let ticket = self.next_ticket;
+        let entry = self
+            .entries
+            .entry(key.clone())
+            .or_insert_with(|| Entry::new(now));
+        if !holds_counter {
+            entry.ticket = ticket;
+        }
+        entry.failures = failures;
+        entry.forget_at = forget_at;
+        entry.referenced = true;
+        evicted
+    }
+
+    /// Frees one counter slot: the first counter the CLOCK hand finds that
+    /// was not used since it last passed (expired counters go first).
+    /// Returns whether the counter dropped was still live.
+    fn evict_one(&mut self, now: Instant) -> bool {
+        // One full turn clears every second chance, so this ends.
+        let mut chances = self.clock.len();
+        while let Some((key, ticket)) = self.clock.pop_front() {
+            let Some(entry) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            if entry.ticket != ticket || entry.failures == 0 {
+                continue;
+            }
+            let live = now < entry.forget_at;
+            if live && entry.referenced && chances > 0 {
+                chances -= 1;
+                entry.referenced = false;
+                self.clock.push_back((key, ticket));
+                continue;
+            }
+            entry.failures = 0;
+            self.counters -= 1;
+            if entry.is_idle() {
+                self.entries.remove(&key);
+            }
+            return live;
+        }
+        false
+    }
+
+    /// Removes stale items from the CLOCK queue.
+    fn compact(&mut self) {
+        let entries = &self.entries;
+        self.clock.retain(|(key, ticket)| {
+            entries
+                .get(key)
+                .is_some_and(|e| e.ticket == *ticket && e.failures > 0)
+        });
+    }
+}
+
 pub(crate) struct MemoryStore<K> {
     policy: Policy,
-    counters: Cache<K, Counter>,
     lockouts: Cache<K, Record>,
-    shards: Box<[Mutex<HashMap<K, Slot>>]>,
+    shards: Box<[Mutex<Shard<K>>]>,
     shard_hasher: RandomState,
     totals: Arc<Totals>,
 }
@@ -119,44 +263,48 @@ impl<K> fmt::Debug for MemoryStore<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
             .field("policy", &self.policy)
-            .field("tracked", &self.counters.entry_count())
+            .field("shards", &self.shards.len())
             .field("lockout_records", &self.lockouts.entry_count())
             .finish_non_exhaustive()
     }
 }
 
-/// Reclaims a moka entry once its deadline (on tokio's clock) has passed.
+/// Reclaims a lockout record once its deadline (on tokio's clock) has
+/// passed.
 struct ReclaimAt;
 
-trait Deadline {
-    fn reclaim_at(&self) -> Instant;
-}
-
-impl Deadline for Counter {
-    fn reclaim_at(&self) -> Instant {
-        self.forget_at
-    }
-}
-
-impl Deadline for Record {
+impl Record {
     fn reclaim_at(&self) -> Instant {
         self.forget_at.max(self.until)
     }
 }
 
-impl<K, V: Deadline> Expiry<K, V> for ReclaimAt {
-    fn expire_after_create(&self, _: &K, value: &V, _: std::time::Instant) -> Option<Duration> {
-        Some(value.reclaim_at().saturating_duration_since(Instant::now()))
+impl<K> Expiry<K, Record> for ReclaimAt {
+    fn expire_after_create(
+        &self,
+        _: &K,
+        record: &Record,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(
+            record
+                .reclaim_at()
+                .saturating_duration_since(Instant::now()),
+        )
     }
 
     fn expire_after_update(
         &self,
         _: &K,
-        value: &V,
+        record: &Record,
         _: std::time::Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.reclaim_at().saturating_duration_since(Instant::now()))
+        Some(
+            record
+                .reclaim_at()
+                .saturating_duration_since(Instant::now()),
+        )
     }
 }
 
@@ -166,23 +314,23 @@ fn later(now: Instant, by: Duration) -> Instant {
     now.checked_add(by).unwrap_or(now)
 }
 
+/// Splits `capacity` over at most [`MAX_SHARDS`] shards, none empty.
+fn shard_capacities(capacity: u64) -> Vec<usize> {
+    let shards = capacity.clamp(1, MAX_SHARDS);
+    (0..shards)
+        .map(|i| {
+            let share = capacity / shards + u64::from(i < capacity % shards);
+            usize::try_from(share).unwrap_or(usize::MAX)
+        })
+        .collect()
+}
+
 impl<K> MemoryStore<K>
 where
     K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
 {
     pub(crate) fn new(policy: Policy) -> Self {
         let totals = Arc::new(Totals::default());
-        let evicted = Arc::clone(&totals);
-        let counters = Cache::builder()
-            .max_capacity(policy.capacity())
-            .eviction_policy(EvictionPolicy::lru())
-            .expire_after(ReclaimAt)
-            .eviction_listener(move |_, _, cause| {
-                if cause == RemovalCause::Size {
-                    evicted.evictions.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-            .build();
         let evicted = Arc::clone(&totals);
         let lockouts = Cache::builder()
             .max_capacity(policy.capacity())
@@ -202,10 +350,12 @@ where
                 }
             })
             .build();
-        let shards = (0..SHARDS).map(|_| Mutex::default()).collect();
+        let shards = shard_capacities(policy.capacity())
+            .into_iter()
+            .map(|capacity| Mutex::new(Shard::new(capacity)))
+            .collect();
         Self {
             policy,
-            counters,
             lockouts,
             shards,
             shard_hasher: RandomState::new(),
@@ -221,13 +371,13 @@ where
         &self.totals
     }
 
-    fn shard(&self, key: &K) -> MutexGuard<'_, HashMap<K, Slot>> {
+    fn shard(&self, key: &K) -> MutexGuard<'_, Shard<K>> {
         let hash = self.shard_hasher.hash_one(key);
-        // SHARDS is a power of two; truncating the hash is the point.
+        // Reducing the hash modulo the shard count; truncation is the point.
         #[allow(clippy::cast_possible_truncation)]
-        let index = (hash as usize) & (SHARDS - 1);
-        // The critical sections below never panic while holding the lock
-        // (moka calls and integer arithmetic only), and the map stays
+        let index = (hash % self.shards.len() as u64) as usize;
+        // The critical sections never panic while holding the lock (map
+        // operations and integer arithmetic only), and a shard stays
         // consistent even if one did, so a poisoned lock is still usable.
         self.shards[index]
             .lock()
@@ -239,14 +389,6 @@ where
         self.lockouts.get(key).filter(|r| now < r.until)
     }
 
-    /// Failures of `key` still within the window at `now`.
-    fn failures(&self, key: &K, now: Instant) -> u32 {
-        self.counters
-            .get(key)
-            .filter(|c| now < c.forget_at)
-            .map_or(0, |c| c.failures)
-    }
-
     /// Admits a request for `key` if `failures + in_flight < max_failures`,
     /// reserving a slot. When the key is full, `wait` is called with the
     /// key's notifier while the shard is still locked, so that a waiter
@@ -256,31 +398,27 @@ where
         if let Some(record) = self.locked(key, now) {
             return Admission::Locked(record);
         }
-        let failures = self.failures(key, now);
         let max = self.policy.max_failures();
-        match shard.get_mut(key) {
-            Some(slot) if failures.saturating_add(slot.in_flight) < max => {
-                slot.in_flight += 1;
+        match shard.entries.get_mut(key) {
+            Some(entry) if entry.live_failures(now).saturating_add(entry.in_flight) < max => {
+                entry.in_flight += 1;
+                entry.referenced = true;
                 Admission::Admitted
             }
-            Some(slot) => {
+            Some(entry) => {
                 // failures < max always holds (reaching max locks the key
                 // out and clears its counter), so in_flight >= 1 here: a
                 // release will come and wake the waiter.
                 if let Some(wait) = wait {
-                    wait(slot.waiters.get_or_insert_with(Default::default));
+                    wait(entry.waiters.get_or_insert_with(Default::default));
                 }
                 Admission::Full
             }
             None => {
-                // No attempt in flight and failures < max: admit.
-                shard.insert(
-                    key.clone(),
-                    Slot {
-                        in_flight: 1,
-                        waiters: None,
-                    },
-                );
+                // No counter and nothing in flight: admit.
+                let mut entry = Entry::new(now);
+                entry.in_flight = 1;
+                shard.entries.insert(key.clone(), entry);
                 Admission::Admitted
             }
         }
@@ -290,17 +428,19 @@ where
     /// outcome and frees its slot.
     pub(crate) fn release(&self, key: &K, finish: Finish, now: Instant) -> Recorded {
         let mut shard = self.shard(key);
-        let recorded = self.apply(key, finish, now);
+        let recorded = self.apply(&mut shard, key, finish, now);
         let mut wake = None;
-        if let Some(slot) = shard.get_mut(key) {
-            slot.in_flight = slot.in_flight.saturating_sub(1);
-            if slot.in_flight == 0 {
-                // Waiters hold the notifier of this slot: wake them all to
-                // ask again before the slot goes away.
-                wake = shard.remove(key).and_then(|s| s.waiters).map(|n| (n, true));
-            } else {
-                let everyone = matches!(recorded, Recorded::LockedOut { .. });
-                wake = slot.waiters.clone().map(|n| (n, everyone));
+        if let Some(entry) = shard.entries.get_mut(key) {
+            entry.in_flight = entry.in_flight.saturating_sub(1);
+            let everyone = matches!(recorded, Recorded::LockedOut { .. }) || entry.in_flight == 0;
+            wake = entry.waiters.clone().map(|n| (n, everyone));
+            if entry.in_flight == 0 {
+                // Waiters hold this entry's notifier and are all woken
+                // below, so it can be dropped.
+                entry.waiters = None;
+                if entry.is_idle() {
+                    shard.entries.remove(key);
+                }
             }
         }
         drop(shard);
@@ -314,9 +454,9 @@ where
 
     /// Records an outcome outside of an admitted attempt.
     pub(crate) fn record(&self, key: &K, finish: Finish, now: Instant) -> Recorded {
-        let shard = self.shard(key);
-        let recorded = self.apply(key, finish, now);
-        let waiters = shard.get(key).and_then(|s| s.waiters.clone());
+        let mut shard = self.shard(key);
+        let recorded = self.apply(&mut shard, key, finish, now);
+        let waiters = shard.entries.get(key).and_then(|e| e.waiters.clone());
         drop(shard);
         // A lockout or a reset changes what waiters would be told.
         if let Some(waiters) = waiters {
@@ -325,13 +465,13 @@ where
         recorded
     }
 
-    /// Applies an outcome. The caller holds the key's shard lock.
-    fn apply(&self, key: &K, finish: Finish, now: Instant) -> Recorded {
+    /// Applies an outcome under the key's shard lock.
+    fn apply(&self, shard: &mut Shard<K>, key: &K, finish: Finish, now: Instant) -> Recorded {
         match finish {
-            Finish::Failure => self.fail(key, now),
+            Finish::Failure => self.fail(shard, key, now),
             Finish::Success => {
                 if self.policy.reset_on_success() {
-                    self.counters.invalidate(key);
+                    shard.clear(key);
                 }
                 Recorded::NotAFailure
             }
@@ -339,23 +479,19 @@ where
         }
     }
 
-    fn fail(&self, key: &K, now: Instant) -> Recorded {
+    fn fail(&self, shard: &mut Shard<K>, key: &K, now: Instant) -> Recorded {
         let remembered = self.lockouts.get(key).filter(|r| now < r.forget_at);
         if let Some(record) = remembered.filter(|r| now < r.until) {
             // B7: failures while locked out neither count nor extend it.
             return Recorded::AlreadyLocked { record };
         }
         self.totals.failures.fetch_add(1, Ordering::Relaxed);
-        let failures = self.failures(key, now).saturating_add(1);
+        let failures = shard.failures(key, now).saturating_add(1);
         if failures < self.policy.max_failures() {
             let forget_at = later(now, self.policy.window());
-            self.counters.insert(
-                key.clone(),
-                Counter {
-                    failures,
-                    forget_at,
-                },
-            );
+            if shard.set_failures(key, failures, forget_at, now) {
+                self.totals.evictions.fetch_add(1, Ordering::Relaxed);
+            }
             return Recorded::Counted { failures };
         }
         let previous = remembered.map_or(0, |r| r.lockouts);
@@ -366,7 +502,7 @@ where
             forget_at: later(until, self.policy.window()),
         };
         self.lockouts.insert(key.clone(), record);
-        self.counters.invalidate(key);
+        shard.clear(key);
         self.totals.lockouts.fetch_add(1, Ordering::Relaxed);
         Recorded::LockedOut { record, failures }
     }
@@ -374,11 +510,11 @@ where
     /// Lifts a lockout and forgets the key's failures. Returns whether the
     /// key was locked out.
     pub(crate) fn unlock(&self, key: &K, now: Instant) -> bool {
-        let shard = self.shard(key);
+        let mut shard = self.shard(key);
         let was_locked = self.locked(key, now).is_some();
         self.lockouts.invalidate(key);
-        self.counters.invalidate(key);
-        let waiters = shard.get(key).and_then(|s| s.waiters.clone());
+        shard.clear(key);
+        let waiters = shard.entries.get(key).and_then(|e| e.waiters.clone());
         drop(shard);
         if let Some(waiters) = waiters {
             waiters.notify_waiters();
@@ -391,9 +527,13 @@ where
         self.lockouts.iter().filter(move |(_, r)| now < r.until)
     }
 
-    /// Entries in the counter table (exact after `run_pending_tasks`).
+    /// Counters held (at most the capacity; may include counters whose
+    /// window has passed and that were not reclaimed yet).
     pub(crate) fn tracked(&self) -> u64 {
-        self.counters.entry_count()
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).counters as u64)
+            .sum()
     }
 
     /// Entries in the lockout table (exact after `run_pending_tasks`).
@@ -403,18 +543,17 @@ where
 
     /// Failures within the window, for the direct API.
     pub(crate) fn failures_of(&self, key: &K, now: Instant) -> u32 {
-        self.failures(key, now)
+        self.shard(key).failures(key, now)
     }
 
     pub(crate) fn run_pending_tasks(&self) {
-        self.counters.run_pending_tasks();
         self.lockouts.run_pending_tasks();
     }
 }
 
 #[cfg(test)]
 mod tests {
-    //! Why the tables are built the way they are: each test shows the
+    //! Why the tables are built the way they are: the first tests show the
     //! failure a simpler design would have.
     use super::*;
 
@@ -450,18 +589,6 @@ mod tests {
     }
 
     #[test]
-    fn lru_admits_a_new_key_into_a_table_of_hot_keys() {
-        // B5: the remedy.
-        let cache = hot_table(EvictionPolicy::lru(), 1000);
-        for _ in 0..5 {
-            let seen = cache.get(&u64::MAX).unwrap_or(0);
-            cache.insert(u64::MAX, seen + 1);
-            cache.run_pending_tasks();
-        }
-        assert_eq!(cache.get(&u64::MAX), Some(5));
-    }
-
-    #[test]
     fn a_single_lru_table_would_let_a_flood_of_new_keys_evict_a_lockout() {
         // B4: the hazard that the separate lockout table removes.
         let cache: Cache<u64, u32> = Cache::builder()
@@ -476,36 +603,102 @@ mod tests {
         assert_eq!(cache.get(&u64::MAX), None);
     }
 
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    #[test]
+    fn capacity_is_split_over_shards_without_loss_or_empty_shards() {
+        assert_eq!(shard_capacities(1), [1]);
+        assert_eq!(shard_capacities(3), [1, 1, 1]);
+        let split = shard_capacities(100_000);
+        assert_eq!(split.len(), 64);
+        assert_eq!(split.iter().sum::<usize>(), 100_000);
+        assert!(split.iter().all(|c| (1562..=1563).contains(c)));
+    }
+
+    #[test]
+    fn clock_admits_every_new_counter_and_never_exceeds_capacity() {
+        let now = t0();
+        let later = now + Duration::from_secs(60);
+        let mut shard = Shard::new(4);
+        for key in 0..100u32 {
+            shard.set_failures(&key, 1, later, now);
+            assert!(shard.counters <= 4);
+            assert_eq!(shard.failures(&key, now), 1, "new key {key} was dropped");
+        }
+        assert_eq!(shard.counters, 4);
+        assert_eq!(shard.entries.len(), 4);
+        assert!(shard.clock.len() <= 2 * 4 + 16);
+    }
+
+    #[test]
+    fn clock_gives_recently_used_counters_a_second_chance() {
+        let now = t0();
+        let later = now + Duration::from_secs(60);
+        let mut shard = Shard::new(3);
+        for key in 0..3u32 {
+            shard.set_failures(&key, 1, later, now);
+        }
+        // The hand clears every bit on its first turn and takes key 0; then
+        // only key 2 is used again before the next eviction.
+        shard.set_failures(&3, 1, later, now);
+        assert_eq!(shard.failures(&0, now), 0);
+        shard.set_failures(&2, 2, later, now);
+        shard.set_failures(&4, 1, later, now);
+        assert_eq!(shard.failures(&1, now), 0, "the unused counter stayed");
+        assert_eq!(shard.failures(&2, now), 2, "the used counter went");
+    }
+
+    #[test]
+    fn clock_evicts_expired_counters_first() {
+        let now = t0();
+        let mut shard = Shard::new(2);
+        shard.set_failures(&1u32, 1, now + Duration::from_secs(1), now);
+        shard.set_failures(&2u32, 1, now + Duration::from_secs(60), now);
+        let later = now + Duration::from_secs(2);
+        assert!(!shard.set_failures(&3, 1, later + Duration::from_secs(60), later));
+        assert_eq!(shard.failures(&2, later), 1);
+        assert_eq!(shard.failures(&3, later), 1);
+    }
+
+    #[test]
+    fn cleared_counters_leave_no_garbage_behind() {
+        let now = t0();
+        let later = now + Duration::from_secs(60);
+        let mut shard = Shard::new(8);
+        for round in 0..1000u32 {
+            shard.set_failures(&(round % 3), 1, later, now);
+            shard.clear(&(round % 3));
+        }
+        assert_eq!(shard.counters, 0);
+        assert!(shard.entries.is_empty());
+        assert!(shard.clock.len() <= 2 * 8 + 16);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn counters_never_reach_the_threshold_without_a_lockout() {
         let policy = Policy::builder().max_failures(3).build().unwrap();
         let store = MemoryStore::new(policy);
         let now = Instant::now();
-        assert!(matches!(
-            store.record(&1, Finish::Failure, now),
-            Recorded::Counted { failures: 1 }
-        ));
-        assert!(matches!(
-            store.record(&1, Finish::Failure, now),
-            Recorded::Counted { failures: 2 }
-        ));
-        assert!(matches!(
-            store.record(&1, Finish::Failure, now),
-            Recorded::LockedOut { failures: 3, .. }
-        ));
+        let fail = |key| store.record(&key, Finish::Failure, now);
+        assert!(matches!(fail(1), Recorded::Counted { failures: 1 }));
+        assert!(matches!(fail(1), Recorded::Counted { failures: 2 }));
+        assert!(matches!(fail(1), Recorded::LockedOut { failures: 3, .. }));
         assert_eq!(store.failures_of(&1, now), 0);
         assert!(store.locked(&1, now).is_some());
+        assert_eq!(store.tracked(), 0);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn slots_are_removed_when_the_last_attempt_ends() {
+    async fn entries_are_removed_when_the_last_attempt_ends() {
         let store = MemoryStore::new(Policy::default());
         let now = Instant::now();
         assert!(matches!(store.admit(&7, now, None), Admission::Admitted));
         assert!(matches!(store.admit(&7, now, None), Admission::Admitted));
         store.release(&7, Finish::Neutral, now);
-        assert_eq!(store.shard(&7).len(), 1);
+        assert_eq!(store.shard(&7).entries.len(), 1);
         store.release(&7, Finish::Success, now);
-        assert_eq!(store.shard(&7).len(), 0);
+        assert_eq!(store.shard(&7).entries.len(), 0);
     }
 }
