@@ -1,25 +1,26 @@
 //! The in-memory store behind a [`Tracker`](super::Tracker).
 //!
-//! Two tables, each bounded by the policy's capacity:
+//! Every table is bounded by the policy's capacity, and every decision
+//! about a key (admit, record, unlock) runs under the lock of the key's
+//! shard, which makes check-and-reserve atomic per key.
 //!
-//! - **Counters and attempts in flight**, in shards (one mutex each). Every
-//!   decision about a key (admit, record, unlock) runs under its shard's
-//!   lock, which makes check-and-reserve atomic per key. A key holds an
-//!   entry while it has failures within the window or attempts in flight;
-//!   a client without failures holds one only while its requests run.
-//!   Counters are evicted by CLOCK (second-chance LRU) per shard: a new
-//!   counter always gets in and the least recently used one goes. (moka's
-//!   default TinyLFU admission would instead drop a new, rarely seen key at
-//!   once when the table is full of frequently used ones, silently
-//!   resetting an attacker's count; and a moka insert costs several times
-//!   a hash map insert, which a flood of new keys turns into the cost of
-//!   every failure.)
-//! - **Lockouts**, a moka cache with LRU eviction and per-entry expiry at
-//!   `max(until, until + window)`: keys that were locked out, remembered
-//!   until `window` after the lockout ended (for escalation). A separate
-//!   table, so no amount of counter churn can evict a lockout; only other
-//!   lockouts can. Writes are rare (one per lockout); reads are one `get`
-//!   per request.
+//! - **Counters and attempts in flight**, per shard. A key holds an entry
+//!   while it has failures within the window or attempts in flight; a
+//!   client without failures holds one only while its requests run.
+//!   Counters are evicted by CLOCK (second-chance LRU): a new counter always
+//!   gets in and the least recently used one goes. (moka's default TinyLFU
+//!   admission would instead drop a new, rarely seen key at once when the
+//!   table is full of frequently used ones, silently resetting an attacker's
+//!   count; and a moka insert costs several times a hash map insert, which
+//!   a flood of new keys would turn into the cost of every failure.)
+//! - **Lockouts**, per shard, in their own map, so no amount of counter
+//!   churn can evict them (a single LRU table would let a flood of new keys
+//!   evict a blocked attacker's record). When a shard's map is full, ended
+//!   lockouts go first, then the one that ends soonest. Checking it is one
+//!   lookup under the lock the request takes anyway.
+//! - **Escalation history**, a moka cache (LRU, per-entry expiry `window`
+//!   after the lockout ends): how often a key was locked out. Read and
+//!   written only when a key is locked out.
 //!
 //! moka's expiry only reclaims memory; every deadline that decides an
 //! outcome is stored in the value and compared with tokio's clock.
@@ -42,13 +43,19 @@ use super::Policy;
 
 const MAX_SHARDS: u64 = 64;
 
-/// A key that was locked out.
-#[derive(Debug, Clone, Copy)]
+/// A lockout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Record {
     pub(crate) until: Instant,
     /// How many times the key has been locked out while remembered.
     pub(crate) lockouts: u32,
-    /// When the record is forgotten: `window` after the lockout ends.
+}
+
+/// How often a key was locked out, for escalation.
+#[derive(Debug, Clone, Copy)]
+struct History {
+    lockouts: u32,
+    /// `window` after the last lockout ends.
     forget_at: Instant,
 }
 
@@ -138,10 +145,13 @@ impl Entry {
     }
 }
 
-/// One shard of the counter table.
+/// One shard: counters, attempts in flight and lockouts of the keys that
+/// hash to it.
 #[derive(Debug)]
 struct Shard<K> {
     entries: HashMap<K, Entry>,
+    /// Lockouts; at most `capacity`.
+    blocked: HashMap<K, Record>,
     /// Keys holding a counter, in CLOCK order, with the ticket they were
     /// queued under. Counters cleared in place leave stale items, which the
     /// hand skips and `compact` removes.
@@ -156,6 +166,7 @@ impl<K: Clone + Eq + Hash> Shard<K> {
     fn new(capacity: usize) -> Self {
         Self {
             entries: HashMap::new(),
+            blocked: HashMap::new(),
             clock: VecDeque::new(),
             counters: 0,
             capacity,
@@ -165,6 +176,37 @@ impl<K: Clone + Eq + Hash> Shard<K> {
 
     fn failures(&self, key: &K, now: Instant) -> u32 {
         self.entries.get(key).map_or(0, |e| e.live_failures(now))
+    }
+
+    /// The lockout of `key`, if it is locked out at `now`.
+    fn locked(&self, key: &K, now: Instant) -> Option<Record> {
+        if self.blocked.is_empty() {
+            return None;
+        }
+        self.blocked.get(key).copied().filter(|r| now < r.until)
+    }
+
+    /// Locks `key` out, making room if the map is full: ended lockouts go
+    /// first, then the one that ends soonest. Returns the key of an active
+    /// lockout evicted to make room.
+    fn block(&mut self, key: &K, record: Record, now: Instant) -> Option<K> {
+        let mut evicted = None;
+        if self.blocked.len() >= self.capacity && !self.blocked.contains_key(key) {
+            self.blocked.retain(|_, r| now < r.until);
+            if self.blocked.len() >= self.capacity {
+                let soonest = self
+                    .blocked
+                    .iter()
+                    .min_by_key(|(_, r)| r.until)
+                    .map(|(k, _)| k.clone());
+                if let Some(soonest) = soonest {
+                    self.blocked.remove(&soonest);
+                    evicted = Some(soonest);
+                }
+            }
+        }
+        self.blocked.insert(key.clone(), record);
+        evicted
     }
 
     /// Drops the counter of `key`, and its entry when nothing else holds it.
@@ -253,7 +295,7 @@ impl<K: Clone + Eq + Hash> Shard<K> {
 
 pub(crate) struct MemoryStore<K> {
     policy: Policy,
-    lockouts: Cache<K, Record>,
+    history: Cache<K, History>,
     shards: Box<[Mutex<Shard<K>>]>,
     shard_hasher: RandomState,
     totals: Arc<Totals>,
@@ -264,47 +306,31 @@ impl<K> fmt::Debug for MemoryStore<K> {
         f.debug_struct("MemoryStore")
             .field("policy", &self.policy)
             .field("shards", &self.shards.len())
-            .field("lockout_records", &self.lockouts.entry_count())
             .finish_non_exhaustive()
     }
 }
 
-/// Reclaims a lockout record once its deadline (on tokio's clock) has
-/// passed.
+/// Reclaims a history entry once it is forgotten (on tokio's clock).
 struct ReclaimAt;
 
-impl Record {
-    fn reclaim_at(&self) -> Instant {
-        self.forget_at.max(self.until)
-    }
-}
-
-impl<K> Expiry<K, Record> for ReclaimAt {
+impl<K> Expiry<K, History> for ReclaimAt {
     fn expire_after_create(
         &self,
         _: &K,
-        record: &Record,
+        history: &History,
         _: std::time::Instant,
     ) -> Option<Duration> {
-        Some(
-            record
-                .reclaim_at()
-                .saturating_duration_since(Instant::now()),
-        )
+        Some(history.forget_at.saturating_duration_since(Instant::now()))
     }
 
     fn expire_after_update(
         &self,
         _: &K,
-        record: &Record,
+        history: &History,
         _: std::time::Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(
-            record
-                .reclaim_at()
-                .saturating_duration_since(Instant::now()),
-        )
+        Some(history.forget_at.saturating_duration_since(Instant::now()))
     }
 }
 
@@ -332,21 +358,13 @@ where
     pub(crate) fn new(policy: Policy) -> Self {
         let totals = Arc::new(Totals::default());
         let evicted = Arc::clone(&totals);
-        let lockouts = Cache::builder()
+        let history = Cache::builder()
             .max_capacity(policy.capacity())
             .eviction_policy(EvictionPolicy::lru())
             .expire_after(ReclaimAt)
-            .eviction_listener(move |key: Arc<K>, record: Record, cause| {
+            .eviction_listener(move |_, _, cause| {
                 if cause == RemovalCause::Size {
                     evicted.evictions.fetch_add(1, Ordering::Relaxed);
-                    if record.until > Instant::now() {
-                        tracing::warn!(
-                            target: "portcullis::lockout",
-                            key = ?key,
-                            "an active lockout was evicted because the lockout table is full; \
-                             raise the capacity"
-                        );
-                    }
                 }
             })
             .build();
@@ -356,7 +374,7 @@ where
             .collect();
         Self {
             policy,
-            lockouts,
+            history,
             shards,
             shard_hasher: RandomState::new(),
             totals,
@@ -386,7 +404,7 @@ where
 
     /// The lockout of `key`, if it is locked out at `now`.
     pub(crate) fn locked(&self, key: &K, now: Instant) -> Option<Record> {
-        self.lockouts.get(key).filter(|r| now < r.until)
+        self.shard(key).locked(key, now)
     }
 
     /// Admits a request for `key` if `failures + in_flight < max_failures`,
@@ -395,7 +413,7 @@ where
     /// registered there cannot miss the release that frees a slot.
     pub(crate) fn admit(&self, key: &K, now: Instant, wait: Option<Register<'_>>) -> Admission {
         let mut shard = self.shard(key);
-        if let Some(record) = self.locked(key, now) {
+        if let Some(record) = shard.locked(key, now) {
             return Admission::Locked(record);
         }
         let max = self.policy.max_failures();
@@ -426,7 +444,7 @@ where
 
     /// Ends an attempt admitted by [`admit`](Self::admit): records its
     /// outcome and frees its slot.
-    pub(crate) fn release(&self, key: &K, finish: Finish, now: Instant) -> Recorded {
+    pub(crate) fn release(&self, key: &K, finish: Finish, now: impl Fn() -> Instant) -> Recorded {
         let mut shard = self.shard(key);
         let recorded = self.apply(&mut shard, key, finish, now);
         let mut wake = None;
@@ -453,7 +471,7 @@ where
     }
 
     /// Records an outcome outside of an admitted attempt.
-    pub(crate) fn record(&self, key: &K, finish: Finish, now: Instant) -> Recorded {
+    pub(crate) fn record(&self, key: &K, finish: Finish, now: impl Fn() -> Instant) -> Recorded {
         let mut shard = self.shard(key);
         let recorded = self.apply(&mut shard, key, finish, now);
         let waiters = shard.entries.get(key).and_then(|e| e.waiters.clone());
@@ -465,10 +483,17 @@ where
         recorded
     }
 
-    /// Applies an outcome under the key's shard lock.
-    fn apply(&self, shard: &mut Shard<K>, key: &K, finish: Finish, now: Instant) -> Recorded {
+    /// Applies an outcome under the key's shard lock. Only a failure needs
+    /// the time.
+    fn apply(
+        &self,
+        shard: &mut Shard<K>,
+        key: &K,
+        finish: Finish,
+        now: impl Fn() -> Instant,
+    ) -> Recorded {
         match finish {
-            Finish::Failure => self.fail(shard, key, now),
+            Finish::Failure => self.fail(shard, key, now()),
             Finish::Success => {
                 if self.policy.reset_on_success() {
                     shard.clear(key);
@@ -480,8 +505,7 @@ where
     }
 
     fn fail(&self, shard: &mut Shard<K>, key: &K, now: Instant) -> Recorded {
-        let remembered = self.lockouts.get(key).filter(|r| now < r.forget_at);
-        if let Some(record) = remembered.filter(|r| now < r.until) {
+        if let Some(record) = shard.locked(key, now) {
             // B7: failures while locked out neither count nor extend it.
             return Recorded::AlreadyLocked { record };
         }
@@ -494,14 +518,30 @@ where
             }
             return Recorded::Counted { failures };
         }
-        let previous = remembered.map_or(0, |r| r.lockouts);
+        let previous = self
+            .history
+            .get(key)
+            .filter(|h| now < h.forget_at)
+            .map_or(0, |h| h.lockouts);
         let until = later(now, self.policy.lockout_duration(previous));
         let record = Record {
             until,
             lockouts: previous.saturating_add(1),
+        };
+        let history = History {
+            lockouts: record.lockouts,
             forget_at: later(until, self.policy.window()),
         };
-        self.lockouts.insert(key.clone(), record);
+        self.history.insert(key.clone(), history);
+        if let Some(evicted) = shard.block(key, record, now) {
+            self.totals.evictions.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                target: "portcullis::lockout",
+                key = ?evicted,
+                "an active lockout was evicted because the lockout table is full; \
+                 raise the capacity"
+            );
+        }
         shard.clear(key);
         self.totals.lockouts.fetch_add(1, Ordering::Relaxed);
         Recorded::LockedOut { record, failures }
@@ -511,8 +551,9 @@ where
     /// key was locked out.
     pub(crate) fn unlock(&self, key: &K, now: Instant) -> bool {
         let mut shard = self.shard(key);
-        let was_locked = self.locked(key, now).is_some();
-        self.lockouts.invalidate(key);
+        let was_locked = shard.locked(key, now).is_some();
+        shard.blocked.remove(key);
+        self.history.invalidate(key);
         shard.clear(key);
         let waiters = shard.entries.get(key).and_then(|e| e.waiters.clone());
         drop(shard);
@@ -523,8 +564,30 @@ where
     }
 
     /// Keys locked out at `now`.
-    pub(crate) fn locked_keys(&self, now: Instant) -> impl Iterator<Item = (Arc<K>, Record)> {
-        self.lockouts.iter().filter(move |(_, r)| now < r.until)
+    pub(crate) fn locked_keys(&self, now: Instant) -> Vec<(K, Record)> {
+        let mut keys = Vec::new();
+        for shard in &*self.shards {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            keys.extend(
+                shard
+                    .blocked
+                    .iter()
+                    .filter(|(_, r)| now < r.until)
+                    .map(|(k, r)| (k.clone(), *r)),
+            );
+        }
+        keys
+    }
+
+    /// How many keys are locked out at `now`.
+    pub(crate) fn blocked(&self, now: Instant) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| {
+                let shard = s.lock().unwrap_or_else(PoisonError::into_inner);
+                shard.blocked.values().filter(|r| now < r.until).count() as u64
+            })
+            .sum()
     }
 
     /// Counters held (at most the capacity; may include counters whose
@@ -536,18 +599,13 @@ where
             .sum()
     }
 
-    /// Entries in the lockout table (exact after `run_pending_tasks`).
-    pub(crate) fn lockout_records(&self) -> u64 {
-        self.lockouts.entry_count()
-    }
-
     /// Failures within the window, for the direct API.
     pub(crate) fn failures_of(&self, key: &K, now: Instant) -> u32 {
         self.shard(key).failures(key, now)
     }
 
     pub(crate) fn run_pending_tasks(&self) {
-        self.lockouts.run_pending_tasks();
+        self.history.run_pending_tasks();
     }
 }
 
@@ -676,12 +734,36 @@ mod tests {
         assert!(shard.clock.len() <= 2 * 8 + 16);
     }
 
+    #[test]
+    fn a_full_lockout_map_drops_ended_lockouts_first_then_the_one_ending_soonest() {
+        let now = t0();
+        let at = |secs| now + Duration::from_secs(secs);
+        let record = |secs| Record {
+            until: at(secs),
+            lockouts: 1,
+        };
+        let mut shard = Shard::new(3);
+        assert_eq!(shard.block(&1u32, record(10), now), None);
+        assert_eq!(shard.block(&2, record(30), now), None);
+        assert_eq!(shard.block(&3, record(20), now), None);
+        // Key 1's lockout has ended: it makes room without evicting anyone.
+        assert_eq!(shard.block(&4, record(40), at(15)), None);
+        assert_eq!(shard.blocked.len(), 3);
+        // All active: the one ending soonest goes.
+        assert_eq!(shard.block(&5, record(50), at(15)), Some(3));
+        assert!(shard.locked(&2, at(15)).is_some());
+        assert!(shard.locked(&5, at(15)).is_some());
+        // Locking out a key again replaces its lockout.
+        assert_eq!(shard.block(&5, record(60), at(15)), None);
+        assert_eq!(shard.blocked.len(), 3);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn counters_never_reach_the_threshold_without_a_lockout() {
         let policy = Policy::builder().max_failures(3).build().unwrap();
         let store = MemoryStore::new(policy);
         let now = Instant::now();
-        let fail = |key| store.record(&key, Finish::Failure, now);
+        let fail = |key| store.record(&key, Finish::Failure, || now);
         assert!(matches!(fail(1), Recorded::Counted { failures: 1 }));
         assert!(matches!(fail(1), Recorded::Counted { failures: 2 }));
         assert!(matches!(fail(1), Recorded::LockedOut { failures: 3, .. }));
@@ -696,9 +778,9 @@ mod tests {
         let now = Instant::now();
         assert!(matches!(store.admit(&7, now, None), Admission::Admitted));
         assert!(matches!(store.admit(&7, now, None), Admission::Admitted));
-        store.release(&7, Finish::Neutral, now);
+        store.release(&7, Finish::Neutral, || now);
         assert_eq!(store.shard(&7).entries.len(), 1);
-        store.release(&7, Finish::Success, now);
+        store.release(&7, Finish::Success, || now);
         assert_eq!(store.shard(&7).entries.len(), 0);
     }
 }

@@ -51,23 +51,26 @@ type Hook<K> = Arc<dyn Fn(&K, Instant) + Send + Sync>;
 ///   `failures + attempts in flight < max_failures`, atomically, so
 ///   concurrent attempts cannot overshoot the threshold. Further attempts
 ///   wait (they are not refused) until one in flight ends.
-/// - Memory is bounded: at most `capacity` failure counters and `capacity`
-///   lockout records (exact after [`run_pending_tasks`](Self::run_pending_tasks);
-///   between maintenance runs moka may briefly hold a few more), plus one
+/// - Memory is bounded: at most `capacity` failure counters, `capacity`
+///   lockouts and `capacity` escalation records (the last one a moka cache,
+///   which may briefly hold a few more between maintenance runs), plus one
 ///   small entry per key with attempts in flight. No background task is
 ///   needed.
 ///
 /// # Security
 ///
-/// - When the counter table is full, the least recently used counter is
-///   dropped, never the new one: a brand-new attacker key is always counted.
-///   Flushing a particular counter takes `capacity` failures from other keys
-///   after that key's last failure; put a rate limit in front and, for
-///   account keys, an address-keyed lockout too.
+/// - When the counter table is full, a counter that was not used recently
+///   is dropped (CLOCK, an approximation of LRU), never the new one: a
+///   brand-new attacker key is always counted. Flushing one particular
+///   counter takes failures from about `capacity` other new keys since that
+///   key was last used; put a rate limit in front and, for account keys, an
+///   address-keyed lockout too.
 /// - Lockouts live in their own table, so floods of failures from other keys
-///   cannot evict them. Evicting a lockout takes `capacity` other keys being
-///   locked out since the blocked key was last seen; a warning is logged
-///   when an active lockout is evicted.
+///   cannot evict them. When it is full, lockouts that ended go first, then
+///   the one that ends soonest: evicting an active lockout takes about
+///   `capacity` other keys locked out at the same time, and logs a warning.
+/// - The escalation history (how often a key was locked out) is an LRU
+///   table of its own; only other lockouts can push a key out of it.
 /// - Keys appear in logs and in [`blocked_keys`](Self::blocked_keys): never
 ///   key on a credential.
 ///
@@ -188,14 +191,11 @@ pub enum FailureOutcome {
 }
 
 /// Counts since the tracker was created, and table sizes.
-///
-/// Table sizes are exact after [`Tracker::run_pending_tasks`]; before that
-/// they may lag by the writes moka has not processed yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Keys with failures that are not locked out (entries of the counter
-    /// table).
+    /// Failure counters held (at most the capacity). May include counters
+    /// whose window has passed and that were not reclaimed yet.
     pub tracked: u64,
     /// Keys locked out right now.
     pub blocked: u64,
@@ -295,7 +295,7 @@ where
     /// attempts through before the first failure is recorded.
     pub fn record_failure(&self, key: &K) -> FailureOutcome {
         let now = Instant::now();
-        let recorded = self.shared.store.record(key, Finish::Failure, now);
+        let recorded = self.shared.store.record(key, Finish::Failure, || now);
         self.shared
             .report(key, recorded, now)
             .expect("a failure is always reported")
@@ -304,9 +304,7 @@ where
     /// Records a successful attempt of `key`. Clears its failures only when
     /// the policy resets on success; never lifts a lockout.
     pub fn record_success(&self, key: &K) {
-        self.shared
-            .store
-            .record(key, Finish::Success, Instant::now());
+        self.shared.store.record(key, Finish::Success, Instant::now);
     }
 
     /// Lifts the lockout of `key` and forgets its failures (its escalation
@@ -387,7 +385,7 @@ where
         let totals = store.totals();
         Stats {
             tracked: store.tracked(),
-            blocked: store.locked_keys(now).count() as u64,
+            blocked: store.blocked(now),
             failures: totals.failures.load(Ordering::Relaxed),
             lockouts: totals.lockouts.load(Ordering::Relaxed),
             evictions: totals.evictions.load(Ordering::Relaxed),
@@ -401,8 +399,9 @@ where
             .shared
             .store
             .locked_keys(now)
+            .into_iter()
             .map(|(key, record)| BlockedKey {
-                key: K::clone(&key),
+                key,
                 until: record.until,
                 retry_after: record.until.saturating_duration_since(now),
                 lockouts: record.lockouts,
@@ -412,17 +411,10 @@ where
         keys
     }
 
-    /// Runs moka's pending maintenance (evictions, expirations) now, so that
-    /// table sizes in [`stats`](Self::stats) are exact. Never needed for
-    /// correctness.
+    /// Runs the pending maintenance of the escalation history (a moka
+    /// cache: evictions, expirations) now. Never needed for correctness.
     pub fn run_pending_tasks(&self) {
         self.shared.store.run_pending_tasks();
-    }
-
-    /// Entries in the lockout table, including lockouts that ended but are
-    /// remembered for escalation (exact after `run_pending_tasks`).
-    pub fn lockout_records(&self) -> u64 {
-        self.shared.store.lockout_records()
     }
 }
 
@@ -496,9 +488,18 @@ where
     K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
 {
     fn release(&self, key: &K, finish: Finish) -> Option<FailureOutcome> {
-        let now = Instant::now();
-        let recorded = self.store.release(key, finish, now);
-        self.report(key, recorded, now)
+        // Only a failure needs the time: successes stay off the clock.
+        let now = std::cell::Cell::new(None);
+        let clock = || {
+            let at = now.get().unwrap_or_else(Instant::now);
+            now.set(Some(at));
+            at
+        };
+        let recorded = self.store.release(key, finish, clock);
+        match recorded {
+            Recorded::NotAFailure => None,
+            recorded => self.report(key, recorded, clock()),
+        }
     }
 }
 
