@@ -1,9 +1,11 @@
 //! Deciding whether a response is a failed attempt.
 
-use http::{StatusCode, response::Parts};
+use http::{HeaderName, HeaderValue, StatusCode, response::Parts};
 
 use super::store::Finish;
-use crate::AuthRejection;
+use crate::{AuthRejection, reject::is_grpc};
+
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// What a response says about the attempt that produced it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,7 +49,7 @@ pub struct Failed;
 /// # Example
 ///
 /// ```
-/// use http::{StatusCode, response::Parts};
+/// use http::{HeaderName, HeaderValue, StatusCode, response::Parts};
 /// use portcullis::lockout::{Classifier, Outcome};
 ///
 /// // A login form that answers a wrong password with 422.
@@ -78,8 +80,9 @@ where
 /// | response | outcome |
 /// |---|---|
 /// | 401 | failure (a login handler rejecting a password) |
-/// | gRPC trailers-only with `grpc-status: 16` (`UNAUTHENTICATED`) | failure |
-/// | other gRPC trailers-only errors | neutral |
+/// | gRPC, trailers-only with `grpc-status: 16` (`UNAUTHENTICATED`) | failure |
+/// | gRPC, trailers-only with another error status | neutral |
+/// | gRPC, anything else (the status comes in trailers, after the head) | success |
 /// | 2xx, 3xx | success |
 /// | anything else | neutral |
 #[derive(Debug, Clone, Copy, Default)]
@@ -90,11 +93,11 @@ impl Classifier for DefaultClassifier {
         if response.status == StatusCode::UNAUTHORIZED {
             return Outcome::Failure;
         }
-        if let Some(status) = response.headers.get("grpc-status") {
-            return match status.as_bytes() {
-                b"0" => Outcome::Success,
-                b"16" => Outcome::Failure,
-                _ => Outcome::Neutral,
+        if is_grpc(&response.headers) {
+            return match response.headers.get(GRPC_STATUS).map(HeaderValue::as_bytes) {
+                None | Some(b"0") => Outcome::Success,
+                Some(b"16") => Outcome::Failure,
+                Some(_) => Outcome::Neutral,
             };
         }
         if response.status.is_success() || response.status.is_redirection() {
@@ -154,6 +157,9 @@ mod tests {
         assert_eq!(DefaultClassifier.classify(&parts(403)), Outcome::Neutral);
         assert_eq!(DefaultClassifier.classify(&parts(500)), Outcome::Neutral);
         let mut grpc = parts(200);
+        grpc.headers
+            .insert("content-type", "application/grpc".parse().unwrap());
+        assert_eq!(DefaultClassifier.classify(&grpc), Outcome::Success);
         grpc.headers.insert("grpc-status", "16".parse().unwrap());
         assert_eq!(DefaultClassifier.classify(&grpc), Outcome::Failure);
         grpc.headers.insert("grpc-status", "14".parse().unwrap());

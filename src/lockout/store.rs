@@ -26,7 +26,7 @@
 //! outcome is stored in the value and compared with tokio's clock.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     fmt,
     hash::{BuildHasher, Hash, RandomState},
     sync::{
@@ -36,12 +36,28 @@ use std::{
     time::Duration,
 };
 
+use hashbrown::HashTable;
 use moka::{Expiry, notification::RemovalCause, policy::EvictionPolicy, sync::Cache};
 use tokio::{sync::Notify, time::Instant};
 
 use super::Policy;
 
 const MAX_SHARDS: u64 = 64;
+
+/// A key with its hash, computed once per request.
+#[derive(Debug)]
+pub(crate) struct Hashed<'a, K> {
+    pub(crate) key: &'a K,
+    pub(crate) hash: u64,
+}
+
+impl<K> Clone for Hashed<'_, K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K> Copy for Hashed<'_, K> {}
 
 /// A lockout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +83,8 @@ pub(crate) type Register<'a> = &'a mut dyn FnMut(&Arc<Notify>);
 pub(crate) enum Admission {
     /// A reservation was taken; release it with [`MemoryStore::release`].
     Admitted,
-    /// The key is locked out.
-    Locked(Record),
+    /// The key is locked out (as of the given time).
+    Locked(Record, Instant),
     /// `failures + in_flight` reached the threshold: wait for an attempt in
     /// flight to finish, then ask again.
     Full,
@@ -103,13 +119,93 @@ pub(crate) struct Totals {
     pub(crate) evictions: AtomicU64,
 }
 
+/// A hash table keyed by `K` whose hashes are computed by the caller.
+struct Table<K, V> {
+    table: HashTable<(u64, K, V)>,
+}
+
+impl<K: Eq, V> Table<K, V> {
+    fn new() -> Self {
+        Self {
+            table: HashTable::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    fn get(&self, k: Hashed<'_, K>) -> Option<&V> {
+        self.table
+            .find(k.hash, |(_, key, _)| key == k.key)
+            .map(|(_, _, v)| v)
+    }
+
+    fn get_mut(&mut self, k: Hashed<'_, K>) -> Option<&mut V> {
+        self.table
+            .find_mut(k.hash, |(_, key, _)| key == k.key)
+            .map(|(_, _, v)| v)
+    }
+
+    /// Inserts a key that is not in the table.
+    fn insert_new(&mut self, k: Hashed<'_, K>, value: V)
+    where
+        K: Clone,
+    {
+        self.table
+            .insert_unique(k.hash, (k.hash, k.key.clone(), value), |(hash, _, _)| *hash);
+    }
+
+    fn get_or_insert_with(&mut self, k: Hashed<'_, K>, value: impl FnOnce() -> V) -> &mut V
+    where
+        K: Clone,
+    {
+        let entry = self
+            .table
+            .entry(k.hash, |(_, key, _)| key == k.key, |(hash, _, _)| *hash);
+        &mut entry
+            .or_insert_with(|| (k.hash, k.key.clone(), value()))
+            .into_mut()
+            .2
+    }
+
+    fn remove(&mut self, k: Hashed<'_, K>) -> Option<V> {
+        self.table
+            .find_entry(k.hash, |(_, key, _)| key == k.key)
+            .ok()
+            .map(|e| e.remove().0.2)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (Hashed<'_, K>, &V)> {
+        self.table
+            .iter()
+            .map(|(hash, key, v)| (Hashed { key, hash: *hash }, v))
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
+        self.table.retain(|(_, _, v)| keep(v));
+    }
+}
+
+impl<K, V> fmt::Debug for Table<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Table")
+            .field("len", &self.table.len())
+            .finish()
+    }
+}
+
 /// The state of one key in its shard.
 #[derive(Debug)]
 struct Entry {
     /// Failures within the window; 0 when the key holds no counter.
     failures: u32,
     /// When the failures are forgotten: `window` after the last one.
-    forget_at: Instant,
+    forget_at: Option<Instant>,
     /// Identifies this counter's place in the CLOCK queue.
     ticket: u64,
     /// Used since the CLOCK hand last passed (second chance).
@@ -120,10 +216,10 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(now: Instant) -> Self {
+    fn new() -> Self {
         Self {
             failures: 0,
-            forget_at: now,
+            forget_at: None,
             ticket: 0,
             referenced: false,
             in_flight: 0,
@@ -132,11 +228,14 @@ impl Entry {
     }
 
     fn live_failures(&self, now: Instant) -> u32 {
-        if now < self.forget_at {
-            self.failures
-        } else {
-            0
+        match self.forget_at {
+            Some(forget_at) if now < forget_at => self.failures,
+            _ => 0,
         }
+    }
+
+    fn is_live(&self, now: Instant) -> bool {
+        self.live_failures(now) > 0
     }
 
     /// Neither a counter nor an attempt in flight: the entry can go.
@@ -149,24 +248,24 @@ impl Entry {
 /// hash to it.
 #[derive(Debug)]
 struct Shard<K> {
-    entries: HashMap<K, Entry>,
+    entries: Table<K, Entry>,
     /// Lockouts; at most `capacity`.
-    blocked: HashMap<K, Record>,
+    blocked: Table<K, Record>,
     /// Keys holding a counter, in CLOCK order, with the ticket they were
     /// queued under. Counters cleared in place leave stale items, which the
     /// hand skips and `compact` removes.
-    clock: VecDeque<(K, u64)>,
+    clock: VecDeque<(u64, K, u64)>,
     /// Entries with `failures > 0`; at most `capacity`.
     counters: usize,
     capacity: usize,
     next_ticket: u64,
 }
 
-impl<K: Clone + Eq + Hash> Shard<K> {
+impl<K: Clone + Eq> Shard<K> {
     fn new(capacity: usize) -> Self {
         Self {
-            entries: HashMap::new(),
-            blocked: HashMap::new(),
+            entries: Table::new(),
+            blocked: Table::new(),
             clock: VecDeque::new(),
             counters: 0,
             capacity,
@@ -174,58 +273,74 @@ impl<K: Clone + Eq + Hash> Shard<K> {
         }
     }
 
-    fn failures(&self, key: &K, now: Instant) -> u32 {
-        self.entries.get(key).map_or(0, |e| e.live_failures(now))
+    fn failures(&self, k: Hashed<'_, K>, now: Instant) -> u32 {
+        self.entries.get(k).map_or(0, |e| e.live_failures(now))
     }
 
-    /// The lockout of `key`, if it is locked out at `now`.
-    fn locked(&self, key: &K, now: Instant) -> Option<Record> {
+    /// The lockout of `k`, if it is locked out at `now`. Reads the clock
+    /// only when the shard holds lockouts.
+    fn locked(&self, k: Hashed<'_, K>, now: impl Fn() -> Instant) -> Option<(Record, Instant)> {
         if self.blocked.is_empty() {
             return None;
         }
-        self.blocked.get(key).copied().filter(|r| now < r.until)
+        let record = *self.blocked.get(k)?;
+        let now = now();
+        (now < record.until).then_some((record, now))
     }
 
-    /// Locks `key` out, making room if the map is full: ended lockouts go
+    /// Locks `k` out, making room if the map is full: ended lockouts go
     /// first, then the one that ends soonest. Returns the key of an active
     /// lockout evicted to make room.
-    fn block(&mut self, key: &K, record: Record, now: Instant) -> Option<K> {
+    fn block(&mut self, k: Hashed<'_, K>, record: Record, now: Instant) -> Option<K> {
+        if let Some(existing) = self.blocked.get_mut(k) {
+            *existing = record;
+            return None;
+        }
         let mut evicted = None;
-        if self.blocked.len() >= self.capacity && !self.blocked.contains_key(key) {
-            self.blocked.retain(|_, r| now < r.until);
+        if self.blocked.len() >= self.capacity {
+            self.blocked.retain(|r| now < r.until);
             if self.blocked.len() >= self.capacity {
                 let soonest = self
                     .blocked
                     .iter()
                     .min_by_key(|(_, r)| r.until)
-                    .map(|(k, _)| k.clone());
-                if let Some(soonest) = soonest {
-                    self.blocked.remove(&soonest);
-                    evicted = Some(soonest);
+                    .map(|(k, _)| (k.hash, k.key.clone()));
+                if let Some((hash, key)) = soonest {
+                    self.blocked.remove(Hashed { key: &key, hash });
+                    evicted = Some(key);
                 }
             }
         }
-        self.blocked.insert(key.clone(), record);
+        self.blocked.insert_new(k, record);
         evicted
     }
 
-    /// Drops the counter of `key`, and its entry when nothing else holds it.
-    fn clear(&mut self, key: &K) {
-        if let Some(entry) = self.entries.get_mut(key) {
+    /// Drops the counter of `k`, and its entry when nothing else holds it.
+    fn clear(&mut self, k: Hashed<'_, K>) {
+        let mut idle = false;
+        if let Some(entry) = self.entries.get_mut(k) {
             if entry.failures > 0 {
                 entry.failures = 0;
+                entry.forget_at = None;
                 self.counters -= 1;
             }
-            if entry.is_idle() {
-                self.entries.remove(key);
-            }
+            idle = entry.is_idle();
+        }
+        if idle {
+            self.entries.remove(k);
         }
     }
 
-    /// Sets the failures of `key` (at least 1), making room if it holds no
+    /// Sets the failures of `k` (at least 1), making room if it holds no
     /// counter yet. Returns whether a live counter was evicted for it.
-    fn set_failures(&mut self, key: &K, failures: u32, forget_at: Instant, now: Instant) -> bool {
-        let holds_counter = self.entries.get(key).is_some_and(|e| e.failures > 0);
+    fn set_failures(
+        &mut self,
+        k: Hashed<'_, K>,
+        failures: u32,
+        forget_at: Instant,
+        now: Instant,
+    ) -> bool {
+        let holds_counter = self.entries.get(k).is_some_and(|e| e.failures > 0);
         let mut evicted = false;
         if !holds_counter {
             if self.counters >= self.capacity {
@@ -233,21 +348,19 @@ impl<K: Clone + Eq + Hash> Shard<K> {
             }
             self.counters += 1;
             self.next_ticket += 1;
-            self.clock.push_back((key.clone(), self.next_ticket));
+            self.clock
+                .push_back((k.hash, k.key.clone(), self.next_ticket));
             if self.clock.len() > 2 * self.capacity + 16 {
                 self.compact();
             }
         }
         let ticket = self.next_ticket;
-        let entry = self
-            .entries
-            .entry(key.clone())
-            .or_insert_with(|| Entry::new(now));
+        let entry = self.entries.get_or_insert_with(k, Entry::new);
         if !holds_counter {
             entry.ticket = ticket;
         }
         entry.failures = failures;
-        entry.forget_at = forget_at;
+        entry.forget_at = Some(forget_at);
         entry.referenced = true;
         evicted
     }
@@ -258,24 +371,26 @@ impl<K: Clone + Eq + Hash> Shard<K> {
     fn evict_one(&mut self, now: Instant) -> bool {
         // One full turn clears every second chance, so this ends.
         let mut chances = self.clock.len();
-        while let Some((key, ticket)) = self.clock.pop_front() {
-            let Some(entry) = self.entries.get_mut(&key) else {
+        while let Some((hash, key, ticket)) = self.clock.pop_front() {
+            let k = Hashed { key: &key, hash };
+            let Some(entry) = self.entries.get_mut(k) else {
                 continue;
             };
             if entry.ticket != ticket || entry.failures == 0 {
                 continue;
             }
-            let live = now < entry.forget_at;
+            let live = entry.is_live(now);
             if live && entry.referenced && chances > 0 {
                 chances -= 1;
                 entry.referenced = false;
-                self.clock.push_back((key, ticket));
+                self.clock.push_back((hash, key, ticket));
                 continue;
             }
             entry.failures = 0;
+            entry.forget_at = None;
             self.counters -= 1;
             if entry.is_idle() {
-                self.entries.remove(&key);
+                self.entries.remove(k);
             }
             return live;
         }
@@ -285,9 +400,9 @@ impl<K: Clone + Eq + Hash> Shard<K> {
     /// Removes stale items from the CLOCK queue.
     fn compact(&mut self) {
         let entries = &self.entries;
-        self.clock.retain(|(key, ticket)| {
+        self.clock.retain(|(hash, key, ticket)| {
             entries
-                .get(key)
+                .get(Hashed { key, hash: *hash })
                 .is_some_and(|e| e.ticket == *ticket && e.failures > 0)
         });
     }
@@ -297,7 +412,7 @@ pub(crate) struct MemoryStore<K> {
     policy: Policy,
     history: Cache<K, History>,
     shards: Box<[Mutex<Shard<K>>]>,
-    shard_hasher: RandomState,
+    hasher: RandomState,
     totals: Arc<Totals>,
 }
 
@@ -376,7 +491,7 @@ where
             policy,
             history,
             shards,
-            shard_hasher: RandomState::new(),
+            hasher: RandomState::new(),
             totals,
         }
     }
@@ -389,41 +504,58 @@ where
         &self.totals
     }
 
-    fn shard(&self, key: &K) -> MutexGuard<'_, Shard<K>> {
-        let hash = self.shard_hasher.hash_one(key);
-        // Reducing the hash modulo the shard count; truncation is the point.
-        #[allow(clippy::cast_possible_truncation)]
-        let index = (hash % self.shards.len() as u64) as usize;
-        // The critical sections never panic while holding the lock (map
+    /// The hash of `key`, computed once per request (SipHash with a random
+    /// key, so an attacker cannot aim keys at one bucket or one shard).
+    pub(crate) fn hash(&self, key: &K) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn shard(&self, k: Hashed<'_, K>) -> MutexGuard<'_, Shard<K>> {
+        // Bits 40..56 pick the shard: the tables inside use the low bits for
+        // the bucket and the top 7 for the tag, so these stay independent.
+        let index = ((k.hash >> 40) & 0xffff) % self.shards.len() as u64;
+        // The critical sections never panic while holding the lock (table
         // operations and integer arithmetic only), and a shard stays
         // consistent even if one did, so a poisoned lock is still usable.
-        self.shards[index]
+        #[allow(clippy::cast_possible_truncation)] // index < shards.len()
+        self.shards[index as usize]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The lockout of `key`, if it is locked out at `now`.
-    pub(crate) fn locked(&self, key: &K, now: Instant) -> Option<Record> {
-        self.shard(key).locked(key, now)
+    /// The lockout of `k`, if it is locked out at `now`.
+    pub(crate) fn locked(&self, k: Hashed<'_, K>, now: Instant) -> Option<Record> {
+        self.shard(k).locked(k, || now).map(|(r, _)| r)
     }
 
-    /// Admits a request for `key` if `failures + in_flight < max_failures`,
+    /// Admits a request for `k` if `failures + in_flight < max_failures`,
     /// reserving a slot. When the key is full, `wait` is called with the
     /// key's notifier while the shard is still locked, so that a waiter
-    /// registered there cannot miss the release that frees a slot.
-    pub(crate) fn admit(&self, key: &K, now: Instant, wait: Option<Register<'_>>) -> Admission {
-        let mut shard = self.shard(key);
-        if let Some(record) = shard.locked(key, now) {
-            return Admission::Locked(record);
+    /// registered there cannot miss the release that frees a slot. Reads the
+    /// clock only when the key has lockouts or failures to compare with it.
+    pub(crate) fn admit(
+        &self,
+        k: Hashed<'_, K>,
+        now: impl Fn() -> Instant,
+        wait: Option<Register<'_>>,
+    ) -> Admission {
+        let mut shard = self.shard(k);
+        if let Some((record, at)) = shard.locked(k, &now) {
+            return Admission::Locked(record, at);
         }
         let max = self.policy.max_failures();
-        match shard.entries.get_mut(key) {
-            Some(entry) if entry.live_failures(now).saturating_add(entry.in_flight) < max => {
-                entry.in_flight += 1;
-                entry.referenced = true;
-                Admission::Admitted
-            }
+        match shard.entries.get_mut(k) {
             Some(entry) => {
+                let failures = if entry.failures > 0 {
+                    entry.live_failures(now())
+                } else {
+                    0
+                };
+                if failures.saturating_add(entry.in_flight) < max {
+                    entry.in_flight += 1;
+                    entry.referenced = true;
+                    return Admission::Admitted;
+                }
                 // failures < max always holds (reaching max locks the key
                 // out and clears its counter), so in_flight >= 1 here: a
                 // release will come and wake the waiter.
@@ -434,9 +566,9 @@ where
             }
             None => {
                 // No counter and nothing in flight: admit.
-                let mut entry = Entry::new(now);
+                let mut entry = Entry::new();
                 entry.in_flight = 1;
-                shard.entries.insert(key.clone(), entry);
+                shard.entries.insert_new(k, entry);
                 Admission::Admitted
             }
         }
@@ -444,22 +576,29 @@ where
 
     /// Ends an attempt admitted by [`admit`](Self::admit): records its
     /// outcome and frees its slot.
-    pub(crate) fn release(&self, key: &K, finish: Finish, now: impl Fn() -> Instant) -> Recorded {
-        let mut shard = self.shard(key);
-        let recorded = self.apply(&mut shard, key, finish, now);
+    pub(crate) fn release(
+        &self,
+        k: Hashed<'_, K>,
+        finish: Finish,
+        now: impl Fn() -> Instant,
+    ) -> Recorded {
+        let mut shard = self.shard(k);
+        let recorded = self.apply(&mut shard, k, finish, now);
         let mut wake = None;
-        if let Some(entry) = shard.entries.get_mut(key) {
+        let mut idle = false;
+        if let Some(entry) = shard.entries.get_mut(k) {
             entry.in_flight = entry.in_flight.saturating_sub(1);
             let everyone = matches!(recorded, Recorded::LockedOut { .. }) || entry.in_flight == 0;
-            wake = entry.waiters.clone().map(|n| (n, everyone));
             if entry.in_flight == 0 {
-                // Waiters hold this entry's notifier and are all woken
-                // below, so it can be dropped.
-                entry.waiters = None;
-                if entry.is_idle() {
-                    shard.entries.remove(key);
-                }
+                // Waiters hold this notifier and are all woken below.
+                wake = entry.waiters.take().map(|n| (n, everyone));
+            } else {
+                wake = entry.waiters.clone().map(|n| (n, everyone));
             }
+            idle = entry.is_idle();
+        }
+        if idle {
+            shard.entries.remove(k);
         }
         drop(shard);
         match wake {
@@ -471,10 +610,15 @@ where
     }
 
     /// Records an outcome outside of an admitted attempt.
-    pub(crate) fn record(&self, key: &K, finish: Finish, now: impl Fn() -> Instant) -> Recorded {
-        let mut shard = self.shard(key);
-        let recorded = self.apply(&mut shard, key, finish, now);
-        let waiters = shard.entries.get(key).and_then(|e| e.waiters.clone());
+    pub(crate) fn record(
+        &self,
+        k: Hashed<'_, K>,
+        finish: Finish,
+        now: impl Fn() -> Instant,
+    ) -> Recorded {
+        let mut shard = self.shard(k);
+        let recorded = self.apply(&mut shard, k, finish, now);
+        let waiters = shard.entries.get(k).and_then(|e| e.waiters.clone());
         drop(shard);
         // A lockout or a reset changes what waiters would be told.
         if let Some(waiters) = waiters {
@@ -488,15 +632,15 @@ where
     fn apply(
         &self,
         shard: &mut Shard<K>,
-        key: &K,
+        k: Hashed<'_, K>,
         finish: Finish,
         now: impl Fn() -> Instant,
     ) -> Recorded {
         match finish {
-            Finish::Failure => self.fail(shard, key, now()),
+            Finish::Failure => self.fail(shard, k, now()),
             Finish::Success => {
                 if self.policy.reset_on_success() {
-                    shard.clear(key);
+                    shard.clear(k);
                 }
                 Recorded::NotAFailure
             }
@@ -504,23 +648,23 @@ where
         }
     }
 
-    fn fail(&self, shard: &mut Shard<K>, key: &K, now: Instant) -> Recorded {
-        if let Some(record) = shard.locked(key, now) {
+    fn fail(&self, shard: &mut Shard<K>, k: Hashed<'_, K>, now: Instant) -> Recorded {
+        if let Some((record, _)) = shard.locked(k, || now) {
             // B7: failures while locked out neither count nor extend it.
             return Recorded::AlreadyLocked { record };
         }
         self.totals.failures.fetch_add(1, Ordering::Relaxed);
-        let failures = shard.failures(key, now).saturating_add(1);
+        let failures = shard.failures(k, now).saturating_add(1);
         if failures < self.policy.max_failures() {
             let forget_at = later(now, self.policy.window());
-            if shard.set_failures(key, failures, forget_at, now) {
+            if shard.set_failures(k, failures, forget_at, now) {
                 self.totals.evictions.fetch_add(1, Ordering::Relaxed);
             }
             return Recorded::Counted { failures };
         }
         let previous = self
             .history
-            .get(key)
+            .get(k.key)
             .filter(|h| now < h.forget_at)
             .map_or(0, |h| h.lockouts);
         let until = later(now, self.policy.lockout_duration(previous));
@@ -532,8 +676,8 @@ where
             lockouts: record.lockouts,
             forget_at: later(until, self.policy.window()),
         };
-        self.history.insert(key.clone(), history);
-        if let Some(evicted) = shard.block(key, record, now) {
+        self.history.insert(k.key.clone(), history);
+        if let Some(evicted) = shard.block(k, record, now) {
             self.totals.evictions.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 target: "portcullis::lockout",
@@ -542,20 +686,20 @@ where
                  raise the capacity"
             );
         }
-        shard.clear(key);
+        shard.clear(k);
         self.totals.lockouts.fetch_add(1, Ordering::Relaxed);
         Recorded::LockedOut { record, failures }
     }
 
     /// Lifts a lockout and forgets the key's failures. Returns whether the
     /// key was locked out.
-    pub(crate) fn unlock(&self, key: &K, now: Instant) -> bool {
-        let mut shard = self.shard(key);
-        let was_locked = shard.locked(key, now).is_some();
-        shard.blocked.remove(key);
-        self.history.invalidate(key);
-        shard.clear(key);
-        let waiters = shard.entries.get(key).and_then(|e| e.waiters.clone());
+    pub(crate) fn unlock(&self, k: Hashed<'_, K>, now: Instant) -> bool {
+        let mut shard = self.shard(k);
+        let was_locked = shard.locked(k, || now).is_some();
+        shard.blocked.remove(k);
+        self.history.invalidate(k.key);
+        shard.clear(k);
+        let waiters = shard.entries.get(k).and_then(|e| e.waiters.clone());
         drop(shard);
         if let Some(waiters) = waiters {
             waiters.notify_waiters();
@@ -573,7 +717,7 @@ where
                     .blocked
                     .iter()
                     .filter(|(_, r)| now < r.until)
-                    .map(|(k, r)| (k.clone(), *r)),
+                    .map(|(k, r)| (k.key.clone(), *r)),
             );
         }
         keys
@@ -585,7 +729,7 @@ where
             .iter()
             .map(|s| {
                 let shard = s.lock().unwrap_or_else(PoisonError::into_inner);
-                shard.blocked.values().filter(|r| now < r.until).count() as u64
+                shard.blocked.iter().filter(|(_, r)| now < r.until).count() as u64
             })
             .sum()
     }
@@ -600,8 +744,8 @@ where
     }
 
     /// Failures within the window, for the direct API.
-    pub(crate) fn failures_of(&self, key: &K, now: Instant) -> u32 {
-        self.shard(key).failures(key, now)
+    pub(crate) fn failures_of(&self, k: Hashed<'_, K>, now: Instant) -> u32 {
+        self.shard(k).failures(k, now)
     }
 
     pub(crate) fn run_pending_tasks(&self) {
@@ -665,6 +809,14 @@ mod tests {
         Instant::now()
     }
 
+    /// Any well-spread hash will do for a shard on its own.
+    fn h(key: &u32) -> Hashed<'_, u32> {
+        Hashed {
+            key,
+            hash: u64::from(*key).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        }
+    }
+
     #[test]
     fn capacity_is_split_over_shards_without_loss_or_empty_shards() {
         assert_eq!(shard_capacities(1), [1]);
@@ -681,9 +833,9 @@ mod tests {
         let later = now + Duration::from_secs(60);
         let mut shard = Shard::new(4);
         for key in 0..100u32 {
-            shard.set_failures(&key, 1, later, now);
+            shard.set_failures(h(&key), 1, later, now);
             assert!(shard.counters <= 4);
-            assert_eq!(shard.failures(&key, now), 1, "new key {key} was dropped");
+            assert_eq!(shard.failures(h(&key), now), 1, "new key {key} was dropped");
         }
         assert_eq!(shard.counters, 4);
         assert_eq!(shard.entries.len(), 4);
@@ -696,28 +848,28 @@ mod tests {
         let later = now + Duration::from_secs(60);
         let mut shard = Shard::new(3);
         for key in 0..3u32 {
-            shard.set_failures(&key, 1, later, now);
+            shard.set_failures(h(&key), 1, later, now);
         }
         // The hand clears every bit on its first turn and takes key 0; then
         // only key 2 is used again before the next eviction.
-        shard.set_failures(&3, 1, later, now);
-        assert_eq!(shard.failures(&0, now), 0);
-        shard.set_failures(&2, 2, later, now);
-        shard.set_failures(&4, 1, later, now);
-        assert_eq!(shard.failures(&1, now), 0, "the unused counter stayed");
-        assert_eq!(shard.failures(&2, now), 2, "the used counter went");
+        shard.set_failures(h(&3), 1, later, now);
+        assert_eq!(shard.failures(h(&0), now), 0);
+        shard.set_failures(h(&2), 2, later, now);
+        shard.set_failures(h(&4), 1, later, now);
+        assert_eq!(shard.failures(h(&1), now), 0, "the unused counter stayed");
+        assert_eq!(shard.failures(h(&2), now), 2, "the used counter went");
     }
 
     #[test]
     fn clock_evicts_expired_counters_first() {
         let now = t0();
         let mut shard = Shard::new(2);
-        shard.set_failures(&1u32, 1, now + Duration::from_secs(1), now);
-        shard.set_failures(&2u32, 1, now + Duration::from_secs(60), now);
+        shard.set_failures(h(&1u32), 1, now + Duration::from_secs(1), now);
+        shard.set_failures(h(&2u32), 1, now + Duration::from_secs(60), now);
         let later = now + Duration::from_secs(2);
-        assert!(!shard.set_failures(&3, 1, later + Duration::from_secs(60), later));
-        assert_eq!(shard.failures(&2, later), 1);
-        assert_eq!(shard.failures(&3, later), 1);
+        assert!(!shard.set_failures(h(&3), 1, later + Duration::from_secs(60), later));
+        assert_eq!(shard.failures(h(&2), later), 1);
+        assert_eq!(shard.failures(h(&3), later), 1);
     }
 
     #[test]
@@ -726,8 +878,8 @@ mod tests {
         let later = now + Duration::from_secs(60);
         let mut shard = Shard::new(8);
         for round in 0..1000u32 {
-            shard.set_failures(&(round % 3), 1, later, now);
-            shard.clear(&(round % 3));
+            shard.set_failures(h(&(round % 3)), 1, later, now);
+            shard.clear(h(&(round % 3)));
         }
         assert_eq!(shard.counters, 0);
         assert!(shard.entries.is_empty());
@@ -743,19 +895,26 @@ mod tests {
             lockouts: 1,
         };
         let mut shard = Shard::new(3);
-        assert_eq!(shard.block(&1u32, record(10), now), None);
-        assert_eq!(shard.block(&2, record(30), now), None);
-        assert_eq!(shard.block(&3, record(20), now), None);
+        assert_eq!(shard.block(h(&1u32), record(10), now), None);
+        assert_eq!(shard.block(h(&2), record(30), now), None);
+        assert_eq!(shard.block(h(&3), record(20), now), None);
         // Key 1's lockout has ended: it makes room without evicting anyone.
-        assert_eq!(shard.block(&4, record(40), at(15)), None);
+        assert_eq!(shard.block(h(&4), record(40), at(15)), None);
         assert_eq!(shard.blocked.len(), 3);
         // All active: the one ending soonest goes.
-        assert_eq!(shard.block(&5, record(50), at(15)), Some(3));
-        assert!(shard.locked(&2, at(15)).is_some());
-        assert!(shard.locked(&5, at(15)).is_some());
+        assert_eq!(shard.block(h(&5), record(50), at(15)), Some(3));
+        assert!(shard.locked(h(&2), || at(15)).is_some());
+        assert!(shard.locked(h(&5), || at(15)).is_some());
         // Locking out a key again replaces its lockout.
-        assert_eq!(shard.block(&5, record(60), at(15)), None);
+        assert_eq!(shard.block(h(&5), record(60), at(15)), None);
         assert_eq!(shard.blocked.len(), 3);
+    }
+
+    fn store_key<'a>(store: &MemoryStore<u32>, key: &'a u32) -> Hashed<'a, u32> {
+        Hashed {
+            key,
+            hash: store.hash(key),
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -763,12 +922,12 @@ mod tests {
         let policy = Policy::builder().max_failures(3).build().unwrap();
         let store = MemoryStore::new(policy);
         let now = Instant::now();
-        let fail = |key| store.record(&key, Finish::Failure, || now);
+        let fail = |key: u32| store.record(store_key(&store, &key), Finish::Failure, || now);
         assert!(matches!(fail(1), Recorded::Counted { failures: 1 }));
         assert!(matches!(fail(1), Recorded::Counted { failures: 2 }));
         assert!(matches!(fail(1), Recorded::LockedOut { failures: 3, .. }));
-        assert_eq!(store.failures_of(&1, now), 0);
-        assert!(store.locked(&1, now).is_some());
+        assert_eq!(store.failures_of(store_key(&store, &1), now), 0);
+        assert!(store.locked(store_key(&store, &1), now).is_some());
         assert_eq!(store.tracked(), 0);
     }
 
@@ -776,11 +935,12 @@ mod tests {
     async fn entries_are_removed_when_the_last_attempt_ends() {
         let store = MemoryStore::new(Policy::default());
         let now = Instant::now();
-        assert!(matches!(store.admit(&7, now, None), Admission::Admitted));
-        assert!(matches!(store.admit(&7, now, None), Admission::Admitted));
-        store.release(&7, Finish::Neutral, || now);
-        assert_eq!(store.shard(&7).entries.len(), 1);
-        store.release(&7, Finish::Success, || now);
-        assert_eq!(store.shard(&7).entries.len(), 0);
+        let k = store_key(&store, &7);
+        assert!(matches!(store.admit(k, || now, None), Admission::Admitted));
+        assert!(matches!(store.admit(k, || now, None), Admission::Admitted));
+        store.release(k, Finish::Neutral, || now);
+        assert_eq!(store.shard(k).entries.len(), 1);
+        store.release(k, Finish::Success, || now);
+        assert_eq!(store.shard(k).entries.len(), 0);
     }
 }

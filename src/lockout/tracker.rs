@@ -18,7 +18,7 @@ use tokio::{
 
 use super::{
     Policy,
-    store::{Admission, Finish, MemoryStore, Record, Recorded},
+    store::{Admission, Finish, Hashed, MemoryStore, Record, Recorded},
 };
 use crate::{
     AuthRejection,
@@ -277,7 +277,7 @@ where
     /// [`Locked`] while the key is locked out.
     pub fn check(&self, key: &K) -> Result<(), Locked> {
         let now = Instant::now();
-        match self.shared.store.locked(key, now) {
+        match self.shared.store.locked(self.hashed(key), now) {
             Some(record) => Err(Locked::new(record, now)),
             None => Ok(()),
         }
@@ -285,7 +285,9 @@ where
 
     /// Failures of `key` within the window (0 while it is locked out).
     pub fn failures(&self, key: &K) -> u32 {
-        self.shared.store.failures_of(key, Instant::now())
+        self.shared
+            .store
+            .failures_of(self.hashed(key), Instant::now())
     }
 
     /// Records a failed attempt of `key`, locking it out at the threshold.
@@ -295,7 +297,10 @@ where
     /// attempts through before the first failure is recorded.
     pub fn record_failure(&self, key: &K) -> FailureOutcome {
         let now = Instant::now();
-        let recorded = self.shared.store.record(key, Finish::Failure, || now);
+        let recorded = self
+            .shared
+            .store
+            .record(self.hashed(key), Finish::Failure, || now);
         self.shared
             .report(key, recorded, now)
             .expect("a failure is always reported")
@@ -304,13 +309,15 @@ where
     /// Records a successful attempt of `key`. Clears its failures only when
     /// the policy resets on success; never lifts a lockout.
     pub fn record_success(&self, key: &K) {
-        self.shared.store.record(key, Finish::Success, Instant::now);
+        self.shared
+            .store
+            .record(self.hashed(key), Finish::Success, Instant::now);
     }
 
     /// Lifts the lockout of `key` and forgets its failures (its escalation
     /// history too). Returns whether it was locked out.
     pub fn unlock(&self, key: &K) -> bool {
-        let was_locked = self.shared.store.unlock(key, Instant::now());
+        let was_locked = self.shared.store.unlock(self.hashed(key), Instant::now());
         tracing::info!(
             target: "portcullis::lockout",
             key = ?key,
@@ -349,31 +356,43 @@ where
     /// # });
     /// ```
     pub fn attempt(&self, key: K) -> Acquire<K> {
+        let hash = self.shared.store.hash(&key);
         Acquire {
             tracker: self.clone(),
             key: Some(key),
+            hash,
             notified: None,
         }
     }
 
     /// Admits without waiting; the layer's fast path.
     pub(crate) fn try_attempt(&self, key: K) -> TryAttempt<K> {
-        let now = Instant::now();
-        match self.shared.store.admit(&key, now, None) {
-            Admission::Admitted => TryAttempt::Admitted(self.admitted(key)),
-            Admission::Locked(record) => TryAttempt::Locked(Locked::new(record, now)),
+        let hash = self.shared.store.hash(&key);
+        let k = Hashed { key: &key, hash };
+        match self.shared.store.admit(k, Instant::now, None) {
+            Admission::Admitted => TryAttempt::Admitted(self.admitted(key, hash)),
+            Admission::Locked(record, now) => TryAttempt::Locked(Locked::new(record, now)),
             Admission::Full => TryAttempt::Full(Acquire {
                 tracker: self.clone(),
                 key: Some(key),
+                hash,
                 notified: None,
             }),
         }
     }
 
-    fn admitted(&self, key: K) -> Attempt<K> {
+    fn admitted(&self, key: K, hash: u64) -> Attempt<K> {
         Attempt {
             release: Arc::clone(&self.shared) as Arc<dyn Release<K>>,
             key: Some(key),
+            hash,
+        }
+    }
+
+    fn hashed<'a>(&self, key: &'a K) -> Hashed<'a, K> {
+        Hashed {
+            key,
+            hash: self.shared.store.hash(key),
         }
     }
 
@@ -480,14 +499,14 @@ where
 
 /// Ends attempts; erases the key bounds so [`Attempt`] needs none.
 trait Release<K>: Send + Sync {
-    fn release(&self, key: &K, finish: Finish) -> Option<FailureOutcome>;
+    fn release(&self, key: &K, hash: u64, finish: Finish) -> Option<FailureOutcome>;
 }
 
 impl<K> Release<K> for Shared<K>
 where
     K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
 {
-    fn release(&self, key: &K, finish: Finish) -> Option<FailureOutcome> {
+    fn release(&self, key: &K, hash: u64, finish: Finish) -> Option<FailureOutcome> {
         // Only a failure needs the time: successes stay off the clock.
         let now = std::cell::Cell::new(None);
         let clock = || {
@@ -495,7 +514,7 @@ where
             now.set(Some(at));
             at
         };
-        let recorded = self.store.release(key, finish, clock);
+        let recorded = self.store.release(Hashed { key, hash }, finish, clock);
         match recorded {
             Recorded::NotAFailure => None,
             recorded => self.report(key, recorded, clock()),
@@ -512,6 +531,7 @@ where
 pub struct Attempt<K> {
     release: Arc<dyn Release<K>>,
     key: Option<K>,
+    hash: u64,
 }
 
 impl<K> Attempt<K> {
@@ -529,7 +549,7 @@ impl<K> Attempt<K> {
             .take()
             .expect("the key is only taken when the attempt ends");
         self.release
-            .release(&key, Finish::Failure)
+            .release(&key, self.hash, Finish::Failure)
             .expect("a failure is always reported")
     }
 
@@ -537,14 +557,14 @@ impl<K> Attempt<K> {
     /// on success).
     pub fn succeeded(mut self) {
         if let Some(key) = self.key.take() {
-            self.release.release(&key, Finish::Success);
+            self.release.release(&key, self.hash, Finish::Success);
         }
     }
 
     /// Ends the attempt with an outcome decided by a classifier.
     pub(crate) fn finish(mut self, finish: Finish) {
         if let Some(key) = self.key.take() {
-            self.release.release(&key, finish);
+            self.release.release(&key, self.hash, finish);
         }
     }
 }
@@ -552,7 +572,7 @@ impl<K> Attempt<K> {
 impl<K> Drop for Attempt<K> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            self.release.release(&key, Finish::Neutral);
+            self.release.release(&key, self.hash, Finish::Neutral);
         }
     }
 }
@@ -570,6 +590,7 @@ pin_project! {
     pub struct Acquire<K> {
         tracker: Tracker<K>,
         key: Option<K>,
+        hash: u64,
         #[pin]
         notified: Option<OwnedNotified>,
     }
@@ -600,7 +621,10 @@ where
             let Some(key) = this.key.as_ref() else {
                 panic!("`Acquire` polled after completion");
             };
-            let now = Instant::now();
+            let k = Hashed {
+                key,
+                hash: *this.hash,
+            };
             let notified = &mut this.notified;
             let mut register = |notify: &Arc<Notify>| {
                 // Registered while the key's shard is locked: the release
@@ -614,13 +638,13 @@ where
                 .tracker
                 .shared
                 .store
-                .admit(key, now, Some(&mut register))
+                .admit(k, Instant::now, Some(&mut register))
             {
                 Admission::Admitted => {
                     let key = this.key.take().expect("checked above");
-                    return Poll::Ready(Ok(this.tracker.admitted(key)));
+                    return Poll::Ready(Ok(this.tracker.admitted(key, *this.hash)));
                 }
-                Admission::Locked(record) => {
+                Admission::Locked(record, now) => {
                     this.key.take();
                     return Poll::Ready(Err(Locked::new(record, now)));
                 }
