@@ -39,13 +39,14 @@ pin_project! {
     where
         S: Service<Request<ReqBody>>,
     {
+        // The rare states are boxed so that the common one, `Inner`, keeps
+        // the future small: it is moved on every request.
         Rejected {
-            rejected: Option<Rejected>,
+            rejected: Option<Box<Rejected>>,
         },
         Waiting {
-            #[pin]
-            acquire: Acquire<Key>,
-            pending: Option<Pending<S, ReqBody>>,
+            acquire: Pin<Box<Acquire<Key>>>,
+            pending: Option<Box<Pending<S, ReqBody>>>,
         },
         Inner {
             #[pin]
@@ -80,11 +81,11 @@ where
     ) -> Self {
         Self {
             kind: Kind::Rejected {
-                rejected: Some(Rejected {
+                rejected: Some(Box::new(Rejected {
                     rejection,
                     request,
                     renderer,
-                }),
+                })),
             },
         }
     }
@@ -112,13 +113,13 @@ where
     ) -> Self {
         Self {
             kind: Kind::Waiting {
-                acquire,
-                pending: Some(Pending {
+                acquire: Box::pin(acquire),
+                pending: Some(Box::new(Pending {
                     inner,
                     request,
                     renderer,
                     classifier,
-                }),
+                })),
             },
         }
     }
@@ -156,19 +157,19 @@ where
                         rejection,
                         request,
                         renderer,
-                    } = rejected
+                    } = *rejected
                         .take()
                         .expect("`ResponseFuture` polled after completion");
                     return Poll::Ready(Ok(reject::respond(&renderer, rejection, &request)));
                 }
                 KindProj::Waiting { acquire, pending } => {
-                    let admitted = ready!(acquire.poll(cx));
+                    let admitted = ready!(acquire.as_mut().poll(cx));
                     let Pending {
                         mut inner,
                         request,
                         renderer,
                         classifier,
-                    } = pending
+                    } = *pending
                         .take()
                         .expect("`ResponseFuture` polled after completion");
                     match admitted {
@@ -185,11 +186,11 @@ where
                         Err(locked) => {
                             let (request, _) = request.into_parts();
                             kind.set(Kind::Rejected {
-                                rejected: Some(Rejected {
+                                rejected: Some(Box::new(Rejected {
                                     rejection: locked.to_rejection(),
                                     request,
                                     renderer,
-                                }),
+                                })),
                             });
                         }
                     }

@@ -103,13 +103,13 @@ where
             TryAttempt::Locked(locked) => {
                 ResponseFuture::rejected(locked.to_rejection(), parts, config.renderer.clone())
             }
-            TryAttempt::Full(acquire) => {
+            TryAttempt::Full(key, hash) => {
                 // The service that was driven to readiness goes with the
                 // request; a fresh clone takes its place.
                 let clone = self.inner.clone();
                 let inner = mem::replace(&mut self.inner, clone);
                 ResponseFuture::waiting(
-                    acquire,
+                    config.tracker.acquire_hashed(key, hash),
                     inner,
                     Request::from_parts(parts, body),
                     config.renderer.clone(),

@@ -43,6 +43,7 @@ use tokio::{sync::Notify, time::Instant};
 use super::Policy;
 
 const MAX_SHARDS: u64 = 64;
+const ENTRIES_UP_FRONT: usize = 32;
 
 /// A key with its hash, computed once per request.
 #[derive(Debug)]
@@ -128,6 +129,12 @@ impl<K: Eq, V> Table<K, V> {
     fn new() -> Self {
         Self {
             table: HashTable::new(),
+        }
+    }
+
+    fn with_capacity(capacity: usize) -> Self {
+        Self {
+            table: HashTable::with_capacity(capacity),
         }
     }
 
@@ -264,7 +271,9 @@ struct Shard<K> {
 impl<K: Clone + Eq> Shard<K> {
     fn new(capacity: usize) -> Self {
         Self {
-            entries: Table::new(),
+            // Room for the attempts in flight of a busy shard up front: an
+            // entry is inserted and removed by every request.
+            entries: Table::with_capacity(capacity.min(ENTRIES_UP_FRONT)),
             blocked: Table::new(),
             clock: VecDeque::new(),
             counters: 0,

@@ -372,12 +372,17 @@ where
         match self.shared.store.admit(k, Instant::now, None) {
             Admission::Admitted => TryAttempt::Admitted(self.admitted(key, hash)),
             Admission::Locked(record, now) => TryAttempt::Locked(Locked::new(record, now)),
-            Admission::Full => TryAttempt::Full(Acquire {
-                tracker: self.clone(),
-                key: Some(key),
-                hash,
-                notified: None,
-            }),
+            Admission::Full => TryAttempt::Full(key, hash),
+        }
+    }
+
+    /// [`attempt`](Self::attempt) with the hash already computed.
+    pub(crate) fn acquire_hashed(&self, key: K, hash: u64) -> Acquire<K> {
+        Acquire {
+            tracker: self.clone(),
+            key: Some(key),
+            hash,
+            notified: None,
         }
     }
 
@@ -441,7 +446,8 @@ where
 pub(crate) enum TryAttempt<K> {
     Admitted(Attempt<K>),
     Locked(Locked),
-    Full(Acquire<K>),
+    /// Wait with [`Tracker::acquire_hashed`].
+    Full(K, u64),
 }
 
 impl<K> Shared<K>
