@@ -936,6 +936,10 @@ async fn l1_a_canary_credential_never_appears_in_logs() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests run on other threads at the same time and may have
+    // registered the crate's callsites without this subscriber: make every
+    // callsite ask again.
+    tracing::callsite::rebuild_interest_cache();
 
     let (svc, tracker, _) = setup(max(3));
     for _ in 0..5 {

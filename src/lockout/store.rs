@@ -26,7 +26,8 @@
 //! outcome is stored in the value and compared with tokio's clock.
 
 use std::{
-    collections::VecDeque,
+    cmp::Reverse,
+    collections::{BinaryHeap, VecDeque},
     fmt,
     hash::{BuildHasher, Hash, RandomState},
     sync::{
@@ -192,10 +193,6 @@ impl<K: Eq, V> Table<K, V> {
             .iter()
             .map(|(hash, key, v)| (Hashed { key, hash: *hash }, v))
     }
-
-    fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
-        self.table.retain(|(_, _, v)| keep(v));
-    }
 }
 
 impl<K, V> fmt::Debug for Table<K, V> {
@@ -203,6 +200,34 @@ impl<K, V> fmt::Debug for Table<K, V> {
         f.debug_struct("Table")
             .field("len", &self.table.len())
             .finish()
+    }
+}
+
+/// When a lockout ends, ordered by that time only.
+#[derive(Debug)]
+struct Due<K> {
+    until: Instant,
+    hash: u64,
+    key: K,
+}
+
+impl<K> PartialEq for Due<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.until == other.until
+    }
+}
+
+impl<K> Eq for Due<K> {}
+
+impl<K> PartialOrd for Due<K> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<K> Ord for Due<K> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.until.cmp(&other.until)
     }
 }
 
@@ -258,6 +283,9 @@ struct Shard<K> {
     entries: Table<K, Entry>,
     /// Lockouts; at most `capacity`.
     blocked: Table<K, Record>,
+    /// Lockouts by end, soonest first, for eviction. Lifted or replaced
+    /// lockouts leave stale items, skipped on the way and compacted away.
+    due: BinaryHeap<Reverse<Due<K>>>,
     /// Keys holding a counter, in CLOCK order, with the ticket they were
     /// queued under. Counters cleared in place leave stale items, which the
     /// hand skips and `compact` removes.
@@ -275,6 +303,7 @@ impl<K: Clone + Eq> Shard<K> {
             // entry is inserted and removed by every request.
             entries: Table::with_capacity(capacity.min(ENTRIES_UP_FRONT)),
             blocked: Table::new(),
+            due: BinaryHeap::new(),
             clock: VecDeque::new(),
             counters: 0,
             capacity,
@@ -297,30 +326,47 @@ impl<K: Clone + Eq> Shard<K> {
         (now < record.until).then_some((record, now))
     }
 
-    /// Locks `k` out, making room if the map is full: ended lockouts go
-    /// first, then the one that ends soonest. Returns the key of an active
-    /// lockout evicted to make room.
+    /// Locks `k` out, making room if the map is full: the lockout that ends
+    /// soonest goes (one that already ended, if any). Returns the key of an
+    /// active lockout evicted to make room.
     fn block(&mut self, k: Hashed<'_, K>, record: Record, now: Instant) -> Option<K> {
+        self.due.push(Reverse(Due {
+            until: record.until,
+            hash: k.hash,
+            key: k.key.clone(),
+        }));
         if let Some(existing) = self.blocked.get_mut(k) {
             *existing = record;
             return None;
         }
         let mut evicted = None;
         if self.blocked.len() >= self.capacity {
-            self.blocked.retain(|r| now < r.until);
-            if self.blocked.len() >= self.capacity {
-                let soonest = self
-                    .blocked
-                    .iter()
-                    .min_by_key(|(_, r)| r.until)
-                    .map(|(k, _)| (k.hash, k.key.clone()));
-                if let Some((hash, key)) = soonest {
-                    self.blocked.remove(Hashed { key: &key, hash });
-                    evicted = Some(key);
+            while let Some(Reverse(due)) = self.due.pop() {
+                let d = Hashed {
+                    key: &due.key,
+                    hash: due.hash,
+                };
+                // Items of lifted or replaced lockouts are stale.
+                if self.blocked.get(d).is_some_and(|r| r.until == due.until) {
+                    self.blocked.remove(d);
+                    if now < due.until {
+                        evicted = Some(due.key);
+                    }
+                    break;
                 }
             }
         }
         self.blocked.insert_new(k, record);
+        if self.due.len() > 2 * self.capacity + 16 {
+            let blocked = &self.blocked;
+            self.due.retain(|Reverse(due)| {
+                let d = Hashed {
+                    key: &due.key,
+                    hash: due.hash,
+                };
+                blocked.get(d).is_some_and(|r| r.until == due.until)
+            });
+        }
         evicted
     }
 
