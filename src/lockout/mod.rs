@@ -28,6 +28,13 @@
 //! - **Memory** (R3): bounded by the policy's capacity; see [`Tracker`] for
 //!   exactly what an attacker can and cannot do to the tables.
 //!
+//! Put the layer on the routes that check credentials. Because of the
+//! reservations, one key never has more than `max_failures - failures`
+//! requests inside the layer at once; the others queue. The work per
+//! request is one hash of the key and two short critical sections on one of
+//! 64 locks; no clock read, no allocation and no shared cache write for a
+//! client without failures.
+//!
 //! Keys are whatever a [`KeyExtractor`](crate::KeyExtractor) derives: the
 //! client's address usually, or an account name (or both, as a tuple) to
 //! limit guesses per account. A request without a key (no client address)

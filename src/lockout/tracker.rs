@@ -99,6 +99,10 @@ pub struct Tracker<K> {
     shared: Arc<Shared<K>>,
 }
 
+// The layer talks to the tracker only through `try_attempt`,
+// `acquire_hashed`, `Acquire` and `Attempt`, so another store (shared state
+// for several replicas) can sit behind `Shared` next to the in-memory one,
+// with its own `Acquire` state, without changing the layer.
 struct Shared<K> {
     store: MemoryStore<K>,
     hook: RwLock<Option<Hook<K>>>,
