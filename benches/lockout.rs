@@ -258,8 +258,18 @@ where
     start.elapsed() / n
 }
 
+fn median(mut times: Vec<Duration>) -> f64 {
+    times.sort();
+    times[times.len() / 2].as_secs_f64() * 1e9
+}
+
 fn interleaved_summary() {
-    println!("\nsuccess path, interleaved rounds (best of 7 x 100k requests each):");
+    const ROUNDS: usize = 400;
+    const PER_ROUND: u32 = 512;
+    println!(
+        "\nsuccess path, interleaved: {ROUNDS} rounds of {PER_ROUND} requests per service, \
+         the services taking turns; median ns per request"
+    );
     for clients in [1, CLIENTS] {
         let mut bare = auth_like();
         let mut lockout = LockoutLayer::new(Policy::default()).layer(auth_like());
@@ -269,20 +279,19 @@ fn interleaved_summary() {
             .finish()
             .unwrap();
         let mut governor = GovernorLayer::new(config).layer(auth_like());
-        let mut best = [Duration::MAX; 3];
-        for _ in 0..7 {
-            best[0] = best[0].min(round(&mut bare, clients, 100_000));
-            best[1] = best[1].min(round(&mut lockout, clients, 100_000));
-            best[2] = best[2].min(round(&mut governor, clients, 100_000));
+        let mut times: [Vec<Duration>; 3] = Default::default();
+        for _ in 0..ROUNDS {
+            times[0].push(round(&mut bare, clients, PER_ROUND));
+            times[1].push(round(&mut lockout, clients, PER_ROUND));
+            times[2].push(round(&mut governor, clients, PER_ROUND));
         }
-        let added = |d: Duration| d.saturating_sub(best[0]).as_secs_f64() * 1e9;
+        let [bare, lockout, governor] = times.map(median);
         println!(
-            "  {clients:>4} client(s): bare {:.0} ns, portcullis_lockout +{:.0} ns, \
-             tower_governor +{:.0} ns, added-cost ratio {:.2}",
-            best[0].as_secs_f64() * 1e9,
-            added(best[1]),
-            added(best[2]),
-            added(best[1]) / added(best[2]),
+            "  {clients:>4} client(s): bare {bare:.0}, portcullis_lockout {lockout:.0} (+{:.0}), \
+             tower_governor {governor:.0} (+{:.0}), added-cost ratio {:.2}",
+            lockout - bare,
+            governor - bare,
+            (lockout - bare) / (governor - bare),
         );
     }
 }

@@ -5,7 +5,7 @@ use std::{
     convert::Infallible,
     io,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
@@ -101,6 +101,7 @@ fn guarded(layer: TestLayer) -> (Svc, Arc<AtomicUsize>) {
 }
 
 fn layer(policy: Policy) -> TestLayer {
+    logs();
     LockoutLayer::keyed(by_client as ByClient, policy)
 }
 
@@ -125,6 +126,7 @@ async fn send(svc: &Svc, client: &str, outcome: &str) -> Response<ResponseBody<S
 }
 
 fn max(n: u32) -> Policy {
+    logs();
     Policy::builder().max_failures(n).build().unwrap()
 }
 
@@ -366,6 +368,7 @@ async fn b4_a_lockout_survives_a_flood_of_ten_times_capacity_distinct_keys() {
 async fn r3_entry_count_never_exceeds_capacity_under_a_flood_of_distinct_clients() {
     // R3
     const CAPACITY: u64 = 500;
+    logs();
     let tracker = Tracker::new(Policy::builder().capacity(CAPACITY).build().unwrap());
     for n in 0..40 * CAPACITY {
         tracker.record_failure(&n);
@@ -676,6 +679,7 @@ async fn b7_escalation_is_forgotten_a_window_after_the_lockout_ends() {
         .window(HOUR)
         .build()
         .unwrap();
+    logs();
     let tracker = Tracker::new(policy);
     let FailureOutcome::LockedOut(first) = tracker.record_failure(&1) else {
         panic!("not locked out");
@@ -913,6 +917,27 @@ async fn b10_client_ip_without_a_peer_address_is_answered_500_with_the_fix() {
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
+/// Captures every event of every test in this file, at every level.
+///
+/// One global subscriber installed before the tests emit anything (every
+/// helper calls this): a subscriber scoped to one test would race with the
+/// callsite registrations of the tests running beside it.
+fn logs() -> &'static Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("only this function sets a subscriber in this test binary");
+        captured
+    })
+}
+
 impl io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(buf);
@@ -928,18 +953,7 @@ impl io::Write for Captured {
 async fn l1_a_canary_credential_never_appears_in_logs() {
     // L1
     const CANARY: &str = "canary-7f3a9c2e-secret";
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // Other tests run on other threads at the same time and may have
-    // registered the crate's callsites without this subscriber: make every
-    // callsite ask again.
-    tracing::callsite::rebuild_interest_cache();
+    let captured = logs();
 
     let (svc, tracker, _) = setup(max(3));
     for _ in 0..5 {
@@ -954,6 +968,8 @@ async fn l1_a_canary_credential_never_appears_in_logs() {
     tracker.unlock(&key("client-1"));
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    // Every test of this file logs into the same buffer, so the canary is
+    // checked against all of their logs.
     assert!(
         logs.contains("locked out"),
         "no lockout event captured:\n{logs}"

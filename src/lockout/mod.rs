@@ -5,7 +5,7 @@
 //! `AuthLayer`, a login handler) and watches its answers:
 //!
 //! - **What counts** (B1): a response carrying an [`AuthRejection`] whose
-//!   [`counts_as_failure`](AuthRejection::counts_as_failure) is true (an
+//!   [`counts_as_failure`](crate::AuthRejection::counts_as_failure) is true (an
 //!   invalid or revoked credential); a response carrying the [`Failed`]
 //!   marker; and whatever the [`Classifier`] says for other responses
 //!   (default: a 401, or a gRPC `UNAUTHENTICATED` in the headers).

@@ -186,8 +186,8 @@ impl PolicyBuilder {
         self
     }
 
-    /// The most keys each table of the tracker holds (at least 1): one
-    /// table of failure counters and one of lockouts.
+    /// The most keys each table of the tracker holds (at least 1): failure
+    /// counters, lockouts, and the escalation history.
     pub fn capacity(mut self, capacity: u64) -> Self {
         self.policy.capacity = capacity;
         self

@@ -643,7 +643,11 @@ where
         let mut idle = false;
         if let Some(entry) = shard.entries.get_mut(k) {
             entry.in_flight = entry.in_flight.saturating_sub(1);
-            let everyone = matches!(recorded, Recorded::LockedOut { .. }) || entry.in_flight == 0;
+            // A lockout concerns every waiter, and a reset may free several
+            // slots at once; otherwise at most one slot came free.
+            let everyone = matches!(recorded, Recorded::LockedOut { .. })
+                || (finish == Finish::Success && self.policy.reset_on_success())
+                || entry.in_flight == 0;
             if entry.in_flight == 0 {
                 // Waiters hold this notifier and are all woken below.
                 wake = entry.waiters.take().map(|n| (n, everyone));
