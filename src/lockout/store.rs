@@ -357,7 +357,7 @@ impl<K: Clone + Eq> Shard<K> {
             }
         }
         self.blocked.insert_new(k, record);
-        if self.due.len() > 2 * self.capacity + 16 {
+        if self.due.len() > self.capacity.saturating_mul(2).saturating_add(16) {
             let blocked = &self.blocked;
             self.due.retain(|Reverse(due)| {
                 let d = Hashed {
@@ -405,7 +405,7 @@ impl<K: Clone + Eq> Shard<K> {
             self.next_ticket += 1;
             self.clock
                 .push_back((k.hash, k.key.clone(), self.next_ticket));
-            if self.clock.len() > 2 * self.capacity + 16 {
+            if self.clock.len() > self.capacity.saturating_mul(2).saturating_add(16) {
                 self.compact();
             }
         }
@@ -929,6 +929,19 @@ mod tests {
         assert!(!shard.set_failures(h(&3), 1, later + Duration::from_secs(60), later));
         assert_eq!(shard.failures(h(&2), later), 1);
         assert_eq!(shard.failures(h(&3), later), 1);
+    }
+
+    #[test]
+    fn an_unbounded_capacity_does_not_overflow() {
+        let now = t0();
+        let mut shard = Shard::new(usize::MAX);
+        shard.set_failures(h(&1), 1, now + Duration::from_secs(60), now);
+        let record = Record {
+            until: now + Duration::from_secs(60),
+            lockouts: 1,
+        };
+        assert_eq!(shard.block(h(&2), record, now), None);
+        assert_eq!(shard_capacities(u64::MAX).len(), 64);
     }
 
     #[test]

@@ -59,6 +59,9 @@ type Hook<K> = Arc<dyn Fn(&K, Instant) + Send + Sync>;
 ///
 /// # Security
 ///
+/// - Each table is split over up to 64 shards by a keyed hash of the key
+///   (an attacker cannot choose the shard), each shard holding its share of
+///   the capacity; "full" below means the key's shard is full.
 /// - When the counter table is full, a counter that was not used recently
 ///   is dropped (CLOCK, an approximation of LRU), never the new one: a
 ///   brand-new attacker key is always counted. Flushing one particular
