@@ -91,6 +91,7 @@ mod error;
 pub mod extract;
 pub mod integration;
 mod key;
+pub mod lockout;
 pub mod rate_limit;
 pub mod reject;
 pub mod scope;
