@@ -119,6 +119,8 @@ pub(crate) struct Totals {
     pub(crate) failures: AtomicU64,
     pub(crate) lockouts: AtomicU64,
     pub(crate) evictions: AtomicU64,
+    /// Decisions made locally because the shared store was unavailable.
+    pub(crate) fallbacks: AtomicU64,
 }
 
 /// A hash table keyed by `K` whose hashes are computed by the caller.
@@ -581,6 +583,15 @@ where
     /// The lockout of `k`, if it is locked out at `now`.
     pub(crate) fn locked(&self, k: Hashed<'_, K>, now: Instant) -> Option<Record> {
         self.shard(k).locked(k, || now).map(|(r, _)| r)
+    }
+
+    /// Caches a lockout decided elsewhere (the shared store), so it applies
+    /// without asking again until it ends.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn cache_lockout(&self, k: Hashed<'_, K>, record: Record, now: Instant) {
+        let mut shard = self.shard(k);
+        shard.block(k, record, now);
+        shard.clear(k);
     }
 
     /// Admits a request for `k` if `failures + in_flight < max_failures`,
