@@ -97,6 +97,16 @@ const DOWN_FOR: Duration = Duration::from_secs(1);
 /// second later. Lockouts seen in Redis are cached locally until they end,
 /// so they keep applying while Redis is away.
 ///
+/// # Limits
+///
+/// - [`Tracker::unlock`](super::Tracker::unlock) clears Redis and the local
+///   cache of the replica it runs on; other replicas that cached the
+///   lockout keep refusing the key until the lockout would have ended.
+/// - While Redis is away, each replica counts on its own, so a key can get
+///   up to `max_failures` attempts per replica.
+/// - A key with no free slot is asked about again every 20 ms (replicas do
+///   not notify each other).
+///
 /// # Example
 ///
 /// ```no_run
