@@ -120,6 +120,8 @@ mod classify;
 mod future;
 mod layer;
 mod policy;
+#[cfg(feature = "redis")]
+mod redis;
 mod service;
 mod store;
 mod tracker;
@@ -128,5 +130,7 @@ pub use classify::{Classifier, DefaultClassifier, Failed, Outcome};
 pub use future::ResponseFuture;
 pub use layer::LockoutLayer;
 pub use policy::{Policy, PolicyBuilder};
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
 pub use service::Lockout;
 pub use tracker::{Acquire, Attempt, BlockedKey, FailureOutcome, Locked, Stats, Tracker};

@@ -119,6 +119,8 @@ pub(crate) struct Totals {
     pub(crate) failures: AtomicU64,
     pub(crate) lockouts: AtomicU64,
     pub(crate) evictions: AtomicU64,
+    /// Decisions made locally because the shared store was unavailable.
+    pub(crate) fallbacks: AtomicU64,
 }
 
 /// A hash table keyed by `K` whose hashes are computed by the caller.
@@ -179,6 +181,20 @@ impl<K: Eq, V> Table<K, V> {
             .or_insert_with(|| (k.hash, k.key.clone(), value()))
             .into_mut()
             .2
+    }
+
+    /// Runs `f` on the value of `k`, removing the entry when `f` says so,
+    /// in one lookup.
+    fn update<R>(&mut self, k: Hashed<'_, K>, f: impl FnOnce(&mut V) -> (R, bool)) -> Option<R> {
+        let mut entry = self
+            .table
+            .find_entry(k.hash, |(_, key, _)| key == k.key)
+            .ok()?;
+        let (result, remove) = f(&mut entry.get_mut().2);
+        if remove {
+            entry.remove();
+        }
+        Some(result)
     }
 
     fn remove(&mut self, k: Hashed<'_, K>) -> Option<V> {
@@ -583,6 +599,15 @@ where
         self.shard(k).locked(k, || now).map(|(r, _)| r)
     }
 
+    /// Caches a lockout decided elsewhere (the shared store), so it applies
+    /// without asking again until it ends.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn cache_lockout(&self, k: Hashed<'_, K>, record: Record, now: Instant) {
+        let mut shard = self.shard(k);
+        shard.block(k, record, now);
+        shard.clear(k);
+    }
+
     /// Admits a request for `k` if `failures + in_flight < max_failures`,
     /// reserving a slot. When the key is full, `wait` is called with the
     /// key's notifier while the shard is still locked, so that a waiter
@@ -599,34 +624,25 @@ where
             return Admission::Locked(record, at);
         }
         let max = self.policy.max_failures();
-        match shard.entries.get_mut(k) {
-            Some(entry) => {
-                let failures = if entry.failures > 0 {
-                    entry.live_failures(now())
-                } else {
-                    0
-                };
-                if failures.saturating_add(entry.in_flight) < max {
-                    entry.in_flight += 1;
-                    entry.referenced = true;
-                    return Admission::Admitted;
-                }
-                // failures < max always holds (reaching max locks the key
-                // out and clears its counter), so in_flight >= 1 here: a
-                // release will come and wake the waiter.
-                if let Some(wait) = wait {
-                    wait(entry.waiters.get_or_insert_with(Default::default));
-                }
-                Admission::Full
-            }
-            None => {
-                // No counter and nothing in flight: admit.
-                let mut entry = Entry::new();
-                entry.in_flight = 1;
-                shard.entries.insert_new(k, entry);
-                Admission::Admitted
-            }
+        // One lookup: a key without state gets a fresh entry, which admits.
+        let entry = shard.entries.get_or_insert_with(k, Entry::new);
+        let failures = if entry.failures > 0 {
+            entry.live_failures(now())
+        } else {
+            0
+        };
+        if failures.saturating_add(entry.in_flight) < max {
+            entry.in_flight += 1;
+            entry.referenced = true;
+            return Admission::Admitted;
         }
+        // failures < max always holds (reaching max locks the key out and
+        // clears its counter), so in_flight >= 1 here: a release will come
+        // and wake the waiter.
+        if let Some(wait) = wait {
+            wait(entry.waiters.get_or_insert_with(Default::default));
+        }
+        Admission::Full
     }
 
     /// Ends an attempt admitted by [`admit`](Self::admit): records its
@@ -639,26 +655,25 @@ where
     ) -> Recorded {
         let mut shard = self.shard(k);
         let recorded = self.apply(&mut shard, k, finish, now);
-        let mut wake = None;
-        let mut idle = false;
-        if let Some(entry) = shard.entries.get_mut(k) {
-            entry.in_flight = entry.in_flight.saturating_sub(1);
-            // A lockout concerns every waiter, and a reset may free several
-            // slots at once; otherwise at most one slot came free.
-            let everyone = matches!(recorded, Recorded::LockedOut { .. })
-                || (finish == Finish::Success && self.policy.reset_on_success())
-                || entry.in_flight == 0;
-            if entry.in_flight == 0 {
-                // Waiters hold this notifier and are all woken below.
-                wake = entry.waiters.take().map(|n| (n, everyone));
-            } else {
-                wake = entry.waiters.clone().map(|n| (n, everyone));
-            }
-            idle = entry.is_idle();
-        }
-        if idle {
-            shard.entries.remove(k);
-        }
+        let reset = finish == Finish::Success && self.policy.reset_on_success();
+        let wake = shard
+            .entries
+            .update(k, |entry| {
+                entry.in_flight = entry.in_flight.saturating_sub(1);
+                // A lockout concerns every waiter, and a reset may free
+                // several slots at once; otherwise at most one slot came
+                // free.
+                let everyone =
+                    matches!(recorded, Recorded::LockedOut { .. }) || reset || entry.in_flight == 0;
+                let waiters = if entry.in_flight == 0 {
+                    // Waiters hold this notifier and are all woken below.
+                    entry.waiters.take()
+                } else {
+                    entry.waiters.clone()
+                };
+                (waiters.map(|n| (n, everyone)), entry.is_idle())
+            })
+            .flatten();
         drop(shard);
         match wake {
             Some((notify, true)) => notify.notify_waiters(),

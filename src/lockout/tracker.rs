@@ -109,6 +109,8 @@ pub struct Tracker<K> {
 struct Shared<K> {
     store: MemoryStore<K>,
     hook: RwLock<Option<Hook<K>>>,
+    #[cfg(feature = "redis")]
+    remote: Option<super::redis::Remote>,
 }
 
 impl<K> Clone for Tracker<K> {
@@ -195,6 +197,10 @@ pub enum FailureOutcome {
     /// The key was already locked out: the failure was not counted and the
     /// lockout is unchanged.
     AlreadyLocked(Locked),
+    /// The failure is being recorded in the shared store (Redis) in the
+    /// background; what it did is logged and, for a lockout, passed to the
+    /// hook.
+    Deferred,
 }
 
 /// Counts since the tracker was created, and table sizes.
@@ -212,6 +218,9 @@ pub struct Stats {
     pub lockouts: u64,
     /// Entries dropped because a table was full.
     pub evictions: u64,
+    /// Decisions made with the local tables because the shared store
+    /// (Redis, feature `redis`) was unavailable.
+    pub fallbacks: u64,
 }
 
 /// A key that is locked out, as listed by [`Tracker::blocked_keys`].
@@ -238,6 +247,29 @@ where
             shared: Arc::new(Shared {
                 store: MemoryStore::new(policy),
                 hook: RwLock::new(None),
+                #[cfg(feature = "redis")]
+                remote: None,
+            }),
+        }
+    }
+
+    /// A tracker whose state is shared with other replicas through Redis,
+    /// with in-memory tables as a cache of lockouts and as the fallback
+    /// while Redis is unavailable; see [`RedisStore`](super::RedisStore).
+    ///
+    /// [`attempt`](Self::attempt), [`unlock`](Self::unlock) and the
+    /// [`LockoutLayer`](super::LockoutLayer) use Redis. The other direct
+    /// methods ([`check`](Self::check), [`record_failure`](Self::record_failure),
+    /// [`record_success`](Self::record_success), [`failures`](Self::failures))
+    /// are synchronous and act on the local tables only (which include the
+    /// lockouts seen in Redis).
+    #[cfg(feature = "redis")]
+    pub fn with_redis(policy: Policy, store: super::RedisStore) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                store: MemoryStore::new(policy),
+                hook: RwLock::new(None),
+                remote: Some(super::redis::Remote::new(store)),
             }),
         }
     }
@@ -325,6 +357,12 @@ where
     /// history too). Returns whether it was locked out.
     pub fn unlock(&self, key: &K) -> bool {
         let was_locked = self.shared.store.unlock(self.hashed(key), Instant::now());
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.shared.remote
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(remote.unlock(key));
+        }
         tracing::info!(
             target: "portcullis::lockout",
             key = ?key,
@@ -368,6 +406,7 @@ where
             tracker: self.clone(),
             key: Some(key),
             hash,
+            remote: Default::default(),
             notified: None,
         }
     }
@@ -376,6 +415,16 @@ where
     pub(crate) fn try_attempt(&self, key: K) -> TryAttempt<K> {
         let hash = self.shared.store.hash(&key);
         let k = Hashed { key: &key, hash };
+        #[cfg(feature = "redis")]
+        if self.shared.remote().is_some() {
+            // Lockouts seen in Redis are cached locally: refuse those at
+            // once; ask Redis about the rest.
+            let now = Instant::now();
+            return match self.shared.store.locked(k, now) {
+                Some(record) => TryAttempt::Locked(Locked::new(record, now)),
+                None => TryAttempt::Full(key, hash),
+            };
+        }
         match self.shared.store.admit(k, Instant::now, None) {
             Admission::Admitted => TryAttempt::Admitted(self.admitted(key, hash)),
             Admission::Locked(record, now) => TryAttempt::Locked(Locked::new(record, now)),
@@ -389,6 +438,7 @@ where
             tracker: self.clone(),
             key: Some(key),
             hash,
+            remote: Default::default(),
             notified: None,
         }
     }
@@ -398,6 +448,7 @@ where
             release: Arc::clone(&self.shared) as Arc<dyn Release<K>>,
             key: Some(key),
             hash,
+            remote: false,
         }
     }
 
@@ -420,6 +471,7 @@ where
             failures: totals.failures.load(Ordering::Relaxed),
             lockouts: totals.lockouts.load(Ordering::Relaxed),
             evictions: totals.evictions.load(Ordering::Relaxed),
+            fallbacks: totals.fallbacks.load(Ordering::Relaxed),
         }
     }
 
@@ -461,6 +513,27 @@ impl<K> Shared<K>
 where
     K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
 {
+    /// The shared store, unless it failed a moment ago.
+    #[cfg(feature = "redis")]
+    fn remote(&self) -> Option<&super::redis::Remote> {
+        self.remote.as_ref().filter(|r| !r.is_down())
+    }
+
+    /// Counts and logs a decision made locally because Redis failed.
+    #[cfg(feature = "redis")]
+    fn fell_back(&self, remote: &super::redis::Remote) {
+        self.store
+            .totals()
+            .fallbacks
+            .fetch_add(1, Ordering::Relaxed);
+        if remote.mark_down() {
+            tracing::warn!(
+                target: "portcullis::lockout",
+                "redis is unavailable; deciding with the local tracker until it answers again"
+            );
+        }
+    }
+
     /// Logs what a recorded outcome did and calls the hook on lockout.
     fn report(&self, key: &K, recorded: Recorded, now: Instant) -> Option<FailureOutcome> {
         match recorded {
@@ -513,12 +586,82 @@ where
 /// Ends attempts; erases the key bounds so [`Attempt`] needs none.
 trait Release<K>: Send + Sync {
     fn release(&self, key: &K, hash: u64, finish: Finish) -> Option<FailureOutcome>;
+
+    /// Ends an attempt admitted by the shared store.
+    #[cfg(feature = "redis")]
+    fn release_remote(self: Arc<Self>, key: K, hash: u64, finish: Finish)
+    -> Option<FailureOutcome>;
 }
 
 impl<K> Release<K> for Shared<K>
 where
     K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
 {
+    #[cfg(feature = "redis")]
+    fn release_remote(
+        self: Arc<Self>,
+        key: K,
+        hash: u64,
+        finish: Finish,
+    ) -> Option<FailureOutcome> {
+        use super::redis::RemoteFinish;
+        let outcome = match finish {
+            Finish::Failure => 1,
+            Finish::Success if self.store.policy().reset_on_success() => 2,
+            Finish::Success | Finish::Neutral => 0,
+        };
+        let remote = self.remote.as_ref()?;
+        let done = remote.finish(&key, true, outcome, self.store.policy());
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to talk to Redis from: the reservation expires by
+            // its TTL; the outcome is recorded locally.
+            self.fell_back(remote);
+            let now = Instant::now();
+            let recorded = self
+                .store
+                .record(Hashed { key: &key, hash }, finish, || now);
+            return self.report(&key, recorded, now);
+        };
+        runtime.spawn(async move {
+            let done = done.await;
+            let now = Instant::now();
+            let k = Hashed { key: &key, hash };
+            match done {
+                RemoteFinish::Counted(failures) => {
+                    self.store.totals().failures.fetch_add(1, Ordering::Relaxed);
+                    self.report(&key, Recorded::Counted { failures }, now);
+                }
+                RemoteFinish::LockedOut { lockout, lockouts } => {
+                    let record = Record {
+                        until: now + lockout,
+                        lockouts,
+                    };
+                    self.store.cache_lockout(k, record, now);
+                    self.store.totals().failures.fetch_add(1, Ordering::Relaxed);
+                    self.store.totals().lockouts.fetch_add(1, Ordering::Relaxed);
+                    let failures = self.store.policy().max_failures();
+                    self.report(&key, Recorded::LockedOut { record, failures }, now);
+                }
+                RemoteFinish::AlreadyLocked(retry_after) => {
+                    let record = Record {
+                        until: now + retry_after,
+                        lockouts: 1,
+                    };
+                    self.store.cache_lockout(k, record, now);
+                }
+                RemoteFinish::Done => {}
+                RemoteFinish::Unavailable => {
+                    if let Some(remote) = self.remote.as_ref() {
+                        self.fell_back(remote);
+                    }
+                    let recorded = self.store.record(k, finish, || now);
+                    self.report(&key, recorded, now);
+                }
+            }
+        });
+        (finish == Finish::Failure).then_some(FailureOutcome::Deferred)
+    }
+
     fn release(&self, key: &K, hash: u64, finish: Finish) -> Option<FailureOutcome> {
         // Only a failure needs the time: successes stay off the clock.
         let now = std::cell::Cell::new(None);
@@ -545,6 +688,9 @@ pub struct Attempt<K> {
     release: Arc<dyn Release<K>>,
     key: Option<K>,
     hash: u64,
+    /// Admitted by the shared store rather than the local tables.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    remote: bool,
 }
 
 impl<K> Attempt<K> {
@@ -557,36 +703,34 @@ impl<K> Attempt<K> {
 
     /// Records a failure, locking the key out at the threshold.
     pub fn failed(mut self) -> FailureOutcome {
-        let key = self
-            .key
-            .take()
-            .expect("the key is only taken when the attempt ends");
-        self.release
-            .release(&key, self.hash, Finish::Failure)
+        self.end(Finish::Failure)
             .expect("a failure is always reported")
     }
 
     /// Records a success (clears the failures only when the policy resets
     /// on success).
     pub fn succeeded(mut self) {
-        if let Some(key) = self.key.take() {
-            self.release.release(&key, self.hash, Finish::Success);
-        }
+        self.end(Finish::Success);
     }
 
     /// Ends the attempt with an outcome decided by a classifier.
     pub(crate) fn finish(mut self, finish: Finish) {
-        if let Some(key) = self.key.take() {
-            self.release.release(&key, self.hash, finish);
+        self.end(finish);
+    }
+
+    fn end(&mut self, finish: Finish) -> Option<FailureOutcome> {
+        let key = self.key.take()?;
+        #[cfg(feature = "redis")]
+        if self.remote {
+            return Arc::clone(&self.release).release_remote(key, self.hash, finish);
         }
+        self.release.release(&key, self.hash, finish)
     }
 }
 
 impl<K> Drop for Attempt<K> {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.release.release(&key, self.hash, Finish::Neutral);
-        }
+        self.end(Finish::Neutral);
     }
 }
 
@@ -604,10 +748,24 @@ pin_project! {
         tracker: Tracker<K>,
         key: Option<K>,
         hash: u64,
+        remote: RemoteWait,
         #[pin]
         notified: Option<OwnedNotified>,
     }
 }
+
+/// What an [`Acquire`] waits for from the shared store.
+#[cfg(feature = "redis")]
+#[derive(Default)]
+enum RemoteWait {
+    #[default]
+    Idle,
+    Admit(super::redis::BoxFuture<super::redis::RemoteAdmission>),
+    Retry(Pin<Box<tokio::time::Sleep>>),
+}
+
+#[cfg(not(feature = "redis"))]
+type RemoteWait = ();
 
 impl<K: fmt::Debug> fmt::Debug for Acquire<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -634,6 +792,61 @@ where
             let Some(key) = this.key.as_ref() else {
                 panic!("`Acquire` polled after completion");
             };
+            #[cfg(feature = "redis")]
+            if let Some(remote) = this.tracker.shared.remote() {
+                use super::redis::{FULL_RETRY, RemoteAdmission};
+                match this.remote {
+                    RemoteWait::Idle => {
+                        *this.remote = RemoteWait::Admit(
+                            remote.admit(key, this.tracker.shared.store.policy()),
+                        );
+                    }
+                    RemoteWait::Retry(sleep) => {
+                        ready!(sleep.as_mut().poll(cx));
+                        *this.remote = RemoteWait::Idle;
+                    }
+                    RemoteWait::Admit(admit) => {
+                        let admission = ready!(admit.as_mut().poll(cx));
+                        *this.remote = RemoteWait::Idle;
+                        match admission {
+                            RemoteAdmission::Admitted => {
+                                let key = this.key.take().expect("checked above");
+                                let mut attempt = this.tracker.admitted(key, *this.hash);
+                                attempt.remote = true;
+                                return Poll::Ready(Ok(attempt));
+                            }
+                            RemoteAdmission::Locked(retry_after, lockouts) => {
+                                let now = Instant::now();
+                                let record = Record {
+                                    until: now + retry_after,
+                                    lockouts,
+                                };
+                                let k = Hashed {
+                                    key,
+                                    hash: *this.hash,
+                                };
+                                this.tracker.shared.store.cache_lockout(k, record, now);
+                                this.key.take();
+                                return Poll::Ready(Err(Locked::new(record, now)));
+                            }
+                            RemoteAdmission::Full => {
+                                *this.remote =
+                                    RemoteWait::Retry(Box::pin(tokio::time::sleep(FULL_RETRY)));
+                            }
+                            // Decide locally below.
+                            RemoteAdmission::Unavailable => {
+                                this.tracker.shared.fell_back(remote);
+                                *this.remote = RemoteWait::Idle;
+                            }
+                        }
+                    }
+                }
+                if !matches!(this.remote, RemoteWait::Idle)
+                    || this.tracker.shared.remote().is_some()
+                {
+                    continue;
+                }
+            }
             let k = Hashed {
                 key,
                 hash: *this.hash,
