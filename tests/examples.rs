@@ -79,14 +79,32 @@ struct Server {
     stderr: JoinHandle<String>,
 }
 
+/// The example's command with `PORTCULLIS_ADDR=127.0.0.1:0`, the given
+/// variables, and none of the test's own `PORTCULLIS_*` or `RUST_LOG`.
+fn example_command(name: &str, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(example_binary(name));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PORTCULLIS_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .env("PORTCULLIS_ADDR", "127.0.0.1:0")
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
+    command
+}
+
 impl Server {
     async fn start(name: &str) -> Self {
-        let mut child = Command::new(example_binary(name))
-            .env("PORTCULLIS_ADDR", "127.0.0.1:0")
-            .env_remove("RUST_LOG")
+        Self::start_with(name, &[]).await
+    }
+
+    async fn start_with(name: &str, env: &[(&str, &str)]) -> Self {
+        let mut child = example_command(name, env)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .expect("the example starts");
         let mut stderr = child.stderr.take().expect("stderr is piped");
@@ -136,13 +154,28 @@ impl Server {
 }
 
 fn assert_no_secrets(output: &str) {
+    assert_none_of(output, &SECRETS);
+}
+
+fn assert_none_of(output: &str, secrets: &[&str]) {
     // L1
-    for secret in SECRETS {
+    for secret in secrets {
         assert!(
             !output.contains(secret),
             "output contains {secret}:\n{output}"
         );
     }
+}
+
+/// Whether `output` holds something shaped like a usable `demo_` API key.
+fn contains_api_key(output: &str) -> bool {
+    output.match_indices("demo_").any(|(at, prefix)| {
+        output[at + prefix.len()..]
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+            .count()
+            >= 32
+    })
 }
 
 /// A GET with the given headers; returns status, headers and body.
@@ -243,6 +276,200 @@ async fn axum_api_answers_every_documented_request_and_stops_on_sigterm() {
     assert!(status.success(), "{status}\n{output}");
     assert!(output.contains("credential rejected"), "{output}");
     assert_no_secrets(&output);
+    // Without PORTCULLIS_API_KEY the key of ci-bot is generated, and only
+    // its prefix is shown, with how to get a usable key.
+    assert!(
+        output.contains("generated demo_… (not shown)")
+            && output.contains("set PORTCULLIS_API_KEY to a key you generated"),
+        "{output}"
+    );
+    assert!(!contains_api_key(&output), "{output}");
+}
+
+#[cfg(all(feature = "axum", feature = "cookie"))]
+#[tokio::test]
+async fn axum_api_admin_route_needs_the_admin_scope() {
+    let server = Server::start("axum_api").await;
+    let addr = server.addr;
+
+    let (status, _, body) = get(addr, "/admin", &[("authorization", "Bearer alice-token")]).await;
+    assert_eq!(status, StatusCode::OK);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({ "subject": "alice", "scope": "admin" })
+    );
+
+    for (header, value) in [
+        ("authorization", "Bearer bob-token"),
+        ("cookie", "session=bob-token"),
+    ] {
+        let (status, headers, _) = get(addr, "/admin", &[(header, value)]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{header}");
+        // P7
+        assert_eq!(
+            challenge(&headers),
+            r#"Bearer realm="portcullis", error="insufficient_scope", error_description="the access token lacks the required scope", scope="admin""#
+        );
+    }
+
+    let (status, headers, _) = get(addr, "/admin", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(challenge(&headers), r#"Bearer realm="portcullis""#);
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert_no_secrets(&output);
+}
+
+/// A JWT secret that must never be printed (at least 32 bytes, for HS256).
+#[cfg(all(feature = "axum", feature = "cookie"))]
+const JWT_SECRET: &str = "jwt-secret-canary-0123456789abcdef-0123";
+
+/// An HS256 JWT over `claims` plus an `exp` ten minutes from now.
+#[cfg(all(feature = "axum", feature = "cookie", feature = "jwt"))]
+fn mint_jwt(secret: &str, mut claims: serde_json::Value) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    claims["exp"] = (now + 600).into();
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[cfg(all(feature = "axum", feature = "cookie"))]
+#[tokio::test]
+async fn axum_api_accepts_the_api_key_and_jwt_secret_from_the_environment_without_printing_them() {
+    let api_key = portcullis::validate::GeneratedKey::new("demo_").unwrap();
+    let api_key = api_key.secret();
+    let server = Server::start_with(
+        "axum_api",
+        &[
+            ("PORTCULLIS_API_KEY", api_key),
+            ("PORTCULLIS_JWT_SECRET", JWT_SECRET),
+        ],
+    )
+    .await;
+    let addr = server.addr;
+
+    let subject = |body: &str| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(body).unwrap()["subject"].clone()
+    };
+
+    // The key from the environment is ci-bot's, from any credential source.
+    for (header, value) in [
+        ("x-api-key", api_key.to_owned()),
+        ("authorization", format!("Bearer {api_key}")),
+    ] {
+        let (status, _, body) = get(addr, "/me", &[(header, &value)]).await;
+        assert_eq!(status, StatusCode::OK, "{header}");
+        assert_eq!(subject(&body), "ci-bot");
+    }
+    let (status, headers, _) = get(addr, "/admin", &[("x-api-key", api_key)]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(challenge(&headers).ends_with(r#"scope="admin""#));
+    // Another key with the prefix goes to the API-key table only, and is refused.
+    let other = portcullis::validate::GeneratedKey::new("demo_").unwrap();
+    let (status, _, _) = get(addr, "/me", &[("x-api-key", other.secret())]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // The demo tokens keep working next to the key.
+    let (status, _, body) = get(addr, "/me", &[("x-api-key", "bob-token")]).await;
+    assert_eq!((status, subject(&body)), (StatusCode::OK, "bob".into()));
+
+    #[cfg(feature = "jwt")]
+    let tokens = {
+        let claims = |aud: &str, scope: &str| {
+            serde_json::json!({
+                "sub": "carol", "iss": "portcullis-demo", "aud": aud, "scope": scope,
+            })
+        };
+        let reader = mint_jwt(JWT_SECRET, claims("portcullis-api", "read"));
+        let admin = mint_jwt(JWT_SECRET, claims("portcullis-api", "read admin"));
+        let wrong_audience = mint_jwt(JWT_SECRET, claims("another-api", "admin"));
+        let wrong_secret = mint_jwt(
+            "another-secret-of-thirty-two-bytes-or-more",
+            claims("portcullis-api", "admin"),
+        );
+        let bearer = |token: &str| format!("Bearer {token}");
+
+        let (status, _, body) = get(addr, "/me", &[("authorization", &bearer(&reader))]).await;
+        assert_eq!((status, subject(&body)), (StatusCode::OK, "carol".into()));
+        // JWT scopes come from the `scope` claim.
+        let (status, headers, _) =
+            get(addr, "/admin", &[("authorization", &bearer(&reader))]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(challenge(&headers).ends_with(r#"scope="admin""#));
+        let (status, _, body) = get(addr, "/admin", &[("authorization", &bearer(&admin))]).await;
+        assert_eq!((status, subject(&body)), (StatusCode::OK, "carol".into()));
+
+        for token in [&wrong_audience, &wrong_secret] {
+            let (status, headers, _) = get(addr, "/me", &[("authorization", &bearer(token))]).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            assert!(challenge(&headers).contains(r#"error="invalid_token""#));
+        }
+        [reader, admin, wrong_audience, wrong_secret]
+    };
+    #[cfg(not(feature = "jwt"))]
+    let tokens: [String; 0] = [];
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert!(output.contains("from PORTCULLIS_API_KEY"), "{output}");
+    if cfg!(feature = "jwt") {
+        assert!(
+            output.contains("aud=portcullis-api are accepted"),
+            "{output}"
+        );
+    } else {
+        assert!(output.contains("this build has no JWT support"), "{output}");
+    }
+    assert_no_secrets(&output);
+    assert_none_of(&output, &[api_key, JWT_SECRET]);
+    assert_none_of(
+        &output,
+        &tokens.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+}
+
+#[cfg(all(feature = "axum", feature = "cookie"))]
+#[tokio::test]
+async fn axum_api_refuses_unusable_settings_with_exit_code_2_without_echoing_them() {
+    let mut bad: Vec<(&str, &str, &str)> = vec![
+        (
+            "PORTCULLIS_API_KEY",
+            "demo_short-canary",
+            "PORTCULLIS_API_KEY must be",
+        ),
+        (
+            "PORTCULLIS_API_KEY",
+            "nodemo-canary-0123456789abcdef0123456789abcdef",
+            "PORTCULLIS_API_KEY must be",
+        ),
+    ];
+    if cfg!(feature = "jwt") {
+        bad.push(("PORTCULLIS_JWT_SECRET", "short-canary", "at least 32 bytes"));
+    }
+    for (name, value, message) in bad {
+        let output = timeout(
+            WATCHDOG,
+            example_command("axum_api", &[(name, value)]).output(),
+        )
+        .await
+        .expect("the example exits")
+        .unwrap();
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(2), "{name}\n{stdout}{stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert!(stderr.contains(message), "{stderr}");
+        assert!(!stderr.contains("canary"), "{stderr}");
+    }
 }
 
 #[tokio::test]
