@@ -71,21 +71,31 @@
 
 use std::{
     collections::HashMap,
+    fmt::Display,
     io::{self, IsTerminal, Write},
     net::SocketAddr,
     process::ExitCode,
+    str::FromStr,
+    time::Duration,
 };
 
-use axum::{Json, Router, http::HeaderName, routing::get};
-use http::Method;
+use axum::{
+    Form, Json, Router,
+    http::HeaderName,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use http::{Method, StatusCode, header};
 use portcullis::{
-    AuthLayer, Credential, ValidationError, Validator,
+    AuthLayer, ClientIp, Credential, ValidationError, Validator,
     extract::{Bearer, Cookie, Extractor, Header},
     integration::axum::Identity,
+    rate_limit::RateLimitLayer,
     reject::DefaultRenderer,
     scope::{RequireScopeLayer, Scopes},
     validate::{ApiKeyIdentity, ApiKeys, Chain, GeneratedKey, KeyDigest},
 };
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -156,7 +166,7 @@ impl Validator for DemoTokens {
 /// The claims this API reads from a JWT (`iss`, `aud`, `exp` and `scope` are
 /// checked and read by the validator).
 #[cfg(feature = "jwt")]
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Deserialize)]
 struct TokenClaims {
     sub: String,
 }
@@ -184,6 +194,110 @@ struct Config {
     /// `PORTCULLIS_JWT_SECRET` is set in a build without JWT support.
     #[cfg(not(feature = "jwt"))]
     jwt_secret_ignored: bool,
+    limits: Limits,
+}
+
+/// The settings of the limiters.
+struct Limits {
+    /// Failures that lock a client out.
+    max_failures: u32,
+    /// How long a first lockout lasts.
+    lockout: Duration,
+    /// Clients each limiter's tables remember at most.
+    capacity: u64,
+    /// How both limiters find the client's address.
+    client_ip: ClientIp,
+    /// `PORTCULLIS_TRUSTED_PROXIES`, as given, for the startup lines.
+    trusted_proxies: Vec<String>,
+    /// Requests per second and burst; `None` turns rate limiting off.
+    rate: Option<(u32, u32)>,
+}
+
+impl Limits {
+    fn from_env() -> Result<Self, String> {
+        let max_failures = number("PORTCULLIS_MAX_FAILURES", 1, 5)?;
+        let lockout = Duration::from_secs(number("PORTCULLIS_LOCKOUT_SECS", 1, 60)?);
+        let capacity = number("PORTCULLIS_CAPACITY", 1, 100_000)?;
+        let trusted_proxies: Vec<String> = env("PORTCULLIS_TRUSTED_PROXIES")?
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|cidr| !cidr.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let client_ip = ClientIp::new()
+            .trust_proxies(&trusted_proxies)
+            .map_err(|e| format!("PORTCULLIS_TRUSTED_PROXIES: {e}"))?;
+        let rate = match (
+            optional_number::<u32>("PORTCULLIS_RATE_PER_SEC", 1)?,
+            optional_number::<u32>("PORTCULLIS_RATE_BURST", 1)?,
+        ) {
+            (None, None) => None,
+            (Some(per_sec), burst) => Some((per_sec, burst.unwrap_or(per_sec))),
+            (None, Some(_)) => {
+                return Err(
+                    "PORTCULLIS_RATE_BURST is set without PORTCULLIS_RATE_PER_SEC; set both \
+                     to turn rate limiting on"
+                        .to_owned(),
+                );
+            }
+        };
+        Ok(Self {
+            max_failures,
+            lockout,
+            capacity,
+            client_ip,
+            trusted_proxies,
+            rate,
+        })
+    }
+
+    /// A `RateLimitLayer`, when rate limiting is on.
+    fn rate_limit(
+        &self,
+        renderer: &DefaultRenderer,
+    ) -> Result<Option<RateLimitLayer<ClientIp>>, String> {
+        let Some((per_sec, burst)) = self.rate else {
+            return Ok(None);
+        };
+        RateLimitLayer::builder()
+            .per_second(per_sec)
+            .burst(burst)
+            .max_capacity(self.capacity)
+            .key(self.client_ip.clone())
+            .renderer(renderer.clone())
+            .build()
+            .map(Some)
+            .map_err(|e| format!("PORTCULLIS_RATE_PER_SEC / PORTCULLIS_RATE_BURST: {e}"))
+    }
+
+    fn describe(&self, lines: &mut Vec<String>) {
+        lines.push(format!(
+            "lockout: {} failed attempts lock a client out for {} s (doubling for repeat \
+             offenders); at most {} clients are tracked",
+            self.max_failures,
+            self.lockout.as_secs(),
+            self.capacity
+        ));
+        lines.push(match self.rate {
+            Some((per_sec, burst)) => {
+                format!("rate limit: {per_sec}/s per client, burst {burst}")
+            }
+            None => {
+                "rate limit: off (set PORTCULLIS_RATE_PER_SEC and PORTCULLIS_RATE_BURST)".to_owned()
+            }
+        });
+        lines.push(if self.trusted_proxies.is_empty() {
+            "trusted proxies: none (the client is the socket peer)".to_owned()
+        } else {
+            format!(
+                "trusted proxies: {} (X-Forwarded-For / Forwarded are read from them)",
+                self.trusted_proxies.join(", ")
+            )
+        });
+    }
 }
 
 /// Reads variable `name`; unset and empty are both `None`.
@@ -194,6 +308,30 @@ fn env(name: &str) -> Result<Option<String>, String> {
         Err(std::env::VarError::NotPresent) => Ok(None),
         Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8")),
     }
+}
+
+/// Reads a whole number of at least `min` from variable `name`.
+fn optional_number<T>(name: &str, min: T) -> Result<Option<T>, String>
+where
+    T: FromStr + PartialOrd + Display,
+{
+    let Some(value) = env(name)? else {
+        return Ok(None);
+    };
+    match value.trim().parse::<T>() {
+        Ok(n) if n >= min => Ok(Some(n)),
+        _ => Err(format!(
+            "{name} must be a whole number, at least {min}; got {value:?}"
+        )),
+    }
+}
+
+/// Like [`optional_number`], with a default for an unset variable.
+fn number<T>(name: &str, min: T, default: T) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + Display,
+{
+    Ok(optional_number(name, min)?.unwrap_or(default))
 }
 
 impl Config {
@@ -232,6 +370,8 @@ impl Config {
         #[cfg(not(feature = "jwt"))]
         let jwt_secret_ignored = env("PORTCULLIS_JWT_SECRET")?.is_some();
 
+        let limits = Limits::from_env()?;
+
         Ok(Self {
             addr,
             api_key,
@@ -240,6 +380,7 @@ impl Config {
             jwt,
             #[cfg(not(feature = "jwt"))]
             jwt_secret_ignored,
+            limits,
         })
     }
 
@@ -273,6 +414,7 @@ impl Config {
             "jwt: off (build with `--features jwt` and set PORTCULLIS_JWT_SECRET to accept JWTs)"
                 .to_owned()
         });
+        self.limits.describe(&mut lines);
         lines
     }
 }
@@ -329,7 +471,47 @@ async fn admin(Identity(user): Identity<User>) -> Json<Value> {
     Json(json!({ "subject": user.subject, "scope": "admin" }))
 }
 
-fn app(validator: Chain<User>) -> Router {
+/// The fields of the login form.
+#[derive(Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+}
+
+/// Signs `alice` in with a session cookie; answers 401 to anything else,
+/// which the lockout layer counts as a failed attempt.
+///
+/// A real service would check a password hash (argon2, scrypt) here.
+async fn login(Form(form): Form<LoginForm>) -> Response {
+    if form.username == "alice" && form.password == "wonderland" {
+        tracing::info!(subject = "alice", "signed in");
+        let cookie = Cookie::new("session").set_cookie("alice-token").build();
+        (
+            [(header::SET_COOKIE, cookie.to_string())],
+            Json(json!({ "subject": "alice" })),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, r#"Bearer realm="portcullis""#)],
+            "wrong username or password",
+        )
+            .into_response()
+    }
+}
+
+/// Whether a request needs no credential.
+fn is_public(parts: &http::request::Parts) -> bool {
+    matches!(
+        (&parts.method, parts.uri.path()),
+        (&Method::GET, "/health") | (&Method::POST, "/login")
+    )
+}
+
+/// The app: the routes behind `AuthLayer`, with the limiters in front of it
+/// (outermost first: `RateLimitLayer`, when configured, then `AuthLayer`).
+fn app(validator: Chain<User>, limits: &Limits) -> Result<Router, String> {
     let renderer = DefaultRenderer::new().realm("portcullis");
     let auth = AuthLayer::new(validator)
         .extractor(
@@ -337,15 +519,22 @@ fn app(validator: Chain<User>) -> Router {
                 .or(Cookie::new("session"))
                 .or(Header::new(HeaderName::from_static("x-api-key"))),
         )
-        .public(|parts| parts.method == Method::GET && parts.uri.path() == "/health")
+        .public(is_public)
         .renderer(renderer.clone());
-    let admin_only = RequireScopeLayer::<User>::new("admin").renderer(renderer);
+    let admin_only = RequireScopeLayer::<User>::new("admin").renderer(renderer.clone());
 
-    Router::new()
+    let router = Router::new()
         .route("/health", get(health))
+        .route("/login", post(login))
         .route("/me", get(me))
         .route("/admin", get(admin).route_layer(admin_only))
-        .layer(auth)
+        .layer(auth);
+    // `Router::layer` wraps what is there already: the last layer added is
+    // the first to see a request.
+    Ok(match limits.rate_limit(&renderer)? {
+        Some(rate_limit) => router.layer(rate_limit),
+        None => router,
+    })
 }
 
 #[tokio::main]
@@ -366,14 +555,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let validator = match validator(&config) {
-        Ok(validator) => validator,
+    let app = match validator(&config).and_then(|validator| app(validator, &config.limits)) {
+        Ok(app) => app,
         Err(message) => {
             eprintln!("axum_api: {message}");
             return ExitCode::from(2);
         }
     };
-    match serve(&config, app(validator)).await {
+    match serve(&config, app).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("axum_api: {error}");

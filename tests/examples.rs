@@ -12,7 +12,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, BufReader},
@@ -199,6 +199,22 @@ async fn get(
     (status, headers, String::from_utf8(body.to_vec()).unwrap())
 }
 
+/// A form POST (`application/x-www-form-urlencoded`); returns status,
+/// headers and body.
+#[cfg(all(feature = "axum", feature = "cookie"))]
+async fn post_form(addr: SocketAddr, path: &str, form: &str) -> (StatusCode, HeaderMap, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let request = Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(form.to_owned())))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8(body.to_vec()).unwrap())
+}
+
 fn challenge(headers: &HeaderMap) -> &str {
     headers["www-authenticate"].to_str().unwrap()
 }
@@ -322,6 +338,81 @@ async fn axum_api_admin_route_needs_the_admin_scope() {
     assert_no_secrets(&output);
 }
 
+#[cfg(all(feature = "axum", feature = "cookie"))]
+#[tokio::test]
+async fn axum_api_login_sets_the_session_cookie_and_refuses_wrong_passwords() {
+    let server = Server::start("axum_api").await;
+    let addr = server.addr;
+
+    let (status, headers, body) =
+        post_form(addr, "/login", "username=alice&password=wonderland").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers["set-cookie"],
+        "session=alice-token; HttpOnly; SameSite=Lax; Path=/"
+    );
+    assert_eq!(body, r#"{"subject":"alice"}"#);
+    // The cookie is the session credential.
+    let cookie = headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap();
+    let (status, _, body) = get(addr, "/me", &[("cookie", cookie)]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"subject":"alice"}"#)
+    );
+
+    for form in [
+        "username=alice&password=wrong",
+        "username=bob&password=wonderland",
+        "username=&password=",
+    ] {
+        let (status, headers, _) = post_form(addr, "/login", form).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{form}");
+        assert!(headers.get("set-cookie").is_none(), "{form}");
+    }
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert_no_secrets(&output);
+    assert_none_of(&output, &["wonderland"]);
+}
+
+#[cfg(all(feature = "axum", feature = "cookie"))]
+#[tokio::test]
+async fn axum_api_rate_limits_each_client_when_configured() {
+    let server = Server::start_with(
+        "axum_api",
+        &[
+            ("PORTCULLIS_RATE_PER_SEC", "1"),
+            ("PORTCULLIS_RATE_BURST", "2"),
+        ],
+    )
+    .await;
+    let addr = server.addr;
+
+    // A burst of 2, then one request a second: the third quick request is
+    // refused (three local requests take far less than the second it
+    // would take to earn another).
+    for _ in 0..2 {
+        let (status, _, _) = get(addr, "/health", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, headers, _) = get(addr, "/health", &[]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(headers["retry-after"], "1");
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert!(
+        output.contains("rate limit: 1/s per client, burst 2"),
+        "{output}"
+    );
+}
+
 /// A JWT secret that must never be printed (at least 32 bytes, for HS256).
 #[cfg(all(feature = "axum", feature = "cookie"))]
 const JWT_SECRET: &str = "jwt-secret-canary-0123456789abcdef-0123";
@@ -439,35 +530,63 @@ async fn axum_api_accepts_the_api_key_and_jwt_secret_from_the_environment_withou
 
 #[cfg(all(feature = "axum", feature = "cookie"))]
 #[tokio::test]
-async fn axum_api_refuses_unusable_settings_with_exit_code_2_without_echoing_them() {
-    let mut bad: Vec<(&str, &str, &str)> = vec![
+async fn axum_api_refuses_unusable_settings_with_exit_code_2() {
+    // Secrets carry "canary", which must not be echoed; the other settings
+    // are named in the message with the value that was refused.
+    let mut bad: Vec<(&[(&str, &str)], &str)> = vec![
         (
-            "PORTCULLIS_API_KEY",
-            "demo_short-canary",
+            &[("PORTCULLIS_API_KEY", "demo_short-canary")],
             "PORTCULLIS_API_KEY must be",
         ),
         (
-            "PORTCULLIS_API_KEY",
-            "nodemo-canary-0123456789abcdef0123456789abcdef",
+            &[(
+                "PORTCULLIS_API_KEY",
+                "nodemo-canary-0123456789abcdef0123456789abcdef",
+            )],
             "PORTCULLIS_API_KEY must be",
+        ),
+        (
+            &[("PORTCULLIS_MAX_FAILURES", "0")],
+            r#"PORTCULLIS_MAX_FAILURES must be a whole number, at least 1; got "0""#,
+        ),
+        (
+            &[("PORTCULLIS_LOCKOUT_SECS", "1m")],
+            r#"PORTCULLIS_LOCKOUT_SECS must be a whole number, at least 1; got "1m""#,
+        ),
+        (
+            &[("PORTCULLIS_CAPACITY", "-5")],
+            "PORTCULLIS_CAPACITY must be a whole number",
+        ),
+        (
+            &[("PORTCULLIS_TRUSTED_PROXIES", "10.0.0.0/8, 10.1.2.3/8")],
+            r#"PORTCULLIS_TRUSTED_PROXIES: invalid address range "10.1.2.3/8""#,
+        ),
+        (
+            &[("PORTCULLIS_RATE_PER_SEC", "0")],
+            "PORTCULLIS_RATE_PER_SEC must be a whole number, at least 1",
+        ),
+        (
+            &[("PORTCULLIS_RATE_BURST", "5")],
+            "PORTCULLIS_RATE_BURST is set without PORTCULLIS_RATE_PER_SEC",
         ),
     ];
     if cfg!(feature = "jwt") {
-        bad.push(("PORTCULLIS_JWT_SECRET", "short-canary", "at least 32 bytes"));
+        bad.push((
+            &[("PORTCULLIS_JWT_SECRET", "short-canary")],
+            "at least 32 bytes",
+        ));
     }
-    for (name, value, message) in bad {
-        let output = timeout(
-            WATCHDOG,
-            example_command("axum_api", &[(name, value)]).output(),
-        )
-        .await
-        .expect("the example exits")
-        .unwrap();
+    for (env, message) in bad {
+        let output = timeout(WATCHDOG, example_command("axum_api", env).output())
+            .await
+            .expect("the example exits")
+            .unwrap();
         let stdout = String::from_utf8(output.stdout).unwrap();
         let stderr = String::from_utf8(output.stderr).unwrap();
-        assert_eq!(output.status.code(), Some(2), "{name}\n{stdout}{stderr}");
+        assert_eq!(output.status.code(), Some(2), "{env:?}\n{stdout}{stderr}");
         assert!(stdout.is_empty(), "{stdout}");
         assert!(stderr.contains(message), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
         assert!(!stderr.contains("canary"), "{stderr}");
     }
 }
