@@ -8,7 +8,7 @@ use crate::AuthRejection;
 
 /// Derives the key a limiter counts under from a request.
 ///
-/// `ClientIp` is the usual one (the client's address);
+/// [`ClientIp`](crate::ClientIp) is the usual one (the client's address);
 /// any other key, such as a username or a username plus an address, works
 /// through this trait. Closures `Fn(&Parts) -> Result<K, AuthRejection>` are
 /// key extractors too.

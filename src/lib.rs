@@ -51,6 +51,35 @@
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(quick_start());
 //! ```
 //!
+//! # Shutting the gate
+//!
+//! Two limiters sit in front of [`AuthLayer`], both keyed per client by
+//! [`ClientIp`] (socket peer, trusted proxies, IPv6 grouped by /64) or any
+//! other [`KeyExtractor`], both on tables of fixed capacity that forget idle
+//! clients by themselves:
+//!
+//! - [`lockout::LockoutLayer`] counts failed attempts (a credential the
+//!   validator rejected, a 401 from your login handler) and answers 429
+//!   before your service runs once a client has failed too often. Attempts
+//!   in flight are reserved, so parallel guesses cannot overshoot.
+//! - [`rate_limit::RateLimitLayer`] limits requests per client (GCRA).
+//!
+//! ```
+//! use portcullis::{AuthLayer, ClientIp, Credential, ValidationError, lockout::{LockoutLayer, Policy}};
+//! use tower::ServiceBuilder;
+//!
+//! # fn main() -> Result<(), portcullis::ConfigError> {
+//! let validate = |_: Credential| async { Err::<(), _>(ValidationError::invalid()) };
+//! let clients = ClientIp::new().trust_proxies(["10.0.0.0/8"])?;
+//! let policy = Policy::builder().max_failures(5).build()?;
+//! let stack = ServiceBuilder::new()
+//!     .layer(LockoutLayer::keyed(clients, policy))
+//!     .layer(AuthLayer::new(validate));
+//! # let _ = stack;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Features
 //!
 //! | feature | default | what it adds |
@@ -91,6 +120,7 @@ mod error;
 pub mod extract;
 pub mod integration;
 mod key;
+pub mod lockout;
 pub mod rate_limit;
 pub mod reject;
 pub mod scope;

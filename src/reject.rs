@@ -4,7 +4,7 @@
 //! [`AuthRejection`]. One [`Renderer`] turns it into a response that fits the
 //! protocol of the request, and the rejection itself is attached to the
 //! response extensions so that an outer layer (the
-//! `LockoutLayer`) can classify the outcome.
+//! [`LockoutLayer`](crate::lockout::LockoutLayer)) can classify the outcome.
 //!
 //! | kind | HTTP | gRPC (trailers-only, HTTP 200) |
 //! |---|---|---|

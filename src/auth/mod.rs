@@ -14,7 +14,7 @@
 //!
 //! Every rejection carries an [`AuthRejection`](crate::AuthRejection) in its
 //! response extensions, which is how the
-//! `LockoutLayer` outside it counts failures.
+//! [`LockoutLayer`](crate::lockout::LockoutLayer) outside it counts failures.
 //!
 //! # Security
 //!

@@ -1,0 +1,187 @@
+//! Deciding whether a response is a failed attempt.
+
+use http::{HeaderName, HeaderValue, StatusCode, response::Parts};
+
+use super::store::Finish;
+use crate::{AuthRejection, reject::is_grpc};
+
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+/// What a response says about the attempt that produced it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// A failed guess: it counts towards a lockout.
+    Failure,
+    /// A success: clears the key's failures when the policy resets on
+    /// success.
+    Success,
+    /// Neither (a missing credential, a server error, a public page).
+    Neutral,
+}
+
+/// A response marker that counts the response as a failed attempt.
+///
+/// Insert it into the response extensions from a handler that rejects a
+/// guess without answering 401 (a login form that re-renders with 200, say).
+///
+/// # Example
+///
+/// ```
+/// use http::Response;
+/// use portcullis::lockout::Failed;
+///
+/// let mut res = Response::new("wrong username or password");
+/// res.extensions_mut().insert(Failed);
+/// # assert!(res.extensions().get::<Failed>().is_some());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Failed;
+
+/// Classifies responses that carry neither an
+/// [`AuthRejection`] nor the [`Failed`] marker.
+///
+/// The [`LockoutLayer`](super::LockoutLayer) decides those two itself, before
+/// any classifier runs, so a classifier cannot make a missing credential or
+/// an unavailable validator count, nor miss a rejected credential. Closures
+/// `Fn(&http::response::Parts) -> Outcome` are classifiers.
+///
+/// # Example
+///
+/// ```
+/// use http::{HeaderName, HeaderValue, StatusCode, response::Parts};
+/// use portcullis::lockout::{Classifier, Outcome};
+///
+/// // A login form that answers a wrong password with 422.
+/// let form = |res: &Parts| match res.status {
+///     StatusCode::UNPROCESSABLE_ENTITY => Outcome::Failure,
+///     s if s.is_success() => Outcome::Success,
+///     _ => Outcome::Neutral,
+/// };
+/// let (parts, ()) = http::Response::builder().status(422).body(()).unwrap().into_parts();
+/// assert_eq!(form.classify(&parts), Outcome::Failure);
+/// ```
+pub trait Classifier: Send + Sync + 'static {
+    /// The outcome of the attempt that produced `response`.
+    fn classify(&self, response: &Parts) -> Outcome;
+}
+
+impl<F> Classifier for F
+where
+    F: Fn(&Parts) -> Outcome + Send + Sync + 'static,
+{
+    fn classify(&self, response: &Parts) -> Outcome {
+        self(response)
+    }
+}
+
+/// The classifier the layer uses unless told otherwise.
+///
+/// | response | outcome |
+/// |---|---|
+/// | 401 | failure (a login handler rejecting a password) |
+/// | gRPC, trailers-only with `grpc-status: 16` (`UNAUTHENTICATED`) | failure |
+/// | gRPC, trailers-only with another error status | neutral |
+/// | gRPC, anything else (the status comes in trailers, after the head) | success |
+/// | 2xx, 3xx | success |
+/// | anything else | neutral |
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultClassifier;
+
+impl Classifier for DefaultClassifier {
+    fn classify(&self, response: &Parts) -> Outcome {
+        if response.status == StatusCode::UNAUTHORIZED {
+            return Outcome::Failure;
+        }
+        if is_grpc(&response.headers) {
+            return match response.headers.get(GRPC_STATUS).map(HeaderValue::as_bytes) {
+                None | Some(b"0") => Outcome::Success,
+                Some(b"16") => Outcome::Failure,
+                Some(_) => Outcome::Neutral,
+            };
+        }
+        if response.status.is_success() || response.status.is_redirection() {
+            Outcome::Success
+        } else {
+            Outcome::Neutral
+        }
+    }
+}
+
+/// The layer's decision: rejections and the marker first, then the
+/// classifier.
+pub(crate) fn finish(response: &Parts, classifier: Option<&dyn Classifier>) -> Finish {
+    let outcome = if let Some(rejection) = response.extensions.get::<AuthRejection>() {
+        // B1: only presented-and-rejected credentials count; a missing or
+        // malformed credential, a missing scope, an expired token or an
+        // unavailable validator never does, whatever the status.
+        if rejection.counts_as_failure() {
+            Outcome::Failure
+        } else {
+            Outcome::Neutral
+        }
+    } else if response.extensions.get::<Failed>().is_some() {
+        Outcome::Failure
+    } else {
+        match classifier {
+            Some(classifier) => classifier.classify(response),
+            None => DefaultClassifier.classify(response),
+        }
+    };
+    match outcome {
+        Outcome::Failure => Finish::Failure,
+        Outcome::Success => Finish::Success,
+        Outcome::Neutral => Finish::Neutral,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reject::RejectionKind;
+
+    fn parts(status: u16) -> Parts {
+        http::Response::builder()
+            .status(status)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    #[test]
+    fn default_classifier_counts_401_and_grpc_unauthenticated() {
+        assert_eq!(DefaultClassifier.classify(&parts(401)), Outcome::Failure);
+        assert_eq!(DefaultClassifier.classify(&parts(200)), Outcome::Success);
+        assert_eq!(DefaultClassifier.classify(&parts(302)), Outcome::Success);
+        assert_eq!(DefaultClassifier.classify(&parts(403)), Outcome::Neutral);
+        assert_eq!(DefaultClassifier.classify(&parts(500)), Outcome::Neutral);
+        let mut grpc = parts(200);
+        grpc.headers
+            .insert("content-type", "application/grpc".parse().unwrap());
+        assert_eq!(DefaultClassifier.classify(&grpc), Outcome::Success);
+        grpc.headers.insert("grpc-status", "16".parse().unwrap());
+        assert_eq!(DefaultClassifier.classify(&grpc), Outcome::Failure);
+        grpc.headers.insert("grpc-status", "14".parse().unwrap());
+        assert_eq!(DefaultClassifier.classify(&grpc), Outcome::Neutral);
+    }
+
+    #[test]
+    fn rejections_decide_before_the_classifier() {
+        let always_fail = |_: &Parts| Outcome::Failure;
+        let mut res = parts(401);
+        res.extensions
+            .insert(AuthRejection::new(RejectionKind::Missing));
+        assert_eq!(finish(&res, Some(&always_fail)), Finish::Neutral);
+        res.extensions
+            .insert(AuthRejection::new(RejectionKind::Revoked));
+        assert_eq!(finish(&res, None), Finish::Failure);
+    }
+
+    #[test]
+    fn the_marker_counts_whatever_the_status() {
+        let mut res = parts(200);
+        res.extensions.insert(Failed);
+        assert_eq!(finish(&res, None), Finish::Failure);
+    }
+}

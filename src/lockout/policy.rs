@@ -1,0 +1,359 @@
+//! The lockout policy: thresholds, windows and escalation.
+
+use std::time::Duration;
+
+use crate::ConfigError;
+
+const HOUR: Duration = Duration::from_secs(3600);
+/// The longest window or lockout a policy accepts.
+const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// When a key is locked out, for how long, and how long failures are
+/// remembered.
+///
+/// | setting | default | meaning |
+/// |---|---|---|
+/// | [`max_failures`](PolicyBuilder::max_failures) | 5 | failures that lock a key out |
+/// | [`window`](PolicyBuilder::window) | 24 h | failures are forgotten this long after the last one |
+/// | [`lockout`](PolicyBuilder::lockout) | 30 min | the first lockout |
+/// | [`multiplier`](PolicyBuilder::multiplier) | 2 | each further lockout lasts this much longer… |
+/// | [`max_lockout`](PolicyBuilder::max_lockout) | 24 h | …up to this cap |
+/// | [`reset_on_success`](PolicyBuilder::reset_on_success) | off | a success clears the failure count |
+/// | [`capacity`](PolicyBuilder::capacity) | 100 000 | keys each table holds at most |
+///
+/// # Escalation
+///
+/// A key's `n`-th lockout (counting from 0) lasts
+/// `min(lockout × multiplierⁿ, max_lockout)`. A key counts as a repeat
+/// offender while its previous lockout is remembered: until `window` has
+/// passed since that lockout ended. Once forgotten, the next lockout is a
+/// first one again.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use portcullis::lockout::Policy;
+///
+/// let policy = Policy::builder()
+///     .max_failures(3)
+///     .lockout(Duration::from_secs(60))
+///     .multiplier(4.0)
+///     .max_lockout(Duration::from_secs(600))
+///     .build()
+///     .unwrap();
+/// assert_eq!(policy.lockout_duration(0), Duration::from_secs(60));
+/// assert_eq!(policy.lockout_duration(1), Duration::from_secs(240));
+/// assert_eq!(policy.lockout_duration(2), Duration::from_secs(600)); // capped
+///
+/// assert!(Policy::builder().max_failures(0).build().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    max_failures: u32,
+    window: Duration,
+    lockout: Duration,
+    multiplier: f64,
+    max_lockout: Duration,
+    reset_on_success: bool,
+    capacity: u64,
+}
+
+impl Policy {
+    /// A builder starting from the defaults.
+    pub fn builder() -> PolicyBuilder {
+        PolicyBuilder {
+            policy: Self::default(),
+        }
+    }
+
+    /// Failures within the window that lock a key out.
+    pub fn max_failures(&self) -> u32 {
+        self.max_failures
+    }
+
+    /// How long failures are remembered after the last one.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// The length of a first lockout.
+    pub fn lockout(&self) -> Duration {
+        self.lockout
+    }
+
+    /// How much longer each further lockout of a repeat offender lasts.
+    pub fn multiplier(&self) -> f64 {
+        self.multiplier
+    }
+
+    /// The longest lockout.
+    pub fn max_lockout(&self) -> Duration {
+        self.max_lockout
+    }
+
+    /// Whether a success clears the failure count of its key.
+    pub fn reset_on_success(&self) -> bool {
+        self.reset_on_success
+    }
+
+    /// The most keys each table of the tracker holds.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// The length of a lockout imposed on a key that has been locked out
+    /// `previous` times before (and whose last lockout is still remembered):
+    /// `min(lockout × multiplier^previous, max_lockout)`.
+    pub fn lockout_duration(&self, previous: u32) -> Duration {
+        let exponent = i32::try_from(previous).unwrap_or(i32::MAX);
+        let secs = self.lockout.as_secs_f64() * self.multiplier.powi(exponent);
+        match Duration::try_from_secs_f64(secs) {
+            Ok(duration) => duration.min(self.max_lockout),
+            // Only an overflow gets here: the inputs are finite and positive.
+            Err(_) => self.max_lockout,
+        }
+    }
+}
+
+impl Default for Policy {
+    /// 5 failures in 24 h lock a key out for 30 minutes, doubling for repeat
+    /// offenders up to 24 h; successes do not reset the count; 100 000 keys.
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            window: 24 * HOUR,
+            lockout: HOUR / 2,
+            multiplier: 2.0,
+            max_lockout: 24 * HOUR,
+            reset_on_success: false,
+            capacity: 100_000,
+        }
+    }
+}
+
+/// Builds a [`Policy`]; see there for the settings and their defaults.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct PolicyBuilder {
+    policy: Policy,
+}
+
+impl PolicyBuilder {
+    /// Failures within the window that lock a key out (at least 1).
+    pub fn max_failures(mut self, max_failures: u32) -> Self {
+        self.policy.max_failures = max_failures;
+        self
+    }
+
+    /// How long failures are remembered after the last one (more than zero,
+    /// at most 366 days). Also how long a lockout is remembered after it
+    /// ends, for escalation.
+    pub fn window(mut self, window: Duration) -> Self {
+        self.policy.window = window;
+        self
+    }
+
+    /// The length of a first lockout (more than zero, at most 366 days).
+    pub fn lockout(mut self, lockout: Duration) -> Self {
+        self.policy.lockout = lockout;
+        self
+    }
+
+    /// How much longer each further lockout of a repeat offender lasts (a
+    /// finite number, at least 1; 1 turns escalation off).
+    pub fn multiplier(mut self, multiplier: f64) -> Self {
+        self.policy.multiplier = multiplier;
+        self
+    }
+
+    /// The longest lockout (at least the first lockout, at most 366 days).
+    pub fn max_lockout(mut self, max_lockout: Duration) -> Self {
+        self.policy.max_lockout = max_lockout;
+        self
+    }
+
+    /// Whether a success clears the failure count of its key.
+    ///
+    /// # Security
+    ///
+    /// Leave this off when keys are client addresses: an attacker holding
+    /// one valid credential could otherwise clear its own counter by
+    /// interleaving it with its guesses. It suits per-account keys, where a
+    /// success proves the account's owner is present.
+    pub fn reset_on_success(mut self, reset: bool) -> Self {
+        self.policy.reset_on_success = reset;
+        self
+    }
+
+    /// The most keys each table of the tracker holds (at least 1): failure
+    /// counters, lockouts, and the escalation history.
+    pub fn capacity(mut self, capacity: u64) -> Self {
+        self.policy.capacity = capacity;
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::OutOfRange`] when `max_failures` or `capacity` is 0, a
+    /// duration is zero or longer than 366 days, the multiplier is not a
+    /// finite number of at least 1, or `max_lockout` is shorter than
+    /// `lockout`.
+    pub fn build(self) -> Result<Policy, ConfigError> {
+        let p = self.policy;
+        if p.max_failures == 0 {
+            return Err(ConfigError::out_of_range(
+                "max_failures",
+                "must be at least 1",
+            ));
+        }
+        if p.capacity == 0 {
+            return Err(ConfigError::out_of_range("capacity", "must be at least 1"));
+        }
+        for (setting, value) in [
+            ("window", p.window),
+            ("lockout", p.lockout),
+            ("max_lockout", p.max_lockout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::out_of_range(setting, "must be more than zero"));
+            }
+            if value > MAX_DURATION {
+                return Err(ConfigError::out_of_range(
+                    setting,
+                    "must be at most 366 days",
+                ));
+            }
+        }
+        if !p.multiplier.is_finite() || p.multiplier < 1.0 {
+            return Err(ConfigError::out_of_range(
+                "multiplier",
+                format!(
+                    "must be a finite number of at least 1, got {}",
+                    p.multiplier
+                ),
+            ));
+        }
+        if p.max_lockout < p.lockout {
+            return Err(ConfigError::out_of_range(
+                "max_lockout",
+                "must be at least the first lockout",
+            ));
+        }
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn defaults_match_the_documented_table() {
+        let p = Policy::default();
+        assert_eq!(p.max_failures(), 5);
+        assert_eq!(p.window(), 24 * HOUR);
+        assert_eq!(p.lockout(), 30 * MIN);
+        assert_eq!(p.multiplier(), 2.0);
+        assert_eq!(p.max_lockout(), 24 * HOUR);
+        assert!(!p.reset_on_success());
+        assert_eq!(p.capacity(), 100_000);
+        assert_eq!(Policy::builder().build().unwrap(), p);
+    }
+
+    #[test]
+    fn default_escalation_doubles_from_thirty_minutes_up_to_a_day() {
+        let p = Policy::default();
+        let minutes: Vec<u64> = (0..8)
+            .map(|n| p.lockout_duration(n).as_secs() / 60)
+            .collect();
+        assert_eq!(minutes, [30, 60, 120, 240, 480, 960, 1440, 1440]);
+    }
+
+    #[test]
+    fn escalation_never_overflows_and_stays_at_the_cap() {
+        let p = Policy::builder().multiplier(1e300).build().unwrap();
+        assert_eq!(p.lockout_duration(1), p.max_lockout());
+        assert_eq!(p.lockout_duration(u32::MAX), p.max_lockout());
+        let p = Policy::default();
+        assert_eq!(p.lockout_duration(u32::MAX), 24 * HOUR);
+    }
+
+    #[test]
+    fn multiplier_of_one_keeps_every_lockout_at_the_base() {
+        let p = Policy::builder().multiplier(1.0).build().unwrap();
+        assert_eq!(p.lockout_duration(0), 30 * MIN);
+        assert_eq!(p.lockout_duration(1000), 30 * MIN);
+    }
+
+    #[test]
+    fn fractional_multiplier_escalates_gently() {
+        let p = Policy::builder()
+            .lockout(100 * MIN)
+            .multiplier(1.5)
+            .build()
+            .unwrap();
+        assert_eq!(p.lockout_duration(1), 150 * MIN);
+        assert_eq!(p.lockout_duration(2), 225 * MIN);
+    }
+
+    fn rejected_setting(builder: PolicyBuilder) -> &'static str {
+        match builder.build() {
+            Err(ConfigError::OutOfRange { setting, .. }) => setting,
+            other => panic!("expected OutOfRange, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn build_rejects_settings_that_cannot_work() {
+        let b = Policy::builder;
+        assert_eq!(rejected_setting(b().max_failures(0)), "max_failures");
+        assert_eq!(rejected_setting(b().capacity(0)), "capacity");
+        assert_eq!(rejected_setting(b().window(Duration::ZERO)), "window");
+        assert_eq!(rejected_setting(b().lockout(Duration::ZERO)), "lockout");
+        assert_eq!(
+            rejected_setting(b().max_lockout(Duration::ZERO)),
+            "max_lockout"
+        );
+        assert_eq!(rejected_setting(b().multiplier(0.5)), "multiplier");
+        assert_eq!(rejected_setting(b().multiplier(f64::NAN)), "multiplier");
+        assert_eq!(
+            rejected_setting(b().multiplier(f64::INFINITY)),
+            "multiplier"
+        );
+        assert_eq!(
+            rejected_setting(b().lockout(2 * HOUR).max_lockout(HOUR)),
+            "max_lockout"
+        );
+        assert_eq!(
+            rejected_setting(b().window(Duration::from_secs(400 * 24 * 3600))),
+            "window"
+        );
+    }
+
+    #[test]
+    fn errors_read_as_lowercase_sentences() {
+        let err = Policy::builder().multiplier(0.5).build().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid multiplier: must be a finite number of at least 1, got 0.5"
+        );
+    }
+
+    #[test]
+    fn edge_values_are_accepted() {
+        let p = Policy::builder()
+            .max_failures(1)
+            .capacity(1)
+            .lockout(HOUR)
+            .max_lockout(HOUR)
+            .window(MAX_DURATION)
+            .build()
+            .unwrap();
+        assert_eq!(p.lockout_duration(3), HOUR);
+    }
+}
