@@ -1,6 +1,7 @@
-//! An axum API behind `AuthLayer`: a public health check, a `/me` route that
-//! answers with the caller's subject, and an `/admin` route that needs the
-//! `admin` scope.
+//! An axum API behind `AuthLayer`, with a failed-attempt limiter and an
+//! optional rate limiter in front: a public health check, a login form that
+//! sets a session cookie, a `/me` route that answers with the caller's
+//! subject, and an `/admin` route that needs the `admin` scope.
 //!
 //! The credential may come from `Authorization: Bearer`, the `session` cookie
 //! or the `X-API-Key` header; two different credentials in one request are
@@ -20,6 +21,18 @@
 //!   `iss` = `portcullis-demo`, `aud` = `portcullis-api`, `exp` required; the
 //!   subject is `sub` and the scopes come from the `scope` claim.
 //!
+//! `POST /login` takes the form fields `username` and `password`:
+//! `alice` / `wonderland` gets `session=alice-token` (`HttpOnly`,
+//! `SameSite=Lax`, `Path=/`); anything else gets 401.
+//!
+//! Requests pass, outermost first, through `RateLimitLayer` (when
+//! configured), `LockoutLayer` and `AuthLayer`. Both limiters key on the
+//! client's address (the server runs with connect info). The lockout counts
+//! rejected credentials and failed logins, not missing credentials; a
+//! locked-out client gets 429 with `Retry-After` for every request, even
+//! with a valid credential, until the lockout ends (it doubles for repeat
+//! offenders, up to a day).
+//!
 //! Configuration, from the environment:
 //!
 //! | variable                | meaning |
@@ -27,6 +40,12 @@
 //! | `PORTCULLIS_ADDR`       | listen address (default `127.0.0.1:3000`; port 0 picks a free port) |
 //! | `PORTCULLIS_API_KEY`    | the API key of `ci-bot`: `demo_` and at least 32 more characters from `A-Z a-z 0-9 - _`. Unset: a key is generated that nobody knows, and only its prefix is printed |
 //! | `PORTCULLIS_JWT_SECRET` | HS256 secret (at least 32 bytes) that turns JWT support on; needs `--features jwt` |
+//! | `PORTCULLIS_MAX_FAILURES` | failed attempts that lock a client out (default 5) |
+//! | `PORTCULLIS_LOCKOUT_SECS` | how long a first lockout lasts, in seconds (default 60) |
+//! | `PORTCULLIS_CAPACITY`   | clients each limiter remembers at most (default 100000) |
+//! | `PORTCULLIS_TRUSTED_PROXIES` | comma-separated CIDRs whose `X-Forwarded-For` / `Forwarded` are believed (default none) |
+//! | `PORTCULLIS_RATE_PER_SEC` | requests per second per client; rate limiting is off when unset |
+//! | `PORTCULLIS_RATE_BURST` | requests a quiet client may send at once (default: the rate) |
 //! | `RUST_LOG`              | log filter (default `info,portcullis=debug`) |
 //!
 //! A value that cannot be used is reported on stderr (never echoing a
@@ -60,10 +79,17 @@
 //! curl -i -H 'Authorization: Bearer nope' http://127.0.0.1:3000/me            # 401, error="invalid_token"
 //! curl -i -H 'Authorization: Bearer alice-token' --cookie 'session=bob-token' \
 //!      http://127.0.0.1:3000/me                                               # 400, error="invalid_request"
+//! curl -i -d 'username=alice&password=wonderland' http://127.0.0.1:3000/login # 200, Set-Cookie: session=alice-token; HttpOnly; SameSite=Lax; Path=/
+//! curl -i -d 'username=alice&password=guess' http://127.0.0.1:3000/login      # 401 (counts as a failed attempt)
 //! curl -i -H 'Authorization: Bearer alice-token' http://127.0.0.1:3000/admin  # 200 {"scope":"admin","subject":"alice"}
 //! curl -i -H 'Authorization: Bearer bob-token' http://127.0.0.1:3000/admin    # 403, error="insufficient_scope", scope="admin"
 //! curl -i -H "Authorization: Bearer $JWT" http://127.0.0.1:3000/me            # 200 {"subject":"carol"}
 //! curl -i -H "Authorization: Bearer $JWT" http://127.0.0.1:3000/admin         # 200 {"scope":"admin","subject":"carol"}
+//!
+//! # five failed attempts, then even alice's token is refused for a minute:
+//! for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%{http_code}\n' \
+//!     -d 'username=alice&password=guess' http://127.0.0.1:3000/login; done  # 401 ×5
+//! curl -i -H 'Authorization: Bearer alice-token' http://127.0.0.1:3000/me     # 429, Retry-After: 60
 //! ```
 //!
 //! Logs go to stderr; rejected credentials are logged by fingerprint, never
@@ -90,6 +116,7 @@ use portcullis::{
     AuthLayer, ClientIp, Credential, ValidationError, Validator,
     extract::{Bearer, Cookie, Extractor, Header},
     integration::axum::Identity,
+    lockout::{LockoutLayer, Policy, Tracker},
     rate_limit::RateLimitLayer,
     reject::DefaultRenderer,
     scope::{RequireScopeLayer, Scopes},
@@ -252,6 +279,24 @@ impl Limits {
             trusted_proxies,
             rate,
         })
+    }
+
+    /// The `LockoutLayer`: keyed by the client's address, it counts the
+    /// credentials `AuthLayer` rejects and the 401s of `/login`.
+    fn lockout(&self, renderer: &DefaultRenderer) -> Result<LockoutLayer, String> {
+        let policy = Policy::builder()
+            .max_failures(self.max_failures)
+            .lockout(self.lockout)
+            // Repeat offenders wait longer, up to a day (or the first
+            // lockout, if that is longer).
+            .max_lockout(self.lockout.max(Policy::default().max_lockout()))
+            .capacity(self.capacity)
+            .build()
+            .map_err(|e| format!("PORTCULLIS_LOCKOUT_SECS / PORTCULLIS_CAPACITY: {e}"))?;
+        Ok(
+            LockoutLayer::with_tracker(self.client_ip.clone(), Tracker::new(policy))
+                .renderer(renderer.clone()),
+        )
     }
 
     /// A `RateLimitLayer`, when rate limiting is on.
@@ -510,7 +555,8 @@ fn is_public(parts: &http::request::Parts) -> bool {
 }
 
 /// The app: the routes behind `AuthLayer`, with the limiters in front of it
-/// (outermost first: `RateLimitLayer`, when configured, then `AuthLayer`).
+/// (outermost first: `RateLimitLayer`, when configured, `LockoutLayer`, then
+/// `AuthLayer`).
 fn app(validator: Chain<User>, limits: &Limits) -> Result<Router, String> {
     let renderer = DefaultRenderer::new().realm("portcullis");
     let auth = AuthLayer::new(validator)
@@ -528,7 +574,8 @@ fn app(validator: Chain<User>, limits: &Limits) -> Result<Router, String> {
         .route("/login", post(login))
         .route("/me", get(me))
         .route("/admin", get(admin).route_layer(admin_only))
-        .layer(auth);
+        .layer(auth)
+        .layer(limits.lockout(&renderer)?);
     // `Router::layer` wraps what is there already: the last layer added is
     // the first to see a request.
     Ok(match limits.rate_limit(&renderer)? {

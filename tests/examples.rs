@@ -235,10 +235,13 @@ async fn the_demo_runs_its_tour_and_exits_successfully() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(output.status.success(), "{stdout}{stderr}");
     assert!(
-        stdout.contains("all 7 answers were as expected"),
+        stdout.contains("all 12 answers were as expected"),
         "{stdout}"
     );
     assert!(stdout.contains("401 Unauthorized"), "{stdout}");
+    // The lockout section: the locked-out client, then the other one.
+    assert!(stdout.contains("429 Too Many Requests"), "{stdout}");
+    assert!(stdout.contains("127.0.0.2"), "{stdout}");
     assert_no_secrets(&stdout);
     assert_no_secrets(&stderr);
 }
@@ -377,6 +380,44 @@ async fn axum_api_login_sets_the_session_cookie_and_refuses_wrong_passwords() {
 
     let (status, output) = server.terminate().await;
     assert!(status.success(), "{status}\n{output}");
+    assert_no_secrets(&output);
+    assert_none_of(&output, &["wonderland"]);
+}
+
+#[cfg(all(feature = "axum", feature = "cookie"))]
+#[tokio::test]
+async fn axum_api_locks_out_a_client_after_max_failures_bad_logins() {
+    let server = Server::start_with("axum_api", &[("PORTCULLIS_MAX_FAILURES", "2")]).await;
+    let addr = server.addr;
+
+    // B1: a missing credential and a malformed form are not failed attempts.
+    let (status, _, _) = get(addr, "/me", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = post_form(addr, "/login", "username=alice").await;
+    assert!(
+        status.is_client_error() && status != StatusCode::UNAUTHORIZED,
+        "{status}"
+    );
+
+    for _ in 0..2 {
+        let (status, _, _) = post_form(addr, "/login", "username=alice&password=guess").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    // B3: locked out, even with the right password or a valid token.
+    let retry_after =
+        |headers: &HeaderMap| -> u64 { headers["retry-after"].to_str().unwrap().parse().unwrap() };
+    let (status, headers, _) =
+        post_form(addr, "/login", "username=alice&password=wonderland").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(headers.get("set-cookie").is_none());
+    assert!((1..=60).contains(&retry_after(&headers)), "{headers:?}");
+    let (status, headers, _) = get(addr, "/me", &[("authorization", "Bearer alice-token")]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!((1..=60).contains(&retry_after(&headers)), "{headers:?}");
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert!(output.contains("lockout: 2 failed attempts"), "{output}");
     assert_no_secrets(&output);
     assert_none_of(&output, &["wonderland"]);
 }
@@ -665,5 +706,107 @@ async fn tonic_health_requires_alice_token_and_stops_on_sigterm() {
     let (status, output) = server.terminate().await;
     assert!(status.success(), "{status}\n{output}");
     assert_no_secrets(&output);
+    drop(client);
+}
+
+#[cfg(feature = "tonic")]
+#[tokio::test]
+async fn tonic_health_locks_out_a_client_after_max_failures() {
+    use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let server = Server::start_with("tonic_health", &[("PORTCULLIS_MAX_FAILURES", "2")]).await;
+    let channel = Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let check = |authorization: Option<&'static str>| {
+        let mut request = Request::new(HealthCheckRequest::default());
+        if let Some(value) = authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", MetadataValue::from_static(value));
+        }
+        request
+    };
+
+    // B1: no credential is not a failed attempt.
+    let status = client.check(check(None)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    for _ in 0..2 {
+        let status = client
+            .check(check(Some("Bearer bob-token")))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    // B3, P9: locked out, even with the valid token.
+    let status = client
+        .check(check(Some("Bearer alice-token")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_no_secrets(status.message());
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert_no_secrets(&output);
+    drop(client);
+}
+
+#[cfg(feature = "tonic")]
+#[tokio::test]
+async fn tonic_health_rate_limits_and_refuses_unusable_settings() {
+    use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let output = timeout(
+        WATCHDOG,
+        example_command("tonic_health", &[("PORTCULLIS_MAX_FAILURES", "many")]).output(),
+    )
+    .await
+    .expect("the example exits")
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr
+            .contains(r#"PORTCULLIS_MAX_FAILURES must be a whole number, at least 1; got "many""#),
+        "{stderr}"
+    );
+
+    let server = Server::start_with(
+        "tonic_health",
+        &[
+            ("PORTCULLIS_RATE_PER_SEC", "1"),
+            ("PORTCULLIS_RATE_BURST", "2"),
+        ],
+    )
+    .await;
+    let channel = Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let check = || {
+        let mut request = Request::new(HealthCheckRequest::default());
+        request.metadata_mut().insert(
+            "authorization",
+            MetadataValue::from_static("Bearer alice-token"),
+        );
+        request
+    };
+    // A burst of 2, then one call a second: the third quick call is refused.
+    for _ in 0..2 {
+        client.check(check()).await.unwrap();
+    }
+    let status = client.check(check()).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
     drop(client);
 }
