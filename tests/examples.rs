@@ -12,7 +12,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, BufReader},
@@ -168,6 +168,7 @@ fn assert_none_of(output: &str, secrets: &[&str]) {
 }
 
 /// Whether `output` holds something shaped like a usable `demo_` API key.
+#[cfg(all(feature = "axum", feature = "cookie"))]
 fn contains_api_key(output: &str) -> bool {
     output.match_indices("demo_").any(|(at, prefix)| {
         output[at + prefix.len()..]
@@ -203,6 +204,8 @@ async fn get(
 /// headers and body.
 #[cfg(all(feature = "axum", feature = "cookie"))]
 async fn post_form(addr: SocketAddr, path: &str, form: &str) -> (StatusCode, HeaderMap, String) {
+    use http_body_util::Full;
+
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let request = Request::post(format!("http://{addr}{path}"))
         .header("content-type", "application/x-www-form-urlencoded")
