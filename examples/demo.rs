@@ -1,24 +1,37 @@
-//! A guided tour of portcullis: starts an axum app behind `AuthLayer` on a
-//! free local port, sends it a series of requests with a real HTTP client,
-//! prints what came back, and checks every answer.
+//! A guided tour of portcullis: starts an axum app behind `LockoutLayer` and
+//! `AuthLayer` on a free local port, sends it a series of requests with a
+//! real HTTP client, prints what came back, and checks every answer.
 //!
 //! ```text
 //! cargo run --example demo
 //! ```
 //!
-//! The requests: a public route, no credential, a good bearer token, a good
-//! session cookie, a malformed `Authorization` header, an unknown token, and
-//! two different credentials at once. The table shows each status with the
-//! headers a client acts on (`WWW-Authenticate`, `Retry-After`) and the
-//! subject the handler saw. The demo exits non-zero, naming the request, if
-//! any answer is not the expected one, so running it is a test.
+//! 1. **AuthLayer.** A public route, no credential, a good bearer token, a
+//!    good session cookie, a malformed `Authorization` header, an unknown
+//!    token, and two different credentials at once.
+//! 2. **LockoutLayer** (3 failed attempts lock a client out for 30 s). The
+//!    unknown token above was the first failure; two more lock the client
+//!    out, and from then on it gets `429 Too Many Requests` with
+//!    `Retry-After`, even with a valid token, which never reaches the
+//!    validator. A second client, from another address, still gets through.
+//!
+//! The server listens on 127.0.0.1; the second client connects from
+//! 127.0.0.2. Linux routes all of 127.0.0.0/8 to the loopback interface; on
+//! macOS add the address first (`sudo ifconfig lo0 alias 127.0.0.2`).
+//!
+//! The tables show each status with the headers a client acts on
+//! (`WWW-Authenticate`, `Retry-After`) and the subject the handler saw. The
+//! demo exits non-zero, naming the request, if any answer is not the
+//! expected one, so running it is a test.
 
 use std::{
     collections::HashMap,
     fmt::Write as _,
     io::{self, Write as _},
-    net::SocketAddr,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    ops::RangeInclusive,
     process::ExitCode,
+    time::Duration,
 };
 
 use axum::{Json, Router, routing::get};
@@ -33,6 +46,7 @@ use portcullis::{
     AuthLayer, Credential, ValidationError, Validator,
     extract::{Bearer, Cookie, Extractor, Header},
     integration::axum::Identity,
+    lockout::{LockoutLayer, Policy},
     reject::DefaultRenderer,
 };
 use serde_json::{Value, json};
@@ -73,7 +87,16 @@ async fn me(Identity(user): Identity<User>) -> Json<Value> {
     Json(json!({ "subject": user.subject }))
 }
 
-/// The app under test: `/health` is public, `/me` needs a credential.
+/// Failed attempts that lock a client out.
+const MAX_FAILURES: u32 = 3;
+/// How long the first lockout lasts.
+const LOCKOUT: Duration = Duration::from_secs(30);
+
+/// The second client's address (the first one connects from 127.0.0.1).
+const SECOND_CLIENT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+/// The app under test: `/health` is public, `/me` needs a credential, and
+/// clients with too many failed attempts are locked out.
 fn app() -> Router {
     let tokens = DemoTokens(HashMap::from([(ALICE, "alice"), (BOB, "bob")]));
     let auth = AuthLayer::new(tokens)
@@ -85,31 +108,50 @@ fn app() -> Router {
         .public(|parts| parts.uri.path() == "/health")
         .renderer(DefaultRenderer::new().realm("demo"));
 
-    // ===== LOCKOUT (to come) ================================================
-    // `LockoutLayer` goes here, outside `AuthLayer`:
-    //     .layer(auth).layer(LockoutLayer::new(..))
-    // See the matching section in `main`.
-    // ========================================================================
+    // Keyed by the client's address (the socket peer: the server is run
+    // with connect info). It counts the failures `AuthLayer` reports.
+    let policy = Policy::builder()
+        .max_failures(MAX_FAILURES)
+        .lockout(LOCKOUT)
+        .build()
+        .expect("the demo policy is valid: 3 failures, a 30 s lockout");
+    let lockout = LockoutLayer::new(policy).renderer(DefaultRenderer::new().realm("demo"));
+
+    // The last layer added sees a request first: `LockoutLayer` answers a
+    // locked-out client before `AuthLayer` (and its validator) runs.
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/me", get(me))
         .layer(auth)
+        .layer(lockout)
+}
+
+/// Which client sends a request.
+#[derive(Clone, Copy)]
+enum From {
+    /// Connects from 127.0.0.1.
+    First,
+    /// Connects from 127.0.0.2.
+    Second,
 }
 
 /// One request of the tour and the answer it must get.
 struct Step {
+    from: From,
     path: &'static str,
     what: &'static str,
     headers: Vec<(HeaderName, String)>,
     status: StatusCode,
     subject: Option<&'static str>,
     www_authenticate: Option<&'static str>,
-    retry_after: Option<&'static str>,
+    /// Whole seconds; a range because the clock runs while the tour does.
+    retry_after: Option<RangeInclusive<u64>>,
 }
 
 impl Step {
     fn new(path: &'static str, what: &'static str, status: StatusCode) -> Self {
         Self {
+            from: From::First,
             path,
             what,
             headers: Vec::new(),
@@ -118,6 +160,17 @@ impl Step {
             www_authenticate: None,
             retry_after: None,
         }
+    }
+
+    fn from(mut self, from: From) -> Self {
+        self.from = from;
+        self
+    }
+
+    /// Expects `Retry-After` of at most `max` seconds (and at least 1).
+    fn retry_after(mut self, max: Duration) -> Self {
+        self.retry_after = Some(1..=max.as_secs());
+        self
     }
 
     fn header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
@@ -156,10 +209,14 @@ async fn send(client: &HttpClient, base: &str, step: &Step) -> Result<Seen, Stri
     let request = request
         .body(Empty::new())
         .map_err(|e| format!("cannot build the request: {e}"))?;
-    let response = client
-        .request(request)
-        .await
-        .map_err(|e| format!("request failed: {e}"))?;
+    let response =
+        client
+            .request(request)
+            .await
+            .map_err(|e| match std::error::Error::source(&e) {
+                Some(cause) => format!("request failed: {e}: {cause}"),
+                None => format!("request failed: {e}"),
+            })?;
     let header = |name: HeaderName| {
         response
             .headers()
@@ -204,10 +261,23 @@ fn check(step: &Step, seen: &Seen) -> Result<(), String> {
             seen.www_authenticate, step.www_authenticate
         ));
     }
-    if seen.retry_after.as_deref() != step.retry_after {
+    let retry_after = seen
+        .retry_after
+        .as_deref()
+        .map(|value| value.parse::<u64>().ok());
+    let retry_after_ok = match (&step.retry_after, retry_after) {
+        (None, None) => true,
+        (Some(range), Some(Some(secs))) => range.contains(&secs),
+        _ => false,
+    };
+    if !retry_after_ok {
+        let expected = match &step.retry_after {
+            Some(range) => format!("{} to {} s", range.start(), range.end()),
+            None => "none".to_owned(),
+        };
         problems.push(format!(
-            "Retry-After {:?} (expected {:?})",
-            seen.retry_after, step.retry_after
+            "Retry-After {:?} (expected {expected})",
+            seen.retry_after
         ));
     }
     if problems.is_empty() {
@@ -225,14 +295,19 @@ fn status_text(status: StatusCode) -> String {
     )
 }
 
-/// Formats rows as left-aligned columns separated by two spaces.
-fn table(rows: &[[String; 6]]) -> String {
-    let mut widths = [0; 6];
-    for row in rows {
+/// The width of each column over all `tables`, so they line up.
+fn column_widths<const N: usize>(tables: &[Vec<[String; N]>]) -> [usize; N] {
+    let mut widths = [0; N];
+    for row in tables.iter().flatten() {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
+    widths
+}
+
+/// Formats rows as left-aligned columns separated by two spaces.
+fn table<const N: usize>(rows: &[[String; N]], widths: [usize; N]) -> String {
     let mut out = String::new();
     for row in rows {
         let mut line = String::from("  ");
@@ -279,11 +354,12 @@ async fn run() -> Result<(), String> {
         .await
     });
     let base = format!("http://{addr}");
-    println!("portcullis demo: AuthLayer in front of an axum app, listening on {base}");
-    println!();
+    println!(
+        "portcullis demo: LockoutLayer and AuthLayer in front of an axum app, listening on {base}"
+    );
 
     let cookie = |token: &str| format!("session={token}");
-    let steps = [
+    let auth_steps = vec![
         Step::new("/health", "public route", StatusCode::OK),
         Step::new("/me", "no credential", StatusCode::UNAUTHORIZED).challenge(CHALLENGE),
         Step::new("/me", "good bearer token (alice)", StatusCode::OK)
@@ -299,9 +375,13 @@ async fn run() -> Result<(), String> {
         )
         .header(header::AUTHORIZATION, "Bearer not/a,token")
         .challenge(INVALID_REQUEST),
-        Step::new("/me", "unknown bearer token", StatusCode::UNAUTHORIZED)
-            .header(header::AUTHORIZATION, "Bearer no-such-token")
-            .challenge(INVALID_TOKEN),
+        Step::new(
+            "/me",
+            "unknown bearer token (failure 1 of 3)",
+            StatusCode::UNAUTHORIZED,
+        )
+        .header(header::AUTHORIZATION, "Bearer no-such-token")
+        .challenge(INVALID_TOKEN),
         Step::new(
             "/me",
             "bearer (alice) + cookie (bob)",
@@ -311,45 +391,118 @@ async fn run() -> Result<(), String> {
         .header(header::COOKIE, cookie(BOB))
         .challenge(AMBIGUOUS),
     ];
+    // Only rejected credentials count: the missing and malformed ones above
+    // did not, the unknown token did.
+    let lockout_steps = vec![
+        Step::new(
+            "/me",
+            "unknown bearer token (failure 2 of 3)",
+            StatusCode::UNAUTHORIZED,
+        )
+        .header(header::AUTHORIZATION, "Bearer guess-2")
+        .challenge(INVALID_TOKEN),
+        Step::new(
+            "/me",
+            "unknown bearer token (failure 3 of 3)",
+            StatusCode::UNAUTHORIZED,
+        )
+        .header(header::AUTHORIZATION, "Bearer guess-3")
+        .challenge(INVALID_TOKEN),
+        Step::new(
+            "/me",
+            "unknown bearer token, locked out",
+            StatusCode::TOO_MANY_REQUESTS,
+        )
+        .header(header::AUTHORIZATION, "Bearer guess-4")
+        .retry_after(LOCKOUT),
+        Step::new(
+            "/me",
+            "good bearer token (alice), locked out",
+            StatusCode::TOO_MANY_REQUESTS,
+        )
+        .header(header::AUTHORIZATION, format!("Bearer {ALICE}"))
+        .retry_after(LOCKOUT),
+        Step::new(
+            "/me",
+            "good bearer token (alice), other client",
+            StatusCode::OK,
+        )
+        .from(From::Second)
+        .header(header::AUTHORIZATION, format!("Bearer {ALICE}"))
+        .subject("alice"),
+    ];
+    let sections = [
+        (
+            "1. AuthLayer: where the credential comes from, and how refusals look",
+            auth_steps,
+        ),
+        (
+            "2. LockoutLayer: 3 failed attempts lock a client out for 30 s",
+            lockout_steps,
+        ),
+    ];
 
-    // ===== LOCKOUT (to come) ================================================
-    // With `LockoutLayer` in `app()`, this section will send wrong tokens from
-    // one client until it gets 429 with `Retry-After`, then show that a valid
-    // credential from that client is still refused (429) while a second
-    // client (another loopback address) gets through (200).
-    // ========================================================================
-
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-    let mut rows = vec![[
-        "request".to_owned(),
-        String::new(),
-        "status".to_owned(),
-        "subject".to_owned(),
-        "Retry-After".to_owned(),
-        "WWW-Authenticate".to_owned(),
-    ]];
+    let first = client_from(Ipv4Addr::LOCALHOST);
+    let second = client_from(SECOND_CLIENT);
     let mut failures = Vec::new();
-    for step in &steps {
-        let seen = send(&client, &base, step).await?;
-        if let Err(problem) = check(step, &seen) {
-            failures.push(format!("GET {} ({}): {problem}", step.path, step.what));
+    let mut answers = 0;
+    let mut tables = Vec::new();
+    for (_, steps) in &sections {
+        let mut rows = vec![[
+            "client".to_owned(),
+            "request".to_owned(),
+            String::new(),
+            "status".to_owned(),
+            "subject".to_owned(),
+            "Retry-After".to_owned(),
+            "WWW-Authenticate".to_owned(),
+        ]];
+        for step in steps {
+            let (client, from) = match step.from {
+                From::First => (&first, Ipv4Addr::LOCALHOST),
+                From::Second => (&second, SECOND_CLIENT),
+            };
+            let seen = send(client, &base, step)
+                .await
+                .map_err(|e| match step.from {
+                    From::First => format!("{e} (client {from})"),
+                    From::Second => format!(
+                        "{e} (client {from}; if that address is not on the loopback \
+                         interface, add it, e.g. on macOS: sudo ifconfig lo0 alias {from})"
+                    ),
+                })?;
+            answers += 1;
+            if let Err(problem) = check(step, &seen) {
+                failures.push(format!(
+                    "GET {} ({}, from {from}): {problem}",
+                    step.path, step.what
+                ));
+            }
+            let dash = || "-".to_owned();
+            rows.push([
+                from.to_string(),
+                format!("GET {}", step.path),
+                step.what.to_owned(),
+                status_text(seen.status),
+                seen.subject.unwrap_or_else(dash),
+                seen.retry_after.unwrap_or_else(dash),
+                seen.www_authenticate.unwrap_or_else(dash),
+            ]);
         }
-        let dash = || "-".to_owned();
-        rows.push([
-            format!("GET {}", step.path),
-            step.what.to_owned(),
-            status_text(seen.status),
-            seen.subject.unwrap_or_else(dash),
-            seen.retry_after.unwrap_or_else(dash),
-            seen.www_authenticate.unwrap_or_else(dash),
-        ]);
+        tables.push(rows);
     }
-    print!("{}", table(&rows));
+    let widths = column_widths(&tables);
+    for ((title, _), rows) in sections.iter().zip(&tables) {
+        println!();
+        println!("{title}");
+        println!();
+        print!("{}", table(rows, widths));
+    }
     println!();
     let _ = io::stdout().flush();
 
     // Idle pooled connections would keep the graceful shutdown waiting.
-    drop(client);
+    drop((first, second));
     let _ = stop.send(());
     server
         .await
@@ -357,7 +510,7 @@ async fn run() -> Result<(), String> {
         .map_err(|e| format!("server failed: {e}"))?;
 
     if failures.is_empty() {
-        println!("all {} answers were as expected", steps.len());
+        println!("all {answers} answers were as expected");
         Ok(())
     } else {
         Err(format!(
@@ -366,4 +519,12 @@ async fn run() -> Result<(), String> {
             failures.join("\n  ")
         ))
     }
+}
+
+/// An HTTP client whose connections leave from `local` (a loopback address
+/// of this machine), so the server sees it as that client.
+fn client_from(local: Ipv4Addr) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_local_address(Some(IpAddr::V4(local)));
+    Client::builder(TokioExecutor::new()).build(connector)
 }

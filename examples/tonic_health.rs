@@ -6,9 +6,27 @@
 //! `UNAUTHENTICATED` (16) as a trailers-only response, without reaching the
 //! service.
 //!
-//! Run it (needs the `tonic` feature; `PORTCULLIS_ADDR` defaults to
-//! `127.0.0.1:3000`, port 0 picks a free port, and the bound address is
-//! printed as `listening on http://ADDR`):
+//! In front of `AuthLayer`, a `LockoutLayer` locks out a client after too
+//! many rejected credentials (`RESOURCE_EXHAUSTED`, 8, with `retry-after`),
+//! and optionally a `RateLimitLayer` limits its calls. Both key on the
+//! client's address, which tonic's server records for every request.
+//!
+//! Configuration, from the environment (unusable values are reported on
+//! stderr and the example exits with code 2):
+//!
+//! | variable                      | meaning |
+//! |-------------------------------|---------|
+//! | `PORTCULLIS_ADDR`             | listen address (default `127.0.0.1:3000`; port 0 picks a free port) |
+//! | `PORTCULLIS_MAX_FAILURES`     | failed attempts that lock a client out (default 5) |
+//! | `PORTCULLIS_LOCKOUT_SECS`     | how long a first lockout lasts, in seconds (default 60) |
+//! | `PORTCULLIS_CAPACITY`         | clients each limiter remembers at most (default 100000) |
+//! | `PORTCULLIS_TRUSTED_PROXIES`  | comma-separated CIDRs whose `X-Forwarded-For` / `Forwarded` are believed (default none) |
+//! | `PORTCULLIS_RATE_PER_SEC`     | calls per second per client; rate limiting is off when unset |
+//! | `PORTCULLIS_RATE_BURST`       | calls a quiet client may make at once (default: the rate) |
+//! | `RUST_LOG`                    | log filter (default `info,portcullis=debug`) |
+//!
+//! Run it (needs the `tonic` feature; the bound address is printed as
+//! `listening on http://ADDR`):
 //!
 //! ```text
 //! cargo run --example tonic_health --features tonic
@@ -22,6 +40,9 @@
 //! grpc-health-probe -addr 127.0.0.1:3000 -rpc-header 'authorization: Bearer alice-token'  # status: SERVING
 //! grpc-health-probe -addr 127.0.0.1:3000                                                  # Unauthenticated
 //! grpc-health-probe -addr 127.0.0.1:3000 -rpc-header 'authorization: Bearer wrong'        # Unauthenticated
+//!
+//! # after 5 wrong tokens (the default), even the right one is refused for a minute:
+//! grpc-health-probe -addr 127.0.0.1:3000 -rpc-header 'authorization: Bearer alice-token'  # ResourceExhausted
 //! ```
 //!
 //! or, without a gRPC client, see the trailers-only rejection with curl:
@@ -33,9 +54,19 @@
 //!
 //! Ctrl-C or SIGTERM shuts the server down gracefully.
 
-use std::io::{self, IsTerminal, Write};
+use std::{
+    fmt::Display,
+    io::{self, IsTerminal, Write},
+    process::ExitCode,
+    str::FromStr,
+    time::Duration,
+};
 
-use portcullis::{AuthLayer, Credential, ValidationError};
+use portcullis::{
+    AuthLayer, ClientIp, Credential, ValidationError,
+    lockout::{LockoutLayer, Policy, Tracker},
+    rate_limit::RateLimitLayer,
+};
 use tokio::net::TcpListener;
 use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::ServingStatus;
@@ -56,8 +87,109 @@ async fn validate(credential: Credential) -> Result<User, ValidationError> {
     }
 }
 
+/// The limiters' settings, read from the environment.
+struct Limits {
+    max_failures: u32,
+    lockout: Duration,
+    capacity: u64,
+    client_ip: ClientIp,
+    /// Calls per second and burst; `None` turns rate limiting off.
+    rate: Option<(u32, u32)>,
+}
+
+impl Limits {
+    fn from_env() -> Result<Self, String> {
+        let trusted_proxies: Vec<String> = env("PORTCULLIS_TRUSTED_PROXIES")?
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|cidr| !cidr.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let rate = match (
+            number::<u32>("PORTCULLIS_RATE_PER_SEC", 1)?,
+            number::<u32>("PORTCULLIS_RATE_BURST", 1)?,
+        ) {
+            (None, None) => None,
+            (Some(per_sec), burst) => Some((per_sec, burst.unwrap_or(per_sec))),
+            (None, Some(_)) => {
+                return Err(
+                    "PORTCULLIS_RATE_BURST is set without PORTCULLIS_RATE_PER_SEC; \
+                            set both to turn rate limiting on"
+                        .to_owned(),
+                );
+            }
+        };
+        Ok(Self {
+            max_failures: number("PORTCULLIS_MAX_FAILURES", 1)?.unwrap_or(5),
+            lockout: Duration::from_secs(number("PORTCULLIS_LOCKOUT_SECS", 1)?.unwrap_or(60)),
+            capacity: number("PORTCULLIS_CAPACITY", 1)?.unwrap_or(100_000),
+            client_ip: ClientIp::new()
+                .trust_proxies(&trusted_proxies)
+                .map_err(|e| format!("PORTCULLIS_TRUSTED_PROXIES: {e}"))?,
+            rate,
+        })
+    }
+
+    fn lockout(&self) -> Result<LockoutLayer, String> {
+        let policy = Policy::builder()
+            .max_failures(self.max_failures)
+            .lockout(self.lockout)
+            .max_lockout(self.lockout.max(Policy::default().max_lockout()))
+            .capacity(self.capacity)
+            .build()
+            .map_err(|e| format!("PORTCULLIS_LOCKOUT_SECS / PORTCULLIS_CAPACITY: {e}"))?;
+        Ok(LockoutLayer::with_tracker(
+            self.client_ip.clone(),
+            Tracker::new(policy),
+        ))
+    }
+
+    fn rate_limit(&self) -> Result<Option<RateLimitLayer>, String> {
+        let Some((per_sec, burst)) = self.rate else {
+            return Ok(None);
+        };
+        RateLimitLayer::builder()
+            .per_second(per_sec)
+            .burst(burst)
+            .max_capacity(self.capacity)
+            .key(self.client_ip.clone())
+            .build()
+            .map(Some)
+            .map_err(|e| format!("PORTCULLIS_RATE_PER_SEC / PORTCULLIS_RATE_BURST: {e}"))
+    }
+}
+
+/// Reads variable `name`; unset and empty are both `None`.
+fn env(name: &str) -> Result<Option<String>, String> {
+    match std::env::var(name) {
+        Ok(value) if value.is_empty() => Ok(None),
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8")),
+    }
+}
+
+/// Reads a whole number of at least `min` from variable `name`.
+fn number<T>(name: &str, min: T) -> Result<Option<T>, String>
+where
+    T: FromStr + PartialOrd + Display,
+{
+    let Some(value) = env(name)? else {
+        return Ok(None);
+    };
+    match value.trim().parse::<T>() {
+        Ok(n) if n >= min => Ok(Some(n)),
+        _ => Err(format!(
+            "{name} must be a whole number, at least {min}; got {value:?}"
+        )),
+    }
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(io::stderr)
         .with_ansi(io::stderr().is_terminal())
@@ -67,23 +199,70 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
+    // The limiters run on tokio time: build them inside the runtime.
+    let layers = Limits::from_env().and_then(|limits| {
+        Ok((
+            env("PORTCULLIS_ADDR")?.unwrap_or_else(|| "127.0.0.1:3000".to_owned()),
+            limits.lockout()?,
+            limits.rate_limit()?,
+        ))
+    });
+    let (addr, lockout, rate_limit) = match layers {
+        Ok(layers) => layers,
+        Err(message) => {
+            eprintln!("tonic_health: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(&addr, lockout, rate_limit).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tonic_health: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(
+    addr: &str,
+    lockout: LockoutLayer,
+    rate_limit: Option<RateLimitLayer>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let (reporter, health) = tonic_health::server::health_reporter();
     // The empty name (the whole server) is SERVING already; name the service too.
     reporter
         .set_service_status("grpc.health.v1.Health", ServingStatus::Serving)
         .await;
 
-    let addr = std::env::var("PORTCULLIS_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
-    let listener = TcpListener::bind(&addr).await?;
+    let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     println!("listening on http://{local}");
     io::stdout().flush()?;
+    let incoming = TcpIncoming::from(listener);
 
-    Server::builder()
-        .layer(AuthLayer::new(validate))
-        .add_service(health)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown_signal())
-        .await?;
+    // `Server::layer` stacks like `ServiceBuilder`: the first layer added
+    // sees a request first. The two arms differ only in the rate limiter
+    // (the server's type depends on its layers).
+    let auth = AuthLayer::new(validate);
+    match rate_limit {
+        Some(rate_limit) => {
+            Server::builder()
+                .layer(rate_limit)
+                .layer(lockout)
+                .layer(auth)
+                .add_service(health)
+                .serve_with_incoming_shutdown(incoming, shutdown_signal())
+                .await?
+        }
+        None => {
+            Server::builder()
+                .layer(lockout)
+                .layer(auth)
+                .add_service(health)
+                .serve_with_incoming_shutdown(incoming, shutdown_signal())
+                .await?
+        }
+    }
     tracing::info!("shut down");
     Ok(())
 }

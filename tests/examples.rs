@@ -79,14 +79,32 @@ struct Server {
     stderr: JoinHandle<String>,
 }
 
+/// The example's command with `PORTCULLIS_ADDR=127.0.0.1:0`, the given
+/// variables, and none of the test's own `PORTCULLIS_*` or `RUST_LOG`.
+fn example_command(name: &str, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(example_binary(name));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PORTCULLIS_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .env("PORTCULLIS_ADDR", "127.0.0.1:0")
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
+    command
+}
+
 impl Server {
     async fn start(name: &str) -> Self {
-        let mut child = Command::new(example_binary(name))
-            .env("PORTCULLIS_ADDR", "127.0.0.1:0")
-            .env_remove("RUST_LOG")
+        Self::start_with(name, &[]).await
+    }
+
+    async fn start_with(name: &str, env: &[(&str, &str)]) -> Self {
+        let mut child = example_command(name, env)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .expect("the example starts");
         let mut stderr = child.stderr.take().expect("stderr is piped");
@@ -136,13 +154,29 @@ impl Server {
 }
 
 fn assert_no_secrets(output: &str) {
+    assert_none_of(output, &SECRETS);
+}
+
+fn assert_none_of(output: &str, secrets: &[&str]) {
     // L1
-    for secret in SECRETS {
+    for secret in secrets {
         assert!(
             !output.contains(secret),
             "output contains {secret}:\n{output}"
         );
     }
+}
+
+/// Whether `output` holds something shaped like a usable `demo_` API key.
+#[cfg(all(feature = "axum", feature = "cookie"))]
+fn contains_api_key(output: &str) -> bool {
+    output.match_indices("demo_").any(|(at, prefix)| {
+        output[at + prefix.len()..]
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+            .count()
+            >= 32
+    })
 }
 
 /// A GET with the given headers; returns status, headers and body.
@@ -160,6 +194,24 @@ async fn get(
         .request(request.body(Empty::new()).unwrap())
         .await
         .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// A form POST (`application/x-www-form-urlencoded`); returns status,
+/// headers and body.
+#[cfg(all(feature = "axum", feature = "cookie"))]
+async fn post_form(addr: SocketAddr, path: &str, form: &str) -> (StatusCode, HeaderMap, String) {
+    use http_body_util::Full;
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let request = Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(form.to_owned())))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -186,10 +238,13 @@ async fn the_demo_runs_its_tour_and_exits_successfully() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(output.status.success(), "{stdout}{stderr}");
     assert!(
-        stdout.contains("all 7 answers were as expected"),
+        stdout.contains("all 12 answers were as expected"),
         "{stdout}"
     );
     assert!(stdout.contains("401 Unauthorized"), "{stdout}");
+    // The lockout section: the locked-out client, then the other one.
+    assert!(stdout.contains("429 Too Many Requests"), "{stdout}");
+    assert!(stdout.contains("127.0.0.2"), "{stdout}");
     assert_no_secrets(&stdout);
     assert_no_secrets(&stderr);
 }
@@ -243,6 +298,341 @@ async fn axum_api_answers_every_documented_request_and_stops_on_sigterm() {
     assert!(status.success(), "{status}\n{output}");
     assert!(output.contains("credential rejected"), "{output}");
     assert_no_secrets(&output);
+    // Without PORTCULLIS_API_KEY the key of ci-bot is generated, and only
+    // its prefix is shown, with how to get a usable key.
+    assert!(
+        output.contains("generated demo_… (not shown)")
+            && output.contains("set PORTCULLIS_API_KEY to a key you generated"),
+        "{output}"
+    );
+    assert!(!contains_api_key(&output), "{output}");
+}
+
+#[cfg(all(feature = "axum", feature = "cookie"))]
+#[tokio::test]
+async fn axum_api_admin_route_needs_the_admin_scope() {
+    let server = Server::start("axum_api").await;
+    let addr = server.addr;
+
+    let (status, _, body) = get(addr, "/admin", &[("authorization", "Bearer alice-token")]).await;
+    assert_eq!(status, StatusCode::OK);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({ "subject": "alice", "scope": "admin" })
+    );
+
+    for (header, value) in [
+        ("authorization", "Bearer bob-token"),
+        ("cookie", "session=bob-token"),
+    ] {
+        let (status, headers, _) = get(addr, "/admin", &[(header, value)]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{header}");
+        // P7
+        assert_eq!(
+            challenge(&headers),
+            r#"Bearer realm="portcullis", error="insufficient_scope", error_description="the access token lacks the required scope", scope="admin""#
+        );
+    }
+
+    let (status, headers, _) = get(addr, "/admin", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(challenge(&headers), r#"Bearer realm="portcullis""#);
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert_no_secrets(&output);
+}
+
+#[cfg(all(feature = "axum", feature = "cookie"))]
+#[tokio::test]
+async fn axum_api_login_sets_the_session_cookie_and_refuses_wrong_passwords() {
+    let server = Server::start("axum_api").await;
+    let addr = server.addr;
+
+    let (status, headers, body) =
+        post_form(addr, "/login", "username=alice&password=wonderland").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers["set-cookie"],
+        "session=alice-token; HttpOnly; SameSite=Lax; Path=/"
+    );
+    assert_eq!(body, r#"{"subject":"alice"}"#);
+    // The cookie is the session credential.
+    let cookie = headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap();
+    let (status, _, body) = get(addr, "/me", &[("cookie", cookie)]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"subject":"alice"}"#)
+    );
+
+    for form in [
+        "username=alice&password=wrong",
+        "username=bob&password=wonderland",
+        "username=&password=",
+    ] {
+        let (status, headers, _) = post_form(addr, "/login", form).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{form}");
+        assert!(headers.get("set-cookie").is_none(), "{form}");
+    }
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert_no_secrets(&output);
+    assert_none_of(&output, &["wonderland"]);
+}
+
+#[cfg(all(feature = "axum", feature = "cookie"))]
+#[tokio::test]
+async fn axum_api_locks_out_a_client_after_max_failures_bad_logins() {
+    let server = Server::start_with("axum_api", &[("PORTCULLIS_MAX_FAILURES", "2")]).await;
+    let addr = server.addr;
+
+    // B1: a missing credential and a malformed form are not failed attempts.
+    let (status, _, _) = get(addr, "/me", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = post_form(addr, "/login", "username=alice").await;
+    assert!(
+        status.is_client_error() && status != StatusCode::UNAUTHORIZED,
+        "{status}"
+    );
+
+    for _ in 0..2 {
+        let (status, _, _) = post_form(addr, "/login", "username=alice&password=guess").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    // B3: locked out, even with the right password or a valid token.
+    let retry_after =
+        |headers: &HeaderMap| -> u64 { headers["retry-after"].to_str().unwrap().parse().unwrap() };
+    let (status, headers, _) =
+        post_form(addr, "/login", "username=alice&password=wonderland").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(headers.get("set-cookie").is_none());
+    assert!((1..=60).contains(&retry_after(&headers)), "{headers:?}");
+    let (status, headers, _) = get(addr, "/me", &[("authorization", "Bearer alice-token")]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!((1..=60).contains(&retry_after(&headers)), "{headers:?}");
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert!(output.contains("lockout: 2 failed attempts"), "{output}");
+    assert_no_secrets(&output);
+    assert_none_of(&output, &["wonderland"]);
+}
+
+#[cfg(all(feature = "axum", feature = "cookie"))]
+#[tokio::test]
+async fn axum_api_rate_limits_each_client_when_configured() {
+    let server = Server::start_with(
+        "axum_api",
+        &[
+            ("PORTCULLIS_RATE_PER_SEC", "1"),
+            ("PORTCULLIS_RATE_BURST", "2"),
+        ],
+    )
+    .await;
+    let addr = server.addr;
+
+    // A burst of 2, then one request a second: the third quick request is
+    // refused (three local requests take far less than the second it
+    // would take to earn another).
+    for _ in 0..2 {
+        let (status, _, _) = get(addr, "/health", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, headers, _) = get(addr, "/health", &[]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(headers["retry-after"], "1");
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert!(
+        output.contains("rate limit: 1/s per client, burst 2"),
+        "{output}"
+    );
+}
+
+/// A JWT secret that must never be printed (at least 32 bytes, for HS256).
+#[cfg(all(feature = "axum", feature = "cookie"))]
+const JWT_SECRET: &str = "jwt-secret-canary-0123456789abcdef-0123";
+
+/// An HS256 JWT over `claims` plus an `exp` ten minutes from now.
+#[cfg(all(feature = "axum", feature = "cookie", feature = "jwt"))]
+fn mint_jwt(secret: &str, mut claims: serde_json::Value) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    claims["exp"] = (now + 600).into();
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[cfg(all(feature = "axum", feature = "cookie"))]
+#[tokio::test]
+async fn axum_api_accepts_the_api_key_and_jwt_secret_from_the_environment_without_printing_them() {
+    let api_key = portcullis::validate::GeneratedKey::new("demo_").unwrap();
+    let api_key = api_key.secret();
+    let server = Server::start_with(
+        "axum_api",
+        &[
+            ("PORTCULLIS_API_KEY", api_key),
+            ("PORTCULLIS_JWT_SECRET", JWT_SECRET),
+        ],
+    )
+    .await;
+    let addr = server.addr;
+
+    let subject = |body: &str| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(body).unwrap()["subject"].clone()
+    };
+
+    // The key from the environment is ci-bot's, from any credential source.
+    for (header, value) in [
+        ("x-api-key", api_key.to_owned()),
+        ("authorization", format!("Bearer {api_key}")),
+    ] {
+        let (status, _, body) = get(addr, "/me", &[(header, &value)]).await;
+        assert_eq!(status, StatusCode::OK, "{header}");
+        assert_eq!(subject(&body), "ci-bot");
+    }
+    let (status, headers, _) = get(addr, "/admin", &[("x-api-key", api_key)]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(challenge(&headers).ends_with(r#"scope="admin""#));
+    // Another key with the prefix goes to the API-key table only, and is refused.
+    let other = portcullis::validate::GeneratedKey::new("demo_").unwrap();
+    let (status, _, _) = get(addr, "/me", &[("x-api-key", other.secret())]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // The demo tokens keep working next to the key.
+    let (status, _, body) = get(addr, "/me", &[("x-api-key", "bob-token")]).await;
+    assert_eq!((status, subject(&body)), (StatusCode::OK, "bob".into()));
+
+    #[cfg(feature = "jwt")]
+    let tokens = {
+        let claims = |aud: &str, scope: &str| {
+            serde_json::json!({
+                "sub": "carol", "iss": "portcullis-demo", "aud": aud, "scope": scope,
+            })
+        };
+        let reader = mint_jwt(JWT_SECRET, claims("portcullis-api", "read"));
+        let admin = mint_jwt(JWT_SECRET, claims("portcullis-api", "read admin"));
+        let wrong_audience = mint_jwt(JWT_SECRET, claims("another-api", "admin"));
+        let wrong_secret = mint_jwt(
+            "another-secret-of-thirty-two-bytes-or-more",
+            claims("portcullis-api", "admin"),
+        );
+        let bearer = |token: &str| format!("Bearer {token}");
+
+        let (status, _, body) = get(addr, "/me", &[("authorization", &bearer(&reader))]).await;
+        assert_eq!((status, subject(&body)), (StatusCode::OK, "carol".into()));
+        // JWT scopes come from the `scope` claim.
+        let (status, headers, _) =
+            get(addr, "/admin", &[("authorization", &bearer(&reader))]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(challenge(&headers).ends_with(r#"scope="admin""#));
+        let (status, _, body) = get(addr, "/admin", &[("authorization", &bearer(&admin))]).await;
+        assert_eq!((status, subject(&body)), (StatusCode::OK, "carol".into()));
+
+        for token in [&wrong_audience, &wrong_secret] {
+            let (status, headers, _) = get(addr, "/me", &[("authorization", &bearer(token))]).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            assert!(challenge(&headers).contains(r#"error="invalid_token""#));
+        }
+        [reader, admin, wrong_audience, wrong_secret]
+    };
+    #[cfg(not(feature = "jwt"))]
+    let tokens: [String; 0] = [];
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert!(output.contains("from PORTCULLIS_API_KEY"), "{output}");
+    if cfg!(feature = "jwt") {
+        assert!(
+            output.contains("aud=portcullis-api are accepted"),
+            "{output}"
+        );
+    } else {
+        assert!(output.contains("this build has no JWT support"), "{output}");
+    }
+    assert_no_secrets(&output);
+    assert_none_of(&output, &[api_key, JWT_SECRET]);
+    assert_none_of(
+        &output,
+        &tokens.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+}
+
+#[cfg(all(feature = "axum", feature = "cookie"))]
+#[tokio::test]
+async fn axum_api_refuses_unusable_settings_with_exit_code_2() {
+    // Secrets carry "canary", which must not be echoed; the other settings
+    // are named in the message with the value that was refused.
+    let mut bad: Vec<(&[(&str, &str)], &str)> = vec![
+        (
+            &[("PORTCULLIS_API_KEY", "demo_short-canary")],
+            "PORTCULLIS_API_KEY must be",
+        ),
+        (
+            &[(
+                "PORTCULLIS_API_KEY",
+                "nodemo-canary-0123456789abcdef0123456789abcdef",
+            )],
+            "PORTCULLIS_API_KEY must be",
+        ),
+        (
+            &[("PORTCULLIS_MAX_FAILURES", "0")],
+            r#"PORTCULLIS_MAX_FAILURES must be a whole number, at least 1; got "0""#,
+        ),
+        (
+            &[("PORTCULLIS_LOCKOUT_SECS", "1m")],
+            r#"PORTCULLIS_LOCKOUT_SECS must be a whole number, at least 1; got "1m""#,
+        ),
+        (
+            &[("PORTCULLIS_CAPACITY", "-5")],
+            "PORTCULLIS_CAPACITY must be a whole number",
+        ),
+        (
+            &[("PORTCULLIS_TRUSTED_PROXIES", "10.0.0.0/8, 10.1.2.3/8")],
+            r#"PORTCULLIS_TRUSTED_PROXIES: invalid address range "10.1.2.3/8""#,
+        ),
+        (
+            &[("PORTCULLIS_RATE_PER_SEC", "0")],
+            "PORTCULLIS_RATE_PER_SEC must be a whole number, at least 1",
+        ),
+        (
+            &[("PORTCULLIS_RATE_BURST", "5")],
+            "PORTCULLIS_RATE_BURST is set without PORTCULLIS_RATE_PER_SEC",
+        ),
+    ];
+    if cfg!(feature = "jwt") {
+        bad.push((
+            &[("PORTCULLIS_JWT_SECRET", "short-canary")],
+            "at least 32 bytes",
+        ));
+    }
+    for (env, message) in bad {
+        let output = timeout(WATCHDOG, example_command("axum_api", env).output())
+            .await
+            .expect("the example exits")
+            .unwrap();
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(2), "{env:?}\n{stdout}{stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert!(stderr.contains(message), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!stderr.contains("canary"), "{stderr}");
+    }
 }
 
 #[tokio::test]
@@ -319,5 +709,107 @@ async fn tonic_health_requires_alice_token_and_stops_on_sigterm() {
     let (status, output) = server.terminate().await;
     assert!(status.success(), "{status}\n{output}");
     assert_no_secrets(&output);
+    drop(client);
+}
+
+#[cfg(feature = "tonic")]
+#[tokio::test]
+async fn tonic_health_locks_out_a_client_after_max_failures() {
+    use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let server = Server::start_with("tonic_health", &[("PORTCULLIS_MAX_FAILURES", "2")]).await;
+    let channel = Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let check = |authorization: Option<&'static str>| {
+        let mut request = Request::new(HealthCheckRequest::default());
+        if let Some(value) = authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", MetadataValue::from_static(value));
+        }
+        request
+    };
+
+    // B1: no credential is not a failed attempt.
+    let status = client.check(check(None)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    for _ in 0..2 {
+        let status = client
+            .check(check(Some("Bearer bob-token")))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    // B3, P9: locked out, even with the valid token.
+    let status = client
+        .check(check(Some("Bearer alice-token")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_no_secrets(status.message());
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert_no_secrets(&output);
+    drop(client);
+}
+
+#[cfg(feature = "tonic")]
+#[tokio::test]
+async fn tonic_health_rate_limits_and_refuses_unusable_settings() {
+    use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let output = timeout(
+        WATCHDOG,
+        example_command("tonic_health", &[("PORTCULLIS_MAX_FAILURES", "many")]).output(),
+    )
+    .await
+    .expect("the example exits")
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr
+            .contains(r#"PORTCULLIS_MAX_FAILURES must be a whole number, at least 1; got "many""#),
+        "{stderr}"
+    );
+
+    let server = Server::start_with(
+        "tonic_health",
+        &[
+            ("PORTCULLIS_RATE_PER_SEC", "1"),
+            ("PORTCULLIS_RATE_BURST", "2"),
+        ],
+    )
+    .await;
+    let channel = Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let check = || {
+        let mut request = Request::new(HealthCheckRequest::default());
+        request.metadata_mut().insert(
+            "authorization",
+            MetadataValue::from_static("Bearer alice-token"),
+        );
+        request
+    };
+    // A burst of 2, then one call a second: the third quick call is refused.
+    for _ in 0..2 {
+        client.check(check()).await.unwrap();
+    }
+    let status = client.check(check()).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
     drop(client);
 }
