@@ -813,3 +813,62 @@ async fn tonic_health_rate_limits_and_refuses_unusable_settings() {
     assert!(status.success(), "{status}\n{output}");
     drop(client);
 }
+
+/// `PORTCULLIS_REDIS_URL`, or a skip notice (a failure in CI).
+#[cfg(feature = "redis")]
+fn redis_url() -> Option<String> {
+    match std::env::var("PORTCULLIS_REDIS_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI must set PORTCULLIS_REDIS_URL for the Redis tests")
+        }
+        Err(_) => {
+            eprintln!("skipped: set PORTCULLIS_REDIS_URL to run the Redis tests");
+            None
+        }
+    }
+}
+
+#[cfg(all(feature = "axum", feature = "redis"))]
+#[tokio::test]
+async fn replicas_locks_a_client_out_of_b_after_max_failures_through_a() {
+    // D2, D3: the lockout recorded through A refuses the client on B.
+    let Some(url) = redis_url() else { return };
+    let output = timeout(
+        WATCHDOG,
+        example_command("replicas", &[("PORTCULLIS_REDIS_URL", &url)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output(),
+    )
+    .await
+    .expect("the example finishes")
+    .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("all 7 answers were as expected"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("credentials validated: 3 by A, 1 by B"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("429 Too Many Requests"), "{stdout}");
+    assert_no_secrets(&stdout);
+    assert_no_secrets(&stderr);
+}
+
+#[cfg(all(feature = "axum", feature = "redis"))]
+#[tokio::test]
+async fn replicas_without_a_redis_url_says_how_to_start_one_and_exits_2() {
+    let output = timeout(WATCHDOG, example_command("replicas", &[]).output())
+        .await
+        .expect("the example finishes")
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("redis-server --port"), "{stderr}");
+    assert!(stderr.contains("PORTCULLIS_REDIS_URL="), "{stderr}");
+}
