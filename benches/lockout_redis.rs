@@ -9,6 +9,8 @@
 //! 3. `locked_out`: a locked-out key refused, from the tracker's local cache
 //!    of lockouts (what `LockoutLayer` does first), from Redis
 //!    (`Tracker::attempt` always asks it), and by the in-memory tracker.
+//! 4. `rate_limit`: one request through `RateLimitLayer` (never limited),
+//!    with its GCRA state in Redis and in memory, one at a time.
 //!
 //! With Redis, the failure is recorded by a second script in the
 //! background (the caller does not wait for it); both scripts run on the
@@ -232,6 +234,55 @@ fn locked_out(c: &mut Criterion, rt: &Runtime, url: &str) {
     );
 }
 
+fn rate_limit(c: &mut Criterion, rt: &Runtime, url: &str) {
+    use portcullis::rate_limit::RateLimitLayer;
+    use tower::ServiceExt;
+
+    let inner = || service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+    let (memory, redis) = rt.block_on(async {
+        // Never limited: a burst of u32::MAX.
+        let builder = || RateLimitLayer::builder().rate(u32::MAX, Duration::from_secs(3600));
+        let store = RedisStore::connect(url)
+            .await
+            .expect("redis is reachable")
+            .prefix(prefix("rate"))
+            .timeout(Duration::from_secs(1));
+        (
+            builder().build().unwrap().layer(inner()),
+            builder().redis(store).build().unwrap().layer(inner()),
+        )
+    });
+    let request = |n: u64| {
+        let mut req = Request::new(());
+        let client = u32::try_from(n % u64::from(CLIENTS)).unwrap();
+        req.extensions_mut()
+            .insert(PeerAddr(SocketAddr::new(ip(client), 40_000)));
+        req
+    };
+    let mut group = c.benchmark_group("rate_limit");
+    group.throughput(Throughput::Elements(1));
+    for (name, svc) in [("in_memory", &memory), ("redis", &redis)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for n in 0..iters {
+                        let res = svc.clone().oneshot(request(n)).await.unwrap();
+                        assert_eq!(res.status(), StatusCode::OK);
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+    assert_eq!(
+        redis.layer().fallbacks(),
+        0,
+        "a decision was made without redis"
+    );
+}
+
 fn benches(c: &mut Criterion) {
     let Ok(url) = std::env::var("PORTCULLIS_REDIS_URL") else {
         eprintln!(
@@ -242,6 +293,7 @@ fn benches(c: &mut Criterion) {
     let rt = runtime();
     check_and_record(c, &rt, &url);
     locked_out(c, &rt, &url);
+    rate_limit(c, &rt, &url);
 }
 
 criterion_group!(group, benches);
