@@ -46,6 +46,7 @@
 //! | `PORTCULLIS_TRUSTED_PROXIES` | comma-separated CIDRs whose `X-Forwarded-For` / `Forwarded` are believed (default none) |
 //! | `PORTCULLIS_RATE_PER_SEC` | requests per second per client; rate limiting is off when unset |
 //! | `PORTCULLIS_RATE_BURST` | requests a quiet client may send at once (default: the rate) |
+//! | `PORTCULLIS_REDIS_URL`  | Redis server (`redis://host:port`) where both limiters keep their state, shared with other instances; needs `--features redis`. Unset: each instance counts on its own |
 //! | `RUST_LOG`              | log filter (default `info,portcullis=debug`) |
 //!
 //! A value that cannot be used is reported on stderr (never echoing a
@@ -238,6 +239,11 @@ struct Limits {
     trusted_proxies: Vec<String>,
     /// Requests per second and burst; `None` turns rate limiting off.
     rate: Option<(u32, u32)>,
+    /// `PORTCULLIS_REDIS_URL` (it may hold a password: never printed).
+    redis_url: Option<String>,
+    /// The shared store, once connected.
+    #[cfg(feature = "redis")]
+    redis: Option<portcullis::lockout::RedisStore>,
 }
 
 impl Limits {
@@ -278,7 +284,30 @@ impl Limits {
             client_ip,
             trusted_proxies,
             rate,
+            redis_url: env("PORTCULLIS_REDIS_URL")?,
+            #[cfg(feature = "redis")]
+            redis: None,
         })
+    }
+
+    /// Connects to `PORTCULLIS_REDIS_URL`, when it is set.
+    #[cfg(feature = "redis")]
+    async fn connect_redis(&mut self) -> Result<(), String> {
+        if let Some(url) = &self.redis_url {
+            // The error names what failed, never the URL (it may hold a
+            // password).
+            let store = portcullis::lockout::RedisStore::connect(url)
+                .await
+                .map_err(|e| format!("PORTCULLIS_REDIS_URL: cannot connect: {:?}", e.kind()))?;
+            self.redis = Some(store);
+        }
+        Ok(())
+    }
+
+    /// Without Redis support there is nothing to connect to.
+    #[cfg(not(feature = "redis"))]
+    async fn connect_redis(&mut self) -> Result<(), String> {
+        Ok(())
     }
 
     /// The `LockoutLayer`: keyed by the client's address, it counts the
@@ -293,10 +322,15 @@ impl Limits {
             .capacity(self.capacity)
             .build()
             .map_err(|e| format!("PORTCULLIS_LOCKOUT_SECS / PORTCULLIS_CAPACITY: {e}"))?;
-        Ok(
-            LockoutLayer::with_tracker(self.client_ip.clone(), Tracker::new(policy))
-                .renderer(renderer.clone()),
-        )
+        #[cfg(feature = "redis")]
+        let tracker = match &self.redis {
+            // With the key prefix `portcullis:lockout:`.
+            Some(store) => Tracker::with_redis(policy, store.clone()),
+            None => Tracker::new(policy),
+        };
+        #[cfg(not(feature = "redis"))]
+        let tracker = Tracker::new(policy);
+        Ok(LockoutLayer::with_tracker(self.client_ip.clone(), tracker).renderer(renderer.clone()))
     }
 
     /// A `RateLimitLayer`, when rate limiting is on.
@@ -307,12 +341,19 @@ impl Limits {
         let Some((per_sec, burst)) = self.rate else {
             return Ok(None);
         };
-        RateLimitLayer::builder()
+        let builder = RateLimitLayer::builder()
             .per_second(per_sec)
             .burst(burst)
             .max_capacity(self.capacity)
             .key(self.client_ip.clone())
-            .renderer(renderer.clone())
+            .renderer(renderer.clone());
+        // With the key prefix `portcullis:rate:`.
+        #[cfg(feature = "redis")]
+        let builder = match &self.redis {
+            Some(store) => builder.redis(store.clone()),
+            None => builder,
+        };
+        builder
             .build()
             .map(Some)
             .map_err(|e| format!("PORTCULLIS_RATE_PER_SEC / PORTCULLIS_RATE_BURST: {e}"))
@@ -333,6 +374,26 @@ impl Limits {
             None => {
                 "rate limit: off (set PORTCULLIS_RATE_PER_SEC and PORTCULLIS_RATE_BURST)".to_owned()
             }
+        });
+        #[cfg(feature = "redis")]
+        lines.push(if self.redis.is_some() {
+            "shared state: redis (the limiters count together with every instance using the \
+             same server; each falls back to counting on its own while redis is unavailable)"
+                .to_owned()
+        } else {
+            "shared state: off (set PORTCULLIS_REDIS_URL to share the limiters with other \
+             instances)"
+                .to_owned()
+        });
+        #[cfg(not(feature = "redis"))]
+        lines.push(if self.redis_url.is_some() {
+            "shared state: PORTCULLIS_REDIS_URL is set, but this build has no Redis support, so \
+             this instance counts on its own; run with `--features redis` to share the limiters"
+                .to_owned()
+        } else {
+            "shared state: off (build with `--features redis` and set PORTCULLIS_REDIS_URL to \
+             share the limiters with other instances)"
+                .to_owned()
         });
         lines.push(if self.trusted_proxies.is_empty() {
             "trusted proxies: none (the client is the socket peer)".to_owned()
@@ -595,13 +656,17 @@ async fn main() -> ExitCode {
         )
         .init();
 
-    let config = match Config::from_env() {
+    let mut config = match Config::from_env() {
         Ok(config) => config,
         Err(message) => {
             eprintln!("axum_api: {message}");
             return ExitCode::from(2);
         }
     };
+    if let Err(message) = config.limits.connect_redis().await {
+        eprintln!("axum_api: {message}");
+        return ExitCode::from(2);
+    }
     let app = match validator(&config).and_then(|validator| app(validator, &config.limits)) {
         Ok(app) => app,
         Err(message) => {

@@ -813,3 +813,138 @@ async fn tonic_health_rate_limits_and_refuses_unusable_settings() {
     assert!(status.success(), "{status}\n{output}");
     drop(client);
 }
+
+/// `PORTCULLIS_REDIS_URL`, or a skip notice (a failure in CI).
+#[cfg(feature = "redis")]
+fn redis_url() -> Option<String> {
+    match std::env::var("PORTCULLIS_REDIS_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI must set PORTCULLIS_REDIS_URL for the Redis tests")
+        }
+        Err(_) => {
+            eprintln!("skipped: set PORTCULLIS_REDIS_URL to run the Redis tests");
+            None
+        }
+    }
+}
+
+#[cfg(all(feature = "axum", feature = "redis"))]
+#[tokio::test]
+async fn replicas_locks_a_client_out_of_b_after_max_failures_through_a() {
+    // D2, D3: the lockout recorded through A refuses the client on B.
+    let Some(url) = redis_url() else { return };
+    let output = timeout(
+        WATCHDOG,
+        example_command("replicas", &[("PORTCULLIS_REDIS_URL", &url)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output(),
+    )
+    .await
+    .expect("the example finishes")
+    .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("all 7 answers were as expected"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("credentials validated: 3 by A, 1 by B"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("429 Too Many Requests"), "{stdout}");
+    assert_no_secrets(&stdout);
+    assert_no_secrets(&stderr);
+}
+
+#[cfg(all(feature = "axum", feature = "redis"))]
+#[tokio::test]
+async fn replicas_without_a_redis_url_says_how_to_start_one_and_exits_2() {
+    let output = timeout(WATCHDOG, example_command("replicas", &[]).output())
+        .await
+        .expect("the example finishes")
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("redis-server --port"), "{stderr}");
+    assert!(stderr.contains("PORTCULLIS_REDIS_URL="), "{stderr}");
+}
+
+#[cfg(all(feature = "axum", feature = "cookie", feature = "redis"))]
+#[tokio::test]
+async fn axum_api_instances_sharing_redis_lock_a_client_out_of_both() {
+    // D2, D3 through the example: failures on one instance lock the client
+    // out of the other.
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use hyper_util::client::legacy::connect::HttpConnector;
+
+    let Some(url) = redis_url() else { return };
+    let env = [
+        ("PORTCULLIS_REDIS_URL", url.as_str()),
+        ("PORTCULLIS_MAX_FAILURES", "2"),
+    ];
+    let first = Server::start_with("axum_api", &env).await;
+    let second = Server::start_with("axum_api", &env).await;
+
+    // A loopback address of this run's own, so that the lockout key in
+    // redis is new (Linux routes all of 127.0.0.0/8 to loopback).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let [_, b, c, d] = nanos.to_be_bytes();
+    let client_addr = Ipv4Addr::new(127, b | 0x40, c, d.max(2));
+    let mut connector = HttpConnector::new();
+    connector.set_local_address(Some(IpAddr::V4(client_addr)));
+    let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(connector);
+    let status = |addr: SocketAddr, token: &'static str| {
+        let client = client.clone();
+        async move {
+            let request = Request::get(format!("http://{addr}/me"))
+                .header("authorization", format!("Bearer {token}"))
+                .body(Empty::new())
+                .unwrap();
+            let response = client.request(request).await.unwrap();
+            let retry_after = response.headers().get("retry-after").cloned();
+            (response.status(), retry_after)
+        }
+    };
+
+    for guess in ["guess-1", "guess-2"] {
+        let (code, _) = status(first.addr, guess).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED);
+    }
+    let (code, retry_after) = status(second.addr, "alice-token").await;
+    assert_eq!(code, StatusCode::TOO_MANY_REQUESTS);
+    assert!(retry_after.is_some());
+
+    for server in [first, second] {
+        let (exit, output) = server.terminate().await;
+        assert!(exit.success(), "{exit}\n{output}");
+        assert!(output.contains("shared state: redis"), "{output}");
+        assert_no_secrets(&output);
+    }
+}
+
+#[cfg(all(feature = "axum", feature = "cookie", not(feature = "redis")))]
+#[tokio::test]
+async fn axum_api_warns_that_a_redis_url_needs_the_redis_feature() {
+    let server = Server::start_with(
+        "axum_api",
+        &[("PORTCULLIS_REDIS_URL", "redis://127.0.0.1:1")],
+    )
+    .await;
+    // Serving (and so handling SIGTERM) before it is told to stop.
+    let (status, _, _) = get(server.addr, "/health", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (exit, output) = server.terminate().await;
+    assert!(exit.success(), "{exit}\n{output}");
+    assert!(
+        output.contains("PORTCULLIS_REDIS_URL is set, but this build has no Redis support"),
+        "{output}"
+    );
+}

@@ -573,3 +573,176 @@ fn concurrent_first_requests_from_one_client_get_exactly_the_burst() {
     assert_eq!(allowed.load(Ordering::SeqCst), 5);
     assert_eq!(inner.calls(), 5);
 }
+
+// ---------------------------------------------------------------- D, R5
+
+#[cfg(feature = "redis")]
+mod shared_store {
+    //! Against a real redis-server: `PORTCULLIS_REDIS_URL` names one; without
+    //! it these tests say they are skipped, except in CI, where that fails.
+
+    use std::{net::TcpListener, sync::atomic::AtomicU64, time::SystemTime};
+
+    use portcullis::rate_limit::RedisStore;
+    use redis::AsyncCommands;
+
+    use super::*;
+
+    fn redis_url() -> Option<String> {
+        match std::env::var("PORTCULLIS_REDIS_URL") {
+            Ok(url) => Some(url),
+            Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("CI must set PORTCULLIS_REDIS_URL for the Redis tests")
+            }
+            Err(_) => {
+                eprintln!("skipped: set PORTCULLIS_REDIS_URL to run the Redis tests");
+                None
+            }
+        }
+    }
+
+    /// A prefix of keys no other run or test uses.
+    fn unique_prefix() -> String {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        format!("portcullis-test:{}:{nanos}:{n}:", std::process::id())
+    }
+
+    async fn store(url: &str, prefix: &str) -> RedisStore {
+        RedisStore::connect(url)
+            .await
+            .expect("redis is reachable")
+            .prefix(prefix)
+            .timeout(Duration::from_secs(1))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_layers_sharing_redis_allow_exactly_the_burst_across_both_under_concurrency() {
+        // D2 (rate-limit analogue), D3, D1
+        let Some(url) = redis_url() else { return };
+        let prefix = unique_prefix();
+        const BURST: u32 = 5;
+        let layers = [
+            RateLimitLayer::builder()
+                .per_hour(BURST)
+                .redis(store(&url, &prefix).await)
+                .build()
+                .unwrap(),
+            RateLimitLayer::builder()
+                .per_hour(BURST)
+                .redis(store(&url, &prefix).await)
+                .build()
+                .unwrap(),
+        ];
+        let inner = Inner::default();
+        let mut tasks = Vec::new();
+        for layer in &layers {
+            for _ in 0..32 {
+                let svc = layer.layer(inner.service());
+                tasks.push(tokio::spawn(async move {
+                    svc.oneshot(request("192.0.2.7:40000")).await.unwrap()
+                }));
+            }
+        }
+        let mut allowed = 0;
+        for task in tasks {
+            let res = task.await.unwrap();
+            match res.status() {
+                StatusCode::OK => allowed += 1,
+                StatusCode::TOO_MANY_REQUESTS => {
+                    // The next request is one interval (12 minutes) away,
+                    // by the Redis server's clock.
+                    let secs = retry_after(&res);
+                    assert!((700..=720).contains(&secs), "Retry-After {secs}");
+                }
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!(allowed, BURST as usize);
+        assert_eq!(inner.calls(), BURST as usize);
+        for layer in &layers {
+            assert_eq!(layer.fallbacks(), 0, "a decision was made without redis");
+        }
+
+        // D1: every key the script left behind has a TTL, and it is at most
+        // the time a full burst takes to come back.
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = con.keys(format!("{prefix}*")).await.unwrap();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        for k in keys {
+            let ttl: i64 = con.pttl(&k).await.unwrap();
+            assert!(ttl > 0, "{k} has no TTL ({ttl})");
+            assert!(ttl <= 3_600_000, "{k} outlives a full refill ({ttl} ms)");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_redis_killed_requests_are_still_limited_by_the_local_table() {
+        // R5 (rate-limit analogue): never "no limit".
+        if redis_url().is_none() {
+            return;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // A redis-server of the test's own, so that it can be killed.
+        let Ok(mut child) = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        else {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "redis-server is missing"
+            );
+            eprintln!("skipped: redis-server is not installed");
+            return;
+        };
+        let url = format!("redis://127.0.0.1:{port}");
+        let connected = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Ok(store) = RedisStore::connect(&url).await {
+                    break store;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("redis-server accepts connections");
+        let _ = child.kill();
+        let _ = child.wait();
+
+        let layer = RateLimitLayer::builder()
+            .per_hour(3)
+            .redis(
+                connected
+                    .prefix(unique_prefix())
+                    .timeout(Duration::from_millis(200)),
+            )
+            .build()
+            .unwrap();
+        let inner = Inner::default();
+        let mut svc = layer.layer(inner.service());
+        for _ in 0..3 {
+            let status = tokio::time::timeout(Duration::from_secs(5), hit(&mut svc, "192.0.2.9:1"))
+                .await
+                .expect("the layer kept answering");
+            assert_eq!(status, StatusCode::OK);
+        }
+        let res = send(&mut svc, request("192.0.2.9:1")).await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(retry_after(&res) > 0);
+        assert_eq!(inner.calls(), 3);
+        assert!(layer.fallbacks() > 0);
+    }
+}

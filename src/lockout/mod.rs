@@ -121,7 +121,7 @@ mod future;
 mod layer;
 mod policy;
 #[cfg(feature = "redis")]
-mod redis;
+pub(crate) mod redis;
 mod service;
 mod store;
 mod tracker;

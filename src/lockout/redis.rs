@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use redis::{Script, aio::ConnectionManager};
+use redis::{FromRedisValue, Script, ScriptInvocation, aio::ConnectionManager};
 use tokio::time::Instant;
 
 use super::Policy;
@@ -88,6 +88,11 @@ const DOWN_FOR: Duration = Duration::from_secs(1);
 /// (lockout) and `:h` (escalation history), with the key in a hash tag so
 /// they share a cluster slot; the prefix defaults to `portcullis:lockout:`.
 ///
+/// The same store (cloned, sharing one connection) can also hold the state
+/// of a [`RateLimitLayer`](crate::rate_limit::RateLimitLayer), see
+/// [`RateLimitBuilder::redis`](crate::rate_limit::RateLimitBuilder::redis);
+/// its keys default to the prefix `portcullis:rate:`.
+///
 /// # Failure of Redis
 ///
 /// Every call has a timeout (default 100 ms). When Redis does not answer,
@@ -118,9 +123,10 @@ const DOWN_FOR: Duration = Duration::from_secs(1);
 /// # Ok(()) }
 /// ```
 #[must_use]
+#[derive(Clone)]
 pub struct RedisStore {
     manager: ConnectionManager,
-    prefix: String,
+    prefix: Option<String>,
     timeout: Duration,
 }
 
@@ -153,14 +159,15 @@ impl RedisStore {
     pub fn from_manager(manager: ConnectionManager) -> Self {
         Self {
             manager,
-            prefix: "portcullis:lockout:".to_owned(),
+            prefix: None,
             timeout: Duration::from_millis(100),
         }
     }
 
-    /// Sets the prefix of every key (default `portcullis:lockout:`).
+    /// Sets the prefix of every key (default `portcullis:lockout:` for a
+    /// lockout tracker, `portcullis:rate:` for a rate limiter).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
+        self.prefix = Some(prefix.into());
         self
     }
 
@@ -171,56 +178,55 @@ impl RedisStore {
     }
 }
 
-/// What Redis said about an admission.
-#[derive(Debug)]
-pub(crate) enum RemoteAdmission {
-    Admitted,
-    /// Locked out for this long; the number of lockouts.
-    Locked(Duration, u32),
-    Full,
-    Unavailable,
-}
-
-/// What Redis said about a finished attempt.
-#[derive(Debug)]
-pub(crate) enum RemoteFinish {
-    Done,
-    Counted(u32),
-    LockedOut { lockout: Duration, lockouts: u32 },
-    AlreadyLocked(Duration),
-    Unavailable,
-}
-
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// The Redis side of a tracker.
-pub(crate) struct Remote {
+/// What every user of a [`RedisStore`] shares: the connection, the key
+/// prefix, the timeout of a call, and when Redis failed last.
+pub(crate) struct Connection {
     manager: ConnectionManager,
     prefix: String,
     timeout: Duration,
-    admit: Script,
-    finish: Script,
-    unlock: Script,
     down_until: Mutex<Option<Instant>>,
     down: AtomicBool,
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-impl Remote {
-    pub(crate) fn new(store: RedisStore) -> Self {
+impl Connection {
+    pub(crate) fn new(store: RedisStore, default_prefix: &str) -> Self {
         Self {
             manager: store.manager,
-            prefix: store.prefix,
+            prefix: store.prefix.unwrap_or_else(|| default_prefix.to_owned()),
             timeout: store.timeout,
-            admit: Script::new(ADMIT),
-            finish: Script::new(FINISH),
-            unlock: Script::new(UNLOCK),
             down_until: Mutex::new(None),
             down: AtomicBool::new(false),
         }
+    }
+
+    /// `{prefix}{key}`, the key in a hash tag so that a key's entries share a
+    /// cluster slot.
+    pub(crate) fn key_base(&self, key: &impl fmt::Debug) -> String {
+        format!("{}{{{key:?}}}", self.prefix)
+    }
+
+    /// Runs `script`, with the keys and arguments `prepare` adds, within
+    /// the timeout; `None` when Redis fails or does not answer in time.
+    pub(crate) fn invoke<T>(
+        &self,
+        script: &Script,
+        prepare: impl FnOnce(&mut ScriptInvocation<'_>) + Send + 'static,
+    ) -> BoxFuture<Option<T>>
+    where
+        T: FromRedisValue + Send + 'static,
+    {
+        let mut con = self.manager.clone();
+        let script = script.clone();
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let mut invocation = script.prepare_invoke();
+            prepare(&mut invocation);
+            let call = invocation.invoke_async::<T>(&mut con);
+            match tokio::time::timeout(timeout, call).await {
+                Ok(Ok(value)) => Some(value),
+                Ok(Err(_)) | Err(_) => None,
+            }
+        })
     }
 
     /// Whether Redis is to be skipped for now, after a failure.
@@ -250,9 +256,64 @@ impl Remote {
             .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + DOWN_FOR);
         !self.down.swap(true, Ordering::Relaxed)
     }
+}
+
+/// What Redis said about an admission.
+#[derive(Debug)]
+pub(crate) enum RemoteAdmission {
+    Admitted,
+    /// Locked out for this long; the number of lockouts.
+    Locked(Duration, u32),
+    Full,
+    Unavailable,
+}
+
+/// What Redis said about a finished attempt.
+#[derive(Debug)]
+pub(crate) enum RemoteFinish {
+    Done,
+    Counted(u32),
+    LockedOut { lockout: Duration, lockouts: u32 },
+    AlreadyLocked(Duration),
+    Unavailable,
+}
+
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The Redis side of a tracker.
+pub(crate) struct Remote {
+    conn: Connection,
+    admit: Script,
+    finish: Script,
+    unlock: Script,
+}
+
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl Remote {
+    pub(crate) fn new(store: RedisStore) -> Self {
+        Self {
+            conn: Connection::new(store, "portcullis:lockout:"),
+            admit: Script::new(ADMIT),
+            finish: Script::new(FINISH),
+            unlock: Script::new(UNLOCK),
+        }
+    }
+
+    /// Whether Redis is to be skipped for now, after a failure.
+    pub(crate) fn is_down(&self) -> bool {
+        self.conn.is_down()
+    }
+
+    /// Records that Redis failed; returns whether it was up until now.
+    pub(crate) fn mark_down(&self) -> bool {
+        self.conn.mark_down()
+    }
 
     fn keys(&self, key: &impl fmt::Debug) -> [String; 4] {
-        let base = format!("{}{{{key:?}}}", self.prefix);
+        let base = self.conn.key_base(key);
         [
             format!("{base}:f"),
             format!("{base}:i"),
@@ -266,28 +327,27 @@ impl Remote {
         key: &impl fmt::Debug,
         policy: &Policy,
     ) -> BoxFuture<RemoteAdmission> {
-        let keys = self.keys(key);
-        let mut con = self.manager.clone();
-        let script = self.admit.clone();
-        let timeout = self.timeout;
+        let [failures, in_flight, locked, _] = self.keys(key);
         let max = policy.max_failures();
+        let call = self
+            .conn
+            .invoke::<(i64, i64, i64)>(&self.admit, move |invocation| {
+                invocation
+                    .key(failures)
+                    .key(in_flight)
+                    .key(locked)
+                    .arg(max)
+                    .arg(millis(RESERVATION_TTL));
+            });
         Box::pin(async move {
-            let mut invocation = script.prepare_invoke();
-            invocation
-                .key(&keys[0])
-                .key(&keys[1])
-                .key(&keys[2])
-                .arg(max)
-                .arg(millis(RESERVATION_TTL));
-            let call = invocation.invoke_async::<(i64, i64, i64)>(&mut con);
-            match tokio::time::timeout(timeout, call).await {
-                Ok(Ok((1, _, _))) => RemoteAdmission::Admitted,
-                Ok(Ok((2, ttl, lockouts))) => RemoteAdmission::Locked(
+            match call.await {
+                Some((1, _, _)) => RemoteAdmission::Admitted,
+                Some((2, ttl, lockouts)) => RemoteAdmission::Locked(
                     Duration::from_millis(ttl.max(1).unsigned_abs()),
                     u32::try_from(lockouts).unwrap_or(1),
                 ),
-                Ok(Ok(_)) => RemoteAdmission::Full,
-                Ok(Err(_)) | Err(_) => RemoteAdmission::Unavailable,
+                Some(_) => RemoteAdmission::Full,
+                None => RemoteAdmission::Unavailable,
             }
         })
     }
@@ -302,9 +362,6 @@ impl Remote {
         policy: &Policy,
     ) -> BoxFuture<RemoteFinish> {
         let keys = self.keys(key);
-        let mut con = self.manager.clone();
-        let script = self.finish.clone();
-        let timeout = self.timeout;
         let args = (
             u8::from(reserved),
             outcome,
@@ -314,50 +371,44 @@ impl Remote {
             policy.multiplier(),
             millis(policy.max_lockout()),
         );
+        let call = self
+            .conn
+            .invoke::<(i64, i64, i64)>(&self.finish, move |invocation| {
+                for key in keys {
+                    invocation.key(key);
+                }
+                invocation
+                    .arg(args.0)
+                    .arg(args.1)
+                    .arg(args.2)
+                    .arg(args.3)
+                    .arg(args.4)
+                    .arg(args.5)
+                    .arg(args.6);
+            });
+        let ms = |v: i64| Duration::from_millis(v.max(1).unsigned_abs());
+        let count = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
         Box::pin(async move {
-            let mut invocation = script.prepare_invoke();
-            invocation
-                .key(&keys[0])
-                .key(&keys[1])
-                .key(&keys[2])
-                .key(&keys[3])
-                .arg(args.0)
-                .arg(args.1)
-                .arg(args.2)
-                .arg(args.3)
-                .arg(args.4)
-                .arg(args.5)
-                .arg(args.6);
-            let call = invocation.invoke_async::<(i64, i64, i64)>(&mut con);
-            let ms = |v: i64| Duration::from_millis(v.max(1).unsigned_abs());
-            let count = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
-            match tokio::time::timeout(timeout, call).await {
-                Ok(Ok((1, failures, _))) => RemoteFinish::Counted(count(failures)),
-                Ok(Ok((2, lockout, lockouts))) => RemoteFinish::LockedOut {
+            match call.await {
+                Some((1, failures, _)) => RemoteFinish::Counted(count(failures)),
+                Some((2, lockout, lockouts)) => RemoteFinish::LockedOut {
                     lockout: ms(lockout),
                     lockouts: count(lockouts),
                 },
-                Ok(Ok((3, ttl, _))) => RemoteFinish::AlreadyLocked(ms(ttl)),
-                Ok(Ok(_)) => RemoteFinish::Done,
-                Ok(Err(_)) | Err(_) => RemoteFinish::Unavailable,
+                Some((3, ttl, _)) => RemoteFinish::AlreadyLocked(ms(ttl)),
+                Some(_) => RemoteFinish::Done,
+                None => RemoteFinish::Unavailable,
             }
         })
     }
 
     pub(crate) fn unlock(&self, key: &impl fmt::Debug) -> BoxFuture<bool> {
         let keys = self.keys(key);
-        let mut con = self.manager.clone();
-        let script = self.unlock.clone();
-        let timeout = self.timeout;
-        Box::pin(async move {
-            let mut invocation = script.prepare_invoke();
-            invocation
-                .key(&keys[0])
-                .key(&keys[1])
-                .key(&keys[2])
-                .key(&keys[3]);
-            let call = invocation.invoke_async::<i64>(&mut con);
-            matches!(tokio::time::timeout(timeout, call).await, Ok(Ok(_)))
-        })
+        let call = self.conn.invoke::<i64>(&self.unlock, move |invocation| {
+            for key in keys {
+                invocation.key(key);
+            }
+        });
+        Box::pin(async move { call.await.is_some() })
     }
 }

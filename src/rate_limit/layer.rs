@@ -1,6 +1,14 @@
 //! The layer and its builder.
 
-use std::{fmt, num::NonZeroU32, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    num::NonZeroU32,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use governor::{Quota, RateLimiter, middleware::StateInformationMiddleware};
 use tower_layer::Layer;
@@ -42,6 +50,33 @@ pub(crate) struct Shared<K: KeyExtractor, R> {
     pub(crate) interval: Duration,
     max_capacity: u64,
     limited_capacity: u64,
+    /// The shared store, when there is one.
+    #[cfg(feature = "redis")]
+    pub(crate) remote: Option<super::redis::Remote>,
+    /// Decisions made locally because the shared store failed.
+    pub(crate) fallbacks: AtomicU64,
+}
+
+impl<K: KeyExtractor, R> Shared<K, R> {
+    /// The shared store, unless it failed a moment ago.
+    #[cfg(feature = "redis")]
+    pub(crate) fn remote(&self) -> Option<&super::redis::Remote> {
+        self.remote.as_ref().filter(|r| !r.is_down())
+    }
+
+    /// Counts and logs a decision made locally because Redis failed.
+    #[cfg(feature = "redis")]
+    pub(crate) fn fell_back(&self) {
+        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        if let Some(remote) = &self.remote
+            && remote.mark_down()
+        {
+            tracing::warn!(
+                target: "portcullis::rate_limit",
+                "redis is unavailable; limiting with the local table until it answers again"
+            );
+        }
+    }
 }
 
 impl RateLimitLayer {
@@ -57,6 +92,8 @@ impl RateLimitLayer {
             max_capacity: DEFAULT_MAX_CAPACITY,
             limited_capacity: None,
             headers: false,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 }
@@ -82,6 +119,13 @@ impl<K: KeyExtractor, R> RateLimitLayer<K, R> {
     pub fn run_pending_tasks(&self) {
         self.shared.store.run_pending_tasks();
     }
+
+    /// How many requests were decided with the local table because the
+    /// shared store (Redis, feature `redis`) was unavailable. Always 0
+    /// without a shared store.
+    pub fn fallbacks(&self) -> u64 {
+        self.shared.fallbacks.load(Ordering::Relaxed)
+    }
 }
 
 impl<K: KeyExtractor, R> Clone for RateLimitLayer<K, R> {
@@ -101,6 +145,7 @@ impl<K: KeyExtractor, R> fmt::Debug for RateLimitLayer<K, R> {
             .field("max_capacity", &shared.max_capacity)
             .field("limited_capacity", &shared.limited_capacity)
             .field("headers", &shared.headers)
+            .field("fallbacks", &shared.fallbacks)
             .finish_non_exhaustive()
     }
 }
@@ -146,6 +191,8 @@ pub struct RateLimitBuilder<K = ClientIp, R = DefaultRenderer> {
     max_capacity: u64,
     limited_capacity: Option<u64>,
     headers: bool,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::lockout::RedisStore>,
 }
 
 impl<K, R> RateLimitBuilder<K, R> {
@@ -199,6 +246,49 @@ impl<K, R> RateLimitBuilder<K, R> {
         self
     }
 
+    /// Keeps the GCRA state in Redis, shared by every replica that uses the
+    /// same server and prefix (feature `redis`).
+    ///
+    /// Each request is one Lua script that reads and updates the key's
+    /// theoretical arrival time with the Redis server's clock (`TIME`), so
+    /// the replicas' clocks do not matter, and sets the key to expire when
+    /// its state equals a fresh one. Keys are `{prefix}{key}:t`, the prefix
+    /// defaulting to `portcullis:rate:`; times are whole microseconds, so
+    /// an interval is rounded up to one.
+    ///
+    /// The layer then needs a cloneable inner service, as the request waits
+    /// for Redis before it is passed on.
+    ///
+    /// # Failure of Redis
+    ///
+    /// Every call has the store's timeout (default 100 ms). When Redis does
+    /// not answer, the request is decided with the local in-memory table
+    /// (never "no limit"), a warning is logged, the fallback is counted in
+    /// [`RateLimitLayer::fallbacks`], and Redis is tried again a second
+    /// later. While Redis is away each replica limits on its own, so a
+    /// client can get up to one burst per replica, and what it used in
+    /// Redis is not known locally.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use portcullis::{lockout::RedisStore, rate_limit::RateLimitLayer};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+    /// let layer = RateLimitLayer::builder()
+    ///     .per_second(10)
+    ///     .redis(store.prefix("myapp:rate:"))
+    ///     .build()?;
+    /// assert_eq!(layer.fallbacks(), 0);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, store: crate::lockout::RedisStore) -> Self {
+        self.redis = Some(store);
+        self
+    }
+
     /// Counts per another key, e.g. a [`ClientIp`] that trusts your proxies.
     pub fn key<K2>(self, extractor: K2) -> RateLimitBuilder<K2, R> {
         RateLimitBuilder {
@@ -209,6 +299,8 @@ impl<K, R> RateLimitBuilder<K, R> {
             max_capacity: self.max_capacity,
             limited_capacity: self.limited_capacity,
             headers: self.headers,
+            #[cfg(feature = "redis")]
+            redis: self.redis,
         }
     }
 
@@ -222,6 +314,8 @@ impl<K, R> RateLimitBuilder<K, R> {
             max_capacity: self.max_capacity,
             limited_capacity: self.limited_capacity,
             headers: self.headers,
+            #[cfg(feature = "redis")]
+            redis: self.redis,
         }
     }
 
@@ -305,6 +399,11 @@ impl<K, R> RateLimitBuilder<K, R> {
                 interval,
                 max_capacity: self.max_capacity,
                 limited_capacity,
+                #[cfg(feature = "redis")]
+                remote: self
+                    .redis
+                    .map(|store| super::redis::Remote::new(store, interval, burst)),
+                fallbacks: AtomicU64::new(0),
             }),
         })
     }

@@ -48,6 +48,13 @@
 //!   is full of busy keys (an admission filter that refused new keys would
 //!   reset an attacker's state on every request).
 //!
+//! # Several replicas
+//!
+//! With [`redis`](RateLimitBuilder::redis) (feature `redis`), replicas
+//! behind a load balancer share each client's allowance through Redis, one
+//! Lua script per request on the Redis server's clock, and fall back to
+//! their local tables while Redis is unavailable.
+//!
 //! # Security
 //!
 //! An attacker can spread requests over many keys (addresses, IPv6 /64s);
@@ -91,8 +98,13 @@
 mod clock;
 mod future;
 mod layer;
+#[cfg(feature = "redis")]
+mod redis;
 mod service;
 mod store;
+
+#[cfg(feature = "redis")]
+pub use crate::lockout::RedisStore;
 
 pub use self::{
     future::ResponseFuture,
