@@ -1,6 +1,8 @@
 //! Behaviour of the failed-attempt limiter. Each test cites the requirement
 //! of SECURITY.md it proves.
 
+mod support;
+
 use std::{
     convert::Infallible,
     io,
@@ -990,60 +992,12 @@ mod shared_store {
     //! Against a real redis-server: `PORTCULLIS_REDIS_URL` names one; without
     //! it these tests say they are skipped, except in CI, where that fails.
 
-    use std::{
-        net::TcpListener,
-        process::{Child, Command, Stdio},
-        sync::atomic::AtomicU64,
-        time::SystemTime,
-    };
-
-    use portcullis::lockout::RedisStore;
     use redis::AsyncCommands;
 
     use super::*;
+    use portcullis::lockout::RedisStore;
 
-    fn redis_url() -> Option<String> {
-        match std::env::var("PORTCULLIS_REDIS_URL") {
-            Ok(url) => Some(url),
-            Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
-                panic!("CI must set PORTCULLIS_REDIS_URL for the Redis tests")
-            }
-            Err(_) => {
-                eprintln!("skipped: set PORTCULLIS_REDIS_URL to run the Redis tests");
-                None
-            }
-        }
-    }
-
-    /// A prefix of keys no other run or test uses.
-    fn unique_prefix() -> String {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        format!("portcullis-test:{}:{nanos}:{n}:", std::process::id())
-    }
-
-    async fn store(url: &str, prefix: &str) -> RedisStore {
-        RedisStore::connect(url)
-            .await
-            .expect("redis is reachable")
-            .prefix(prefix)
-            .timeout(Duration::from_secs(1))
-    }
-
-    /// Waits for the background writes of finished attempts.
-    async fn until(what: &str, mut done: impl FnMut() -> bool) {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while !done() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
-    }
+    use crate::support::redis::{Server, redis_url, store, unique_prefix};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn d2_two_replicas_with_32_concurrent_failures_each_accept_at_most_max_failures() {
@@ -1097,67 +1051,16 @@ mod shared_store {
         }
     }
 
-    /// A redis-server of the test's own, so that it can be killed.
-    struct Server {
-        child: Child,
-        port: u16,
-    }
-
-    impl Server {
-        fn start(port: u16) -> Option<Self> {
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .ok()?;
-            Some(Self { child, port })
-        }
-
-        fn url(&self) -> String {
-            format!("redis://127.0.0.1:{}", self.port)
-        }
-
-        async fn ready(&self) {
-            until("redis-server to accept connections", || {
-                std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-            })
-            .await;
-        }
-
-        fn kill(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            self.kill();
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn r5_redis_killed_mid_run_falls_back_to_local_lockouts_and_recovers() {
         // R5
         if redis_url().is_none() {
             return;
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let Some(mut server) = Server::start(port) else {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "redis-server is missing"
-            );
-            eprintln!("skipped: redis-server is not installed");
+        let Some(mut server) = Server::start_free() else {
             return;
         };
+        let port = server.port();
         server.ready().await;
         let prefix = unique_prefix();
         let redis = RedisStore::connect(&server.url())

@@ -1,5 +1,7 @@
 //! RateLimitLayer behaviour, on paused tokio time.
 
+mod support;
+
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -581,44 +583,11 @@ mod shared_store {
     //! Against a real redis-server: `PORTCULLIS_REDIS_URL` names one; without
     //! it these tests say they are skipped, except in CI, where that fails.
 
-    use std::{net::TcpListener, sync::atomic::AtomicU64, time::SystemTime};
-
     use portcullis::rate_limit::RedisStore;
     use redis::AsyncCommands;
 
     use super::*;
-
-    fn redis_url() -> Option<String> {
-        match std::env::var("PORTCULLIS_REDIS_URL") {
-            Ok(url) => Some(url),
-            Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
-                panic!("CI must set PORTCULLIS_REDIS_URL for the Redis tests")
-            }
-            Err(_) => {
-                eprintln!("skipped: set PORTCULLIS_REDIS_URL to run the Redis tests");
-                None
-            }
-        }
-    }
-
-    /// A prefix of keys no other run or test uses.
-    fn unique_prefix() -> String {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        format!("portcullis-test:{}:{nanos}:{n}:", std::process::id())
-    }
-
-    async fn store(url: &str, prefix: &str) -> RedisStore {
-        RedisStore::connect(url)
-            .await
-            .expect("redis is reachable")
-            .prefix(prefix)
-            .timeout(Duration::from_secs(1))
-    }
+    use crate::support::redis::{Server, redis_url, store, unique_prefix};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_layers_sharing_redis_allow_exactly_the_burst_across_both_under_concurrency() {
@@ -687,28 +656,10 @@ mod shared_store {
         if redis_url().is_none() {
             return;
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        // A redis-server of the test's own, so that it can be killed.
-        let Ok(mut child) = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-        else {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "redis-server is missing"
-            );
-            eprintln!("skipped: redis-server is not installed");
+        let Some(mut server) = Server::start_free() else {
             return;
         };
-        let url = format!("redis://127.0.0.1:{port}");
+        let url = server.url();
         let connected = tokio::time::timeout(Duration::from_secs(10), async {
             loop {
                 if let Ok(store) = RedisStore::connect(&url).await {
@@ -719,8 +670,7 @@ mod shared_store {
         })
         .await
         .expect("redis-server accepts connections");
-        let _ = child.kill();
-        let _ = child.wait();
+        server.kill();
 
         let layer = RateLimitLayer::builder()
             .per_hour(3)
