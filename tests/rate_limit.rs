@@ -660,16 +660,10 @@ mod shared_store {
             return;
         };
         let url = server.url();
-        let connected = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                if let Ok(store) = RedisStore::connect(&url).await {
-                    break store;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("redis-server accepts connections");
+        server.ready().await;
+        let connected = RedisStore::connect(&url)
+            .await
+            .expect("redis-server accepts connections");
         server.kill();
 
         let layer = RateLimitLayer::builder()
