@@ -402,13 +402,7 @@ where
     /// ```
     pub fn attempt(&self, key: K) -> Acquire<K> {
         let hash = self.shared.store.hash(&key);
-        Acquire {
-            tracker: self.clone(),
-            key: Some(key),
-            hash,
-            remote: Default::default(),
-            notified: None,
-        }
+        self.acquire_hashed(key, hash)
     }
 
     /// Admits without waiting; the layer's fast path.
