@@ -1,10 +1,11 @@
 //! AuthLayer behaviour: rejections, modes, stripping, logging and timeouts.
 
+mod support;
+
 use std::{
     convert::Infallible,
-    io::Write,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
@@ -399,30 +400,10 @@ async fn grpc_requests_get_trailers_only_statuses() {
     }
 }
 
-/// Collects everything `tracing` writes while a test runs.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 // L1
 #[test]
 fn secrets_never_reach_logs_or_responses_only_fingerprints_do() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = support::logs::capture();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -445,7 +426,7 @@ fn secrets_never_reach_logs_or_responses_only_fingerprints_do() {
         bodies.push(format!("{:?} {:?}", answer.headers, answer.body));
     });
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("credential rejected"),
         "rejections are logged: {logs}"

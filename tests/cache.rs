@@ -1,9 +1,10 @@
 //! Behaviour of the caching validator.
 
+mod support;
+
 use std::{
-    io,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
@@ -389,42 +390,10 @@ fn a_zero_capacity_or_ttl_is_a_configuration_error() {
     ));
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Installs (once) a global subscriber that writes every event of this test
-/// binary into one buffer. A global subscriber, rather than a per-thread one,
-/// so that callsites registered by tests on other threads are enabled too.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .init();
-        captured
-    })
-    .0
-    .clone()
-}
-
 // L1: a canary secret never reaches the logs, only its fingerprint does.
 #[tokio::test(start_paused = true)]
 async fn a_canary_secret_never_appears_in_tracing_output() {
-    let captured = captured_logs();
+    let captured = support::logs::capture();
 
     let key = GeneratedKey::new("acme_").unwrap();
     let keys = ApiKeys::builder("acme_")
@@ -440,7 +409,7 @@ async fn a_canary_secret_never_appears_in_tracing_output() {
     cache.validate(&bad).await.unwrap_err();
     cache.validate(&bad).await.unwrap_err();
 
-    let logs = String::from_utf8(captured.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.contains(&bad.fingerprint().to_string()), "{logs}");
     assert!(logs.contains("cache hit"), "{logs}");
     assert!(!logs.contains("CANARY"), "{logs}");

@@ -5,9 +5,8 @@ mod support;
 
 use std::{
     convert::Infallible,
-    io,
     sync::{
-        Arc, Mutex, OnceLock,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
@@ -103,7 +102,7 @@ fn guarded(layer: TestLayer) -> (Svc, Arc<AtomicUsize>) {
 }
 
 fn layer(policy: Policy) -> TestLayer {
-    logs();
+    support::logs::capture();
     LockoutLayer::keyed(by_client as ByClient, policy)
 }
 
@@ -128,7 +127,7 @@ async fn send(svc: &Svc, client: &str, outcome: &str) -> Response<ResponseBody<S
 }
 
 fn max(n: u32) -> Policy {
-    logs();
+    support::logs::capture();
     Policy::builder().max_failures(n).build().unwrap()
 }
 
@@ -370,7 +369,7 @@ async fn b4_a_lockout_survives_a_flood_of_ten_times_capacity_distinct_keys() {
 async fn r3_entry_count_never_exceeds_capacity_under_a_flood_of_distinct_clients() {
     // R3
     const CAPACITY: u64 = 500;
-    logs();
+    support::logs::capture();
     let tracker = Tracker::new(Policy::builder().capacity(CAPACITY).build().unwrap());
     for n in 0..40 * CAPACITY {
         tracker.record_failure(&n);
@@ -681,7 +680,7 @@ async fn b7_escalation_is_forgotten_a_window_after_the_lockout_ends() {
         .window(HOUR)
         .build()
         .unwrap();
-    logs();
+    support::logs::capture();
     let tracker = Tracker::new(policy);
     let FailureOutcome::LockedOut(first) = tracker.record_failure(&1) else {
         panic!("not locked out");
@@ -916,46 +915,11 @@ async fn b10_client_ip_without_a_peer_address_is_answered_500_with_the_fix() {
 
 // ---------------------------------------------------------------- L1
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-/// Captures every event of every test in this file, at every level.
-///
-/// One global subscriber installed before the tests emit anything (every
-/// helper calls this): a subscriber scoped to one test would race with the
-/// callsite registrations of the tests running beside it.
-fn logs() -> &'static Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber)
-            .expect("only this function sets a subscriber in this test binary");
-        captured
-    })
-}
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn l1_a_canary_credential_never_appears_in_logs() {
     // L1
     const CANARY: &str = "canary-7f3a9c2e-secret";
-    let captured = logs();
+    let captured = support::logs::capture();
 
     let (svc, tracker, _) = setup(max(3));
     for _ in 0..5 {
@@ -969,7 +933,7 @@ async fn l1_a_canary_credential_never_appears_in_logs() {
     }
     tracker.unlock(&key("client-1"));
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     // Every test of this file logs into the same buffer, so the canary is
     // checked against all of their logs.
     assert!(

@@ -1,4 +1,6 @@
-//! Helpers shared by the behaviour tests.
+//! Helpers shared by the behaviour tests, one module per kind of helper.
+#![allow(dead_code, unreachable_pub)]
 
+pub(crate) mod logs;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
