@@ -188,7 +188,6 @@ fn record_failures(c: &mut Criterion) {
                     }
                 },
                 |tracker| {
-                    tracker.run_pending_tasks();
                     let stats = tracker.stats();
                     assert!(stats.tracked <= 100_000);
                     eprintln!(

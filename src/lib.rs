@@ -118,6 +118,7 @@ pub mod client_ip;
 mod credential;
 mod error;
 pub mod extract;
+mod gate;
 pub mod integration;
 mod key;
 pub mod lockout;

@@ -267,26 +267,68 @@ async fn optional_mode_lets_anonymous_requests_through_but_not_bad_credentials()
 }
 
 #[tokio::test]
-async fn cors_preflight_and_public_requests_pass_untouched() {
+async fn public_requests_pass_untouched() {
     let calls = Arc::new(AtomicUsize::new(0));
     let layer = AuthLayer::new(Tokens {
         calls: calls.clone(),
     })
     .public(|parts| parts.uri.path() == "/health");
     let mut svc = service(layer);
-    let preflight = Request::builder()
-        .method("OPTIONS")
-        .uri("/me")
-        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
-        .header(header::AUTHORIZATION, "Bearer whatever")
-        .body(String::new())
-        .unwrap();
-    assert_eq!(send(&mut svc, preflight).await.status, StatusCode::OK);
     let health = Request::builder()
         .uri("/health")
         .body(String::new())
         .unwrap();
-    assert_eq!(send(&mut svc, health).await.status, StatusCode::OK);
+    let answer = send(&mut svc, health).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "anonymous /health []");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+fn preflight() -> Request<String> {
+    Request::builder()
+        .method("OPTIONS")
+        .uri("/admin")
+        .header(header::ORIGIN, "https://evil.example")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "DELETE")
+        .body(String::new())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_preflight_lookalike_never_reaches_the_handler_without_a_credential() {
+    // An axum `any()` route or a proxying fallback would run for anyone who
+    // sends OPTIONS with `Access-Control-Request-Method`.
+    let mut svc = service(AuthLayer::new(Tokens::default()));
+    let answer = send(&mut svc, preflight()).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(www_authenticate(&answer), r#"Bearer realm="api""#);
+    assert_eq!(answer.rejection.unwrap().kind(), RejectionKind::Missing);
+    assert!(
+        !String::from_utf8_lossy(&answer.body).contains("/admin"),
+        "the handler ran: {:?}",
+        answer.body
+    );
+}
+
+#[tokio::test]
+async fn a_preflight_responder_answers_preflights_without_the_handler_and_uncounted() {
+    let layer = AuthLayer::new(Tokens::default()).preflight(|_: &http::request::Parts| {
+        Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET")
+            .body(Bytes::new())
+            .unwrap()
+    });
+    let mut svc = service(layer);
+    let answer = send(&mut svc, preflight()).await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    assert_eq!(answer.headers[header::ACCESS_CONTROL_ALLOW_METHODS], "GET");
+    assert!(answer.body.is_empty());
+    // B1: a lockout layer outside counts it neither as a failure nor as a
+    // success.
+    let rejection = answer.rejection.expect("the preflight carries a rejection");
+    assert_eq!(rejection.kind(), RejectionKind::Missing);
+    assert!(!rejection.counts_as_failure());
     // A plain OPTIONS without the preflight header is not a preflight.
     let options = Request::builder()
         .method("OPTIONS")
@@ -297,7 +339,6 @@ async fn cors_preflight_and_public_requests_pass_untouched() {
         send(&mut svc, options).await.status,
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
 // P5

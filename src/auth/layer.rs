@@ -1,9 +1,10 @@
 use std::{fmt, sync::Arc, time::Duration};
 
-use http::request::Parts;
+use bytes::Bytes;
+use http::{Response, request::Parts};
 use tower_layer::Layer;
 
-use super::{Auth, Predicate, Shared};
+use super::{Auth, Predicate, Preflight, Shared};
 use crate::{Validator, extract::Extractor, reject::DefaultRenderer};
 
 /// Authenticates requests: finds the credential, validates it, and inserts
@@ -17,6 +18,7 @@ pub struct AuthLayer<V, R = DefaultRenderer> {
     renderer: Arc<R>,
     optional: bool,
     public: Option<Predicate>,
+    preflight: Option<Preflight>,
     timeout: Option<Duration>,
 }
 
@@ -29,6 +31,7 @@ impl<V: Validator> AuthLayer<V> {
             renderer: Arc::new(DefaultRenderer::new()),
             optional: false,
             public: None,
+            preflight: None,
             timeout: None,
         }
     }
@@ -53,12 +56,59 @@ impl<V, R> AuthLayer<V, R> {
     /// Marks requests that need no credential (health checks, a login page).
     ///
     /// Public requests go to the inner service without extraction or
-    /// validation. CORS preflight requests always do.
+    /// validation, holding the reservations of the lockout layers outside
+    /// until their response (a public login handler is judged by its
+    /// answer).
     pub fn public<F>(mut self, predicate: F) -> Self
     where
         F: Fn(&Parts) -> bool + Send + Sync + 'static,
     {
         self.public = Some(Arc::new(predicate));
+        self
+    }
+
+    /// Answers CORS preflight requests (`OPTIONS` with
+    /// `Access-Control-Request-Method`) with `responder` instead of
+    /// authenticating them.
+    ///
+    /// By default a preflight is authenticated like any other request: it
+    /// carries no credential, so it is answered 401. The right place for
+    /// CORS is a CORS layer *outside* `AuthLayer` (tower-http's `CorsLayer`
+    /// answers preflights itself). Use this only when that is not possible.
+    ///
+    /// # Security
+    ///
+    /// A preflight never reaches the inner service: an axum `any()` route,
+    /// a fallback or a proxying service behind `AuthLayer` would otherwise
+    /// run for anyone who sends `OPTIONS` with that header. The responder's
+    /// answer carries an [`AuthRejection`](crate::AuthRejection) of kind
+    /// `Missing` in its extensions, so a lockout layer outside never counts
+    /// it, neither as a failure nor as a success.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::{Response, StatusCode, request::Parts};
+    /// use portcullis::{AuthLayer, Credential, ValidationError};
+    ///
+    /// let validate = |_: Credential| async { Err::<(), _>(ValidationError::invalid()) };
+    /// let layer = AuthLayer::new(validate).preflight(|_: &Parts| {
+    ///     Response::builder()
+    ///         .status(StatusCode::NO_CONTENT)
+    ///         .header("access-control-allow-origin", "https://app.example")
+    ///         .header("access-control-allow-methods", "GET, POST")
+    ///         .header("access-control-allow-headers", "authorization")
+    ///         .body(Bytes::new())
+    ///         .unwrap()
+    /// });
+    /// # let _ = layer;
+    /// ```
+    pub fn preflight<F>(mut self, responder: F) -> Self
+    where
+        F: Fn(&Parts) -> Response<Bytes> + Send + Sync + 'static,
+    {
+        self.preflight = Some(Arc::new(responder));
         self
     }
 
@@ -78,6 +128,7 @@ impl<V, R> AuthLayer<V, R> {
             renderer: Arc::new(renderer),
             optional: self.optional,
             public: self.public,
+            preflight: self.preflight,
             timeout: self.timeout,
         }
     }
@@ -91,6 +142,7 @@ impl<V, R> Clone for AuthLayer<V, R> {
             renderer: self.renderer.clone(),
             optional: self.optional,
             public: self.public.clone(),
+            preflight: self.preflight.clone(),
             timeout: self.timeout,
         }
     }
@@ -104,6 +156,7 @@ impl<V, R: fmt::Debug> fmt::Debug for AuthLayer<V, R> {
             .field("renderer", &self.renderer)
             .field("optional", &self.optional)
             .field("public", &self.public.is_some())
+            .field("preflight", &self.preflight.is_some())
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -121,6 +174,7 @@ impl<S, V, R> Layer<S> for AuthLayer<V, R> {
                 renderer: self.renderer.clone(),
                 optional: self.optional,
                 public: self.public.clone(),
+                preflight: self.preflight.clone(),
                 timeout: self.timeout,
             }),
         )

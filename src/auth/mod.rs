@@ -3,18 +3,35 @@
 //!
 //! For each request:
 //!
-//! 1. CORS preflight requests (`OPTIONS` with `Access-Control-Request-Method`)
-//!    and requests marked [public](AuthLayer::public) go straight through.
+//! 1. Requests marked [public](AuthLayer::public) go straight through.
+//!    CORS preflight requests are authenticated like any other unless a
+//!    [preflight responder](AuthLayer::preflight) answers them.
 //! 2. The [`Extractor`] looks for the credential.
 //!    None → 401 (or, [optional](AuthLayer::optional), through as anonymous);
 //!    malformed or several → 400; too large → 431.
 //! 3. The [`Validator`](crate::Validator) decides. Success inserts its
-//!    `Identity` into the request extensions and calls your service; a
-//!    failure is answered per the table in [`reject`](crate::reject).
+//!    `Identity` into the request extensions, settles the reservations of
+//!    the [`LockoutLayer`](crate::lockout::LockoutLayer)s outside (the
+//!    credential was accepted: nothing is left to guess, so your handler
+//!    runs without holding one), and calls your service; a failure is
+//!    answered per the table in [`reject`](crate::reject).
+//!
+//! A validator that answers without waiting (an in-memory table, a cache
+//! hit) is answered in `call` itself: the request goes on without a
+//! waiting state and without cloning the inner service.
 //!
 //! Every rejection carries an [`AuthRejection`](crate::AuthRejection) in its
 //! response extensions, which is how the
 //! [`LockoutLayer`](crate::lockout::LockoutLayer) outside it counts failures.
+//!
+//! # CORS
+//!
+//! Put a CORS layer (such as tower-http's `CorsLayer`) *outside*
+//! `AuthLayer`: it answers preflight requests itself, before they need a
+//! credential. A preflight that reaches `AuthLayer` carries no credential
+//! and is answered 401, unless [`AuthLayer::preflight`] is given a responder
+//! for it; it never reaches your handlers either way (an axum `any()` route
+//! or a proxying fallback would otherwise run for anyone).
 //!
 //! # Security
 //!
@@ -72,12 +89,18 @@ use std::{sync::Arc, time::Duration};
 
 use http::request::Parts;
 
+use bytes::Bytes;
+use http::Response;
+
 use crate::{extract::Extractor, reject::Renderer};
 
 pub use self::{future::ResponseFuture, layer::AuthLayer, service::Auth};
 
 /// Marks requests that need no credential.
 pub(crate) type Predicate = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
+
+/// Answers CORS preflight requests.
+pub(crate) type Preflight = Arc<dyn Fn(&Parts) -> Response<Bytes> + Send + Sync>;
 
 /// Configuration shared by every clone of an [`Auth`] service.
 pub(crate) struct Shared<V, R> {
@@ -86,11 +109,12 @@ pub(crate) struct Shared<V, R> {
     renderer: Arc<R>,
     optional: bool,
     public: Option<Predicate>,
+    preflight: Option<Preflight>,
     timeout: Option<Duration>,
 }
 
 /// Inserted into the extensions of requests the layer let through without
-/// an identity (optional mode, public requests, preflight), so extractors
+/// an identity (optional mode, public requests), so extractors
 /// can tell "anonymous" from "the layer is missing".
 #[derive(Clone)]
 pub(crate) struct Anonymous(#[allow(dead_code)] pub(crate) Arc<dyn Renderer>);

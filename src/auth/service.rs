@@ -1,18 +1,23 @@
 use std::{
-    fmt, mem,
+    fmt,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
 };
 
 use bytes::Bytes;
-use http::{Method, Request, Response, header, request::Parts};
+use http::{Extensions, Method, Request, Response, header, request::Parts};
 use tower_service::Service;
 
-use super::{Anonymous, ResponseFuture, Shared, future::Validation};
+use super::{Anonymous, ResponseFuture, Shared};
 use crate::{
     AuthRejection, Credential, ResponseBody, ValidationError, Validator,
+    gate::{self, Admit, BoxFuture, Gate, Refusal},
+    lockout::{Outcome, Reservation},
     reject::{self, RejectionKind, Renderer},
 };
+
+/// The validator's answer, with the credential handed back for logging.
+type Validated<I> = (Credential, Result<I, ValidationError>);
 
 /// The service built by [`AuthLayer`](crate::AuthLayer).
 pub struct Auth<S, V, R> {
@@ -25,10 +30,7 @@ impl<S, V, R> Auth<S, V, R> {
         Self { inner, shared }
     }
 
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
+    gate::inner_accessors!();
 }
 
 impl<S: Clone, V, R> Clone for Auth<S, V, R> {
@@ -57,46 +59,135 @@ where
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqBody, V, R>;
+    type Future = ResponseFuture<S, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        // The inner service was driven to readiness; take it and leave a clone.
-        let clone = self.inner.clone();
-        let mut inner = mem::replace(&mut self.inner, clone);
         let shared = &self.shared;
         let (mut parts, body) = req.into_parts();
 
-        if is_preflight(&parts) || shared.public.as_ref().is_some_and(|public| public(&parts)) {
+        if let Some(preflight) = &shared.preflight
+            && is_preflight(&parts)
+        {
+            let mut response = preflight(&parts);
+            response
+                .extensions_mut()
+                .insert(AuthRejection::new(RejectionKind::Missing));
+            return ResponseFuture::new(Gate::refuse(response, ()));
+        }
+        if shared.public.as_ref().is_some_and(|public| public(&parts)) {
             shared.pass_anonymous(&mut parts);
-            return ResponseFuture::inner(inner.call(Request::from_parts(parts, body)));
+            return self.pass(parts, body);
         }
 
         match shared.extractor.extract(&parts) {
             Ok(Some(credential)) => {
                 shared.extractor.strip(&mut parts);
-                let validation = shared.validate(credential);
-                ResponseFuture::validating(validation, inner, parts, body, shared.clone())
+                let mut validation = shared.validate(credential);
+                // A validator that answers at once (an in-memory table, a
+                // cache hit) is answered here: no waiting state, no clone
+                // of the inner service. Polling with a no-op waker is sound:
+                // a future that is not ready registers the real waker when
+                // it is polled again.
+                match validation
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+                {
+                    Poll::Ready((credential, outcome)) => match outcome {
+                        Ok(identity) => {
+                            accept(&mut parts.extensions, identity);
+                            self.pass(parts, body)
+                        }
+                        Err(error) => {
+                            let rejection = reject_credential(&credential, &error);
+                            ResponseFuture::new(Gate::refuse(shared.render(rejection, &parts), ()))
+                        }
+                    },
+                    Poll::Pending => self.wait(validation, parts, body),
+                }
             }
             Ok(None) if shared.optional => {
                 shared.pass_anonymous(&mut parts);
-                ResponseFuture::inner(inner.call(Request::from_parts(parts, body)))
+                self.pass(parts, body)
             }
             Ok(None) => {
                 tracing::debug!(target: "portcullis::auth", "no credential presented");
-                ResponseFuture::rejected(
-                    shared.reject(AuthRejection::new(RejectionKind::Missing), &parts),
-                )
+                let rejection = AuthRejection::new(RejectionKind::Missing);
+                ResponseFuture::new(Gate::refuse(shared.render(rejection, &parts), ()))
             }
             Err(error) => {
                 tracing::debug!(target: "portcullis::auth", %error, "credential refused before validation");
-                ResponseFuture::rejected(shared.reject(AuthRejection::from(&error), &parts))
+                let rejection = AuthRejection::from(&error);
+                ResponseFuture::new(Gate::refuse(shared.render(rejection, &parts), ()))
             }
         }
     }
+}
+
+impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
+    fn pass<ReqBody>(&mut self, parts: Parts, body: ReqBody) -> ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        let future = self.inner.call(Request::from_parts(parts, body));
+        ResponseFuture::new(Gate::pass(future, ()))
+    }
+
+    /// The request waits for a validator that did not answer at once.
+    fn wait<ReqBody>(
+        &mut self,
+        validation: BoxFuture<Validated<V::Identity>>,
+        mut parts: Parts,
+        body: ReqBody,
+    ) -> ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>> + Clone,
+    {
+        // The reservations go with the validation, which settles them.
+        let reservation = Reservation::take(&mut parts.extensions);
+        let decision = Box::pin(async move {
+            let (credential, outcome) = validation.await;
+            match outcome {
+                Ok(identity) => {
+                    let mut extensions = Extensions::new();
+                    if let Some(reservation) = reservation {
+                        reservation.settle(Outcome::Success);
+                    }
+                    extensions.insert(identity);
+                    Ok(Admit {
+                        hook: (),
+                        extensions: Some(extensions),
+                    })
+                }
+                // The reservations are not settled here: the lockout layers
+                // count the rejection attached to the response.
+                Err(error) => Err(Refusal {
+                    rejection: reject_credential(&credential, &error),
+                    hook: (),
+                }),
+            }
+        });
+        let renderer: Arc<dyn Renderer> = self.shared.renderer.clone();
+        let inner = gate::take_ready(&mut self.inner);
+        ResponseFuture::new(Gate::wait(
+            decision,
+            inner,
+            Request::from_parts(parts, body),
+            renderer,
+        ))
+    }
+}
+
+/// The credential was accepted: the identity goes to the inner service, and
+/// the lockout layers outside need not hold a reservation any longer (B11).
+fn accept<I: Clone + Send + Sync + 'static>(extensions: &mut Extensions, identity: I) {
+    if let Some(reservation) = Reservation::take(extensions) {
+        reservation.settle(Outcome::Success);
+    }
+    extensions.insert(identity);
 }
 
 /// A CORS preflight: `OPTIONS` with `Access-Control-Request-Method`.
@@ -107,8 +198,24 @@ fn is_preflight(parts: &Parts) -> bool {
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
+/// The rejection of a credential the validator refused, logged with its
+/// fingerprint and the validator's reason (never the secret).
+fn reject_credential(credential: &Credential, error: &ValidationError) -> AuthRejection {
+    let rejection = AuthRejection::from(error);
+    let kind = rejection.kind();
+    let source = credential.source();
+    let fingerprint = credential.fingerprint();
+    let reason = error.reason().unwrap_or("");
+    if kind == RejectionKind::Unavailable {
+        tracing::warn!(target: "portcullis::auth", ?kind, %source, %fingerprint, reason, "validator unavailable");
+    } else {
+        tracing::info!(target: "portcullis::auth", ?kind, %source, %fingerprint, reason, "credential rejected");
+    }
+    rejection
+}
+
 impl<V: Validator, R: Renderer> Shared<V, R> {
-    pub(super) fn reject(&self, rejection: AuthRejection, parts: &Parts) -> Response<Bytes> {
+    fn render(&self, rejection: AuthRejection, parts: &Parts) -> Response<Bytes> {
         reject::render(&*self.renderer, rejection, parts)
     }
 
@@ -119,7 +226,7 @@ impl<V: Validator, R: Renderer> Shared<V, R> {
             .insert(Anonymous(self.renderer.clone() as Arc<dyn Renderer>));
     }
 
-    fn validate(&self, credential: Credential) -> Validation<V::Identity> {
+    fn validate(&self, credential: Credential) -> BoxFuture<Validated<V::Identity>> {
         let validator = self.validator.clone();
         let timeout = self.timeout;
         Box::pin(async move {

@@ -2,7 +2,6 @@
 
 use http::{HeaderName, HeaderValue, StatusCode, response::Parts};
 
-use super::store::Finish;
 use crate::{AuthRejection, reject::is_grpc};
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
@@ -110,8 +109,8 @@ impl Classifier for DefaultClassifier {
 
 /// The layer's decision: rejections and the marker first, then the
 /// classifier.
-pub(crate) fn finish(response: &Parts, classifier: Option<&dyn Classifier>) -> Finish {
-    let outcome = if let Some(rejection) = response.extensions.get::<AuthRejection>() {
+pub(crate) fn outcome(response: &Parts, classifier: Option<&dyn Classifier>) -> Outcome {
+    if let Some(rejection) = response.extensions.get::<AuthRejection>() {
         // B1: only presented-and-rejected credentials count; a missing or
         // malformed credential, a missing scope, an expired token or an
         // unavailable validator never does, whatever the status.
@@ -127,11 +126,6 @@ pub(crate) fn finish(response: &Parts, classifier: Option<&dyn Classifier>) -> F
             Some(classifier) => classifier.classify(response),
             None => DefaultClassifier.classify(response),
         }
-    };
-    match outcome {
-        Outcome::Failure => Finish::Failure,
-        Outcome::Success => Finish::Success,
-        Outcome::Neutral => Finish::Neutral,
     }
 }
 
@@ -172,16 +166,16 @@ mod tests {
         let mut res = parts(401);
         res.extensions
             .insert(AuthRejection::new(RejectionKind::Missing));
-        assert_eq!(finish(&res, Some(&always_fail)), Finish::Neutral);
+        assert_eq!(outcome(&res, Some(&always_fail)), Outcome::Neutral);
         res.extensions
             .insert(AuthRejection::new(RejectionKind::Revoked));
-        assert_eq!(finish(&res, None), Finish::Failure);
+        assert_eq!(outcome(&res, None), Outcome::Failure);
     }
 
     #[test]
     fn the_marker_counts_whatever_the_status() {
         let mut res = parts(200);
         res.extensions.insert(Failed);
-        assert_eq!(finish(&res, None), Finish::Failure);
+        assert_eq!(outcome(&res, None), Outcome::Failure);
     }
 }

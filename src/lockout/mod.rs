@@ -116,21 +116,21 @@
 //!
 //! [`AuthRejection`]: crate::AuthRejection
 
+mod attempt;
 mod classify;
 mod future;
 mod layer;
 mod policy;
-#[cfg(feature = "redis")]
-pub(crate) mod redis;
+mod reservation;
 mod service;
 mod store;
 mod tracker;
 
+pub use attempt::{Acquire, Attempt, FailureOutcome, Locked, Refused};
 pub use classify::{Classifier, DefaultClassifier, Failed, Outcome};
 pub use future::ResponseFuture;
 pub use layer::LockoutLayer;
 pub use policy::{Policy, PolicyBuilder};
-#[cfg(feature = "redis")]
-pub use redis::RedisStore;
+pub(crate) use reservation::Reservation;
 pub use service::Lockout;
-pub use tracker::{Acquire, Attempt, BlockedKey, FailureOutcome, Locked, Stats, Tracker};
+pub use tracker::{LockedKey, Stats, Tracker};

@@ -20,6 +20,7 @@ const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 /// | [`max_lockout`](PolicyBuilder::max_lockout) | 24 h | …up to this cap |
 /// | [`reset_on_success`](PolicyBuilder::reset_on_success) | off | a success clears the failure count |
 /// | [`capacity`](PolicyBuilder::capacity) | 100 000 | keys each table holds at most |
+/// | [`max_waiting`](PolicyBuilder::max_waiting) | 256 | requests of one key that may wait for a reservation; more get 429 |
 ///
 /// # Escalation
 ///
@@ -57,6 +58,7 @@ pub struct Policy {
     max_lockout: Duration,
     reset_on_success: bool,
     capacity: u64,
+    max_waiting: u32,
 }
 
 impl Policy {
@@ -102,6 +104,12 @@ impl Policy {
         self.capacity
     }
 
+    /// How many requests of one key may wait for a reservation at once;
+    /// see [`PolicyBuilder::max_waiting`].
+    pub fn max_waiting(&self) -> u32 {
+        self.max_waiting
+    }
+
     /// The length of a lockout imposed on a key that has been locked out
     /// `previous` times before (and whose last lockout is still remembered):
     /// `min(lockout × multiplier^previous, max_lockout)`.
@@ -128,6 +136,7 @@ impl Default for Policy {
             max_lockout: 24 * HOUR,
             reset_on_success: false,
             capacity: 100_000,
+            max_waiting: 256,
         }
     }
 }
@@ -190,6 +199,18 @@ impl PolicyBuilder {
     /// counters, lockouts, and the escalation history.
     pub fn capacity(mut self, capacity: u64) -> Self {
         self.policy.capacity = capacity;
+        self
+    }
+
+    /// How many requests of one key may wait for a reservation at once
+    /// (default 256). A request waits when its key's failures plus the
+    /// requests in flight whose outcome is still undecided reach
+    /// `max_failures`; past this bound it is answered 429 with
+    /// `Retry-After: 1` (gRPC `RESOURCE_EXHAUSTED`) at once, which is not a
+    /// failure. The bound keeps one client from parking unbounded numbers
+    /// of requests.
+    pub fn max_waiting(mut self, max_waiting: u32) -> Self {
+        self.policy.max_waiting = max_waiting;
         self
     }
 

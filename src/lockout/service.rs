@@ -1,18 +1,25 @@
 //! [`Lockout`]: the service built by [`LockoutLayer`](super::LockoutLayer).
 
 use std::{
-    fmt, mem,
+    fmt,
     sync::Arc,
     task::{Context, Poll},
 };
 
-use http::{Request, Response};
+use http::{Extensions, Request, Response};
 use tower_service::Service;
 
-use super::{future::ResponseFuture, layer::Config, tracker::TryAttempt};
+use super::{
+    attempt::Acquire,
+    future::ResponseFuture,
+    layer::Config,
+    reservation::{Held, Reservation, Slot},
+    store::Admission,
+};
 use crate::{
     ClientIp, KeyExtractor, ResponseBody,
-    reject::{DefaultRenderer, Renderer},
+    gate::{self, Admit, Gate, Refusal},
+    reject::{self, DefaultRenderer, Renderer},
 };
 
 /// Answers locked-out clients itself and counts the failed attempts of the
@@ -30,20 +37,7 @@ impl<S, K: KeyExtractor, R> Lockout<S, K, R> {
         Self { inner, config }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    gate::inner_accessors!();
 
     /// The tracker this service records into.
     pub fn tracker(&self) -> &super::Tracker<K::Key> {
@@ -77,7 +71,7 @@ where
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqBody, K::Key>;
+    type Future = ResponseFuture<S, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -85,37 +79,72 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let config = &*self.config;
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        let refuse = |rejection, parts: &_| {
+            let response = reject::render(&*config.renderer, rejection, parts);
+            ResponseFuture::new(Gate::refuse(response, Held(None)))
+        };
         let key = match config.extractor.extract(&parts) {
             Ok(key) => key,
             // B10: no key (no client address) is an error, never a bucket
             // shared by everyone.
-            Err(rejection) => {
-                return ResponseFuture::rejected(rejection, parts, config.renderer.clone());
-            }
+            Err(rejection) => return refuse(rejection, &parts),
         };
-        match config.tracker.try_attempt(key) {
-            TryAttempt::Admitted(attempt) => {
-                let future = self.inner.call(Request::from_parts(parts, body));
-                ResponseFuture::inner(future, attempt, config.classifier.clone())
-            }
-            // B3: a blocked client is answered before the inner service runs.
-            TryAttempt::Locked(locked) => {
-                ResponseFuture::rejected(locked.to_rejection(), parts, config.renderer.clone())
-            }
-            TryAttempt::Full(key, hash) => {
-                // The service that was driven to readiness goes with the
-                // request; a fresh clone takes its place.
-                let clone = self.inner.clone();
-                let inner = mem::replace(&mut self.inner, clone);
-                ResponseFuture::waiting(
-                    config.tracker.acquire_hashed(key, hash),
-                    inner,
-                    Request::from_parts(parts, body),
-                    config.renderer.clone(),
+        let tracker = &config.tracker;
+        let hash = tracker.hash(&key);
+        let asking = match tracker.admit(&key, hash) {
+            Admission::Admitted(ticket) => {
+                let slot = Slot::new(
+                    tracker.reserved(key, hash, ticket),
                     config.classifier.clone(),
-                )
+                );
+                Reservation::push(&mut parts.extensions, Arc::clone(&slot));
+                let future = self.inner.call(Request::from_parts(parts, body));
+                return ResponseFuture::new(Gate::pass(future, Held(Some(slot))));
             }
-        }
+            // B3: a locked-out client is answered before the inner service
+            // runs.
+            Admission::Locked(record, now) => {
+                let locked = super::Locked::new(record, now);
+                return refuse(locked.to_rejection(), &parts);
+            }
+            Admission::Crowded => {
+                return refuse(super::Refused::Crowded.to_rejection(), &parts);
+            }
+            Admission::Ask(asking) => Some(asking),
+            Admission::Full | Admission::Unavailable => None,
+        };
+        // The request waits for a reservation. Reservations of outer
+        // lockout layers go with it and are put back with this one.
+        let outer = Reservation::take(&mut parts.extensions);
+        let acquire = Acquire::new(tracker.clone(), key, hash, asking);
+        let classifier = config.classifier.clone();
+        let decision = Box::pin(async move {
+            match acquire.await {
+                Ok(attempt) => {
+                    let slot = Slot::new(attempt.into_reserved(), classifier);
+                    let mut extensions = Extensions::new();
+                    extensions.insert(Reservation::with(outer, Arc::clone(&slot)));
+                    Ok(Admit {
+                        hook: Held(Some(slot)),
+                        extensions: Some(extensions),
+                    })
+                }
+                // B3: locked out while waiting; the inner service is never
+                // called.
+                Err(refused) => Err(Refusal {
+                    rejection: refused.to_rejection(),
+                    hook: Held(None),
+                }),
+            }
+        });
+        let inner = gate::take_ready(&mut self.inner);
+        let renderer: Arc<dyn Renderer> = config.renderer.clone();
+        ResponseFuture::new(Gate::wait(
+            decision,
+            inner,
+            Request::from_parts(parts, body),
+            renderer,
+        ))
     }
 }

@@ -47,20 +47,18 @@
 
 use std::{
     fmt,
-    future::Future,
     marker::PhantomData,
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 
 use http::{Request, Response};
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
     ResponseBody,
+    gate::{self, Gate},
     reject::{self, AuthRejection, DefaultRenderer, RejectionKind, Renderer},
 };
 
@@ -187,6 +185,10 @@ pub struct RequireScope<S, I, R = DefaultRenderer> {
     _identity: PhantomData<fn() -> I>,
 }
 
+impl<S, I, R> RequireScope<S, I, R> {
+    gate::inner_accessors!();
+}
+
 impl<S: Clone, I, R: Clone> Clone for RequireScope<S, I, R> {
     fn clone(&self) -> Self {
         Self {
@@ -217,7 +219,7 @@ where
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody>;
+    type Future = ResponseFuture<S, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -238,11 +240,7 @@ where
             }
         };
         match rejection {
-            None => ResponseFuture {
-                kind: Kind::Inner {
-                    future: self.inner.call(req),
-                },
-            },
+            None => ResponseFuture::new(Gate::pass(self.inner.call(req), ())),
             Some(rejection) => {
                 tracing::debug!(
                     kind = ?rejection.kind(),
@@ -250,61 +248,14 @@ where
                     "request refused by scope check"
                 );
                 let (parts, _body) = req.into_parts();
-                let response = reject::respond(&self.renderer, rejection, &parts);
-                ResponseFuture {
-                    kind: Kind::Rejected {
-                        response: Some(response),
-                    },
-                }
+                let response = reject::render(&self.renderer, rejection, &parts);
+                ResponseFuture::new(Gate::refuse(response, ()))
             }
         }
     }
 }
 
-pin_project! {
+gate::response_future! {
     /// The response future of [`RequireScope`].
-    pub struct ResponseFuture<F, B> {
-        #[pin]
-        kind: Kind<F, B>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F, B> {
-        Inner { #[pin] future: F },
-        Rejected { response: Option<Response<ResponseBody<B>>> },
-    }
-}
-
-impl<F, B> fmt::Debug for ResponseFuture<F, B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.kind {
-            Kind::Inner { .. } => "inner",
-            Kind::Rejected { .. } => "rejected",
-        };
-        f.debug_struct("ResponseFuture")
-            .field("state", &state)
-            .finish()
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F, B>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<ResponseBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future } => match future.poll(cx) {
-                Poll::Ready(Ok(res)) => Poll::Ready(Ok(res.map(ResponseBody::inner))),
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            },
-            KindProj::Rejected { response } => Poll::Ready(Ok(response
-                .take()
-                .expect("a rejected future is polled once: futures are not polled after Ready"))),
-        }
-    }
+    ()
 }

@@ -1,0 +1,374 @@
+//! Reserved attempts: [`Attempt`], the [`Acquire`] future that waits for
+//! one, and why a key may be refused ([`Locked`], [`Refused`]).
+
+use std::{
+    fmt,
+    future::Future,
+    hash::Hash,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use pin_project_lite::pin_project;
+use tokio::{
+    sync::futures::OwnedNotified,
+    time::{Instant, Sleep},
+};
+
+use super::{
+    Outcome, Tracker,
+    store::{Admission, Hashed, Record, Ticket, Waiter},
+};
+use crate::{
+    AuthRejection,
+    gate::BoxFuture,
+    reject::{RejectionKind, retry_after_secs},
+};
+
+/// How soon a request that found its key full asks a shared store again,
+/// unless a reservation ending on this replica wakes it first.
+pub(crate) const ASK_AGAIN: Duration = Duration::from_millis(250);
+
+/// A key is locked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locked {
+    until: Instant,
+    retry_after: Duration,
+    lockouts: u32,
+}
+
+impl Locked {
+    pub(crate) fn new(record: Record, now: Instant) -> Self {
+        Self {
+            until: record.until,
+            retry_after: record.until.saturating_duration_since(now),
+            lockouts: record.lockouts,
+        }
+    }
+
+    /// When the lockout ends.
+    pub fn until(&self) -> Instant {
+        self.until
+    }
+
+    /// How long the lockout still lasts, as of when it was reported.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+
+    /// How many times the key has been locked out while remembered
+    /// (1 for a first lockout).
+    pub fn lockouts(&self) -> u32 {
+        self.lockouts
+    }
+
+    /// The rejection the layer answers with:
+    /// [`RejectionKind::LockedOut`] with `Retry-After`.
+    pub fn to_rejection(&self) -> AuthRejection {
+        AuthRejection::new(RejectionKind::LockedOut).with_retry_after(self.retry_after)
+    }
+}
+
+impl fmt::Display for Locked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "locked out after too many failed attempts, retry in {} s",
+            retry_after_secs(self.retry_after)
+        )
+    }
+}
+
+impl std::error::Error for Locked {}
+
+/// Why [`Tracker::attempt`] did not admit a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refused {
+    /// The key is locked out.
+    LockedOut(Locked),
+    /// [`max_waiting`](super::PolicyBuilder::max_waiting) requests of the
+    /// key are waiting for a reservation already.
+    Crowded,
+}
+
+impl Refused {
+    /// How long the client should wait before trying again.
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            Self::LockedOut(locked) => locked.retry_after(),
+            Self::Crowded => Duration::from_secs(1),
+        }
+    }
+
+    /// The rejection the layer answers with: [`RejectionKind::LockedOut`]
+    /// for a lockout, [`RejectionKind::RateLimited`] for a crowded key,
+    /// both with `Retry-After`. Neither counts as a failure.
+    pub fn to_rejection(&self) -> AuthRejection {
+        match self {
+            Self::LockedOut(locked) => locked.to_rejection(),
+            Self::Crowded => {
+                AuthRejection::new(RejectionKind::RateLimited).with_retry_after(self.retry_after())
+            }
+        }
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::LockedOut(locked) => locked.fmt(f),
+            Self::Crowded => f.write_str("too many requests of this key are waiting"),
+        }
+    }
+}
+
+impl std::error::Error for Refused {}
+
+impl From<Locked> for Refused {
+    fn from(locked: Locked) -> Self {
+        Self::LockedOut(locked)
+    }
+}
+
+/// What recording a failure did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureOutcome {
+    /// The failure was counted; the key is not locked out.
+    Counted {
+        /// Failures within the window, this one included.
+        failures: u32,
+        /// Failures left before a lockout.
+        remaining: u32,
+    },
+    /// This failure locked the key out.
+    LockedOut(Locked),
+    /// The key was already locked out: the failure was not counted and the
+    /// lockout is unchanged.
+    AlreadyLocked(Locked),
+    /// The failure is being recorded in the shared store (Redis) in the
+    /// background; what it did is logged and, for a lockout, passed to the
+    /// hook.
+    Deferred,
+}
+
+/// Ends reservations; erases the key bounds so [`Attempt`] needs none.
+pub(crate) trait Finisher<K>: Send + Sync {
+    fn finish(
+        &self,
+        key: &K,
+        hash: u64,
+        ticket: Ticket,
+        outcome: Outcome,
+    ) -> Option<FailureOutcome>;
+}
+
+/// A reservation held in a store, ended once.
+pub(crate) struct Reserved<K> {
+    finisher: Arc<dyn Finisher<K>>,
+    key: K,
+    hash: u64,
+    ticket: Ticket,
+}
+
+impl<K> Reserved<K> {
+    pub(crate) fn new(finisher: Arc<dyn Finisher<K>>, key: K, hash: u64, ticket: Ticket) -> Self {
+        Self {
+            finisher,
+            key,
+            hash,
+            ticket,
+        }
+    }
+
+    pub(crate) fn key(&self) -> &K {
+        &self.key
+    }
+
+    /// Ends the reservation with `outcome`.
+    pub(crate) fn end(&self, outcome: Outcome) -> Option<FailureOutcome> {
+        self.finisher
+            .finish(&self.key, self.hash, self.ticket, outcome)
+    }
+}
+
+/// A reserved attempt of one key; see [`Tracker::attempt`].
+///
+/// End it with [`failed`](Self::failed) or [`succeeded`](Self::succeeded).
+/// Dropping it (a client that disconnected, a handler that returned early)
+/// frees the reservation without recording anything.
+#[must_use = "dropping an attempt records nothing; call `failed` or `succeeded`"]
+pub struct Attempt<K> {
+    reserved: Option<Reserved<K>>,
+}
+
+impl<K> Attempt<K> {
+    /// The key of this attempt.
+    pub fn key(&self) -> &K {
+        self.reserved
+            .as_ref()
+            .expect("the reservation is only taken when the attempt ends")
+            .key()
+    }
+
+    /// Records a failure, locking the key out at the threshold.
+    pub fn failed(mut self) -> FailureOutcome {
+        self.end(Outcome::Failure)
+            .unwrap_or(FailureOutcome::Deferred)
+    }
+
+    /// Records a success (clears the failures only when the policy resets
+    /// on success).
+    pub fn succeeded(mut self) {
+        self.end(Outcome::Success);
+    }
+
+    /// The reservation, to be ended by someone else.
+    pub(crate) fn into_reserved(mut self) -> Reserved<K> {
+        self.reserved
+            .take()
+            .expect("the reservation is only taken when the attempt ends")
+    }
+
+    fn end(&mut self, outcome: Outcome) -> Option<FailureOutcome> {
+        self.reserved.take()?.end(outcome)
+    }
+}
+
+impl<K> Drop for Attempt<K> {
+    fn drop(&mut self) {
+        self.end(Outcome::Neutral);
+    }
+}
+
+impl<K: fmt::Debug> fmt::Debug for Attempt<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attempt")
+            .field("key", &self.reserved.as_ref().map(Reserved::key))
+            .finish()
+    }
+}
+
+pin_project! {
+    /// Future returned by [`Tracker::attempt`]: an admitted [`Attempt`], or
+    /// why the key was refused.
+    ///
+    /// While it waits, it holds a place in the key's queue of waiting
+    /// requests; dropping it gives the place up.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Acquire<K> {
+        tracker: Tracker<K>,
+        key: Option<K>,
+        hash: u64,
+        #[pin]
+        notified: Option<OwnedNotified>,
+        retry: Option<Pin<Box<Sleep>>>,
+        asking: Option<BoxFuture<Admission>>,
+    }
+}
+
+impl<K> Acquire<K> {
+    /// Waits for `key`, starting with a round trip already under way.
+    pub(crate) fn new(
+        tracker: Tracker<K>,
+        key: K,
+        hash: u64,
+        asking: Option<BoxFuture<Admission>>,
+    ) -> Self {
+        Self {
+            tracker,
+            key: Some(key),
+            hash,
+            notified: None,
+            retry: None,
+            asking,
+        }
+    }
+}
+
+impl<K: fmt::Debug> fmt::Debug for Acquire<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acquire")
+            .field("key", &self.key)
+            .field(
+                "waiting",
+                &(self.notified.is_some() || self.retry.is_some()),
+            )
+            .finish()
+    }
+}
+
+impl<K> Future for Acquire<K>
+where
+    K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
+{
+    type Output = Result<Attempt<K>, Refused>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let admission = if let Some(asking) = this.asking.as_mut() {
+                let admission = ready!(asking.as_mut().poll(cx));
+                *this.asking = None;
+                admission
+            } else {
+                if this.notified.is_some() || this.retry.is_some() {
+                    let notified = this
+                        .notified
+                        .as_mut()
+                        .as_pin_mut()
+                        .is_some_and(|n| n.poll(cx).is_ready());
+                    let retry = this
+                        .retry
+                        .as_mut()
+                        .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
+                    if !notified && !retry {
+                        return Poll::Pending;
+                    }
+                    this.notified.set(None);
+                    *this.retry = None;
+                }
+                let key = this
+                    .key
+                    .as_ref()
+                    .expect("`Acquire` polled after completion");
+                let mut waiter = Waiter {
+                    notified: this.notified.as_mut(),
+                    retry: &mut *this.retry,
+                };
+                let k = Hashed {
+                    key,
+                    hash: *this.hash,
+                };
+                this.tracker.store().admit(k, Some(&mut waiter))
+            };
+            match admission {
+                Admission::Admitted(ticket) => {
+                    let key = this.key.take().expect("`Acquire` polled after completion");
+                    return Poll::Ready(Ok(Attempt {
+                        reserved: Some(this.tracker.reserved(key, *this.hash, ticket)),
+                    }));
+                }
+                Admission::Locked(record, now) => {
+                    this.key.take();
+                    return Poll::Ready(Err(Refused::LockedOut(Locked::new(record, now))));
+                }
+                Admission::Crowded => {
+                    this.key.take();
+                    return Poll::Ready(Err(Refused::Crowded));
+                }
+                Admission::Ask(asking) => *this.asking = Some(asking),
+                // Full: the store registered a wake-up (loop to poll it).
+                // Unavailable never leaves the fallback; ask again later.
+                Admission::Full | Admission::Unavailable => {
+                    if this.notified.is_none() && this.retry.is_none() {
+                        *this.retry = Some(Box::pin(tokio::time::sleep(ASK_AGAIN)));
+                    }
+                }
+            }
+        }
+    }
+}

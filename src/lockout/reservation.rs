@@ -1,0 +1,127 @@
+//! The hand-over of a request's reservation between the
+//! [`LockoutLayer`](super::LockoutLayer) and the layers inside it.
+//!
+//! An admitted request holds a reservation while its outcome can still
+//! become a failure. The lockout layer keeps one handle (the [`Held`] hook
+//! of its response future) and puts another ([`Reservation`]) into the
+//! request extensions. Whoever settles first decides:
+//!
+//! - `AuthLayer` settles it as a success as soon as the validator accepts
+//!   the credential, so the handler runs without holding a slot (B11);
+//! - otherwise the response settles it, classified (a login handler's 401);
+//! - a request dropped before either (the client went away) settles it as
+//!   neutral.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use http::{Extensions, response};
+
+use super::{Classifier, Outcome, attempt::Reserved, classify};
+use crate::gate::Hook;
+
+/// A reservation that can be settled once, from either handle.
+pub(crate) trait Settle: Send + Sync {
+    /// Ends the reservation with `outcome`, unless it ended already.
+    fn settle(&self, outcome: Outcome);
+
+    /// Ends the reservation with the outcome `response` shows, unless it
+    /// ended already.
+    fn settle_with(&self, response: &response::Parts);
+}
+
+/// The reservation of one admitted request.
+pub(crate) struct Slot<K> {
+    reserved: Reserved<K>,
+    open: AtomicBool,
+    classifier: Option<Arc<dyn Classifier>>,
+}
+
+impl<K: Send + Sync + 'static> Slot<K> {
+    pub(crate) fn new(
+        reserved: Reserved<K>,
+        classifier: Option<Arc<dyn Classifier>>,
+    ) -> Arc<dyn Settle> {
+        Arc::new(Self {
+            reserved,
+            open: AtomicBool::new(true),
+            classifier,
+        })
+    }
+}
+
+impl<K: Send + Sync> Settle for Slot<K> {
+    fn settle(&self, outcome: Outcome) {
+        if self.open.swap(false, Ordering::AcqRel) {
+            self.reserved.end(outcome);
+        }
+    }
+
+    fn settle_with(&self, response: &response::Parts) {
+        if self.open.load(Ordering::Acquire) {
+            self.settle(classify::outcome(response, self.classifier.as_deref()));
+        }
+    }
+}
+
+/// The lockout layer's handle, the hook of its response future: settles
+/// the reservation with the response, or as neutral when the request is
+/// dropped.
+pub(crate) struct Held(pub(crate) Option<Arc<dyn Settle>>);
+
+impl Hook for Held {
+    fn on_response(mut self, response: &mut response::Parts) {
+        if let Some(slot) = self.0.take() {
+            slot.settle_with(response);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            slot.settle(Outcome::Neutral);
+        }
+    }
+}
+
+/// The handle in the request extensions: every reservation the request
+/// holds (one per lockout layer it passed), for the layers inside to
+/// settle.
+#[derive(Clone)]
+pub(crate) struct Reservation {
+    slot: Arc<dyn Settle>,
+    outer: Option<Box<Reservation>>,
+}
+
+impl Reservation {
+    /// Adds `slot` to the reservations in `extensions`.
+    pub(crate) fn push(extensions: &mut Extensions, slot: Arc<dyn Settle>) {
+        let outer = extensions.remove::<Self>().map(Box::new);
+        extensions.insert(Self { slot, outer });
+    }
+
+    /// Takes the reservations out of `extensions`, to be settled later.
+    pub(crate) fn take(extensions: &mut Extensions) -> Option<Self> {
+        extensions.remove::<Self>()
+    }
+
+    /// Settles every reservation of the request with `outcome`.
+    pub(crate) fn settle(self, outcome: Outcome) {
+        let mut next = Some(self);
+        while let Some(reservation) = next {
+            reservation.slot.settle(outcome);
+            next = reservation.outer.map(|outer| *outer);
+        }
+    }
+
+    /// Chains `slot` in front of these reservations.
+    pub(crate) fn with(outer: Option<Self>, slot: Arc<dyn Settle>) -> Self {
+        Self {
+            slot,
+            outer: outer.map(Box::new),
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! The in-memory store: bounded, sharded tables on tokio time.
+//!
+//! Every table is bounded by the policy's capacity, and every decision
+//! about a key (admit, record, unlock) runs under the lock of the key's
+//! shard, which makes check-and-reserve atomic per key.
+//!
+//! - **Counters and reservations**, per shard ([`shard`]). A key holds an
+//!   entry while it has failures within the window or reservations; a
+//!   client without failures holds one only while its requests are
+//!   undecided. Counters are evicted by CLOCK (second-chance LRU): a new
+//!   counter always gets in and the least recently used one goes. (moka's
+//!   default TinyLFU admission would instead drop a new, rarely seen key at
+//!   once when the table is full of frequently used ones, silently
+//!   resetting an attacker's count; and a moka insert costs several times a
+//!   hash map insert, which a flood of new keys would turn into the cost of
+//!   every failure.)
+//! - **Lockouts**, per shard, in their own map ([`lockouts`]), so no amount
+//!   of counter churn can evict them.
+//! - **Escalation history**, a moka cache (LRU, per-entry expiry `window`
+//!   after the lockout ends): how often a key was locked out. Read and
+//!   written only when a key is locked out.
+//!
+//! moka's expiry only reclaims memory; every deadline that decides an
+//! outcome is stored in the value and compared with tokio's clock.
+
+mod lockouts;
+mod shard;
+mod table;
+
+use std::{
+    fmt,
+    hash::Hash,
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use moka::{Expiry, notification::RemovalCause, policy::EvictionPolicy, sync::Cache};
+use tokio::time::Instant;
+
+use self::shard::{Entry, Shard};
+use super::{Admission, Finished, Hashed, Record, Recorded, Store, Ticket, Waiter};
+use crate::lockout::{Outcome, Policy, Stats};
+
+const MAX_SHARDS: u64 = 64;
+
+/// How often a key was locked out, for escalation.
+#[derive(Debug, Clone, Copy)]
+struct History {
+    lockouts: u32,
+    /// `window` after the last lockout ends.
+    forget_at: Instant,
+}
+
+/// Reclaims a history entry once it is forgotten (on tokio's clock).
+struct ReclaimAt;
+
+impl<K> Expiry<K, History> for ReclaimAt {
+    fn expire_after_create(
+        &self,
+        _: &K,
+        history: &History,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(history.forget_at.saturating_duration_since(Instant::now()))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &K,
+        history: &History,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(history.forget_at.saturating_duration_since(Instant::now()))
+    }
+}
+
+fn later(now: Instant, by: Duration) -> Instant {
+    // Policy durations are at most 366 days, so this only saturates on a
+    // clock near its end of range.
+    now.checked_add(by).unwrap_or(now)
+}
+
+/// Splits `capacity` over at most [`MAX_SHARDS`] shards, none empty.
+fn shard_capacities(capacity: u64) -> Vec<usize> {
+    let shards = capacity.clamp(1, MAX_SHARDS);
+    (0..shards)
+        .map(|i| {
+            let share = capacity / shards + u64::from(i < capacity % shards);
+            usize::try_from(share).unwrap_or(usize::MAX)
+        })
+        .collect()
+}
+
+/// The in-memory [`Store`].
+pub(crate) struct MemoryStore<K> {
+    policy: Policy,
+    history: Cache<K, History>,
+    shards: Box<[Mutex<Shard<K>>]>,
+    evictions: Arc<AtomicU64>,
+}
+
+impl<K> fmt::Debug for MemoryStore<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K> MemoryStore<K>
+where
+    K: Clone + Eq + Hash + Send + Sync + 'static,
+{
+    pub(crate) fn new(policy: Policy) -> Self {
+        let evictions = Arc::new(AtomicU64::new(0));
+        let evicted = Arc::clone(&evictions);
+        let history = Cache::builder()
+            .max_capacity(policy.capacity())
+            .eviction_policy(EvictionPolicy::lru())
+            .expire_after(ReclaimAt)
+            .eviction_listener(move |_, _, cause| {
+                if cause == RemovalCause::Size {
+                    evicted.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build();
+        let shards = shard_capacities(policy.capacity())
+            .into_iter()
+            .map(|capacity| Mutex::new(Shard::new(capacity)))
+            .collect();
+        Self {
+            policy,
+            history,
+            shards,
+            evictions,
+        }
+    }
+
+    fn shard(&self, k: Hashed<'_, K>) -> MutexGuard<'_, Shard<K>> {
+        // Bits 40..56 pick the shard: the tables inside use the low bits for
+        // the bucket and the top 7 for the tag, so these stay independent.
+        let index = ((k.hash >> 40) & 0xffff) % self.shards.len() as u64;
+        // The critical sections never panic while holding the lock (table
+        // operations and integer arithmetic only), and a shard stays
+        // consistent even if one did, so a poisoned lock is still usable.
+        #[allow(clippy::cast_possible_truncation)] // index < shards.len()
+        self.shards[index as usize]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Caches a lockout decided elsewhere (the shared store), so it applies
+    /// without asking again until it ends.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn cache_lockout(&self, k: Hashed<'_, K>, record: Record) {
+        let mut shard = self.shard(k);
+        shard.lockouts.insert(k, record, Instant::now());
+        shard.clear(k);
+        let waiters = shard.entries.get(k).and_then(|e| e.waiters.clone());
+        drop(shard);
+        // Waiters of a key that became locked out are refused now.
+        if let Some(waiters) = waiters {
+            waiters.notify_waiters();
+        }
+    }
+
+    /// Applies an outcome under the key's shard lock. Only a failure needs
+    /// the time.
+    fn apply(&self, shard: &mut Shard<K>, k: Hashed<'_, K>, outcome: Outcome) -> Recorded {
+        match outcome {
+            Outcome::Failure => self.fail(shard, k, Instant::now()),
+            Outcome::Success => {
+                if self.policy.reset_on_success() {
+                    shard.clear(k);
+                }
+                Recorded::NotAFailure
+            }
+            Outcome::Neutral => Recorded::NotAFailure,
+        }
+    }
+
+    fn fail(&self, shard: &mut Shard<K>, k: Hashed<'_, K>, now: Instant) -> Recorded {
+        if let Some((record, _)) = shard.lockouts.get(k, || now) {
+            // B7: failures while locked out neither count nor extend it.
+            return Recorded::AlreadyLocked { record };
+        }
+        let failures = shard.failures(k, now).saturating_add(1);
+        if failures < self.policy.max_failures() {
+            let forget_at = later(now, self.policy.window());
+            if shard.set_failures(k, failures, forget_at, now) {
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+            return Recorded::Counted { failures };
+        }
+        let previous = self
+            .history
+            .get(k.key)
+            .filter(|h| now < h.forget_at)
+            .map_or(0, |h| h.lockouts);
+        let until = later(now, self.policy.lockout_duration(previous));
+        let record = Record {
+            until,
+            lockouts: previous.saturating_add(1),
+        };
+        let history = History {
+            lockouts: record.lockouts,
+            forget_at: later(until, self.policy.window()),
+        };
+        self.history.insert(k.key.clone(), history);
+        if shard.lockouts.insert(k, record, now).is_some() {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                target: "portcullis::lockout",
+                "an active lockout was evicted because the lockout table is full; \
+                 raise the capacity"
+            );
+        }
+        shard.clear(k);
+        Recorded::LockedOut { record, failures }
+    }
+
+    /// Counters held (at most the capacity; may include counters whose
+    /// window has passed and that were not reclaimed yet).
+    fn tracked(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).counters as u64)
+            .sum()
+    }
+}
+
+impl<K> Store<K> for MemoryStore<K>
+where
+    K: Clone + Eq + Hash + Send + Sync + 'static,
+{
+    fn admit(&self, k: Hashed<'_, K>, waiter: Option<&mut Waiter<'_>>) -> Admission {
+        let mut shard = self.shard(k);
+        if let Some((record, at)) = shard.lockouts.get(k, Instant::now) {
+            return Admission::Locked(record, at);
+        }
+        let max = self.policy.max_failures();
+        // One lookup: a key without state gets a fresh entry, which admits.
+        let entry = shard.entries.get_or_insert_with(k, Entry::new);
+        let failures = if entry.failures > 0 {
+            entry.live_failures(Instant::now())
+        } else {
+            0
+        };
+        if failures.saturating_add(entry.in_flight) < max {
+            entry.in_flight += 1;
+            entry.referenced = true;
+            return Admission::Admitted(Ticket::LOCAL);
+        }
+        // failures < max always holds (reaching max locks the key out and
+        // clears its counter), so in_flight >= 1 here: a release will come
+        // and wake the waiter.
+        let notify = entry.waiters.get_or_insert_with(Default::default);
+        // Every waiter holds a clone of the notifier: the count is exact.
+        let waiting = Arc::strong_count(notify) - 1;
+        if waiting >= self.policy.max_waiting() as usize {
+            return Admission::Crowded;
+        }
+        if let Some(waiter) = waiter {
+            waiter.wait_on(notify);
+        }
+        Admission::Full
+    }
+
+    fn finish(&self, k: Hashed<'_, K>, _: Ticket, outcome: Outcome) -> Finished {
+        let mut shard = self.shard(k);
+        let recorded = self.apply(&mut shard, k, outcome);
+        let reset = outcome == Outcome::Success && self.policy.reset_on_success();
+        let wake = shard
+            .entries
+            .update(k, |entry| {
+                entry.in_flight = entry.in_flight.saturating_sub(1);
+                // A lockout concerns every waiter, and a reset may free
+                // several slots at once; otherwise at most one slot came
+                // free.
+                let everyone =
+                    matches!(recorded, Recorded::LockedOut { .. }) || reset || entry.in_flight == 0;
+                let waiters = if entry.in_flight == 0 {
+                    // Waiters hold this notifier and are all woken below.
+                    entry.waiters.take()
+                } else {
+                    entry.waiters.clone()
+                };
+                (waiters.map(|n| (n, everyone)), entry.is_idle())
+            })
+            .flatten();
+        drop(shard);
+        match wake {
+            Some((notify, true)) => notify.notify_waiters(),
+            Some((notify, false)) => notify.notify_one(),
+            None => {}
+        }
+        Finished::Now(recorded)
+    }
+
+    fn record(&self, k: Hashed<'_, K>, outcome: Outcome) -> Recorded {
+        let mut shard = self.shard(k);
+        let recorded = self.apply(&mut shard, k, outcome);
+        let waiters = shard.entries.get(k).and_then(|e| e.waiters.clone());
+        drop(shard);
+        // A lockout or a reset changes what waiters would be told.
+        if let Some(waiters) = waiters {
+            waiters.notify_waiters();
+        }
+        recorded
+    }
+
+    fn locked(&self, k: Hashed<'_, K>) -> Option<(Record, Instant)> {
+        self.shard(k).lockouts.get(k, Instant::now)
+    }
+
+    fn failures(&self, k: Hashed<'_, K>) -> u32 {
+        self.shard(k).failures(k, Instant::now())
+    }
+
+    fn unlock(&self, k: Hashed<'_, K>) -> bool {
+        let mut shard = self.shard(k);
+        let was_locked = shard.lockouts.remove(k, Instant::now());
+        self.history.invalidate(k.key);
+        shard.clear(k);
+        let waiters = shard.entries.get(k).and_then(|e| e.waiters.clone());
+        drop(shard);
+        if let Some(waiters) = waiters {
+            waiters.notify_waiters();
+        }
+        was_locked
+    }
+
+    fn locked_keys(&self) -> Vec<(K, Record)> {
+        let now = Instant::now();
+        let mut keys = Vec::new();
+        for shard in &*self.shards {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            keys.extend(shard.lockouts.active(now).map(|(k, r)| (k.clone(), r)));
+        }
+        keys
+    }
+
+    fn stats(&self, stats: &mut Stats) {
+        let now = Instant::now();
+        stats.tracked = self.tracked();
+        stats.locked_out = self
+            .shards
+            .iter()
+            .map(|s| {
+                let shard = s.lock().unwrap_or_else(PoisonError::into_inner);
+                shard.lockouts.active(now).count() as u64
+            })
+            .sum();
+        stats.evictions = self.evictions.load(Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Why the tables are built the way they are: the first tests show the
+    //! failure a simpler design would have.
+    use std::hash::{BuildHasher, RandomState};
+
+    use super::*;
+
+    fn hot_table(policy: EvictionPolicy, capacity: u64) -> Cache<u64, u32> {
+        let cache = Cache::builder()
+            .max_capacity(capacity)
+            .eviction_policy(policy)
+            .build();
+        for round in 0..8 {
+            for key in 0..capacity {
+                if round == 0 {
+                    cache.insert(key, 1);
+                } else {
+                    let _ = cache.get(&key);
+                }
+            }
+            cache.run_pending_tasks();
+        }
+        cache
+    }
+
+    #[test]
+    fn tiny_lfu_admission_would_drop_a_new_attacker_key_from_a_table_of_hot_keys() {
+        // B5: the hazard. Five writes of a new key into a full TinyLFU table
+        // of frequently read keys leave no trace of it.
+        let cache = hot_table(EvictionPolicy::tiny_lfu(), 1000);
+        for _ in 0..5 {
+            let seen = cache.get(&u64::MAX).unwrap_or(0);
+            cache.insert(u64::MAX, seen + 1);
+            cache.run_pending_tasks();
+        }
+        assert_eq!(cache.get(&u64::MAX), None);
+    }
+
+    #[test]
+    fn a_single_lru_table_would_let_a_flood_of_new_keys_evict_a_lockout() {
+        // B4: the hazard that the separate lockout table removes.
+        let cache: Cache<u64, u32> = Cache::builder()
+            .max_capacity(1000)
+            .eviction_policy(EvictionPolicy::lru())
+            .build();
+        cache.insert(u64::MAX, 5);
+        for key in 0..10_000 {
+            cache.insert(key, 1);
+        }
+        cache.run_pending_tasks();
+        assert_eq!(cache.get(&u64::MAX), None);
+    }
+
+    #[test]
+    fn capacity_is_split_over_shards_without_loss_or_empty_shards() {
+        assert_eq!(shard_capacities(1), [1]);
+        assert_eq!(shard_capacities(3), [1, 1, 1]);
+        let split = shard_capacities(100_000);
+        assert_eq!(split.len(), 64);
+        assert_eq!(split.iter().sum::<usize>(), 100_000);
+        assert!(split.iter().all(|c| (1562..=1563).contains(c)));
+        assert_eq!(shard_capacities(u64::MAX).len(), 64);
+    }
+
+    fn key(key: &u32) -> Hashed<'_, u32> {
+        Hashed {
+            key,
+            hash: RandomState::new().hash_one(key),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counters_never_reach_the_threshold_without_a_lockout() {
+        let policy = Policy::builder().max_failures(3).build().unwrap();
+        let store = MemoryStore::new(policy);
+        let k = key(&1);
+        assert!(matches!(
+            store.record(k, Outcome::Failure),
+            Recorded::Counted { failures: 1 }
+        ));
+        assert!(matches!(
+            store.record(k, Outcome::Failure),
+            Recorded::Counted { failures: 2 }
+        ));
+        assert!(matches!(
+            store.record(k, Outcome::Failure),
+            Recorded::LockedOut { failures: 3, .. }
+        ));
+        assert_eq!(store.failures(k), 0);
+        assert!(store.locked(k).is_some());
+        assert_eq!(store.tracked(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_are_removed_when_the_last_reservation_ends() {
+        let store = MemoryStore::new(Policy::default());
+        let k = key(&7);
+        assert!(matches!(store.admit(k, None), Admission::Admitted(_)));
+        assert!(matches!(store.admit(k, None), Admission::Admitted(_)));
+        store.finish(k, Ticket::LOCAL, Outcome::Neutral);
+        assert_eq!(store.shard(k).entries.len(), 1);
+        store.finish(k, Ticket::LOCAL, Outcome::Success);
+        assert_eq!(store.shard(k).entries.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_with_too_many_waiting_requests_is_crowded() {
+        // B11: the queue of waiting requests per key is bounded.
+        let policy = Policy::builder()
+            .max_failures(1)
+            .max_waiting(2)
+            .build()
+            .unwrap();
+        let store = MemoryStore::new(policy);
+        let k = key(&7);
+        assert!(matches!(store.admit(k, None), Admission::Admitted(_)));
+        let mut waiting = Vec::new();
+        for _ in 0..2 {
+            let mut notified = Box::pin(None);
+            let mut retry = None;
+            let mut waiter = Waiter {
+                notified: notified.as_mut(),
+                retry: &mut retry,
+            };
+            assert!(matches!(store.admit(k, Some(&mut waiter)), Admission::Full));
+            waiting.push(notified);
+        }
+        assert!(matches!(store.admit(k, None), Admission::Crowded));
+        waiting.pop();
+        assert!(matches!(store.admit(k, None), Admission::Full));
+    }
+}

@@ -1,0 +1,179 @@
+//! Where the lockout state lives: the [`Store`] trait, the in-memory store
+//! and (feature `redis`) the Redis store with its local fallback.
+//!
+//! The [`Tracker`](super::Tracker) is the decision engine: it hashes keys,
+//! reports outcomes (logs, the lockout hook, totals) and runs the waiting.
+//! A store only answers its questions: may this key try now, record this
+//! outcome, lift this lockout.
+
+use std::{fmt, pin::Pin, sync::Arc, time::Duration};
+
+use tokio::{
+    sync::{Notify, futures::OwnedNotified},
+    time::{Instant, Sleep},
+};
+
+use super::{Outcome, Stats};
+use crate::gate::BoxFuture;
+
+pub(crate) mod memory;
+
+/// A key with its hash, computed once per request.
+#[derive(Debug)]
+pub(crate) struct Hashed<'a, K> {
+    pub(crate) key: &'a K,
+    pub(crate) hash: u64,
+}
+
+impl<K> Clone for Hashed<'_, K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K> Copy for Hashed<'_, K> {}
+
+/// A lockout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub(crate) until: Instant,
+    /// How many times the key has been locked out while remembered.
+    pub(crate) lockouts: u32,
+}
+
+impl Record {
+    /// A lockout that lasts `remaining` from now, as a shared store reports
+    /// it.
+    pub(crate) fn lasting(remaining: Duration, lockouts: u32) -> Self {
+        let now = Instant::now();
+        Self {
+            until: now.checked_add(remaining).unwrap_or(now),
+            lockouts,
+        }
+    }
+}
+
+/// Which store admitted a reservation, and its identity there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket {
+    /// Unique per reservation in a shared store; 0 in memory.
+    pub(crate) id: u64,
+    /// Admitted by the shared store rather than the local one.
+    pub(crate) shared: bool,
+}
+
+impl Ticket {
+    pub(crate) const LOCAL: Self = Self {
+        id: 0,
+        shared: false,
+    };
+}
+
+/// Whether a request may try now.
+pub(crate) enum Admission {
+    /// A reservation was taken; end it with [`Store::finish`].
+    Admitted(Ticket),
+    /// The key is locked out (as of the given time).
+    Locked(Record, Instant),
+    /// `failures + reservations` reached the threshold: wait for the waiter
+    /// registered in [`Store::admit`], then ask again.
+    Full,
+    /// Too many requests of the key are waiting already.
+    Crowded,
+    /// The answer needs a round trip.
+    Ask(BoxFuture<Admission>),
+    /// The store could not answer (only a shared store; the fallback
+    /// decides locally instead).
+    Unavailable,
+}
+
+impl fmt::Debug for Admission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Admitted(ticket) => f.debug_tuple("Admitted").field(ticket).finish(),
+            Self::Locked(record, _) => f.debug_tuple("Locked").field(record).finish(),
+            Self::Full => f.write_str("Full"),
+            Self::Crowded => f.write_str("Crowded"),
+            Self::Ask(_) => f.write_str("Ask"),
+            Self::Unavailable => f.write_str("Unavailable"),
+        }
+    }
+}
+
+/// What recording an outcome did.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Recorded {
+    /// Counted; `failures` within the window so far.
+    Counted { failures: u32 },
+    /// This failure locked the key out.
+    LockedOut { record: Record, failures: u32 },
+    /// The key was already locked out: not counted, the lockout unchanged.
+    AlreadyLocked { record: Record },
+    /// A success or a neutral outcome.
+    NotAFailure,
+}
+
+/// What ending an attempt did: known now, or once a round trip ends
+/// (`None` when the shared store could not record it).
+pub(crate) enum Finished {
+    Now(Recorded),
+    Later(BoxFuture<Option<Recorded>>),
+}
+
+/// Where a waiting request registers to be woken: a notification when a
+/// reservation of its key ends on this replica, and (for a shared store) a
+/// timer to ask again.
+pub(crate) struct Waiter<'a> {
+    pub(crate) notified: Pin<&'a mut Option<OwnedNotified>>,
+    pub(crate) retry: &'a mut Option<Pin<Box<Sleep>>>,
+}
+
+impl Waiter<'_> {
+    /// Wakes the request on the next notification of `notify`. Registered
+    /// at once, so a notification sent after this call is not missed.
+    pub(crate) fn wait_on(&mut self, notify: &Arc<Notify>) {
+        self.notified.set(Some(Arc::clone(notify).notified_owned()));
+        if let Some(notified) = self.notified.as_mut().as_pin_mut() {
+            notified.enable();
+        }
+    }
+
+    /// Wakes the request after `delay` at the latest.
+    pub(crate) fn retry_in(&mut self, delay: Duration) {
+        *self.retry = Some(Box::pin(tokio::time::sleep(delay)));
+    }
+}
+
+/// Where a [`Tracker`](super::Tracker) keeps its state.
+///
+/// Every method decides for one key atomically; `now` is read from tokio's
+/// clock inside, only when a decision needs it.
+pub(crate) trait Store<K>: Send + Sync + 'static {
+    /// Admits a request of `key` if `failures + reservations < max_failures`,
+    /// reserving a slot. When the key is full, registers `waiter` (if any)
+    /// before answering, so that the release that frees a slot wakes it.
+    fn admit(&self, key: Hashed<'_, K>, waiter: Option<&mut Waiter<'_>>) -> Admission;
+
+    /// Ends a reservation admitted by this store, recording its outcome.
+    fn finish(&self, key: Hashed<'_, K>, ticket: Ticket, outcome: Outcome) -> Finished;
+
+    /// Records an outcome outside of a reservation (the direct API).
+    fn record(&self, key: Hashed<'_, K>, outcome: Outcome) -> Recorded;
+
+    /// The lockout of `key`, if it is locked out now (as of the instant
+    /// returned).
+    fn locked(&self, key: Hashed<'_, K>) -> Option<(Record, Instant)>;
+
+    /// Failures of `key` within the window.
+    fn failures(&self, key: Hashed<'_, K>) -> u32;
+
+    /// Lifts the lockout of `key` and forgets its failures and history.
+    /// Returns whether it was locked out here.
+    fn unlock(&self, key: Hashed<'_, K>) -> bool;
+
+    /// Keys locked out now.
+    fn locked_keys(&self) -> Vec<(K, Record)>;
+
+    /// Fills in the table sizes and the counts this store keeps.
+    fn stats(&self, stats: &mut Stats);
+}
