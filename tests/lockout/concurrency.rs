@@ -1,0 +1,390 @@
+//! Reservations under concurrency (B6, B11).
+
+use super::*;
+
+// ---------------------------------------------------------------- B6
+
+/// An inner service that holds every call until the gate lets it through,
+/// and records how many calls were inside at once.
+struct Gated {
+    svc: Svc,
+    tracker: Tracker<String>,
+    gate: Arc<Semaphore>,
+    calls: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+fn gated(policy: Policy) -> Gated {
+    let layer = layer(policy);
+    let tracker = layer.tracker().clone();
+    let gate = Arc::new(Semaphore::new(0));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let inside = Arc::new(AtomicUsize::new(0));
+    let (g, c, p) = (Arc::clone(&gate), Arc::clone(&calls), Arc::clone(&peak));
+    let inner = service_fn(move |req: Request<String>| {
+        let (gate, inside, peak) = (Arc::clone(&g), Arc::clone(&inside), Arc::clone(&p));
+        c.fetch_add(1, Ordering::SeqCst);
+        let outcome = outcome_of(&req);
+        async move {
+            let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            gate.acquire().await.unwrap().forget();
+            inside.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, Infallible>(answer(&outcome))
+        }
+    });
+    Gated {
+        svc: BoxCloneService::new(layer.layer(inner)),
+        tracker,
+        gate,
+        calls,
+        peak,
+    }
+}
+
+async fn settle() {
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn b6_sixty_four_concurrent_wrong_guesses_reach_the_inner_service_at_most_max_failures_times()
+{
+    // B6
+    let g = gated(Policy::default());
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let svc = g.svc.clone();
+            tokio::spawn(async move { svc.oneshot(request("a", "invalid")).await.unwrap() })
+        })
+        .collect();
+    settle().await;
+    assert_eq!(g.calls.load(Ordering::SeqCst), 5);
+
+    // Let the guesses through one at a time: nobody else gets in.
+    for _ in 0..64 {
+        g.gate.add_permits(1);
+        settle().await;
+        assert!(g.calls.load(Ordering::SeqCst) <= 5);
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap().status());
+    }
+    let unauthorized = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let locked = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((unauthorized, locked), (5, 59));
+    assert_eq!(g.calls.load(Ordering::SeqCst), 5);
+    assert_eq!(g.tracker.stats().failures, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn b6_concurrent_guesses_released_all_at_once_still_stop_at_max_failures() {
+    // B6
+    let g = gated(Policy::default());
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let svc = g.svc.clone();
+            tokio::spawn(async move { svc.oneshot(request("a", "invalid")).await.unwrap() })
+        })
+        .collect();
+    settle().await;
+    g.gate.add_permits(1000);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(g.calls.load(Ordering::SeqCst), 5);
+    assert_eq!(g.peak.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn b6_parallel_valid_requests_wait_instead_of_being_refused() {
+    // B6
+    let g = gated(Policy::default());
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let svc = g.svc.clone();
+            tokio::spawn(async move { svc.oneshot(request("browser", "ok")).await.unwrap() })
+        })
+        .collect();
+    settle().await;
+    assert_eq!(g.calls.load(Ordering::SeqCst), 5);
+    g.gate.add_permits(1000);
+    for task in tasks {
+        assert_eq!(task.await.unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(g.calls.load(Ordering::SeqCst), 20);
+    assert_eq!(g.peak.load(Ordering::SeqCst), 5);
+    assert_eq!(g.tracker.stats().failures, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn b6_a_dropped_response_future_releases_its_reservation() {
+    // B6: a client that disconnects mid-request must not hold a slot forever.
+    let g = gated(max(2));
+    let stuck: Vec<_> = (0..3)
+        .map(|_| {
+            let svc = g.svc.clone();
+            tokio::spawn(async move { svc.oneshot(request("a", "invalid")).await })
+        })
+        .collect();
+    settle().await;
+    assert_eq!(g.calls.load(Ordering::SeqCst), 2);
+    // Two in flight, one waiting: all three clients go away.
+    for task in &stuck {
+        task.abort();
+    }
+    settle().await;
+
+    g.gate.add_permits(2);
+    let res = tokio::time::timeout(Duration::from_secs(1), send(&g.svc, "a", "invalid"))
+        .await
+        .expect("the aborted requests still hold their slots");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // The aborted requests recorded nothing.
+    assert_eq!(g.tracker.failures(&key("a")), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn b6_the_attempt_api_reserves_like_the_layer() {
+    // B6
+    let tracker = Tracker::new(max(2));
+    let first = tracker.attempt(key("a")).await.unwrap();
+    let second = tracker.attempt(key("a")).await.unwrap();
+    let waiting = tokio::spawn({
+        let tracker = tracker.clone();
+        async move { tracker.attempt(key("a")).await.map(drop) }
+    });
+    settle().await;
+    assert!(!waiting.is_finished());
+    assert!(matches!(
+        first.failed(),
+        FailureOutcome::Counted { failures: 1, .. }
+    ));
+    settle().await;
+    assert!(!waiting.is_finished(), "a failure must not free a slot");
+    assert!(matches!(second.failed(), FailureOutcome::LockedOut(_)));
+    let locked = waiting.await.unwrap().unwrap_err();
+    assert_eq!(locked.retry_after(), 30 * MINUTE);
+}
+
+// ---------------------------------------------------------------- B11
+
+/// A validator that accepts `good` and counts its calls; with `gate`, every
+/// call waits for a permit first (a slow backend).
+#[derive(Clone)]
+struct Counting {
+    calls: Arc<AtomicUsize>,
+    gate: Option<Arc<Semaphore>>,
+}
+
+impl portcullis::Validator for Counting {
+    type Identity = String;
+
+    async fn validate(
+        &self,
+        credential: &portcullis::Credential,
+    ) -> Result<String, portcullis::ValidationError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.unwrap().forget();
+        }
+        match credential.secret() {
+            "good" => Ok("alice".to_owned()),
+            _ => Err(portcullis::ValidationError::invalid()),
+        }
+    }
+}
+
+type Stack =
+    BoxCloneService<Request<String>, Response<ResponseBody<ResponseBody<String>>>, Infallible>;
+
+/// `LockoutLayer` → `AuthLayer` (with `/login` public) → a handler that
+/// waits at `barrier`, then answers 401 on `/login` and 200 elsewhere.
+fn stack(
+    policy: Policy,
+    validator: Counting,
+    barrier: Arc<tokio::sync::Barrier>,
+    handled: Arc<AtomicUsize>,
+) -> (Stack, Tracker<String>) {
+    let lockout = layer(policy);
+    let tracker = lockout.tracker().clone();
+    let auth = portcullis::AuthLayer::new(validator).public(|p| p.uri.path() == "/login");
+    let handler = service_fn(move |req: Request<String>| {
+        let (barrier, handled) = (Arc::clone(&barrier), Arc::clone(&handled));
+        async move {
+            handled.fetch_add(1, Ordering::SeqCst);
+            barrier.wait().await;
+            let status = if req.uri().path() == "/login" { 401 } else { 200 };
+            Ok::<_, Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+        }
+    });
+    let svc = tower::ServiceBuilder::new()
+        .layer(lockout)
+        .layer(auth)
+        .service(handler);
+    (BoxCloneService::new(svc), tracker)
+}
+
+fn bearer(client: &str, token: &str) -> Request<String> {
+    Request::builder()
+        .uri("/me")
+        .header("x-client", client)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(String::new())
+        .unwrap()
+}
+
+async fn all_at_once(validator_gate: Option<Arc<Semaphore>>) {
+    let barrier = Arc::new(tokio::sync::Barrier::new(64));
+    let handled = Arc::new(AtomicUsize::new(0));
+    let validator = Counting {
+        calls: Arc::default(),
+        gate: validator_gate.clone(),
+    };
+    let (svc, tracker) = stack(max(5), validator, barrier, Arc::clone(&handled));
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let svc = svc.clone();
+            tokio::spawn(async move { svc.oneshot(bearer("nat", "good")).await.unwrap() })
+        })
+        .collect();
+    if let Some(gate) = validator_gate {
+        settle().await;
+        gate.add_permits(64);
+    }
+    // The handler waits until all 64 are inside it at once: with reservations
+    // held for the whole request, only 5 would ever be.
+    let statuses = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut statuses = Vec::new();
+        for task in tasks {
+            statuses.push(task.await.unwrap().status());
+        }
+        statuses
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "only {} of 64 valid requests reached the handler together",
+            handled.load(Ordering::SeqCst)
+        )
+    });
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK));
+    assert_eq!(tracker.stats().failures, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn b11_sixty_four_parallel_valid_requests_all_reach_the_handler_at_once() {
+    // B11
+    all_at_once(None).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn b11_valid_requests_with_a_slow_validator_also_reach_the_handler_at_once() {
+    // B11: the validator answers later, through the waiting path.
+    all_at_once(Some(Arc::new(Semaphore::new(0)))).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn b11_parallel_wrong_tokens_still_reach_the_validator_at_most_max_failures_times() {
+    // B11, B6: settling on acceptance does not loosen the bound for guesses.
+    let gate = Arc::new(Semaphore::new(0));
+    let validator = Counting {
+        calls: Arc::default(),
+        gate: Some(Arc::clone(&gate)),
+    };
+    let calls = Arc::clone(&validator.calls);
+    let barrier = Arc::new(tokio::sync::Barrier::new(1));
+    let (svc, tracker) = stack(max(5), validator, barrier, Arc::default());
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let svc = svc.clone();
+            tokio::spawn(async move { svc.oneshot(bearer("nat", &format!("guess-{i}"))).await })
+        })
+        .collect();
+    settle().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+    gate.add_permits(1000);
+    let mut refused = 0;
+    for task in tasks {
+        if task.await.unwrap().unwrap().status() == StatusCode::TOO_MANY_REQUESTS {
+            refused += 1;
+        }
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+    assert_eq!(refused, 59);
+    assert_eq!(tracker.stats().failures, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn b11_bad_passwords_on_a_public_login_handler_hold_their_reservation_until_the_response()
+{
+    // B11, B6: nothing settles a public request early, so the login
+    // handler's 401s are bounded like wrong tokens.
+    let barrier = Arc::new(tokio::sync::Barrier::new(1));
+    let handled = Arc::new(AtomicUsize::new(0));
+    let validator = Counting {
+        calls: Arc::default(),
+        gate: None,
+    };
+    let (svc, tracker) = stack(max(5), validator, barrier, Arc::clone(&handled));
+    let login = || {
+        Request::builder()
+            .method("POST")
+            .uri("/login")
+            .header("x-client", "nat")
+            .body("password=guess".to_owned())
+            .unwrap()
+    };
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let svc = svc.clone();
+            tokio::spawn(async move { svc.oneshot(login()).await.unwrap().status() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    assert_eq!(handled.load(Ordering::SeqCst), 5);
+    let unauthorized = statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
+    assert_eq!(unauthorized, 5);
+    assert_eq!(tracker.stats().failures, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn b11_a_full_queue_of_waiting_requests_answers_429_without_counting() {
+    // B11: the requests waiting for a key's reservation are bounded.
+    let policy = Policy::builder()
+        .max_failures(1)
+        .max_waiting(2)
+        .build()
+        .unwrap();
+    let g = gated(policy);
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let svc = g.svc.clone();
+            tokio::spawn(async move { svc.oneshot(request("a", "invalid")).await.unwrap() })
+        })
+        .collect();
+    settle().await;
+    // One inside, two waiting: the fourth is turned away at once.
+    let res = send(&g.svc, "a", "invalid").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+    assert_eq!(rejection_kind(&res), Some(RejectionKind::RateLimited));
+    assert_eq!(g.tracker.failures(&key("a")), 0);
+    g.gate.add_permits(10);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(g.calls.load(Ordering::SeqCst), 1);
+}
