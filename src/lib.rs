@@ -123,8 +123,11 @@ pub mod integration;
 mod key;
 pub mod lockout;
 pub mod rate_limit;
+#[cfg(feature = "redis")]
+mod redis;
 pub mod reject;
 pub mod scope;
+mod table;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 pub mod validate;

@@ -310,41 +310,47 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            let admission = if let Some(asking) = this.asking.as_mut() {
+            let key = this
+                .key
+                .as_ref()
+                .expect("`Acquire` polled after completion");
+            let k = Hashed {
+                key,
+                hash: *this.hash,
+            };
+            let store = this.tracker.store();
+            let mut admission = if let Some(asking) = this.asking.as_mut() {
                 let admission = ready!(asking.as_mut().poll(cx));
                 *this.asking = None;
                 admission
-            } else {
-                if this.notified.is_some() || this.retry.is_some() {
-                    let notified = this
-                        .notified
-                        .as_mut()
-                        .as_pin_mut()
-                        .is_some_and(|n| n.poll(cx).is_ready());
-                    let retry = this
-                        .retry
-                        .as_mut()
-                        .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
-                    if !notified && !retry {
-                        return Poll::Pending;
-                    }
-                    this.notified.set(None);
-                    *this.retry = None;
+            } else if this.notified.is_some() || this.retry.is_some() {
+                let notified = this
+                    .notified
+                    .as_mut()
+                    .as_pin_mut()
+                    .is_some_and(|n| n.poll(cx).is_ready());
+                let retry = this
+                    .retry
+                    .as_mut()
+                    .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
+                if !notified && !retry {
+                    return Poll::Pending;
                 }
-                let key = this
-                    .key
-                    .as_ref()
-                    .expect("`Acquire` polled after completion");
+                this.notified.set(None);
+                *this.retry = None;
+                store.admit(k)
+            } else {
+                store.admit(k)
+            };
+            if matches!(admission, Admission::Full | Admission::Unavailable) {
+                // Register for a wake-up; the store may answer at once if
+                // the key's state changed meanwhile.
                 let mut waiter = Waiter {
                     notified: this.notified.as_mut(),
                     retry: &mut *this.retry,
                 };
-                let k = Hashed {
-                    key,
-                    hash: *this.hash,
-                };
-                this.tracker.store().admit(k, Some(&mut waiter))
-            };
+                admission = store.wait(k, &mut waiter);
+            }
             match admission {
                 Admission::Admitted(ticket) => {
                     let key = this.key.take().expect("`Acquire` polled after completion");
@@ -361,8 +367,8 @@ where
                     return Poll::Ready(Err(Refused::Crowded));
                 }
                 Admission::Ask(asking) => *this.asking = Some(asking),
-                // Full: the store registered a wake-up (loop to poll it).
-                // Unavailable never leaves the fallback; ask again later.
+                // Registered: poll the wake-up. A store that registered
+                // nothing is asked again after a while.
                 Admission::Full | Admission::Unavailable => {
                     if this.notified.is_none() && this.retry.is_none() {
                         *this.retry = Some(Box::pin(tokio::time::sleep(ASK_AGAIN)));

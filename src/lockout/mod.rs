@@ -132,5 +132,7 @@ pub use future::ResponseFuture;
 pub use layer::LockoutLayer;
 pub use policy::{Policy, PolicyBuilder};
 pub(crate) use reservation::Reservation;
+#[cfg(feature = "redis")]
+pub use crate::redis::RedisStore;
 pub use service::Lockout;
 pub use tracker::{LockedKey, Stats, Tracker};

@@ -349,7 +349,7 @@ where
 
     /// Asks the store once, without waiting.
     pub(crate) fn admit(&self, key: &K, hash: u64) -> Admission {
-        self.engine.store.admit(Hashed { key, hash }, None)
+        self.engine.store.admit(Hashed { key, hash })
     }
 
     pub(crate) fn store(&self) -> &dyn Store<K> {

@@ -14,24 +14,12 @@ use tokio::{
 };
 
 use super::{Outcome, Stats};
+pub(crate) use crate::table::Hashed;
 use crate::gate::BoxFuture;
 
 pub(crate) mod memory;
-
-/// A key with its hash, computed once per request.
-#[derive(Debug)]
-pub(crate) struct Hashed<'a, K> {
-    pub(crate) key: &'a K,
-    pub(crate) hash: u64,
-}
-
-impl<K> Clone for Hashed<'_, K> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<K> Copy for Hashed<'_, K> {}
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
 
 /// A lockout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +32,7 @@ pub(crate) struct Record {
 impl Record {
     /// A lockout that lasts `remaining` from now, as a shared store reports
     /// it.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // a shared store answers later
     pub(crate) fn lasting(remaining: Duration, lockouts: u32) -> Self {
         let now = Instant::now();
         Self {
@@ -70,13 +59,14 @@ impl Ticket {
 }
 
 /// Whether a request may try now.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // a shared store answers later
 pub(crate) enum Admission {
     /// A reservation was taken; end it with [`Store::finish`].
     Admitted(Ticket),
     /// The key is locked out (as of the given time).
     Locked(Record, Instant),
-    /// `failures + reservations` reached the threshold: wait for the waiter
-    /// registered in [`Store::admit`], then ask again.
+    /// `failures + reservations` reached the threshold: wait (see
+    /// [`Store::wait`]), then ask again.
     Full,
     /// Too many requests of the key are waiting already.
     Crowded,
@@ -115,6 +105,7 @@ pub(crate) enum Recorded {
 
 /// What ending an attempt did: known now, or once a round trip ends
 /// (`None` when the shared store could not record it).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // a shared store answers later
 pub(crate) enum Finished {
     Now(Recorded),
     Later(BoxFuture<Option<Recorded>>),
@@ -123,6 +114,7 @@ pub(crate) enum Finished {
 /// Where a waiting request registers to be woken: a notification when a
 /// reservation of its key ends on this replica, and (for a shared store) a
 /// timer to ask again.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // a shared store answers later
 pub(crate) struct Waiter<'a> {
     pub(crate) notified: Pin<&'a mut Option<OwnedNotified>>,
     pub(crate) retry: &'a mut Option<Pin<Box<Sleep>>>,
@@ -139,6 +131,7 @@ impl Waiter<'_> {
     }
 
     /// Wakes the request after `delay` at the latest.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // a shared store answers later
     pub(crate) fn retry_in(&mut self, delay: Duration) {
         *self.retry = Some(Box::pin(tokio::time::sleep(delay)));
     }
@@ -150,9 +143,14 @@ impl Waiter<'_> {
 /// clock inside, only when a decision needs it.
 pub(crate) trait Store<K>: Send + Sync + 'static {
     /// Admits a request of `key` if `failures + reservations < max_failures`,
-    /// reserving a slot. When the key is full, registers `waiter` (if any)
-    /// before answering, so that the release that frees a slot wakes it.
-    fn admit(&self, key: Hashed<'_, K>, waiter: Option<&mut Waiter<'_>>) -> Admission;
+    /// reserving a slot.
+    fn admit(&self, key: Hashed<'_, K>) -> Admission;
+
+    /// After [`admit`](Self::admit) answered `Full`: registers `waiter` to be
+    /// woken when asking again makes sense, or answers at once if the key's
+    /// state changed meanwhile. Never a round trip: `Full` means registered,
+    /// `Crowded` means too many requests of the key wait already.
+    fn wait(&self, key: Hashed<'_, K>, waiter: &mut Waiter<'_>) -> Admission;
 
     /// Ends a reservation admitted by this store, recording its outcome.
     fn finish(&self, key: Hashed<'_, K>, ticket: Ticket, outcome: Outcome) -> Finished;

@@ -5,8 +5,10 @@ use std::{cmp::Reverse, collections::BinaryHeap};
 
 use tokio::time::Instant;
 
-use super::table::Table;
-use crate::lockout::store::{Hashed, Record};
+use crate::{
+    lockout::store::Record,
+    table::{Hashed, Table},
+};
 
 /// When a lockout ends, ordered by that time only.
 #[derive(Debug)]

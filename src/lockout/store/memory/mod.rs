@@ -25,7 +25,6 @@
 
 mod lockouts;
 mod shard;
-mod table;
 
 use std::{
     fmt,
@@ -233,11 +232,13 @@ where
     }
 }
 
-impl<K> Store<K> for MemoryStore<K>
+impl<K> MemoryStore<K>
 where
     K: Clone + Eq + Hash + Send + Sync + 'static,
 {
-    fn admit(&self, k: Hashed<'_, K>, waiter: Option<&mut Waiter<'_>>) -> Admission {
+    /// Admits `k`, or registers `waiter` (if any) while the shard is still
+    /// locked, so that the release that frees a slot cannot slip in before.
+    fn admit_or_wait(&self, k: Hashed<'_, K>, waiter: Option<&mut Waiter<'_>>) -> Admission {
         let mut shard = self.shard(k);
         if let Some((record, at)) = shard.lockouts.get(k, Instant::now) {
             return Admission::Locked(record, at);
@@ -268,6 +269,19 @@ where
             waiter.wait_on(notify);
         }
         Admission::Full
+    }
+}
+
+impl<K> Store<K> for MemoryStore<K>
+where
+    K: Clone + Eq + Hash + Send + Sync + 'static,
+{
+    fn admit(&self, k: Hashed<'_, K>) -> Admission {
+        self.admit_or_wait(k, None)
+    }
+
+    fn wait(&self, k: Hashed<'_, K>, waiter: &mut Waiter<'_>) -> Admission {
+        self.admit_or_wait(k, Some(waiter))
     }
 
     fn finish(&self, k: Hashed<'_, K>, _: Ticket, outcome: Outcome) -> Finished {
@@ -457,8 +471,8 @@ mod tests {
     async fn entries_are_removed_when_the_last_reservation_ends() {
         let store = MemoryStore::new(Policy::default());
         let k = key(&7);
-        assert!(matches!(store.admit(k, None), Admission::Admitted(_)));
-        assert!(matches!(store.admit(k, None), Admission::Admitted(_)));
+        assert!(matches!(store.admit(k), Admission::Admitted(_)));
+        assert!(matches!(store.admit(k), Admission::Admitted(_)));
         store.finish(k, Ticket::LOCAL, Outcome::Neutral);
         assert_eq!(store.shard(k).entries.len(), 1);
         store.finish(k, Ticket::LOCAL, Outcome::Success);
@@ -475,7 +489,7 @@ mod tests {
             .unwrap();
         let store = MemoryStore::new(policy);
         let k = key(&7);
-        assert!(matches!(store.admit(k, None), Admission::Admitted(_)));
+        assert!(matches!(store.admit(k), Admission::Admitted(_)));
         let mut waiting = Vec::new();
         for _ in 0..2 {
             let mut notified = Box::pin(None);
@@ -484,11 +498,12 @@ mod tests {
                 notified: notified.as_mut(),
                 retry: &mut retry,
             };
-            assert!(matches!(store.admit(k, Some(&mut waiter)), Admission::Full));
+            assert!(matches!(store.admit(k), Admission::Full));
+            assert!(matches!(store.wait(k, &mut waiter), Admission::Full));
             waiting.push(notified);
         }
-        assert!(matches!(store.admit(k, None), Admission::Crowded));
+        assert!(matches!(store.admit(k), Admission::Crowded));
         waiting.pop();
-        assert!(matches!(store.admit(k, None), Admission::Full));
+        assert!(matches!(store.admit(k), Admission::Full));
     }
 }

@@ -1,12 +1,12 @@
 //! One shard of the in-memory store: failure counters with CLOCK
 //! eviction, reservations in flight and waiters, and the shard's lockouts.
 
-use std::{collections::VecDeque, sync::Arc};
+use std::sync::Arc;
 
 use tokio::{sync::Notify, time::Instant};
 
-use super::{lockouts::Lockouts, table::Table};
-use crate::lockout::store::Hashed;
+use super::lockouts::Lockouts;
+use crate::table::{ClockQueue, Hand, Hashed, Table};
 
 /// Room for the reservations of a busy shard up front: an entry is inserted
 /// and removed by every request of a client without failures.
@@ -63,14 +63,11 @@ impl Entry {
 pub(super) struct Shard<K> {
     pub(super) entries: Table<K, Entry>,
     pub(super) lockouts: Lockouts<K>,
-    /// Keys holding a counter, in CLOCK order, with the ticket they were
-    /// queued under. Counters cleared in place leave stale items, which the
-    /// hand skips and `compact` removes.
-    clock: VecDeque<(u64, K, u64)>,
+    /// Keys holding a counter, in CLOCK order.
+    clock: ClockQueue<K>,
     /// Entries with `failures > 0`; at most `capacity`.
     pub(super) counters: usize,
     capacity: usize,
-    next_ticket: u64,
 }
 
 impl<K: Clone + Eq> Shard<K> {
@@ -80,10 +77,9 @@ impl<K: Clone + Eq> Shard<K> {
             // entry is inserted and removed by every request.
             entries: Table::with_capacity(capacity.min(ENTRIES_UP_FRONT)),
             lockouts: Lockouts::new(capacity),
-            clock: VecDeque::new(),
+            clock: ClockQueue::new(capacity),
             counters: 0,
             capacity,
-            next_ticket: 0,
         }
     }
 
@@ -118,21 +114,21 @@ impl<K: Clone + Eq> Shard<K> {
     ) -> bool {
         let holds_counter = self.entries.get(k).is_some_and(|e| e.failures > 0);
         let mut evicted = false;
+        let mut ticket = None;
         if !holds_counter {
             if self.counters >= self.capacity {
                 evicted = self.evict_one(now);
             }
             self.counters += 1;
-            self.next_ticket += 1;
-            self.clock
-                .push_back((k.hash, k.key.clone(), self.next_ticket));
-            if self.clock.len() > self.capacity.saturating_mul(2).saturating_add(16) {
-                self.compact();
-            }
+            let entries = &self.entries;
+            ticket = Some(self.clock.push(k, |k, ticket| {
+                entries
+                    .get(k)
+                    .is_some_and(|e| e.ticket == ticket && e.failures > 0)
+            }));
         }
-        let ticket = self.next_ticket;
         let entry = self.entries.get_or_insert_with(k, Entry::new);
-        if !holds_counter {
+        if let Some(ticket) = ticket {
             entry.ticket = ticket;
         }
         entry.failures = failures;
@@ -145,42 +141,36 @@ impl<K: Clone + Eq> Shard<K> {
     /// was not used since it last passed (expired counters go first).
     /// Returns whether the counter dropped was still live.
     pub(super) fn evict_one(&mut self, now: Instant) -> bool {
-        // One full turn clears every second chance, so this ends.
-        let mut chances = self.clock.len();
-        while let Some((hash, key, ticket)) = self.clock.pop_front() {
-            let k = Hashed { key: &key, hash };
-            let Some(entry) = self.entries.get_mut(k) else {
-                continue;
+        let entries = &mut self.entries;
+        let mut live = false;
+        let victim = self.clock.evict(|k, ticket, chance| {
+            let Some(entry) = entries.get_mut(k) else {
+                return Hand::Stale;
             };
             if entry.ticket != ticket || entry.failures == 0 {
-                continue;
+                return Hand::Stale;
             }
-            let live = entry.is_live(now);
-            if live && entry.referenced && chances > 0 {
-                chances -= 1;
+            live = entry.is_live(now);
+            if live && entry.referenced && chance {
                 entry.referenced = false;
-                self.clock.push_back((hash, key, ticket));
-                continue;
+                return Hand::Spare;
             }
+            Hand::Evict
+        });
+        let Some((hash, key)) = victim else {
+            return false;
+        };
+        let k = Hashed { key: &key, hash };
+        let idle = self.entries.get_mut(k).is_some_and(|entry| {
             entry.failures = 0;
             entry.forget_at = None;
-            self.counters -= 1;
-            if entry.is_idle() {
-                self.entries.remove(k);
-            }
-            return live;
-        }
-        false
-    }
-
-    /// Removes stale items from the CLOCK queue.
-    fn compact(&mut self) {
-        let entries = &self.entries;
-        self.clock.retain(|(hash, key, ticket)| {
-            entries
-                .get(Hashed { key, hash: *hash })
-                .is_some_and(|e| e.ticket == *ticket && e.failures > 0)
+            entry.is_idle()
         });
+        self.counters -= 1;
+        if idle {
+            self.entries.remove(k);
+        }
+        live
     }
 }
 

@@ -1,0 +1,209 @@
+//! The building blocks of the limiters' bounded in-memory tables: a hash
+//! table whose hashes are computed once per request by the caller, and a
+//! CLOCK queue (second-chance LRU) that picks what to evict.
+//!
+//! moka is not used for these: its default TinyLFU admission can drop a
+//! brand-new key at once when the table is full (silently resetting an
+//! attacker's count), and an insert at capacity costs several times a hash
+//! map insert, which a flood of new keys turns into the cost of every
+//! request. A CLOCK table always admits the new key and evicts one that was
+//! not used recently, in constant time on average.
+
+use std::{collections::VecDeque, fmt};
+
+use hashbrown::HashTable;
+
+/// A key with its hash, computed once per request.
+#[derive(Debug)]
+pub(crate) struct Hashed<'a, K> {
+    pub(crate) key: &'a K,
+    pub(crate) hash: u64,
+}
+
+impl<K> Clone for Hashed<'_, K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K> Copy for Hashed<'_, K> {}
+
+/// A hash table keyed by `K` whose hashes are computed by the caller.
+pub(crate) struct Table<K, V> {
+    table: HashTable<(u64, K, V)>,
+}
+
+impl<K: Eq, V> Table<K, V> {
+    pub(crate) fn new() -> Self {
+        Self {
+            table: HashTable::new(),
+        }
+    }
+
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        Self {
+            table: HashTable::with_capacity(capacity),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    pub(crate) fn get(&self, k: Hashed<'_, K>) -> Option<&V> {
+        self.table
+            .find(k.hash, |(_, key, _)| key == k.key)
+            .map(|(_, _, v)| v)
+    }
+
+    pub(crate) fn get_mut(&mut self, k: Hashed<'_, K>) -> Option<&mut V> {
+        self.table
+            .find_mut(k.hash, |(_, key, _)| key == k.key)
+            .map(|(_, _, v)| v)
+    }
+
+    /// Inserts a key that is not in the table.
+    pub(crate) fn insert_new(&mut self, k: Hashed<'_, K>, value: V)
+    where
+        K: Clone,
+    {
+        self.table
+            .insert_unique(k.hash, (k.hash, k.key.clone(), value), |(hash, _, _)| *hash);
+    }
+
+    pub(crate) fn get_or_insert_with(
+        &mut self,
+        k: Hashed<'_, K>,
+        value: impl FnOnce() -> V,
+    ) -> &mut V
+    where
+        K: Clone,
+    {
+        let entry = self
+            .table
+            .entry(k.hash, |(_, key, _)| key == k.key, |(hash, _, _)| *hash);
+        &mut entry
+            .or_insert_with(|| (k.hash, k.key.clone(), value()))
+            .into_mut()
+            .2
+    }
+
+    /// Runs `f` on the value of `k`, removing the entry when `f` says so,
+    /// in one lookup.
+    pub(crate) fn update<R>(
+        &mut self,
+        k: Hashed<'_, K>,
+        f: impl FnOnce(&mut V) -> (R, bool),
+    ) -> Option<R> {
+        let mut entry = self
+            .table
+            .find_entry(k.hash, |(_, key, _)| key == k.key)
+            .ok()?;
+        let (result, remove) = f(&mut entry.get_mut().2);
+        if remove {
+            entry.remove();
+        }
+        Some(result)
+    }
+
+    pub(crate) fn remove(&mut self, k: Hashed<'_, K>) -> Option<V> {
+        self.table
+            .find_entry(k.hash, |(_, key, _)| key == k.key)
+            .ok()
+            .map(|e| e.remove().0.2)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Hashed<'_, K>, &V)> {
+        self.table
+            .iter()
+            .map(|(hash, key, v)| (Hashed { key, hash: *hash }, v))
+    }
+}
+
+impl<K, V> fmt::Debug for Table<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Table")
+            .field("len", &self.table.len())
+            .finish()
+    }
+}
+
+/// What the CLOCK hand does with the item it points at.
+pub(crate) enum Hand {
+    /// The item no longer stands for an entry (cleared or re-queued): drop
+    /// it from the queue.
+    Stale,
+    /// The entry was used since the hand last passed: clear that and move
+    /// on (its second chance).
+    Spare,
+    /// Evict this entry.
+    Evict,
+}
+
+/// Keys in CLOCK order, each with the ticket it was queued under, so that
+/// entries cleared or re-queued in place leave stale items the hand skips.
+#[derive(Debug)]
+pub(crate) struct ClockQueue<K> {
+    queue: VecDeque<(u64, K, u64)>,
+    next_ticket: u64,
+    /// The number of live entries the queue stands for at most; stale items
+    /// are compacted away past twice that.
+    capacity: usize,
+}
+
+impl<K: Clone> ClockQueue<K> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            next_ticket: 0,
+            capacity,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Queues `k` and returns its ticket. `current` tells whether an item
+    /// still stands for its entry, for compaction.
+    pub(crate) fn push(
+        &mut self,
+        k: Hashed<'_, K>,
+        current: impl Fn(Hashed<'_, K>, u64) -> bool,
+    ) -> u64 {
+        self.next_ticket += 1;
+        self.queue.push_back((k.hash, k.key.clone(), self.next_ticket));
+        if self.queue.len() > self.capacity.saturating_mul(2).saturating_add(16) {
+            self.queue
+                .retain(|(hash, key, ticket)| current(Hashed { key, hash: *hash }, *ticket));
+        }
+        self.next_ticket
+    }
+
+    /// Moves the hand until `decide` evicts an entry, and returns its hash
+    /// and key.
+    /// One full turn clears every second chance, so this ends: after it,
+    /// `decide` is told that no chance is left (its second argument).
+    pub(crate) fn evict(
+        &mut self,
+        mut decide: impl FnMut(Hashed<'_, K>, u64, bool) -> Hand,
+    ) -> Option<(u64, K)> {
+        let mut chances = self.queue.len();
+        while let Some((hash, key, ticket)) = self.queue.pop_front() {
+            match decide(Hashed { key: &key, hash }, ticket, chances > 0) {
+                Hand::Stale => {}
+                Hand::Spare => {
+                    chances = chances.saturating_sub(1);
+                    self.queue.push_back((hash, key, ticket));
+                }
+                Hand::Evict => return Some((hash, key)),
+            }
+        }
+        None
+    }
+}
