@@ -239,7 +239,7 @@ fn rate_limit(c: &mut Criterion, rt: &Runtime, url: &str) {
     use tower::ServiceExt;
 
     let inner = || service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
-    let (memory, redis) = rt.block_on(async {
+    let (memory, redis, redis_layer) = rt.block_on(async {
         // Never limited: a burst of u32::MAX.
         let builder = || RateLimitLayer::builder().rate(u32::MAX, Duration::from_secs(3600));
         let store = RedisStore::connect(url)
@@ -247,9 +247,11 @@ fn rate_limit(c: &mut Criterion, rt: &Runtime, url: &str) {
             .expect("redis is reachable")
             .prefix(prefix("rate"))
             .timeout(Duration::from_secs(1));
+        let redis_layer = builder().redis(store).build().unwrap();
         (
             builder().build().unwrap().layer(inner()),
-            builder().redis(store).build().unwrap().layer(inner()),
+            redis_layer.layer(inner()),
+            redis_layer,
         )
     });
     let request = |n: u64| {
@@ -277,7 +279,7 @@ fn rate_limit(c: &mut Criterion, rt: &Runtime, url: &str) {
     }
     group.finish();
     assert_eq!(
-        redis.layer().fallbacks(),
+        redis_layer.stats().fallbacks,
         0,
         "a decision was made without redis"
     );

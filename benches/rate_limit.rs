@@ -209,8 +209,8 @@ fn memory_child(which: &str) {
                 black_box(call(&mut svc, req));
             }
             let elapsed = start.elapsed();
-            layer.run_pending_tasks();
-            (layer.entry_count(), elapsed, rss_kib())
+
+            (layer.stats().entries, elapsed, rss_kib())
         }
         "tower_governor" => {
             let config = GovernorConfigBuilder::default()

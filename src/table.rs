@@ -13,6 +13,25 @@ use std::{collections::VecDeque, fmt};
 
 use hashbrown::HashTable;
 
+/// The most shards a table is split over.
+const MAX_SHARDS: u64 = 64;
+
+/// The fewest entries a shard holds, unless the whole table holds fewer:
+/// small tables stay close to one exact LRU instead of many tiny ones.
+const MIN_SHARD: u64 = 256;
+
+/// Splits `capacity` over at most 64 shards of at least 256 entries each
+/// (one shard for a smaller table), none empty.
+pub(crate) fn shard_capacities(capacity: u64) -> Vec<usize> {
+    let shards = (capacity / MIN_SHARD).clamp(1, MAX_SHARDS);
+    (0..shards)
+        .map(|i| {
+            let share = capacity / shards + u64::from(i < capacity % shards);
+            usize::try_from(share).unwrap_or(usize::MAX)
+        })
+        .collect()
+}
+
 /// A key with its hash, computed once per request.
 #[derive(Debug)]
 pub(crate) struct Hashed<'a, K> {
@@ -177,7 +196,8 @@ impl<K: Clone> ClockQueue<K> {
         current: impl Fn(Hashed<'_, K>, u64) -> bool,
     ) -> u64 {
         self.next_ticket += 1;
-        self.queue.push_back((k.hash, k.key.clone(), self.next_ticket));
+        self.queue
+            .push_back((k.hash, k.key.clone(), self.next_ticket));
         if self.queue.len() > self.capacity.saturating_mul(2).saturating_add(16) {
             self.queue
                 .retain(|(hash, key, ticket)| current(Hashed { key, hash: *hash }, *ticket));
@@ -205,5 +225,22 @@ impl<K: Clone> ClockQueue<K> {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_is_split_over_shards_without_loss_or_empty_shards() {
+        assert_eq!(shard_capacities(1), [1]);
+        assert_eq!(shard_capacities(300), [300]);
+        assert_eq!(shard_capacities(1000), [334, 333, 333]);
+        let split = shard_capacities(100_000);
+        assert_eq!(split.len(), 64);
+        assert_eq!(split.iter().sum::<usize>(), 100_000);
+        assert!(split.iter().all(|c| (1562..=1563).contains(c)));
+        assert_eq!(shard_capacities(u64::MAX).len(), 64);
     }
 }

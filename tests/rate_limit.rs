@@ -263,8 +263,7 @@ async fn request_without_client_address_is_a_500_not_a_shared_bucket() {
     let res = send(&mut svc, grpc_request("")).await;
     assert_eq!(res.headers()["grpc-status"], "13");
     assert_eq!(inner.calls(), 0);
-    layer.run_pending_tasks();
-    assert_eq!(layer.entry_count(), 0);
+    assert_eq!(layer.stats().entries, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -321,13 +320,14 @@ async fn a_flood_of_distinct_clients_never_grows_the_table_past_capacity() {
             StatusCode::OK
         );
         if i % 1_000 == 999 {
-            layer.run_pending_tasks();
-            assert!(layer.entry_count() <= 1_000, "{}", layer.entry_count());
+            assert!(layer.stats().entries <= 1_000, "{}", layer.stats().entries);
         }
     }
-    layer.run_pending_tasks();
-    assert!(layer.entry_count() <= 1_000);
-    assert!(layer.entry_count() >= 900, "the table is used, not emptied");
+    assert!(layer.stats().entries <= 1_000);
+    assert!(
+        layer.stats().entries >= 900,
+        "the table is used, not emptied"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -347,20 +347,17 @@ async fn a_brand_new_client_is_limited_even_when_the_table_is_full_of_busy_clien
                 "{round}"
             );
         }
-        layer.run_pending_tasks();
     }
-    assert_eq!(layer.entry_count(), 100);
+    assert_eq!(layer.stats().entries, 100);
 
     let attacker = "203.0.113.66:1";
     for _ in 0..3 {
         assert_eq!(hit(&mut svc, attacker).await, StatusCode::OK);
-        layer.run_pending_tasks();
     }
     for _ in 0..10 {
         assert_eq!(hit(&mut svc, attacker).await, StatusCode::TOO_MANY_REQUESTS);
-        layer.run_pending_tasks();
     }
-    assert!(layer.entry_count() <= 100);
+    assert!(layer.stats().entries <= 100);
 }
 
 #[tokio::test(start_paused = true)]
@@ -385,8 +382,7 @@ async fn a_limited_client_stays_limited_through_a_flood_of_unique_clients() {
             StatusCode::OK
         );
         if i % 50 == 49 {
-            layer.run_pending_tasks();
-            assert!(layer.entry_count() <= 100);
+            assert!(layer.stats().entries <= 100);
         }
         // look only after more than a table's worth of new keys, so the
         // attacker is the least recently used entry by then
@@ -398,9 +394,8 @@ async fn a_limited_client_stays_limited_through_a_flood_of_unique_clients() {
             );
         }
     }
-    layer.run_pending_tasks();
-    assert!(layer.entry_count() <= 100);
-    assert_eq!(layer.limited_count(), 1);
+    assert!(layer.stats().entries <= 100);
+    assert_eq!(layer.stats().limited, 1);
     assert_eq!(inner.calls(), 2 + 1_000);
 
     // the limit ends on time, not never
@@ -419,8 +414,7 @@ async fn clones_of_the_layer_and_service_share_one_table() {
         hit(&mut second, "192.0.2.1:1").await,
         StatusCode::TOO_MANY_REQUESTS
     );
-    layer.run_pending_tasks();
-    assert_eq!(layer.entry_count(), 1);
+    assert_eq!(layer.stats().entries, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -634,7 +628,11 @@ mod shared_store {
         assert_eq!(allowed, BURST as usize);
         assert_eq!(inner.calls(), BURST as usize);
         for layer in &layers {
-            assert_eq!(layer.fallbacks(), 0, "a decision was made without redis");
+            assert_eq!(
+                layer.stats().fallbacks,
+                0,
+                "a decision was made without redis"
+            );
         }
 
         // D1: every key the script left behind has a TTL, and it is at most
@@ -687,6 +685,6 @@ mod shared_store {
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(retry_after(&res) > 0);
         assert_eq!(inner.calls(), 3);
-        assert!(layer.fallbacks() > 0);
+        assert!(layer.stats().fallbacks > 0);
     }
 }

@@ -112,7 +112,7 @@ impl<K: KeyExtractor, R> LockoutLayer<K, R> {
 
     /// The tracker, for handlers and operator endpoints
     /// ([`unlock`](Tracker::unlock), [`stats`](Tracker::stats),
-    /// [`blocked_keys`](Tracker::blocked_keys)).
+    /// [`locked_keys`](Tracker::locked_keys)).
     pub fn tracker(&self) -> &Tracker<K::Key> {
         &self.config.tracker
     }

@@ -126,13 +126,13 @@ mod service;
 mod store;
 mod tracker;
 
+#[cfg(feature = "redis")]
+pub use crate::redis::RedisStore;
 pub use attempt::{Acquire, Attempt, FailureOutcome, Locked, Refused};
 pub use classify::{Classifier, DefaultClassifier, Failed, Outcome};
 pub use future::ResponseFuture;
 pub use layer::LockoutLayer;
 pub use policy::{Policy, PolicyBuilder};
 pub(crate) use reservation::Reservation;
-#[cfg(feature = "redis")]
-pub use crate::redis::RedisStore;
 pub use service::Lockout;
 pub use tracker::{LockedKey, Stats, Tracker};

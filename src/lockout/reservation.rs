@@ -40,7 +40,8 @@ pub(crate) struct Slot<K> {
 }
 
 impl<K: Send + Sync + 'static> Slot<K> {
-    pub(crate) fn new(
+    /// The reservation, shared by the two handles.
+    pub(crate) fn shared(
         reserved: Reserved<K>,
         classifier: Option<Arc<dyn Classifier>>,
     ) -> Arc<dyn Settle> {

@@ -94,7 +94,7 @@ where
         let hash = tracker.hash(&key);
         let asking = match tracker.admit(&key, hash) {
             Admission::Admitted(ticket) => {
-                let slot = Slot::new(
+                let slot = Slot::shared(
                     tracker.reserved(key, hash, ticket),
                     config.classifier.clone(),
                 );
@@ -122,7 +122,7 @@ where
         let decision = Box::pin(async move {
             match acquire.await {
                 Ok(attempt) => {
-                    let slot = Slot::new(attempt.into_reserved(), classifier);
+                    let slot = Slot::shared(attempt.into_reserved(), classifier);
                     let mut extensions = Extensions::new();
                     extensions.insert(Reservation::with(outer, Arc::clone(&slot)));
                     Ok(Admit {

@@ -95,19 +95,20 @@
 //!
 //! [`ClientIp`]: crate::ClientIp
 
+mod builder;
 mod clock;
 mod future;
+mod headers;
 mod layer;
-#[cfg(feature = "redis")]
-mod redis;
 mod service;
 mod store;
 
 #[cfg(feature = "redis")]
-pub use crate::lockout::RedisStore;
+pub use crate::redis::RedisStore;
 
 pub use self::{
+    builder::RateLimitBuilder,
     future::ResponseFuture,
-    layer::{RateLimitBuilder, RateLimitLayer},
+    layer::{RateLimitLayer, Stats},
     service::RateLimit,
 };

@@ -8,7 +8,7 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use ::redis::{FromRedisValue, Script, ScriptInvocation, aio::ConnectionManager};
 
-pub(crate) use self::fallback::{Fallback, Health};
+pub(crate) use self::fallback::Fallback;
 use crate::gate::BoxFuture;
 
 /// A Redis server that holds limiter state shared by several replicas.

@@ -223,8 +223,17 @@ fn stack(
         async move {
             handled.fetch_add(1, Ordering::SeqCst);
             barrier.wait().await;
-            let status = if req.uri().path() == "/login" { 401 } else { 200 };
-            Ok::<_, Infallible>(Response::builder().status(status).body(String::new()).unwrap())
+            let status = if req.uri().path() == "/login" {
+                401
+            } else {
+                200
+            };
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .status(status)
+                    .body(String::new())
+                    .unwrap(),
+            )
         }
     });
     let svc = tower::ServiceBuilder::new()
@@ -325,8 +334,7 @@ async fn b11_parallel_wrong_tokens_still_reach_the_validator_at_most_max_failure
 }
 
 #[tokio::test(start_paused = true)]
-async fn b11_bad_passwords_on_a_public_login_handler_hold_their_reservation_until_the_response()
-{
+async fn b11_bad_passwords_on_a_public_login_handler_hold_their_reservation_until_the_response() {
     // B11, B6: nothing settles a public request early, so the login
     // handler's 401s are bounded like wrong tokens.
     let barrier = Arc::new(tokio::sync::Barrier::new(1));
@@ -355,7 +363,10 @@ async fn b11_bad_passwords_on_a_public_login_handler_hold_their_reservation_unti
         statuses.push(task.await.unwrap());
     }
     assert_eq!(handled.load(Ordering::SeqCst), 5);
-    let unauthorized = statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
+    let unauthorized = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
     assert_eq!(unauthorized, 5);
     assert_eq!(tracker.stats().failures, 5);
 }

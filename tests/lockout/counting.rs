@@ -136,4 +136,3 @@ async fn b2_unavailable_passes_through_with_its_retry_after_and_is_never_counted
     send(&svc, "a", "invalid").await;
     assert_eq!(tracker.failures(&key("a")), 1);
 }
-

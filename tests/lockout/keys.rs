@@ -65,4 +65,3 @@ async fn b10_client_ip_without_a_peer_address_is_answered_500_with_the_fix() {
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
-

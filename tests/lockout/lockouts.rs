@@ -288,4 +288,3 @@ async fn stats_count_failures_lockouts_and_blocked_keys() {
         (1, 1, 3, 1, 0)
     );
 }
-

@@ -37,4 +37,3 @@ async fn l1_a_canary_credential_never_appears_in_logs() {
     assert!(!logs.contains(CANARY), "the credential leaked:\n{logs}");
     assert!(!format!("{tracker:?}").contains(CANARY));
 }
-

@@ -10,7 +10,7 @@ mod keys;
 mod lockouts;
 mod logs;
 #[cfg(feature = "redis")]
-mod redis;
+mod replicas;
 mod tables;
 
 use std::{
@@ -150,4 +150,3 @@ fn rejection_kind<B>(res: &Response<B>) -> Option<RejectionKind> {
         .get::<AuthRejection>()
         .map(AuthRejection::kind)
 }
-

@@ -109,4 +109,3 @@ async fn b5_a_new_attacker_key_is_limited_while_the_table_is_full_of_hot_keys() 
     }
     assert_eq!(attacker_calls, 5);
 }
-

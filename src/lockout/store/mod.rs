@@ -14,8 +14,8 @@ use tokio::{
 };
 
 use super::{Outcome, Stats};
-pub(crate) use crate::table::Hashed;
 use crate::gate::BoxFuture;
+pub(crate) use crate::table::Hashed;
 
 pub(crate) mod memory;
 #[cfg(feature = "redis")]

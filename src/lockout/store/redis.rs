@@ -135,20 +135,14 @@ where
     K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
 {
     fn new(store: RedisStore, policy: Policy) -> Self {
-        let table = |capacity| {
-            Cache::builder()
-                .max_capacity(capacity)
-                .eviction_policy(EvictionPolicy::lru())
-                .build()
-        };
         let mut seed = [0; 8];
         // Without randomness two replicas could pick the same ids; the
         // counter below still keeps one replica's ids apart.
         let _ = getrandom::fill(&mut seed);
         Self {
             conn: Connection::new(store, "portcullis:lockout:"),
-            lockouts: table(policy.capacity()),
-            waiting: table(policy.capacity()),
+            lockouts: lru(policy.capacity()),
+            waiting: lru(policy.capacity()),
             policy,
             admit: Script::new(ADMIT),
             finish: Script::new(FINISH),
@@ -203,15 +197,13 @@ where
         Admission::Ask(Box::pin(async move {
             let reply = call.await;
             if reply.is_some() {
-                pending.reservations = None;
+                pending.settled();
             }
             match reply {
                 Some((1, _, _)) => Admission::Admitted(Ticket { id, shared: true }),
                 Some((2, ttl, lockouts_so_far)) => {
-                    let record = Record::lasting(
-                        ms(ttl),
-                        u32::try_from(lockouts_so_far).unwrap_or(1),
-                    );
+                    let record =
+                        Record::lasting(ms(ttl), u32::try_from(lockouts_so_far).unwrap_or(1));
                     remember_lockout(&lockouts, &waiting, key, record);
                     Admission::Locked(record, Instant::now())
                 }
@@ -362,6 +354,18 @@ fn remember_lockout<K>(
     lockouts.insert(key, record);
 }
 
+/// A bounded LRU table; LRU so that a new lockout is always admitted.
+fn lru<K, V>(capacity: u64) -> Cache<K, V>
+where
+    K: Eq + Hash + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    Cache::builder()
+        .max_capacity(capacity)
+        .eviction_policy(EvictionPolicy::lru())
+        .build()
+}
+
 fn ms(value: i64) -> Duration {
     Duration::from_millis(value.max(1).unsigned_abs())
 }
@@ -372,6 +376,13 @@ struct PendingRelease {
     script: Script,
     reservations: Option<String>,
     id: u64,
+}
+
+impl PendingRelease {
+    /// A reply came: nothing to release.
+    fn settled(&mut self) {
+        self.reservations = None;
+    }
 }
 
 impl Drop for PendingRelease {

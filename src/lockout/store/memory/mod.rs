@@ -41,9 +41,10 @@ use tokio::time::Instant;
 
 use self::shard::{Entry, Shard};
 use super::{Admission, Finished, Hashed, Record, Recorded, Store, Ticket, Waiter};
-use crate::lockout::{Outcome, Policy, Stats};
-
-const MAX_SHARDS: u64 = 64;
+use crate::{
+    lockout::{Outcome, Policy, Stats},
+    table::shard_capacities,
+};
 
 /// How often a key was locked out, for escalation.
 #[derive(Debug, Clone, Copy)]
@@ -81,17 +82,6 @@ fn later(now: Instant, by: Duration) -> Instant {
     // Policy durations are at most 366 days, so this only saturates on a
     // clock near its end of range.
     now.checked_add(by).unwrap_or(now)
-}
-
-/// Splits `capacity` over at most [`MAX_SHARDS`] shards, none empty.
-fn shard_capacities(capacity: u64) -> Vec<usize> {
-    let shards = capacity.clamp(1, MAX_SHARDS);
-    (0..shards)
-        .map(|i| {
-            let share = capacity / shards + u64::from(i < capacity % shards);
-            usize::try_from(share).unwrap_or(usize::MAX)
-        })
-        .collect()
 }
 
 /// The in-memory [`Store`].
@@ -150,21 +140,6 @@ where
         self.shards[index as usize]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Caches a lockout decided elsewhere (the shared store), so it applies
-    /// without asking again until it ends.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn cache_lockout(&self, k: Hashed<'_, K>, record: Record) {
-        let mut shard = self.shard(k);
-        shard.lockouts.insert(k, record, Instant::now());
-        shard.clear(k);
-        let waiters = shard.entries.get(k).and_then(|e| e.waiters.clone());
-        drop(shard);
-        // Waiters of a key that became locked out are refused now.
-        if let Some(waiters) = waiters {
-            waiters.notify_waiters();
-        }
     }
 
     /// Applies an outcome under the key's shard lock. Only a failure needs
@@ -425,17 +400,6 @@ mod tests {
         }
         cache.run_pending_tasks();
         assert_eq!(cache.get(&u64::MAX), None);
-    }
-
-    #[test]
-    fn capacity_is_split_over_shards_without_loss_or_empty_shards() {
-        assert_eq!(shard_capacities(1), [1]);
-        assert_eq!(shard_capacities(3), [1, 1, 1]);
-        let split = shard_capacities(100_000);
-        assert_eq!(split.len(), 64);
-        assert_eq!(split.iter().sum::<usize>(), 100_000);
-        assert!(split.iter().all(|c| (1562..=1563).contains(c)));
-        assert_eq!(shard_capacities(u64::MAX).len(), 64);
     }
 
     fn key(key: &u32) -> Hashed<'_, u32> {

@@ -1,0 +1,243 @@
+//! [`RateLimitBuilder`]: the settings of a [`RateLimitLayer`].
+
+use std::{
+    num::NonZeroU32,
+    sync::{Arc, atomic::AtomicU64},
+    time::Duration,
+};
+
+use governor::Quota;
+
+use super::{
+    RateLimitLayer,
+    layer::Shared,
+    store::{self, SharedStore, memory::MemoryStore},
+};
+use crate::{
+    ClientIp, ConfigError, KeyExtractor,
+    reject::{DefaultRenderer, Renderer},
+};
+
+/// The default bound of the per-client table.
+const DEFAULT_MAX_CAPACITY: u64 = 100_000;
+
+/// The longest refill the limiter accepts; beyond it nanosecond arithmetic
+/// could overflow, and no rate limit needs a century.
+const MAX_REFILL: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+impl RateLimitLayer {
+    /// A builder keyed by [`ClientIp`] (socket peer, no trusted proxies) and
+    /// answering with the [`DefaultRenderer`]. Set a rate before
+    /// [`build`](RateLimitBuilder::build).
+    pub fn builder() -> RateLimitBuilder {
+        RateLimitBuilder {
+            extractor: ClientIp::new(),
+            renderer: DefaultRenderer::new(),
+            rate: None,
+            burst: None,
+            max_capacity: DEFAULT_MAX_CAPACITY,
+            limited_capacity: None,
+            headers: false,
+            shared: None,
+        }
+    }
+}
+
+/// Configures a [`RateLimitLayer`].
+///
+/// A rate is required; everything else has a default: the burst equals the
+/// number of requests of the rate, the table holds 100,000 clients, the
+/// limited table a tenth of that, and no `RateLimit-*` headers are sent.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use portcullis::{ClientIp, rate_limit::RateLimitLayer};
+///
+/// let layer = RateLimitLayer::builder()
+///     .rate(100, Duration::from_secs(60)) // 100 a minute, one every 600 ms
+///     .burst(20)
+///     .key(ClientIp::new().trust_proxies(["10.0.0.0/8"]).unwrap())
+///     .rate_limit_headers(true)
+///     .build()
+///     .unwrap();
+/// # let _ = layer;
+///
+/// assert!(RateLimitLayer::builder().per_second(0).build().is_err());
+/// ```
+#[must_use]
+#[derive(Debug, Clone)]
+pub struct RateLimitBuilder<K = ClientIp, R = DefaultRenderer> {
+    extractor: K,
+    renderer: R,
+    rate: Option<(u32, Duration)>,
+    burst: Option<u32>,
+    max_capacity: u64,
+    limited_capacity: Option<u64>,
+    headers: bool,
+    pub(super) shared: Option<SharedStore>,
+}
+
+impl<K, R> RateLimitBuilder<K, R> {
+    /// Allows `requests` per `period`, evenly spread: one request's
+    /// allowance comes back every `period / requests`.
+    pub fn rate(mut self, requests: u32, period: Duration) -> Self {
+        self.rate = Some((requests, period));
+        self
+    }
+
+    /// Allows `requests` per second.
+    pub fn per_second(self, requests: u32) -> Self {
+        self.rate(requests, Duration::from_secs(1))
+    }
+
+    /// Allows `requests` per minute.
+    pub fn per_minute(self, requests: u32) -> Self {
+        self.rate(requests, Duration::from_secs(60))
+    }
+
+    /// Allows `requests` per hour.
+    pub fn per_hour(self, requests: u32) -> Self {
+        self.rate(requests, Duration::from_secs(3600))
+    }
+
+    /// How many requests a client that has been quiet may send at once
+    /// (default: the `requests` of the rate).
+    pub fn burst(mut self, burst: u32) -> Self {
+        self.burst = Some(burst);
+        self
+    }
+
+    /// The most clients the table remembers (default 100,000). When it is
+    /// full, the least recently seen client is forgotten.
+    pub fn max_capacity(mut self, max_capacity: u64) -> Self {
+        self.max_capacity = max_capacity;
+        self
+    }
+
+    /// The most limited clients kept safe from eviction (default a tenth of
+    /// [`max_capacity`](Self::max_capacity), at least 1).
+    pub fn limited_capacity(mut self, limited_capacity: u64) -> Self {
+        self.limited_capacity = Some(limited_capacity);
+        self
+    }
+
+    /// Sends `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`
+    /// (IETF draft `ratelimit-headers`) on every response (default off).
+    pub fn rate_limit_headers(mut self, enabled: bool) -> Self {
+        self.headers = enabled;
+        self
+    }
+
+    /// Counts per another key, e.g. a [`ClientIp`] that trusts your proxies.
+    pub fn key<K2>(self, extractor: K2) -> RateLimitBuilder<K2, R> {
+        RateLimitBuilder {
+            extractor,
+            renderer: self.renderer,
+            rate: self.rate,
+            burst: self.burst,
+            max_capacity: self.max_capacity,
+            limited_capacity: self.limited_capacity,
+            headers: self.headers,
+            shared: self.shared,
+        }
+    }
+
+    /// Answers refused requests with another [`Renderer`].
+    pub fn renderer<R2>(self, renderer: R2) -> RateLimitBuilder<K, R2> {
+        RateLimitBuilder {
+            extractor: self.extractor,
+            renderer,
+            rate: self.rate,
+            burst: self.burst,
+            max_capacity: self.max_capacity,
+            limited_capacity: self.limited_capacity,
+            headers: self.headers,
+            shared: self.shared,
+        }
+    }
+
+    /// Builds the layer.
+    ///
+    /// Call it inside the tokio runtime that will serve requests: the
+    /// limiter's clock starts here, on tokio time.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::OutOfRange`] when no rate was set, the rate allows no
+    /// request, its period is zero or it asks for more than one request per
+    /// nanosecond, the burst or a capacity is zero, or a full burst would
+    /// take more than a century to come back.
+    pub fn build(self) -> Result<RateLimitLayer<K, R>, ConfigError>
+    where
+        K: KeyExtractor,
+        R: Renderer,
+    {
+        let Some((requests, period)) = self.rate else {
+            return Err(ConfigError::out_of_range(
+                "rate",
+                "not set: call rate, per_second, per_minute or per_hour",
+            ));
+        };
+        if requests == 0 {
+            return Err(ConfigError::out_of_range(
+                "rate",
+                "must allow at least one request",
+            ));
+        }
+        let interval = period / requests;
+        if interval.is_zero() {
+            return Err(ConfigError::out_of_range(
+                "rate",
+                "must allow at most one request per nanosecond",
+            ));
+        }
+        let burst = self.burst.unwrap_or(requests);
+        let Some(burst_nz) = NonZeroU32::new(burst) else {
+            return Err(ConfigError::out_of_range("burst", "must be at least 1"));
+        };
+        if interval
+            .checked_mul(burst)
+            .is_none_or(|refill| refill > MAX_REFILL)
+        {
+            return Err(ConfigError::out_of_range(
+                "rate",
+                "a full burst must come back within 100 years",
+            ));
+        }
+        if self.max_capacity == 0 {
+            return Err(ConfigError::out_of_range(
+                "max_capacity",
+                "must be at least 1",
+            ));
+        }
+        let limited_capacity = self
+            .limited_capacity
+            .unwrap_or((self.max_capacity / 10).max(1));
+        if limited_capacity == 0 {
+            return Err(ConfigError::out_of_range(
+                "limited_capacity",
+                "must be at least 1",
+            ));
+        }
+        let quota = Quota::with_period(interval)
+            .ok_or_else(|| ConfigError::out_of_range("rate", "the period must not be zero"))?
+            .allow_burst(burst_nz);
+
+        let memory = MemoryStore::new(quota, self.max_capacity, limited_capacity);
+        let store = match self.shared {
+            Some(shared) => store::with_fallback(shared, memory, interval, burst),
+            None => Box::new(memory),
+        };
+        Ok(RateLimitLayer::new(Shared {
+            extractor: self.extractor,
+            renderer: Arc::new(self.renderer),
+            store,
+            headers: self.headers,
+            burst,
+            interval,
+            refused: AtomicU64::new(0),
+        }))
+    }
+}

@@ -1,0 +1,299 @@
+//! The in-memory store: governor's GCRA over a bounded, sharded CLOCK table
+//! on tokio time.
+
+use std::{
+    fmt,
+    hash::{BuildHasher, Hash, RandomState},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use governor::{
+    Quota, RateLimiter, clock::Clock, middleware::StateInformationMiddleware, nanos::Nanos,
+    state::StateStore,
+};
+
+use super::{Decision, Store, Verdict};
+use crate::{
+    rate_limit::{Stats, clock::TokioClock},
+    table::{ClockQueue, Hand, Hashed, Table, shard_capacities},
+};
+
+/// The GCRA state of one key.
+#[derive(Debug)]
+struct Slot {
+    /// governor's theoretical arrival time, in nanoseconds of the limiter's
+    /// clock.
+    tat: u64,
+    /// Identifies this slot's place in the CLOCK queue.
+    ticket: u64,
+    /// Used since the CLOCK hand last passed (second chance).
+    referenced: bool,
+    /// Refused recently: kept out of eviction until its state equals a
+    /// fresh one, so a flood of new keys cannot hand it a new burst.
+    pinned: bool,
+}
+
+impl Slot {
+    /// Whether the state equals a fresh one at `now` (its whole burst is
+    /// back): forgetting it loses nothing.
+    fn is_fresh(&self, now: u64) -> bool {
+        self.tat <= now
+    }
+}
+
+/// One shard of the table.
+#[derive(Debug)]
+struct Shard<K> {
+    slots: Table<K, Slot>,
+    clock: ClockQueue<K>,
+    capacity: usize,
+    pinned: usize,
+    pin_capacity: usize,
+}
+
+impl<K: Clone + Eq> Shard<K> {
+    fn new(capacity: usize, pin_capacity: usize) -> Self {
+        Self {
+            slots: Table::new(),
+            clock: ClockQueue::new(capacity),
+            capacity,
+            pinned: 0,
+            pin_capacity,
+        }
+    }
+
+    /// Frees one slot: one whose state equals a fresh one, else the first
+    /// one the CLOCK hand finds neither used since it last passed nor
+    /// pinned (pinned slots go only when nothing else can).
+    fn evict_one(&mut self, now: u64) {
+        // Pinned slots are spared as long as another slot can go.
+        let spare_pinned = self.pinned < self.slots.len();
+        let slots = &mut self.slots;
+        let victim = self.clock.evict(|k, ticket, chance| {
+            let Some(slot) = slots.get_mut(k) else {
+                return Hand::Stale;
+            };
+            if slot.ticket != ticket {
+                return Hand::Stale;
+            }
+            if slot.is_fresh(now) {
+                return Hand::Evict;
+            }
+            if slot.pinned && spare_pinned {
+                return Hand::Spare;
+            }
+            if slot.referenced && chance {
+                slot.referenced = false;
+                return Hand::Spare;
+            }
+            Hand::Evict
+        });
+        if let Some((hash, key)) = victim
+            && let Some(slot) = self.slots.remove(Hashed { key: &key, hash })
+            && slot.pinned
+        {
+            self.pinned -= 1;
+        }
+    }
+
+    /// The slot of `k`, created (making room first) if the key is new. A
+    /// slot used again gets its second chance; a new one has none yet, so
+    /// keys seen once (a flood) go before keys in use.
+    fn slot(&mut self, k: Hashed<'_, K>, now: impl FnOnce() -> u64) -> &mut Slot {
+        if let Some(slot) = self.slots.get_mut(k) {
+            slot.referenced = true;
+        } else {
+            if self.slots.len() >= self.capacity {
+                self.evict_one(now());
+            }
+            let slots = &self.slots;
+            let ticket = self.clock.push(k, |k, ticket| {
+                slots.get(k).is_some_and(|s| s.ticket == ticket)
+            });
+            self.slots.insert_new(
+                k,
+                Slot {
+                    tat: 0,
+                    ticket,
+                    referenced: false,
+                    pinned: false,
+                },
+            );
+        }
+        self.slots
+            .get_mut(k)
+            .expect("the slot was inserted just above if it was missing")
+    }
+}
+
+/// A governor [`StateStore`] on a bounded table.
+///
+/// - Every key gets a slot, a brand-new one too (a table that refused new
+///   keys would reset an attacker's state on every request); at capacity a
+///   slot whose state equals a fresh one goes first (nothing is lost), then
+///   one not used recently (CLOCK).
+/// - A key that was refused is pinned until its state equals a fresh one,
+///   up to `limited_capacity` keys: a flood of unique keys that churns the
+///   table does not give a limited client a new burst.
+/// - The table is split over up to 64 shards by a keyed hash, each with
+///   its share of the capacity; the per-request work is one hash and one
+///   short critical section, and governor's arithmetic.
+pub(crate) struct ClockTable<K> {
+    shards: Box<[Mutex<Shard<K>>]>,
+    hasher: RandomState,
+    clock: TokioClock,
+}
+
+impl<K> fmt::Debug for ClockTable<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClockTable")
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Clone + Eq + Hash> ClockTable<K> {
+    fn new(capacity: u64, limited_capacity: u64, clock: TokioClock) -> Self {
+        let shards = shard_capacities(capacity);
+        let count = shards.len() as u64;
+        let shards = shards
+            .into_iter()
+            .enumerate()
+            .map(|(i, share)| {
+                let i = i as u64;
+                let pins = limited_capacity / count + u64::from(i < limited_capacity % count);
+                let pins = usize::try_from(pins).unwrap_or(usize::MAX).min(share);
+                Mutex::new(Shard::new(share, pins))
+            })
+            .collect();
+        Self {
+            shards,
+            hasher: RandomState::new(),
+            clock,
+        }
+    }
+
+    fn shard(&self, hash: u64) -> MutexGuard<'_, Shard<K>> {
+        // Bits 40..56 pick the shard, independent of the table's bits.
+        let index = ((hash >> 40) & 0xffff) % self.shards.len() as u64;
+        // The critical sections hold table operations and integer
+        // arithmetic only; a poisoned shard is still consistent.
+        #[allow(clippy::cast_possible_truncation)] // index < shards.len()
+        self.shards[index as usize]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        self.shards.iter().fold((0, 0), |(slots, pinned), shard| {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            (
+                slots + shard.slots.len() as u64,
+                pinned + shard.pinned as u64,
+            )
+        })
+    }
+}
+
+/// The table as governor's state store, shared with the stats.
+struct TableRef<K>(Arc<ClockTable<K>>);
+
+impl<K: Clone + Eq + Hash> StateStore for TableRef<K> {
+    type Key = K;
+
+    fn measure_and_replace<T, F, E>(&self, key: &K, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        self.0.measure_and_replace(key, f)
+    }
+}
+
+impl<K: Clone + Eq + Hash> ClockTable<K> {
+    fn measure_and_replace<T, F, E>(&self, key: &K, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let k = Hashed {
+            key,
+            hash: self.hasher.hash_one(key),
+        };
+        let mut shard = self.shard(k.hash);
+        let now = || self.clock.now().as_u64();
+        let slot = shard.slot(k, now);
+        let previous = (slot.tat > 0).then(|| Nanos::new(slot.tat));
+        match f(previous) {
+            Ok((outcome, tat)) => {
+                slot.tat = tat.as_u64().max(1);
+                Ok(outcome)
+            }
+            Err(refused) => {
+                let pin = !slot.pinned;
+                if pin && shard.pinned < shard.pin_capacity {
+                    shard.pinned += 1;
+                    shard
+                        .slots
+                        .get_mut(k)
+                        .expect("the slot was taken above")
+                        .pinned = true;
+                }
+                Err(refused)
+            }
+        }
+    }
+}
+
+type Limiter<K> = RateLimiter<K, TableRef<K>, TokioClock, StateInformationMiddleware>;
+
+/// The in-memory [`Store`]. (governor's limiter needs the key bounds on
+/// the struct.)
+pub(crate) struct MemoryStore<K: Clone + Eq + Hash> {
+    limiter: Limiter<K>,
+    table: Arc<ClockTable<K>>,
+}
+
+impl<K: Clone + Eq + Hash> fmt::Debug for MemoryStore<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+impl<K: Clone + Eq + Hash> MemoryStore<K> {
+    pub(crate) fn new(quota: Quota, capacity: u64, limited_capacity: u64) -> Self {
+        let clock = TokioClock::new();
+        let table = Arc::new(ClockTable::new(capacity, limited_capacity, clock));
+        Self {
+            limiter: RateLimiter::new(quota, TableRef(Arc::clone(&table)), clock),
+            table,
+        }
+    }
+
+    pub(crate) fn verdict(&self, key: &K) -> Verdict {
+        match self.limiter.check_key(key) {
+            Ok(snapshot) => Verdict::Allowed {
+                remaining: snapshot.remaining_burst_capacity(),
+            },
+            Err(not_until) => Verdict::Refused {
+                retry_after: not_until
+                    .wait_time_from(self.limiter.clock().now())
+                    .max(Duration::from_nanos(1)),
+            },
+        }
+    }
+}
+
+impl<K> Store<K> for MemoryStore<K>
+where
+    K: Clone + Eq + Hash + Send + Sync + 'static,
+{
+    fn decide(&self, key: &K) -> Decision {
+        Decision::Now(self.verdict(key))
+    }
+
+    fn stats(&self, stats: &mut Stats) {
+        let (entries, limited) = self.table.counts();
+        stats.entries = entries;
+        stats.limited = limited;
+    }
+}
