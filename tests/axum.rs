@@ -1,10 +1,24 @@
-//! The axum `Identity` extractor.
+//! axum integration: the `Identity` extractor, query tokens and axum's
+//! `OriginalUri`.
 #![cfg(feature = "axum")]
 
-use axum::{Router, body::Body, routing::get};
-use http::{Request, StatusCode, header};
+use std::sync::{Arc, Mutex};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{OriginalUri, Request as AxumRequest, State},
+    middleware::{self, Next},
+    response::Response,
+    routing::get,
+};
+use http::{Request, StatusCode, Uri, header};
 use http_body_util::BodyExt;
-use portcullis::{AuthLayer, Credential, ValidationError, integration::axum::Identity};
+use portcullis::{
+    AuthLayer, Credential, ValidationError,
+    extract::{Bearer, Extractor, Query},
+    integration::axum::Identity,
+};
 use tower::ServiceExt;
 
 #[derive(Clone, Debug)]
@@ -87,4 +101,60 @@ async fn asking_for_another_identity_type_names_it() {
     let (status, _, body) = get_("/admin", Some("alice-token")).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(body.contains("Admin"), "{body}");
+}
+
+/// The URIs a logging middleware inside the router saw.
+#[derive(Clone, Default)]
+struct AccessLog(Arc<Mutex<Vec<String>>>);
+
+/// Records `OriginalUri`, as request-logging middleware in a router does.
+async fn log_original_uri(State(log): State<AccessLog>, req: AxumRequest, next: Next) -> Response {
+    let OriginalUri(original) = req.extensions().get::<OriginalUri>().unwrap().clone();
+    log.0.lock().unwrap().push(original.to_string());
+    next.run(req).await
+}
+
+async fn events(OriginalUri(original): OriginalUri, uri: Uri) -> String {
+    format!("{original} {uri}")
+}
+
+/// A nested router whose handler and logging middleware read `OriginalUri`,
+/// behind an `AuthLayer` that accepts query tokens.
+fn query_app(log: AccessLog) -> Router {
+    let api = Router::new().route("/events", get(events));
+    let auth = AuthLayer::new(validator)
+        .optional()
+        .extractor(Extractor::new(Bearer::new()).or(Query::new("access_token")));
+    Router::new()
+        .nest("/api", api)
+        .layer(middleware::from_fn_with_state(log, log_original_uri))
+        .layer(auth)
+}
+
+#[tokio::test]
+async fn a_query_token_never_reaches_original_uri() {
+    // P5, L1: axum records `OriginalUri` before `Router::layer` runs; the
+    // token must be gone from it too, for handlers, nested routers and logs.
+    let log = AccessLog::default();
+    let req = Request::get("/api/events?since=7&access_token=alice-token&page=2")
+        .body(Body::empty())
+        .unwrap();
+    let res = query_app(log.clone()).oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "/api/events?since=7&page=2 /events?since=7&page=2");
+    assert_eq!(*log.0.lock().unwrap(), ["/api/events?since=7&page=2"]);
+}
+
+#[tokio::test]
+async fn an_anonymous_request_keeps_its_query() {
+    // P5: only the token parameter is removed.
+    let log = AccessLog::default();
+    let req = Request::get("/api/events?since=7")
+        .body(Body::empty())
+        .unwrap();
+    let res = query_app(log.clone()).oneshot(req).await.unwrap();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "/api/events?since=7 /events?since=7");
+    assert_eq!(*log.0.lock().unwrap(), ["/api/events?since=7"]);
 }
