@@ -2,12 +2,15 @@
 //! `OriginalUri`.
 #![cfg(feature = "axum")]
 
-use std::sync::{Arc, Mutex};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+};
 
 use axum::{
     Router,
     body::Body,
-    extract::{OriginalUri, Request as AxumRequest, State},
+    extract::{ConnectInfo, OriginalUri, Request as AxumRequest, State},
     middleware::{self, Next},
     response::Response,
     routing::get,
@@ -15,9 +18,10 @@ use axum::{
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 use portcullis::{
-    AuthLayer, Credential, ValidationError,
+    AuthLayer, ClientIp, Credential, ValidationError,
     extract::{Bearer, Extractor, Query},
     integration::axum::Identity,
+    lockout::{LockoutLayer, Policy},
 };
 use tower::ServiceExt;
 
@@ -157,4 +161,40 @@ async fn an_anonymous_request_keeps_its_query() {
     let body = res.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "/api/events?since=7 /events?since=7");
     assert_eq!(*log.0.lock().unwrap(), ["/api/events?since=7"]);
+}
+
+#[tokio::test]
+async fn anonymous_requests_refused_by_identity_never_count_as_failures() {
+    // B1: `Identity` answers an anonymous request 401 with a `Missing`
+    // rejection, which the lockout in front does not count.
+    let policy = Policy::builder().max_failures(3).build().unwrap();
+    let lockout = LockoutLayer::keyed(ClientIp::new(), policy);
+    let tracker = lockout.tracker().clone();
+    let app = Router::new()
+        .route("/me", get(me))
+        .layer(AuthLayer::new(validator).optional())
+        .layer(lockout);
+    let peer: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+    let call = |token: Option<&str>| {
+        let mut req = Request::get("/me").extension(ConnectInfo(peer));
+        if let Some(token) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        app.clone().oneshot(req.body(Body::empty()).unwrap())
+    };
+    let client: IpAddr = peer.ip();
+
+    for _ in 0..10 {
+        let res = call(None).await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(tracker.failures(&client), 0);
+
+    // Wrong tokens from the same client do count: the lockout is watching.
+    for _ in 0..3 {
+        let res = call(Some("wrong-token")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = call(None).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
 }
