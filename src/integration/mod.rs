@@ -25,12 +25,11 @@ use crate::AuthRejection;
 /// The [`AuthRejection`] a response carries, wherever portcullis put it.
 ///
 /// - In the response extensions: every layer's rejection, and the answer of
-///   the axum [`Identity`](self::axum::Identity) extractor to an anonymous
-///   request.
+///   the axum `Identity` extractor (feature `axum`) to an anonymous request.
 /// - With feature `tonic`, as the [source](std::error::Error::source) of the
 ///   `tonic::Status` that tonic stores in the extensions of an error
-///   response. [`tonic::identity`](self::tonic::identity) answers anonymous
-///   calls that way, because a `Status` cannot carry extensions of its own;
+///   response. `integration::tonic::identity` answers anonymous calls that
+///   way, because a `Status` cannot carry extensions of its own;
 ///   a tonic handler may attach an `AuthRejection` to a `Status` of its own
 ///   with `Status::set_source` to say what the outcome was.
 ///
