@@ -86,7 +86,7 @@
 //! |---|---|---|
 //! | `axum` | yes | [`integration::axum::Identity`], the handler extractor |
 //! | `cookie` | yes | [`extract::Cookie`], the named-cookie source |
-//! | `tonic` | no | [`integration::tonic::identity`]; the layers work with tonic regardless |
+//! | `tonic` | no | `integration::tonic::identity`, and [`ClientIp`] reads tonic's connect info: without it [`AuthLayer`] still works with tonic, but limiters keyed by [`ClientIp`] answer every call `INTERNAL` |
 //! | `jwt` | no | JWT validation (jsonwebtoken, pure-Rust crypto) |
 //! | `jwks` | no | JWT keys from a JWKS URL, fetched over rustls (no OpenSSL) |
 //! | `redis` | no | shared limiter state for several replicas |
@@ -110,7 +110,7 @@
 //! - Every rejection carries an [`AuthRejection`] in the response
 //!   extensions, which outer layers use to count failed attempts.
 #![forbid(unsafe_code)]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod auth;
 mod body;

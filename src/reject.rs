@@ -15,7 +15,7 @@
 //! | [`InsufficientScope`](RejectionKind::InsufficientScope) | 403, `error="insufficient_scope"`, `scope="…"` | 7 `PERMISSION_DENIED` |
 //! | [`LockedOut`](RejectionKind::LockedOut), [`RateLimited`](RejectionKind::RateLimited) | 429, `Retry-After` | 8 `RESOURCE_EXHAUSTED` |
 //! | [`Unavailable`](RejectionKind::Unavailable) | 503, `Retry-After` when known | 14 `UNAVAILABLE` |
-//! | [`NoClientAddress`](RejectionKind::NoClientAddress) | 500, with the fix in the body | 13 `INTERNAL` |
+//! | [`NoClientAddress`](RejectionKind::NoClientAddress) | 500 (the fix goes to the server's log) | 13 `INTERNAL` |
 //!
 //! # Example
 //!
@@ -194,11 +194,10 @@ impl RejectionKind {
     }
 }
 
-const NO_CLIENT_ADDRESS: &str = "portcullis cannot tell which client sent this request: \
-the server was not run with connect info. axum: serve \
-`router.into_make_service_with_connect_info::<std::net::SocketAddr>()`; \
-tonic: enable portcullis's `tonic` feature (tonic's `Server` inserts connect info); \
-plain hyper: insert `portcullis::PeerAddr(peer)` into each request's extensions";
+/// What a client learns when the server cannot tell who it is. How to fix the
+/// server is logged where the rejection is made (`portcullis::client_ip`),
+/// never sent to every client.
+const NO_CLIENT_ADDRESS: &str = "the server cannot identify the client";
 
 /// Turns an [`AuthRejection`] into a response.
 ///

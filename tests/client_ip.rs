@@ -1,5 +1,7 @@
 //! Client address resolution: socket peer, trusted proxies, canonical keys.
 
+mod support;
+
 use std::{
     collections::HashSet,
     net::{IpAddr, Ipv6Addr, SocketAddr},
@@ -8,6 +10,7 @@ use std::{
 use http::{HeaderValue, Request, request::Parts};
 use portcullis::{
     ClientIp, ConfigError, KeyExtractor, PeerAddr,
+    client_ip::ForwardedHeader,
     reject::{DefaultRenderer, RejectionKind, Renderer},
 };
 use proptest::prelude::*;
@@ -36,24 +39,30 @@ fn behind_proxies() -> ClientIp {
         .unwrap()
 }
 
+/// The same proxies, writing `Forwarded` (RFC 7239).
+fn behind_rfc7239_proxies() -> ClientIp {
+    behind_proxies().forwarded_header(ForwardedHeader::Forwarded)
+}
+
 #[test]
 fn untrusted_peer_is_the_client_whatever_it_claims() {
     // B8: a spoofed X-Forwarded-For or Forwarded from an untrusted peer changes nothing.
-    let client_ip = behind_proxies();
-    for headers in [
-        vec![],
-        vec![("x-forwarded-for", "203.0.113.9")],
-        vec![("x-forwarded-for", "10.0.0.1, 203.0.113.9")],
-        vec![("forwarded", "for=203.0.113.9")],
-        vec![("x-forwarded-for", "garbage"), ("forwarded", "for=unknown")],
-    ] {
-        let parts = request("198.51.100.7:1234", &headers);
-        assert_eq!(
-            client_ip.resolve(&parts),
-            Some(ip("198.51.100.7")),
-            "{headers:?}"
-        );
-        assert_eq!(client_ip.extract(&parts).unwrap(), ip("198.51.100.7"));
+    for client_ip in [behind_proxies(), behind_rfc7239_proxies()] {
+        for headers in [
+            vec![],
+            vec![("x-forwarded-for", "203.0.113.9")],
+            vec![("x-forwarded-for", "10.0.0.1, 203.0.113.9")],
+            vec![("forwarded", "for=203.0.113.9")],
+            vec![("x-forwarded-for", "garbage"), ("forwarded", "for=unknown")],
+        ] {
+            let parts = request("198.51.100.7:1234", &headers);
+            assert_eq!(
+                client_ip.resolve(&parts),
+                Some(ip("198.51.100.7")),
+                "{headers:?}"
+            );
+            assert_eq!(client_ip.extract(&parts).unwrap(), ip("198.51.100.7"));
+        }
     }
 }
 
@@ -158,9 +167,9 @@ fn non_utf8_hops_left_of_the_client_do_not_matter() {
 }
 
 #[test]
-fn forwarded_is_walked_when_x_forwarded_for_is_absent() {
+fn forwarded_is_walked_when_configured() {
     // B8: RFC 7239, quoted IPv6 with ports, several elements and lines.
-    let client_ip = behind_proxies();
+    let client_ip = behind_rfc7239_proxies();
     let table: &[(&[&str], &str)] = &[
         (&["for=203.0.113.9"], "203.0.113.9"),
         (&["for=203.0.113.9;proto=https;by=10.0.0.2"], "203.0.113.9"),
@@ -187,7 +196,7 @@ fn forwarded_is_walked_when_x_forwarded_for_is_absent() {
 #[test]
 fn unknown_or_obfuscated_forwarded_nodes_fall_back_to_the_peer() {
     // B8: `unknown` and obfuscated identifiers are not addresses.
-    let client_ip = behind_proxies();
+    let client_ip = behind_rfc7239_proxies();
     for line in [
         "for=unknown",
         r#"for="_gazonk""#,
@@ -203,8 +212,25 @@ fn unknown_or_obfuscated_forwarded_nodes_fall_back_to_the_peer() {
 }
 
 #[test]
-fn x_forwarded_for_wins_over_forwarded() {
-    // B8
+fn the_default_configuration_never_reads_forwarded() {
+    // B8: X-Forwarded-For is the default; a header the configuration does not
+    // name is never read, even from a trusted proxy.
+    let client_ip = behind_proxies();
+    for headers in [
+        vec![("forwarded", "for=203.0.113.9")],
+        vec![("forwarded", "for=203.0.113.9"), ("x-forwarded-for", "")],
+        vec![
+            ("forwarded", "for=203.0.113.9"),
+            ("x-forwarded-for", "junk"),
+        ],
+    ] {
+        let parts = request("10.0.0.2:1", &headers);
+        assert_eq!(
+            client_ip.resolve(&parts),
+            Some(ip("10.0.0.2")),
+            "{headers:?}"
+        );
+    }
     let parts = request(
         "10.0.0.2:1",
         &[
@@ -212,27 +238,94 @@ fn x_forwarded_for_wins_over_forwarded() {
             ("x-forwarded-for", "203.0.113.9"),
         ],
     );
-    assert_eq!(behind_proxies().resolve(&parts), Some(ip("203.0.113.9")));
+    assert_eq!(client_ip.resolve(&parts), Some(ip("203.0.113.9")));
+}
+
+#[test]
+fn a_forwarded_proxy_ignores_the_x_forwarded_for_a_client_sends() {
+    // B8: the trusted proxy writes only `Forwarded` and passes the client's
+    // own X-Forwarded-For through; the client can neither pick a fresh key
+    // nor name a victim's address, nor become the proxy with an empty header.
+    let client_ip = behind_rfc7239_proxies();
+    for spoofed in [
+        "6.6.6.6",
+        "198.51.100.200, 6.6.6.6",
+        "10.1.1.1",
+        "",
+        " , ",
+        "junk",
+    ] {
+        let parts = request(
+            "10.0.0.2:1",
+            &[
+                ("x-forwarded-for", spoofed),
+                ("forwarded", "for=203.0.113.9;proto=https"),
+            ],
+        );
+        assert_eq!(
+            client_ip.resolve(&parts),
+            Some(ip("203.0.113.9")),
+            "{spoofed:?}"
+        );
+        assert_eq!(client_ip.extract(&parts).unwrap(), ip("203.0.113.9"));
+    }
+    // Without the header it was told to read, the proxy is the client.
+    let parts = request("10.0.0.2:1", &[("x-forwarded-for", "6.6.6.6")]);
+    assert_eq!(client_ip.resolve(&parts), Some(ip("10.0.0.2")));
+}
+
+#[test]
+fn a_trusted_proxy_without_the_configured_header_is_the_client_and_logged_once() {
+    // B8: fall back to the peer, and tell the operator once, not per request.
+    let logs = support::logs::capture();
+    // A peer no other test uses, so that its lines can be counted.
+    let peer = "10.77.0.1";
+    let warnings = || {
+        logs.text()
+            .lines()
+            .filter(|line| line.contains("WARN") && line.contains(&format!("proxy {peer} ")))
+            .count()
+    };
+    let client_ip = behind_proxies();
+    for headers in [
+        vec![],
+        vec![("x-forwarded-for", "unknown")],
+        vec![("forwarded", "for=203.0.113.9")],
+    ] {
+        let parts = request(&format!("{peer}:1"), &headers);
+        assert_eq!(client_ip.resolve(&parts), Some(ip(peer)), "{headers:?}");
+        assert_eq!(client_ip.clone().extract(&parts).unwrap(), ip(peer));
+    }
+    assert_eq!(warnings(), 1, "{}", logs.text());
+    let line = logs
+        .text()
+        .lines()
+        .find(|line| line.contains(&format!("proxy {peer} ")))
+        .unwrap()
+        .to_owned();
+    assert!(line.contains("x-forwarded-for"), "{line}");
+    assert!(line.contains("forwarded_header"), "{line}");
 }
 
 #[test]
 fn mapped_ipv4_ports_and_zones_make_one_key() {
     // B9: `::ffff:1.2.3.4` is `1.2.3.4`; ports and zones are dropped.
     let client_ip = behind_proxies();
-    let keys: HashSet<IpAddr> = [
+    let mut keys: HashSet<IpAddr> = [
         request("1.2.3.4:1", &[]),
         request("1.2.3.4:65000", &[]),
         request("[::ffff:1.2.3.4]:80", &[]),
         request("10.0.0.2:1", &[("x-forwarded-for", "::ffff:1.2.3.4")]),
         request("10.0.0.2:1", &[("x-forwarded-for", "1.2.3.4:8080")]),
-        request(
-            "10.0.0.2:1",
-            &[("forwarded", r#"for="[::ffff:1.2.3.4]:1""#)],
-        ),
     ]
     .iter()
     .map(|parts| client_ip.extract(parts).unwrap())
     .collect();
+    let forwarded = request(
+        "10.0.0.2:1",
+        &[("forwarded", r#"for="[::ffff:1.2.3.4]:1""#)],
+    );
+    keys.insert(behind_rfc7239_proxies().extract(&forwarded).unwrap());
     assert_eq!(keys, HashSet::from([ip("1.2.3.4")]));
     assert_eq!(
         client_ip.peer(&request("[::ffff:1.2.3.4]:80", &[])),
@@ -347,21 +440,43 @@ fn trusting_more_proxies_adds_to_the_list() {
 
 #[test]
 fn no_socket_peer_is_refused_not_shared() {
-    // B10: without connect info there is no key, and the answer says how to fix it.
+    // B10: without connect info there is no key.
     let parts = request("", &[("x-forwarded-for", "203.0.113.9")]);
     let client_ip = behind_proxies();
     assert_eq!(client_ip.peer(&parts), None);
     assert_eq!(client_ip.resolve(&parts), None);
     let rejection = client_ip.extract(&parts).unwrap_err();
     assert_eq!(rejection.kind(), RejectionKind::NoClientAddress);
+}
 
-    let res = DefaultRenderer::new().render(&rejection, &parts);
-    assert_eq!(res.status(), 500);
-    assert!(
-        std::str::from_utf8(res.body())
-            .unwrap()
-            .contains("connect info")
-    );
+#[test]
+fn the_fix_for_a_missing_peer_goes_to_the_log_not_to_clients() {
+    // B10: the server's log says how to serve with connect info; HTTP and
+    // gRPC clients only learn that the server cannot identify them.
+    let logs = support::logs::capture();
+    let rejection = ClientIp::new().extract(&request("", &[])).unwrap_err();
+    assert_eq!(rejection.kind(), RejectionKind::NoClientAddress);
+
+    let http = request("", &[]);
+    let grpc = request("", &[("content-type", "application/grpc")]);
+    let http = DefaultRenderer::new().render(&rejection, &http);
+    let grpc = DefaultRenderer::new().render(&rejection, &grpc);
+    assert_eq!(http.status(), 500);
+    assert_eq!(grpc.headers()["grpc-status"], "13");
+    let body = std::str::from_utf8(http.body()).unwrap();
+    let message = grpc.headers()["grpc-message"].to_str().unwrap();
+    for answer in [body, message] {
+        assert_eq!(answer, "the server cannot identify the client");
+    }
+
+    let logged = logs.text();
+    let line = logged
+        .lines()
+        .find(|line| line.contains("WARN") && line.contains("connect info"))
+        .unwrap_or_else(|| panic!("no warning with the fix in {logged}"));
+    for fix in ["into_make_service_with_connect_info", "tonic", "PeerAddr"] {
+        assert!(line.contains(fix), "{line}");
+    }
 }
 
 #[cfg(feature = "axum")]
@@ -429,6 +544,7 @@ proptest! {
         xff in proptest::collection::vec(header_line(), 0..4),
         fwd in proptest::collection::vec(header_line(), 0..4),
         trusted_peer in any::<bool>(),
+        rfc7239 in any::<bool>(),
     ) {
         // R2: any bytes resolve to some address; B8: an untrusted peer is always the client.
         let peer = if trusted_peer { "10.0.0.2:1" } else { "198.51.100.7:1" };
@@ -439,7 +555,7 @@ proptest! {
         for line in fwd {
             parts.headers.append("forwarded", line);
         }
-        let client_ip = behind_proxies();
+        let client_ip = if rfc7239 { behind_rfc7239_proxies() } else { behind_proxies() };
         let resolved = client_ip.resolve(&parts);
         prop_assert!(resolved.is_some());
         prop_assert!(client_ip.extract(&parts).is_ok());
@@ -453,15 +569,17 @@ proptest! {
         prefix in header_line(),
         forwarded in any::<bool>(),
     ) {
-        // B8: a trusted proxy appends the address it saw; the client's own bytes lose.
-        let (name, appended): (&str, &[u8]) = if forwarded {
-            ("forwarded", b", for=203.0.113.9")
+        // B8: a trusted proxy appends the address it saw; the client's own
+        // bytes lose, and so does the header the proxy does not write.
+        let (client_ip, name, other, appended): (_, _, _, &[u8]) = if forwarded {
+            (behind_rfc7239_proxies(), "forwarded", "x-forwarded-for", b", for=203.0.113.9")
         } else {
-            ("x-forwarded-for", b", 203.0.113.9")
+            (behind_proxies(), "x-forwarded-for", "forwarded", b", 203.0.113.9")
         };
         let line = [prefix.as_bytes(), appended].concat();
         let mut parts = request("10.0.0.2:1", &[]);
         parts.headers.insert(name, HeaderValue::from_bytes(&line).unwrap());
-        prop_assert_eq!(behind_proxies().resolve(&parts), Some(ip("203.0.113.9")));
+        parts.headers.insert(other, prefix);
+        prop_assert_eq!(client_ip.resolve(&parts), Some(ip("203.0.113.9")));
     }
 }

@@ -2,6 +2,8 @@
 //! with `hyper_util::service::TowerToHyperService`, called over loopback by
 //! hyper-util's client.
 
+mod support;
+
 use std::{convert::Infallible, net::SocketAddr};
 
 use bytes::Bytes;
@@ -14,7 +16,10 @@ use hyper_util::{
     server::conn::auto,
     service::TowerToHyperService,
 };
-use portcullis::{AuthLayer, Credential, ValidationError};
+use portcullis::{
+    AuthLayer, Credential, PeerAddr, ValidationError,
+    lockout::{LockoutLayer, Policy},
+};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 
@@ -138,6 +143,64 @@ async fn http2_requests_are_authenticated_the_same_way() {
         r#"Bearer realm="api""#
     );
     let (response, body) = get(&client, addr, Some("Bearer alice-token")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body, "hello alice");
+}
+
+/// Serves a `ClientIp`-keyed lockout in front of `AuthLayer`, recording each
+/// connection's peer as [`PeerAddr`] only when `with_peer` is set.
+async fn serve_with_lockout(with_peer: bool) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stack = ServiceBuilder::new()
+        .layer(LockoutLayer::new(Policy::default()))
+        .layer(AuthLayer::new(validate))
+        .service_fn(whoami);
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = listener.accept().await.unwrap();
+            let service = ServiceBuilder::new()
+                .map_request(move |mut req: Request<Incoming>| {
+                    if with_peer {
+                        req.extensions_mut().insert(PeerAddr(peer));
+                    }
+                    req
+                })
+                .service(stack.clone());
+            let service = TowerToHyperService::new(service);
+            tokio::spawn(async move {
+                auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_server_without_connect_info_tells_its_log_how_to_fix_it_not_its_clients() {
+    // B10: 500 for every client, with a short generic body; the fix (serve
+    // with connect info) goes to the server's log.
+    let logs = support::logs::capture();
+    let addr = serve_with_lockout(false).await;
+    for client in [http1(), http2()] {
+        let (response, body) = get(&client, addr, Some("Bearer alice-token")).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body, "the server cannot identify the client");
+        assert!(!body.contains("connect info"), "{body}");
+    }
+    let logged = logs.text();
+    assert!(
+        logged.lines().any(|line| line.contains("WARN")
+            && line.contains("connect info")
+            && line.contains("PeerAddr")),
+        "{logged}"
+    );
+
+    // Recording the peer is the fix.
+    let addr = serve_with_lockout(true).await;
+    let (response, body) = get(&http1(), addr, Some("Bearer alice-token")).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(body, "hello alice");
 }

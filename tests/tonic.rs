@@ -3,15 +3,20 @@
 #![cfg(feature = "tonic")]
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
-use portcullis::{AuthLayer, Credential, ValidationError, integration::tonic::identity};
+use portcullis::{
+    AuthLayer, ClientIp, Credential, ValidationError,
+    integration::{rejection, tonic::identity},
+    lockout::{LockoutLayer, Policy},
+    reject::RejectionKind,
+};
 use tokio::net::TcpListener;
 use tonic::{
     Code, Request, Response, Status,
@@ -324,4 +329,81 @@ async fn a_handler_without_an_auth_layer_gets_internal_from_identity() {
         status.message()
     );
     assert_eq!(who.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_anonymous_call_refused_by_identity_carries_a_missing_rejection() {
+    // B1: what a layer in front of the tonic server sees of the handler's
+    // answer: the `Missing` rejection, found by `integration::rejection`.
+    let seen: Arc<Mutex<Vec<Option<RejectionKind>>>> = Arc::default();
+    let record = Arc::clone(&seen);
+    let observe = tower::util::MapResponseLayer::new(move |res: http::Response<_>| {
+        let kind = rejection(res.extensions()).map(|r| r.kind());
+        record.lock().unwrap().push(kind);
+        res
+    });
+    let who = WhoAmI::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let routes = Routes::new(HealthServer::new(who.clone()));
+    tokio::spawn(
+        Server::builder()
+            .layer(observe)
+            .layer(AuthLayer::new(validate).optional())
+            .add_routes(routes)
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    let mut client = client(addr).await;
+
+    let status = client.check(check_request(None)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(status.message(), "no credential was presented");
+    assert_eq!(who.calls.load(Ordering::SeqCst), 1);
+    client
+        .check(check_request(Some(&bearer(OK))))
+        .await
+        .unwrap();
+    assert_eq!(*seen.lock().unwrap(), [Some(RejectionKind::Missing), None]);
+}
+
+#[tokio::test]
+async fn anonymous_calls_refused_by_identity_never_count_as_failures() {
+    // B1: `identity` answers an anonymous call UNAUTHENTICATED; the lockout
+    // in front must not count it, or clients that never sent a credential
+    // (and everyone behind their address) would be locked out.
+    let policy = Policy::builder().max_failures(3).build().unwrap();
+    // Keyed by `ClientIp`, which reads tonic's connect info (feature `tonic`).
+    let lockout = LockoutLayer::keyed(ClientIp::new(), policy);
+    let tracker = lockout.tracker().clone();
+    let who = WhoAmI::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let routes = Routes::new(HealthServer::new(who.clone()));
+    tokio::spawn(
+        Server::builder()
+            .layer(lockout)
+            .layer(AuthLayer::new(validate).optional())
+            .add_routes(routes)
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    let mut client = client(addr).await;
+    let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+
+    for _ in 0..10 {
+        let status = client.check(check_request(None)).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    assert_eq!(who.calls.load(Ordering::SeqCst), 10);
+    assert_eq!(tracker.failures(&loopback), 0);
+
+    // Wrong tokens from the same client do count: the lockout is watching.
+    for _ in 0..3 {
+        let status = client
+            .check(check_request(Some(&bearer(INVALID))))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    let status = client.check(check_request(None)).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
 }

@@ -15,10 +15,26 @@ use crate::ConfigError;
 ///
 /// URLs end up in browser history, proxy logs and `Referer` headers, which is
 /// why RFC 6750 discourages this source; use it only where a client cannot
-/// set a header (an `EventSource`, say). The parameter is removed from the
-/// URI before the request reaches the inner service, so your handlers and
-/// any access log inside the layer never see it. Layers *outside* the
-/// `AuthLayer` still do: put request logging inside it.
+/// set a header (an `EventSource`, say).
+///
+/// The parameter is removed from the request before it reaches the inner
+/// service, whether the credential is accepted or the request goes on
+/// anonymous: from the URI and, with feature `axum`, from axum's
+/// `OriginalUri`, which a `Router` records before any of its layers run and
+/// which nested routers and logging middleware usually read. So handlers and
+/// every layer *inside* the `AuthLayer` never see it.
+///
+/// A layer *outside* the `AuthLayer` sees the request before the token is
+/// removed. Put access logging (tower-http's `TraceLayer`, say) inside it:
+///
+/// - on an axum `Router`, the layer added last runs first:
+///   `.layer(TraceLayer::new_for_http()).layer(auth)`;
+/// - on a `tower::ServiceBuilder`, the layer added first runs first:
+///   `ServiceBuilder::new().layer(auth).layer(TraceLayer::new_for_http())`.
+///
+/// A logging layer inside the `AuthLayer` does not see the requests it
+/// rejects; to log those too, log them outside with the path only
+/// (`uri.path()`), never the whole URI.
 ///
 /// # Example
 ///
@@ -130,34 +146,47 @@ impl Query {
         Ok(found)
     }
 
-    /// Removes every occurrence of the parameter from the URI.
+    /// Removes every occurrence of the parameter from the request: from its
+    /// URI and, with feature `axum`, from axum's `OriginalUri`, which axum's
+    /// `Router` records before any `Router::layer` runs.
     pub(super) fn strip(&self, request: &mut Parts) {
-        let Some(query) = request.uri.query() else {
-            return;
-        };
+        if let Some(uri) = self.stripped(&request.uri) {
+            request.uri = uri;
+        }
+        #[cfg(feature = "axum")]
+        if let Some(axum::extract::OriginalUri(original)) = request.extensions.get_mut()
+            && let Some(uri) = self.stripped(original)
+        {
+            *original = uri;
+        }
+    }
+
+    /// `uri` without the parameter, or `None` when it does not hold it.
+    fn stripped(&self, uri: &Uri) -> Option<Uri> {
+        let query = uri.query()?;
         if !query
             .split('&')
             .any(|pair| self.is_ours(pair.split('=').next().unwrap_or("")))
         {
-            return;
+            return None;
         }
         let kept: Vec<&str> = query
             .split('&')
             .filter(|pair| !self.is_ours(pair.split('=').next().unwrap_or("")))
             .collect();
-        let mut path_and_query = request.uri.path().to_owned();
+        let mut path_and_query = uri.path().to_owned();
         if !kept.is_empty() {
             path_and_query.push('?');
             path_and_query.push_str(&kept.join("&"));
         }
-        let mut parts = std::mem::take(&mut request.uri).into_parts();
+        let mut parts = uri.clone().into_parts();
         // A subset of a valid query is valid; if it were not, dropping the
         // whole query is the safe side (the token must not go on).
         parts.path_and_query = Some(
             PathAndQuery::try_from(path_and_query)
                 .unwrap_or_else(|_| PathAndQuery::from_static("/")),
         );
-        request.uri = Uri::from_parts(parts).unwrap_or_default();
+        Some(Uri::from_parts(parts).unwrap_or_default())
     }
 }
 
@@ -216,5 +245,26 @@ mod tests {
         assert_eq!(strip("/a?access%5Ftoken=x&c"), "/a?c");
         assert_eq!(strip("/a?b=1"), "/a?b=1");
         assert_eq!(strip("http://h/a?access_token=x"), "http://h/a");
+    }
+
+    // P5, L1
+    #[cfg(feature = "axum")]
+    #[test]
+    fn strip_rewrites_axum_original_uri_too() {
+        use axum::extract::OriginalUri;
+
+        let q = Query::new("access_token");
+        let (mut parts, ()) = http::Request::builder()
+            .uri("/events?access_token=x&since=7")
+            .extension(OriginalUri(
+                "/api/events?since=7&access_token=x".parse().unwrap(),
+            ))
+            .body(())
+            .unwrap()
+            .into_parts();
+        q.strip(&mut parts);
+        assert_eq!(parts.uri, "/events?since=7");
+        let OriginalUri(original) = parts.extensions.get::<OriginalUri>().unwrap();
+        assert_eq!(original, "/api/events?since=7");
     }
 }

@@ -22,9 +22,11 @@
 //! assert_eq!(identity::<User, _>(&bare).unwrap_err().code(), Code::Internal);
 //! ```
 
+use std::{error::Error, sync::Arc};
+
 use tonic::{Request, Status};
 
-use crate::auth::Anonymous;
+use crate::{AuthRejection, auth::Anonymous, reject::RejectionKind};
 
 /// The caller's identity, as produced by the [`Validator`](crate::Validator)
 /// of the [`AuthLayer`](crate::AuthLayer) in front of the service.
@@ -32,7 +34,12 @@ use crate::auth::Anonymous;
 /// # Errors
 ///
 /// - `UNAUTHENTICATED` when the layer let the request through anonymous
-///   (optional mode or a public method).
+///   (optional mode or a public method). The `Status` carries an
+///   [`AuthRejection`] of kind [`Missing`](RejectionKind::Missing) as its
+///   [source](Error::source), so a
+///   [`LockoutLayer`](crate::lockout::LockoutLayer) in front does not count
+///   the call as a failed attempt (see [`rejection`](super::rejection)); the
+///   client sees only the code and message.
 /// - `INTERNAL` when there is no `AuthLayer` in front of the service, or its
 ///   validator produces another type: a deployment bug, logged at `error`.
 pub fn identity<T, M>(request: &Request<M>) -> Result<&T, Status>
@@ -44,9 +51,24 @@ where
         return Ok(identity);
     }
     if extensions.get::<Anonymous>().is_some() {
-        return Err(Status::unauthenticated("no credential was presented"));
+        let rejection = AuthRejection::new(RejectionKind::Missing);
+        let mut status = Status::unauthenticated(rejection.to_string());
+        status.set_source(Arc::new(rejection));
+        return Err(status);
     }
     let message = super::layer_missing::<T>();
     tracing::error!(target: "portcullis::tonic", "{message}");
     Err(Status::internal(message))
+}
+
+/// The [`AuthRejection`] in the source chain of `status`, if any.
+pub(super) fn status_rejection(status: &Status) -> Option<&AuthRejection> {
+    let mut source = status.source();
+    while let Some(error) = source {
+        if let Some(rejection) = error.downcast_ref::<AuthRejection>() {
+            return Some(rejection);
+        }
+        source = error.source();
+    }
+    None
 }

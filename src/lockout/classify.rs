@@ -2,7 +2,7 @@
 
 use http::{HeaderName, HeaderValue, StatusCode, response::Parts};
 
-use crate::{AuthRejection, reject::is_grpc};
+use crate::reject::is_grpc;
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
@@ -110,7 +110,7 @@ impl Classifier for DefaultClassifier {
 /// The layer's decision: rejections and the marker first, then the
 /// classifier.
 pub(crate) fn outcome(response: &Parts, classifier: Option<&dyn Classifier>) -> Outcome {
-    if let Some(rejection) = response.extensions.get::<AuthRejection>() {
+    if let Some(rejection) = crate::integration::rejection(&response.extensions) {
         // B1: only presented-and-rejected credentials count; a missing or
         // malformed credential, a missing scope, an expired token or an
         // unavailable validator never does, whatever the status.
@@ -132,7 +132,7 @@ pub(crate) fn outcome(response: &Parts, classifier: Option<&dyn Classifier>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reject::RejectionKind;
+    use crate::{AuthRejection, reject::RejectionKind};
 
     fn parts(status: u16) -> Parts {
         http::Response::builder()
