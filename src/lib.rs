@@ -84,8 +84,8 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `axum` | yes | [`integration::axum::Identity`], the handler extractor |
-//! | `cookie` | yes | [`extract::Cookie`], the named-cookie source |
+//! | `axum` | yes | `integration::axum::Identity`, the handler extractor |
+//! | `cookie` | yes | `extract::Cookie`, the named-cookie source |
 //! | `tonic` | no | `integration::tonic::identity`, and [`ClientIp`] reads tonic's connect info: without it [`AuthLayer`] still works with tonic, but limiters keyed by [`ClientIp`] answer every call `INTERNAL` |
 //! | `jwt` | no | JWT validation (jsonwebtoken, pure-Rust crypto) |
 //! | `jwks` | no | JWT keys from a JWKS URL, fetched over rustls (no OpenSSL) |

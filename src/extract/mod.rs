@@ -8,7 +8,7 @@
 //! | source | where | default |
 //! |---|---|---|
 //! | [`Bearer`] | `Authorization: Bearer <token>` (RFC 6750 §2.1) | on |
-//! | [`Cookie`] | a named cookie (RFC 6265bis), feature `cookie` | off |
+//! | `Cookie` | a named cookie (RFC 6265bis), feature `cookie` | off |
 //! | [`Header`] | a custom header such as `X-API-Key` | off |
 //! | [`Query`] | a query parameter (RFC 6750 §2.3), removed from the URI | off |
 //! | [`WebSocketProtocol`] | an entry of `Sec-WebSocket-Protocol`, removed from the header | off |

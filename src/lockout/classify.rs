@@ -38,7 +38,7 @@ pub enum Outcome {
 pub struct Failed;
 
 /// Classifies responses that carry neither an
-/// [`AuthRejection`] nor the [`Failed`] marker.
+/// [`AuthRejection`](crate::AuthRejection) nor the [`Failed`] marker.
 ///
 /// The [`LockoutLayer`](super::LockoutLayer) decides those two itself, before
 /// any classifier runs, so a classifier cannot make a missing credential or

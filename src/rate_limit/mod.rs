@@ -50,7 +50,7 @@
 //!
 //! # Several replicas
 //!
-//! With [`redis`](RateLimitBuilder::redis) (feature `redis`), replicas
+//! With `RateLimitBuilder::redis` (feature `redis`), replicas
 //! behind a load balancer share each client's allowance through Redis, one
 //! Lua script per request on the Redis server's clock, and fall back to
 //! their local tables while Redis is unavailable.

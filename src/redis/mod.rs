@@ -180,6 +180,26 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Sends `command` in the background, for work nobody waits for (a
+    /// release, an unlock). It follows the calls sent before it on the same
+    /// connection, and gets the reservation lease (at least the timeout) to
+    /// be answered. A plain command, not a script: a script unknown to a
+    /// restarted server costs a second round trip, which a timeout could
+    /// cut.
+    pub(crate) fn send(&self, command: ::redis::Cmd) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut con = self.manager.clone();
+        let patience = self.lease.max(self.timeout);
+        runtime.spawn(async move {
+            let call = command.exec_async(&mut con);
+            let _ = tokio::time::timeout(patience, call).await;
+        });
+    }
+}
+
 /// Whole milliseconds, at least 1.
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)

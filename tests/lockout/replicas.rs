@@ -127,3 +127,230 @@ async fn r5_redis_killed_mid_run_falls_back_to_local_lockouts_and_recovers() {
     .await;
     assert!(resumed.is_ok(), "the tracker never went back to redis");
 }
+
+// ---------------------------------------------------------------- D4
+
+/// A server of the test's own (pausing it must not disturb other tests),
+/// an admin connection to it, and a store factory sharing one prefix.
+struct Own {
+    server: Server,
+    admin: ::redis::aio::MultiplexedConnection,
+    prefix: String,
+}
+
+impl Own {
+    async fn start() -> Option<Self> {
+        redis_url()?;
+        let server = Server::start_free()?;
+        server.ready().await;
+        let client = ::redis::Client::open(server.url()).unwrap();
+        let admin = client.get_multiplexed_async_connection().await.unwrap();
+        Some(Self {
+            server,
+            admin,
+            prefix: unique_prefix(),
+        })
+    }
+
+    async fn store(&self, timeout: Duration) -> RedisStore {
+        RedisStore::connect(&self.server.url())
+            .await
+            .unwrap()
+            .prefix(&self.prefix)
+            .timeout(timeout)
+    }
+
+    /// A tracker allowing one guess at a time, with a warm connection.
+    async fn tracker(&self, timeout: Duration, lease: Duration) -> Tracker<String> {
+        let store = self.store(timeout).await.reservation_lease(lease);
+        let tracker = Tracker::with_redis(max(1), store);
+        drop(tracker.attempt(key("warm-up")).await.unwrap());
+        tracker
+    }
+
+    /// Every client of the server waits for `ms` milliseconds.
+    async fn pause(&mut self, ms: u64) {
+        ::redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(ms)
+            .arg("ALL")
+            .exec_async(&mut self.admin)
+            .await
+            .unwrap();
+    }
+
+    /// Reservations of `k` held in Redis.
+    async fn reservations(&mut self, k: &str) -> i64 {
+        self.admin
+            .zcard(format!("{}{{{k:?}}}:i", self.prefix))
+            .await
+            .unwrap()
+    }
+
+    /// Failures of `k` counted in Redis.
+    async fn failures(&mut self, k: &str) -> Option<i64> {
+        self.admin
+            .get(format!("{}{{{k:?}}}:f", self.prefix))
+            .await
+            .unwrap()
+    }
+
+    /// Scripts the server ran so far.
+    async fn scripts_run(&mut self) -> u64 {
+        let info: String = ::redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut self.admin)
+            .await
+            .unwrap();
+        info.lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+}
+
+const FAST: Duration = Duration::from_millis(100);
+const SLOW: Duration = Duration::from_secs(2);
+const LEASE: Duration = Duration::from_secs(10);
+
+/// Admitted well before the lease of a leaked reservation could end.
+async fn admitted_at_once(
+    tracker: &Tracker<String>,
+    k: &str,
+) -> portcullis::lockout::Attempt<String> {
+    tokio::time::timeout(Duration::from_secs(3), tracker.attempt(key(k)))
+        .await
+        .expect("a leaked reservation holds the only slot")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d4_a_reservation_whose_reply_came_too_late_is_released() {
+    // D4: the reply is slower than the client timeout, so the replica
+    // decides locally while Redis still runs the admission.
+    let Some(mut own) = Own::start().await else {
+        return;
+    };
+    let late = own.tracker(FAST, LEASE).await;
+    let other = own.tracker(SLOW, LEASE).await;
+    own.pause(400).await;
+    drop(late.attempt(key("k")).await.unwrap());
+    assert!(
+        late.stats().fallbacks > 0,
+        "the reply was expected to be late"
+    );
+
+    let attempt = admitted_at_once(&other, "k").await;
+    assert_eq!(other.stats().fallbacks, 0);
+    assert_eq!(own.reservations("k").await, 1, "only the new reservation");
+    drop(attempt);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d4_a_request_dropped_during_its_round_trip_releases_its_reservation() {
+    // D4: the client goes away while its admission is on the wire.
+    let Some(mut own) = Own::start().await else {
+        return;
+    };
+    let dropped = own.tracker(SLOW, LEASE).await;
+    let other = own.tracker(SLOW, LEASE).await;
+    own.pause(400).await;
+    let gone = tokio::time::timeout(Duration::from_millis(50), dropped.attempt(key("k"))).await;
+    assert!(gone.is_err(), "the admission was expected to be in flight");
+
+    let attempt = admitted_at_once(&other, "k").await;
+    assert_eq!(own.reservations("k").await, 1, "only the new reservation");
+    drop(attempt);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d4_a_reservation_nobody_releases_frees_itself_after_its_lease() {
+    // D4: a replica that dies holding a reservation; the others' traffic
+    // does not keep it alive.
+    let Some(own) = Own::start().await else {
+        return;
+    };
+    let lease = Duration::from_millis(600);
+    let dead = own.tracker(SLOW, lease).await;
+    let other = own.tracker(SLOW, lease).await;
+    std::mem::forget(dead.attempt(key("k")).await.unwrap());
+
+    let started = std::time::Instant::now();
+    let attempt = admitted_at_once(&other, "k").await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= lease / 2,
+        "admitted after {waited:?}, before the lease ended"
+    );
+    assert!(waited < lease * 3, "admitted after {waited:?}");
+    drop(attempt);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d4_waiting_requests_ask_redis_at_most_once_per_250_ms_each() {
+    // D4: the slot is held by another replica, so no local release wakes
+    // the waiters; they must not poll Redis in a loop.
+    let Some(mut own) = Own::start().await else {
+        return;
+    };
+    let holder = own.tracker(SLOW, LEASE).await;
+    let waiting = own.tracker(SLOW, LEASE).await;
+    let held = holder.attempt(key("k")).await.unwrap();
+    let before = own.scripts_run().await;
+    let started = std::time::Instant::now();
+    let waiters: Vec<_> = (0..20)
+        .map(|_| {
+            let waiting = waiting.clone();
+            tokio::spawn(async move { waiting.attempt(key("k")).await.map(drop) })
+        })
+        .collect();
+    crate::support::redis::until("a second of waiting", || {
+        started.elapsed() >= Duration::from_secs(1)
+    })
+    .await;
+    let scripts = own.scripts_run().await - before;
+    let elapsed = started.elapsed();
+    let bound = 20 * (elapsed.as_millis() as u64 / 250 + 2);
+    assert!(
+        scripts <= bound,
+        "{scripts} scripts in {elapsed:?} for 20 waiters"
+    );
+    assert!(scripts >= 20, "the waiters never asked ({scripts})");
+    held.failed();
+    for waiter in waiters {
+        waiter.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d4_a_failure_whose_recording_is_retried_counts_once() {
+    // D4: the first recording's reply is late; the retry must not count
+    // the failure again, in Redis or locally.
+    let Some(mut own) = Own::start().await else {
+        return;
+    };
+    let store = own.store(FAST).await;
+    let tracker = Tracker::with_redis(max(3), store);
+    let attempt = tracker.attempt(key("k")).await.unwrap();
+    let before = own.scripts_run().await;
+    own.pause(300).await;
+    assert!(matches!(attempt.failed(), FailureOutcome::Deferred));
+    // Wait for the recording and at least one retry to reach Redis.
+    let mut scripts = 0;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while scripts < 2 {
+            scripts = own.scripts_run().await - before;
+        }
+    })
+    .await
+    .expect("the recording was never retried");
+    assert_eq!(own.failures("k").await, Some(1));
+    assert_eq!(tracker.failures(&key("k")), 0, "counted locally as well");
+}

@@ -72,16 +72,6 @@ redis.call('DEL', KEYS[1])
 return {2, lockout, previous + 1}
 ";
 
-/// Releases a reservation whose admission reply was lost or abandoned.
-const RELEASE: &str = r"
-return redis.call('ZREM', KEYS[1], ARGV[1])
-";
-
-/// Lifts a lockout: forgets the lockout, the failures and the history.
-const UNLOCK: &str = r"
-return redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
-";
-
 /// How long the marker that a reservation's failure was counted lives:
 /// longer than any retry of its recording.
 const COUNTED_MARKER: Duration = Duration::from_secs(60);
@@ -117,8 +107,6 @@ pub(crate) struct RedisLockout<K> {
     policy: Policy,
     admit: Script,
     finish: Script,
-    release: Script,
-    unlock: Script,
     /// Lockouts seen in Redis, so a locked-out client is refused without a
     /// round trip; deadlines in the value, on tokio time.
     lockouts: Cache<K, Record>,
@@ -146,8 +134,6 @@ where
             policy,
             admit: Script::new(ADMIT),
             finish: Script::new(FINISH),
-            release: Script::new(RELEASE),
-            unlock: Script::new(UNLOCK),
             id_base: u64::from_le_bytes(seed),
             next_id: AtomicU64::new(1),
         }
@@ -187,7 +173,6 @@ where
         // Redis runs it after the admission.
         let mut pending = PendingRelease {
             conn: self.conn.clone(),
-            script: self.release.clone(),
             reservations: Some(keys.reservations),
             id,
         };
@@ -311,17 +296,15 @@ where
     fn unlock(&self, key: &K) -> bool {
         let was_locked = self.cached(key).is_some();
         self.lockouts.invalidate(key);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let keys = Keys::new(&self.conn, key);
-            let call = self.conn.invoke::<i64>(&self.unlock, move |invocation| {
-                invocation
-                    .key(keys.failures)
-                    .key(keys.reservations)
-                    .key(keys.lockout)
-                    .key(keys.history);
-            });
-            runtime.spawn(call);
-        }
+        // Forgets the lockout, the failures and the history; reservations
+        // in flight stay.
+        let keys = Keys::new(&self.conn, key);
+        let mut forget = ::redis::cmd("DEL");
+        forget
+            .arg(keys.failures)
+            .arg(keys.lockout)
+            .arg(keys.history);
+        self.conn.send(forget);
         if let Some(notify) = self.waiting.get(key) {
             notify.notify_waiters();
         }
@@ -373,7 +356,6 @@ fn ms(value: i64) -> Duration {
 /// Releases a reservation when dropped, unless a reply settled it.
 struct PendingRelease {
     conn: Connection,
-    script: Script,
     reservations: Option<String>,
     id: u64,
 }
@@ -387,18 +369,13 @@ impl PendingRelease {
 
 impl Drop for PendingRelease {
     fn drop(&mut self) {
-        let Some(reservations) = self.reservations.take() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            // Nothing can send the release: the lease frees the slot.
-            return;
-        };
-        let id = self.id;
-        let call = self.conn.invoke::<i64>(&self.script, move |invocation| {
-            invocation.key(reservations).arg(id);
-        });
-        runtime.spawn(call);
+        // Without a runtime nothing can send the release: the lease frees
+        // the slot.
+        if let Some(reservations) = self.reservations.take() {
+            let mut release = ::redis::cmd("ZREM");
+            release.arg(reservations).arg(self.id);
+            self.conn.send(release);
+        }
     }
 }
 
