@@ -108,10 +108,28 @@ impl From<&ExtractError> for AuthRejection {
 pub trait Source: sealed::Sealed {}
 
 mod sealed {
+    #[cfg(feature = "cookie")]
+    use super::Cookie;
+    use super::{Bearer, Header, Query, WebSocketProtocol};
+
     pub trait Sealed {
-        fn into_any(self) -> super::AnySource;
+        fn into_any(self) -> AnySource;
+    }
+
+    /// Any source, in the extractor's list. Public in a private module: it
+    /// appears in the sealed trait, never in the crate's API.
+    #[derive(Clone, Debug)]
+    pub enum AnySource {
+        Bearer(Bearer),
+        #[cfg(feature = "cookie")]
+        Cookie(Cookie),
+        Header(Header),
+        Query(Query),
+        WebSocket(WebSocketProtocol),
     }
 }
+
+use sealed::AnySource;
 
 /// An ordered list of credential sources.
 ///
@@ -122,17 +140,6 @@ pub struct Extractor {
     sources: Vec<AnySource>,
     max_len: usize,
     strips: bool,
-}
-
-#[derive(Clone, Debug)]
-#[doc(hidden)]
-pub enum AnySource {
-    Bearer(Bearer),
-    #[cfg(feature = "cookie")]
-    Cookie(Cookie),
-    Header(Header),
-    Query(Query),
-    WebSocket(WebSocketProtocol),
 }
 
 impl Extractor {
