@@ -20,14 +20,14 @@ use hyper_util::{
 use jsonwebtoken::{Algorithm, AlgorithmFamily, jwk::JwkSet};
 use tokio::time::Instant;
 
-use super::jwt::{JwtKey, KeySet, Selected};
+use super::key::{JwtKey, KeySet, Selected};
 use crate::{ConfigError, ValidationError};
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 /// Keys published at a JWKS URL, fetched on first use and kept fresh.
 ///
-/// Give it to [`JwtValidatorBuilder::jwks`](super::jwt::JwtValidatorBuilder::jwks).
+/// Give it to [`JwtValidatorBuilder::jwks`](super::JwtValidatorBuilder::jwks).
 /// Fetching uses HTTPS through rustls (ring) with the Mozilla root
 /// certificates (webpki-roots); no OpenSSL.
 ///
@@ -135,7 +135,7 @@ impl Jwks {
 
     /// The keys to verify a token with `kid` and `alg`, refetching on a
     /// miss when allowed.
-    pub(crate) async fn keys_for(
+    pub(super) async fn keys_for(
         &self,
         kid: Option<&str>,
         alg: Algorithm,
