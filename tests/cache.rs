@@ -366,6 +366,26 @@ async fn the_entry_count_never_exceeds_the_capacity() {
     assert!(cache.entry_count() <= 50);
 }
 
+// R2: a TTL too long to add to any instant saturates instead of panicking
+// (at build or when an outcome is stored).
+#[tokio::test(start_paused = true)]
+async fn a_ttl_of_duration_max_saturates_instead_of_panicking() {
+    let backend = Backend::alice();
+    let cache = CachingValidator::builder(backend.clone())
+        .ttl(Duration::MAX)
+        .negative_ttl(Duration::MAX)
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        cache.validate(&bearer("alice-token")).await.unwrap();
+        cache.validate(&bearer("wrong")).await.unwrap_err();
+    }
+    assert_eq!(backend.calls(), 2);
+    advance(Duration::from_secs(10 * 365 * 86_400)).await;
+    cache.validate(&bearer("alice-token")).await.unwrap();
+    assert_eq!(backend.calls(), 2);
+}
+
 #[test]
 fn a_zero_capacity_or_ttl_is_a_configuration_error() {
     let backend = Backend::alice();

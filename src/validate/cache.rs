@@ -13,11 +13,14 @@ use std::{
 use sha2::{Digest as _, Sha256};
 use tokio::{sync::OnceCell, time::Instant};
 
-use super::identity::ExpiresAt;
+use super::identity::{ExpiresAt, deadline_after};
 use crate::{
     ConfigError, Credential, CredentialSource, ValidationError, Validator,
     validate::ValidationErrorKind,
 };
+
+/// The longest time moka keeps an entry before reclaiming its memory.
+const RECLAIM_LIMIT: Duration = Duration::from_secs(365 * 86_400);
 
 type Key = [u8; 32];
 type Outcome<I> = Result<I, ValidationError>;
@@ -212,7 +215,7 @@ impl<V: Validator> Shared<V> {
         let now = Instant::now();
         let deadline = match outcome {
             Ok(identity) => {
-                let deadline = now + self.ttl;
+                let deadline = deadline_after(now, self.ttl);
                 match (self.expiry)(identity) {
                     Some(expiry) => deadline.min(expiry),
                     None => deadline,
@@ -220,7 +223,7 @@ impl<V: Validator> Shared<V> {
             }
             // B2: an unavailable backend says nothing about the credential.
             Err(e) if e.kind() == ValidationErrorKind::Unavailable => return,
-            Err(_) => now + self.negative_ttl,
+            Err(_) => deadline_after(now, self.negative_ttl),
         };
         if deadline <= now {
             return;
@@ -398,7 +401,9 @@ impl<V: Validator> CachingValidatorBuilder<V> {
         }
         // moka's timer runs on real time and only reclaims memory; the
         // outcome deadlines are checked on tokio time.
-        let reclaim_after = self.ttl.max(self.negative_ttl);
+        // moka refuses a time to live over 1,000 years; a year is plenty to
+        // reclaim memory (capacity bounds it anyway).
+        let reclaim_after = self.ttl.max(self.negative_ttl).min(RECLAIM_LIMIT);
         let cache = moka::sync::Cache::builder()
             .max_capacity(self.max_capacity)
             .time_to_live(reclaim_after)

@@ -1,6 +1,6 @@
 //! What an identity may say about itself.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 
@@ -36,4 +36,15 @@ impl<T: ExpiresAt + ?Sized> ExpiresAt for Arc<T> {
     fn expires_at(&self) -> Option<Instant> {
         (**self).expires_at()
     }
+}
+
+/// How far ahead a deadline may lie: 30 years, as tokio's own "far future".
+const HORIZON: Duration = Duration::from_secs(30 * 365 * 86_400);
+
+/// `now + after`, saturated at 30 years from now instead of overflowing
+/// (R2: an `exp` near `u64::MAX` or a `Duration::MAX` setting must not panic).
+pub(crate) fn deadline_after(now: Instant, after: Duration) -> Instant {
+    // Adding 30 years cannot overflow on any platform tokio supports; the
+    // fallback only keeps this function total.
+    now.checked_add(after.min(HORIZON)).unwrap_or(now)
 }

@@ -177,7 +177,10 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
             algorithms: self.algorithms,
             issuers: self.issuers,
             audiences: self.audiences,
-            leeway: self.leeway.as_secs() + u64::from(self.leeway.subsec_nanos() > 0),
+            leeway: self
+                .leeway
+                .as_secs()
+                .saturating_add(u64::from(self.leeway.subsec_nanos() > 0)),
             require_nbf: self.require_nbf,
         };
         #[cfg(feature = "jwks")]

@@ -6,7 +6,11 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::{ValidationError, scope::Scopes, validate::identity::ExpiresAt};
+use crate::{
+    ValidationError,
+    scope::Scopes,
+    validate::identity::{ExpiresAt, deadline_after},
+};
 
 /// The verified claims of a JWT: your claims type `T`, plus the registered
 /// claims portcullis needs (`exp`, `scope`/`scp`).
@@ -30,7 +34,10 @@ impl<T> Claims<T> {
         Self {
             claims: Arc::new(claims),
             exp,
-            expires_at: Instant::now() + Duration::from_secs(exp.saturating_sub(now)),
+            expires_at: deadline_after(
+                Instant::now(),
+                Duration::from_secs(exp.saturating_sub(now)),
+            ),
             scope: registered.scope,
             scp: registered.scp,
         }

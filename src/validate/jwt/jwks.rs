@@ -21,7 +21,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, jwk::JwkSet};
 use tokio::time::Instant;
 
 use super::key::{JwtKey, KeySet, Selected};
-use crate::{ConfigError, ValidationError};
+use crate::{ConfigError, ValidationError, validate::identity::deadline_after};
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
@@ -156,7 +156,8 @@ impl Jwks {
             return Ok(keys);
         }
         let now = Instant::now();
-        let next_allowed = last_attempt.map(|t| t + self.shared.min_refetch_interval);
+        let next_allowed =
+            last_attempt.map(|t| deadline_after(t, self.shared.min_refetch_interval));
         if next_allowed.is_none_or(|t| now >= t) {
             tracing::debug!(kid = ?kid, "no key fits the token, refetching the jwks");
             last_ok = self.shared.refresh_locked().await.is_ok();
