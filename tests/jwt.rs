@@ -814,6 +814,66 @@ async fn claims_expose_their_expiry_so_the_cache_stops_at_exp() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
+// B12: with `Claims::subject` as the cache's subject function, "sign out
+// everywhere" reaches every cached token of one `sub`, and no other.
+#[tokio::test(start_paused = true)]
+async fn invalidating_a_subject_reaches_every_cached_token_with_that_sub() {
+    let key = EncodingKey::from_secret(SECRET);
+    let token = |sub: Value, n: u64| {
+        let claims = json!({ "sub": sub, "exp": now() + 600, "n": n });
+        bearer(&sign(Algorithm::HS256, &claims, &key))
+    };
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let jwt = JwtValidator::<Value>::builder()
+        .algorithm(Algorithm::HS256)
+        .key(JwtKey::secret(SECRET))
+        .build()
+        .unwrap();
+    let counted = move |credential: Credential| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let jwt = jwt.clone();
+        async move { jwt.validate(&credential).await }
+    };
+    let cache = CachingValidator::builder(counted)
+        .subject(Claims::subject)
+        .build()
+        .unwrap();
+    let tokens = [
+        token(json!("alice"), 1),
+        token(json!("alice"), 2),
+        token(json!("bob"), 1),
+        token(json!(42), 1),
+    ];
+    for token in &tokens {
+        cache.validate(token).await.unwrap();
+    }
+    let subjects: Vec<Option<String>> = {
+        let mut subjects = Vec::new();
+        for token in &tokens {
+            let claims = cache.validate(token).await.unwrap();
+            subjects.push(claims.subject().map(str::to_owned));
+        }
+        subjects
+    };
+    assert_eq!(
+        subjects,
+        [Some("alice"), Some("alice"), Some("bob"), Some("42")].map(|s| s.map(str::to_owned))
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+
+    cache.invalidate_subject("alice");
+    cache.invalidate_subject("42");
+    for token in &tokens {
+        cache.validate(token).await.unwrap();
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        7,
+        "alice's two and 42's one asked again"
+    );
+}
+
 #[tokio::test]
 async fn an_unavailable_jwt_error_is_never_produced_by_static_keys() {
     // Static keys decide every token: nothing maps to Unavailable.

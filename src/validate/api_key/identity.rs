@@ -8,7 +8,7 @@ use crate::{scope::Scopes, validate::identity::ExpiresAt};
 
 /// Who an API key belongs to: an id, its scopes and an optional expiry.
 ///
-/// The identity [`ApiKeys`] inserts into request extensions. It implements
+/// The identity [`ApiKeys`](super::ApiKeys) inserts into request extensions. It implements
 /// [`Scopes`] (for [`RequireScopeLayer`](crate::scope::RequireScopeLayer))
 /// and [`ExpiresAt`] (so a [`CachingValidator`](crate::validate::CachingValidator)
 /// never serves it past its expiry).
@@ -48,7 +48,7 @@ impl ApiKeyIdentity {
     }
 
     /// Makes the key expire at `deadline` (tokio time): from then on it is
-    /// answered as [`expired`](ValidationError::expired).
+    /// answered as [`expired`](crate::ValidationError::expired).
     #[must_use]
     pub fn with_expiry(mut self, deadline: Instant) -> Self {
         self.expires_at = Some(deadline);

@@ -127,8 +127,10 @@ impl ApiKeys {
     /// Revokes a key: from now on it is answered exactly like an unknown
     /// key. Returns whether it was known.
     ///
-    /// A [`CachingValidator`](crate::validate::CachingValidator) in front of this one
-    /// must be told too ([`invalidate`](crate::validate::CachingValidator::invalidate)).
+    /// A [`CachingValidator`](crate::validate::CachingValidator) in front
+    /// of this one must be told too, with the same digest:
+    /// [`invalidate_digest`](crate::validate::CachingValidator::invalidate_digest)
+    /// (every carrier the key was cached in).
     pub fn revoke(&self, digest: &KeyDigest) -> bool {
         let mut table = self.write();
         let bucket = digest.bucket();

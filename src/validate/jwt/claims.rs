@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// The verified claims of a JWT: your claims type `T`, plus the registered
-/// claims portcullis needs (`exp`, `scope`/`scp`).
+/// claims portcullis needs (`exp`, `sub`, `scope`/`scp`).
 ///
 /// Derefs to `T`. Cheap to clone (`T` is shared). Implements [`Scopes`]
 /// (from a space-separated `scope` claim, RFC 8693 §4.2, or a `scp` array
@@ -22,6 +22,7 @@ pub struct Claims<T> {
     claims: Arc<T>,
     exp: u64,
     expires_at: Instant,
+    sub: Option<Box<str>>,
     scope: Option<Box<str>>,
     scp: Box<[Box<str>]>,
 }
@@ -38,6 +39,7 @@ impl<T> Claims<T> {
                 Instant::now(),
                 Duration::from_secs(exp.saturating_sub(now)),
             ),
+            sub: registered.sub,
             scope: registered.scope,
             scp: registered.scp,
         }
@@ -56,6 +58,15 @@ impl<T> Claims<T> {
     /// The `exp` claim, in seconds since the Unix epoch.
     pub fn exp(&self) -> u64 {
         self.exp
+    }
+
+    /// The `sub` claim: whom the token is about. A numeric `sub` (which
+    /// some issuers write, against RFC 7519) is given in decimal.
+    ///
+    /// The function a [`CachingValidator`](crate::validate::CachingValidator)
+    /// reads subjects with: `.subject(Claims::subject)`.
+    pub fn subject(&self) -> Option<&str> {
+        self.sub.as_deref()
     }
 
     /// Every scope the token grants (`scope` then `scp`).
@@ -82,6 +93,7 @@ impl<T> Clone for Claims<T> {
             claims: self.claims.clone(),
             exp: self.exp,
             expires_at: self.expires_at,
+            sub: self.sub.clone(),
             scope: self.scope.clone(),
             scp: self.scp.clone(),
         }
@@ -93,6 +105,7 @@ impl<T: fmt::Debug> fmt::Debug for Claims<T> {
         f.debug_struct("Claims")
             .field("claims", &self.claims)
             .field("exp", &self.exp)
+            .field("sub", &self.sub)
             .field("scopes", &self.scopes().collect::<Vec<_>>())
             .finish()
     }
@@ -117,6 +130,8 @@ pub(super) struct Registered {
     exp: Option<u64>,
     #[serde(default)]
     nbf: Option<u64>,
+    #[serde(default, deserialize_with = "sub")]
+    sub: Option<Box<str>>,
     #[serde(default)]
     iss: Option<String>,
     #[serde(default)]
@@ -142,6 +157,16 @@ impl Audience {
             Self::Many(auds) => auds.iter().any(|aud| accepted.contains(aud)),
         }
     }
+}
+
+/// `sub` is a string (RFC 7519 §4.1.2); a number is kept in decimal, and
+/// anything else is no subject rather than a reason to refuse the token.
+fn sub<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<str>>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(sub) => Some(sub.into()),
+        serde_json::Value::Number(sub) => Some(sub.to_string().into()),
+        _ => None,
+    })
 }
 
 /// `scp` is an array of strings, or (some issuers) one space-separated string.

@@ -68,9 +68,9 @@
 //! - A header with `crit` extensions is refused (none are understood).
 //! - A token with a `kid` is verified only by the key with that `kid`; a
 //!   token without one only when exactly one key fits its algorithm.
-//! - Errors: an expired token is [`expired`](ValidationError::expired) (the
+//! - Errors: an expired token is [`expired`](crate::ValidationError::expired) (the
 //!   client should refresh); anything else is
-//!   [`invalid`](ValidationError::invalid) with a fixed reason for logs that
+//!   [`invalid`](crate::ValidationError::invalid) with a fixed reason for logs that
 //!   never contains the token or claim values.
 
 mod builder;

@@ -33,7 +33,7 @@ struct JoseHeader {
 
 /// Validates JWTs; the identity is the token's [`Claims<T>`](Claims).
 ///
-/// Cheap to clone. See the [module docs](self) for an example and the
+/// Cheap to clone. See the [module docs](crate::validate::jwt) for an example and the
 /// security rules.
 ///
 /// # Errors

@@ -1,6 +1,10 @@
-//! Behaviour of the caching validator.
+//! Behaviour of the caching validator: what is cached and for how long
+//! here, invalidation in `invalidate.rs`.
 
+#[path = "../support/mod.rs"]
 mod support;
+
+mod invalidate;
 
 use std::{
     sync::{
@@ -288,24 +292,6 @@ async fn after_invalidate_all_every_credential_goes_to_the_backend() {
         cache.validate(&bearer(s)).await.unwrap();
     }
     assert_eq!(backend.calls(), 6);
-}
-
-#[tokio::test(start_paused = true)]
-async fn an_outcome_fetched_before_invalidate_is_not_cached() {
-    let backend = Backend::alice().delayed(Duration::from_secs(1));
-    let cache = cached(&backend);
-    let in_flight = tokio::spawn({
-        let cache = cache.clone();
-        async move { cache.validate(&bearer("alice-token")).await }
-    });
-    advance(Duration::from_millis(500)).await;
-    cache.invalidate(&bearer("alice-token"));
-    // The request that was already in flight gets its answer...
-    assert!(in_flight.await.unwrap().is_ok());
-    assert_eq!(backend.calls(), 1);
-    // ...but the next one asks the backend again.
-    cache.validate(&bearer("alice-token")).await.unwrap();
-    assert_eq!(backend.calls(), 2);
 }
 
 #[tokio::test(start_paused = true)]
