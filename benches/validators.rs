@@ -1,5 +1,6 @@
-//! Built-in validators: API keys, the caching validator, and JWT
-//! verification compared with calling jsonwebtoken directly.
+//! Built-in validators: API keys, the caching validator, JWT verification
+//! compared with calling jsonwebtoken directly, and the keyed fingerprint
+//! compared with a plain SHA-256.
 //!
 //! `cargo bench --features jwt --bench validators -- --warm-up-time 1 --measurement-time 3`
 
@@ -14,13 +15,14 @@ use std::{
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation, encode};
 use portcullis::{
-    Credential, CredentialSource, Validator,
+    Credential, CredentialSource, FingerprintKey, Validator,
     validate::{
         ApiKeyIdentity, ApiKeys, CachingValidator, GeneratedKey,
         jwt::{Algorithm, JwtKey, JwtValidator},
     },
 };
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
 
 /// Drives a future that never waits on I/O (every validator here answers
 /// without suspending) to completion on the current thread.
@@ -192,5 +194,19 @@ fn jwt(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, api_keys, cache, jwt);
+fn fingerprint(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fingerprint");
+    let key = FingerprintKey::new([7u8; 32]).unwrap();
+    let secret = GeneratedKey::new("acme_").unwrap();
+    let secret = secret.secret().as_bytes();
+    group.bench_function("hmac_sha256", |b| {
+        b.iter(|| key.fingerprint(black_box(secret)))
+    });
+    group.bench_function("plain_sha256", |b| {
+        b.iter(|| Sha256::digest(black_box(secret)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, api_keys, cache, jwt, fingerprint);
 criterion_main!(benches);

@@ -3,7 +3,10 @@
 use std::{fmt, sync::Arc};
 
 use http::HeaderName;
-use sha2::{Digest, Sha256};
+
+mod fingerprint;
+
+pub use fingerprint::{Fingerprint, FingerprintKey};
 
 /// A secret found in a request, together with where it was found.
 ///
@@ -13,8 +16,9 @@ use sha2::{Digest, Sha256};
 /// # Security
 ///
 /// `Debug` and `Display` never print the secret, only its [`Fingerprint`]
-/// (the first 32 bits of its SHA-256 digest), so a `Credential` may be
-/// logged or put in a span safely. [`Credential::secret`] is the only way to
+/// (the first 32 bits of its HMAC-SHA-256 under the process's
+/// [`FingerprintKey`]), so a `Credential` may be logged or put in a span
+/// safely. [`Credential::secret`] is the only way to
 /// read the secret; call it only where the secret is checked.
 ///
 /// # Example
@@ -52,7 +56,8 @@ impl Credential {
         &self.source
     }
 
-    /// A short, non-reversible fingerprint of the secret, for logs.
+    /// A short, keyed fingerprint of the secret, for logs (see
+    /// [`Fingerprint`]).
     pub fn fingerprint(&self) -> Fingerprint {
         Fingerprint::of(self.secret.as_bytes())
     }
@@ -74,7 +79,7 @@ impl fmt::Display for Credential {
 }
 
 /// Where a [`Credential`] was found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CredentialSource {
     /// `Authorization: Bearer <token>` (RFC 6750 §2.1).
@@ -98,35 +103,5 @@ impl fmt::Display for CredentialSource {
             Self::Query(name) => write!(f, "query parameter {name}"),
             Self::WebSocketProtocol => f.write_str("websocket protocol"),
         }
-    }
-}
-
-/// The first 32 bits of a secret's SHA-256 digest, printed as 8 hex digits.
-///
-/// Enough to tell credentials apart in logs, not enough to recover or
-/// replay one.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fingerprint([u8; 4]);
-
-impl Fingerprint {
-    /// Fingerprints arbitrary secret bytes.
-    pub fn of(secret: &[u8]) -> Self {
-        let digest = Sha256::digest(secret);
-        Self([digest[0], digest[1], digest[2], digest[3]])
-    }
-}
-
-impl fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "\"{self}\"")
     }
 }

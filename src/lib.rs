@@ -135,7 +135,7 @@ pub mod validate;
 pub use auth::AuthLayer;
 pub use body::ResponseBody;
 pub use client_ip::{ClientIp, PeerAddr};
-pub use credential::{Credential, CredentialSource, Fingerprint};
+pub use credential::{Credential, CredentialSource, Fingerprint, FingerprintKey};
 pub use error::ConfigError;
 pub use key::KeyExtractor;
 pub use reject::AuthRejection;

@@ -20,6 +20,7 @@ use portcullis::{
         jwt::{Algorithm, Claims, JwtKey, JwtValidator},
     },
 };
+use proptest::prelude::*;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::{Layer, ServiceExt, service_fn};
@@ -417,6 +418,132 @@ async fn a_token_not_valid_yet_is_invalid() {
     );
 }
 
+// R2: a validly signed token whose `exp` is near `u64::MAX` used to overflow
+// the conversion to an `Instant` and panic the validator.
+#[tokio::test]
+async fn a_validly_signed_token_expiring_at_u64_max_is_accepted_without_panicking() {
+    let key = EncodingKey::from_secret(SECRET);
+    let far = json!({ "sub": "alice", "exp": u64::MAX, "nbf": 0, "iat": u64::MAX });
+    let token = sign(Algorithm::HS256, &far, &key);
+    let claims = hs256().validate(&bearer(&token)).await.unwrap();
+    assert_eq!(claims.exp(), u64::MAX);
+    let left = claims.expires_at().unwrap() - tokio::time::Instant::now();
+    assert!(left > Duration::from_secs(10 * 365 * 86_400), "{left:?}");
+
+    // A cache in front of it caps the entry at its own TTL.
+    let cache = CachingValidator::builder(hs256()).build().unwrap();
+    assert_eq!(
+        cache.validate(&bearer(&token)).await.unwrap().exp(),
+        u64::MAX
+    );
+    assert_eq!(
+        cache.validate(&bearer(&token)).await.unwrap().exp(),
+        u64::MAX
+    );
+}
+
+// R2: a leeway too large to add to any time saturates instead of
+// overflowing: every token is within it.
+#[tokio::test(start_paused = true)]
+async fn a_leeway_of_duration_max_saturates() {
+    let lenient = JwtValidator::<MyClaims>::builder()
+        .algorithm(Algorithm::HS256)
+        .key(JwtKey::secret(SECRET))
+        .leeway(Duration::MAX)
+        .build()
+        .unwrap();
+    let key = EncodingKey::from_secret(SECRET);
+    let old = json!({ "sub": "alice", "exp": 1, "nbf": u64::MAX });
+    let claims = lenient
+        .validate(&bearer(&sign(Algorithm::HS256, &old, &key)))
+        .await
+        .unwrap();
+    assert_eq!(claims.exp(), 1);
+    assert_eq!(claims.expires_at(), Some(tokio::time::Instant::now()));
+}
+
+/// A NumericDate claim anywhere from 0 to `u64::MAX`, with the edges and the
+/// hours around now drawn often.
+fn numeric_date() -> impl Strategy<Value = u64> {
+    let now = now() as u64;
+    prop_oneof![
+        any::<u64>(),
+        Just(0),
+        Just(u64::MAX),
+        (u64::MAX - 100_000)..=u64::MAX,
+        now - 7_200..now + 7_200,
+    ]
+}
+
+/// What the validator must answer for `exp` and `nbf` at `now` with the
+/// default 30-second leeway: `None` for an accepted token.
+fn expected_kind(exp: u64, nbf: Option<u64>, now: u64) -> Option<ValidationErrorKind> {
+    if exp.saturating_add(30) < now {
+        Some(ValidationErrorKind::Expired)
+    } else if nbf.is_some_and(|nbf| nbf > now.saturating_add(30)) {
+        Some(ValidationErrorKind::Invalid)
+    } else {
+        None
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    // R2: no value of `exp`, `nbf` or `iat` in a validly signed token panics
+    // the validator or a cache in front of it, and the answer follows the
+    // claims.
+    #[test]
+    fn any_exp_nbf_and_iat_in_a_signed_token_get_a_sane_answer(
+        exp in numeric_date(),
+        nbf in proptest::option::of(numeric_date()),
+        iat in proptest::option::of(numeric_date()),
+    ) {
+        let mut payload = json!({ "sub": "alice", "exp": exp });
+        if let Some(nbf) = nbf {
+            payload["nbf"] = nbf.into();
+        }
+        if let Some(iat) = iat {
+            payload["iat"] = iat.into();
+        }
+        let token = sign(Algorithm::HS256, &payload, &EncodingKey::from_secret(SECRET));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let validator = hs256();
+            let cache = CachingValidator::builder(validator.clone())
+                .ttl(Duration::MAX)
+                .negative_ttl(Duration::MAX)
+                .build()
+                .unwrap();
+            let before = now() as u64;
+            let direct = validator.validate(&bearer(&token)).await;
+            let cached = cache.validate(&bearer(&token)).await;
+            let again = cache.validate(&bearer(&token)).await;
+            let after = now() as u64;
+            let expected = expected_kind(exp, nbf, before);
+            if expected != expected_kind(exp, nbf, after) {
+                // The clock crossed a boundary while validating: either answer is right.
+                return Ok(());
+            }
+            for outcome in [&direct, &cached, &again] {
+                prop_assert_eq!(outcome.as_ref().err().map(ValidationError::kind), expected);
+            }
+            if let Ok(claims) = &direct {
+                prop_assert_eq!(claims.exp(), exp);
+                let left = claims.expires_at().unwrap() - tokio::time::Instant::now();
+                let until_exp = Duration::from_secs(exp.saturating_sub(before));
+                prop_assert!(left <= until_exp + Duration::from_secs(1), "{:?} > {:?}", left, until_exp);
+                let horizon = Duration::from_secs(10 * 365 * 86_400);
+                prop_assert!(left + Duration::from_secs(2) >= until_exp.min(horizon), "{:?}", left);
+            }
+            Ok(())
+        })?;
+    }
+}
+
 // L1: the reason kept for logs never carries the token.
 #[tokio::test]
 async fn a_bad_signature_is_invalid_and_the_error_never_shows_the_token() {
@@ -685,6 +812,66 @@ async fn claims_expose_their_expiry_so_the_cache_stops_at_exp() {
     tokio::time::advance(Duration::from_secs(exp_in as u64)).await;
     let _ = cache.validate(&bearer(&token)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+// B12: with `Claims::subject` as the cache's subject function, "sign out
+// everywhere" reaches every cached token of one `sub`, and no other.
+#[tokio::test(start_paused = true)]
+async fn invalidating_a_subject_reaches_every_cached_token_with_that_sub() {
+    let key = EncodingKey::from_secret(SECRET);
+    let token = |sub: Value, n: u64| {
+        let claims = json!({ "sub": sub, "exp": now() + 600, "n": n });
+        bearer(&sign(Algorithm::HS256, &claims, &key))
+    };
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let jwt = JwtValidator::<Value>::builder()
+        .algorithm(Algorithm::HS256)
+        .key(JwtKey::secret(SECRET))
+        .build()
+        .unwrap();
+    let counted = move |credential: Credential| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let jwt = jwt.clone();
+        async move { jwt.validate(&credential).await }
+    };
+    let cache = CachingValidator::builder(counted)
+        .subject(Claims::subject)
+        .build()
+        .unwrap();
+    let tokens = [
+        token(json!("alice"), 1),
+        token(json!("alice"), 2),
+        token(json!("bob"), 1),
+        token(json!(42), 1),
+    ];
+    for token in &tokens {
+        cache.validate(token).await.unwrap();
+    }
+    let subjects: Vec<Option<String>> = {
+        let mut subjects = Vec::new();
+        for token in &tokens {
+            let claims = cache.validate(token).await.unwrap();
+            subjects.push(claims.subject().map(str::to_owned));
+        }
+        subjects
+    };
+    assert_eq!(
+        subjects,
+        [Some("alice"), Some("alice"), Some("bob"), Some("42")].map(|s| s.map(str::to_owned))
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+
+    cache.invalidate_subject("alice");
+    cache.invalidate_subject("42");
+    for token in &tokens {
+        cache.validate(token).await.unwrap();
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        7,
+        "alice's two and 42's one asked again"
+    );
 }
 
 #[tokio::test]

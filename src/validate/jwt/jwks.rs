@@ -20,14 +20,14 @@ use hyper_util::{
 use jsonwebtoken::{Algorithm, AlgorithmFamily, jwk::JwkSet};
 use tokio::time::Instant;
 
-use super::jwt::{JwtKey, KeySet, Selected};
-use crate::{ConfigError, ValidationError};
+use super::key::{JwtKey, KeySet, Selected};
+use crate::{ConfigError, ValidationError, validate::identity::deadline_after};
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 /// Keys published at a JWKS URL, fetched on first use and kept fresh.
 ///
-/// Give it to [`JwtValidatorBuilder::jwks`](super::jwt::JwtValidatorBuilder::jwks).
+/// Give it to [`JwtValidatorBuilder::jwks`](super::JwtValidatorBuilder::jwks).
 /// Fetching uses HTTPS through rustls (ring) with the Mozilla root
 /// certificates (webpki-roots); no OpenSSL.
 ///
@@ -135,7 +135,7 @@ impl Jwks {
 
     /// The keys to verify a token with `kid` and `alg`, refetching on a
     /// miss when allowed.
-    pub(crate) async fn keys_for(
+    pub(super) async fn keys_for(
         &self,
         kid: Option<&str>,
         alg: Algorithm,
@@ -156,7 +156,8 @@ impl Jwks {
             return Ok(keys);
         }
         let now = Instant::now();
-        let next_allowed = last_attempt.map(|t| t + self.shared.min_refetch_interval);
+        let next_allowed =
+            last_attempt.map(|t| deadline_after(t, self.shared.min_refetch_interval));
         if next_allowed.is_none_or(|t| now >= t) {
             tracing::debug!(kid = ?kid, "no key fits the token, refetching the jwks");
             last_ok = self.shared.refresh_locked().await.is_ok();

@@ -1,6 +1,10 @@
-//! Behaviour of the caching validator.
+//! Behaviour of the caching validator: what is cached and for how long
+//! here, invalidation in `invalidate.rs`.
 
+#[path = "../support/mod.rs"]
 mod support;
+
+mod invalidate;
 
 use std::{
     sync::{
@@ -291,24 +295,6 @@ async fn after_invalidate_all_every_credential_goes_to_the_backend() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_outcome_fetched_before_invalidate_is_not_cached() {
-    let backend = Backend::alice().delayed(Duration::from_secs(1));
-    let cache = cached(&backend);
-    let in_flight = tokio::spawn({
-        let cache = cache.clone();
-        async move { cache.validate(&bearer("alice-token")).await }
-    });
-    advance(Duration::from_millis(500)).await;
-    cache.invalidate(&bearer("alice-token"));
-    // The request that was already in flight gets its answer...
-    assert!(in_flight.await.unwrap().is_ok());
-    assert_eq!(backend.calls(), 1);
-    // ...but the next one asks the backend again.
-    cache.validate(&bearer("alice-token")).await.unwrap();
-    assert_eq!(backend.calls(), 2);
-}
-
-#[tokio::test(start_paused = true)]
 async fn revoking_a_key_behind_the_cache_takes_effect_after_invalidate() {
     let key = GeneratedKey::new("acme_").unwrap();
     let keys = ApiKeys::builder("acme_")
@@ -364,6 +350,26 @@ async fn the_entry_count_never_exceeds_the_capacity() {
         }
     }
     assert!(cache.entry_count() <= 50);
+}
+
+// R2: a TTL too long to add to any instant saturates instead of panicking
+// (at build or when an outcome is stored).
+#[tokio::test(start_paused = true)]
+async fn a_ttl_of_duration_max_saturates_instead_of_panicking() {
+    let backend = Backend::alice();
+    let cache = CachingValidator::builder(backend.clone())
+        .ttl(Duration::MAX)
+        .negative_ttl(Duration::MAX)
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        cache.validate(&bearer("alice-token")).await.unwrap();
+        cache.validate(&bearer("wrong")).await.unwrap_err();
+    }
+    assert_eq!(backend.calls(), 2);
+    advance(Duration::from_secs(10 * 365 * 86_400)).await;
+    cache.validate(&bearer("alice-token")).await.unwrap();
+    assert_eq!(backend.calls(), 2);
 }
 
 #[test]

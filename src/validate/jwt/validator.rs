@@ -1,0 +1,175 @@
+//! The JWT validator: signature first, then the claims.
+
+use std::{
+    fmt,
+    marker::PhantomData,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, errors::ErrorKind};
+use serde::{Deserialize, de::DeserializeOwned};
+
+#[cfg(feature = "jwks")]
+use super::jwks::Jwks;
+use super::{
+    claims::{Claims, Policy, Registered},
+    key::{JwtKey, KeySet, Selected},
+};
+use crate::{Credential, ValidationError, Validator};
+
+/// The JOSE header fields portcullis reads.
+#[derive(Deserialize)]
+struct JoseHeader {
+    alg: Algorithm,
+    #[serde(default)]
+    kid: Option<String>,
+    /// Extensions the verifier must understand (RFC 7515 §4.1.11): we
+    /// understand none, so a token that has any is refused.
+    #[serde(default)]
+    crit: Option<serde::de::IgnoredAny>,
+}
+
+/// Validates JWTs; the identity is the token's [`Claims<T>`](Claims).
+///
+/// Cheap to clone. See the [module docs](crate::validate::jwt) for an example and the
+/// security rules.
+///
+/// # Errors
+///
+/// [`validate`](Validator::validate) answers
+/// [`expired`](ValidationError::expired) for a token past `exp` (plus
+/// leeway), [`unavailable`](ValidationError::unavailable) when its keys come
+/// from a JWKS URL that could not be fetched and no key fits the token, and
+/// [`invalid`](ValidationError::invalid) for everything else.
+pub struct JwtValidator<T> {
+    pub(super) inner: Arc<Inner>,
+    pub(super) _claims: PhantomData<fn() -> T>,
+}
+
+pub(super) struct Inner {
+    pub(super) policy: Policy,
+    pub(super) keys: Keys,
+}
+
+pub(super) enum Keys {
+    Static(KeySet),
+    #[cfg(feature = "jwks")]
+    Remote(Jwks),
+}
+
+impl<T> Clone for JwtValidator<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            _claims: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for JwtValidator<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("JwtValidator");
+        s.field("policy", &self.inner.policy);
+        match &self.inner.keys {
+            Keys::Static(keys) => s.field("keys", &keys.len()),
+            #[cfg(feature = "jwks")]
+            Keys::Remote(jwks) => s.field("jwks", jwks),
+        };
+        s.finish()
+    }
+}
+
+impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidator<T> {
+    /// Verifies the signature of `message` (`header.payload`) with `key`,
+    /// then checks and reads the claims.
+    fn verify(
+        &self,
+        message: &str,
+        payload: &str,
+        signature: &str,
+        key: &JwtKey,
+        alg: Algorithm,
+    ) -> Result<Claims<T>, ValidationError> {
+        match jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key.key, alg) {
+            Ok(true) => {}
+            Ok(false) => return Err(ValidationError::invalid().with_reason("signature mismatch")),
+            Err(e) => return Err(map_error(e.kind())),
+        }
+        // Only now, with the signature verified, is the payload parsed.
+        let json = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| ValidationError::invalid().with_reason("malformed JWT"))?;
+        let registered: Registered = serde_json::from_slice(&json).map_err(|_| {
+            ValidationError::invalid().with_reason("a registered claim has the wrong type")
+        })?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let exp = self.inner.policy.check(&registered, now)?;
+        let claims: T = serde_json::from_slice(&json).map_err(|_| {
+            ValidationError::invalid().with_reason("claims do not match the expected type")
+        })?;
+        Ok(Claims::verified(claims, registered, exp, now))
+    }
+
+    async fn check(&self, token: &str) -> Result<Claims<T>, ValidationError> {
+        let malformed = || ValidationError::invalid().with_reason("malformed JWT");
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(malformed());
+        };
+        let message = &token[..header.len() + 1 + payload.len()];
+        let header: JoseHeader = URL_SAFE_NO_PAD
+            .decode(header)
+            .ok()
+            .and_then(|json| serde_json::from_slice(&json).ok())
+            .ok_or_else(|| ValidationError::invalid().with_reason("malformed JWT header"))?;
+        if header.crit.is_some() {
+            return Err(ValidationError::invalid().with_reason("unsupported critical header"));
+        }
+        let alg = header.alg;
+        if !self.inner.policy.algorithms.contains(&alg) {
+            return Err(ValidationError::invalid().with_reason("algorithm not accepted"));
+        }
+        let kid = header.kid.as_deref();
+        let select = |keys: &KeySet| match keys.select(kid, alg) {
+            Selected::Key(key) => self.verify(message, payload, signature, key, alg),
+            Selected::UnknownKid => Err(ValidationError::invalid().with_reason("unknown kid")),
+            Selected::NoKey => Err(ValidationError::invalid().with_reason("no key fits the token")),
+        };
+        match &self.inner.keys {
+            Keys::Static(keys) => select(keys),
+            #[cfg(feature = "jwks")]
+            Keys::Remote(jwks) => select(&*jwks.keys_for(kid, alg).await?),
+        }
+    }
+}
+
+fn map_error(kind: &ErrorKind) -> ValidationError {
+    let reason = match kind {
+        ErrorKind::InvalidSignature => "signature mismatch",
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidKeyFormat
+        | ErrorKind::InvalidEcdsaKey
+        | ErrorKind::InvalidEddsaKey
+        | ErrorKind::InvalidRsaKey(_) => "algorithm does not fit the key",
+        ErrorKind::Base64(_) | ErrorKind::Utf8(_) | ErrorKind::InvalidToken => "malformed JWT",
+        _ => "token rejected",
+    };
+    ValidationError::invalid().with_reason(reason)
+}
+
+impl<T: DeserializeOwned + Send + Sync + 'static> Validator for JwtValidator<T> {
+    type Identity = Claims<T>;
+
+    fn validate(
+        &self,
+        credential: &Credential,
+    ) -> impl Future<Output = Result<Claims<T>, ValidationError>> + Send {
+        self.check(credential.secret())
+    }
+}
