@@ -1,0 +1,302 @@
+//! An axum API behind `AuthLayer`, with a failed-attempt limiter and an
+//! optional rate limiter in front: a public health check, a login form that
+//! sets a session cookie, a `/me` route that answers with the caller's
+//! subject, and an `/admin` route that needs the `admin` scope.
+//!
+//! The credential may come from `Authorization: Bearer`, the `session` cookie
+//! or the `X-API-Key` header; two different credentials in one request are
+//! refused as ambiguous. Three validators are combined with a `Chain`:
+//!
+//! - **API keys** (`ApiKeys`): keys starting with `demo_` go to this
+//!   validator and no other. It knows one key, for subject `ci-bot` (no
+//!   scopes), stored only as its SHA-256 digest.
+//! - **Demo tokens** (never printed or logged):
+//!
+//!   | token         | subject | scopes  |
+//!   |---------------|---------|---------|
+//!   | `alice-token` | `alice` | `admin` |
+//!   | `bob-token`   | `bob`   | none    |
+//!
+//! - **JWTs** (feature `jwt`, when `PORTCULLIS_JWT_SECRET` is set): HS256,
+//!   `iss` = `portcullis-demo`, `aud` = `portcullis-api`, `exp` required; the
+//!   subject is `sub` and the scopes come from the `scope` claim.
+//!
+//! `POST /login` takes the form fields `username` and `password`:
+//! `alice` / `wonderland` gets `session=alice-token` (`HttpOnly`,
+//! `SameSite=Lax`, `Path=/`); anything else gets 401.
+//!
+//! Requests pass, outermost first, through `RateLimitLayer` (when
+//! configured), `LockoutLayer` and `AuthLayer`. Both limiters key on the
+//! client's address (the server runs with connect info). The lockout counts
+//! rejected credentials and failed logins, not missing credentials; a
+//! locked-out client gets 429 with `Retry-After` for every request, even
+//! with a valid credential, until the lockout ends (it doubles for repeat
+//! offenders, up to a day).
+//!
+//! Configuration, from the environment:
+//!
+//! | variable                | meaning |
+//! |-------------------------|---------|
+//! | `PORTCULLIS_ADDR`       | listen address (default `127.0.0.1:3000`; port 0 picks a free port) |
+//! | `PORTCULLIS_API_KEY`    | the API key of `ci-bot`: `demo_` and at least 32 more characters from `A-Z a-z 0-9 - _`. Unset: a key is generated that nobody knows, and only its prefix is printed |
+//! | `PORTCULLIS_JWT_SECRET` | HS256 secret (at least 32 bytes) that turns JWT support on; needs `--features jwt` |
+//! | `PORTCULLIS_MAX_FAILURES` | failed attempts that lock a client out (default 5) |
+//! | `PORTCULLIS_LOCKOUT_SECS` | how long a first lockout lasts, in seconds (default 60) |
+//! | `PORTCULLIS_CAPACITY`   | clients each limiter remembers at most (default 100000) |
+//! | `PORTCULLIS_TRUSTED_PROXIES` | comma-separated CIDRs whose `X-Forwarded-For` / `Forwarded` are believed (default none) |
+//! | `PORTCULLIS_RATE_PER_SEC` | requests per second per client; rate limiting is off when unset |
+//! | `PORTCULLIS_RATE_BURST` | requests a quiet client may send at once (default: the rate) |
+//! | `PORTCULLIS_REDIS_URL`  | Redis server (`redis://host:port`) where both limiters keep their state, shared with other instances; needs `--features redis`. Unset: each instance counts on its own |
+//! | `RUST_LOG`              | log filter (default `info,portcullis=debug`) |
+//!
+//! A value that cannot be used is reported on stderr (never echoing a
+//! secret) and the example exits with code 2.
+//!
+//! Run it; the bound address is printed as `listening on http://ADDR`,
+//! followed by the configuration in effect:
+//!
+//! ```text
+//! cargo run --example axum_api
+//!
+//! # with a key for ci-bot and JWT support:
+//! export PORTCULLIS_API_KEY=demo_$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+//! export PORTCULLIS_JWT_SECRET=$(head -c 32 /dev/urandom | base64)
+//! cargo run --example axum_api --features jwt
+//!
+//! # a JWT signed with that secret, e.g. with jwt-cli:
+//! JWT=$(jwt encode --secret "$PORTCULLIS_JWT_SECRET" --iss portcullis-demo \
+//!       --aud portcullis-api --sub carol --exp=+1h '{"scope":"admin"}')
+//! ```
+//!
+//! Then:
+//!
+//! ```text
+//! curl -i http://127.0.0.1:3000/health                                        # 200
+//! curl -i http://127.0.0.1:3000/me                                            # 401, WWW-Authenticate: Bearer realm="portcullis"
+//! curl -i -H 'Authorization: Bearer alice-token' http://127.0.0.1:3000/me     # 200 {"subject":"alice"}
+//! curl -i --cookie 'session=bob-token' http://127.0.0.1:3000/me               # 200 {"subject":"bob"}
+//! curl -i -H 'X-API-Key: alice-token' http://127.0.0.1:3000/me                # 200 {"subject":"alice"}
+//! curl -i -H "X-API-Key: $PORTCULLIS_API_KEY" http://127.0.0.1:3000/me        # 200 {"subject":"ci-bot"}
+//! curl -i -H 'Authorization: Bearer nope' http://127.0.0.1:3000/me            # 401, error="invalid_token"
+//! curl -i -H 'Authorization: Bearer alice-token' --cookie 'session=bob-token' \
+//!      http://127.0.0.1:3000/me                                               # 400, error="invalid_request"
+//! curl -i -d 'username=alice&password=wonderland' http://127.0.0.1:3000/login # 200, Set-Cookie: session=alice-token; HttpOnly; SameSite=Lax; Path=/
+//! curl -i -d 'username=alice&password=guess' http://127.0.0.1:3000/login      # 401 (counts as a failed attempt)
+//! curl -i -H 'Authorization: Bearer alice-token' http://127.0.0.1:3000/admin  # 200 {"scope":"admin","subject":"alice"}
+//! curl -i -H 'Authorization: Bearer bob-token' http://127.0.0.1:3000/admin    # 403, error="insufficient_scope", scope="admin"
+//! curl -i -H "Authorization: Bearer $JWT" http://127.0.0.1:3000/me            # 200 {"subject":"carol"}
+//! curl -i -H "Authorization: Bearer $JWT" http://127.0.0.1:3000/admin         # 200 {"scope":"admin","subject":"carol"}
+//!
+//! # five failed attempts, then even alice's token is refused for a minute:
+//! for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%{http_code}\n' \
+//!     -d 'username=alice&password=guess' http://127.0.0.1:3000/login; done  # 401 ×5
+//! curl -i -H 'Authorization: Bearer alice-token' http://127.0.0.1:3000/me     # 429, Retry-After: 60
+//! ```
+//!
+//! Logs go to stderr; rejected credentials are logged by fingerprint, never
+//! by value. Ctrl-C or SIGTERM shuts the server down gracefully.
+
+mod settings;
+mod users;
+
+use std::{
+    io::{self, IsTerminal, Write},
+    net::SocketAddr,
+    process::ExitCode,
+};
+
+use axum::{
+    Form, Json, Router,
+    http::HeaderName,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use http::{Method, StatusCode, header};
+use portcullis::{
+    AuthLayer,
+    extract::{Bearer, Cookie, Extractor, Header},
+    integration::axum::Identity,
+    reject::DefaultRenderer,
+    scope::RequireScopeLayer,
+    validate::Chain,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::{
+    settings::{Config, Limits},
+    users::{User, validator},
+};
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn me(Identity(user): Identity<User>) -> Json<Value> {
+    tracing::info!(subject = %user.subject, "served /me");
+    Json(json!({ "subject": user.subject }))
+}
+
+async fn admin(Identity(user): Identity<User>) -> Json<Value> {
+    tracing::info!(subject = %user.subject, "served /admin");
+    Json(json!({ "subject": user.subject, "scope": "admin" }))
+}
+
+/// The fields of the login form.
+#[derive(Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+}
+
+/// Signs `alice` in with a session cookie; answers 401 to anything else,
+/// which the lockout layer counts as a failed attempt.
+///
+/// A real service would check a password hash (argon2, scrypt) here.
+async fn login(Form(form): Form<LoginForm>) -> Response {
+    if form.username == "alice" && form.password == "wonderland" {
+        tracing::info!(subject = "alice", "signed in");
+        let cookie = Cookie::new("session").set_cookie("alice-token").build();
+        (
+            [(header::SET_COOKIE, cookie.to_string())],
+            Json(json!({ "subject": "alice" })),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, r#"Bearer realm="portcullis""#)],
+            "wrong username or password",
+        )
+            .into_response()
+    }
+}
+
+/// Whether a request needs no credential.
+fn is_public(parts: &http::request::Parts) -> bool {
+    matches!(
+        (&parts.method, parts.uri.path()),
+        (&Method::GET, "/health") | (&Method::POST, "/login")
+    )
+}
+
+/// The app: the routes behind `AuthLayer`, with the limiters in front of it
+/// (outermost first: `RateLimitLayer`, when configured, `LockoutLayer`, then
+/// `AuthLayer`).
+fn app(validator: Chain<User>, limits: &Limits) -> Result<Router, String> {
+    let renderer = DefaultRenderer::new().realm("portcullis");
+    let auth = AuthLayer::new(validator)
+        .extractor(
+            Extractor::new(Bearer::new())
+                .or(Cookie::new("session"))
+                .or(Header::new(HeaderName::from_static("x-api-key"))),
+        )
+        .public(is_public)
+        .renderer(renderer.clone());
+    let admin_only = RequireScopeLayer::<User>::new("admin").renderer(renderer.clone());
+
+    let router = Router::new()
+        .route("/health", get(health))
+        .route("/login", post(login))
+        .route("/me", get(me))
+        .route("/admin", get(admin).route_layer(admin_only))
+        .layer(auth)
+        .layer(limits.lockout(&renderer)?);
+    // `Router::layer` wraps what is there already: the last layer added is
+    // the first to see a request.
+    Ok(match limits.rate_limit(&renderer)? {
+        Some(rate_limit) => router.layer(rate_limit),
+        None => router,
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,portcullis=debug")),
+        )
+        .init();
+
+    let mut config = match Config::from_env() {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("axum_api: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(message) = config.limits.connect_redis().await {
+        eprintln!("axum_api: {message}");
+        return ExitCode::from(2);
+    }
+    let app = match validator(&config).and_then(|validator| app(validator, &config.limits)) {
+        Ok(app) => app,
+        Err(message) => {
+            eprintln!("axum_api: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(&config, app).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("axum_api: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: &Config, app: Router) -> io::Result<()> {
+    let listener = TcpListener::bind(&config.addr).await?;
+    let local = listener.local_addr()?;
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "listening on http://{local}")?;
+    for line in config.describe() {
+        writeln!(stdout, "{line}")?;
+    }
+    stdout.flush()?;
+    drop(stdout);
+
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or, on Unix, SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
