@@ -107,6 +107,7 @@ fn service(name: &str) -> Svc {
     let handler = service_fn(ok);
     match name {
         "bare" => boxed(handler),
+        #[allow(deprecated)] // the peer being compared against
         "auth/tower_http" => boxed(ValidateRequestHeaderLayer::bearer(TOKEN).layer(handler)),
         "auth/portcullis" => boxed(AuthLayer::new(InMemory).layer(handler)),
         "lockout/portcullis" => boxed(LockoutLayer::new(Policy::default()).layer(handler)),
@@ -125,6 +126,7 @@ fn service(name: &str) -> Svc {
                 .layer(AuthLayer::new(InMemory))
                 .service(handler),
         ),
+        #[allow(deprecated)] // the peer being compared against
         "stack/tower_governor+tower_http" => boxed(
             ServiceBuilder::new()
                 .layer(governor())
