@@ -165,7 +165,10 @@ fn run(svc: &mut Svc, n: u32, clients: u32) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     // A runtime for the layers that read tokio time; requests never wait.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
