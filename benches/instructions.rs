@@ -119,7 +119,7 @@ fn service(name: &str) -> Svc {
         ),
         "rate/portcullis" => boxed(portcullis_rate_limit().layer(handler)),
         "rate/tower_governor" | "lockout/tower_governor" => boxed(governor().layer(handler)),
-        "stack/portcullis" => boxed(
+        "stack/portcullis" | "stack/portcullis+metrics" | "stack/portcullis+prometheus" => boxed(
             ServiceBuilder::new()
                 .layer(portcullis_rate_limit())
                 .layer(LockoutLayer::new(Policy::default()))
@@ -150,6 +150,27 @@ const SERVICES: [&str; 10] = [
     "stack/tower_governor+tower_http",
 ];
 
+/// Subscribes the metrics for the `+metrics` services: with the facade's
+/// no-op recorder, or with the Prometheus recorder.
+fn metrics(name: &str) {
+    #[cfg(feature = "metrics")]
+    match name {
+        "stack/portcullis+metrics" => portcullis::events::metrics::install(),
+        "stack/portcullis+prometheus" => {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .unwrap();
+            portcullis::events::metrics::install();
+        }
+        _ => {}
+    }
+    #[cfg(not(feature = "metrics"))]
+    assert!(
+        !name.ends_with("+metrics") && !name.ends_with("+prometheus"),
+        "{name} needs --features metrics"
+    );
+}
+
 /// Sends `n` requests from `clients` clients, round robin.
 fn run(svc: &mut Svc, n: u32, clients: u32) {
     let mut cx = Context::from_waker(Waker::noop());
@@ -175,6 +196,9 @@ fn main() {
         .build()
         .unwrap();
     let _guard = runtime.enter();
+    if let Some(name) = args.first() {
+        metrics(name);
+    }
     match args.as_slice() {
         [name, n] => {
             let mut svc = service(name);

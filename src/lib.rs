@@ -117,6 +117,7 @@ mod body;
 pub mod client_ip;
 mod credential;
 mod error;
+pub mod events;
 pub mod extract;
 mod gate;
 pub mod integration;

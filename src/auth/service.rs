@@ -11,6 +11,7 @@ use tower_service::Service;
 use super::{Anonymous, ResponseFuture, Shared};
 use crate::{
     AuthRejection, Credential, ResponseBody, ValidationError, Validator,
+    events::{self, Record},
     gate::{self, Admit, BoxFuture, Gate, Refusal},
     lockout::{Outcome, Reservation},
     reject::{self, RejectionKind, Renderer},
@@ -98,6 +99,9 @@ where
                 {
                     Poll::Ready((credential, outcome)) => match outcome {
                         Ok(identity) => {
+                            events::emit(Record::Authenticated {
+                                source: credential.source(),
+                            });
                             accept(&mut parts.extensions, identity);
                             self.pass(parts, body)
                         }
@@ -116,11 +120,21 @@ where
             Ok(None) => {
                 tracing::debug!(target: "portcullis::auth", "no credential presented");
                 let rejection = AuthRejection::new(RejectionKind::Missing);
+                events::emit(Record::Rejected {
+                    kind: rejection.kind(),
+                    source: None,
+                    fingerprint: None,
+                });
                 ResponseFuture::new(Gate::refuse(shared.render(rejection, &parts), ()))
             }
             Err(error) => {
                 tracing::debug!(target: "portcullis::auth", %error, "credential refused before validation");
                 let rejection = AuthRejection::from(&error);
+                events::emit(Record::Rejected {
+                    kind: rejection.kind(),
+                    source: None,
+                    fingerprint: None,
+                });
                 ResponseFuture::new(Gate::refuse(shared.render(rejection, &parts), ()))
             }
         }
@@ -152,6 +166,9 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
             let (credential, outcome) = validation.await;
             match outcome {
                 Ok(identity) => {
+                    events::emit(Record::Authenticated {
+                        source: credential.source(),
+                    });
                     let mut extensions = Extensions::new();
                     if let Some(reservation) = reservation {
                         reservation.settle(Outcome::Success);
@@ -211,6 +228,11 @@ fn reject_credential(credential: &Credential, error: &ValidationError) -> AuthRe
     } else {
         tracing::info!(target: "portcullis::auth", ?kind, %source, %fingerprint, reason, "credential rejected");
     }
+    events::emit(Record::Rejected {
+        kind,
+        source: Some(source),
+        fingerprint: Some(fingerprint),
+    });
     rejection
 }
 
@@ -230,6 +252,8 @@ impl<V: Validator, R: Renderer> Shared<V, R> {
         let validator = self.validator.clone();
         let timeout = self.timeout;
         Box::pin(async move {
+            // Timed only for the metrics: no clock read when nothing listens.
+            let started = events::listening().then(std::time::Instant::now);
             let validation = validator.validate(&credential);
             let outcome = match timeout {
                 None => validation.await,
@@ -239,6 +263,12 @@ impl<V: Validator, R: Renderer> Shared<V, R> {
                         Err(ValidationError::unavailable().with_reason("validator timed out"))
                     }),
             };
+            if let Some(started) = started {
+                events::emit(Record::Validated {
+                    source: credential.source(),
+                    elapsed: started.elapsed(),
+                });
+            }
             (credential, outcome)
         })
     }

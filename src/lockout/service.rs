@@ -18,6 +18,7 @@ use super::{
 };
 use crate::{
     ClientIp, KeyExtractor, ResponseBody,
+    events::{self, Record},
     gate::{self, Admit, Gate, Refusal},
     reject::{self, DefaultRenderer, Renderer},
 };
@@ -105,10 +106,12 @@ where
             // B3: a locked-out client is answered before the inner service
             // runs.
             Admission::Locked(record, now) => {
-                let locked = super::Locked::new(record, now);
-                return refuse(locked.to_rejection(), &parts);
+                let refused = super::Refused::LockedOut(super::Locked::new(record, now));
+                refused_event(&key, &refused);
+                return refuse(refused.to_rejection(), &parts);
             }
             Admission::Crowded => {
+                refused_event(&key, &super::Refused::Crowded);
                 return refuse(super::Refused::Crowded.to_rejection(), &parts);
             }
             Admission::Ask(asking) => Some(asking),
@@ -117,7 +120,7 @@ where
         // The request waits for a reservation. Reservations of outer
         // lockout layers go with it and are put back with this one.
         let outer = Reservation::take(&mut parts.extensions);
-        let acquire = Acquire::new(tracker.clone(), key, hash, asking);
+        let acquire = Acquire::new(tracker.clone(), key.clone(), hash, asking);
         let classifier = config.classifier.clone();
         let decision = Box::pin(async move {
             match acquire.await {
@@ -132,10 +135,13 @@ where
                 }
                 // B3: locked out while waiting; the inner service is never
                 // called.
-                Err(refused) => Err(Refusal {
-                    rejection: refused.to_rejection(),
-                    hook: Held(None),
-                }),
+                Err(refused) => {
+                    refused_event(&key, &refused);
+                    Err(Refusal {
+                        rejection: refused.to_rejection(),
+                        hook: Held(None),
+                    })
+                }
             }
         });
         let inner = gate::take_ready(&mut self.inner);
@@ -147,4 +153,12 @@ where
             renderer,
         ))
     }
+}
+
+/// Reports a refusal to the audit events.
+fn refused_event(key: &dyn fmt::Debug, refused: &super::Refused) {
+    events::emit(Record::LockoutRefused {
+        key,
+        crowded: matches!(refused, super::Refused::Crowded),
+    });
 }

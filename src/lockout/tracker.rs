@@ -18,7 +18,10 @@ use super::{
     attempt::{Acquire, FailureOutcome, Finisher, Locked, Reserved},
     store::{Admission, Finished, Hashed, Recorded, Store, Ticket, memory::MemoryStore},
 };
-use crate::reject::retry_after_secs;
+use crate::{
+    events::{self, Record},
+    reject::retry_after_secs,
+};
 
 type Hook<K> = Arc<dyn Fn(&K, Instant) + Send + Sync>;
 
@@ -259,6 +262,7 @@ where
     /// history too). Returns whether it was locked out.
     pub fn unlock(&self, key: &K) -> bool {
         let was_locked = self.engine.store.unlock(self.hashed(key));
+        events::emit(Record::Unlocked { key });
         tracing::info!(
             target: "portcullis::lockout",
             key = ?key,
@@ -403,6 +407,11 @@ where
                     until_unix,
                     "key locked out after too many failed attempts"
                 );
+                events::emit(Record::LockedOut {
+                    key,
+                    lockout: locked.retry_after(),
+                    lockouts: record.lockouts,
+                });
                 let hook = self
                     .hook
                     .read()

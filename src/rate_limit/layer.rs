@@ -13,7 +13,11 @@ use std::{
 use tower_layer::Layer;
 
 use super::{RateLimit, headers::Headers, store::Store};
-use crate::{ClientIp, KeyExtractor, reject::DefaultRenderer};
+use crate::{
+    ClientIp, KeyExtractor,
+    events::{self, Record},
+    reject::DefaultRenderer,
+};
 
 /// Limits each client to a rate with a burst, using GCRA.
 ///
@@ -82,6 +86,7 @@ impl<K: KeyExtractor, R> Shared<K, R> {
     pub(crate) fn refused(&self, key: &K::Key, retry_after: Duration) -> Option<Headers> {
         self.refused.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(target: "portcullis::rate_limit", ?key, ?retry_after, "rate limited");
+        events::emit(Record::RateLimited { key, retry_after });
         self.headers
             .then(|| Headers::refused(self.burst, retry_after, self.interval))
     }
