@@ -338,16 +338,23 @@ async fn d4_a_failure_whose_recording_is_retried_counts_once() {
     };
     let store = own.store(FAST).await;
     let tracker = Tracker::with_redis(max(3), store);
+    // The recording script is loaded first, so the late call runs whole
+    // (an unknown script would cost a second round trip).
+    tracker.attempt(key("warm")).await.unwrap().failed();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while own.failures("warm").await.is_none() {}
+    })
+    .await
+    .expect("the warm-up failure reached redis");
+
     let attempt = tracker.attempt(key("k")).await.unwrap();
     let before = own.scripts_run().await;
     own.pause(300).await;
     assert!(matches!(attempt.failed(), FailureOutcome::Deferred));
-    // Wait for the recording and at least one retry to reach Redis.
-    let mut scripts = 0;
+    // The first call's reply comes after the timeout: wait until the
+    // failure is in Redis and the retry has run too.
     tokio::time::timeout(Duration::from_secs(5), async {
-        while scripts < 2 {
-            scripts = own.scripts_run().await - before;
-        }
+        while own.failures("k").await.is_none() || own.scripts_run().await - before < 2 {}
     })
     .await
     .expect("the recording was never retried");
