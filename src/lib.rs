@@ -88,7 +88,7 @@
 //! | `cookie` | yes | `extract::Cookie`, the named-cookie source |
 //! | `tonic` | no | `integration::tonic::identity`, and [`ClientIp`] reads tonic's connect info: without it [`AuthLayer`] still works with tonic, but limiters keyed by [`ClientIp`] answer every call `INTERNAL` |
 //! | `jwt` | no | JWT validation (jsonwebtoken, pure-Rust crypto) |
-//! | `jwks` | no | JWT keys from a JWKS URL, fetched over rustls (no OpenSSL) |
+//! | `jwks` | no | JWT keys from a JWKS URL or an OpenID Connect issuer's discovery document, fetched over rustls (no OpenSSL) |
 //! | `redis` | no | shared limiter state for several replicas |
 //! | `test-util` | no | helpers for testing services that use portcullis |
 //!
@@ -140,3 +140,9 @@ pub use error::ConfigError;
 pub use key::KeyExtractor;
 pub use reject::AuthRejection;
 pub use validate::{ValidationError, ValidationErrorKind, Validator};
+
+/// The README's code blocks, compiled and run as doctests (they use the
+/// `axum` and `redis` features).
+#[cfg(all(doctest, feature = "axum", feature = "redis"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
