@@ -4,8 +4,8 @@
 //! portcullis finds the credential in a request (`Authorization: Bearer`, a
 //! cookie, a custom header, and opt-in a query parameter or the WebSocket
 //! subprotocol), validates it through your async [`Validator`], hands the
-//! caller's identity to your handlers, and answers failures the way HTTP and
-//! gRPC clients understand them. It works with any hyper-based service: axum
+//! caller's identity to your handlers, and answers failures the way HTTP,
+//! gRPC, gRPC-Web and Connect clients understand them. It works with any hyper-based service: axum
 //! routers, tonic servers and plain hyper.
 //!
 //! # Quick start
