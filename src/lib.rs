@@ -4,8 +4,8 @@
 //! portcullis finds the credential in a request (`Authorization: Bearer`, a
 //! cookie, a custom header, and opt-in a query parameter or the WebSocket
 //! subprotocol), validates it through your async [`Validator`], hands the
-//! caller's identity to your handlers, and answers failures the way HTTP and
-//! gRPC clients understand them. It works with any hyper-based service: axum
+//! caller's identity to your handlers, and answers failures the way HTTP,
+//! gRPC, gRPC-Web and Connect clients understand them. It works with any hyper-based service: axum
 //! routers, tonic servers and plain hyper.
 //!
 //! # Quick start
@@ -88,7 +88,7 @@
 //! | `cookie` | yes | `extract::Cookie`, the named-cookie source |
 //! | `tonic` | no | `integration::tonic::identity`, and [`ClientIp`] reads tonic's connect info: without it [`AuthLayer`] still works with tonic, but limiters keyed by [`ClientIp`] answer every call `INTERNAL` |
 //! | `jwt` | no | JWT validation (jsonwebtoken, pure-Rust crypto) |
-//! | `jwks` | no | JWT keys from a JWKS URL, fetched over rustls (no OpenSSL) |
+//! | `jwks` | no | JWT keys from a JWKS URL or an OpenID Connect issuer's discovery document, fetched over rustls (no OpenSSL) |
 //! | `redis` | no | shared limiter state for several replicas |
 //! | `test-util` | no | helpers for testing services that use portcullis |
 //!
@@ -141,3 +141,9 @@ pub use error::ConfigError;
 pub use key::KeyExtractor;
 pub use reject::AuthRejection;
 pub use validate::{ValidationError, ValidationErrorKind, Validator};
+
+/// The README's code blocks, compiled and run as doctests (they use the
+/// `axum` and `redis` features).
+#[cfg(all(doctest, feature = "axum", feature = "redis"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -948,3 +948,40 @@ async fn axum_api_warns_that_a_redis_url_needs_the_redis_feature() {
         "{output}"
     );
 }
+
+#[cfg(all(feature = "axum", feature = "cookie"))]
+#[tokio::test]
+async fn axum_api_answers_connect_clients_with_connect_errors() {
+    let server = Server::start("axum_api").await;
+    let addr = server.addr;
+    let connect = ("connect-protocol-version", "1");
+
+    let (status, headers, body) = get(addr, "/me", &[connect]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(
+        body,
+        r#"{"code":"unauthenticated","message":"no credential was presented"}"#
+    );
+    let (status, _, body) = get(
+        addr,
+        "/admin",
+        &[connect, ("authorization", "Bearer bob-token")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        body,
+        r#"{"code":"permission_denied","message":"the access token lacks the required scope"}"#
+    );
+    let (status, _, _) = get(
+        addr,
+        "/me",
+        &[connect, ("authorization", "Bearer alice-token")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+}

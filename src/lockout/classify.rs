@@ -2,7 +2,7 @@
 
 use http::{HeaderName, HeaderValue, StatusCode, response::Parts};
 
-use crate::reject::is_grpc;
+use crate::reject::Protocol;
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
@@ -79,11 +79,16 @@ where
 /// | response | outcome |
 /// |---|---|
 /// | 401 | failure (a login handler rejecting a password) |
-/// | gRPC, trailers-only with `grpc-status: 16` (`UNAUTHENTICATED`) | failure |
-/// | gRPC, trailers-only with another error status | neutral |
-/// | gRPC, anything else (the status comes in trailers, after the head) | success |
+/// | gRPC or gRPC-Web, trailers-only with `grpc-status: 16` (`UNAUTHENTICATED`) | failure |
+/// | gRPC or gRPC-Web, trailers-only with another error status | neutral |
+/// | gRPC or gRPC-Web, anything else (the status comes in trailers, after the head) | success |
 /// | 2xx, 3xx | success |
 /// | anything else | neutral |
+///
+/// A unary Connect error is an HTTP status (`unauthenticated` is 401), so it
+/// is classified like HTTP. A streaming Connect call answers 200 and puts
+/// its error in the last message of the body, which no classifier sees: a
+/// handler that rejects a guess there inserts the [`Failed`] marker.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultClassifier;
 
@@ -92,7 +97,7 @@ impl Classifier for DefaultClassifier {
         if response.status == StatusCode::UNAUTHORIZED {
             return Outcome::Failure;
         }
-        if is_grpc(&response.headers) {
+        if Protocol::from_content_type(&response.headers).is_some_and(Protocol::has_grpc_status) {
             return match response.headers.get(GRPC_STATUS).map(HeaderValue::as_bytes) {
                 None | Some(b"0") => Outcome::Success,
                 Some(b"16") => Outcome::Failure,
@@ -158,6 +163,19 @@ mod tests {
         assert_eq!(DefaultClassifier.classify(&grpc), Outcome::Failure);
         grpc.headers.insert("grpc-status", "14".parse().unwrap());
         assert_eq!(DefaultClassifier.classify(&grpc), Outcome::Neutral);
+        let mut web = parts(200);
+        web.headers.insert(
+            "content-type",
+            "application/grpc-web+proto".parse().unwrap(),
+        );
+        assert_eq!(DefaultClassifier.classify(&web), Outcome::Success);
+        web.headers.insert("grpc-status", "16".parse().unwrap());
+        assert_eq!(DefaultClassifier.classify(&web), Outcome::Failure);
+        let mut connect = parts(401);
+        connect
+            .headers
+            .insert("content-type", "application/json".parse().unwrap());
+        assert_eq!(DefaultClassifier.classify(&connect), Outcome::Failure);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::{
     ClientIp, KeyExtractor, ResponseBody,
     events::{self, Record},
     gate::{self, Admit, Gate, Refusal},
+    rate_limit::LockoutFields,
     reject::{self, DefaultRenderer, Renderer},
 };
 
@@ -82,7 +83,8 @@ where
         let config = &*self.config;
         let (mut parts, body) = request.into_parts();
         let refuse = |rejection, parts: &_| {
-            let response = reject::render(&*config.renderer, rejection, parts);
+            let renderer = LockoutFields(Arc::clone(&config.renderer));
+            let response = reject::render(&renderer, rejection, parts);
             ResponseFuture::new(Gate::refuse(response, Held(None)))
         };
         let key = match config.extractor.extract(&parts) {
@@ -145,7 +147,7 @@ where
             }
         });
         let inner = gate::take_ready(&mut self.inner);
-        let renderer: Arc<dyn Renderer> = config.renderer.clone();
+        let renderer: Arc<dyn Renderer> = Arc::new(LockoutFields(config.renderer.clone()));
         ResponseFuture::new(Gate::wait(
             decision,
             inner,

@@ -12,7 +12,11 @@ use std::{
 
 use tower_layer::Layer;
 
-use super::{RateLimit, headers::Headers, store::Store};
+use super::{
+    RateLimit,
+    headers::{self, Headers},
+    store::Store,
+};
 use crate::{
     ClientIp, KeyExtractor,
     events::{self, Record},
@@ -34,7 +38,8 @@ pub(crate) struct Shared<K: KeyExtractor, R> {
     pub(crate) extractor: K,
     pub(crate) renderer: Arc<R>,
     pub(crate) store: Box<dyn Store<K::Key>>,
-    pub(crate) headers: bool,
+    /// The `RateLimit` fields to send, if any.
+    pub(crate) headers: Option<Arc<headers::Config>>,
     pub(crate) burst: u32,
     /// The time one request's allowance takes to come back.
     pub(crate) interval: Duration,
@@ -78,8 +83,7 @@ impl<K: KeyExtractor, R> RateLimitLayer<K, R> {
 impl<K: KeyExtractor, R> Shared<K, R> {
     /// The `RateLimit-*` fields of an allowed request, when enabled.
     pub(crate) fn allowed(&self, remaining: u32) -> Option<Headers> {
-        self.headers
-            .then(|| Headers::allowed(self.burst, remaining, self.interval))
+        self.headers.as_ref().map(|h| h.allowed(remaining))
     }
 
     /// Counts and logs a refusal; the `RateLimit-*` fields, when enabled.
@@ -87,8 +91,7 @@ impl<K: KeyExtractor, R> Shared<K, R> {
         self.refused.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(target: "portcullis::rate_limit", ?key, ?retry_after, "rate limited");
         events::emit(Record::RateLimited { key, retry_after });
-        self.headers
-            .then(|| Headers::refused(self.burst, retry_after, self.interval))
+        self.headers.as_ref().map(|h| h.refused(retry_after))
     }
 }
 
@@ -106,7 +109,7 @@ impl<K: KeyExtractor, R> fmt::Debug for RateLimitLayer<K, R> {
         f.debug_struct("RateLimitLayer")
             .field("burst", &shared.burst)
             .field("interval", &shared.interval)
-            .field("headers", &shared.headers)
+            .field("headers", &shared.headers.is_some())
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }

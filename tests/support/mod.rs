@@ -4,3 +4,4 @@
 pub(crate) mod logs;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
+pub(crate) mod rpc;
