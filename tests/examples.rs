@@ -36,6 +36,7 @@ fn example_binary(name: &str) -> PathBuf {
         (cfg!(feature = "tonic"), "tonic"),
         (cfg!(feature = "jwt"), "jwt"),
         (cfg!(feature = "redis"), "redis"),
+        (cfg!(feature = "metrics"), "metrics"),
         (cfg!(feature = "test-util"), "test-util"),
     ]
     .into_iter()
@@ -984,4 +985,59 @@ async fn axum_api_answers_connect_clients_with_connect_errors() {
 
     let (status, output) = server.terminate().await;
     assert!(status.success(), "{status}\n{output}");
+}
+
+#[cfg(all(feature = "axum", feature = "cookie", feature = "metrics"))]
+#[tokio::test]
+async fn axum_api_serves_its_metrics_on_an_address_of_their_own() {
+    let mut server =
+        Server::start_with("axum_api", &[("PORTCULLIS_METRICS_ADDR", "127.0.0.1:0")]).await;
+    let metrics: SocketAddr = timeout(WATCHDOG, async {
+        loop {
+            let mut line = String::new();
+            assert!(server.stdout.read_line(&mut line).await.unwrap() > 0);
+            if let Some(addr) = line
+                .strip_prefix("metrics on http://")
+                .and_then(|rest| rest.trim_end().strip_suffix("/metrics"))
+            {
+                return addr.parse().unwrap();
+            }
+        }
+    })
+    .await
+    .expect("the example prints where its metrics are");
+
+    let (status, ..) = get(server.addr, "/me", &[("authorization", "Bearer nope")]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, ..) = get(server.addr, "/me", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, ..) = get(
+        server.addr,
+        "/me",
+        &[("authorization", "Bearer alice-token")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, _, body) = get(metrics, "/metrics", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    for line in [
+        r#"portcullis_auth_decisions_total{outcome="invalid",source="bearer"} 1"#,
+        r#"portcullis_auth_decisions_total{outcome="missing",source="none"} 1"#,
+        r#"portcullis_auth_decisions_total{outcome="authenticated",source="bearer"} 1"#,
+    ] {
+        assert!(body.contains(line), "{line} is missing from:\n{body}");
+    }
+    assert!(body.contains("portcullis_validator_seconds"), "{body}");
+    // Nothing about a client or a credential in the metrics.
+    assert!(
+        !body.contains("127.0.0.1") && !body.contains("nope"),
+        "{body}"
+    );
+    // The public listener does not serve them.
+    let (status, _, body) = get(server.addr, "/metrics", &[]).await;
+    assert_ne!(status, StatusCode::OK, "{body}");
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{output}");
+    assert_no_secrets(&output);
 }

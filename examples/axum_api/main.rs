@@ -47,6 +47,7 @@
 //! | `PORTCULLIS_RATE_PER_SEC` | requests per second per client; rate limiting is off when unset |
 //! | `PORTCULLIS_RATE_BURST` | requests a quiet client may send at once (default: the rate) |
 //! | `PORTCULLIS_REDIS_URL`  | Redis server (`redis://host:port`) where both limiters keep their state, shared with other instances; needs `--features redis`. Unset: each instance counts on its own |
+//! | `PORTCULLIS_METRICS_ADDR` | address of a second listener serving `GET /metrics` in the Prometheus text format (portcullis's `portcullis_*` counters); needs `--features metrics`. Unset: no metrics |
 //! | `RUST_LOG`              | log filter (default `info,portcullis=debug`) |
 //!
 //! A value that cannot be used is reported on stderr (never echoing a
@@ -96,6 +97,7 @@
 //! Logs go to stderr; rejected credentials are logged by fingerprint, never
 //! by value. Ctrl-C or SIGTERM shuts the server down gracefully.
 
+mod metrics;
 mod settings;
 mod users;
 
@@ -234,6 +236,13 @@ async fn main() -> ExitCode {
         eprintln!("axum_api: {message}");
         return ExitCode::from(2);
     }
+    let metrics = match metrics::start().await {
+        Ok(line) => line,
+        Err(message) => {
+            eprintln!("axum_api: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let app = match validator(&config).and_then(|validator| app(validator, &config.limits)) {
         Ok(app) => app,
         Err(message) => {
@@ -241,7 +250,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match serve(&config, app).await {
+    match serve(&config, app, metrics).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("axum_api: {error}");
@@ -250,12 +259,12 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: &Config, app: Router) -> io::Result<()> {
+async fn serve(config: &Config, app: Router, metrics: Option<String>) -> io::Result<()> {
     let listener = TcpListener::bind(&config.addr).await?;
     let local = listener.local_addr()?;
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening on http://{local}")?;
-    for line in config.describe() {
+    for line in config.describe().into_iter().chain(metrics) {
         writeln!(stdout, "{line}")?;
     }
     stdout.flush()?;

@@ -143,6 +143,7 @@ pub(crate) enum Record<'a> {
         limiter: &'static str,
     },
     /// How long a validator took: for the metrics only, not an event.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     Validated {
         source: &'a CredentialSource,
         elapsed: Duration,
