@@ -139,6 +139,7 @@ pub(crate) enum Record<'a> {
         key: &'a dyn fmt::Debug,
         retry_after: Duration,
     },
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a shared store falls back
     Fallback {
         limiter: &'static str,
     },
