@@ -115,6 +115,7 @@
 pub mod auth;
 mod body;
 pub mod client_ip;
+pub mod client_list;
 mod credential;
 mod error;
 pub mod extract;

@@ -113,6 +113,12 @@ pub(crate) struct Shared<V, R> {
     timeout: Option<Duration>,
 }
 
+/// Inserted into the extensions of requests whose credential the layer
+/// accepted, so that a lockout layer placed inside it by mistake can say so
+/// (SECURITY.md B17).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Authenticated;
+
 /// Inserted into the extensions of requests the layer let through without
 /// an identity (optional mode, public requests), so extractors
 /// can tell "anonymous" from "the layer is missing".

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{Extensions, Method, Request, Response, header, request::Parts};
 use tower_service::Service;
 
-use super::{Anonymous, ResponseFuture, Shared};
+use super::{Anonymous, Authenticated, ResponseFuture, Shared};
 use crate::{
     AuthRejection, Credential, ResponseBody, ValidationError, Validator,
     gate::{self, Admit, BoxFuture, Gate, Refusal},
@@ -157,6 +157,7 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
                         reservation.settle(Outcome::Success);
                     }
                     extensions.insert(identity);
+                    extensions.insert(Authenticated);
                     Ok(Admit {
                         hook: (),
                         extensions: Some(extensions),
@@ -188,6 +189,7 @@ fn accept<I: Clone + Send + Sync + 'static>(extensions: &mut Extensions, identit
         reservation.settle(Outcome::Success);
     }
     extensions.insert(identity);
+    extensions.insert(Authenticated);
 }
 
 /// A CORS preflight: `OPTIONS` with `Access-Control-Request-Method`.

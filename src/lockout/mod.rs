@@ -119,10 +119,13 @@
 mod attempt;
 mod classify;
 mod future;
+mod keys;
 mod layer;
 mod policy;
+mod recent;
 mod reservation;
 mod service;
+mod shadow;
 mod store;
 mod tracker;
 
@@ -135,4 +138,5 @@ pub use layer::LockoutLayer;
 pub use policy::{Policy, PolicyBuilder};
 pub(crate) use reservation::Reservation;
 pub use service::Lockout;
+pub use shadow::Shadowed;
 pub use tracker::{LockedKey, Stats, Tracker};

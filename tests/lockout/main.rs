@@ -84,7 +84,7 @@ fn answer(outcome: &str) -> Response<String> {
         "422" => Response::builder().status(422).body(String::new()).unwrap(),
         "marker" => {
             let mut res = Response::new("try again".to_owned());
-            res.extensions_mut().insert(Failed);
+            res.extensions_mut().insert(Failed::new());
             res
         }
         _ => Response::new("welcome".to_owned()),
