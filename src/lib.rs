@@ -117,6 +117,7 @@ mod body;
 pub mod client_ip;
 pub mod client_list;
 mod credential;
+pub mod cross_origin;
 mod error;
 pub mod extract;
 mod gate;
