@@ -114,6 +114,7 @@
 
 pub mod auth;
 mod body;
+pub mod body_key;
 pub mod client_ip;
 pub mod client_list;
 mod credential;

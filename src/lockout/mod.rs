@@ -118,6 +118,8 @@
 
 mod attempt;
 mod classify;
+#[cfg(feature = "cookie")]
+mod device;
 mod future;
 mod keys;
 mod layer;
@@ -133,6 +135,8 @@ mod tracker;
 pub use crate::redis::RedisStore;
 pub use attempt::{Acquire, Attempt, FailureOutcome, Locked, Refused};
 pub use classify::{Classifier, DefaultClassifier, Failed, Outcome};
+#[cfg(feature = "cookie")]
+pub use device::{Device, DeviceCookies, DeviceKey, UntrustedKey};
 pub use future::ResponseFuture;
 pub use layer::LockoutLayer;
 pub use policy::{Policy, PolicyBuilder};

@@ -15,6 +15,7 @@ use super::{
 };
 use crate::{
     ClientIp, ConfigError, KeyExtractor,
+    client_list::{ClientList, Lists},
     reject::{DefaultRenderer, Renderer},
 };
 
@@ -39,6 +40,7 @@ impl RateLimitLayer {
             limited_capacity: None,
             headers: false,
             shared: None,
+            lists: Lists::default(),
         }
     }
 }
@@ -77,6 +79,7 @@ pub struct RateLimitBuilder<K = ClientIp, R = DefaultRenderer> {
     limited_capacity: Option<u64>,
     headers: bool,
     pub(super) shared: Option<SharedStore>,
+    lists: Lists,
 }
 
 impl<K, R> RateLimitBuilder<K, R> {
@@ -130,6 +133,20 @@ impl<K, R> RateLimitBuilder<K, R> {
         self
     }
 
+    /// Lets the requests on `list` through unlimited and uncounted
+    /// (SECURITY.md B16); see [`client_list`](crate::client_list).
+    pub fn allow(mut self, list: ClientList) -> Self {
+        self.lists.allow = Some(list);
+        self
+    }
+
+    /// Refuses the requests on `list` with 403 (gRPC `PERMISSION_DENIED`);
+    /// the deny list wins over the allow list (SECURITY.md B16).
+    pub fn deny(mut self, list: ClientList) -> Self {
+        self.lists.deny = Some(list);
+        self
+    }
+
     /// Counts per another key, e.g. a [`ClientIp`] that trusts your proxies.
     pub fn key<K2>(self, extractor: K2) -> RateLimitBuilder<K2, R> {
         RateLimitBuilder {
@@ -141,6 +158,7 @@ impl<K, R> RateLimitBuilder<K, R> {
             limited_capacity: self.limited_capacity,
             headers: self.headers,
             shared: self.shared,
+            lists: self.lists,
         }
     }
 
@@ -155,6 +173,7 @@ impl<K, R> RateLimitBuilder<K, R> {
             limited_capacity: self.limited_capacity,
             headers: self.headers,
             shared: self.shared,
+            lists: self.lists,
         }
     }
 
@@ -238,6 +257,7 @@ impl<K, R> RateLimitBuilder<K, R> {
             burst,
             interval,
             refused: AtomicU64::new(0),
+            lists: self.lists,
         }))
     }
 }

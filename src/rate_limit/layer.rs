@@ -13,7 +13,7 @@ use std::{
 use tower_layer::Layer;
 
 use super::{RateLimit, headers::Headers, store::Store};
-use crate::{ClientIp, KeyExtractor, reject::DefaultRenderer};
+use crate::{ClientIp, KeyExtractor, client_list::Lists, reject::DefaultRenderer};
 
 /// Limits each client to a rate with a burst, using GCRA.
 ///
@@ -35,6 +35,8 @@ pub(crate) struct Shared<K: KeyExtractor, R> {
     /// The time one request's allowance takes to come back.
     pub(crate) interval: Duration,
     pub(crate) refused: AtomicU64,
+    /// Allow- and deny-lists (B16).
+    pub(crate) lists: Lists,
 }
 
 /// Counts since the layer was built, and table sizes.
