@@ -130,6 +130,7 @@ pub mod rate_limit;
 mod redis;
 pub mod reject;
 pub mod scope;
+pub mod stack;
 mod table;
 #[cfg(feature = "test-util")]
 pub mod test_util;

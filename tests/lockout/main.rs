@@ -9,6 +9,7 @@ mod counting;
 mod keys;
 mod lockouts;
 mod logs;
+mod many_keys;
 #[cfg(feature = "redis")]
 mod replicas;
 mod tables;
