@@ -6,16 +6,22 @@ mod support;
 
 mod concurrency;
 mod counting;
+mod delay;
+mod devices;
 mod keys;
+mod lists;
 mod lockouts;
 mod logs;
 mod many_keys;
+mod order;
 #[cfg(feature = "redis")]
 mod replicas;
+mod smart;
 mod tables;
 
 use std::{
     convert::Infallible,
+    future::Future,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},

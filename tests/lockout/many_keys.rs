@@ -194,15 +194,12 @@ async fn b13_a_key_that_fails_to_derive_refuses_the_request() {
 // ------------------------------------------------- B13: body-field keys
 
 type FormBody = portcullis::body_key::Body<Full<Bytes>>;
+type LoginApp =
+    BoxCloneService<Request<Full<Bytes>>, Response<ResponseBody<ResponseBody<String>>>, Infallible>;
 
 /// A login handler behind `BodyKeyLayer` and a lockout keyed by address and
 /// account: echoes the body it received, 401 unless the password is right.
-fn login_app(
-    per_account: u32,
-) -> (
-    BoxCloneService<Request<Full<Bytes>>, Response<ResponseBody<ResponseBody<String>>>, Infallible>,
-    Arc<AtomicUsize>,
-) {
+fn login_app(per_account: u32) -> (LoginApp, Arc<AtomicUsize>) {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
     let handler = service_fn(move |req: Request<FormBody>| {
