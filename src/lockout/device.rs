@@ -97,10 +97,11 @@ impl Device {
 }
 
 impl fmt::Debug for Device {
-    /// The account and the first bytes of the nonce: enough to tell devices
-    /// apart in logs, not to forge a cookie (that takes the key).
+    /// The account and the nonce: they tell devices apart in logs and in
+    /// Redis keys, and do not let anyone forge a cookie (that takes the
+    /// key).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let id: String = self.nonce[..4].iter().map(|b| format!("{b:02x}")).collect();
+        let id: String = self.nonce.iter().map(|b| format!("{b:02x}")).collect();
         f.debug_struct("Device")
             .field("account", &self.account)
             .field("id", &id)
