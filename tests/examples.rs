@@ -238,13 +238,22 @@ async fn the_demo_runs_its_tour_and_exits_successfully() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(output.status.success(), "{stdout}{stderr}");
     assert!(
-        stdout.contains("all 12 answers were as expected"),
+        stdout.contains("all 18 answers were as expected"),
         "{stdout}"
     );
     assert!(stdout.contains("401 Unauthorized"), "{stdout}");
     // The lockout section: the locked-out client, then the other one.
     assert!(stdout.contains("429 Too Many Requests"), "{stdout}");
     assert!(stdout.contains("127.0.0.2"), "{stdout}");
+    // B15: the login section: the attacker is refused, alice signs in.
+    assert!(
+        stdout.contains("the right password, no device cookie  429"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("alice, with her device cookie         200 OK"),
+        "{stdout}"
+    );
     assert_no_secrets(&stdout);
     assert_no_secrets(&stderr);
 }
