@@ -1,56 +1,4 @@
-//! Device cookies (OWASP), feature `cookie`: a browser that has signed in to
-//! an account before is told apart from the rest of the world, so an
-//! attacker who locks an account out locks out only the clients the account
-//! never used (SECURITY.md B15).
-//!
-//! A successful login [issues](DeviceCookies::issue) a device cookie: a
-//! random nonce and an HMAC-SHA-256 tag over the account and the nonce,
-//! `HttpOnly`, `SameSite=Strict`, for a year by default. On later login
-//! attempts for the same account (the account comes from a
-//! [`BodyKeyLayer`](crate::body_key::BodyKeyLayer)), a valid device cookie
-//! makes the client *trusted* for that account:
-//!
-//! - [`DeviceCookies::key`] is the key of trusted attempts: the device
-//!   itself, so each device has its own failure count and lockout;
-//! - [`DeviceCookies::untrusted_key`] is the key of the other attempts: the
-//!   account, shared by every client without a device cookie for it.
-//!
-//! Give both to one [`LockoutLayer`](super::LockoutLayer) with their own
-//! policies: attempts with a valid device cookie are counted on that device
-//! alone and are never refused by the account's lockout for untrusted
-//! clients, while a password-spraying attacker from anywhere else locks
-//! only the untrusted clients out of the account.
-//!
-//! # Security
-//!
-//! - The cookie is bound to the account (the tag covers it): a device
-//!   cookie of one account makes no one trusted for another. It holds no
-//!   account name and no secret; forging one takes the key.
-//! - A device with too many failures is locked out itself (its own key);
-//!   a stolen device cookie is worth `max_failures` guesses, no more.
-//! - The key must be secret, at least 32 bytes, and the same on every
-//!   replica; rotating it makes every device untrusted again.
-//!
-//! # Example
-//!
-//! ```
-//! use http::{Request, header};
-//! use portcullis::{KeyExtractor, lockout::{DeviceCookies, LockoutLayer, Policy}};
-//!
-//! let devices = DeviceCookies::new("device", b"a secret of at least thirty-two bytes!!")?;
-//! let set_cookie = devices.issue("alice")?; // after alice signed in
-//! let cookie = set_cookie.to_str().unwrap().split(';').next().unwrap().to_owned();
-//!
-//! let (parts, ()) = Request::builder().header(header::COOKIE, cookie).body(()).unwrap().into_parts();
-//! assert!(devices.device(&parts, "Alice").is_some());
-//! assert!(devices.device(&parts, "bob").is_none());
-//!
-//! let layer = LockoutLayer::new(Policy::default())
-//!     .key(devices.untrusted_key(), Policy::builder().max_failures(10).build()?)
-//!     .key(devices.key(), Policy::builder().max_failures(5).build()?);
-//! # let _ = layer;
-//! # Ok::<(), portcullis::ConfigError>(())
-//! ```
+//! Device cookies (OWASP): see [`DeviceCookies`].
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -73,7 +21,59 @@ const TAG_LEN: usize = 16;
 /// Separates these tags from any other use of the key.
 const DOMAIN: &[u8] = b"portcullis device cookie v1\0";
 
-/// Issues and checks device cookies; see the [module docs](self).
+/// Device cookies (OWASP), feature `cookie`: a browser that has signed in to
+/// an account before is told apart from the rest of the world, so an
+/// attacker who locks an account out locks out only the clients the account
+/// never used (SECURITY.md B15).
+///
+/// A successful login [issues](DeviceCookies::issue) a device cookie: a
+/// random nonce and an HMAC-SHA-256 tag over the account and the nonce,
+/// `HttpOnly`, `SameSite=Strict`, for a year by default. On later login
+/// attempts for the same account (the account comes from a
+/// [`BodyKeyLayer`](crate::body_key::BodyKeyLayer)), a valid device cookie
+/// makes the client *trusted* for that account:
+///
+/// - [`DeviceCookies::key`] is the key of trusted attempts: the device
+///   itself, so each device has its own failure count and lockout;
+/// - [`DeviceCookies::untrusted_key`] is the key of the other attempts: the
+///   account, shared by every client without a device cookie for it.
+///
+/// Give both to one [`LockoutLayer`](super::LockoutLayer) with their own
+/// policies: attempts with a valid device cookie are counted on that device
+/// alone and are never refused by the account's lockout for untrusted
+/// clients, while a password-spraying attacker from anywhere else locks
+/// only the untrusted clients out of the account.
+///
+/// # Security
+///
+/// - The cookie is bound to the account (the tag covers it): a device
+///   cookie of one account makes no one trusted for another. It holds no
+///   account name and no secret; forging one takes the key.
+/// - A device with too many failures is locked out itself (its own key);
+///   a stolen device cookie is worth `max_failures` guesses, no more.
+/// - The key must be secret, at least 32 bytes, and the same on every
+///   replica; rotating it makes every device untrusted again.
+///
+/// # Example
+///
+/// ```
+/// use http::{Request, header};
+/// use portcullis::{KeyExtractor, lockout::{DeviceCookies, LockoutLayer, Policy}};
+///
+/// let devices = DeviceCookies::new("device", b"a secret of at least thirty-two bytes!!")?;
+/// let set_cookie = devices.issue("alice")?; // after alice signed in
+/// let cookie = set_cookie.to_str().unwrap().split(';').next().unwrap().to_owned();
+///
+/// let (parts, ()) = Request::builder().header(header::COOKIE, cookie).body(()).unwrap().into_parts();
+/// assert!(devices.device(&parts, "Alice").is_some());
+/// assert!(devices.device(&parts, "bob").is_none());
+///
+/// let layer = LockoutLayer::new(Policy::default())
+///     .key(devices.untrusted_key(), Policy::builder().max_failures(10).build()?)
+///     .key(devices.key(), Policy::builder().max_failures(5).build()?);
+/// # let _ = layer;
+/// # Ok::<(), portcullis::ConfigError>(())
+/// ```
 #[derive(Clone)]
 pub struct DeviceCookies {
     cookie: Cookie,
