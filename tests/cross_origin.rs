@@ -1,5 +1,6 @@
 //! Cross-origin protection (C1): on by default in `AuthLayer` for cookie
 //! credentials, and as a layer of its own for public routes.
+#![cfg(feature = "cookie")]
 
 use std::{
     convert::Infallible,

@@ -3,7 +3,7 @@
 use std::{
     fmt,
     hash::Hash,
-    sync::{Arc, atomic::AtomicBool},
+    sync::{Arc, atomic::AtomicU32},
 };
 
 use tokio::time::Instant;
@@ -47,8 +47,8 @@ where
     pub(crate) rules: Vec<Arc<dyn Rule>>,
     pub(crate) lists: Lists,
     pub(crate) shadow: bool,
-    /// Set once the wrong layer order was logged (B17).
-    pub(crate) warned: Arc<AtomicBool>,
+    /// Requests checked for the wrong layer order so far (B17).
+    pub(crate) order_checks: Arc<AtomicU32>,
 }
 
 impl<K: KeyExtractor, R> Config<K, R> {
@@ -68,7 +68,7 @@ impl<K: KeyExtractor, R> Clone for Config<K, R> {
             rules: self.rules.clone(),
             lists: self.lists.clone(),
             shadow: self.shadow,
-            warned: Arc::clone(&self.warned),
+            order_checks: Arc::clone(&self.order_checks),
         }
     }
 }
@@ -105,7 +105,7 @@ impl<K: KeyExtractor> LockoutLayer<K> {
                 rules: vec![first],
                 lists: Lists::default(),
                 shadow: false,
-                warned: Arc::new(AtomicBool::new(false)),
+                order_checks: Arc::new(AtomicU32::new(0)),
             }),
         }
     }
@@ -132,7 +132,7 @@ impl<K: KeyExtractor, R> LockoutLayer<K, R> {
                 rules: config.rules,
                 lists: config.lists,
                 shadow: config.shadow,
-                warned: config.warned,
+                order_checks: config.order_checks,
             }),
         }
     }

@@ -401,15 +401,25 @@ fn most_restrictive(refused: Refused, rest: &[Arc<dyn Rule>], parts: &Parts) -> 
     worst.to_rejection()
 }
 
+/// How many requests a layer checks for the wrong order: the order is a
+/// property of the stack, so the first requests tell; after them the check
+/// costs one relaxed load.
+const ORDER_CHECKS: u32 = 4096;
+
 /// B17: a lockout inside `AuthLayer` sees requests that were authenticated
 /// already, and would never see a rejected credential; says so once.
 fn warn_if_inside_auth<K: KeyExtractor, R>(config: &Config<K, R>, parts: &Parts) {
-    if config.warned.load(Ordering::Relaxed) {
+    let checks = &config.order_checks;
+    if checks.load(Ordering::Relaxed) >= ORDER_CHECKS {
         return;
     }
     let authenticated = parts.extensions.get::<Authenticated>().is_some()
         || parts.extensions.get::<Anonymous>().is_some();
-    if authenticated && !config.warned.swap(true, Ordering::Relaxed) {
+    if !authenticated {
+        checks.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if checks.swap(ORDER_CHECKS, Ordering::Relaxed) < ORDER_CHECKS {
         tracing::warn!(
             target: "portcullis::lockout",
             "a LockoutLayer sees requests that an AuthLayer has already authenticated: it is \

@@ -7,6 +7,7 @@ mod support;
 mod concurrency;
 mod counting;
 mod delay;
+#[cfg(feature = "cookie")]
 mod devices;
 mod keys;
 mod lists;
