@@ -865,11 +865,9 @@ async fn tonic_health_locks_out_a_client_after_max_failures() {
     // B1: no credential is not a failed attempt.
     let status = client.check(check(None)).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
-    for _ in 0..2 {
-        let status = client
-            .check(check(Some("Bearer bob-token")))
-            .await
-            .unwrap_err();
+    // Distinct wrong tokens: a repeated one counts once (B14).
+    for token in ["Bearer bob-token", "Bearer wrong-token"] {
+        let status = client.check(check(Some(token))).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
     }
     // B3, P9: locked out, even with the valid token.
