@@ -90,6 +90,7 @@
 //! | `jwt` | no | JWT validation (jsonwebtoken, pure-Rust crypto) |
 //! | `jwks` | no | JWT keys from a JWKS URL or an OpenID Connect issuer's discovery document, fetched over rustls (no OpenSSL) |
 //! | `redis` | no | shared limiter state for several replicas |
+//! | `json` | no | [`body_key::BodyKeyLayer`] reads JSON bodies too (forms always) |
 //! | `test-util` | no | helpers for testing services that use portcullis |
 //!
 //! With `default-features = false` the core pulls in neither axum nor tonic
@@ -109,13 +110,21 @@
 //!   that is down answers 503, never "invalid".
 //! - Every rejection carries an [`AuthRejection`] in the response
 //!   extensions, which outer layers use to count failed attempts.
+//! - Login protection: one [`lockout::LockoutLayer`] enforces several keys
+//!   (address, account from the body with [`body_key`], device cookies);
+//!   a repeated wrong guess counts once; cookie credentials are refused on
+//!   cross-site unsafe requests ([`cross_origin`]) and removed when stale;
+//!   [`stack::Stack`] assembles the layers in the one order that works.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod auth;
 mod body;
+pub mod body_key;
 pub mod client_ip;
+pub mod client_list;
 mod credential;
+pub mod cross_origin;
 mod error;
 pub mod events;
 pub mod extract;
@@ -128,6 +137,7 @@ pub mod rate_limit;
 mod redis;
 pub mod reject;
 pub mod scope;
+pub mod stack;
 mod table;
 #[cfg(feature = "test-util")]
 pub mod test_util;

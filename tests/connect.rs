@@ -291,8 +291,9 @@ async fn rejected_connect_calls_count_and_a_locked_out_client_gets_resource_exha
         .service(service_fn(|_: Request<String>| async {
             Ok::<_, Infallible>(Response::new(r#""hi""#.to_owned()))
         }));
-    for _ in 0..2 {
-        let (status, _, body) = connect_call(&mut svc, "nope").await;
+    // Two different wrong tokens: a repeated one counts once (B14).
+    for token in ["nope-1", "nope-2"] {
+        let (status, _, body) = connect_call(&mut svc, token).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(
             body,

@@ -239,13 +239,22 @@ async fn the_demo_runs_its_tour_and_exits_successfully() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(output.status.success(), "{stdout}{stderr}");
     assert!(
-        stdout.contains("all 12 answers were as expected"),
+        stdout.contains("all 18 answers were as expected"),
         "{stdout}"
     );
     assert!(stdout.contains("401 Unauthorized"), "{stdout}");
     // The lockout section: the locked-out client, then the other one.
     assert!(stdout.contains("429 Too Many Requests"), "{stdout}");
     assert!(stdout.contains("127.0.0.2"), "{stdout}");
+    // B15: the login section: the attacker is refused, alice signs in.
+    assert!(
+        stdout.contains("the right password, no device cookie  429"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("alice, with her device cookie         200 OK"),
+        "{stdout}"
+    );
     assert_no_secrets(&stdout);
     assert_no_secrets(&stderr);
 }
@@ -358,6 +367,15 @@ async fn axum_api_login_sets_the_session_cookie_and_refuses_wrong_passwords() {
         headers["set-cookie"],
         "session=alice-token; HttpOnly; SameSite=Lax; Path=/"
     );
+    // B15: and a device cookie, signed, bound to the account.
+    let device = headers.get_all("set-cookie").iter().nth(1).unwrap();
+    let device = device.to_str().unwrap();
+    assert!(
+        device.starts_with("device=")
+            && device.contains("HttpOnly")
+            && device.contains("SameSite=Strict"),
+        "{device}"
+    );
     assert_eq!(body, r#"{"subject":"alice"}"#);
     // The cookie is the session credential.
     let cookie = headers["set-cookie"]
@@ -403,8 +421,10 @@ async fn axum_api_locks_out_a_client_after_max_failures_bad_logins() {
         "{status}"
     );
 
-    for _ in 0..2 {
-        let (status, _, _) = post_form(addr, "/login", "username=alice&password=guess").await;
+    // B14: the same wrong password again is not a new guess.
+    for guess in ["guess-1", "guess-1", "guess-2"] {
+        let form = format!("username=alice&password={guess}");
+        let (status, _, _) = post_form(addr, "/login", &form).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
     // B3: locked out, even with the right password or a valid token.
@@ -424,6 +444,113 @@ async fn axum_api_locks_out_a_client_after_max_failures_bad_logins() {
     assert!(output.contains("lockout: 2 failed attempts"), "{output}");
     assert_no_secrets(&output);
     assert_none_of(&output, &["wonderland"]);
+}
+
+#[cfg(all(feature = "axum", feature = "cookie"))]
+#[tokio::test]
+async fn axum_api_locks_an_account_for_untrusted_clients_but_not_for_a_device_it_signed_in_from() {
+    let server = Server::start_with(
+        "axum_api",
+        &[
+            ("PORTCULLIS_MAX_FAILURES", "100"),
+            ("PORTCULLIS_ACCOUNT_MAX_FAILURES", "2"),
+        ],
+    )
+    .await;
+    let addr = server.addr;
+
+    // Alice signed in once from this browser: it has her device cookie.
+    let (status, headers, _) =
+        post_form(addr, "/login", "username=alice&password=wonderland").await;
+    assert_eq!(status, StatusCode::OK);
+    let device = headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .find(|c| c.starts_with("device="))
+        .unwrap();
+
+    // B13: two distinct wrong passwords for `alice` lock the account for
+    // clients without her device cookie, even with the right password…
+    for guess in ["a", "b"] {
+        let form = format!("username=Alice&password={guess}");
+        let (status, _, _) = post_form(addr, "/login", &form).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, headers, _) =
+        post_form(addr, "/login", "username=alice&password=wonderland").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(headers.contains_key("retry-after"));
+    // …not other accounts, nor signed-in users.
+    let (status, _, _) = post_form(addr, "/login", "username=bob&password=x").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = get(addr, "/me", &[("authorization", "Bearer alice-token")]).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // B15: her browser, with the device cookie, still signs in.
+    let (status, _, _) = post_form_with(
+        addr,
+        "/login",
+        "username=alice&password=wonderland",
+        &[("cookie", &device)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // C1: a cross-site form post to /login or /logout is refused, uncounted.
+    for path in ["/login", "/logout"] {
+        let (status, _, _) = post_form_with(
+            addr,
+            path,
+            "username=bob&password=y",
+            &[
+                ("sec-fetch-site", "cross-site"),
+                ("cookie", "session=alice-token"),
+            ],
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+    }
+    let (status, headers, _) =
+        post_form_with(addr, "/logout", "", &[("cookie", "session=alice-token")]).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(
+        headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert_no_secrets(&output);
+    assert_none_of(&output, &["wonderland"]);
+}
+
+/// A form POST with extra headers.
+#[cfg(all(feature = "axum", feature = "cookie"))]
+async fn post_form_with(
+    addr: SocketAddr,
+    path: &str,
+    form: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, String) {
+    use http_body_util::Full;
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/x-www-form-urlencoded");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(Bytes::from(form.to_owned())))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8(body.to_vec()).unwrap())
 }
 
 #[cfg(all(feature = "axum", feature = "cookie"))]
@@ -739,11 +866,9 @@ async fn tonic_health_locks_out_a_client_after_max_failures() {
     // B1: no credential is not a failed attempt.
     let status = client.check(check(None)).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
-    for _ in 0..2 {
-        let status = client
-            .check(check(Some("Bearer bob-token")))
-            .await
-            .unwrap_err();
+    // Distinct wrong tokens: a repeated one counts once (B14).
+    for token in ["Bearer bob-token", "Bearer wrong-token"] {
+        let status = client.check(check(Some(token))).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
     }
     // B3, P9: locked out, even with the valid token.

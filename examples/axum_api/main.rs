@@ -23,7 +23,11 @@
 //!
 //! `POST /login` takes the form fields `username` and `password`:
 //! `alice` / `wonderland` gets `session=alice-token` (`HttpOnly`,
-//! `SameSite=Lax`, `Path=/`); anything else gets 401.
+//! `SameSite=Lax`, `Path=/`) and a signed `device` cookie; anything else
+//! gets 401. `POST /logout` removes the session cookie. Both refuse
+//! cross-site browser posts (403); see `login.rs` for the limits around
+//! them: per address, per account for clients without a device cookie, and
+//! smart counting (the same wrong password repeated counts once).
 //!
 //! Requests pass, outermost first, through `RateLimitLayer` (when
 //! configured), `LockoutLayer` and `AuthLayer`. Both limiters key on the
@@ -41,6 +45,8 @@
 //! | `PORTCULLIS_API_KEY`    | the API key of `ci-bot`: `demo_` and at least 32 more characters from `A-Z a-z 0-9 - _`. Unset: a key is generated that nobody knows, and only its prefix is printed |
 //! | `PORTCULLIS_JWT_SECRET` | HS256 secret (at least 32 bytes) that turns JWT support on; needs `--features jwt` |
 //! | `PORTCULLIS_MAX_FAILURES` | failed attempts that lock a client out (default 5) |
+//! | `PORTCULLIS_ACCOUNT_MAX_FAILURES` | distinct wrong passwords for one username, from any addresses, that lock it out for clients without its device cookie (default 10) |
+//! | `PORTCULLIS_DEVICE_KEY` | key (at least 32 bytes) that signs the `device` cookies; unset, a random one (device cookies then end with the process) |
 //! | `PORTCULLIS_LOCKOUT_SECS` | how long a first lockout lasts, in seconds (default 60) |
 //! | `PORTCULLIS_CAPACITY`   | clients each limiter remembers at most (default 100000) |
 //! | `PORTCULLIS_TRUSTED_PROXIES` | comma-separated CIDRs whose `X-Forwarded-For` / `Forwarded` are believed (default none) |
@@ -88,15 +94,17 @@
 //! curl -i -H "Authorization: Bearer $JWT" http://127.0.0.1:3000/me            # 200 {"subject":"carol"}
 //! curl -i -H "Authorization: Bearer $JWT" http://127.0.0.1:3000/admin         # 200 {"scope":"admin","subject":"carol"}
 //!
-//! # five failed attempts, then even alice's token is refused for a minute:
+//! # five failed attempts (distinct passwords: a repeat counts once), then
+//! # even alice's token is refused for a minute:
 //! for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%{http_code}\n' \
-//!     -d 'username=alice&password=guess' http://127.0.0.1:3000/login; done  # 401 ×5
+//!     -d "username=alice&password=guess$i" http://127.0.0.1:3000/login; done  # 401 ×5
 //! curl -i -H 'Authorization: Bearer alice-token' http://127.0.0.1:3000/me     # 429, Retry-After: 60
 //! ```
 //!
 //! Logs go to stderr; rejected credentials are logged by fingerprint, never
 //! by value. Ctrl-C or SIGTERM shuts the server down gracefully.
 
+mod login;
 mod metrics;
 mod settings;
 mod users;
@@ -107,27 +115,23 @@ use std::{
     process::ExitCode,
 };
 
-use axum::{
-    Form, Json, Router,
-    http::HeaderName,
-    response::{IntoResponse, Response},
-    routing::{get, post},
-};
-use http::{Method, StatusCode, header};
+use axum::{Json, Router, http::HeaderName, routing::get};
+use http::Method;
 use portcullis::{
     AuthLayer,
     extract::{Bearer, Cookie, Extractor, Header},
     integration::axum::Identity,
     reject::DefaultRenderer,
     scope::RequireScopeLayer,
+    stack::Stack,
     validate::Chain,
 };
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use crate::{
+    login::Login,
     settings::{Config, Limits},
     users::{User, validator},
 };
@@ -146,36 +150,6 @@ async fn admin(Identity(user): Identity<User>) -> Json<Value> {
     Json(json!({ "subject": user.subject, "scope": "admin" }))
 }
 
-/// The fields of the login form.
-#[derive(Deserialize)]
-struct LoginForm {
-    username: String,
-    password: String,
-}
-
-/// Signs `alice` in with a session cookie; answers 401 to anything else,
-/// which the lockout layer counts as a failed attempt.
-///
-/// A real service would check a password hash (argon2, scrypt) here.
-async fn login(Form(form): Form<LoginForm>) -> Response {
-    if form.username == "alice" && form.password == "wonderland" {
-        tracing::info!(subject = "alice", "signed in");
-        let cookie = Cookie::new("session").set_cookie("alice-token").build();
-        (
-            [(header::SET_COOKIE, cookie.to_string())],
-            Json(json!({ "subject": "alice" })),
-        )
-            .into_response()
-    } else {
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, r#"Bearer realm="portcullis""#)],
-            "wrong username or password",
-        )
-            .into_response()
-    }
-}
-
 /// Whether a request needs no credential.
 fn is_public(parts: &http::request::Parts) -> bool {
     matches!(
@@ -185,9 +159,10 @@ fn is_public(parts: &http::request::Parts) -> bool {
 }
 
 /// The app: the routes behind `AuthLayer`, with the limiters in front of it
-/// (outermost first: `RateLimitLayer`, when configured, `LockoutLayer`, then
-/// `AuthLayer`).
+/// (outermost first: `RateLimitLayer`, when configured, `BodyKeyLayer` for
+/// the login form, `LockoutLayer`, then `AuthLayer`), composed by `Stack`.
 fn app(validator: Chain<User>, limits: &Limits) -> Result<Router, String> {
+    let login = Login::from_env()?;
     let renderer = DefaultRenderer::new().realm("portcullis");
     let auth = AuthLayer::new(validator)
         .extractor(
@@ -199,18 +174,19 @@ fn app(validator: Chain<User>, limits: &Limits) -> Result<Router, String> {
         .renderer(renderer.clone());
     let admin_only = RequireScopeLayer::<User>::new("admin").renderer(renderer.clone());
 
+    let lockout = login.protect(limits.lockout(&renderer)?, limits)?;
+    let stack = Stack::new(auth)
+        .lockout(lockout)
+        .body_key(Login::body_key());
     let router = Router::new()
         .route("/health", get(health))
-        .route("/login", post(login))
         .route("/me", get(me))
         .route("/admin", get(admin).route_layer(admin_only))
-        .layer(auth)
-        .layer(limits.lockout(&renderer)?);
-    // `Router::layer` wraps what is there already: the last layer added is
-    // the first to see a request.
+        .merge(login.routes());
+    // `Stack` puts the layers in the right order, added with one call.
     Ok(match limits.rate_limit(&renderer)? {
-        Some(rate_limit) => router.layer(rate_limit),
-        None => router,
+        Some(rate_limit) => router.layer(stack.rate_limit(rate_limit)),
+        None => router.layer(stack),
     })
 }
 

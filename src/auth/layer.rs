@@ -5,7 +5,9 @@ use http::{Response, request::Parts};
 use tower_layer::Layer;
 
 use super::{Auth, Predicate, Preflight, Shared};
-use crate::{Validator, extract::Extractor, reject::DefaultRenderer};
+use crate::{
+    Validator, cross_origin::CrossOriginProtection, extract::Extractor, reject::DefaultRenderer,
+};
 
 /// Authenticates requests: finds the credential, validates it, and inserts
 /// the caller's identity into the request extensions.
@@ -20,6 +22,8 @@ pub struct AuthLayer<V, R = DefaultRenderer> {
     public: Option<Predicate>,
     preflight: Option<Preflight>,
     timeout: Option<Duration>,
+    cross_origin: CrossOriginProtection,
+    clear_stale_cookies: bool,
 }
 
 impl<V: Validator> AuthLayer<V> {
@@ -33,6 +37,8 @@ impl<V: Validator> AuthLayer<V> {
             public: None,
             preflight: None,
             timeout: None,
+            cross_origin: CrossOriginProtection::new(),
+            clear_stale_cookies: true,
         }
     }
 }
@@ -120,6 +126,35 @@ impl<V, R> AuthLayer<V, R> {
         self
     }
 
+    /// Configures the cross-origin check of requests authenticated by a
+    /// cookie (SECURITY.md C1).
+    ///
+    /// The check is on by default and applies exactly to the requests whose
+    /// credential came from a [`Cookie`](crate::extract::Cookie) source: a
+    /// cross-site browser request with an unsafe method (a form posted from
+    /// another site) is answered 403 before the validator runs, and is not
+    /// counted as a failed attempt. Bearer tokens and API keys are never
+    /// checked: a browser does not send them on its own. Pass
+    /// [`CrossOriginProtection::new`] with
+    /// [trusted origins](CrossOriginProtection::trust_origin), or
+    /// [`CrossOriginProtection::disabled`]; see
+    /// [`cross_origin`](crate::cross_origin).
+    pub fn cross_origin(mut self, protection: CrossOriginProtection) -> Self {
+        self.cross_origin = protection;
+        self
+    }
+
+    /// Whether to remove a credential cookie the validator rejected
+    /// (default on): the rejection carries a `Set-Cookie` with the same
+    /// name, path and attributes and `Max-Age=0`
+    /// ([`Cookie::removal`](crate::extract::Cookie::removal)), so a browser
+    /// stops sending a session that was signed out elsewhere, expired, or
+    /// forgotten by a restart, instead of failing with it on every page.
+    pub fn clear_stale_cookies(mut self, clear: bool) -> Self {
+        self.clear_stale_cookies = clear;
+        self
+    }
+
     /// Renders rejections with `renderer` instead of the [`DefaultRenderer`].
     pub fn renderer<R2>(self, renderer: R2) -> AuthLayer<V, R2> {
         AuthLayer {
@@ -130,6 +165,8 @@ impl<V, R> AuthLayer<V, R> {
             public: self.public,
             preflight: self.preflight,
             timeout: self.timeout,
+            cross_origin: self.cross_origin,
+            clear_stale_cookies: self.clear_stale_cookies,
         }
     }
 }
@@ -144,6 +181,8 @@ impl<V, R> Clone for AuthLayer<V, R> {
             public: self.public.clone(),
             preflight: self.preflight.clone(),
             timeout: self.timeout,
+            cross_origin: self.cross_origin.clone(),
+            clear_stale_cookies: self.clear_stale_cookies,
         }
     }
 }
@@ -158,6 +197,8 @@ impl<V, R: fmt::Debug> fmt::Debug for AuthLayer<V, R> {
             .field("public", &self.public.is_some())
             .field("preflight", &self.preflight.is_some())
             .field("timeout", &self.timeout)
+            .field("cross_origin", &self.cross_origin)
+            .field("clear_stale_cookies", &self.clear_stale_cookies)
             .finish()
     }
 }
@@ -176,6 +217,8 @@ impl<S, V, R> Layer<S> for AuthLayer<V, R> {
                 public: self.public.clone(),
                 preflight: self.preflight.clone(),
                 timeout: self.timeout,
+                cross_origin: self.cross_origin.clone(),
+                clear_stale_cookies: self.clear_stale_cookies,
             }),
         )
     }

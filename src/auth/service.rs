@@ -8,9 +8,10 @@ use bytes::Bytes;
 use http::{Extensions, Method, Request, Response, header, request::Parts};
 use tower_service::Service;
 
-use super::{Anonymous, ResponseFuture, Shared};
+use super::{Anonymous, Authenticated, ResponseFuture, Shared};
 use crate::{
-    AuthRejection, Credential, ResponseBody, ValidationError, Validator,
+    AuthRejection, Credential, CredentialSource, ResponseBody, ValidationError, Validator,
+    cross_origin::CrossOriginProtection,
     events::{self, Record},
     gate::{self, Admit, BoxFuture, Gate, Refusal},
     lockout::{Outcome, Reservation},
@@ -86,6 +87,14 @@ where
 
         match shared.extractor.extract(&parts) {
             Ok(Some(credential)) => {
+                // C1: a cookie credential on a cross-site unsafe request is
+                // refused before validation, and never counted.
+                if matches!(credential.source(), CredentialSource::Cookie(_))
+                    && !shared.cross_origin.allows(&parts)
+                {
+                    let rejection = CrossOriginProtection::refuse(&parts);
+                    return ResponseFuture::new(Gate::refuse(shared.render(rejection, &parts), ()));
+                }
                 shared.extractor.strip(&mut parts);
                 let mut validation = shared.validate(credential);
                 // A validator that answers at once (an in-memory table, a
@@ -106,7 +115,8 @@ where
                             self.pass(parts, body)
                         }
                         Err(error) => {
-                            let rejection = reject_credential(&credential, &error);
+                            let rejection = reject_credential(&credential, &error)
+                                .clear_cookie(shared.stale_cookie(&credential));
                             ResponseFuture::new(Gate::refuse(shared.render(rejection, &parts), ()))
                         }
                     },
@@ -162,6 +172,7 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
     {
         // The reservations go with the validation, which settles them.
         let reservation = Reservation::take(&mut parts.extensions);
+        let shared = Arc::clone(&self.shared);
         let decision = Box::pin(async move {
             let (credential, outcome) = validation.await;
             match outcome {
@@ -174,6 +185,7 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
                         reservation.settle(Outcome::Success);
                     }
                     extensions.insert(identity);
+                    extensions.insert(Authenticated);
                     Ok(Admit {
                         hook: (),
                         extensions: Some(extensions),
@@ -182,7 +194,8 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
                 // The reservations are not settled here: the lockout layers
                 // count the rejection attached to the response.
                 Err(error) => Err(Refusal {
-                    rejection: reject_credential(&credential, &error),
+                    rejection: reject_credential(&credential, &error)
+                        .clear_cookie(shared.stale_cookie(&credential)),
                     hook: (),
                 }),
             }
@@ -205,6 +218,7 @@ fn accept<I: Clone + Send + Sync + 'static>(extensions: &mut Extensions, identit
         reservation.settle(Outcome::Success);
     }
     extensions.insert(identity);
+    extensions.insert(Authenticated);
 }
 
 /// A CORS preflight: `OPTIONS` with `Access-Control-Request-Method`.
@@ -216,12 +230,14 @@ fn is_preflight(parts: &Parts) -> bool {
 }
 
 /// The rejection of a credential the validator refused, logged with its
-/// fingerprint and the validator's reason (never the secret).
+/// fingerprint and the validator's reason (never the secret). It carries
+/// the fingerprint, so a lockout outside counts a repeated wrong credential
+/// once (B14).
 fn reject_credential(credential: &Credential, error: &ValidationError) -> AuthRejection {
-    let rejection = AuthRejection::from(error);
+    let fingerprint = credential.fingerprint();
+    let rejection = AuthRejection::from(error).with_fingerprint(fingerprint);
     let kind = rejection.kind();
     let source = credential.source();
-    let fingerprint = credential.fingerprint();
     let reason = error.reason().unwrap_or("");
     if kind == RejectionKind::Unavailable {
         tracing::warn!(target: "portcullis::auth", ?kind, %source, %fingerprint, reason, "validator unavailable");
@@ -236,7 +252,38 @@ fn reject_credential(credential: &Credential, error: &ValidationError) -> AuthRe
     rejection
 }
 
+trait ClearCookie {
+    fn clear_cookie(self, removal: Option<http::HeaderValue>) -> Self;
+}
+
+impl ClearCookie for AuthRejection {
+    /// Attaches `removal` to a rejection that says the credential is no
+    /// good (invalid, revoked, expired); not to an unavailable validator or
+    /// a missing scope, which say nothing against the cookie.
+    fn clear_cookie(self, removal: Option<http::HeaderValue>) -> Self {
+        use RejectionKind as K;
+        match (removal, self.kind()) {
+            (Some(removal), K::Invalid | K::Revoked | K::Expired) => {
+                self.with_cleared_cookie(removal)
+            }
+            _ => self,
+        }
+    }
+}
+
 impl<V: Validator, R: Renderer> Shared<V, R> {
+    /// The removal of `credential`'s cookie, when it came from one and
+    /// stale cookies are cleared.
+    fn stale_cookie(&self, credential: &Credential) -> Option<http::HeaderValue> {
+        match credential.source() {
+            #[cfg(feature = "cookie")]
+            CredentialSource::Cookie(name) if self.clear_stale_cookies => {
+                self.extractor.cookie_removal(name)
+            }
+            _ => None,
+        }
+    }
+
     fn render(&self, rejection: AuthRejection, parts: &Parts) -> Response<Bytes> {
         reject::render(&*self.renderer, rejection, parts)
     }

@@ -147,7 +147,7 @@ fn source(source: Option<&CredentialSource>) -> usize {
 }
 
 /// Decision outcomes, as labels.
-const OUTCOMES: [&str; 13] = [
+const OUTCOMES: [&str; 16] = [
     "authenticated",
     "missing",
     "malformed",
@@ -161,6 +161,9 @@ const OUTCOMES: [&str; 13] = [
     "no_client_address",
     "locked_out",
     "rate_limited",
+    "cross_origin",
+    "denied",
+    "body_too_large",
 ];
 
 fn outcome(kind: RejectionKind) -> usize {
@@ -177,6 +180,9 @@ fn outcome(kind: RejectionKind) -> usize {
         RejectionKind::NoClientAddress => 10,
         RejectionKind::LockedOut => 11,
         RejectionKind::RateLimited => 12,
+        RejectionKind::CrossOrigin => 13,
+        RejectionKind::Denied => 14,
+        RejectionKind::BodyTooLarge => 15,
     }
 }
 

@@ -91,8 +91,9 @@ pub enum Event {
     /// The lockout refused a request: its key is locked out, or too many of
     /// its requests wait already.
     LockoutRefused {
-        /// The key.
-        key: String,
+        /// The key, for a lockout with one key; `None` for a lockout that
+        /// decides on several.
+        key: Option<String>,
         /// Refused because the queue of waiting requests was full, not
         /// because the key is locked out.
         crowded: bool,
@@ -132,7 +133,7 @@ pub(crate) enum Record<'a> {
         key: &'a dyn fmt::Debug,
     },
     LockoutRefused {
-        key: &'a dyn fmt::Debug,
+        key: Option<&'a dyn fmt::Debug>,
         crowded: bool,
     },
     RateLimited {
@@ -178,7 +179,7 @@ impl Record<'_> {
             },
             Self::Unlocked { key: k } => Event::Unlocked { key: key(k) },
             Self::LockoutRefused { key: k, crowded } => Event::LockoutRefused {
-                key: key(k),
+                key: k.map(key),
                 crowded,
             },
             Self::RateLimited {

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::{
     ClientIp, ConfigError, KeyExtractor,
+    client_list::{ClientList, Lists},
     reject::{DefaultRenderer, Renderer},
 };
 
@@ -41,6 +42,7 @@ impl RateLimitLayer {
             headers: None,
             policy_name: None,
             shared: None,
+            lists: Lists::default(),
         }
     }
 }
@@ -80,6 +82,7 @@ pub struct RateLimitBuilder<K = ClientIp, R = DefaultRenderer> {
     headers: Option<HeaderFields>,
     policy_name: Option<String>,
     pub(super) shared: Option<SharedStore>,
+    lists: Lists,
 }
 
 impl<K, R> RateLimitBuilder<K, R> {
@@ -151,6 +154,20 @@ impl<K, R> RateLimitBuilder<K, R> {
         self
     }
 
+    /// Lets the requests on `list` through unlimited and uncounted
+    /// (SECURITY.md B16); see [`client_list`](crate::client_list).
+    pub fn allow(mut self, list: ClientList) -> Self {
+        self.lists.allow = Some(list);
+        self
+    }
+
+    /// Refuses the requests on `list` with 403 (gRPC `PERMISSION_DENIED`);
+    /// the deny list wins over the allow list (SECURITY.md B16).
+    pub fn deny(mut self, list: ClientList) -> Self {
+        self.lists.deny = Some(list);
+        self
+    }
+
     /// Counts per another key, e.g. a [`ClientIp`] that trusts your proxies.
     pub fn key<K2>(self, extractor: K2) -> RateLimitBuilder<K2, R> {
         RateLimitBuilder {
@@ -163,6 +180,7 @@ impl<K, R> RateLimitBuilder<K, R> {
             headers: self.headers,
             policy_name: self.policy_name,
             shared: self.shared,
+            lists: self.lists,
         }
     }
 
@@ -178,6 +196,7 @@ impl<K, R> RateLimitBuilder<K, R> {
             headers: self.headers,
             policy_name: self.policy_name,
             shared: self.shared,
+            lists: self.lists,
         }
     }
 
@@ -269,6 +288,7 @@ impl<K, R> RateLimitBuilder<K, R> {
             burst,
             interval,
             refused: AtomicU64::new(0),
+            lists: self.lists,
         }))
     }
 }

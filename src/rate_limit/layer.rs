@@ -19,6 +19,7 @@ use super::{
 };
 use crate::{
     ClientIp, KeyExtractor,
+    client_list::Lists,
     events::{self, Record},
     reject::DefaultRenderer,
 };
@@ -44,6 +45,8 @@ pub(crate) struct Shared<K: KeyExtractor, R> {
     /// The time one request's allowance takes to come back.
     pub(crate) interval: Duration,
     pub(crate) refused: AtomicU64,
+    /// Allow- and deny-lists (B16).
+    pub(crate) lists: Lists,
 }
 
 /// Counts since the layer was built, and table sizes.

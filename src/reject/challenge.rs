@@ -107,6 +107,8 @@ pub(super) fn status(kind: RejectionKind) -> StatusCode {
         K::LockedOut | K::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         K::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         K::NoClientAddress => StatusCode::INTERNAL_SERVER_ERROR,
+        K::CrossOrigin | K::Denied => StatusCode::FORBIDDEN,
+        K::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
     }
 }
 

@@ -34,6 +34,10 @@ fn code(kind: RejectionKind) -> (&'static str, StatusCode) {
         K::LockedOut | K::RateLimited => ("resource_exhausted", StatusCode::TOO_MANY_REQUESTS),
         K::Unavailable => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
         K::NoClientAddress => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
+        K::CrossOrigin | K::Denied => ("permission_denied", StatusCode::FORBIDDEN),
+        // Connect pairs `resource_exhausted` with 429; the body was too
+        // large, so the status says so.
+        K::BodyTooLarge => ("resource_exhausted", StatusCode::PAYLOAD_TOO_LARGE),
     }
 }
 

@@ -13,11 +13,11 @@ pub(super) const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-messag
 pub(super) fn code(kind: RejectionKind) -> u16 {
     use RejectionKind as K;
     match kind {
-        K::InsufficientScope => 7,          // PERMISSION_DENIED
-        K::LockedOut | K::RateLimited => 8, // RESOURCE_EXHAUSTED
-        K::NoClientAddress => 13,           // INTERNAL
-        K::Unavailable => 14,               // UNAVAILABLE
-        _ => 16,                            // UNAUTHENTICATED
+        K::InsufficientScope | K::CrossOrigin | K::Denied => 7, // PERMISSION_DENIED
+        K::LockedOut | K::RateLimited | K::BodyTooLarge => 8,   // RESOURCE_EXHAUSTED
+        K::NoClientAddress => 13,                               // INTERNAL
+        K::Unavailable => 14,                                   // UNAVAILABLE
+        _ => 16,                                                // UNAUTHENTICATED
     }
 }
 

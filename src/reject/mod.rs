@@ -18,6 +18,8 @@
 //! | [`LockedOut`](RejectionKind::LockedOut), [`RateLimited`](RejectionKind::RateLimited) | 429, `Retry-After` | 8 `RESOURCE_EXHAUSTED` | `resource_exhausted` (429) |
 //! | [`Unavailable`](RejectionKind::Unavailable) | 503, `Retry-After` when known | 14 `UNAVAILABLE` | `unavailable` (503) |
 //! | [`NoClientAddress`](RejectionKind::NoClientAddress) | 500 (the fix goes to the server's log) | 13 `INTERNAL` | `internal` (500) |
+//! | [`CrossOrigin`](RejectionKind::CrossOrigin), [`Denied`](RejectionKind::Denied) | 403 | 7 `PERMISSION_DENIED` | `permission_denied` (403) |
+//! | [`BodyTooLarge`](RejectionKind::BodyTooLarge) | 413 | 8 `RESOURCE_EXHAUSTED` | `resource_exhausted` (413) |
 //!
 //! - **HTTP**: RFC 6750 challenges in `WWW-Authenticate`, a short
 //!   `text/plain` body.
@@ -90,7 +92,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, header, request::Parts};
 
-use crate::{ResponseBody, ValidationError, validate::ValidationErrorKind};
+use crate::{Fingerprint, ResponseBody, ValidationError, validate::ValidationErrorKind};
 
 /// Why a request was refused.
 ///
@@ -113,6 +115,10 @@ pub struct AuthRejection {
     kind: RejectionKind,
     retry_after: Option<Duration>,
     scope: Option<Arc<str>>,
+    /// The rejected credential's fingerprint, for smart counting.
+    fingerprint: Option<Fingerprint>,
+    /// A `Set-Cookie` that removes a stale credential cookie.
+    clear_cookie: Option<HeaderValue>,
 }
 
 /// The reason behind an [`AuthRejection`].
@@ -143,6 +149,13 @@ pub enum RejectionKind {
     Unavailable,
     /// The server cannot tell which client sent the request.
     NoClientAddress,
+    /// A cross-site browser request with an unsafe method carried a
+    /// credential cookie (see [`cross_origin`](crate::cross_origin)).
+    CrossOrigin,
+    /// The client is on a limiter's deny list.
+    Denied,
+    /// The request body is larger than a layer that reads it accepts.
+    BodyTooLarge,
 }
 
 impl AuthRejection {
@@ -152,7 +165,38 @@ impl AuthRejection {
             kind,
             retry_after: None,
             scope: None,
+            fingerprint: None,
+            clear_cookie: None,
         }
+    }
+
+    /// Records the [`Fingerprint`] of the rejected credential, so a
+    /// [`LockoutLayer`](crate::lockout::LockoutLayer) can count the same
+    /// wrong credential repeated by one key once (SECURITY.md B14).
+    /// `AuthLayer` sets it on every credential it rejects.
+    #[must_use]
+    pub fn with_fingerprint(mut self, fingerprint: Fingerprint) -> Self {
+        self.fingerprint = Some(fingerprint);
+        self
+    }
+
+    /// The fingerprint of the rejected credential, if known.
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        self.fingerprint
+    }
+
+    /// Adds `set_cookie` (a `Set-Cookie` field value) to the response, to
+    /// remove a stale credential cookie; whatever the renderer.
+    #[must_use]
+    pub fn with_cleared_cookie(mut self, set_cookie: HeaderValue) -> Self {
+        self.clear_cookie = Some(set_cookie);
+        self
+    }
+
+    /// The `Set-Cookie` value that removes a stale credential cookie, if
+    /// any.
+    pub fn cleared_cookie(&self) -> Option<&HeaderValue> {
+        self.clear_cookie.as_ref()
     }
 
     /// Tells the client when to retry (`Retry-After`).
@@ -215,6 +259,8 @@ impl From<&ValidationError> for AuthRejection {
             kind,
             retry_after: error.retry_after(),
             scope: error.scope_arc(),
+            fingerprint: None,
+            clear_cookie: None,
         }
     }
 }
@@ -243,6 +289,9 @@ impl RejectionKind {
             Self::RateLimited => "too many requests, slow down",
             Self::Unavailable => "authentication is temporarily unavailable",
             Self::NoClientAddress => NO_CLIENT_ADDRESS,
+            Self::CrossOrigin => "cross-origin request refused",
+            Self::Denied => "access denied",
+            Self::BodyTooLarge => "the request body is too large",
         }
     }
 }
@@ -336,6 +385,10 @@ pub(crate) fn render<R: Renderer + ?Sized>(
     request: &Parts,
 ) -> Response<Bytes> {
     let mut res = renderer.render(&rejection, request);
+    if let Some(set_cookie) = &rejection.clear_cookie {
+        res.headers_mut()
+            .append(header::SET_COOKIE, set_cookie.clone());
+    }
     res.extensions_mut().insert(rejection);
     res
 }

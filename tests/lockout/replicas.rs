@@ -361,3 +361,57 @@ async fn d4_a_failure_whose_recording_is_retried_counts_once() {
     assert_eq!(own.failures("k").await, Some(1));
     assert_eq!(tracker.failures(&key("k")), 0, "counted locally as well");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b13_d2_an_account_key_shared_in_redis_locks_the_account_on_every_replica() {
+    // B13, D2: the account key of two replicas lives in Redis, the address
+    // keys in each replica's memory; guesses from many addresses through
+    // both replicas lock the account everywhere.
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix();
+    let by_account = |parts: &Parts| -> Result<Option<String>, AuthRejection> {
+        Ok(parts
+            .headers
+            .get("x-account")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned))
+    };
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let account = Tracker::with_redis(max(3), store(&url, &prefix).await);
+        let layer =
+            LockoutLayer::keyed(by_client as ByClient, max(100)).key_with(by_account, account);
+        replicas.push(guarded(layer));
+    }
+    let attempt = |client: String, account: &str, outcome: &str| {
+        let mut req = request(&client, outcome);
+        req.headers_mut()
+            .insert("x-account", account.parse().unwrap());
+        req
+    };
+    for n in 0..3 {
+        let (svc, _) = &replicas[n % 2];
+        let res = svc
+            .clone()
+            .oneshot(attempt(format!("10.1.0.{n}"), "alice", "invalid"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "guess {n}");
+    }
+    for (svc, calls) in &replicas {
+        let before = calls.load(Ordering::SeqCst);
+        let res = svc
+            .clone()
+            .oneshot(attempt("10.1.9.9".into(), "alice", "ok"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(calls.load(Ordering::SeqCst), before);
+        let res = svc
+            .clone()
+            .oneshot(attempt("10.1.9.9".into(), "bob", "ok"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+}
