@@ -121,11 +121,13 @@ pub mod extract;
 mod gate;
 pub mod integration;
 mod key;
+pub mod lease;
 pub mod lockout;
 pub mod rate_limit;
 #[cfg(feature = "redis")]
 mod redis;
 pub mod reject;
+pub mod revoke;
 pub mod scope;
 mod table;
 #[cfg(feature = "test-util")]

@@ -5,7 +5,14 @@ use http::{Response, request::Parts};
 use tower_layer::Layer;
 
 use super::{Auth, Predicate, Preflight, Shared};
-use crate::{Validator, extract::Extractor, reject::DefaultRenderer};
+use crate::{
+    Validator,
+    extract::Extractor,
+    lease::Leases,
+    reject::DefaultRenderer,
+    revoke::{Revocable, Revocations},
+    validate::ExpiresAt,
+};
 
 /// Authenticates requests: finds the credential, validates it, and inserts
 /// the caller's identity into the request extensions.
@@ -20,6 +27,7 @@ pub struct AuthLayer<V, R = DefaultRenderer> {
     public: Option<Predicate>,
     preflight: Option<Preflight>,
     timeout: Option<Duration>,
+    leases: Option<Leases>,
 }
 
 impl<V: Validator> AuthLayer<V> {
@@ -33,6 +41,7 @@ impl<V: Validator> AuthLayer<V> {
             public: None,
             preflight: None,
             timeout: None,
+            leases: None,
         }
     }
 }
@@ -130,7 +139,64 @@ impl<V, R> AuthLayer<V, R> {
             public: self.public,
             preflight: self.preflight,
             timeout: self.timeout,
+            leases: self.leases,
         }
+    }
+}
+
+impl<V, R> AuthLayer<V, R>
+where
+    V: Validator,
+    V::Identity: ExpiresAt + Revocable,
+{
+    /// Grants every accepted request a [`Lease`](crate::lease::Lease) that
+    /// ends when its identity expires or its credential is revoked in
+    /// `revocations`, and ends streaming response bodies with it. Turn it on
+    /// for services that stream (SSE, chunked downloads, gRPC streams,
+    /// WebSockets): signed out then means disconnected.
+    ///
+    /// - gRPC response streams end with trailers `grpc-status: 16`
+    ///   (UNAUTHENTICATED) and a `grpc-message` saying expired or revoked;
+    ///   other bodies end.
+    /// - The lease is in the request extensions (with axum, the `Lease`
+    ///   extractor) for work the body does not cover: a WebSocket handler
+    ///   `select!`s on [`Lease::ended`](crate::lease::Lease::ended) and
+    ///   closes with code 1008.
+    /// - Requests that do not stream pay for the lease only (see
+    ///   [`lease`](crate::lease)).
+    ///
+    /// Give the same `revocations` to the validator (the
+    /// [`CachingValidator`](crate::validate::CachingValidator),
+    /// [`ApiKeys`](crate::validate::ApiKeys) or
+    /// [`JwtValidator`](crate::validate::JwtValidator) builders'
+    /// `revocations`), so that new requests with a revoked credential are
+    /// refused too.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use portcullis::{AuthLayer, Credential, ValidationError};
+    /// use portcullis::revoke::{Revocable, Revocations};
+    /// use portcullis::validate::ExpiresAt;
+    /// use tokio::time::Instant;
+    ///
+    /// #[derive(Clone)]
+    /// struct User(String);
+    /// impl ExpiresAt for User {
+    ///     fn expires_at(&self) -> Option<Instant> { None }
+    /// }
+    /// impl Revocable for User {
+    ///     fn subject(&self) -> Option<&str> { Some(&self.0) }
+    /// }
+    ///
+    /// let validate = |_: Credential| async { Ok::<_, ValidationError>(User("alice".into())) };
+    /// let revocations = Revocations::new();
+    /// let layer = AuthLayer::new(validate).leases(&revocations);
+    /// # let _ = layer;
+    /// ```
+    pub fn leases(mut self, revocations: &Revocations) -> Self {
+        self.leases = Some(Leases::new::<V::Identity>(revocations));
+        self
     }
 }
 
@@ -144,6 +210,7 @@ impl<V, R> Clone for AuthLayer<V, R> {
             public: self.public.clone(),
             preflight: self.preflight.clone(),
             timeout: self.timeout,
+            leases: self.leases.clone(),
         }
     }
 }
@@ -158,6 +225,7 @@ impl<V, R: fmt::Debug> fmt::Debug for AuthLayer<V, R> {
             .field("public", &self.public.is_some())
             .field("preflight", &self.preflight.is_some())
             .field("timeout", &self.timeout)
+            .field("leases", &self.leases.is_some())
             .finish()
     }
 }
@@ -176,6 +244,7 @@ impl<S, V, R> Layer<S> for AuthLayer<V, R> {
                 public: self.public.clone(),
                 preflight: self.preflight.clone(),
                 timeout: self.timeout,
+                leases: self.leases.clone(),
             }),
         )
     }

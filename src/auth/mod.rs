@@ -92,7 +92,7 @@ use http::request::Parts;
 use bytes::Bytes;
 use http::Response;
 
-use crate::{extract::Extractor, reject::Renderer};
+use crate::{extract::Extractor, lease::Leases, reject::Renderer};
 
 pub use self::{future::ResponseFuture, layer::AuthLayer, service::Auth};
 
@@ -111,6 +111,7 @@ pub(crate) struct Shared<V, R> {
     public: Option<Predicate>,
     preflight: Option<Preflight>,
     timeout: Option<Duration>,
+    leases: Option<Leases>,
 }
 
 /// Inserted into the extensions of requests the layer let through without
