@@ -180,3 +180,24 @@ fn grpc_trailers(end: End) -> HeaderMap {
     );
     trailers
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_streams_end_unauthenticated_or_unavailable_with_a_readable_reason() {
+        let expired = grpc_trailers(End::Expired);
+        assert_eq!(expired["grpc-status"], "16");
+        assert_eq!(expired["grpc-message"], "the credential expired");
+        let revoked = grpc_trailers(End::Revoked);
+        assert_eq!(revoked["grpc-status"], "16");
+        assert_eq!(revoked["grpc-message"], "the credential was revoked");
+        let unavailable = grpc_trailers(End::Unavailable);
+        assert_eq!(unavailable["grpc-status"], "14");
+        assert_eq!(
+            unavailable["grpc-message"],
+            "revocations are unavailable, sign in again later"
+        );
+    }
+}

@@ -12,6 +12,8 @@ mod logs;
 #[cfg(feature = "redis")]
 mod replicas;
 mod tables;
+#[cfg(feature = "redis")]
+mod unlock;
 
 use std::{
     convert::Infallible,
