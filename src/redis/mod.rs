@@ -41,6 +41,15 @@ use crate::gate::BoxFuture;
 /// limit"), logs a warning once, counts the fallback, and tries Redis again
 /// a second later.
 ///
+/// # Messages between replicas
+///
+/// A store made with [`connect`](Self::connect) also opens a pub/sub
+/// connection per user (kept alive with a ping every 250 ms, reopened when
+/// lost): [`Tracker::unlock`](crate::lockout::Tracker::unlock) is published
+/// so that every replica forgets its cached lockout within a second, and
+/// revocations (`Revocations::with_redis`) reach every replica the same way.
+/// A store made with [`from_manager`](Self::from_manager) cannot subscribe.
+///
 /// # Reservations
 ///
 /// A lockout reservation (an attempt whose outcome is undecided) is a member

@@ -2,7 +2,7 @@
 
 use std::{
     fmt,
-    hash::{BuildHasher, RandomState},
+    hash::{BuildHasher, Hasher, RandomState},
     sync::{
         Arc, Mutex, OnceLock, PoisonError, Weak,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -21,11 +21,6 @@ use crate::{ConfigError, Credential, Fingerprint, ValidationError, validate::Key
 
 /// How long a client is told to wait while the list is out of sync.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// Tags that keep the hashes of a secret, an id and a subject apart.
-const SECRET: u8 = 0;
-const ID: u8 = 1;
-const SUBJECT: u8 = 2;
 
 /// What one revocation reaches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +154,9 @@ pub struct Revocations {
 
 pub(crate) struct Inner {
     table: Table,
-    hasher: RandomState,
+    /// One key per kind of target, so that a secret, an id and a subject
+    /// never share a hash by construction.
+    hashers: [RandomState; 3],
     /// Bumped by every revocation applied and every change of sync: a lease
     /// that saw the same generation need not look again.
     generation: AtomicU64,
@@ -168,6 +165,9 @@ pub(crate) struct Inner {
     listeners: Mutex<Vec<Weak<dyn Listener>>>,
     max_lifetime: Duration,
     in_sync: AtomicBool,
+    /// Whether being out of sync was logged since the list was last in
+    /// sync (once per outage, and once before the first catch-up).
+    complained: AtomicBool,
     synced: Notify,
     catch_ups: AtomicU64,
     applied: AtomicU64,
@@ -392,27 +392,33 @@ impl Revocations {
 }
 
 impl Inner {
-    fn hash_str(&self, tag: u8, s: &str) -> u64 {
-        self.hasher.hash_one((tag, s))
+    /// One pass of the kind's keyed SipHash over `bytes` (on every request
+    /// with leases on: kept to the minimum).
+    fn hash(&self, kind: usize, bytes: &[u8]) -> u64 {
+        let mut hasher = self.hashers[kind].build_hasher();
+        hasher.write(bytes);
+        hasher.finish()
     }
 
     pub(crate) fn hash_secret(&self, digest: &KeyDigest) -> u64 {
-        self.hasher.hash_one((SECRET, digest.as_bytes()))
+        self.hash(SECRET, digest.as_bytes())
     }
 
     fn hash_target(&self, target: &Target) -> u64 {
         match target {
             Target::Secret(digest) => self.hash_secret(digest),
-            Target::Id(id) => self.hash_str(ID, id),
-            Target::Subject(subject) => self.hash_str(SUBJECT, subject),
+            Target::Id(id) => self.hash(ID, id.as_bytes()),
+            Target::Subject(subject) => self.hash(SUBJECT, subject.as_bytes()),
         }
     }
 
     /// The facts of an identity, hashed for later checks.
     pub(crate) fn hash_facts(&self, facts: &Facts<'_>) -> Hashed {
         Hashed {
-            subject: facts.subject.map(|s| self.hash_str(SUBJECT, s)),
-            ids: facts.ids.map(|id| id.map(|id| self.hash_str(ID, id))),
+            subject: facts.subject.map(|s| self.hash(SUBJECT, s.as_bytes())),
+            ids: facts
+                .ids
+                .map(|id| id.map(|id| self.hash(ID, id.as_bytes()))),
             issued_at: facts.issued_at,
         }
     }
@@ -495,13 +501,16 @@ impl Inner {
     /// until [`caught_up`](Self::caught_up), and open streams end.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a shared store is lost
     pub(crate) fn lost(&self, why: &str) {
-        if self.in_sync.swap(false, Ordering::SeqCst) {
+        let was_in_sync = self.in_sync.swap(false, Ordering::SeqCst);
+        if !self.complained.swap(true, Ordering::SeqCst) {
             tracing::warn!(
                 target: "portcullis::revoke",
                 why,
                 "revocations are out of sync with redis: every credential is answered \
                  unavailable until they have caught up"
             );
+        }
+        if was_in_sync {
             self.bump();
         }
     }
@@ -515,6 +524,7 @@ impl Inner {
             listener.resynced();
         }
         let catch_ups = self.catch_ups.fetch_add(1, Ordering::Relaxed) + 1;
+        self.complained.store(false, Ordering::SeqCst);
         self.in_sync.store(true, Ordering::SeqCst);
         self.synced.notify_waiters();
         self.bump();
@@ -575,6 +585,11 @@ impl Inner {
     }
 }
 
+/// The kinds of target, each hashed with a key of its own.
+const SECRET: usize = 0;
+const ID: usize = 1;
+const SUBJECT: usize = 2;
+
 /// The answer of a list that cannot vouch for anything.
 fn unavailable() -> ValidationError {
     ValidationError::unavailable()
@@ -629,12 +644,13 @@ impl RevocationsBuilder {
         Ok(Revocations {
             inner: Arc::new(Inner {
                 table: Table::new(self.capacity),
-                hasher: RandomState::new(),
+                hashers: [RandomState::new(), RandomState::new(), RandomState::new()],
                 generation: AtomicU64::new(0),
                 changed: Arc::new(Notify::new()),
                 listeners: Mutex::new(Vec::new()),
                 max_lifetime: self.max_lifetime,
                 in_sync: AtomicBool::new(in_sync),
+                complained: AtomicBool::new(false),
                 synced: Notify::new(),
                 catch_ups: AtomicU64::new(0),
                 applied: AtomicU64::new(0),
