@@ -16,7 +16,6 @@ use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use portcullis::{
     AuthLayer, Credential, ResponseBody, ValidationError,
-    extract::{Bearer, Cookie, Extractor},
     lease::{End, Lease},
     revoke::{Revocable, Revocations},
     validate::ExpiresAt,
@@ -110,9 +109,7 @@ fn streaming(
         }
         async move { Ok::<_, Infallible>(response) }
     });
-    let auth = AuthLayer::new(validate)
-        .extractor(Extractor::new(Bearer::new()).or(Cookie::new("session")))
-        .leases(revocations);
+    let auth = AuthLayer::new(validate).leases(revocations);
     (BoxCloneService::new(auth.layer(inner)), seen)
 }
 

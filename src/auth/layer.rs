@@ -167,9 +167,8 @@ where
     ///
     /// Give the same `revocations` to the validator (the
     /// [`CachingValidator`](crate::validate::CachingValidator),
-    /// [`ApiKeys`](crate::validate::ApiKeys) or
-    /// [`JwtValidator`](crate::validate::JwtValidator) builders'
-    /// `revocations`), so that new requests with a revoked credential are
+    /// [`ApiKeys`](crate::validate::ApiKeys) or `JwtValidator` (feature
+    /// `jwt`) builders' `revocations`), so that new requests with a revoked credential are
     /// refused too.
     ///
     /// # Example

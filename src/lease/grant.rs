@@ -35,10 +35,11 @@ use crate::{
 /// use std::{convert::Infallible, time::Duration};
 /// use http::{Request, Response, header::AUTHORIZATION};
 /// use portcullis::{AuthLayer, Credential, ValidationError};
-/// use portcullis::lease::{End, Lease};
+/// use portcullis::lease::Lease;
 /// use portcullis::revoke::{Revocable, Revocations};
 /// use portcullis::validate::ExpiresAt;
 /// use tokio::time::Instant;
+/// use http_body_util::BodyExt;
 /// use tower::{ServiceBuilder, ServiceExt};
 ///
 /// #[derive(Clone)]
@@ -63,8 +64,8 @@ use crate::{
 ///     });
 /// let req = Request::builder().header(AUTHORIZATION, "Bearer t").body(String::new()).unwrap();
 /// let res = service.oneshot(req).await.unwrap();
-/// assert_eq!(Instant::now(), until);
-/// # let _ = res;
+/// assert!(Instant::now() >= until);
+/// assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "the credential expired");
 /// # }
 /// ```
 #[derive(Clone)]

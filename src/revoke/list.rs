@@ -79,14 +79,14 @@ pub(crate) struct Hashed {
 /// subject with a cutoff ("sign out everywhere").
 ///
 /// One list serves every validator that honours it ([`CachingValidator`],
-/// [`ApiKeys`], [`JwtValidator`], or yours through [`check`](Self::check))
+/// [`ApiKeys`], `JwtValidator` (feature `jwt`), or yours through
+/// [`check`](Self::check))
 /// and every [`Lease`](crate::lease::Lease) (open streams end when their
-/// credential is revoked). With [`with_redis`](Self::with_redis) (feature
+/// credential is revoked). With `Revocations::with_redis` (feature
 /// `redis`) revocations reach every replica.
 ///
 /// [`CachingValidator`]: crate::validate::CachingValidator
 /// [`ApiKeys`]: crate::validate::ApiKeys
-/// [`JwtValidator`]: crate::validate::JwtValidator
 ///
 /// # Example
 ///
@@ -141,7 +141,7 @@ pub(crate) struct Hashed {
 /// - A revocation lasts at most `max_lifetime`. Credentials that live
 ///   longer must also be removed where they are issued:
 ///   [`ApiKeys`] removes a revoked key from its table for good, and a
-///   [`JwtValidator`] that honours a list refuses tokens whose `exp` is
+///   `JwtValidator` that honours a list refuses tokens whose `exp` is
 ///   further away than `max_lifetime`.
 /// - Secrets are held by their SHA-256 digest ([`KeyDigest`]), never in
 ///   clear, and logged only by a keyed fingerprint.

@@ -12,11 +12,11 @@
 //! Every validator that honours the list refuses what it revokes:
 //! [`CachingValidator`](crate::validate::CachingValidator) (in front of any
 //! backend), [`ApiKeys`](crate::validate::ApiKeys),
-//! [`JwtValidator`](crate::validate::JwtValidator) (`jti`, `sid`, `sub` and
+//! `JwtValidator` (feature `jwt`: `jti`, `sid`, `sub` and
 //! `iat`), and yours through [`Revocations::check`]. With leases on
 //! ([`AuthLayer::leases`](crate::AuthLayer::leases)), open streams end too:
 //! see [`lease`](crate::lease). With Redis (feature `redis`,
-//! [`Revocations::with_redis`]) a revocation reaches every replica within a
+//! `Revocations::with_redis`) a revocation reaches every replica within a
 //! second, and a replica that lost Redis answers `unavailable` until it has
 //! caught up, never "valid".
 //!
@@ -32,7 +32,7 @@
 //! use portcullis::validate::{CachingValidator, ExpiresAt};
 //! use tokio::time::Instant;
 //!
-//! #[derive(Clone)]
+//! #[derive(Clone, Debug)]
 //! struct User { name: &'static str, signed_in: SystemTime }
 //!
 //! impl ExpiresAt for User {
