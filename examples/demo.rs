@@ -14,7 +14,10 @@
 //!    out, and from then on it gets `429 Too Many Requests` with
 //!    `Retry-After`, even with a valid token, which never reaches the
 //!    validator. A second client, from another address, still gets through.
-//! 3. **Login protection.** Alice signs in from her laptop (127.0.0.2) and
+//! 3. **Leases.** The second client opens a Server-Sent Events stream and
+//!    signs out (`POST /logout`) with the same token: the stream ends within
+//!    a second, and the token is refused from then on.
+//! 4. **Login protection.** Alice signs in from her laptop (127.0.0.2) and
 //!    gets a device cookie. An attacker guesses her password from three
 //!    other addresses: her account is locked for clients without her device
 //!    cookie, so even the right password from a fourth address is refused;
@@ -40,7 +43,11 @@ use std::{
     time::Duration,
 };
 
-use axum::{Json, Router, routing::get};
+use axum::{
+    Json, Router,
+    response::sse::{Event, Sse},
+    routing::{get, post},
+};
 use bytes::Bytes;
 use http::{HeaderName, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
@@ -53,9 +60,12 @@ use portcullis::{
     body_key::BodyKeyLayer,
     extract::{Bearer, Cookie, Extractor, Header},
     integration::axum::Identity,
+    lease::Lease,
     lockout::{LockoutLayer, Policy},
     reject::DefaultRenderer,
+    revoke::{Revocable, Revocations},
     stack::Stack,
+    validate::{CachingValidator, ExpiresAt},
 };
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, sync::oneshot};
@@ -64,6 +74,20 @@ use tokio::{net::TcpListener, sync::oneshot};
 #[derive(Clone, Debug)]
 struct User {
     subject: String,
+}
+
+/// Demo tokens do not expire by themselves...
+impl ExpiresAt for User {
+    fn expires_at(&self) -> Option<tokio::time::Instant> {
+        None
+    }
+}
+
+/// ...and can be revoked by secret or by subject.
+impl Revocable for User {
+    fn subject(&self) -> Option<&str> {
+        Some(&self.subject)
+    }
 }
 
 /// The demo tokens. A real service would ask its database or identity
@@ -95,6 +119,25 @@ async fn me(Identity(user): Identity<User>) -> Json<Value> {
     Json(json!({ "subject": user.subject }))
 }
 
+/// An event every 250 ms until the credential is revoked.
+async fn events(
+    Identity(user): Identity<User>,
+) -> Sse<impl tokio_stream::Stream<Item = Result<Event, std::convert::Infallible>>> {
+    use tokio_stream::StreamExt as _;
+    let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(
+        Duration::from_millis(250),
+    ));
+    Sse::new(ticks.map(move |_| Ok(Event::default().data(user.subject.clone()))))
+}
+
+/// Signs out: revokes the credential presented, in every carrier.
+async fn logout(lease: Lease) -> StatusCode {
+    match lease.revoke().await {
+        Ok(()) => StatusCode::NO_CONTENT,
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
 /// Failed attempts that lock a client out.
 const MAX_FAILURES: u32 = 3;
 /// How long the first lockout lasts.
@@ -107,12 +150,20 @@ const SECOND_CLIENT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 /// clients with too many failed attempts are locked out.
 fn app() -> Router {
     let tokens = DemoTokens(HashMap::from([(ALICE, "alice"), (BOB, "bob")]));
-    let auth = AuthLayer::new(tokens)
+    // Revoked credentials are refused (the cache checks every answer) and
+    // end their streams (leases).
+    let revocations = Revocations::new();
+    let validator = CachingValidator::builder(tokens)
+        .revocations(&revocations)
+        .build()
+        .expect("the demo cache is valid: default capacity and ttl");
+    let auth = AuthLayer::new(validator)
         .extractor(
             Extractor::new(Bearer::new())
                 .or(Cookie::new("session"))
                 .or(Header::new(HeaderName::from_static("x-api-key"))),
         )
+        .leases(&revocations)
         .renderer(DefaultRenderer::new().realm("demo"));
 
     // Keyed by the client's address (the socket peer: the server is run
@@ -135,6 +186,8 @@ fn app() -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/me", get(me))
+        .route("/events", get(events))
+        .route("/logout", post(logout))
         .merge(login.routes())
         .layer(
             Stack::new(
@@ -145,7 +198,7 @@ fn app() -> Router {
         )
 }
 
-/// The login form of section 3.
+/// The login form of section 4.
 mod login {
     use axum::{Extension, Form, Router, extract::State, response::IntoResponse, routing::post};
     use http::{StatusCode, header};
@@ -373,6 +426,19 @@ fn status_text(status: StatusCode) -> String {
     )
 }
 
+/// The first row of every table.
+fn heading() -> [String; 7] {
+    [
+        "client".to_owned(),
+        "request".to_owned(),
+        String::new(),
+        "status".to_owned(),
+        "subject".to_owned(),
+        "Retry-After".to_owned(),
+        "WWW-Authenticate".to_owned(),
+    ]
+}
+
 /// The width of each column over all `tables`, so they line up.
 fn column_widths<const N: usize>(tables: &[Vec<[String; N]>]) -> [usize; N] {
     let mut widths = [0; N];
@@ -526,15 +592,7 @@ async fn run() -> Result<(), String> {
     let mut answers = 0;
     let mut tables = Vec::new();
     for (_, steps) in &sections {
-        let mut rows = vec![[
-            "client".to_owned(),
-            "request".to_owned(),
-            String::new(),
-            "status".to_owned(),
-            "subject".to_owned(),
-            "Retry-After".to_owned(),
-            "WWW-Authenticate".to_owned(),
-        ]];
+        let mut rows = vec![heading()];
         for step in steps {
             let (client, from) = match step.from {
                 From::First => (&first, Ipv4Addr::LOCALHOST),
@@ -569,8 +627,16 @@ async fn run() -> Result<(), String> {
         }
         tables.push(rows);
     }
+    let (rows, checked, problems) = sign_out(&second, &base).await?;
+    answers += checked;
+    failures.extend(problems);
+    tables.push(rows);
+    let titles = sections
+        .iter()
+        .map(|(title, _)| *title)
+        .chain(["3. Leases: signing out ends the open stream within a second"]);
     let widths = column_widths(&tables);
-    for ((title, _), rows) in sections.iter().zip(&tables) {
+    for (title, rows) in titles.zip(&tables) {
         println!();
         println!("{title}");
         println!();
@@ -611,7 +677,7 @@ fn client_from(local: Ipv4Addr) -> HttpClient {
     Client::builder(TokioExecutor::new()).build(connector)
 }
 
-/// Section 3: POSTs to `/login` from several addresses; returns the number
+/// Section 4: POSTs to `/login` from several addresses; returns the number
 /// of answers and what was not as expected.
 async fn login_tour(base: &str) -> Result<(usize, Vec<String>), String> {
     use http_body_util::Full;
@@ -711,11 +777,122 @@ async fn login_tour(base: &str) -> Result<(usize, Vec<String>), String> {
     }
     let widths = column_widths(&[rows.clone()]);
     println!(
-        "3. Login protection: {} wrong passwords lock an account for clients without its device cookie",
+        "4. Login protection: {} wrong passwords lock an account for clients without its device cookie",
         login::ACCOUNT_MAX_FAILURES
     );
     println!();
     print!("{}", table(&rows, widths));
     println!();
     Ok((rows.len() - 1, failures))
+}
+
+/// Section 3: the second client opens `/events` with bob's token, signs out
+/// with it, and the stream ends; then the token is refused. Returns the
+/// table rows, the number of answers checked, and what was unexpected.
+async fn sign_out(
+    client: &HttpClient,
+    base: &str,
+) -> Result<(Vec<[String; 7]>, usize, Vec<String>), String> {
+    let from = SECOND_CLIENT.to_string();
+    let bearer = format!("Bearer {BOB}");
+    let request = |method: Method, path: &str| {
+        Request::builder()
+            .method(method)
+            .uri(format!("{base}{path}"))
+            .header(header::AUTHORIZATION, &bearer)
+            .body(Empty::new())
+            .map_err(|e| format!("cannot build the request: {e}"))
+    };
+    let failed =
+        |e: hyper_util::client::legacy::Error| format!("request failed: {e} (client {from})");
+    let dash = || "-".to_owned();
+    let row = |request: &str, what: &str, status: String| {
+        [
+            from.clone(),
+            request.to_owned(),
+            what.to_owned(),
+            status,
+            dash(),
+            dash(),
+            dash(),
+        ]
+    };
+    let mut rows = vec![heading()];
+    let mut problems = Vec::new();
+
+    let stream = client
+        .request(request(Method::GET, "/events")?)
+        .await
+        .map_err(failed)?;
+    let status = stream.status();
+    let mut events = stream.into_body();
+    let first = events.frame().await.is_some_and(|frame| frame.is_ok());
+    if status != StatusCode::OK || !first {
+        problems.push(format!(
+            "GET /events (bob): status {status}, first event: {first}"
+        ));
+    }
+    rows.push(row(
+        "GET /events",
+        "open a stream (bob)",
+        status_text(status),
+    ));
+
+    let signed_out = client
+        .request(request(Method::POST, "/logout")?)
+        .await
+        .map_err(failed)?;
+    let at = std::time::Instant::now();
+    if signed_out.status() != StatusCode::NO_CONTENT {
+        problems.push(format!(
+            "POST /logout (bob): status {}",
+            signed_out.status()
+        ));
+    }
+    rows.push(row(
+        "POST /logout",
+        "sign out (bob)",
+        status_text(signed_out.status()),
+    ));
+
+    // Events already on their way may still arrive; then the stream ends.
+    let ended = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(_)) = events.frame().await {}
+    })
+    .await
+    .is_ok();
+    let after = at.elapsed();
+    if !ended || after >= Duration::from_secs(1) {
+        problems.push(format!(
+            "GET /events (bob): still open {after:?} after signing out"
+        ));
+    }
+    rows.push(row(
+        "GET /events",
+        "the open stream",
+        format!("ended {:.2} s after sign-out", after.as_secs_f64()),
+    ));
+
+    let step = Step::new(
+        "/me",
+        "bob's token after sign-out",
+        StatusCode::UNAUTHORIZED,
+    )
+    .from(From::Second)
+    .header(header::AUTHORIZATION, bearer.clone())
+    .challenge(INVALID_TOKEN);
+    let seen = send(client, base, &step).await?;
+    if let Err(problem) = check(&step, &seen) {
+        problems.push(format!("GET /me ({}, from {from}): {problem}", step.what));
+    }
+    rows.push([
+        from.clone(),
+        "GET /me".to_owned(),
+        step.what.to_owned(),
+        status_text(seen.status),
+        seen.subject.unwrap_or_else(dash),
+        seen.retry_after.unwrap_or_else(dash),
+        seen.www_authenticate.unwrap_or_else(dash),
+    ]);
+    Ok((rows, 4, problems))
 }

@@ -2,9 +2,16 @@
 //! tonic-health) behind `AuthLayer`, added with `Server::builder().layer(..)`.
 //!
 //! Every call needs `authorization: Bearer alice-token` (the demo credential,
-//! never printed or logged). A missing or wrong credential is answered with
-//! `UNAUTHENTICATED` (16) as a trailers-only response, without reaching the
-//! service.
+//! never printed or logged) or, with the `jwt` feature and
+//! `PORTCULLIS_JWT_SECRET` set, an HS256 JWT with `iss` = `portcullis-demo`
+//! and `aud` = `portcullis-api` (the same as `axum_api`'s). A missing or
+//! wrong credential is answered with `UNAUTHENTICATED` (16) as a
+//! trailers-only response, without reaching the service.
+//!
+//! Leases are on (`AuthLayer::leases`): a `Watch` stream ends with
+//! `UNAUTHENTICATED` and `grpc-message: the credential expired` within a
+//! second after its JWT expires (or its credential is revoked), so the
+//! client signs in again instead of watching forever.
 //!
 //! In front of `AuthLayer`, a `LockoutLayer` locks out a client after too
 //! many rejected credentials (`RESOURCE_EXHAUSTED`, 8, with `retry-after`),
@@ -23,6 +30,7 @@
 //! | `PORTCULLIS_TRUSTED_PROXIES`  | comma-separated CIDRs whose `X-Forwarded-For` / `Forwarded` are believed (default none) |
 //! | `PORTCULLIS_RATE_PER_SEC`     | calls per second per client; rate limiting is off when unset |
 //! | `PORTCULLIS_RATE_BURST`       | calls a quiet client may make at once (default: the rate) |
+//! | `PORTCULLIS_JWT_SECRET`       | HS256 secret (at least 32 bytes) that turns JWT support on; needs `--features jwt` |
 //! | `RUST_LOG`                    | log filter (default `info,portcullis=debug`) |
 //!
 //! Run it (needs the `tonic` feature; the bound address is printed as
@@ -38,6 +46,7 @@
 //!
 //! ```text
 //! grpc-health-probe -addr 127.0.0.1:3000 -rpc-header 'authorization: Bearer alice-token'  # status: SERVING
+//! grpc-health-probe -addr 127.0.0.1:3000 -rpc-header "authorization: Bearer $JWT"        # status: SERVING (feature jwt)
 //! grpc-health-probe -addr 127.0.0.1:3000                                                  # Unauthenticated
 //! grpc-health-probe -addr 127.0.0.1:3000 -rpc-header 'authorization: Bearer wrong'        # Unauthenticated
 //!
@@ -59,15 +68,18 @@ use std::{
     io::{self, IsTerminal, Write},
     process::ExitCode,
     str::FromStr,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use portcullis::{
     AuthLayer, ClientIp, Credential, ValidationError,
     lockout::{LockoutLayer, Policy, Tracker},
     rate_limit::RateLimitLayer,
+    revoke::{Revocable, Revocations},
+    validate::{Chain, ExpiresAt},
 };
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::ServingStatus;
 use tracing_subscriber::EnvFilter;
@@ -76,15 +88,70 @@ use tracing_subscriber::EnvFilter;
 #[derive(Clone, Debug)]
 struct User {
     #[allow(dead_code)] // the health service does not read it; your services would
-    subject: &'static str,
+    subject: String,
+    /// When the credential expires (a JWT's `exp`): open streams end then.
+    expires_at: Option<Instant>,
+    issued_at: Option<SystemTime>,
+}
+
+impl ExpiresAt for User {
+    fn expires_at(&self) -> Option<Instant> {
+        self.expires_at
+    }
+}
+
+impl Revocable for User {
+    fn subject(&self) -> Option<&str> {
+        Some(&self.subject)
+    }
+
+    fn issued_at(&self) -> Option<SystemTime> {
+        self.issued_at
+    }
 }
 
 /// The demo token. A real service would ask its identity provider here.
-async fn validate(credential: Credential) -> Result<User, ValidationError> {
+async fn demo_token(credential: Credential) -> Result<User, ValidationError> {
     match credential.secret() {
-        "alice-token" => Ok(User { subject: "alice" }),
+        "alice-token" => Ok(User {
+            subject: "alice".to_owned(),
+            expires_at: None,
+            issued_at: None,
+        }),
         _ => Err(ValidationError::invalid()),
     }
+}
+
+/// The demo token, then (feature `jwt`, with `PORTCULLIS_JWT_SECRET`) JWTs.
+fn validator() -> Result<Chain<User>, String> {
+    let chain = Chain::new().then(demo_token);
+    #[cfg(feature = "jwt")]
+    if let Some(secret) = env("PORTCULLIS_JWT_SECRET")? {
+        use portcullis::validate::jwt::{Algorithm, Claims, JwtKey, JwtValidator};
+
+        let jwt = JwtValidator::<serde_json::Value>::builder()
+            .algorithm(Algorithm::HS256)
+            .key(JwtKey::secret(secret.as_bytes()))
+            .issuer("portcullis-demo")
+            .audience("portcullis-api")
+            .build()
+            // The error names lengths and algorithms, never the secret.
+            .map_err(|e| format!("PORTCULLIS_JWT_SECRET: {e}"))?;
+        return Ok(
+            chain.then_map(jwt, |claims: Claims<serde_json::Value>| User {
+                subject: claims.subject().unwrap_or_default().to_owned(),
+                expires_at: claims.expires_at(),
+                issued_at: Revocable::issued_at(&claims),
+            }),
+        );
+    }
+    #[cfg(not(feature = "jwt"))]
+    if env("PORTCULLIS_JWT_SECRET")?.is_some() {
+        tracing::warn!(
+            "PORTCULLIS_JWT_SECRET is set, but this build has no JWT support (--features jwt)"
+        );
+    }
+    Ok(chain)
 }
 
 /// The limiters' settings, read from the environment.
@@ -205,16 +272,17 @@ async fn main() -> ExitCode {
             env("PORTCULLIS_ADDR")?.unwrap_or_else(|| "127.0.0.1:3000".to_owned()),
             limits.lockout()?,
             limits.rate_limit()?,
+            validator()?,
         ))
     });
-    let (addr, lockout, rate_limit) = match layers {
+    let (addr, lockout, rate_limit, validator) = match layers {
         Ok(layers) => layers,
         Err(message) => {
             eprintln!("tonic_health: {message}");
             return ExitCode::from(2);
         }
     };
-    match serve(&addr, lockout, rate_limit).await {
+    match serve(&addr, lockout, rate_limit, validator).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("tonic_health: {error}");
@@ -227,6 +295,7 @@ async fn serve(
     addr: &str,
     lockout: LockoutLayer,
     rate_limit: Option<RateLimitLayer>,
+    validator: Chain<User>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let (reporter, health) = tonic_health::server::health_reporter();
     // The empty name (the whole server) is SERVING already; name the service too.
@@ -243,7 +312,10 @@ async fn serve(
     // `Server::layer` stacks like `ServiceBuilder`: the first layer added
     // sees a request first. The two arms differ only in the rate limiter
     // (the server's type depends on its layers).
-    let auth = AuthLayer::new(validate);
+    // Leases: streams (`Watch`) end when their credential expires or is
+    // revoked in this list.
+    let revocations = Revocations::new();
+    let auth = AuthLayer::new(validator).leases(&revocations);
     match rate_limit {
         Some(rate_limit) => {
             Server::builder()

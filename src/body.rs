@@ -1,6 +1,7 @@
 //! The response body of portcullis services.
 
 use std::{
+    fmt,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -9,14 +10,18 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use crate::lease::Cutoff;
+
 pin_project! {
     /// The body of a response that went through a portcullis layer: either
     /// the inner service's body, untouched, or the bytes of a rejection.
     ///
+    /// With [leases](crate::lease) on, the inner body ends when its lease
+    /// ends (a gRPC body with `grpc-status` trailers).
+    ///
     /// A rejection needs a body the inner service's body type cannot always
     /// provide, so the layers answer with this enum instead of asking for
     /// `B: Default`.
-    #[derive(Debug)]
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -25,10 +30,10 @@ pin_project! {
 
 pin_project! {
     #[project = KindProj]
-    #[derive(Debug)]
     enum Kind<B> {
         Inner { #[pin] body: B },
         Rejection { data: Option<Bytes> },
+        Leased { #[pin] body: B, cutoff: Cutoff },
     }
 }
 
@@ -37,6 +42,13 @@ impl<B> ResponseBody<B> {
     pub fn inner(body: B) -> Self {
         Self {
             kind: Kind::Inner { body },
+        }
+    }
+
+    /// The inner service's body, ended by `cutoff` when its lease ends.
+    pub(crate) fn leased(body: B, cutoff: Cutoff) -> Self {
+        Self {
+            kind: Kind::Leased { body, cutoff },
         }
     }
 
@@ -63,6 +75,7 @@ where
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx),
             KindProj::Rejection { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Leased { body, cutoff } => cutoff.poll_frame(body, cx),
         }
     }
 
@@ -70,6 +83,7 @@ where
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
             Kind::Rejection { data } => data.is_none(),
+            Kind::Leased { body, cutoff } => cutoff.is_closed() || body.is_end_stream(),
         }
     }
 
@@ -79,6 +93,22 @@ where
             Kind::Rejection { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
+            Kind::Leased { body, cutoff } if !cutoff.is_closed() => body.size_hint(),
+            Kind::Leased { .. } => SizeHint::with_exact(0),
+        }
+    }
+}
+
+impl<B: fmt::Debug> fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Inner { body } => f.debug_tuple("Inner").field(body).finish(),
+            Kind::Rejection { data } => f.debug_tuple("Rejection").field(data).finish(),
+            Kind::Leased { body, cutoff } => f
+                .debug_struct("Leased")
+                .field("body", body)
+                .field("closed", &cutoff.is_closed())
+                .finish(),
         }
     }
 }

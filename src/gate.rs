@@ -41,8 +41,15 @@ pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// Sees the head of every response a request produced (the inner service's
 /// or a refusal), once. Dropped without being called when the request is
 /// abandoned (the client went away).
-pub(crate) trait Hook {
+pub(crate) trait Hook: Sized {
     fn on_response(self, response: &mut response::Parts);
+
+    /// Sees the head of the inner service's response and makes its body:
+    /// the body as it is, unless the hook wraps it (a lease ends it).
+    fn respond<B>(self, response: &mut response::Parts, body: B) -> ResponseBody<B> {
+        self.on_response(response);
+        ResponseBody::inner(body)
+    }
 }
 
 impl Hook for () {
@@ -53,6 +60,13 @@ impl<H: Hook> Hook for Option<H> {
     fn on_response(self, response: &mut response::Parts) {
         if let Some(hook) = self {
             hook.on_response(response);
+        }
+    }
+
+    fn respond<B>(self, response: &mut response::Parts, body: B) -> ResponseBody<B> {
+        match self {
+            Some(hook) => hook.respond(response, body),
+            None => ResponseBody::inner(body),
         }
     }
 }
@@ -150,10 +164,10 @@ where
 
     /// The request is refused with `response` (rendered by
     /// [`reject::render`]).
-    pub(crate) fn refuse(response: Response<Bytes>, hook: H) -> Self {
+    pub(crate) fn refuse(response: Response<Bytes>, hook: impl Into<H>) -> Self {
         Self {
             kind: Kind::Refused {
-                refused: Some(Box::new((response, hook))),
+                refused: Some(Box::new((response, hook.into()))),
             },
         }
     }
@@ -180,10 +194,8 @@ where
             match kind.as_mut().project() {
                 KindProj::Inner { future, hook } => {
                     let (mut head, body) = ready!(future.poll(cx))?.into_parts();
-                    if let Some(hook) = hook.take() {
-                        hook.on_response(&mut head);
-                    }
-                    return Poll::Ready(Ok(Response::from_parts(head, ResponseBody::inner(body))));
+                    let body = hook.take().respond(&mut head, body);
+                    return Poll::Ready(Ok(Response::from_parts(head, body)));
                 }
                 KindProj::Refused { refused } => {
                     let (response, hook) = *refused

@@ -80,6 +80,40 @@
 //! # }
 //! ```
 //!
+//! # Signing out means disconnected
+//!
+//! One [`revoke::Revocations`] list revokes a secret in every carrier, a
+//! token or session id, or everything a subject was issued until now; the
+//! validators honour it ([`validate::CachingValidator`] in front of any
+//! backend, [`validate::ApiKeys`], `JwtValidator`), and with
+//! [`AuthLayer::leases`] open streams end with their credential: gRPC
+//! streams with `grpc-status: 16`, other bodies by ending, WebSockets
+//! through [`lease::Lease::ended`]. With Redis (feature `redis`) a
+//! revocation reaches every replica within a second.
+//!
+//! ```
+//! use portcullis::{AuthLayer, Credential, ValidationError, revoke::{Revocable, Revocations}};
+//! use portcullis::validate::{CachingValidator, ExpiresAt};
+//!
+//! #[derive(Clone)]
+//! struct User(String);
+//! impl ExpiresAt for User {
+//!     fn expires_at(&self) -> Option<tokio::time::Instant> { None }
+//! }
+//! impl Revocable for User {
+//!     fn subject(&self) -> Option<&str> { Some(&self.0) }
+//! }
+//!
+//! # fn main() -> Result<(), portcullis::ConfigError> {
+//! let sessions = |_: Credential| async { Ok::<_, ValidationError>(User("alice".into())) };
+//! let revocations = Revocations::new();
+//! let validator = CachingValidator::builder(sessions).revocations(&revocations).build()?;
+//! let layer = AuthLayer::new(validator).leases(&revocations);
+//! # let _ = layer;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Features
 //!
 //! | feature | default | what it adds |
@@ -89,7 +123,7 @@
 //! | `tonic` | no | `integration::tonic::identity`, and [`ClientIp`] reads tonic's connect info: without it [`AuthLayer`] still works with tonic, but limiters keyed by [`ClientIp`] answer every call `INTERNAL` |
 //! | `jwt` | no | JWT validation (jsonwebtoken, pure-Rust crypto) |
 //! | `jwks` | no | JWT keys from a JWKS URL or an OpenID Connect issuer's discovery document, fetched over rustls (no OpenSSL) |
-//! | `redis` | no | shared limiter state for several replicas |
+//! | `redis` | no | shared limiter state and revocations for several replicas |
 //! | `json` | no | [`body_key::BodyKeyLayer`] reads JSON bodies too (forms always) |
 //! | `test-util` | no | helpers for testing services that use portcullis |
 //!
@@ -131,11 +165,13 @@ pub mod extract;
 mod gate;
 pub mod integration;
 mod key;
+pub mod lease;
 pub mod lockout;
 pub mod rate_limit;
 #[cfg(feature = "redis")]
 mod redis;
 pub mod reject;
+pub mod revoke;
 pub mod scope;
 pub mod stack;
 mod table;

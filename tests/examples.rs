@@ -239,9 +239,12 @@ async fn the_demo_runs_its_tour_and_exits_successfully() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(output.status.success(), "{stdout}{stderr}");
     assert!(
-        stdout.contains("all 18 answers were as expected"),
+        stdout.contains("all 22 answers were as expected"),
         "{stdout}"
     );
+    // The leases section: signing out ends the open stream (V3).
+    assert!(stdout.contains("204 No Content"), "{stdout}");
+    assert!(stdout.contains("s after sign-out"), "{stdout}");
     assert!(stdout.contains("401 Unauthorized"), "{stdout}");
     // The lockout section: the locked-out client, then the other one.
     assert!(stdout.contains("429 Too Many Requests"), "{stdout}");
@@ -356,18 +359,18 @@ async fn axum_api_admin_route_needs_the_admin_scope() {
 
 #[cfg(all(feature = "axum", feature = "cookie"))]
 #[tokio::test]
-async fn axum_api_login_sets_the_session_cookie_and_refuses_wrong_passwords() {
+async fn axum_api_login_issues_a_fresh_session_token_and_refuses_wrong_passwords() {
     let server = Server::start("axum_api").await;
     let addr = server.addr;
 
-    let (status, headers, body) =
-        post_form(addr, "/login", "username=alice&password=wonderland").await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        headers["set-cookie"],
-        "session=alice-token; HttpOnly; SameSite=Lax; Path=/"
+    let token = login(addr).await;
+    assert!(
+        token.starts_with("sess_") && token.len() >= 5 + 43,
+        "{token}"
     );
+    assert_ne!(login(addr).await, token, "every sign-in gets a fresh token");
     // B15: and a device cookie, signed, bound to the account.
+    let (_, headers, _) = post_form(addr, "/login", "username=alice&password=wonderland").await;
     let device = headers.get_all("set-cookie").iter().nth(1).unwrap();
     let device = device.to_str().unwrap();
     assert!(
@@ -376,19 +379,24 @@ async fn axum_api_login_sets_the_session_cookie_and_refuses_wrong_passwords() {
             && device.contains("SameSite=Strict"),
         "{device}"
     );
-    assert_eq!(body, r#"{"subject":"alice"}"#);
-    // The cookie is the session credential.
-    let cookie = headers["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap();
-    let (status, _, body) = get(addr, "/me", &[("cookie", cookie)]).await;
-    assert_eq!(
-        (status, body.as_str()),
-        (StatusCode::OK, r#"{"subject":"alice"}"#)
-    );
+    // The session token works in every carrier.
+    for (header, value) in [
+        ("cookie", format!("session={token}")),
+        ("authorization", format!("Bearer {token}")),
+        ("x-api-key", token.clone()),
+    ] {
+        let (status, _, body) = get(addr, "/me", &[(header, &value)]).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, r#"{"subject":"alice"}"#),
+            "{header}"
+        );
+    }
+    // Alice's session has her admin scope; the demo tokens keep working.
+    let (status, _, _) = get(addr, "/admin", &[("cookie", &format!("session={token}"))]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = get(addr, "/me", &[("authorization", "Bearer alice-token")]).await;
+    assert_eq!(status, StatusCode::OK);
 
     for form in [
         "username=alice&password=wrong",
@@ -403,7 +411,7 @@ async fn axum_api_login_sets_the_session_cookie_and_refuses_wrong_passwords() {
     let (status, output) = server.terminate().await;
     assert!(status.success(), "{status}\n{output}");
     assert_no_secrets(&output);
-    assert_none_of(&output, &["wonderland"]);
+    assert_none_of(&output, &["wonderland", &token]);
 }
 
 #[cfg(all(feature = "axum", feature = "cookie"))]
@@ -1165,4 +1173,416 @@ async fn axum_api_serves_its_metrics_on_an_address_of_their_own() {
     let (status, output) = server.terminate().await;
     assert!(status.success(), "{output}");
     assert_no_secrets(&output);
+}
+
+// Signing out means disconnected (V1, V3): sessions, sign-out, and the
+// streams that end with their credential.
+
+/// Signs alice in; returns her session token, from the `session` cookie.
+#[cfg(all(feature = "axum", feature = "cookie"))]
+async fn login(addr: SocketAddr) -> String {
+    let (status, headers, body) =
+        post_form(addr, "/login", "username=alice&password=wonderland").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, r#"{"subject":"alice"}"#);
+    let set_cookie = headers["set-cookie"].to_str().unwrap();
+    let (pair, attributes) = set_cookie.split_once(';').unwrap();
+    assert_eq!(attributes, " HttpOnly; SameSite=Lax; Path=/");
+    pair.strip_prefix("session=").unwrap().to_owned()
+}
+
+/// A POST without a body; returns status, headers and body.
+#[cfg(all(feature = "axum", feature = "cookie"))]
+async fn post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let mut request = Request::post(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = client
+        .request(request.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// Opens `GET /events` and returns its body, after checking it is an SSE
+/// stream.
+#[cfg(all(feature = "axum", feature = "cookie"))]
+async fn open_events(addr: SocketAddr, headers: &[(&str, &str)]) -> hyper::body::Incoming {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let mut request = Request::get(format!("http://{addr}/events"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = client
+        .request(request.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    response.into_body()
+}
+
+/// The next event of an SSE stream (`None` once it ended), within a second.
+#[cfg(all(feature = "axum", feature = "cookie"))]
+async fn next_event(events: &mut hyper::body::Incoming) -> Option<String> {
+    let frame = timeout(Duration::from_secs(1), events.frame())
+        .await
+        .expect("an event every 250 ms")?;
+    let data = frame.ok()?.into_data().ok()?;
+    Some(String::from_utf8(data.to_vec()).unwrap())
+}
+
+/// Waits (up to 5 s) for the stream to end, skipping events already on their
+/// way; returns how long that took.
+#[cfg(all(feature = "axum", feature = "cookie"))]
+async fn ended(events: &mut hyper::body::Incoming) -> Duration {
+    let started = std::time::Instant::now();
+    timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = events.frame().await {}
+    })
+    .await
+    .expect("the stream ends");
+    started.elapsed()
+}
+
+#[cfg(all(feature = "axum", feature = "cookie"))]
+#[tokio::test]
+async fn axum_api_logout_revokes_the_credential_in_every_carrier_and_ends_its_stream() {
+    // V1, V3
+    let server = Server::start("axum_api").await;
+    let addr = server.addr;
+    let (token, other) = (login(addr).await, login(addr).await);
+    let cookie = format!("session={token}");
+    let mut events = open_events(addr, &[("cookie", &cookie)]).await;
+    let event = next_event(&mut events).await.expect("an event");
+    assert!(event.starts_with("event: tick\ndata: "), "{event:?}");
+    assert!(event.contains(r#""subject":"alice""#), "{event:?}");
+    assert!(next_event(&mut events).await.is_some());
+
+    // Signed out through another carrier than the stream's.
+    let (status, headers, _) = post(addr, "/logout", &[("x-api-key", &token)]).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let clear = headers["set-cookie"].to_str().unwrap();
+    assert!(clear.starts_with("session=;"), "{clear}");
+    assert!(clear.contains("Max-Age=0"), "{clear}");
+    let after = ended(&mut events).await;
+    assert!(after < Duration::from_secs(1), "{after:?}");
+
+    for (header, value) in [
+        ("cookie", cookie.clone()),
+        ("authorization", format!("Bearer {token}")),
+        ("x-api-key", token.clone()),
+    ] {
+        let (status, headers, _) = get(addr, "/me", &[(header, &value)]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{header}");
+        // L3: like any unknown token.
+        assert_eq!(
+            challenge(&headers),
+            r#"Bearer realm="portcullis", error="invalid_token", error_description="the access token is invalid""#
+        );
+    }
+    // The other session of the same user is untouched.
+    let (status, _, _) = get(
+        addr,
+        "/me",
+        &[("authorization", &format!("Bearer {other}"))],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // Signing out needs a credential.
+    let (status, _, _) = post(addr, "/logout", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert!(output.contains("secret revoked"), "{output}");
+    assert!(
+        output.contains("response stream ended with its lease"),
+        "{output}"
+    );
+    assert_none_of(&output, &[&token, &other]);
+}
+
+#[cfg(all(feature = "axum", feature = "cookie"))]
+#[tokio::test]
+async fn axum_api_logout_all_signs_the_subject_out_everywhere() {
+    // V1: a subject with a cutoff; JWTs issued before now included.
+    let server = Server::start_with("axum_api", &[("PORTCULLIS_JWT_SECRET", JWT_SECRET)]).await;
+    let addr = server.addr;
+    let (laptop, phone) = (login(addr).await, login(addr).await);
+    #[cfg(feature = "jwt")]
+    let jwt = {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        mint_jwt(
+            JWT_SECRET,
+            serde_json::json!({
+                "sub": "alice", "iss": "portcullis-demo", "aud": "portcullis-api", "iat": now - 5,
+            }),
+        )
+    };
+    #[cfg(feature = "jwt")]
+    let (status, _, _) = get(addr, "/me", &[("authorization", &format!("Bearer {jwt}"))]).await;
+    #[cfg(feature = "jwt")]
+    assert_eq!(status, StatusCode::OK);
+    let mut events = open_events(addr, &[("authorization", &format!("Bearer {phone}"))]).await;
+    assert!(next_event(&mut events).await.is_some());
+
+    let (status, _, _) = post(
+        addr,
+        "/logout?all=1",
+        &[("cookie", &format!("session={laptop}"))],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(ended(&mut events).await < Duration::from_secs(1));
+    let (status, _, _) = get(
+        addr,
+        "/me",
+        &[("authorization", &format!("Bearer {phone}"))],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    #[cfg(feature = "jwt")]
+    {
+        let (status, _, _) = get(addr, "/me", &[("authorization", &format!("Bearer {jwt}"))]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    // Bob is not alice; a sign-in after the cutoff works.
+    let (status, _, _) = get(addr, "/me", &[("authorization", "Bearer bob-token")]).await;
+    assert_eq!(status, StatusCode::OK);
+    let again = login(addr).await;
+    let (status, _, _) = get(addr, "/me", &[("cookie", &format!("session={again}"))]).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert!(
+        output.contains("credentials of a subject revoked"),
+        "{output}"
+    );
+    assert_none_of(&output, &[&laptop, &phone, JWT_SECRET]);
+}
+
+#[cfg(all(feature = "axum", feature = "cookie", feature = "jwt"))]
+#[tokio::test]
+async fn axum_api_events_end_within_a_second_of_the_jwt_expiry() {
+    // V3
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+
+    let server = Server::start_with("axum_api", &[("PORTCULLIS_JWT_SECRET", JWT_SECRET)]).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let exp = now.as_secs() + 2;
+    let jwt = encode(
+        &Header::new(Algorithm::HS256),
+        &serde_json::json!({
+            "sub": "carol", "iss": "portcullis-demo", "aud": "portcullis-api", "exp": exp,
+        }),
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let mut events = open_events(server.addr, &[("authorization", &format!("Bearer {jwt}"))]).await;
+    assert!(next_event(&mut events).await.is_some());
+    ended(&mut events).await;
+    let late = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .saturating_sub(Duration::from_secs(exp));
+    assert!(late < Duration::from_secs(1), "ended {late:?} after exp");
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert_none_of(&output, &[&jwt]);
+}
+
+#[cfg(all(feature = "axum", feature = "cookie"))]
+#[tokio::test]
+async fn axum_api_websocket_selects_chat_echoes_and_closes_with_1008_at_sign_out() {
+    // V3, P10: a browser offers `chat` and `bearer.<token>`.
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{
+        Message, client::IntoClientRequest, protocol::frame::coding::CloseCode,
+    };
+
+    let server = Server::start("axum_api").await;
+    let addr = server.addr;
+    let token = login(addr).await;
+    let handshake = |protocols: String| {
+        let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", protocols.parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+    };
+    assert!(
+        handshake("chat".to_owned()).await.is_err(),
+        "no credential: 401"
+    );
+
+    let (mut socket, response) = handshake(format!("chat, bearer.{token}")).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "chat");
+    socket.send(Message::text("hello")).await.unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        Message::text("hello")
+    );
+
+    let (status, _, _) = post(
+        addr,
+        "/logout",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let signed_out = std::time::Instant::now();
+    let close = timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await.expect("a close frame").unwrap() {
+                Message::Close(frame) => return frame.expect("a close code"),
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .expect("closed");
+    assert!(signed_out.elapsed() < Duration::from_secs(1));
+    assert_eq!(close.code, CloseCode::Policy);
+    assert_eq!(close.reason.as_str(), "the credential was revoked");
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert!(
+        output.contains("websocket closed with its lease"),
+        "{output}"
+    );
+    assert_none_of(&output, &[&token]);
+}
+
+#[cfg(all(
+    feature = "axum",
+    feature = "cookie",
+    feature = "redis",
+    feature = "jwt"
+))]
+#[tokio::test]
+async fn axum_api_instances_sharing_redis_sign_out_everywhere_within_a_second() {
+    // V2, V3: signed out on one instance, refused and disconnected on the
+    // other.
+    let Some(url) = redis_url() else { return };
+    let env = [
+        ("PORTCULLIS_REDIS_URL", url.as_str()),
+        ("PORTCULLIS_JWT_SECRET", JWT_SECRET),
+    ];
+    let first = Server::start_with("axum_api", &env).await;
+    let second = Server::start_with("axum_api", &env).await;
+    // A subject of this run's own: revocations outlive the run in redis.
+    let subject = format!(
+        "user-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let jwt = mint_jwt(
+        JWT_SECRET,
+        serde_json::json!({ "sub": subject, "iss": "portcullis-demo", "aud": "portcullis-api" }),
+    );
+    let bearer = format!("Bearer {jwt}");
+    let mut events = open_events(second.addr, &[("authorization", &bearer)]).await;
+    assert!(next_event(&mut events).await.is_some());
+
+    let (status, _, _) = post(first.addr, "/logout", &[("authorization", &bearer)]).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let signed_out = std::time::Instant::now();
+    ended(&mut events).await;
+    assert!(signed_out.elapsed() < Duration::from_secs(1));
+    let (status, _, _) = get(second.addr, "/me", &[("authorization", &bearer)]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    for server in [first, second] {
+        let (exit, output) = server.terminate().await;
+        assert!(exit.success(), "{exit}\n{output}");
+        assert!(
+            output.contains("revocations reach every instance through redis"),
+            "{output}"
+        );
+        assert_none_of(&output, &[&jwt]);
+    }
+}
+
+#[cfg(all(feature = "tonic", feature = "jwt"))]
+#[tokio::test]
+async fn tonic_health_watch_ends_unauthenticated_within_a_second_of_the_jwt_expiry() {
+    // V3, P9
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let secret = "tonic-jwt-secret-canary-0123456789abcdef";
+    let server = Server::start_with("tonic_health", &[("PORTCULLIS_JWT_SECRET", secret)]).await;
+    let channel = Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 2;
+    let jwt = encode(
+        &Header::new(Algorithm::HS256),
+        &serde_json::json!({
+            "sub": "carol", "iss": "portcullis-demo", "aud": "portcullis-api", "exp": exp,
+        }),
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let mut request = Request::new(HealthCheckRequest::default());
+    request.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("Bearer {jwt}")).unwrap(),
+    );
+    let mut stream = client.watch(request).await.unwrap().into_inner();
+    assert!(stream.message().await.unwrap().is_some(), "SERVING");
+    let status = timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("the stream ends")
+        .expect_err("with a status");
+    let late = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .saturating_sub(Duration::from_secs(exp));
+    assert!(late < Duration::from_secs(1), "ended {late:?} after exp");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(status.message(), "the credential expired");
+    // The demo token still works, and its stream stays open.
+    let mut request = Request::new(HealthCheckRequest::default());
+    request.metadata_mut().insert(
+        "authorization",
+        MetadataValue::from_static("Bearer alice-token"),
+    );
+    let mut demo = client.watch(request).await.unwrap().into_inner();
+    assert!(demo.message().await.unwrap().is_some());
+    // A graceful shutdown waits for open calls.
+    drop(demo);
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert_none_of(&output, &[secret, &jwt]);
+    drop(client);
 }

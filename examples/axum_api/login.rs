@@ -32,8 +32,6 @@ use http::{Method, StatusCode, header, request::Parts};
 use portcullis::{
     body_key::BodyKeyLayer,
     cross_origin::{CrossOriginLayer, CrossOriginProtection},
-    extract::Cookie,
-    integration::axum::Identity,
     lockout::{DeviceCookies, Failed, LockoutLayer, Policy, Tracker},
     reject::DefaultRenderer,
 };
@@ -41,8 +39,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
+    sessions::Sessions,
     settings::{Limits, env, number},
-    users::User,
 };
 
 /// The login settings, from the environment.
@@ -107,7 +105,7 @@ impl Login {
     pub(crate) fn routes(self) -> Router {
         Router::new()
             .route("/login", post(login))
-            .route("/logout", post(logout))
+            .route("/logout", post(crate::sessions::logout))
             .route_layer(
                 CrossOriginLayer::new(CrossOriginProtection::new())
                     .renderer(DefaultRenderer::new().realm("portcullis")),
@@ -145,12 +143,19 @@ struct LoginForm {
 /// distinct wrong password.
 ///
 /// A real service would check a password hash (argon2, scrypt) here.
-async fn login(State(login): State<Arc<Login>>, Form(form): Form<LoginForm>) -> Response {
+async fn login(
+    State(login): State<Arc<Login>>,
+    Extension(sessions): Extension<Sessions>,
+    Form(form): Form<LoginForm>,
+) -> Response {
     if form.username == "alice" && form.password == "wonderland" {
         tracing::info!(subject = "alice", "signed in");
-        let session = Cookie::new("session").set_cookie("alice-token").build();
+        // A fresh session token (see sessions.rs).
+        let Some(session) = sessions.sign_in("alice", &["admin"]) else {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        };
         let mut response = (
-            [(header::SET_COOKIE, session.to_string())],
+            [(header::SET_COOKIE, session)],
             Json(json!({ "subject": "alice" })),
         )
             .into_response();
@@ -172,11 +177,4 @@ async fn login(State(login): State<Arc<Login>>, Form(form): Form<LoginForm>) -> 
         )
             .into_response()
     }
-}
-
-/// Signs the caller out: removes the session cookie.
-async fn logout(Identity(user): Identity<User>) -> Response {
-    tracing::info!(subject = %user.subject, "signed out");
-    let removal = Cookie::new("session").removal();
-    ([(header::SET_COOKIE, removal)], StatusCode::NO_CONTENT).into_response()
 }

@@ -1,15 +1,21 @@
 //! An axum API behind `AuthLayer`, with a failed-attempt limiter and an
 //! optional rate limiter in front: a public health check, a login form that
 //! sets a session cookie, a `/me` route that answers with the caller's
-//! subject, and an `/admin` route that needs the `admin` scope.
+//! subject, an `/admin` route that needs the `admin` scope, sign-out, and
+//! two streams that end when their credential is revoked or expires (SSE
+//! and a WebSocket).
 //!
 //! The credential may come from `Authorization: Bearer`, the `session` cookie
-//! or the `X-API-Key` header; two different credentials in one request are
-//! refused as ambiguous. Three validators are combined with a `Chain`:
+//! or the `X-API-Key` header (and, for `/ws`, the subprotocol
+//! `bearer.<token>`); two different credentials in one request are refused
+//! as ambiguous. Four validators are combined with a `Chain`, behind a cache
+//! that checks every answer against the revocation list:
 //!
 //! - **API keys** (`ApiKeys`): keys starting with `demo_` go to this
 //!   validator and no other. It knows one key, for subject `ci-bot` (no
 //!   scopes), stored only as its SHA-256 digest.
+//! - **Sessions** (`sessions.rs`): tokens starting with `sess_`, issued by
+//!   `POST /login`.
 //! - **Demo tokens** (never printed or logged):
 //!
 //!   | token         | subject | scopes  |
@@ -22,12 +28,27 @@
 //!   subject is `sub` and the scopes come from the `scope` claim.
 //!
 //! `POST /login` takes the form fields `username` and `password`:
-//! `alice` / `wonderland` gets `session=alice-token` (`HttpOnly`,
-//! `SameSite=Lax`, `Path=/`) and a signed `device` cookie; anything else
-//! gets 401. `POST /logout` removes the session cookie. Both refuse
+//! `alice` / `wonderland` gets a fresh random session token in the
+//! `session` cookie (`HttpOnly`, `SameSite=Lax`, `Path=/`), which also works
+//! as `Authorization: Bearer` and `X-API-Key`, and a signed `device` cookie;
+//! anything else gets 401. Both `POST /login` and `POST /logout` refuse
 //! cross-site browser posts (403); see `login.rs` for the limits around
 //! them: per address, per account for clients without a device cookie, and
 //! smart counting (the same wrong password repeated counts once).
+//!
+//! Signing out means disconnected (`sessions.rs`, `streams.rs`):
+//!
+//! - `POST /logout` revokes the credential presented, in every carrier,
+//!   clears the cookie (`Max-Age=0`) and answers 204; `POST /logout?all=1`
+//!   revokes every credential of the subject issued until now, JWTs
+//!   included.
+//! - `GET /events` is a Server-Sent Events stream (an event every 250 ms)
+//!   that ends within a second after its credential is revoked or expires.
+//! - `GET /ws` is a WebSocket echo that closes with code 1008 within a
+//!   second after its credential is revoked or expires. A browser offers
+//!   the subprotocols `chat` and `bearer.<token>`; the server selects `chat`.
+//! - With `PORTCULLIS_REDIS_URL`, a revocation on one instance takes effect
+//!   on every instance (requests and open streams) within a second.
 //!
 //! Requests pass, outermost first, through `RateLimitLayer` (when
 //! configured), `LockoutLayer` and `AuthLayer`. Both limiters key on the
@@ -52,7 +73,8 @@
 //! | `PORTCULLIS_TRUSTED_PROXIES` | comma-separated CIDRs whose `X-Forwarded-For` / `Forwarded` are believed (default none) |
 //! | `PORTCULLIS_RATE_PER_SEC` | requests per second per client; rate limiting is off when unset |
 //! | `PORTCULLIS_RATE_BURST` | requests a quiet client may send at once (default: the rate) |
-//! | `PORTCULLIS_REDIS_URL`  | Redis server (`redis://host:port`) where both limiters keep their state, shared with other instances; needs `--features redis`. Unset: each instance counts on its own |
+//! | `PORTCULLIS_REDIS_URL`  | Redis server (`redis://host:port`) where both limiters keep their state and revocations are shared with other instances; needs `--features redis`. Unset: each instance counts and revokes on its own |
+//! | `PORTCULLIS_SESSION_SECS` | how long a session token from `POST /login` lives (default 3600) |
 //! | `PORTCULLIS_METRICS_ADDR` | address of a second listener serving `GET /metrics` in the Prometheus text format (portcullis's `portcullis_*` counters); needs `--features metrics`. Unset: no metrics |
 //! | `RUST_LOG`              | log filter (default `info,portcullis=debug`) |
 //!
@@ -87,12 +109,18 @@
 //! curl -i -H 'Authorization: Bearer nope' http://127.0.0.1:3000/me            # 401, error="invalid_token"
 //! curl -i -H 'Authorization: Bearer alice-token' --cookie 'session=bob-token' \
 //!      http://127.0.0.1:3000/me                                               # 400, error="invalid_request"
-//! curl -i -d 'username=alice&password=wonderland' http://127.0.0.1:3000/login # 200, Set-Cookie: session=alice-token; HttpOnly; SameSite=Lax; Path=/
+//! curl -i -d 'username=alice&password=wonderland' http://127.0.0.1:3000/login # 200, Set-Cookie: session=sess_…; HttpOnly; SameSite=Lax; Path=/
 //! curl -i -d 'username=alice&password=guess' http://127.0.0.1:3000/login      # 401 (counts as a failed attempt)
 //! curl -i -H 'Authorization: Bearer alice-token' http://127.0.0.1:3000/admin  # 200 {"scope":"admin","subject":"alice"}
 //! curl -i -H 'Authorization: Bearer bob-token' http://127.0.0.1:3000/admin    # 403, error="insufficient_scope", scope="admin"
 //! curl -i -H "Authorization: Bearer $JWT" http://127.0.0.1:3000/me            # 200 {"subject":"carol"}
 //! curl -i -H "Authorization: Bearer $JWT" http://127.0.0.1:3000/admin         # 200 {"scope":"admin","subject":"carol"}
+//!
+//! # signing out ends the stream (run the first line in another terminal):
+//! curl -N -H "Authorization: Bearer $JWT" http://127.0.0.1:3000/events        # event: tick … until the sign-out
+//! curl -i -X POST -H "Authorization: Bearer $JWT" http://127.0.0.1:3000/logout # 204; the stream above ends
+//! curl -i -H "Authorization: Bearer $JWT" http://127.0.0.1:3000/me            # 401, error="invalid_token"
+//! curl -i -X POST -H 'Authorization: Bearer bob-token' 'http://127.0.0.1:3000/logout?all=1' # 204: every credential of bob
 //!
 //! # five failed attempts (distinct passwords: a repeat counts once), then
 //! # even alice's token is refused for a minute:
@@ -106,7 +134,9 @@
 
 mod login;
 mod metrics;
+mod sessions;
 mod settings;
+mod streams;
 mod users;
 
 use std::{
@@ -115,16 +145,16 @@ use std::{
     process::ExitCode,
 };
 
-use axum::{Json, Router, http::HeaderName, routing::get};
+use axum::{Extension, Json, Router, http::HeaderName, routing::get};
 use http::Method;
 use portcullis::{
     AuthLayer,
-    extract::{Bearer, Cookie, Extractor, Header},
+    extract::{Bearer, Cookie, Extractor, Header, WebSocketProtocol},
     integration::axum::Identity,
     reject::DefaultRenderer,
     scope::RequireScopeLayer,
     stack::Stack,
-    validate::Chain,
+    validate::{CachingValidator, Chain},
 };
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -132,6 +162,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::{
     login::Login,
+    sessions::Sessions,
     settings::{Config, Limits},
     users::{User, validator},
 };
@@ -161,16 +192,22 @@ fn is_public(parts: &http::request::Parts) -> bool {
 /// The app: the routes behind `AuthLayer`, with the limiters in front of it
 /// (outermost first: `RateLimitLayer`, when configured, `BodyKeyLayer` for
 /// the login form, `LockoutLayer`, then `AuthLayer`), composed by `Stack`.
-fn app(validator: Chain<User>, limits: &Limits) -> Result<Router, String> {
+fn app(
+    validator: CachingValidator<Chain<User>>,
+    limits: &Limits,
+    sessions: &Sessions,
+) -> Result<Router, String> {
     let login = Login::from_env()?;
     let renderer = DefaultRenderer::new().realm("portcullis");
     let auth = AuthLayer::new(validator)
         .extractor(
             Extractor::new(Bearer::new())
                 .or(Cookie::new("session"))
-                .or(Header::new(HeaderName::from_static("x-api-key"))),
+                .or(Header::new(HeaderName::from_static("x-api-key")))
+                .or(WebSocketProtocol::new()),
         )
         .public(is_public)
+        .leases(sessions.revocations())
         .renderer(renderer.clone());
     let admin_only = RequireScopeLayer::<User>::new("admin").renderer(renderer.clone());
 
@@ -182,7 +219,10 @@ fn app(validator: Chain<User>, limits: &Limits) -> Result<Router, String> {
         .route("/health", get(health))
         .route("/me", get(me))
         .route("/admin", get(admin).route_layer(admin_only))
-        .merge(login.routes());
+        .route("/events", get(streams::events))
+        .route("/ws", get(streams::ws))
+        .merge(login.routes())
+        .layer(Extension(sessions.clone()));
     // `Stack` puts the layers in the right order, added with one call.
     Ok(match limits.rate_limit(&renderer)? {
         Some(rate_limit) => router.layer(stack.rate_limit(rate_limit)),
@@ -212,6 +252,13 @@ async fn main() -> ExitCode {
         eprintln!("axum_api: {message}");
         return ExitCode::from(2);
     }
+    let sessions = match Sessions::start(&config.limits).await {
+        Ok(sessions) => sessions,
+        Err(message) => {
+            eprintln!("axum_api: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let metrics = match metrics::start().await {
         Ok(line) => line,
         Err(message) => {
@@ -219,14 +266,16 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let app = match validator(&config).and_then(|validator| app(validator, &config.limits)) {
+    let app = match validator(&config, &sessions)
+        .and_then(|validator| app(validator, &config.limits, &sessions))
+    {
         Ok(app) => app,
         Err(message) => {
             eprintln!("axum_api: {message}");
             return ExitCode::from(2);
         }
     };
-    match serve(&config, app, metrics).await {
+    match serve(&config, &sessions, app, metrics).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("axum_api: {error}");
@@ -235,7 +284,12 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: &Config, app: Router, metrics: Option<String>) -> io::Result<()> {
+async fn serve(
+    config: &Config,
+    sessions: &Sessions,
+    app: Router,
+    metrics: Option<String>,
+) -> io::Result<()> {
     let listener = TcpListener::bind(&config.addr).await?;
     let local = listener.local_addr()?;
     let mut stdout = io::stdout().lock();
@@ -243,6 +297,7 @@ async fn serve(config: &Config, app: Router, metrics: Option<String>) -> io::Res
     for line in config.describe().into_iter().chain(metrics) {
         writeln!(stdout, "{line}")?;
     }
+    writeln!(stdout, "{}", sessions.describe())?;
     stdout.flush()?;
     drop(stdout);
 

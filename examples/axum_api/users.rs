@@ -1,17 +1,22 @@
 //! Who the callers are: the identity type and the validators that
-//! recognise API keys, demo tokens and JWTs.
+//! recognise API keys, session tokens, demo tokens and JWTs.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::SystemTime};
 
 use portcullis::{
     Credential, ValidationError, Validator,
+    revoke::Revocable,
     scope::Scopes,
-    validate::{ApiKeyIdentity, ApiKeys, Chain},
+    validate::{ApiKeyIdentity, ApiKeys, CachingValidator, Chain, ExpiresAt},
 };
 #[cfg(feature = "jwt")]
 use serde::Deserialize;
+use tokio::time::Instant;
 
-use crate::settings::Config;
+use crate::{
+    sessions::{SESSION_PREFIX, Sessions},
+    settings::Config,
+};
 
 /// The prefix of this example's API keys; the `Chain` routes on it.
 pub(crate) const API_KEY_PREFIX: &str = "demo_";
@@ -32,6 +37,28 @@ pub(crate) const JWT_AUDIENCE: &str = "portcullis-api";
 pub(crate) struct User {
     pub(crate) subject: String,
     pub(crate) scopes: Vec<String>,
+    /// When the credential expires (a session, a JWT): open streams end
+    /// then.
+    pub(crate) expires_at: Option<Instant>,
+    /// When the credential was issued, compared with a "sign out
+    /// everywhere" cutoff.
+    pub(crate) issued_at: Option<SystemTime>,
+}
+
+impl ExpiresAt for User {
+    fn expires_at(&self) -> Option<Instant> {
+        self.expires_at
+    }
+}
+
+impl Revocable for User {
+    fn subject(&self) -> Option<&str> {
+        Some(&self.subject)
+    }
+
+    fn issued_at(&self) -> Option<SystemTime> {
+        self.issued_at
+    }
 }
 
 impl Scopes for User {
@@ -45,6 +72,8 @@ impl User {
         Self {
             subject: key.id().to_owned(),
             scopes: key.scopes().map(str::to_owned).collect(),
+            expires_at: key.expiry(),
+            issued_at: key.issued_at(),
         }
     }
 }
@@ -70,6 +99,8 @@ impl Validator for DemoTokens {
             Some((subject, scopes)) => Ok(User {
                 subject: (*subject).to_owned(),
                 scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                expires_at: None,
+                issued_at: None,
             }),
             None => Err(ValidationError::invalid().with_reason("unknown token")),
         }
@@ -90,24 +121,36 @@ impl User {
         Self {
             subject: claims.sub.clone(),
             scopes: claims.scopes().map(str::to_owned).collect(),
+            expires_at: claims.expires_at(),
+            issued_at: Revocable::issued_at(&claims),
         }
     }
 }
 
 /// The validators, tried as `Chain` says: `demo_` keys go to the API-key
-/// table only; anything else is tried as a demo token, then as a JWT.
-pub(crate) fn validator(config: &Config) -> Result<Chain<User>, String> {
+/// table only, `sess_` tokens to the sessions only; anything else is tried
+/// as a demo token, then as a JWT. A cache in front answers repeated
+/// credentials and checks every answer against the revocation list.
+pub(crate) fn validator(
+    config: &Config,
+    sessions: &Sessions,
+) -> Result<CachingValidator<Chain<User>>, String> {
     let keys = ApiKeys::builder(API_KEY_PREFIX)
         .key(config.api_key, ApiKeyIdentity::new("ci-bot"))
+        .revocations(sessions.revocations())
         .build()
         .map_err(|e| format!("cannot build the API-key validator: {e}"))?;
     let chain = Chain::new()
         .prefixed_map(API_KEY_PREFIX, keys, User::from_api_key)
+        .prefixed(SESSION_PREFIX, sessions.clone())
         .then(DemoTokens::new());
     #[cfg(feature = "jwt")]
     let chain = match &config.jwt {
         Some(jwt) => chain.then_map(jwt.clone(), User::from_jwt),
         None => chain,
     };
-    Ok(chain)
+    CachingValidator::builder(chain)
+        .revocations(sessions.revocations())
+        .build()
+        .map_err(|e| format!("cannot build the validation cache: {e}"))
 }

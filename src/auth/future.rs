@@ -2,5 +2,5 @@
 
 crate::gate::response_future! {
     /// The response future of [`Auth`](super::Auth).
-    ()
+    crate::lease::Cut
 }

@@ -6,7 +6,13 @@ use tower_layer::Layer;
 
 use super::{Auth, Predicate, Preflight, Shared};
 use crate::{
-    Validator, cross_origin::CrossOriginProtection, extract::Extractor, reject::DefaultRenderer,
+    Validator,
+    cross_origin::CrossOriginProtection,
+    extract::Extractor,
+    lease::Leases,
+    reject::DefaultRenderer,
+    revoke::{Revocable, Revocations},
+    validate::ExpiresAt,
 };
 
 /// Authenticates requests: finds the credential, validates it, and inserts
@@ -24,6 +30,7 @@ pub struct AuthLayer<V, R = DefaultRenderer> {
     timeout: Option<Duration>,
     cross_origin: CrossOriginProtection,
     clear_stale_cookies: bool,
+    leases: Option<Leases>,
 }
 
 impl<V: Validator> AuthLayer<V> {
@@ -39,6 +46,7 @@ impl<V: Validator> AuthLayer<V> {
             timeout: None,
             cross_origin: CrossOriginProtection::new(),
             clear_stale_cookies: true,
+            leases: None,
         }
     }
 }
@@ -167,7 +175,63 @@ impl<V, R> AuthLayer<V, R> {
             timeout: self.timeout,
             cross_origin: self.cross_origin,
             clear_stale_cookies: self.clear_stale_cookies,
+            leases: self.leases,
         }
+    }
+}
+
+impl<V, R> AuthLayer<V, R>
+where
+    V: Validator,
+    V::Identity: ExpiresAt + Revocable,
+{
+    /// Grants every accepted request a [`Lease`](crate::lease::Lease) that
+    /// ends when its identity expires or its credential is revoked in
+    /// `revocations`, and ends streaming response bodies with it. Turn it on
+    /// for services that stream (SSE, chunked downloads, gRPC streams,
+    /// WebSockets): signed out then means disconnected.
+    ///
+    /// - gRPC response streams end with trailers `grpc-status: 16`
+    ///   (UNAUTHENTICATED) and a `grpc-message` saying expired or revoked;
+    ///   other bodies end.
+    /// - The lease is in the request extensions (with axum, the `Lease`
+    ///   extractor) for work the body does not cover: a WebSocket handler
+    ///   `select!`s on [`Lease::ended`](crate::lease::Lease::ended) and
+    ///   closes with code 1008.
+    /// - Requests that do not stream pay for the lease only (see
+    ///   [`lease`](crate::lease)).
+    ///
+    /// Give the same `revocations` to the validator (the
+    /// [`CachingValidator`](crate::validate::CachingValidator),
+    /// [`ApiKeys`](crate::validate::ApiKeys) or `JwtValidator` (feature
+    /// `jwt`) builders' `revocations`), so that new requests with a revoked credential are
+    /// refused too.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use portcullis::{AuthLayer, Credential, ValidationError};
+    /// use portcullis::revoke::{Revocable, Revocations};
+    /// use portcullis::validate::ExpiresAt;
+    /// use tokio::time::Instant;
+    ///
+    /// #[derive(Clone)]
+    /// struct User(String);
+    /// impl ExpiresAt for User {
+    ///     fn expires_at(&self) -> Option<Instant> { None }
+    /// }
+    /// impl Revocable for User {
+    ///     fn subject(&self) -> Option<&str> { Some(&self.0) }
+    /// }
+    ///
+    /// let validate = |_: Credential| async { Ok::<_, ValidationError>(User("alice".into())) };
+    /// let revocations = Revocations::new();
+    /// let layer = AuthLayer::new(validate).leases(&revocations);
+    /// # let _ = layer;
+    /// ```
+    pub fn leases(mut self, revocations: &Revocations) -> Self {
+        self.leases = Some(Leases::new::<V::Identity>(revocations));
+        self
     }
 }
 
@@ -183,6 +247,7 @@ impl<V, R> Clone for AuthLayer<V, R> {
             timeout: self.timeout,
             cross_origin: self.cross_origin.clone(),
             clear_stale_cookies: self.clear_stale_cookies,
+            leases: self.leases.clone(),
         }
     }
 }
@@ -199,6 +264,7 @@ impl<V, R: fmt::Debug> fmt::Debug for AuthLayer<V, R> {
             .field("timeout", &self.timeout)
             .field("cross_origin", &self.cross_origin)
             .field("clear_stale_cookies", &self.clear_stale_cookies)
+            .field("leases", &self.leases.is_some())
             .finish()
     }
 }
@@ -219,6 +285,7 @@ impl<S, V, R> Layer<S> for AuthLayer<V, R> {
                 timeout: self.timeout,
                 cross_origin: self.cross_origin.clone(),
                 clear_stale_cookies: self.clear_stale_cookies,
+                leases: self.leases.clone(),
             }),
         )
     }

@@ -92,7 +92,9 @@ use http::request::Parts;
 use bytes::Bytes;
 use http::Response;
 
-use crate::{cross_origin::CrossOriginProtection, extract::Extractor, reject::Renderer};
+use crate::{
+    cross_origin::CrossOriginProtection, extract::Extractor, lease::Leases, reject::Renderer,
+};
 
 pub use self::{future::ResponseFuture, layer::AuthLayer, service::Auth};
 
@@ -114,6 +116,7 @@ pub(crate) struct Shared<V, R> {
     cross_origin: CrossOriginProtection,
     #[cfg_attr(not(feature = "cookie"), allow(dead_code))] // only cookies go stale
     clear_stale_cookies: bool,
+    leases: Option<Leases>,
 }
 
 /// Inserted into the extensions of requests whose credential the layer

@@ -1,4 +1,5 @@
 use std::{
+    any::Any,
     fmt,
     sync::Arc,
     task::{Context, Poll, Waker},
@@ -14,6 +15,7 @@ use crate::{
     cross_origin::CrossOriginProtection,
     events::{self, Record},
     gate::{self, Admit, BoxFuture, Gate, Refusal},
+    lease::{Cut, Leases},
     lockout::{Outcome, Reservation},
     reject::{self, RejectionKind, Renderer},
 };
@@ -82,7 +84,7 @@ where
         }
         if shared.public.as_ref().is_some_and(|public| public(&parts)) {
             shared.pass_anonymous(&mut parts);
-            return self.pass(parts, body);
+            return self.pass(parts, body, Cut::default());
         }
 
         match shared.extractor.extract(&parts) {
@@ -111,8 +113,8 @@ where
                             events::emit(Record::Authenticated {
                                 source: credential.source(),
                             });
-                            accept(&mut parts.extensions, identity);
-                            self.pass(parts, body)
+                            let hook = shared.accept(&mut parts.extensions, &credential, identity);
+                            self.pass(parts, body, hook)
                         }
                         Err(error) => {
                             let rejection = reject_credential(&credential, &error)
@@ -125,7 +127,7 @@ where
             }
             Ok(None) if shared.optional => {
                 shared.pass_anonymous(&mut parts);
-                self.pass(parts, body)
+                self.pass(parts, body, Cut::default())
             }
             Ok(None) => {
                 tracing::debug!(target: "portcullis::auth", "no credential presented");
@@ -152,12 +154,17 @@ where
 }
 
 impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
-    fn pass<ReqBody>(&mut self, parts: Parts, body: ReqBody) -> ResponseFuture<S, ReqBody>
+    fn pass<ReqBody>(
+        &mut self,
+        parts: Parts,
+        body: ReqBody,
+        hook: Cut,
+    ) -> ResponseFuture<S, ReqBody>
     where
         S: Service<Request<ReqBody>>,
     {
         let future = self.inner.call(Request::from_parts(parts, body));
-        ResponseFuture::new(Gate::pass(future, ()))
+        ResponseFuture::new(Gate::pass(future, hook))
     }
 
     /// The request waits for a validator that did not answer at once.
@@ -184,10 +191,16 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
                     if let Some(reservation) = reservation {
                         reservation.settle(Outcome::Success);
                     }
+                    let hook = grant(
+                        shared.leases.as_ref(),
+                        &mut extensions,
+                        &credential,
+                        &identity,
+                    );
                     extensions.insert(identity);
                     extensions.insert(Authenticated);
                     Ok(Admit {
-                        hook: (),
+                        hook,
                         extensions: Some(extensions),
                     })
                 }
@@ -196,7 +209,7 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
                 Err(error) => Err(Refusal {
                     rejection: reject_credential(&credential, &error)
                         .clear_cookie(shared.stale_cookie(&credential)),
-                    hook: (),
+                    hook: ().into(),
                 }),
             }
         });
@@ -211,14 +224,19 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
     }
 }
 
-/// The credential was accepted: the identity goes to the inner service, and
-/// the lockout layers outside need not hold a reservation any longer (B11).
-fn accept<I: Clone + Send + Sync + 'static>(extensions: &mut Extensions, identity: I) {
-    if let Some(reservation) = Reservation::take(extensions) {
-        reservation.settle(Outcome::Success);
+/// With leases on, grants the request its lease: into `extensions`, and as
+/// the hook that ends the response body with it.
+fn grant(
+    leases: Option<&Leases>,
+    extensions: &mut Extensions,
+    credential: &Credential,
+    identity: &dyn Any,
+) -> Cut {
+    let lease = leases.and_then(|leases| leases.grant(credential, identity));
+    if let Some(lease) = &lease {
+        extensions.insert(lease.clone());
     }
-    extensions.insert(identity);
-    extensions.insert(Authenticated);
+    Cut(lease)
 }
 
 /// A CORS preflight: `OPTIONS` with `Access-Control-Request-Method`.
@@ -282,6 +300,26 @@ impl<V: Validator, R: Renderer> Shared<V, R> {
             }
             _ => None,
         }
+    }
+
+    /// The credential was accepted: the identity (and, with leases on, its
+    /// lease) goes to the inner service, and the lockout layers outside need
+    /// not hold a reservation any longer (B11).
+    fn accept(
+        &self,
+        extensions: &mut Extensions,
+        credential: &Credential,
+        identity: V::Identity,
+    ) -> Cut {
+        if let Some(reservation) = Reservation::take(extensions) {
+            reservation.settle(Outcome::Success);
+        }
+        let hook = grant(self.leases.as_ref(), extensions, credential, &identity);
+        extensions.insert(identity);
+        // B17: tells a lockout inside this layer that it is in the wrong
+        // place.
+        extensions.insert(Authenticated);
+        hook
     }
 
     fn render(&self, rejection: AuthRejection, parts: &Parts) -> Response<Bytes> {

@@ -1,4 +1,5 @@
-//! axum integration (feature `axum`): the [`Identity`] extractor.
+//! axum integration (feature `axum`): the [`Identity`] extractor, and the
+//! [`Lease`] extractor for streaming handlers.
 //!
 //! # Example
 //!
@@ -56,6 +57,7 @@ use http::{StatusCode, header, request::Parts};
 use crate::{
     AuthRejection,
     auth::Anonymous,
+    lease::Lease,
     reject::{self, DefaultRenderer, RejectionKind},
 };
 
@@ -157,6 +159,10 @@ impl IntoResponse for IdentityRejection {
 }
 
 fn missing<T>(parts: &Parts) -> IdentityRejection {
+    missing_because(parts, || super::layer_missing::<T>())
+}
+
+fn missing_because(parts: &Parts, layer_missing: impl FnOnce() -> String) -> IdentityRejection {
     match parts.extensions.get::<Anonymous>() {
         Some(Anonymous(renderer)) => IdentityRejection {
             kind: RejectionReason::Anonymous(reject::render(
@@ -166,7 +172,7 @@ fn missing<T>(parts: &Parts) -> IdentityRejection {
             )),
         },
         None => {
-            let message = super::layer_missing::<T>();
+            let message = layer_missing();
             tracing::error!(target: "portcullis::axum", "{message}");
             IdentityRejection {
                 kind: RejectionReason::LayerMissing(message),
@@ -208,4 +214,89 @@ where
             layer_missing => Err(layer_missing),
         }
     }
+}
+
+/// The request's [`Lease`], granted by an [`AuthLayer`](crate::AuthLayer)
+/// with [leases](crate::AuthLayer::leases) on: hold it in a WebSocket
+/// handler and `select!` on [`Lease::ended`] (see [`lease`](crate::lease)
+/// for closing with code 1008).
+///
+/// Refused like [`Identity`]: 401 (through the layer's renderer) for a
+/// request the layer let through anonymous (`Option<Lease>` gives `None`),
+/// and a 500 that says so when the route has no `AuthLayer` with leases on.
+///
+/// # Example
+///
+/// ```
+/// use axum::{Router, body::Body, routing::get};
+/// use http::{Request, StatusCode, header::AUTHORIZATION};
+/// use portcullis::{AuthLayer, Credential, ValidationError, lease::Lease};
+/// use portcullis::revoke::{Revocable, Revocations};
+/// use portcullis::validate::ExpiresAt;
+/// use tokio::time::Instant;
+/// use tower::ServiceExt;
+///
+/// #[derive(Clone)]
+/// struct User;
+/// impl ExpiresAt for User {
+///     fn expires_at(&self) -> Option<Instant> { None }
+/// }
+/// impl Revocable for User {}
+///
+/// async fn sign_out(lease: Lease) -> StatusCode {
+///     match lease.revoke().await {
+///         Ok(()) => StatusCode::NO_CONTENT,
+///         Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let revocations = Revocations::new();
+/// let validate = |_: Credential| async { Ok::<_, ValidationError>(User) };
+/// let app = Router::new()
+///     .route("/logout", get(sign_out))
+///     .layer(AuthLayer::new(validate).leases(&revocations));
+/// let req = Request::get("/logout").header(AUTHORIZATION, "Bearer t").body(Body::empty()).unwrap();
+/// assert_eq!(app.oneshot(req).await.unwrap().status(), StatusCode::NO_CONTENT);
+/// assert_eq!(revocations.stats().entries, 1);
+/// # }
+/// ```
+impl<S> FromRequestParts<S> for Lease
+where
+    S: Send + Sync,
+{
+    type Rejection = IdentityRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<Lease>() {
+            Some(lease) => Ok(lease.clone()),
+            None => Err(missing_because(parts, lease_missing)),
+        }
+    }
+}
+
+impl<S> OptionalFromRequestParts<S> for Lease
+where
+    S: Send + Sync,
+{
+    type Rejection = IdentityRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Self::Rejection> {
+        if let Some(lease) = parts.extensions.get::<Lease>() {
+            return Ok(Some(lease.clone()));
+        }
+        match missing_because(parts, lease_missing) {
+            IdentityRejection {
+                kind: RejectionReason::Anonymous(_),
+            } => Ok(None),
+            layer_missing => Err(layer_missing),
+        }
+    }
+}
+
+fn lease_missing() -> String {
+    "portcullis: no `Lease` in the request extensions: the route is not behind an AuthLayer \
+     with leases on (AuthLayer::leases)"
+        .to_owned()
 }

@@ -3,12 +3,16 @@
 //! Redis does not answer.
 
 mod fallback;
+mod pubsub;
+mod unlock;
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use ::redis::{FromRedisValue, Script, ScriptInvocation, aio::ConnectionManager};
+use ::redis::{Client, FromRedisValue, Script, ScriptInvocation, aio::ConnectionManager};
 
 pub(crate) use self::fallback::Fallback;
+pub(crate) use self::pubsub::{Handler, keep};
+pub(crate) use self::unlock::Unlocks;
 use crate::gate::BoxFuture;
 
 /// A Redis server that holds limiter state shared by several replicas.
@@ -37,6 +41,15 @@ use crate::gate::BoxFuture;
 /// limit"), logs a warning once, counts the fallback, and tries Redis again
 /// a second later.
 ///
+/// # Messages between replicas
+///
+/// A store made with [`connect`](Self::connect) also opens a pub/sub
+/// connection per user (kept alive with a ping every 250 ms, reopened when
+/// lost): [`Tracker::unlock`](crate::lockout::Tracker::unlock) is published
+/// so that every replica forgets its cached lockout within a second, and
+/// revocations (`Revocations::with_redis`) reach every replica the same way.
+/// A store made with [`from_manager`](Self::from_manager) cannot subscribe.
+///
 /// # Reservations
 ///
 /// A lockout reservation (an attempt whose outcome is undecided) is a member
@@ -61,6 +74,9 @@ use crate::gate::BoxFuture;
 #[derive(Clone)]
 pub struct RedisStore {
     manager: ConnectionManager,
+    /// For the pub/sub connections that carry unlocks and revocations to
+    /// the other replicas; unknown for a store made from a manager.
+    client: Option<Client>,
     prefix: Option<String>,
     timeout: Duration,
     lease: Duration,
@@ -88,14 +104,22 @@ impl RedisStore {
             .set_connection_timeout(Some(Duration::from_millis(500)))
             .set_response_timeout(Some(Duration::from_millis(500)))
             .set_number_of_retries(1);
-        let manager = ConnectionManager::new_with_config(client, config).await?;
-        Ok(Self::from_manager(manager))
+        let manager = ConnectionManager::new_with_config(client.clone(), config).await?;
+        Ok(Self {
+            client: Some(client),
+            ..Self::from_manager(manager)
+        })
     }
 
     /// Uses an existing connection manager.
+    ///
+    /// A store made this way cannot open the pub/sub connections that tell
+    /// the other replicas of unlocks and revocations (they warn once):
+    /// prefer [`connect`](Self::connect).
     pub fn from_manager(manager: ConnectionManager) -> Self {
         Self {
             manager,
+            client: None,
             prefix: None,
             timeout: Duration::from_millis(100),
             lease: Duration::from_secs(10),
@@ -134,6 +158,7 @@ impl RedisStore {
 #[derive(Clone)]
 pub(crate) struct Connection {
     manager: ConnectionManager,
+    client: Option<Client>,
     prefix: Arc<str>,
     timeout: Duration,
     pub(crate) lease: Duration,
@@ -143,10 +168,27 @@ impl Connection {
     pub(crate) fn new(store: RedisStore, default_prefix: &str) -> Self {
         Self {
             manager: store.manager,
+            client: store.client,
             prefix: store.prefix.as_deref().unwrap_or(default_prefix).into(),
             timeout: store.timeout,
             lease: store.lease,
         }
+    }
+
+    /// The client to open a pub/sub connection with, if known.
+    pub(crate) fn client(&self) -> Option<&Client> {
+        self.client.as_ref()
+    }
+
+    /// The prefix of every key.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// This connection with another timeout per call.
+    pub(crate) fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// `{prefix}{key}`, the key in a hash tag so that a key's entries share a

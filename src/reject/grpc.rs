@@ -52,7 +52,7 @@ pub(super) fn render(rejection: &AuthRejection) -> Response<Bytes> {
 
 /// Percent-encodes a `grpc-message` as the gRPC spec requires: every byte
 /// outside `0x20..=0x7E`, and `%` itself.
-pub(super) fn percent_encode(message: &str) -> String {
+pub(crate) fn percent_encode(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     for &b in message.as_bytes() {
         if (0x20..=0x7e).contains(&b) && b != b'%' {

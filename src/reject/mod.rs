@@ -84,6 +84,7 @@ mod grpc_web;
 mod protocol;
 mod renderer;
 
+pub(crate) use grpc::percent_encode as grpc_percent_encode;
 pub use protocol::{Protocol, is_grpc};
 pub use renderer::DefaultRenderer;
 

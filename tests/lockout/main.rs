@@ -19,6 +19,8 @@ mod order;
 mod replicas;
 mod smart;
 mod tables;
+#[cfg(feature = "redis")]
+mod unlock;
 
 use std::{
     convert::Infallible,

@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub(crate) mod logs;
+pub(crate) mod proxy;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 pub(crate) mod rpc;

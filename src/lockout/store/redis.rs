@@ -21,7 +21,7 @@ use super::{
 use crate::{
     gate::BoxFuture,
     lockout::{Outcome, Policy, Stats, Tracker, attempt::ASK_AGAIN},
-    redis::{Connection, Fallback, RedisStore, millis},
+    redis::{Connection, Fallback, RedisStore, Unlocks, millis},
 };
 
 /// Admits a request unless the key is locked out (by the lockout key's TTL)
@@ -120,6 +120,8 @@ pub(crate) struct RedisLockout<K> {
     /// Reservation ids: a random base per replica plus a counter.
     id_base: u64,
     next_id: AtomicU64,
+    /// Unlocks made on any replica clear `lockouts` here.
+    unlocks: Arc<Unlocks<K, Record>>,
 }
 
 impl<K> RedisLockout<K>
@@ -131,10 +133,13 @@ where
         // Without randomness two replicas could pick the same ids; the
         // counter below still keeps one replica's ids apart.
         let _ = getrandom::fill(&mut seed);
+        let conn = Connection::new(store, "portcullis:lockout:");
+        let (lockouts, waiting) = (lru(policy.capacity()), lru(policy.capacity()));
         Self {
-            conn: Connection::new(store, "portcullis:lockout:"),
-            lockouts: lru(policy.capacity()),
-            waiting: lru(policy.capacity()),
+            unlocks: Unlocks::start(&conn, lockouts.clone(), waiting.clone()),
+            conn,
+            lockouts,
+            waiting,
             policy,
             admit: Script::new(ADMIT),
             finish: Script::new(FINISH),
@@ -305,15 +310,11 @@ where
     fn unlock(&self, key: &K) -> bool {
         let was_locked = self.cached(key).is_some();
         self.lockouts.invalidate(key);
-        // Forgets the lockout, the failures and the history; reservations
-        // in flight stay.
+        // Forgets the lockout, the failures and the history, and tells the
+        // other replicas; reservations in flight stay.
         let keys = Keys::new(&self.conn, key);
-        let mut forget = ::redis::cmd("DEL");
-        forget
-            .arg(keys.failures)
-            .arg(keys.lockout)
-            .arg(keys.history);
-        self.conn.send(forget);
+        self.unlocks
+            .forget(key, [keys.failures, keys.lockout, keys.history]);
         if let Some(notify) = self.waiting.get(key) {
             notify.notify_waiters();
         }

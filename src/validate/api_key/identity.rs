@@ -1,17 +1,19 @@
 //! Who an API key belongs to.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::SystemTime};
 
 use tokio::time::Instant;
 
-use crate::{scope::Scopes, validate::identity::ExpiresAt};
+use crate::{revoke::Revocable, scope::Scopes, validate::identity::ExpiresAt};
 
 /// Who an API key belongs to: an id, its scopes and an optional expiry.
 ///
 /// The identity [`ApiKeys`](super::ApiKeys) inserts into request extensions. It implements
-/// [`Scopes`] (for [`RequireScopeLayer`](crate::scope::RequireScopeLayer))
-/// and [`ExpiresAt`] (so a [`CachingValidator`](crate::validate::CachingValidator)
-/// never serves it past its expiry).
+/// [`Scopes`] (for [`RequireScopeLayer`](crate::scope::RequireScopeLayer)),
+/// [`ExpiresAt`] (so a [`CachingValidator`](crate::validate::CachingValidator)
+/// never serves it past its expiry) and [`Revocable`] (its id is the
+/// subject; give it an [issue time](Self::with_issued_at) so that keys made
+/// after a subject's cutoff are accepted).
 ///
 /// # Example
 ///
@@ -28,6 +30,7 @@ pub struct ApiKeyIdentity {
     id: Arc<str>,
     scopes: Arc<[Box<str>]>,
     expires_at: Option<Instant>,
+    issued_at: Option<SystemTime>,
 }
 
 impl ApiKeyIdentity {
@@ -37,6 +40,7 @@ impl ApiKeyIdentity {
             id: id.into(),
             scopes: Arc::new([]),
             expires_at: None,
+            issued_at: None,
         }
     }
 
@@ -52,6 +56,15 @@ impl ApiKeyIdentity {
     #[must_use]
     pub fn with_expiry(mut self, deadline: Instant) -> Self {
         self.expires_at = Some(deadline);
+        self
+    }
+
+    /// Records when the key was made, compared with a cutoff of its subject
+    /// ([`Revocations::revoke_subject`](crate::revoke::Revocations::revoke_subject)):
+    /// without it, every cutoff of the key's id revokes it.
+    #[must_use]
+    pub fn with_issued_at(mut self, issued_at: SystemTime) -> Self {
+        self.issued_at = Some(issued_at);
         self
     }
 
@@ -80,5 +93,15 @@ impl Scopes for ApiKeyIdentity {
 impl ExpiresAt for ApiKeyIdentity {
     fn expires_at(&self) -> Option<Instant> {
         self.expires_at
+    }
+}
+
+impl Revocable for ApiKeyIdentity {
+    fn subject(&self) -> Option<&str> {
+        Some(&self.id)
+    }
+
+    fn issued_at(&self) -> Option<SystemTime> {
+        self.issued_at
     }
 }

@@ -14,14 +14,17 @@ use super::{
     generated::{GeneratedKey, check_prefix},
     identity::ApiKeyIdentity,
 };
-use crate::{ConfigError, Credential, ValidationError, Validator};
+use crate::{
+    ConfigError, Credential, ValidationError, Validator,
+    revoke::{Facts, Revocations},
+};
 
 /// Called with the identity of every key that was accepted.
 type UsedHook = Arc<dyn Fn(&ApiKeyIdentity) + Send + Sync>;
 
-struct Entry {
-    digest: KeyDigest,
-    identity: ApiKeyIdentity,
+pub(super) struct Entry {
+    pub(super) digest: KeyDigest,
+    pub(super) identity: ApiKeyIdentity,
 }
 
 /// Validates static API keys, stored hashed and compared in constant time.
@@ -83,13 +86,15 @@ struct Entry {
 /// It never answers `unavailable`: the table is in memory.
 #[derive(Clone)]
 pub struct ApiKeys {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(super) struct Inner {
     prefix: Box<str>,
-    table: RwLock<HashMap<u64, Vec<Entry>>>,
+    pub(super) table: RwLock<HashMap<u64, Vec<Entry>>>,
     on_used: Option<UsedHook>,
+    /// The revocation list the keys honour, if any.
+    pub(super) revocations: Option<Revocations>,
 }
 
 impl ApiKeys {
@@ -99,6 +104,7 @@ impl ApiKeys {
             prefix: prefix.into(),
             keys: Vec::new(),
             on_used: None,
+            revocations: None,
         }
     }
 
@@ -127,23 +133,23 @@ impl ApiKeys {
     /// Revokes a key: from now on it is answered exactly like an unknown
     /// key. Returns whether it was known.
     ///
-    /// A [`CachingValidator`](crate::validate::CachingValidator) in front
-    /// of this one must be told too, with the same digest:
+    /// With a revocation list ([`ApiKeysBuilder::revocations`]), the key
+    /// is revoked there too, until its expiry: caches that honour the list
+    /// forget it, open streams authenticated with it end, and (with Redis)
+    /// every replica removes it. Without one, a
+    /// [`CachingValidator`](crate::validate::CachingValidator) in front of
+    /// this one must be told, with the same digest:
     /// [`invalidate_digest`](crate::validate::CachingValidator::invalidate_digest)
     /// (every carrier the key was cached in).
     pub fn revoke(&self, digest: &KeyDigest) -> bool {
-        let mut table = self.write();
-        let bucket = digest.bucket();
-        let Some(entries) = table.get_mut(&bucket) else {
-            return false;
-        };
-        let before = entries.len();
-        entries.retain(|e| e.digest != *digest);
-        let removed = entries.len() != before;
-        if entries.is_empty() {
-            table.remove(&bucket);
+        let removed = self.inner.remove_digest(digest);
+        if let Some(revocations) = &self.inner.revocations {
+            let until = removed.as_ref().and_then(ApiKeyIdentity::expiry);
+            // In effect here at once; stored for other replicas in the
+            // background.
+            drop(revocations.revoke_digest(digest, until));
         }
-        removed
+        removed.is_some()
     }
 
     /// The number of keys in the table.
@@ -166,10 +172,7 @@ impl ApiKeys {
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Vec<Entry>>> {
-        self.inner
-            .table
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.write()
     }
 
     fn check(&self, secret: &str) -> Result<ApiKeyIdentity, ValidationError> {
@@ -190,7 +193,17 @@ impl ApiKeys {
             found
         };
         let Some(identity) = identity else {
-            return Err(ValidationError::invalid().with_reason("unknown api key"));
+            // A key revoked through the list is gone from the table; the
+            // list still says why (for logs: the client sees `invalid` alike).
+            let revoked = self.inner.revocations.as_ref().is_some_and(|list| {
+                list.inner.is_in_sync()
+                    && list.inner.check(|| presented, &Facts::default()).is_err()
+            });
+            return Err(if revoked {
+                ValidationError::revoked().with_reason("revoked api key")
+            } else {
+                ValidationError::invalid().with_reason("unknown api key")
+            });
         };
         if identity
             .expiry()
@@ -198,7 +211,52 @@ impl ApiKeys {
         {
             return Err(ValidationError::expired().with_reason("api key expired"));
         }
+        if let Some(revocations) = &self.inner.revocations {
+            revocations
+                .inner
+                .check(|| presented, &Facts::of(&identity))?;
+        }
         Ok(identity)
+    }
+}
+
+impl Inner {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Vec<Entry>>> {
+        // A panic while holding the lock cannot leave the map half-updated
+        // (each update is one insert/retain), so a poisoned lock is still usable.
+        self.table
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Removes the key with `digest`; returns its identity.
+    pub(super) fn remove_digest(&self, digest: &KeyDigest) -> Option<ApiKeyIdentity> {
+        let mut table = self.write();
+        let bucket = digest.bucket();
+        let entries = table.get_mut(&bucket)?;
+        let at = entries.iter().position(|e| e.digest == *digest)?;
+        let removed = entries.swap_remove(at).identity;
+        if entries.is_empty() {
+            table.remove(&bucket);
+        }
+        Some(removed)
+    }
+
+    /// Removes the keys `revoked` selects; returns their identities.
+    pub(super) fn remove(&self, revoked: impl Fn(&Entry) -> bool) -> Vec<ApiKeyIdentity> {
+        let mut table = self.write();
+        let mut removed = Vec::new();
+        table.retain(|_, entries| {
+            entries.retain(|entry| {
+                let revoked = revoked(entry);
+                if revoked {
+                    removed.push(entry.identity.clone());
+                }
+                !revoked
+            });
+            !entries.is_empty()
+        });
+        removed
     }
 }
 
@@ -237,6 +295,7 @@ impl fmt::Debug for ApiKeys {
             .field("prefix", &self.inner.prefix)
             .field("keys", &self.len())
             .field("on_used", &self.inner.on_used.is_some())
+            .field("revocations", &self.inner.revocations.is_some())
             .finish()
     }
 }
@@ -247,6 +306,7 @@ pub struct ApiKeysBuilder {
     prefix: String,
     keys: Vec<(KeyDigest, ApiKeyIdentity)>,
     on_used: Option<UsedHook>,
+    pub(super) revocations: Option<Revocations>,
 }
 
 impl ApiKeysBuilder {
@@ -308,13 +368,15 @@ impl ApiKeysBuilder {
         for (digest, identity) in self.keys {
             insert_entry(&mut table, digest, identity);
         }
-        Ok(ApiKeys {
+        let keys = ApiKeys {
             inner: Arc::new(Inner {
                 prefix: self.prefix.into_boxed_str(),
                 table: RwLock::new(table),
                 on_used: self.on_used,
+                revocations: self.revocations,
             }),
-        })
+        };
+        Ok(keys.listen())
     }
 }
 
@@ -324,6 +386,7 @@ impl fmt::Debug for ApiKeysBuilder {
             .field("prefix", &self.prefix)
             .field("keys", &self.keys.len())
             .field("on_used", &self.on_used.is_some())
+            .field("revocations", &self.revocations.is_some())
             .finish()
     }
 }

@@ -8,6 +8,7 @@ mod digest;
 mod generated;
 mod identity;
 mod keys;
+mod revoke;
 
 pub use digest::KeyDigest;
 pub use generated::GeneratedKey;

@@ -4,7 +4,10 @@ use std::{fmt, time::Duration};
 
 use tokio::time::Instant;
 
-use super::validator::{CachingValidator, Shared, SubjectOf};
+use super::{
+    revoke::Honour,
+    validator::{CachingValidator, Shared, SubjectOf},
+};
 use crate::{ConfigError, Validator, validate::ExpiresAt};
 
 /// The longest time moka keeps an entry before reclaiming its memory: it
@@ -36,6 +39,7 @@ impl<V: Validator> CachingValidator<V> {
             inner,
             expiry,
             subject: None,
+            revocations: None,
             max_capacity: 10_000,
             ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(2),
@@ -49,6 +53,7 @@ pub struct CachingValidatorBuilder<V: Validator> {
     inner: V,
     expiry: fn(&V::Identity) -> Option<Instant>,
     subject: Option<SubjectOf<V::Identity>>,
+    pub(super) revocations: Option<Honour<V::Identity>>,
     max_capacity: u64,
     ttl: Duration,
     negative_ttl: Duration,
@@ -61,6 +66,7 @@ impl<V: Validator> fmt::Debug for CachingValidatorBuilder<V> {
             .field("ttl", &self.ttl)
             .field("negative_ttl", &self.negative_ttl)
             .field("subjects", &self.subject.is_some())
+            .field("revocations", &self.revocations.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -151,6 +157,8 @@ impl<V: Validator> CachingValidatorBuilder<V> {
             negative_ttl: self.negative_ttl,
             expiry: self.expiry,
             subject: self.subject,
-        }))
+            revocations: self.revocations,
+        })
+        .listen())
     }
 }

@@ -11,6 +11,7 @@ mod builder;
 mod entry;
 mod flight;
 mod invalidation;
+mod revoke;
 mod validator;
 
 pub use builder::CachingValidatorBuilder;

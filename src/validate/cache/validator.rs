@@ -15,6 +15,7 @@ use tokio::{sync::OnceCell, time::Instant};
 use super::{
     entry::{Settled, Slot},
     invalidation::{Invalidations, Target},
+    revoke::Honour,
 };
 use crate::{Credential, CredentialSource, ValidationError, Validator, validate::KeyDigest};
 
@@ -177,7 +178,7 @@ pub(super) type SubjectOf<I> = fn(&I) -> Option<&str>;
 /// # Ok::<(), portcullis::ConfigError>(())
 /// ```
 pub struct CachingValidator<V: Validator> {
-    shared: Arc<Shared<V>>,
+    pub(super) shared: Arc<Shared<V>>,
 }
 
 /// What the clones of one cache share.
@@ -198,6 +199,8 @@ pub(super) struct Shared<V: Validator> {
     pub(super) negative_ttl: Duration,
     pub(super) expiry: fn(&V::Identity) -> Option<Instant>,
     pub(super) subject: Option<SubjectOf<V::Identity>>,
+    /// The revocation list the cache honours, if any.
+    pub(super) revocations: Option<Honour<V::Identity>>,
 }
 
 /// What changes only under the lock: storing an outcome, joining or ending
@@ -259,11 +262,7 @@ impl<V: Validator> CachingValidator<V> {
     /// digest: a stored API key ([`ApiKeys::revoke`](crate::validate::ApiKeys::revoke)
     /// takes the same digest), or a digest the backend put into the identity.
     pub fn invalidate_digest(&self, digest: &KeyDigest) {
-        let mut state = self.shared.lock();
-        self.shared.record(&mut state, Target::Secret(*digest));
-        // New requests must not join a call that started before.
-        state.in_flight.retain(|(secret, _), _| secret != digest);
-        self.shared.cache.invalidate(digest);
+        self.shared.invalidate_digest(digest);
     }
 
     /// Forgets the cached outcomes of every credential whose identity has
@@ -277,30 +276,12 @@ impl<V: Validator> CachingValidator<V> {
     /// once): forgetting too much only costs backend calls, forgetting too
     /// little would keep a signed-out subject signed in.
     pub fn invalidate_subject(&self, subject: &str) {
-        if self.shared.subject.is_none() {
-            static WARNED: AtomicBool = AtomicBool::new(false);
-            if !WARNED.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    "invalidate_subject on a cache without a subject function forgets \
-                     every outcome; configure CachingValidatorBuilder::subject"
-                );
-            }
-            return self.invalidate_all();
-        }
-        let mut state = self.shared.lock();
-        let generation = self
-            .shared
-            .record(&mut state, Target::Subject(subject.into()));
-        state.invalidations.mark(subject, generation);
+        self.shared.invalidate_subject(subject);
     }
 
     /// Forgets every cached outcome.
     pub fn invalidate_all(&self) {
-        let mut state = self.shared.lock();
-        let generation = self.shared.record(&mut state, Target::All);
-        self.shared.cleared.store(generation, Ordering::SeqCst);
-        state.in_flight.clear();
-        self.shared.cache.invalidate_all();
+        self.shared.invalidate_all();
     }
 
     /// The number of secrets with cached outcomes (approximate while moka
@@ -324,6 +305,38 @@ impl<V: Validator> Shared<V> {
         state.invalidations.push(target);
         self.generation.fetch_add(1, Ordering::SeqCst) + 1
     }
+
+    pub(super) fn invalidate_digest(&self, digest: &KeyDigest) {
+        let mut state = self.lock();
+        self.record(&mut state, Target::Secret(*digest));
+        // New requests must not join a call that started before.
+        state.in_flight.retain(|(secret, _), _| secret != digest);
+        self.cache.invalidate(digest);
+    }
+
+    pub(super) fn invalidate_subject(&self, subject: &str) {
+        if self.subject.is_none() {
+            static WARNED: AtomicBool = AtomicBool::new(false);
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "invalidate_subject on a cache without a subject function forgets \
+                     every outcome; configure CachingValidatorBuilder::subject"
+                );
+            }
+            return self.invalidate_all();
+        }
+        let mut state = self.lock();
+        let generation = self.record(&mut state, Target::Subject(subject.into()));
+        state.invalidations.mark(subject, generation);
+    }
+
+    pub(super) fn invalidate_all(&self) {
+        let mut state = self.lock();
+        let generation = self.record(&mut state, Target::All);
+        self.cleared.store(generation, Ordering::SeqCst);
+        state.in_flight.clear();
+        self.cache.invalidate_all();
+    }
 }
 
 impl<V: Validator> Validator for CachingValidator<V> {
@@ -333,7 +346,11 @@ impl<V: Validator> Validator for CachingValidator<V> {
         &self,
         credential: &Credential,
     ) -> impl Future<Output = Result<Self::Identity, ValidationError>> + Send {
-        self.shared.validate(credential)
+        let shared = &*self.shared;
+        async move {
+            let outcome = shared.validate(credential).await;
+            shared.honour(credential, outcome)
+        }
     }
 }
 

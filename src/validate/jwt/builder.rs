@@ -12,7 +12,7 @@ use super::{
     key::{JwtKey, KeySet},
     validator::{Inner, JwtValidator, Keys},
 };
-use crate::ConfigError;
+use crate::{ConfigError, revoke::Revocations};
 
 impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidator<T> {
     /// Starts building a validator.
@@ -26,6 +26,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidator<T> {
             audiences: Vec::new(),
             leeway: Duration::from_secs(30),
             require_nbf: false,
+            revocations: None,
             _claims: PhantomData,
         }
     }
@@ -42,6 +43,7 @@ pub struct JwtValidatorBuilder<T> {
     audiences: Vec<String>,
     leeway: Duration,
     require_nbf: bool,
+    revocations: Option<Revocations>,
     _claims: PhantomData<fn() -> T>,
 }
 
@@ -54,6 +56,7 @@ impl<T> fmt::Debug for JwtValidatorBuilder<T> {
             .field("audiences", &self.audiences)
             .field("leeway", &self.leeway)
             .field("require_nbf", &self.require_nbf)
+            .field("revocations", &self.revocations.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -115,6 +118,41 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
     /// Requires an `nbf` claim (it is checked whenever present).
     pub fn require_nbf(mut self, require: bool) -> Self {
         self.require_nbf = require;
+        self
+    }
+
+    /// Honours `revocations`: a verified token is refused when the list
+    /// revokes the token itself (by its digest, whatever carrier it came
+    /// in), its `jti` or `sid`, or its `sub` with an `iat` at or before the
+    /// subject's cutoff (a token without `iat` counts as issued before).
+    /// While the list is out of sync with its shared store, verified tokens
+    /// are answered [`unavailable`](crate::ValidationError::unavailable).
+    ///
+    /// # Security
+    ///
+    /// A revocation is held at most the list's
+    /// [`max_lifetime`](crate::revoke::RevocationsBuilder::max_lifetime), so
+    /// a token whose `exp` is further away than that is refused
+    /// ([`invalid`](crate::ValidationError::invalid)): it could outlive its
+    /// revocation.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use portcullis::revoke::Revocations;
+    /// use portcullis::validate::jwt::{Algorithm, JwtKey, JwtValidator};
+    ///
+    /// let revocations = Revocations::new();
+    /// let validator = JwtValidator::<serde_json::Value>::builder()
+    ///     .algorithm(Algorithm::HS256)
+    ///     .key(JwtKey::secret(b"a-secret-of-at-least-thirty-two-bytes!!"))
+    ///     .revocations(&revocations)
+    ///     .build()?;
+    /// # let _ = validator;
+    /// # Ok::<(), portcullis::ConfigError>(())
+    /// ```
+    pub fn revocations(mut self, revocations: &Revocations) -> Self {
+        self.revocations = Some(revocations.clone());
         self
     }
 
@@ -206,6 +244,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
                 inner: Arc::new(Inner {
                     policy,
                     keys: Keys::Remote(jwks),
+                    revocations: self.revocations,
                 }),
                 _claims: PhantomData,
             });
@@ -220,6 +259,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
             inner: Arc::new(Inner {
                 policy,
                 keys: Keys::Static(KeySet::new(self.keys)),
+                revocations: self.revocations,
             }),
             _claims: PhantomData,
         })

@@ -1,6 +1,11 @@
 //! The claims of a verified token, and the rules they must satisfy.
 
-use std::{fmt, ops::Deref, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    ops::Deref,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
@@ -8,16 +13,19 @@ use tokio::time::Instant;
 
 use crate::{
     ValidationError,
+    revoke::Revocable,
     scope::Scopes,
     validate::identity::{ExpiresAt, deadline_after},
 };
 
 /// The verified claims of a JWT: your claims type `T`, plus the registered
-/// claims portcullis needs (`exp`, `sub`, `scope`/`scp`).
+/// claims portcullis needs (`exp`, `sub`, `scope`/`scp`, `jti`, `sid`,
+/// `iat`).
 ///
 /// Derefs to `T`. Cheap to clone (`T` is shared). Implements [`Scopes`]
 /// (from a space-separated `scope` claim, RFC 8693 §4.2, or a `scp` array
-/// or string) and [`ExpiresAt`] (from `exp`).
+/// or string), [`ExpiresAt`] (from `exp`) and [`Revocable`] (`sub`, `jti`,
+/// `sid`, `iat`).
 pub struct Claims<T> {
     claims: Arc<T>,
     exp: u64,
@@ -25,23 +33,29 @@ pub struct Claims<T> {
     sub: Option<Box<str>>,
     scope: Option<Box<str>>,
     scp: Box<[Box<str>]>,
+    jti: Option<Box<str>>,
+    sid: Option<Box<str>>,
+    iat: Option<u64>,
 }
 
 impl<T> Claims<T> {
     /// The identity of a token whose signature and registered claims were
-    /// checked at `now` (seconds since the epoch); `exp` is what
-    /// [`Policy::check`] returned.
-    pub(super) fn verified(claims: T, registered: Registered, exp: u64, now: u64) -> Self {
+    /// checked at `now` (since the epoch); `exp` is what [`Policy::check`]
+    /// returned.
+    pub(super) fn verified(claims: T, registered: Registered, exp: u64, now: Duration) -> Self {
         Self {
             claims: Arc::new(claims),
             exp,
             expires_at: deadline_after(
                 Instant::now(),
-                Duration::from_secs(exp.saturating_sub(now)),
+                Duration::from_secs(exp).saturating_sub(now),
             ),
             sub: registered.sub,
             scope: registered.scope,
             scp: registered.scp,
+            jti: registered.jti,
+            sid: registered.sid,
+            iat: registered.iat,
         }
     }
 
@@ -96,6 +110,9 @@ impl<T> Clone for Claims<T> {
             sub: self.sub.clone(),
             scope: self.scope.clone(),
             scp: self.scp.clone(),
+            jti: self.jti.clone(),
+            sid: self.sid.clone(),
+            iat: self.iat,
         }
     }
 }
@@ -123,6 +140,24 @@ impl<T> ExpiresAt for Claims<T> {
     }
 }
 
+impl<T> Revocable for Claims<T> {
+    fn subject(&self) -> Option<&str> {
+        self.sub.as_deref()
+    }
+
+    fn token_id(&self) -> Option<&str> {
+        self.jti.as_deref()
+    }
+
+    fn session_id(&self) -> Option<&str> {
+        self.sid.as_deref()
+    }
+
+    fn issued_at(&self) -> Option<SystemTime> {
+        UNIX_EPOCH.checked_add(Duration::from_secs(self.iat?))
+    }
+}
+
 /// The registered claims checked and kept besides `T`.
 #[derive(Deserialize)]
 pub(super) struct Registered {
@@ -140,6 +175,12 @@ pub(super) struct Registered {
     scope: Option<Box<str>>,
     #[serde(default, deserialize_with = "scp")]
     scp: Box<[Box<str>]>,
+    #[serde(default, deserialize_with = "sub")]
+    jti: Option<Box<str>>,
+    #[serde(default, deserialize_with = "sub")]
+    sid: Option<Box<str>>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    iat: Option<u64>,
 }
 
 /// `aud` is one string or an array of strings (RFC 7519 §4.1.3).
@@ -165,6 +206,21 @@ fn sub<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<str>>, D::Er
     Ok(match serde_json::Value::deserialize(d)? {
         serde_json::Value::String(sub) => Some(sub.into()),
         serde_json::Value::Number(sub) => Some(sub.to_string().into()),
+        _ => None,
+    })
+}
+
+/// `iat` is a NumericDate (RFC 7519 §2): seconds, possibly with a fraction
+/// (dropped). Anything else is no issue time, which a subject's cutoff
+/// treats as "issued before".
+fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                // Saturates at u64::MAX; the fraction is dropped.
+                .map(|f| f as u64)
+        }),
         _ => None,
     })
 }

@@ -4,7 +4,7 @@ use std::{
     fmt,
     marker::PhantomData,
     sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -17,7 +17,11 @@ use super::{
     claims::{Claims, Policy, Registered},
     key::{JwtKey, KeySet, Selected},
 };
-use crate::{Credential, ValidationError, Validator};
+use crate::{
+    Credential, ValidationError, Validator,
+    revoke::{Facts, Revocations},
+    validate::KeyDigest,
+};
 
 /// The JOSE header fields portcullis reads.
 #[derive(Deserialize)]
@@ -41,7 +45,9 @@ struct JoseHeader {
 /// [`validate`](Validator::validate) answers
 /// [`expired`](ValidationError::expired) for a token past `exp` (plus
 /// leeway), [`unavailable`](ValidationError::unavailable) when its keys come
-/// from a JWKS URL that could not be fetched and no key fits the token, and
+/// from a JWKS URL that could not be fetched and no key fits the token (or
+/// the revocation list it honours is out of sync),
+/// [`revoked`](ValidationError::revoked) for a token the list revokes, and
 /// [`invalid`](ValidationError::invalid) for everything else.
 pub struct JwtValidator<T> {
     pub(super) inner: Arc<Inner>,
@@ -51,6 +57,8 @@ pub struct JwtValidator<T> {
 pub(super) struct Inner {
     pub(super) policy: Policy,
     pub(super) keys: Keys,
+    /// The revocation list the validator honours, if any.
+    pub(super) revocations: Option<Revocations>,
 }
 
 pub(super) enum Keys {
@@ -72,6 +80,7 @@ impl<T> fmt::Debug for JwtValidator<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = f.debug_struct("JwtValidator");
         s.field("policy", &self.inner.policy);
+        s.field("revocations", &self.inner.revocations.is_some());
         match &self.inner.keys {
             Keys::Static(keys) => s.field("keys", &keys.len()),
             #[cfg(feature = "jwks")]
@@ -106,8 +115,14 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidator<T> {
         })?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let exp = self.inner.policy.check(&registered, now)?;
+            .unwrap_or_default();
+        let exp = self.inner.policy.check(&registered, now.as_secs())?;
+        if let Some(revocations) = &self.inner.revocations
+            && Duration::from_secs(exp).saturating_sub(now) > revocations.max_lifetime()
+        {
+            return Err(ValidationError::invalid()
+                .with_reason("token outlives what the revocation list remembers (max_lifetime)"));
+        }
         let claims: T = serde_json::from_slice(&json).map_err(|_| {
             ValidationError::invalid().with_reason("claims do not match the expected type")
         })?;
@@ -141,11 +156,17 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidator<T> {
             Selected::UnknownKid => Err(ValidationError::invalid().with_reason("unknown kid")),
             Selected::NoKey => Err(ValidationError::invalid().with_reason("no key fits the token")),
         };
-        match &self.inner.keys {
+        let claims = match &self.inner.keys {
             Keys::Static(keys) => select(keys),
             #[cfg(feature = "jwks")]
             Keys::Remote(jwks) => select(&*jwks.keys_for(kid, alg).await?),
+        }?;
+        if let Some(revocations) = &self.inner.revocations {
+            revocations
+                .inner
+                .check(|| KeyDigest::of(token), &Facts::of(&claims))?;
         }
+        Ok(claims)
     }
 }
 

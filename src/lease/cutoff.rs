@@ -1,0 +1,203 @@
+//! Ending a response body with its lease.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, response};
+use http_body::{Body, Frame};
+use tokio::time::Instant;
+
+use super::{End, Lease, watch::Watch};
+use crate::{
+    ResponseBody,
+    gate::Hook,
+    reject::{grpc_percent_encode, is_grpc},
+};
+
+/// The hook of an `AuthLayer` request: with a lease, its response body
+/// ends with it. `()` (a refusal, an anonymous request) has none.
+#[derive(Default)]
+pub(crate) struct Cut(pub(crate) Option<Lease>);
+
+impl From<()> for Cut {
+    fn from((): ()) -> Self {
+        Self(None)
+    }
+}
+
+impl Hook for Cut {
+    fn on_response(self, _: &mut response::Parts) {}
+
+    fn respond<B>(self, head: &mut response::Parts, body: B) -> ResponseBody<B> {
+        match self.0 {
+            Some(lease) => {
+                let grpc = is_grpc(&head.headers);
+                ResponseBody::leased(body, Cutoff::new(lease, grpc))
+            }
+            None => ResponseBody::inner(body),
+        }
+    }
+}
+
+/// The state of a leased body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No frame yet: the lease was checked when the request was accepted.
+    Fresh,
+    /// Frames flow; the lease is looked at before each.
+    Open,
+    /// The lease ended the body (or the inner body ended).
+    Closed,
+}
+
+/// Ends a streaming body when its lease ends: a gRPC body with trailers
+/// (`grpc-status` 16, or 14 when revocations are unavailable), any other
+/// body by ending it.
+///
+/// A body that completes without waiting costs nothing beyond the lease
+/// itself: the lease is looked at before each frame after the first (a
+/// clock read and an atomic load, unless the revocation list changed), and
+/// a timer and a notification are registered only when the body waits.
+pub(crate) struct Cutoff {
+    lease: Lease,
+    grpc: bool,
+    state: State,
+    /// The list generation last looked at, before the watch exists.
+    seen: Option<u64>,
+    /// Registered when the body first waits.
+    watch: Option<Watch>,
+}
+
+impl Cutoff {
+    pub(crate) fn new(lease: Lease, grpc: bool) -> Self {
+        Self {
+            lease,
+            grpc,
+            state: State::Fresh,
+            seen: None,
+            watch: None,
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Whether the lease has ended, without waiting.
+    fn ended(&mut self, cx: &mut Context<'_>) -> Option<End> {
+        if let Some(watch) = &mut self.watch {
+            return match watch.poll(&self.lease, cx) {
+                Poll::Ready(end) => Some(end),
+                Poll::Pending => None,
+            };
+        }
+        if self
+            .lease
+            .expires_at()
+            .is_some_and(|at| Instant::now() >= at)
+        {
+            return Some(End::Expired);
+        }
+        let generation = self.lease.revocations().inner.generation();
+        if self.seen == Some(generation) {
+            return None;
+        }
+        self.seen = Some(generation);
+        self.lease.revocation_end()
+    }
+
+    /// Ends the body: the frame to send last, if any.
+    fn close<E>(&mut self, end: End) -> Option<Result<Frame<Bytes>, E>> {
+        self.state = State::Closed;
+        let credential = self.lease.credential();
+        tracing::info!(
+            target: "portcullis::lease",
+            %credential,
+            reason = %end,
+            grpc = self.grpc,
+            "response stream ended with its lease"
+        );
+        self.grpc.then(|| Ok(Frame::trailers(grpc_trailers(end))))
+    }
+
+    pub(crate) fn poll_frame<B>(
+        &mut self,
+        mut body: Pin<&mut B>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>>
+    where
+        B: Body<Data = Bytes>,
+    {
+        match self.state {
+            State::Closed => return Poll::Ready(None),
+            State::Open if !body.is_end_stream() => {
+                if let Some(end) = self.ended(cx) {
+                    return Poll::Ready(self.close(end));
+                }
+            }
+            State::Open | State::Fresh => {}
+        }
+        match body.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(frame)) => {
+                self.state = State::Open;
+                Poll::Ready(Some(frame))
+            }
+            Poll::Ready(None) => {
+                self.state = State::Closed;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                self.state = State::Open;
+                if self.watch.is_none() {
+                    self.watch = Some(Watch::new(&self.lease));
+                    // Registers the task's waker with the watch.
+                    if let Some(end) = self.ended(cx) {
+                        return Poll::Ready(self.close(end));
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The trailers that end a gRPC response whose lease ended: the client
+/// re-authenticates on UNAUTHENTICATED instead of retrying the same call.
+fn grpc_trailers(end: End) -> HeaderMap {
+    let code: u16 = match end {
+        End::Expired | End::Revoked => 16,
+        End::Unavailable => 14,
+    };
+    let mut trailers = HeaderMap::with_capacity(2);
+    trailers.insert("grpc-status", HeaderValue::from(code));
+    trailers.insert(
+        "grpc-message",
+        HeaderValue::try_from(grpc_percent_encode(end.message()))
+            .expect("percent-encoding leaves only visible ASCII"),
+    );
+    trailers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_streams_end_unauthenticated_or_unavailable_with_a_readable_reason() {
+        let expired = grpc_trailers(End::Expired);
+        assert_eq!(expired["grpc-status"], "16");
+        assert_eq!(expired["grpc-message"], "the credential expired");
+        let revoked = grpc_trailers(End::Revoked);
+        assert_eq!(revoked["grpc-status"], "16");
+        assert_eq!(revoked["grpc-message"], "the credential was revoked");
+        let unavailable = grpc_trailers(End::Unavailable);
+        assert_eq!(unavailable["grpc-status"], "14");
+        assert_eq!(
+            unavailable["grpc-message"],
+            "revocations are unavailable, sign in again later"
+        );
+    }
+}

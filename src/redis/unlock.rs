@@ -1,0 +1,96 @@
+//! Unlocks that reach every replica: an operator's `Tracker::unlock` is
+//! published on the store's channel, and every replica forgets the lockout
+//! of that key it had cached.
+
+use std::{fmt, hash::Hash, sync::Arc};
+
+use moka::sync::Cache;
+use tokio::sync::Notify;
+
+use super::{Connection, Handler, keep};
+use crate::gate::BoxFuture;
+
+/// Deletes the keys of a lockout and tells every replica, in one step, so
+/// that no replica hears of the unlock before the keys are gone.
+const FORGET: &str =
+    "redis.call('DEL', unpack(KEYS)) return redis.call('PUBLISH', ARGV[1], ARGV[2])";
+
+/// The unlock channel of one lockout store, and the caches it clears.
+pub(crate) struct Unlocks<K, V> {
+    conn: Connection,
+    channel: String,
+    lockouts: Cache<K, V>,
+    waiting: Cache<K, Arc<Notify>>,
+}
+
+impl<K, V> Unlocks<K, V>
+where
+    K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Listens for unlocks on `{prefix}unlock` for as long as the returned
+    /// handle lives.
+    pub(crate) fn start(
+        conn: &Connection,
+        lockouts: Cache<K, V>,
+        waiting: Cache<K, Arc<Notify>>,
+    ) -> Arc<Self> {
+        let unlocks = Self {
+            conn: conn.clone(),
+            channel: format!("{}unlock", conn.prefix()),
+            lockouts,
+            waiting,
+        };
+        keep(conn.client(), unlocks, "lockout unlocks")
+    }
+
+    /// Deletes `keys` (the lockout of `key`) and tells every replica to
+    /// forget its cached lockout of `key`, in the background.
+    pub(crate) fn forget(&self, key: &K, keys: impl IntoIterator<Item = String>) {
+        let keys: Vec<String> = keys.into_iter().collect();
+        let mut command = ::redis::cmd("EVAL");
+        command
+            .arg(FORGET)
+            .arg(keys.len())
+            .arg(keys)
+            .arg(&self.channel)
+            .arg(self.conn.key_base(key));
+        self.conn.send(command);
+    }
+}
+
+impl<K, V> Handler for Unlocks<K, V>
+where
+    K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    fn message(&self, payload: &[u8]) {
+        let matches = |key: &K| self.conn.key_base(key).as_bytes() == payload;
+        for (key, _) in self.lockouts.iter() {
+            if matches(&key) {
+                self.lockouts.invalidate(&*key);
+                tracing::info!(target: "portcullis::lockout", key = ?key, "lockout lifted on another replica");
+            }
+        }
+        for (key, notify) in self.waiting.iter() {
+            if matches(&key) {
+                notify.notify_waiters();
+            }
+        }
+    }
+
+    fn subscribed(&self) -> BoxFuture<bool> {
+        // Unlocks may have been missed meanwhile: ask redis again about
+        // every key instead of trusting the cache.
+        self.lockouts.invalidate_all();
+        Box::pin(std::future::ready(true))
+    }
+
+    fn lost(&self, why: &'static str) {
+        tracing::debug!(target: "portcullis::lockout", why, "not listening for unlocks from other replicas");
+    }
+}
