@@ -351,9 +351,9 @@ async fn real_client_sees(protocol: &str) {
         "unary:alice-token",
         "stream:-",
         "stream:alice-token",
-        "unary:nope",
+        "unary:nope-1",
         "stream:revoked-1",
-        "unary:nope",
+        "unary:nope-2",
         "unary:alice-token",
         "stream:alice-token",
     ];

@@ -259,9 +259,9 @@ async fn the_connect_es_grpc_web_client_reads_every_outcome() {
         "unary:alice-token",
         "stream:-",
         "stream:alice-token",
-        "unary:nope",
+        "unary:nope-1",
         "stream:revoked-1",
-        "unary:nope",
+        "unary:nope-2",
         "unary:alice-token",
         "stream:alice-token",
     ];
