@@ -243,7 +243,7 @@ impl Revocations {
     /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
     /// let token = Credential::new("t", CredentialSource::Bearer);
     /// assert!(validate(token.clone()).await.is_ok());
-    /// let _ = revocations.revoke_subject("alice");
+    /// revocations.revoke_subject("alice").await.unwrap();
     /// assert!(validate(token).await.is_err());
     /// # });
     /// ```

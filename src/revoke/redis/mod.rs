@@ -33,6 +33,10 @@ impl RevocationsBuilder {
     /// reconnecting it reads every revocation again, and the caches that
     /// listen to it forget what they held, before it answers again.
     ///
+    /// The store must come from [`RedisStore::connect`]: one made with
+    /// [`RedisStore::from_manager`] cannot subscribe, so the list never gets
+    /// in sync and answers unavailable (and says so in a warning).
+    ///
     /// # Errors
     ///
     /// As [`build`](Self::build).
