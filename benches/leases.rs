@@ -340,7 +340,11 @@ fn loopback() {
     let mut cpu: [Vec<f64>; 2] = Default::default();
     for round in 0..rounds {
         // A different order each round.
-        let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
         for leases in order {
             let (runtime, addr) = server(leases);
             let before = thread_cpu_ns(SERVER_THREAD);

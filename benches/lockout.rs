@@ -1,7 +1,10 @@
 //! The failed-attempt limiter side by side with its peers.
 //!
 //! 1. `success_path`: per-request cost of `LockoutLayer` over a trivial
-//!    auth-like service, next to the bare service and tower_governor's layer.
+//!    auth-like service, next to the bare service and tower_governor's layer;
+//!    with one key (the address), and with a second key of its own policy
+//!    (B13), both when the second key does not apply to the request (an
+//!    API call: no account) and when it does.
 //! 2. `record_failures_1m`: recording failures for 1M distinct addresses into
 //!    a 100 000-entry `Tracker`, next to a `Mutex<HashMap>` that never forgets
 //!    and governor's keyed limiter on its default store.
@@ -35,9 +38,9 @@ use std::{
 use axum::{body::Body, extract::ConnectInfo};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use governor::{Quota, RateLimiter};
-use http::{Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header, request::Parts};
 use portcullis::{
-    PeerAddr,
+    AuthRejection, PeerAddr,
     lockout::{LockoutLayer, Policy, Tracker},
 };
 use tower::{Layer, Service, service_fn};
@@ -99,6 +102,27 @@ fn auth_like() -> impl Service<Request<Body>, Response = Response<Body>, Error =
     })
 }
 
+/// A second key that applies to no request (an API call has no account).
+fn no_account(_: &Parts) -> Result<Option<String>, AuthRejection> {
+    Ok(None)
+}
+
+/// A second key that applies to every request, without allocating.
+fn every_request(parts: &Parts) -> Result<Option<usize>, AuthRejection> {
+    Ok(Some(parts.uri.path().len()))
+}
+
+type NoAccount = fn(&Parts) -> Result<Option<String>, AuthRejection>;
+type EveryRequest = fn(&Parts) -> Result<Option<usize>, AuthRejection>;
+
+fn two_keys_idle() -> LockoutLayer {
+    LockoutLayer::new(Policy::default()).key(no_account as NoAccount, Policy::default())
+}
+
+fn two_keys_both() -> LockoutLayer {
+    LockoutLayer::new(Policy::default()).key(every_request as EveryRequest, Policy::default())
+}
+
 fn success_path(c: &mut Criterion) {
     let mut group = c.benchmark_group("success_path");
     for (name, clients) in [("one_client", 1), ("1024_clients", CLIENTS)] {
@@ -121,6 +145,18 @@ fn success_path(c: &mut Criterion) {
                 BatchSize::SmallInput,
             )
         });
+
+        let mut idle = two_keys_idle().layer(auth_like());
+        group.bench_function(format!("portcullis_two_keys_one_applies/{name}"), |b| {
+            b.iter_batched(&mut req, |r| call_now(&mut idle, r), BatchSize::SmallInput)
+        });
+
+        let mut both = two_keys_both().layer(auth_like());
+        group.bench_function(format!("portcullis_two_keys_both_apply/{name}"), |b| {
+            b.iter_batched(&mut req, |r| call_now(&mut both, r), BatchSize::SmallInput)
+        });
+        assert_eq!(call_now(&mut idle, req()).status(), StatusCode::OK);
+        assert_eq!(call_now(&mut both, req()).status(), StatusCode::OK);
 
         let config = GovernorConfigBuilder::default()
             .per_nanosecond(1)
@@ -278,19 +314,26 @@ fn interleaved_summary() {
             .finish()
             .unwrap();
         let mut governor = GovernorLayer::new(config).layer(auth_like());
-        let mut times: [Vec<Duration>; 3] = Default::default();
+        let mut idle = two_keys_idle().layer(auth_like());
+        let mut both = two_keys_both().layer(auth_like());
+        let mut times: [Vec<Duration>; 5] = Default::default();
         for _ in 0..ROUNDS {
             times[0].push(round(&mut bare, clients, PER_ROUND));
             times[1].push(round(&mut lockout, clients, PER_ROUND));
             times[2].push(round(&mut governor, clients, PER_ROUND));
+            times[3].push(round(&mut idle, clients, PER_ROUND));
+            times[4].push(round(&mut both, clients, PER_ROUND));
         }
-        let [bare, lockout, governor] = times.map(median);
+        let [bare, lockout, governor, idle, both] = times.map(median);
         println!(
             "  {clients:>4} client(s): bare {bare:.0}, portcullis_lockout {lockout:.0} (+{:.0}), \
-             tower_governor {governor:.0} (+{:.0}), added-cost ratio {:.2}",
+             tower_governor {governor:.0} (+{:.0}), added-cost ratio {:.2}; \
+             two keys, one applies {idle:.0} (+{:.0}), both apply {both:.0} (+{:.0})",
             lockout - bare,
             governor - bare,
             (lockout - bare) / (governor - bare),
+            idle - bare,
+            both - bare,
         );
     }
 }

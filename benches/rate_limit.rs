@@ -26,7 +26,7 @@ use std::{
 use axum::{body::Body, extract::ConnectInfo};
 use criterion::{BatchSize, Criterion, Throughput};
 use http::{Request, Response};
-use portcullis::rate_limit::RateLimitLayer;
+use portcullis::rate_limit::{HeaderFields, RateLimitLayer};
 use tower::{Layer, Service, service_fn};
 use tower_governor::{GovernorLayer, governor::GovernorConfigBuilder};
 
@@ -150,6 +150,35 @@ fn per_request(c: &mut Criterion) {
 
 /// Requests cycling through 1M client addresses: tower_governor's map holds
 /// all of them, ours holds 100,000 and evicts on (nearly) every request.
+/// The cost of the `RateLimit` fields on an allowed request, side by side
+/// with none.
+fn header_fields(c: &mut Criterion) {
+    let mut group = c.benchmark_group("rate_limit/header_fields");
+    group.throughput(Throughput::Elements(1));
+    for (name, fields) in [
+        ("none", None),
+        ("separate", Some(HeaderFields::Separate)),
+        ("structured", Some(HeaderFields::Structured)),
+        ("both", Some(HeaderFields::Both)),
+    ] {
+        let mut builder = RateLimitLayer::builder()
+            .per_second(1_000_000)
+            .burst(1_000_000_000);
+        if let Some(fields) = fields {
+            builder = builder.header_fields(fields);
+        }
+        let mut svc = builder.build().unwrap().layer(inner());
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || request(1),
+                |req| black_box(call(&mut svc, req)),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
 fn distinct_keys(c: &mut Criterion) {
     let mut group = c.benchmark_group("rate_limit/1M_clients_round_robin");
     group.throughput(Throughput::Elements(1));
@@ -261,6 +290,7 @@ fn main() {
     }
     let mut c = Criterion::default().configure_from_args();
     per_request(&mut c);
+    header_fields(&mut c);
     distinct_keys(&mut c);
     c.final_summary();
     memory_report();

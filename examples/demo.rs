@@ -17,10 +17,16 @@
 //! 3. **Leases.** The second client opens a Server-Sent Events stream and
 //!    signs out (`POST /logout`) with the same token: the stream ends within
 //!    a second, and the token is refused from then on.
+//! 4. **Login protection.** Alice signs in from her laptop (127.0.0.2) and
+//!    gets a device cookie. An attacker guesses her password from three
+//!    other addresses: her account is locked for clients without her device
+//!    cookie, so even the right password from a fourth address is refused;
+//!    Alice, with her device cookie, still signs in.
 //!
-//! The server listens on 127.0.0.1; the second client connects from
-//! 127.0.0.2. Linux routes all of 127.0.0.0/8 to the loopback interface; on
-//! macOS add the address first (`sudo ifconfig lo0 alias 127.0.0.2`).
+//! The server listens on 127.0.0.1; the other clients connect from
+//! 127.0.0.2 to 127.0.0.6. Linux routes all of 127.0.0.0/8 to the loopback
+//! interface; on macOS add the addresses first
+//! (`sudo ifconfig lo0 alias 127.0.0.2`, and so on).
 //!
 //! The tables show each status with the headers a client acts on
 //! (`WWW-Authenticate`, `Retry-After`) and the subject the handler saw. The
@@ -51,12 +57,14 @@ use hyper_util::{
 };
 use portcullis::{
     AuthLayer, Credential, ValidationError, Validator,
+    body_key::BodyKeyLayer,
     extract::{Bearer, Cookie, Extractor, Header},
     integration::axum::Identity,
     lease::Lease,
     lockout::{LockoutLayer, Policy},
     reject::DefaultRenderer,
     revoke::{Revocable, Revocations},
+    stack::Stack,
     validate::{CachingValidator, ExpiresAt},
 };
 use serde_json::{Value, json};
@@ -155,7 +163,6 @@ fn app() -> Router {
                 .or(Cookie::new("session"))
                 .or(Header::new(HeaderName::from_static("x-api-key"))),
         )
-        .public(|parts| parts.uri.path() == "/health")
         .leases(&revocations)
         .renderer(DefaultRenderer::new().realm("demo"));
 
@@ -168,15 +175,86 @@ fn app() -> Router {
         .expect("the demo policy is valid: 3 failures, a 30 s lockout");
     let lockout = LockoutLayer::new(policy).renderer(DefaultRenderer::new().realm("demo"));
 
-    // The last layer added sees a request first: `LockoutLayer` answers a
-    // locked-out client before `AuthLayer` (and its validator) runs.
+    // Login protection: the account a login is for, from the form, limits
+    // clients without a device cookie for it; a device cookie is counted
+    // on its own.
+    let login = login::Login::new();
+    let lockout = login.protect(lockout);
+
+    // `Stack` puts the layers in order: `LockoutLayer` answers a locked-out
+    // client before `AuthLayer` (and its validator) runs.
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/me", get(me))
         .route("/events", get(events))
         .route("/logout", post(logout))
-        .layer(auth)
-        .layer(lockout)
+        .merge(login.routes())
+        .layer(
+            Stack::new(
+                auth.public(|parts| parts.uri.path() == "/health" || parts.uri.path() == "/login"),
+            )
+            .lockout(lockout)
+            .body_key(BodyKeyLayer::new("username")),
+        )
+}
+
+/// The login form of section 4.
+mod login {
+    use axum::{Extension, Form, Router, extract::State, response::IntoResponse, routing::post};
+    use http::{StatusCode, header};
+    use portcullis::lockout::{DeviceCookies, Failed, LockoutLayer, Policy};
+    use serde::Deserialize;
+
+    /// Failed logins that lock an account for clients without its device
+    /// cookie.
+    pub(super) const ACCOUNT_MAX_FAILURES: u32 = 3;
+
+    #[derive(Clone)]
+    pub(super) struct Login {
+        devices: DeviceCookies,
+    }
+
+    #[derive(Deserialize)]
+    struct Credentials {
+        username: String,
+        password: String,
+    }
+
+    impl Login {
+        pub(super) fn new() -> Self {
+            Self {
+                devices: DeviceCookies::random("device").expect("the OS has a random source"),
+            }
+        }
+
+        pub(super) fn protect(&self, lockout: LockoutLayer) -> LockoutLayer {
+            let account = Policy::builder()
+                .max_failures(ACCOUNT_MAX_FAILURES)
+                .build()
+                .expect("the demo policy is valid");
+            lockout
+                .key(self.devices.untrusted_key(), account)
+                .key(self.devices.key(), Policy::default())
+        }
+
+        pub(super) fn routes(&self) -> Router {
+            Router::new()
+                .route("/login", post(login))
+                .with_state(self.clone())
+        }
+    }
+
+    async fn login(State(login): State<Login>, Form(form): Form<Credentials>) -> impl IntoResponse {
+        if form.username == "alice" && form.password == "wonderland" {
+            let device = login.devices.issue(&form.username).expect("random source");
+            Ok(([(header::SET_COOKIE, device)], StatusCode::OK))
+        } else {
+            Err((
+                StatusCode::UNAUTHORIZED,
+                Extension(Failed::guess(&form.username, &form.password)),
+            ))
+        }
+    }
 }
 
 /// Which client sends a request.
@@ -567,6 +645,10 @@ async fn run() -> Result<(), String> {
     println!();
     let _ = io::stdout().flush();
 
+    let (login_answers, login_failures) = login_tour(&base).await?;
+    answers += login_answers;
+    failures.extend(login_failures);
+
     // Idle pooled connections would keep the graceful shutdown waiting.
     drop((first, second));
     let _ = stop.send(());
@@ -593,6 +675,115 @@ fn client_from(local: Ipv4Addr) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_local_address(Some(IpAddr::V4(local)));
     Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// Section 4: POSTs to `/login` from several addresses; returns the number
+/// of answers and what was not as expected.
+async fn login_tour(base: &str) -> Result<(usize, Vec<String>), String> {
+    use http_body_util::Full;
+
+    let laptop = Ipv4Addr::new(127, 0, 0, 2);
+    let steps: [(Ipv4Addr, &str, &str, bool, StatusCode); 6] = [
+        (
+            laptop,
+            "alice signs in, gets a device cookie",
+            "wonderland",
+            false,
+            StatusCode::OK,
+        ),
+        (
+            Ipv4Addr::new(127, 0, 0, 3),
+            "attacker guesses (1 of 3)",
+            "123456",
+            false,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Ipv4Addr::new(127, 0, 0, 4),
+            "attacker guesses (2 of 3)",
+            "password",
+            false,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Ipv4Addr::new(127, 0, 0, 5),
+            "attacker guesses (3 of 3)",
+            "qwerty",
+            false,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Ipv4Addr::new(127, 0, 0, 6),
+            "the right password, no device cookie",
+            "wonderland",
+            false,
+            StatusCode::TOO_MANY_REQUESTS,
+        ),
+        (
+            laptop,
+            "alice, with her device cookie",
+            "wonderland",
+            true,
+            StatusCode::OK,
+        ),
+    ];
+    let mut device: Option<String> = None;
+    let mut failures = Vec::new();
+    let mut rows = vec![[
+        "client".to_owned(),
+        "request".to_owned(),
+        String::new(),
+        "status".to_owned(),
+        "Retry-After".to_owned(),
+    ]];
+    for (from, what, password, with_device, expected) in steps {
+        let mut connector = HttpConnector::new();
+        connector.set_local_address(Some(IpAddr::V4(from)));
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+        let mut request = Request::post(format!("{base}/login"))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if with_device && let Some(cookie) = &device {
+            request = request.header(header::COOKIE, cookie);
+        }
+        let body = format!("username=alice&password={password}");
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| format!("cannot build the request: {e}"))?;
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| format!("request failed: {e} (client {from})"))?;
+        let status = response.status();
+        if let Some(set) = response.headers().get(header::SET_COOKIE) {
+            let set = String::from_utf8_lossy(set.as_bytes()).into_owned();
+            device = set.split(';').next().map(str::to_owned);
+        }
+        let retry_after = response.headers().get(header::RETRY_AFTER).map_or_else(
+            || "-".to_owned(),
+            |v| String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        );
+        if status != expected {
+            failures.push(format!(
+                "POST /login ({what}, from {from}): status {status} (expected {expected})"
+            ));
+        }
+        rows.push([
+            from.to_string(),
+            "POST /login".to_owned(),
+            what.to_owned(),
+            status_text(status),
+            retry_after,
+        ]);
+    }
+    let widths = column_widths(&[rows.clone()]);
+    println!(
+        "4. Login protection: {} wrong passwords lock an account for clients without its device cookie",
+        login::ACCOUNT_MAX_FAILURES
+    );
+    println!();
+    print!("{}", table(&rows, widths));
+    println!();
+    Ok((rows.len() - 1, failures))
 }
 
 /// Section 3: the second client opens `/events` with bob's token, signs out

@@ -4,8 +4,8 @@
 //! portcullis finds the credential in a request (`Authorization: Bearer`, a
 //! cookie, a custom header, and opt-in a query parameter or the WebSocket
 //! subprotocol), validates it through your async [`Validator`], hands the
-//! caller's identity to your handlers, and answers failures the way HTTP and
-//! gRPC clients understand them. It works with any hyper-based service: axum
+//! caller's identity to your handlers, and answers failures the way HTTP,
+//! gRPC, gRPC-Web and Connect clients understand them. It works with any hyper-based service: axum
 //! routers, tonic servers and plain hyper.
 //!
 //! # Quick start
@@ -122,8 +122,9 @@
 //! | `cookie` | yes | `extract::Cookie`, the named-cookie source |
 //! | `tonic` | no | `integration::tonic::identity`, and [`ClientIp`] reads tonic's connect info: without it [`AuthLayer`] still works with tonic, but limiters keyed by [`ClientIp`] answer every call `INTERNAL` |
 //! | `jwt` | no | JWT validation (jsonwebtoken, pure-Rust crypto) |
-//! | `jwks` | no | JWT keys from a JWKS URL, fetched over rustls (no OpenSSL) |
+//! | `jwks` | no | JWT keys from a JWKS URL or an OpenID Connect issuer's discovery document, fetched over rustls (no OpenSSL) |
 //! | `redis` | no | shared limiter state and revocations for several replicas |
+//! | `json` | no | [`body_key::BodyKeyLayer`] reads JSON bodies too (forms always) |
 //! | `test-util` | no | helpers for testing services that use portcullis |
 //!
 //! With `default-features = false` the core pulls in neither axum nor tonic
@@ -143,14 +144,23 @@
 //!   that is down answers 503, never "invalid".
 //! - Every rejection carries an [`AuthRejection`] in the response
 //!   extensions, which outer layers use to count failed attempts.
+//! - Login protection: one [`lockout::LockoutLayer`] enforces several keys
+//!   (address, account from the body with [`body_key`], device cookies);
+//!   a repeated wrong guess counts once; cookie credentials are refused on
+//!   cross-site unsafe requests ([`cross_origin`]) and removed when stale;
+//!   [`stack::Stack`] assembles the layers in the one order that works.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod auth;
 mod body;
+pub mod body_key;
 pub mod client_ip;
+pub mod client_list;
 mod credential;
+pub mod cross_origin;
 mod error;
+pub mod events;
 pub mod extract;
 mod gate;
 pub mod integration;
@@ -163,6 +173,7 @@ mod redis;
 pub mod reject;
 pub mod revoke;
 pub mod scope;
+pub mod stack;
 mod table;
 #[cfg(feature = "test-util")]
 pub mod test_util;
@@ -176,3 +187,9 @@ pub use error::ConfigError;
 pub use key::KeyExtractor;
 pub use reject::AuthRejection;
 pub use validate::{ValidationError, ValidationErrorKind, Validator};
+
+/// The README's code blocks, compiled and run as doctests (they use the
+/// `axum` and `redis` features).
+#[cfg(all(doctest, feature = "axum", feature = "redis"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -190,9 +190,10 @@ async fn anonymous_requests_refused_by_identity_never_count_as_failures() {
     }
     assert_eq!(tracker.failures(&client), 0);
 
-    // Wrong tokens from the same client do count: the lockout is watching.
-    for _ in 0..3 {
-        let res = call(Some("wrong-token")).await.unwrap();
+    // Wrong tokens from the same client do count: the lockout is watching
+    // (distinct ones: a repeated wrong token counts once, B14).
+    for token in ["wrong-1", "wrong-2", "wrong-3"] {
+        let res = call(Some(token)).await.unwrap();
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     }
     let res = call(None).await.unwrap();

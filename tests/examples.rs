@@ -36,6 +36,7 @@ fn example_binary(name: &str) -> PathBuf {
         (cfg!(feature = "tonic"), "tonic"),
         (cfg!(feature = "jwt"), "jwt"),
         (cfg!(feature = "redis"), "redis"),
+        (cfg!(feature = "metrics"), "metrics"),
         (cfg!(feature = "test-util"), "test-util"),
     ]
     .into_iter()
@@ -238,16 +239,25 @@ async fn the_demo_runs_its_tour_and_exits_successfully() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(output.status.success(), "{stdout}{stderr}");
     assert!(
-        stdout.contains("all 16 answers were as expected"),
+        stdout.contains("all 22 answers were as expected"),
         "{stdout}"
     );
-    assert!(stdout.contains("401 Unauthorized"), "{stdout}");
     // The leases section: signing out ends the open stream (V3).
     assert!(stdout.contains("204 No Content"), "{stdout}");
     assert!(stdout.contains("s after sign-out"), "{stdout}");
+    assert!(stdout.contains("401 Unauthorized"), "{stdout}");
     // The lockout section: the locked-out client, then the other one.
     assert!(stdout.contains("429 Too Many Requests"), "{stdout}");
     assert!(stdout.contains("127.0.0.2"), "{stdout}");
+    // B15: the login section: the attacker is refused, alice signs in.
+    assert!(
+        stdout.contains("the right password, no device cookie  429"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("alice, with her device cookie         200 OK"),
+        "{stdout}"
+    );
     assert_no_secrets(&stdout);
     assert_no_secrets(&stderr);
 }
@@ -359,6 +369,16 @@ async fn axum_api_login_issues_a_fresh_session_token_and_refuses_wrong_passwords
         "{token}"
     );
     assert_ne!(login(addr).await, token, "every sign-in gets a fresh token");
+    // B15: and a device cookie, signed, bound to the account.
+    let (_, headers, _) = post_form(addr, "/login", "username=alice&password=wonderland").await;
+    let device = headers.get_all("set-cookie").iter().nth(1).unwrap();
+    let device = device.to_str().unwrap();
+    assert!(
+        device.starts_with("device=")
+            && device.contains("HttpOnly")
+            && device.contains("SameSite=Strict"),
+        "{device}"
+    );
     // The session token works in every carrier.
     for (header, value) in [
         ("cookie", format!("session={token}")),
@@ -409,8 +429,10 @@ async fn axum_api_locks_out_a_client_after_max_failures_bad_logins() {
         "{status}"
     );
 
-    for _ in 0..2 {
-        let (status, _, _) = post_form(addr, "/login", "username=alice&password=guess").await;
+    // B14: the same wrong password again is not a new guess.
+    for guess in ["guess-1", "guess-1", "guess-2"] {
+        let form = format!("username=alice&password={guess}");
+        let (status, _, _) = post_form(addr, "/login", &form).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
     // B3: locked out, even with the right password or a valid token.
@@ -430,6 +452,113 @@ async fn axum_api_locks_out_a_client_after_max_failures_bad_logins() {
     assert!(output.contains("lockout: 2 failed attempts"), "{output}");
     assert_no_secrets(&output);
     assert_none_of(&output, &["wonderland"]);
+}
+
+#[cfg(all(feature = "axum", feature = "cookie"))]
+#[tokio::test]
+async fn axum_api_locks_an_account_for_untrusted_clients_but_not_for_a_device_it_signed_in_from() {
+    let server = Server::start_with(
+        "axum_api",
+        &[
+            ("PORTCULLIS_MAX_FAILURES", "100"),
+            ("PORTCULLIS_ACCOUNT_MAX_FAILURES", "2"),
+        ],
+    )
+    .await;
+    let addr = server.addr;
+
+    // Alice signed in once from this browser: it has her device cookie.
+    let (status, headers, _) =
+        post_form(addr, "/login", "username=alice&password=wonderland").await;
+    assert_eq!(status, StatusCode::OK);
+    let device = headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .find(|c| c.starts_with("device="))
+        .unwrap();
+
+    // B13: two distinct wrong passwords for `alice` lock the account for
+    // clients without her device cookie, even with the right password…
+    for guess in ["a", "b"] {
+        let form = format!("username=Alice&password={guess}");
+        let (status, _, _) = post_form(addr, "/login", &form).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, headers, _) =
+        post_form(addr, "/login", "username=alice&password=wonderland").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(headers.contains_key("retry-after"));
+    // …not other accounts, nor signed-in users.
+    let (status, _, _) = post_form(addr, "/login", "username=bob&password=x").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = get(addr, "/me", &[("authorization", "Bearer alice-token")]).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // B15: her browser, with the device cookie, still signs in.
+    let (status, _, _) = post_form_with(
+        addr,
+        "/login",
+        "username=alice&password=wonderland",
+        &[("cookie", &device)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // C1: a cross-site form post to /login or /logout is refused, uncounted.
+    for path in ["/login", "/logout"] {
+        let (status, _, _) = post_form_with(
+            addr,
+            path,
+            "username=bob&password=y",
+            &[
+                ("sec-fetch-site", "cross-site"),
+                ("cookie", "session=alice-token"),
+            ],
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+    }
+    let (status, headers, _) =
+        post_form_with(addr, "/logout", "", &[("cookie", "session=alice-token")]).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(
+        headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert_no_secrets(&output);
+    assert_none_of(&output, &["wonderland"]);
+}
+
+/// A form POST with extra headers.
+#[cfg(all(feature = "axum", feature = "cookie"))]
+async fn post_form_with(
+    addr: SocketAddr,
+    path: &str,
+    form: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, String) {
+    use http_body_util::Full;
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/x-www-form-urlencoded");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(Bytes::from(form.to_owned())))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8(body.to_vec()).unwrap())
 }
 
 #[cfg(all(feature = "axum", feature = "cookie"))]
@@ -745,11 +874,9 @@ async fn tonic_health_locks_out_a_client_after_max_failures() {
     // B1: no credential is not a failed attempt.
     let status = client.check(check(None)).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
-    for _ in 0..2 {
-        let status = client
-            .check(check(Some("Bearer bob-token")))
-            .await
-            .unwrap_err();
+    // Distinct wrong tokens: a repeated one counts once (B14).
+    for token in ["Bearer bob-token", "Bearer wrong-token"] {
+        let status = client.check(check(Some(token))).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);
     }
     // B3, P9: locked out, even with the valid token.
@@ -954,6 +1081,98 @@ async fn axum_api_warns_that_a_redis_url_needs_the_redis_feature() {
         output.contains("PORTCULLIS_REDIS_URL is set, but this build has no Redis support"),
         "{output}"
     );
+}
+
+#[cfg(all(feature = "axum", feature = "cookie"))]
+#[tokio::test]
+async fn axum_api_answers_connect_clients_with_connect_errors() {
+    let server = Server::start("axum_api").await;
+    let addr = server.addr;
+    let connect = ("connect-protocol-version", "1");
+
+    let (status, headers, body) = get(addr, "/me", &[connect]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(
+        body,
+        r#"{"code":"unauthenticated","message":"no credential was presented"}"#
+    );
+    let (status, _, body) = get(
+        addr,
+        "/admin",
+        &[connect, ("authorization", "Bearer bob-token")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        body,
+        r#"{"code":"permission_denied","message":"the access token lacks the required scope"}"#
+    );
+    let (status, _, _) = get(
+        addr,
+        "/me",
+        &[connect, ("authorization", "Bearer alice-token")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+}
+
+#[cfg(all(feature = "axum", feature = "cookie", feature = "metrics"))]
+#[tokio::test]
+async fn axum_api_serves_its_metrics_on_an_address_of_their_own() {
+    let mut server =
+        Server::start_with("axum_api", &[("PORTCULLIS_METRICS_ADDR", "127.0.0.1:0")]).await;
+    let metrics: SocketAddr = timeout(WATCHDOG, async {
+        loop {
+            let mut line = String::new();
+            assert!(server.stdout.read_line(&mut line).await.unwrap() > 0);
+            if let Some(addr) = line
+                .strip_prefix("metrics on http://")
+                .and_then(|rest| rest.trim_end().strip_suffix("/metrics"))
+            {
+                return addr.parse().unwrap();
+            }
+        }
+    })
+    .await
+    .expect("the example prints where its metrics are");
+
+    let (status, ..) = get(server.addr, "/me", &[("authorization", "Bearer nope")]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, ..) = get(server.addr, "/me", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, ..) = get(
+        server.addr,
+        "/me",
+        &[("authorization", "Bearer alice-token")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, _, body) = get(metrics, "/metrics", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    for line in [
+        r#"portcullis_auth_decisions_total{outcome="invalid",source="bearer"} 1"#,
+        r#"portcullis_auth_decisions_total{outcome="missing",source="none"} 1"#,
+        r#"portcullis_auth_decisions_total{outcome="authenticated",source="bearer"} 1"#,
+    ] {
+        assert!(body.contains(line), "{line} is missing from:\n{body}");
+    }
+    assert!(body.contains("portcullis_validator_seconds"), "{body}");
+    // Nothing about a client or a credential in the metrics.
+    assert!(
+        !body.contains("127.0.0.1") && !body.contains("nope"),
+        "{body}"
+    );
+    // The public listener does not serve them.
+    let (status, _, body) = get(server.addr, "/metrics", &[]).await;
+    assert_ne!(status, StatusCode::OK, "{body}");
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{output}");
+    assert_no_secrets(&output);
 }
 
 // Signing out means disconnected (V1, V3): sessions, sign-out, and the

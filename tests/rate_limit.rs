@@ -15,7 +15,7 @@ use std::{
 use http::{HeaderValue, Request, Response, StatusCode, header, request::Parts};
 use portcullis::{
     AuthRejection, ClientIp, ConfigError, PeerAddr, ResponseBody,
-    rate_limit::{RateLimit, RateLimitLayer},
+    rate_limit::{HeaderFields, RateLimit, RateLimitLayer},
     reject::RejectionKind,
 };
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -302,6 +302,76 @@ async fn rate_limit_headers_report_limit_remaining_and_reset() {
     )
     .await;
     assert!(res.headers().get("ratelimit-limit").is_none());
+}
+
+fn header<'a>(res: &'a Res, name: &str) -> Option<&'a str> {
+    res.headers().get(name).map(|v| v.to_str().unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn structured_fields_follow_the_current_ratelimit_draft() {
+    // draft-ietf-httpapi-ratelimit-headers-10: RateLimit-Policy and
+    // RateLimit, structured fields (RFC 9651).
+    let layer = RateLimitLayer::builder()
+        .rate(3, Duration::from_secs(30)) // one every 10 s
+        .header_fields(HeaderFields::Structured)
+        .policy_name("per-client")
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(Inner::default().service());
+
+    let res = send(&mut svc, request("192.0.2.1:1")).await;
+    assert_eq!(
+        header(&res, "ratelimit-policy"),
+        Some(r#""per-client";q=3;w=30"#)
+    );
+    assert_eq!(header(&res, "ratelimit"), Some(r#""per-client";r=2;t=10"#));
+    assert_eq!(header(&res, "ratelimit-limit"), None);
+
+    send(&mut svc, request("192.0.2.1:1")).await;
+    let res = send(&mut svc, request("192.0.2.1:1")).await;
+    assert_eq!(header(&res, "ratelimit"), Some(r#""per-client";r=0;t=10"#));
+
+    tokio::time::advance(Duration::from_secs(4)).await;
+    let res = send(&mut svc, request("192.0.2.1:1")).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    // On a refusal `t` is Retry-After: the draft asks that Retry-After
+    // never point earlier than `t`.
+    assert_eq!(retry_after(&res), 6);
+    assert_eq!(header(&res, "ratelimit"), Some(r#""per-client";r=0;t=6"#));
+    assert_eq!(
+        header(&res, "ratelimit-policy"),
+        Some(r#""per-client";q=3;w=30"#)
+    );
+
+    // Another client, one request in: two left, one more within an interval.
+    let res = send(&mut svc, request("192.0.2.2:1")).await;
+    assert_eq!(header(&res, "ratelimit"), Some(r#""per-client";r=2;t=10"#));
+}
+
+#[tokio::test(start_paused = true)]
+async fn both_sets_of_fields_can_be_sent_and_the_default_policy_is_named_default() {
+    let layer = RateLimitLayer::builder()
+        .per_second(2)
+        .header_fields(HeaderFields::Both)
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(Inner::default().service());
+    let res = send(&mut svc, request("192.0.2.1:1")).await;
+    assert_eq!(
+        header(&res, "ratelimit-policy"),
+        Some(r#""default";q=2;w=1"#)
+    );
+    assert_eq!(header(&res, "ratelimit"), Some(r#""default";r=1;t=1"#));
+    assert_eq!(header_u64(&res, "ratelimit-limit"), 2);
+    assert_eq!(header_u64(&res, "ratelimit-remaining"), 1);
+
+    let bad = RateLimitLayer::builder()
+        .per_second(2)
+        .header_fields(HeaderFields::Structured)
+        .policy_name("line\nbreak\u{7f}")
+        .build();
+    assert!(matches!(bad, Err(ConfigError::InvalidName { .. })));
 }
 
 #[tokio::test(start_paused = true)]

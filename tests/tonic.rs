@@ -396,10 +396,11 @@ async fn anonymous_calls_refused_by_identity_never_count_as_failures() {
     assert_eq!(who.calls.load(Ordering::SeqCst), 10);
     assert_eq!(tracker.failures(&loopback), 0);
 
-    // Wrong tokens from the same client do count: the lockout is watching.
-    for _ in 0..3 {
+    // Wrong tokens from the same client do count: the lockout is watching
+    // (distinct ones: a repeated wrong token counts once, B14).
+    for n in 0..3 {
         let status = client
-            .check(check_request(Some(&bearer(INVALID))))
+            .check(check_request(Some(&bearer(&format!("{INVALID}-{n}")))))
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated);

@@ -30,7 +30,11 @@
 //! `POST /login` takes the form fields `username` and `password`:
 //! `alice` / `wonderland` gets a fresh random session token in the
 //! `session` cookie (`HttpOnly`, `SameSite=Lax`, `Path=/`), which also works
-//! as `Authorization: Bearer` and `X-API-Key`; anything else gets 401.
+//! as `Authorization: Bearer` and `X-API-Key`, and a signed `device` cookie;
+//! anything else gets 401. Both `POST /login` and `POST /logout` refuse
+//! cross-site browser posts (403); see `login.rs` for the limits around
+//! them: per address, per account for clients without a device cookie, and
+//! smart counting (the same wrong password repeated counts once).
 //!
 //! Signing out means disconnected (`sessions.rs`, `streams.rs`):
 //!
@@ -62,6 +66,8 @@
 //! | `PORTCULLIS_API_KEY`    | the API key of `ci-bot`: `demo_` and at least 32 more characters from `A-Z a-z 0-9 - _`. Unset: a key is generated that nobody knows, and only its prefix is printed |
 //! | `PORTCULLIS_JWT_SECRET` | HS256 secret (at least 32 bytes) that turns JWT support on; needs `--features jwt` |
 //! | `PORTCULLIS_MAX_FAILURES` | failed attempts that lock a client out (default 5) |
+//! | `PORTCULLIS_ACCOUNT_MAX_FAILURES` | distinct wrong passwords for one username, from any addresses, that lock it out for clients without its device cookie (default 10) |
+//! | `PORTCULLIS_DEVICE_KEY` | key (at least 32 bytes) that signs the `device` cookies; unset, a random one (device cookies then end with the process) |
 //! | `PORTCULLIS_LOCKOUT_SECS` | how long a first lockout lasts, in seconds (default 60) |
 //! | `PORTCULLIS_CAPACITY`   | clients each limiter remembers at most (default 100000) |
 //! | `PORTCULLIS_TRUSTED_PROXIES` | comma-separated CIDRs whose `X-Forwarded-For` / `Forwarded` are believed (default none) |
@@ -69,6 +75,7 @@
 //! | `PORTCULLIS_RATE_BURST` | requests a quiet client may send at once (default: the rate) |
 //! | `PORTCULLIS_REDIS_URL`  | Redis server (`redis://host:port`) where both limiters keep their state and revocations are shared with other instances; needs `--features redis`. Unset: each instance counts and revokes on its own |
 //! | `PORTCULLIS_SESSION_SECS` | how long a session token from `POST /login` lives (default 3600) |
+//! | `PORTCULLIS_METRICS_ADDR` | address of a second listener serving `GET /metrics` in the Prometheus text format (portcullis's `portcullis_*` counters); needs `--features metrics`. Unset: no metrics |
 //! | `RUST_LOG`              | log filter (default `info,portcullis=debug`) |
 //!
 //! A value that cannot be used is reported on stderr (never echoing a
@@ -115,15 +122,18 @@
 //! curl -i -H "Authorization: Bearer $JWT" http://127.0.0.1:3000/me            # 401, error="invalid_token"
 //! curl -i -X POST -H 'Authorization: Bearer bob-token' 'http://127.0.0.1:3000/logout?all=1' # 204: every credential of bob
 //!
-//! # five failed attempts, then even alice's token is refused for a minute:
+//! # five failed attempts (distinct passwords: a repeat counts once), then
+//! # even alice's token is refused for a minute:
 //! for i in 1 2 3 4 5; do curl -s -o /dev/null -w '%{http_code}\n' \
-//!     -d 'username=alice&password=guess' http://127.0.0.1:3000/login; done  # 401 ×5
+//!     -d "username=alice&password=guess$i" http://127.0.0.1:3000/login; done  # 401 ×5
 //! curl -i -H 'Authorization: Bearer alice-token' http://127.0.0.1:3000/me     # 429, Retry-After: 60
 //! ```
 //!
 //! Logs go to stderr; rejected credentials are logged by fingerprint, never
 //! by value. Ctrl-C or SIGTERM shuts the server down gracefully.
 
+mod login;
+mod metrics;
 mod sessions;
 mod settings;
 mod streams;
@@ -135,27 +145,23 @@ use std::{
     process::ExitCode,
 };
 
-use axum::{
-    Extension, Form, Json, Router,
-    http::HeaderName,
-    response::{IntoResponse, Response},
-    routing::{get, post},
-};
-use http::{Method, StatusCode, header};
+use axum::{Extension, Json, Router, http::HeaderName, routing::get};
+use http::Method;
 use portcullis::{
     AuthLayer,
     extract::{Bearer, Cookie, Extractor, Header, WebSocketProtocol},
     integration::axum::Identity,
     reject::DefaultRenderer,
     scope::RequireScopeLayer,
+    stack::Stack,
     validate::{CachingValidator, Chain},
 };
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use crate::{
+    login::Login,
     sessions::Sessions,
     settings::{Config, Limits},
     users::{User, validator},
@@ -175,39 +181,6 @@ async fn admin(Identity(user): Identity<User>) -> Json<Value> {
     Json(json!({ "subject": user.subject, "scope": "admin" }))
 }
 
-/// The fields of the login form.
-#[derive(Deserialize)]
-struct LoginForm {
-    username: String,
-    password: String,
-}
-
-/// Signs `alice` in with a session cookie; answers 401 to anything else,
-/// which the lockout layer counts as a failed attempt.
-///
-/// A real service would check a password hash (argon2, scrypt) here.
-async fn login(Extension(sessions): Extension<Sessions>, Form(form): Form<LoginForm>) -> Response {
-    if form.username == "alice" && form.password == "wonderland" {
-        tracing::info!(subject = "alice", "signed in");
-        // A fresh session token (see sessions.rs).
-        let Some(cookie) = sessions.sign_in("alice", &["admin"]) else {
-            return StatusCode::SERVICE_UNAVAILABLE.into_response();
-        };
-        (
-            [(header::SET_COOKIE, cookie)],
-            Json(json!({ "subject": "alice" })),
-        )
-            .into_response()
-    } else {
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, r#"Bearer realm="portcullis""#)],
-            "wrong username or password",
-        )
-            .into_response()
-    }
-}
-
 /// Whether a request needs no credential.
 fn is_public(parts: &http::request::Parts) -> bool {
     matches!(
@@ -217,13 +190,14 @@ fn is_public(parts: &http::request::Parts) -> bool {
 }
 
 /// The app: the routes behind `AuthLayer`, with the limiters in front of it
-/// (outermost first: `RateLimitLayer`, when configured, `LockoutLayer`, then
-/// `AuthLayer`).
+/// (outermost first: `RateLimitLayer`, when configured, `BodyKeyLayer` for
+/// the login form, `LockoutLayer`, then `AuthLayer`), composed by `Stack`.
 fn app(
     validator: CachingValidator<Chain<User>>,
     limits: &Limits,
     sessions: &Sessions,
 ) -> Result<Router, String> {
+    let login = Login::from_env()?;
     let renderer = DefaultRenderer::new().realm("portcullis");
     let auth = AuthLayer::new(validator)
         .extractor(
@@ -237,22 +211,22 @@ fn app(
         .renderer(renderer.clone());
     let admin_only = RequireScopeLayer::<User>::new("admin").renderer(renderer.clone());
 
+    let lockout = login.protect(limits.lockout(&renderer)?, limits)?;
+    let stack = Stack::new(auth)
+        .lockout(lockout)
+        .body_key(Login::body_key());
     let router = Router::new()
         .route("/health", get(health))
-        .route("/login", post(login))
         .route("/me", get(me))
         .route("/admin", get(admin).route_layer(admin_only))
-        .route("/logout", post(sessions::logout))
         .route("/events", get(streams::events))
         .route("/ws", get(streams::ws))
-        .layer(Extension(sessions.clone()))
-        .layer(auth)
-        .layer(limits.lockout(&renderer)?);
-    // `Router::layer` wraps what is there already: the last layer added is
-    // the first to see a request.
+        .merge(login.routes())
+        .layer(Extension(sessions.clone()));
+    // `Stack` puts the layers in the right order, added with one call.
     Ok(match limits.rate_limit(&renderer)? {
-        Some(rate_limit) => router.layer(rate_limit),
-        None => router,
+        Some(rate_limit) => router.layer(stack.rate_limit(rate_limit)),
+        None => router.layer(stack),
     })
 }
 
@@ -285,6 +259,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let metrics = match metrics::start().await {
+        Ok(line) => line,
+        Err(message) => {
+            eprintln!("axum_api: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let app = match validator(&config, &sessions)
         .and_then(|validator| app(validator, &config.limits, &sessions))
     {
@@ -294,7 +275,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match serve(&config, &sessions, app).await {
+    match serve(&config, &sessions, app, metrics).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("axum_api: {error}");
@@ -303,12 +284,17 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: &Config, sessions: &Sessions, app: Router) -> io::Result<()> {
+async fn serve(
+    config: &Config,
+    sessions: &Sessions,
+    app: Router,
+    metrics: Option<String>,
+) -> io::Result<()> {
     let listener = TcpListener::bind(&config.addr).await?;
     let local = listener.local_addr()?;
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening on http://{local}")?;
-    for line in config.describe() {
+    for line in config.describe().into_iter().chain(metrics) {
         writeln!(stdout, "{line}")?;
     }
     writeln!(stdout, "{}", sessions.describe())?;

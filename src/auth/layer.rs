@@ -7,6 +7,7 @@ use tower_layer::Layer;
 use super::{Auth, Predicate, Preflight, Shared};
 use crate::{
     Validator,
+    cross_origin::CrossOriginProtection,
     extract::Extractor,
     lease::Leases,
     reject::DefaultRenderer,
@@ -27,6 +28,8 @@ pub struct AuthLayer<V, R = DefaultRenderer> {
     public: Option<Predicate>,
     preflight: Option<Preflight>,
     timeout: Option<Duration>,
+    cross_origin: CrossOriginProtection,
+    clear_stale_cookies: bool,
     leases: Option<Leases>,
 }
 
@@ -41,6 +44,8 @@ impl<V: Validator> AuthLayer<V> {
             public: None,
             preflight: None,
             timeout: None,
+            cross_origin: CrossOriginProtection::new(),
+            clear_stale_cookies: true,
             leases: None,
         }
     }
@@ -129,6 +134,35 @@ impl<V, R> AuthLayer<V, R> {
         self
     }
 
+    /// Configures the cross-origin check of requests authenticated by a
+    /// cookie (SECURITY.md C1).
+    ///
+    /// The check is on by default and applies exactly to the requests whose
+    /// credential came from a [`Cookie`](crate::extract::Cookie) source: a
+    /// cross-site browser request with an unsafe method (a form posted from
+    /// another site) is answered 403 before the validator runs, and is not
+    /// counted as a failed attempt. Bearer tokens and API keys are never
+    /// checked: a browser does not send them on its own. Pass
+    /// [`CrossOriginProtection::new`] with
+    /// [trusted origins](CrossOriginProtection::trust_origin), or
+    /// [`CrossOriginProtection::disabled`]; see
+    /// [`cross_origin`](crate::cross_origin).
+    pub fn cross_origin(mut self, protection: CrossOriginProtection) -> Self {
+        self.cross_origin = protection;
+        self
+    }
+
+    /// Whether to remove a credential cookie the validator rejected
+    /// (default on): the rejection carries a `Set-Cookie` with the same
+    /// name, path and attributes and `Max-Age=0`
+    /// ([`Cookie::removal`](crate::extract::Cookie::removal)), so a browser
+    /// stops sending a session that was signed out elsewhere, expired, or
+    /// forgotten by a restart, instead of failing with it on every page.
+    pub fn clear_stale_cookies(mut self, clear: bool) -> Self {
+        self.clear_stale_cookies = clear;
+        self
+    }
+
     /// Renders rejections with `renderer` instead of the [`DefaultRenderer`].
     pub fn renderer<R2>(self, renderer: R2) -> AuthLayer<V, R2> {
         AuthLayer {
@@ -139,6 +173,8 @@ impl<V, R> AuthLayer<V, R> {
             public: self.public,
             preflight: self.preflight,
             timeout: self.timeout,
+            cross_origin: self.cross_origin,
+            clear_stale_cookies: self.clear_stale_cookies,
             leases: self.leases,
         }
     }
@@ -209,6 +245,8 @@ impl<V, R> Clone for AuthLayer<V, R> {
             public: self.public.clone(),
             preflight: self.preflight.clone(),
             timeout: self.timeout,
+            cross_origin: self.cross_origin.clone(),
+            clear_stale_cookies: self.clear_stale_cookies,
             leases: self.leases.clone(),
         }
     }
@@ -224,6 +262,8 @@ impl<V, R: fmt::Debug> fmt::Debug for AuthLayer<V, R> {
             .field("public", &self.public.is_some())
             .field("preflight", &self.preflight.is_some())
             .field("timeout", &self.timeout)
+            .field("cross_origin", &self.cross_origin)
+            .field("clear_stale_cookies", &self.clear_stale_cookies)
             .field("leases", &self.leases.is_some())
             .finish()
     }
@@ -243,6 +283,8 @@ impl<S, V, R> Layer<S> for AuthLayer<V, R> {
                 public: self.public.clone(),
                 preflight: self.preflight.clone(),
                 timeout: self.timeout,
+                cross_origin: self.cross_origin.clone(),
+                clear_stale_cookies: self.clear_stale_cookies,
                 leases: self.leases.clone(),
             }),
         )

@@ -92,7 +92,9 @@ use http::request::Parts;
 use bytes::Bytes;
 use http::Response;
 
-use crate::{extract::Extractor, lease::Leases, reject::Renderer};
+use crate::{
+    cross_origin::CrossOriginProtection, extract::Extractor, lease::Leases, reject::Renderer,
+};
 
 pub use self::{future::ResponseFuture, layer::AuthLayer, service::Auth};
 
@@ -111,8 +113,17 @@ pub(crate) struct Shared<V, R> {
     public: Option<Predicate>,
     preflight: Option<Preflight>,
     timeout: Option<Duration>,
+    cross_origin: CrossOriginProtection,
+    #[cfg_attr(not(feature = "cookie"), allow(dead_code))] // only cookies go stale
+    clear_stale_cookies: bool,
     leases: Option<Leases>,
 }
+
+/// Inserted into the extensions of requests whose credential the layer
+/// accepted, so that a lockout layer placed inside it by mistake can say so
+/// (SECURITY.md B17).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Authenticated;
 
 /// Inserted into the extensions of requests the layer let through without
 /// an identity (optional mode, public requests), so extractors

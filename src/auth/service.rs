@@ -9,9 +9,11 @@ use bytes::Bytes;
 use http::{Extensions, Method, Request, Response, header, request::Parts};
 use tower_service::Service;
 
-use super::{Anonymous, ResponseFuture, Shared};
+use super::{Anonymous, Authenticated, ResponseFuture, Shared};
 use crate::{
-    AuthRejection, Credential, ResponseBody, ValidationError, Validator,
+    AuthRejection, Credential, CredentialSource, ResponseBody, ValidationError, Validator,
+    cross_origin::CrossOriginProtection,
+    events::{self, Record},
     gate::{self, Admit, BoxFuture, Gate, Refusal},
     lease::{Cut, Leases},
     lockout::{Outcome, Reservation},
@@ -87,6 +89,14 @@ where
 
         match shared.extractor.extract(&parts) {
             Ok(Some(credential)) => {
+                // C1: a cookie credential on a cross-site unsafe request is
+                // refused before validation, and never counted.
+                if matches!(credential.source(), CredentialSource::Cookie(_))
+                    && !shared.cross_origin.allows(&parts)
+                {
+                    let rejection = CrossOriginProtection::refuse(&parts);
+                    return ResponseFuture::new(Gate::refuse(shared.render(rejection, &parts), ()));
+                }
                 shared.extractor.strip(&mut parts);
                 let mut validation = shared.validate(credential);
                 // A validator that answers at once (an in-memory table, a
@@ -100,11 +110,15 @@ where
                 {
                     Poll::Ready((credential, outcome)) => match outcome {
                         Ok(identity) => {
+                            events::emit(Record::Authenticated {
+                                source: credential.source(),
+                            });
                             let hook = shared.accept(&mut parts.extensions, &credential, identity);
                             self.pass(parts, body, hook)
                         }
                         Err(error) => {
-                            let rejection = reject_credential(&credential, &error);
+                            let rejection = reject_credential(&credential, &error)
+                                .clear_cookie(shared.stale_cookie(&credential));
                             ResponseFuture::new(Gate::refuse(shared.render(rejection, &parts), ()))
                         }
                     },
@@ -118,11 +132,21 @@ where
             Ok(None) => {
                 tracing::debug!(target: "portcullis::auth", "no credential presented");
                 let rejection = AuthRejection::new(RejectionKind::Missing);
+                events::emit(Record::Rejected {
+                    kind: rejection.kind(),
+                    source: None,
+                    fingerprint: None,
+                });
                 ResponseFuture::new(Gate::refuse(shared.render(rejection, &parts), ()))
             }
             Err(error) => {
                 tracing::debug!(target: "portcullis::auth", %error, "credential refused before validation");
                 let rejection = AuthRejection::from(&error);
+                events::emit(Record::Rejected {
+                    kind: rejection.kind(),
+                    source: None,
+                    fingerprint: None,
+                });
                 ResponseFuture::new(Gate::refuse(shared.render(rejection, &parts), ()))
             }
         }
@@ -155,17 +179,26 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
     {
         // The reservations go with the validation, which settles them.
         let reservation = Reservation::take(&mut parts.extensions);
-        let leases = self.shared.leases.clone();
+        let shared = Arc::clone(&self.shared);
         let decision = Box::pin(async move {
             let (credential, outcome) = validation.await;
             match outcome {
                 Ok(identity) => {
+                    events::emit(Record::Authenticated {
+                        source: credential.source(),
+                    });
                     let mut extensions = Extensions::new();
                     if let Some(reservation) = reservation {
                         reservation.settle(Outcome::Success);
                     }
-                    let hook = grant(leases.as_ref(), &mut extensions, &credential, &identity);
+                    let hook = grant(
+                        shared.leases.as_ref(),
+                        &mut extensions,
+                        &credential,
+                        &identity,
+                    );
                     extensions.insert(identity);
+                    extensions.insert(Authenticated);
                     Ok(Admit {
                         hook,
                         extensions: Some(extensions),
@@ -174,7 +207,8 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
                 // The reservations are not settled here: the lockout layers
                 // count the rejection attached to the response.
                 Err(error) => Err(Refusal {
-                    rejection: reject_credential(&credential, &error),
+                    rejection: reject_credential(&credential, &error)
+                        .clear_cookie(shared.stale_cookie(&credential)),
                     hook: ().into(),
                 }),
             }
@@ -214,22 +248,60 @@ fn is_preflight(parts: &Parts) -> bool {
 }
 
 /// The rejection of a credential the validator refused, logged with its
-/// fingerprint and the validator's reason (never the secret).
+/// fingerprint and the validator's reason (never the secret). It carries
+/// the fingerprint, so a lockout outside counts a repeated wrong credential
+/// once (B14).
 fn reject_credential(credential: &Credential, error: &ValidationError) -> AuthRejection {
-    let rejection = AuthRejection::from(error);
+    let fingerprint = credential.fingerprint();
+    let rejection = AuthRejection::from(error).with_fingerprint(fingerprint);
     let kind = rejection.kind();
     let source = credential.source();
-    let fingerprint = credential.fingerprint();
     let reason = error.reason().unwrap_or("");
     if kind == RejectionKind::Unavailable {
         tracing::warn!(target: "portcullis::auth", ?kind, %source, %fingerprint, reason, "validator unavailable");
     } else {
         tracing::info!(target: "portcullis::auth", ?kind, %source, %fingerprint, reason, "credential rejected");
     }
+    events::emit(Record::Rejected {
+        kind,
+        source: Some(source),
+        fingerprint: Some(fingerprint),
+    });
     rejection
 }
 
+trait ClearCookie {
+    fn clear_cookie(self, removal: Option<http::HeaderValue>) -> Self;
+}
+
+impl ClearCookie for AuthRejection {
+    /// Attaches `removal` to a rejection that says the credential is no
+    /// good (invalid, revoked, expired); not to an unavailable validator or
+    /// a missing scope, which say nothing against the cookie.
+    fn clear_cookie(self, removal: Option<http::HeaderValue>) -> Self {
+        use RejectionKind as K;
+        match (removal, self.kind()) {
+            (Some(removal), K::Invalid | K::Revoked | K::Expired) => {
+                self.with_cleared_cookie(removal)
+            }
+            _ => self,
+        }
+    }
+}
+
 impl<V: Validator, R: Renderer> Shared<V, R> {
+    /// The removal of `credential`'s cookie, when it came from one and
+    /// stale cookies are cleared.
+    fn stale_cookie(&self, credential: &Credential) -> Option<http::HeaderValue> {
+        match credential.source() {
+            #[cfg(feature = "cookie")]
+            CredentialSource::Cookie(name) if self.clear_stale_cookies => {
+                self.extractor.cookie_removal(name)
+            }
+            _ => None,
+        }
+    }
+
     /// The credential was accepted: the identity (and, with leases on, its
     /// lease) goes to the inner service, and the lockout layers outside need
     /// not hold a reservation any longer (B11).
@@ -244,6 +316,9 @@ impl<V: Validator, R: Renderer> Shared<V, R> {
         }
         let hook = grant(self.leases.as_ref(), extensions, credential, &identity);
         extensions.insert(identity);
+        // B17: tells a lockout inside this layer that it is in the wrong
+        // place.
+        extensions.insert(Authenticated);
         hook
     }
 
@@ -262,6 +337,8 @@ impl<V: Validator, R: Renderer> Shared<V, R> {
         let validator = self.validator.clone();
         let timeout = self.timeout;
         Box::pin(async move {
+            // Timed only for the metrics: no clock read when nothing listens.
+            let started = events::listening().then(std::time::Instant::now);
             let validation = validator.validate(&credential);
             let outcome = match timeout {
                 None => validation.await,
@@ -271,6 +348,12 @@ impl<V: Validator, R: Renderer> Shared<V, R> {
                         Err(ValidationError::unavailable().with_reason("validator timed out"))
                     }),
             };
+            if let Some(started) = started {
+                events::emit(Record::Validated {
+                    source: credential.source(),
+                    elapsed: started.elapsed(),
+                });
+            }
             (credential, outcome)
         })
     }

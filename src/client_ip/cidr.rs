@@ -6,7 +6,7 @@ use crate::ConfigError;
 
 /// Trusted ranges, parsed once into (network, mask) pairs.
 #[derive(Clone, Default)]
-pub(super) struct Trusted {
+pub(crate) struct Trusted {
     v4: Vec<(u32, u32)>,
     v6: Vec<(u128, u128)>,
     /// The ranges as given, for `Debug`.
@@ -15,7 +15,7 @@ pub(super) struct Trusted {
 
 impl Trusted {
     /// Adds one range (`10.0.0.0/8`, `fd00::/8`, `192.0.2.1`).
-    pub(super) fn add(&mut self, cidr: &str) -> Result<(), ConfigError> {
+    pub(crate) fn add(&mut self, cidr: &str) -> Result<(), ConfigError> {
         match parse_cidr(cidr).ok_or_else(|| ConfigError::InvalidCidr(cidr.to_owned()))? {
             Cidr::V4(net, mask) => self.v4.push((net, mask)),
             Cidr::V6(net, mask) => self.v6.push((net, mask)),
@@ -25,7 +25,7 @@ impl Trusted {
     }
 
     /// Whether `addr` (canonical) lies in one of the ranges.
-    pub(super) fn contains(&self, addr: IpAddr) -> bool {
+    pub(crate) fn contains(&self, addr: IpAddr) -> bool {
         match addr {
             IpAddr::V4(v4) => {
                 let bits = u32::from(v4);
@@ -39,7 +39,7 @@ impl Trusted {
     }
 
     /// The ranges as they were given.
-    pub(super) fn display(&self) -> &[String] {
+    pub(crate) fn display(&self) -> &[String] {
         &self.display
     }
 }

@@ -125,7 +125,7 @@
 //! assert_eq!(client_ip.extract(&parts).unwrap(), expected);
 //! ```
 
-mod cidr;
+pub(crate) mod cidr;
 mod forwarded;
 
 use std::{

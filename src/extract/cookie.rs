@@ -37,6 +37,9 @@ use crate::ConfigError;
 #[derive(Debug, Clone)]
 pub struct Cookie {
     name: Arc<str>,
+    path: Arc<str>,
+    domain: Option<Arc<str>>,
+    secure: bool,
 }
 
 impl Cookie {
@@ -66,7 +69,65 @@ impl Cookie {
                 reason: "a cookie name is a non-empty token (letters, digits and !#$%&'*+-.^_`|~)",
             });
         }
-        Ok(Self { name: name.into() })
+        // Browsers refuse these prefixes without `Secure`.
+        let secure = name.starts_with("__Host-") || name.starts_with("__Secure-");
+        Ok(Self {
+            name: name.into(),
+            path: "/".into(),
+            domain: None,
+            secure,
+        })
+    }
+
+    /// The `Path` the cookie is set with (default `/`), for
+    /// [`set_cookie`](Self::set_cookie) and the removal of a stale cookie.
+    #[must_use]
+    pub fn path(mut self, path: &str) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// The `Domain` the cookie is set with (default none: this host only).
+    #[must_use]
+    pub fn domain(mut self, domain: &str) -> Self {
+        self.domain = Some(domain.into());
+        self
+    }
+
+    /// Whether the cookie is set `Secure` (default: only for `__Host-` and
+    /// `__Secure-` names, which require it).
+    #[must_use]
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.secure = secure;
+        self
+    }
+
+    /// A `Set-Cookie` value that removes the cookie: the same name, path,
+    /// domain and attributes, an empty value and `Max-Age=0`.
+    ///
+    /// `AuthLayer` sends it with the rejection of a credential from this
+    /// cookie that the validator refused (a stale session after a sign-out
+    /// elsewhere), unless told not to with
+    /// [`AuthLayer::clear_stale_cookies`](crate::AuthLayer::clear_stale_cookies).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use portcullis::extract::Cookie;
+    ///
+    /// let removal = Cookie::new("__Host-session").removal();
+    /// assert_eq!(
+    ///     removal.to_str().unwrap(),
+    ///     "__Host-session=; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=0"
+    /// );
+    /// ```
+    pub fn removal(&self) -> http::HeaderValue {
+        let cookie = self
+            .set_cookie("")
+            .max_age(cookie::time::Duration::ZERO)
+            .build();
+        http::HeaderValue::try_from(cookie.to_string())
+            .expect("a cookie of a token name, an empty value and checked attributes is a valid field value")
     }
 
     /// The cookie name.
@@ -79,10 +140,11 @@ impl Cookie {
     }
 
     /// A `Set-Cookie` builder for this cookie with safe defaults: `HttpOnly`,
-    /// `SameSite=Lax`, `Path=/`.
+    /// `SameSite=Lax`, and the source's [`path`](Self::path) (default `/`),
+    /// [`domain`](Self::domain) and [`secure`](Self::secure) settings.
     ///
-    /// Add `.secure(true)` when serving over HTTPS (required for `__Host-`
-    /// and `__Secure-` names).
+    /// Set [`secure`](Self::secure) when serving over HTTPS (it is on
+    /// already for `__Host-` and `__Secure-` names).
     ///
     /// # Example
     ///
@@ -93,10 +155,17 @@ impl Cookie {
     /// assert_eq!(set.to_string(), "session=abc123; HttpOnly; SameSite=Lax; Path=/");
     /// ```
     pub fn set_cookie(&self, value: impl Into<String>) -> cookie::CookieBuilder<'static> {
-        cookie::Cookie::build((self.name.to_string(), value.into()))
+        let mut builder = cookie::Cookie::build((self.name.to_string(), value.into()))
             .http_only(true)
             .same_site(cookie::SameSite::Lax)
-            .path("/")
+            .path(self.path.to_string());
+        if self.secure {
+            builder = builder.secure(true);
+        }
+        if let Some(domain) = &self.domain {
+            builder = builder.domain(domain.to_string());
+        }
+        builder
     }
 
     pub(super) fn find<'a>(

@@ -200,6 +200,16 @@ impl Extractor {
         Ok(found.map(|(secret, source)| Credential::new(secret, source.credential_source())))
     }
 
+    /// The `Set-Cookie` value that removes the credential cookie `name`
+    /// (see [`Cookie::removal`]), if it is one of the sources.
+    #[cfg(feature = "cookie")]
+    pub(crate) fn cookie_removal(&self, name: &str) -> Option<http::HeaderValue> {
+        self.sources.iter().find_map(|source| match source {
+            AnySource::Cookie(cookie) if cookie.name() == name => Some(cookie.removal()),
+            _ => None,
+        })
+    }
+
     /// Removes query and WebSocket-protocol tokens from the request, so the
     /// inner service never sees them.
     pub(crate) fn strip(&self, request: &mut Parts) {

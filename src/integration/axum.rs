@@ -44,7 +44,7 @@
 //! # }
 //! ```
 
-use std::fmt;
+use std::{fmt, sync::OnceLock};
 
 use ::axum::{
     body::Body,
@@ -58,8 +58,39 @@ use crate::{
     AuthRejection,
     auth::Anonymous,
     lease::Lease,
-    reject::{self, RejectionKind},
+    reject::{self, DefaultRenderer, RejectionKind},
 };
+
+/// Answers with the [`DefaultRenderer`] (realm `"api"`), as an HTTP
+/// response, with the rejection in the response extensions: a handler
+/// answers a refusal in one line, and a lockout outside counts it as the
+/// layers' own rejections.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::response::IntoResponse;
+/// use http::StatusCode;
+/// use portcullis::{AuthRejection, lockout::Tracker, reject::RejectionKind};
+///
+/// async fn login() -> Result<&'static str, AuthRejection> {
+///     Err(AuthRejection::new(RejectionKind::LockedOut).with_retry_after(Duration::from_secs(90)))
+/// }
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let res = login().await.into_response();
+/// assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+/// assert_eq!(res.headers()["retry-after"], "90");
+/// # });
+/// ```
+impl IntoResponse for AuthRejection {
+    fn into_response(self) -> Response {
+        static RENDERER: OnceLock<DefaultRenderer> = OnceLock::new();
+        let renderer = RENDERER.get_or_init(DefaultRenderer::new);
+        let (parts, ()) = http::Request::new(()).into_parts();
+        reject::render(renderer, self, &parts).map(Body::from)
+    }
+}
 
 /// The caller's identity, as produced by the [`Validator`](crate::Validator)
 /// of the [`AuthLayer`](crate::AuthLayer) in front of the handler.

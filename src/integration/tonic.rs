@@ -26,7 +26,44 @@ use std::{error::Error, sync::Arc};
 
 use tonic::{Request, Status};
 
-use crate::{AuthRejection, auth::Anonymous, reject::RejectionKind};
+use crate::{
+    AuthRejection,
+    auth::Anonymous,
+    reject::{DefaultRenderer, RejectionKind, Renderer},
+};
+
+/// The `Status` the [`DefaultRenderer`] answers gRPC calls with (code,
+/// message, `retry-after` metadata), with the rejection as its
+/// [source](Error::source), so a handler answers a refusal in one line and
+/// a [`LockoutLayer`](crate::lockout::LockoutLayer) in front counts it as
+/// the layers' own rejections (see [`rejection`](super::rejection)).
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use portcullis::{AuthRejection, reject::RejectionKind};
+/// use tonic::{Code, Status};
+///
+/// let locked = AuthRejection::new(RejectionKind::LockedOut).with_retry_after(Duration::from_secs(90));
+/// let status = Status::from(locked);
+/// assert_eq!(status.code(), Code::ResourceExhausted);
+/// assert_eq!(status.metadata().get("retry-after").unwrap(), "90");
+/// ```
+impl From<AuthRejection> for Status {
+    fn from(rejection: AuthRejection) -> Self {
+        let (parts, ()) = http::Request::builder()
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .body(())
+            .expect("a request with a static header is valid")
+            .into_parts();
+        let response = DefaultRenderer::new().render(&rejection, &parts);
+        let mut status = Status::from_header_map(response.headers())
+            .unwrap_or_else(|| Status::unauthenticated(rejection.to_string()));
+        status.set_source(Arc::new(rejection));
+        status
+    }
+}
 
 /// The caller's identity, as produced by the [`Validator`](crate::Validator)
 /// of the [`AuthLayer`](crate::AuthLayer) in front of the service.

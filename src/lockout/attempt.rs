@@ -18,11 +18,11 @@ use tokio::{
 };
 
 use super::{
-    Outcome, Tracker,
+    Failed, Outcome, Tracker,
     store::{Admission, Hashed, Record, Ticket, Waiter},
 };
 use crate::{
-    AuthRejection,
+    AuthRejection, Fingerprint,
     gate::BoxFuture,
     reject::{RejectionKind, retry_after_secs},
 };
@@ -153,6 +153,9 @@ pub enum FailureOutcome {
     /// background; what it did is logged and, for a lockout, passed to the
     /// hook.
     Deferred,
+    /// The same wrong guess was made by this key within the window already
+    /// (smart counting, B14): not counted again.
+    Repeated,
 }
 
 /// Ends reservations; erases the key bounds so [`Attempt`] needs none.
@@ -163,6 +166,7 @@ pub(crate) trait Finisher<K>: Send + Sync {
         hash: u64,
         ticket: Ticket,
         outcome: Outcome,
+        guess: Option<Fingerprint>,
     ) -> Option<FailureOutcome>;
 }
 
@@ -189,9 +193,13 @@ impl<K> Reserved<K> {
     }
 
     /// Ends the reservation with `outcome`.
-    pub(crate) fn end(&self, outcome: Outcome) -> Option<FailureOutcome> {
+    pub(crate) fn end(
+        &self,
+        outcome: Outcome,
+        guess: Option<Fingerprint>,
+    ) -> Option<FailureOutcome> {
         self.finisher
-            .finish(&self.key, self.hash, self.ticket, outcome)
+            .finish(&self.key, self.hash, self.ticket, outcome, guess)
     }
 }
 
@@ -203,6 +211,7 @@ impl<K> Reserved<K> {
 #[must_use = "dropping an attempt records nothing; call `failed` or `succeeded`"]
 pub struct Attempt<K> {
     reserved: Option<Reserved<K>>,
+    failures: u32,
 }
 
 impl<K> Attempt<K> {
@@ -214,16 +223,30 @@ impl<K> Attempt<K> {
             .key()
     }
 
+    /// The key's failures within the window when the attempt was admitted
+    /// (to ask for a CAPTCHA after a few, say).
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
     /// Records a failure, locking the key out at the threshold.
     pub fn failed(mut self) -> FailureOutcome {
-        self.end(Outcome::Failure)
+        self.end(Outcome::Failure, None)
+            .unwrap_or(FailureOutcome::Deferred)
+    }
+
+    /// Records a failure described by `failed`: with
+    /// [`Failed::guess`], the same wrong guess repeated by the key within
+    /// the window counts once ([`FailureOutcome::Repeated`]).
+    pub fn failed_with(mut self, failed: Failed) -> FailureOutcome {
+        self.end(Outcome::Failure, failed.fingerprint())
             .unwrap_or(FailureOutcome::Deferred)
     }
 
     /// Records a success (clears the failures only when the policy resets
     /// on success).
     pub fn succeeded(mut self) {
-        self.end(Outcome::Success);
+        self.end(Outcome::Success, None);
     }
 
     /// The reservation, to be ended by someone else.
@@ -233,14 +256,14 @@ impl<K> Attempt<K> {
             .expect("the reservation is only taken when the attempt ends")
     }
 
-    fn end(&mut self, outcome: Outcome) -> Option<FailureOutcome> {
-        self.reserved.take()?.end(outcome)
+    fn end(&mut self, outcome: Outcome, guess: Option<Fingerprint>) -> Option<FailureOutcome> {
+        self.reserved.take()?.end(outcome, guess)
     }
 }
 
 impl<K> Drop for Attempt<K> {
     fn drop(&mut self) {
-        self.end(Outcome::Neutral);
+        self.end(Outcome::Neutral, None);
     }
 }
 
@@ -267,6 +290,9 @@ pin_project! {
         notified: Option<OwnedNotified>,
         retry: Option<Pin<Box<Sleep>>>,
         asking: Option<BoxFuture<Admission>>,
+        // An admitted attempt waiting out its progressive delay; dropping
+        // it (a cancelled request) frees the slot.
+        delaying: Option<(Attempt<K>, Pin<Box<Sleep>>)>,
     }
 }
 
@@ -285,6 +311,7 @@ impl<K> Acquire<K> {
             notified: None,
             retry: None,
             asking,
+            delaying: None,
         }
     }
 }
@@ -295,7 +322,7 @@ impl<K: fmt::Debug> fmt::Debug for Acquire<K> {
             .field("key", &self.key)
             .field(
                 "waiting",
-                &(self.notified.is_some() || self.retry.is_some()),
+                &(self.notified.is_some() || self.retry.is_some() || self.delaying.is_some()),
             )
             .finish()
     }
@@ -309,6 +336,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        if let Some((_, sleep)) = this.delaying.as_mut() {
+            ready!(sleep.as_mut().poll(cx));
+            let (attempt, _) = this.delaying.take().expect("checked just above");
+            return Poll::Ready(Ok(attempt));
+        }
         loop {
             let key = this
                 .key
@@ -352,11 +384,23 @@ where
                 admission = store.wait(k, &mut waiter);
             }
             match admission {
-                Admission::Admitted(ticket) => {
+                Admission::Admitted(ticket, failures) => {
                     let key = this.key.take().expect("`Acquire` polled after completion");
-                    return Poll::Ready(Ok(Attempt {
+                    let attempt = Attempt {
                         reserved: Some(this.tracker.reserved(key, *this.hash, ticket)),
-                    }));
+                        failures,
+                    };
+                    let Some(delay) = this.tracker.policy().delay_for(failures) else {
+                        return Poll::Ready(Ok(attempt));
+                    };
+                    // Progressive delay: the attempt holds its key's one
+                    // slot while it waits.
+                    let mut sleep = Box::pin(tokio::time::sleep(delay));
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Ok(attempt));
+                    }
+                    *this.delaying = Some((attempt, sleep));
+                    return Poll::Pending;
                 }
                 Admission::Locked(record, now) => {
                     this.key.take();

@@ -2,7 +2,7 @@
 
 use http::{HeaderName, HeaderValue, StatusCode, response::Parts};
 
-use crate::reject::is_grpc;
+use crate::{Fingerprint, reject::Protocol};
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
@@ -22,7 +22,11 @@ pub enum Outcome {
 /// A response marker that counts the response as a failed attempt.
 ///
 /// Insert it into the response extensions from a handler that rejects a
-/// guess without answering 401 (a login form that re-renders with 200, say).
+/// guess without answering 401 (a login form that re-renders with 200, say),
+/// or next to a 401, to say which guess failed: [`Failed::guess`] carries a
+/// keyed fingerprint of the account and the wrong password, so the lockout
+/// counts the same wrong password repeated by one key once (smart counting,
+/// SECURITY.md B14).
 ///
 /// # Example
 ///
@@ -31,11 +35,47 @@ pub enum Outcome {
 /// use portcullis::lockout::Failed;
 ///
 /// let mut res = Response::new("wrong username or password");
-/// res.extensions_mut().insert(Failed);
+/// res.extensions_mut().insert(Failed::guess("alice", "hunter3"));
 /// # assert!(res.extensions().get::<Failed>().is_some());
+/// assert_eq!(Failed::guess("alice", "hunter3"), Failed::guess("alice", "hunter3"));
+/// assert_ne!(Failed::guess("alice", "hunter3"), Failed::guess("bob", "hunter3"));
+/// assert!(Failed::new().fingerprint().is_none());
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct Failed;
+pub struct Failed {
+    guess: Option<Fingerprint>,
+}
+
+impl Failed {
+    /// A failed attempt whose guess is not known: it always counts.
+    pub const fn new() -> Self {
+        Self { guess: None }
+    }
+
+    /// A failed attempt at `secret` (a password) for `account`. Only a
+    /// keyed fingerprint of the pair is kept, never the secret; the account
+    /// is part of it, so one password sprayed over many accounts is a new
+    /// guess for every account.
+    pub fn guess(account: &str, secret: &str) -> Self {
+        let mut bytes = Vec::with_capacity(8 + account.len() + secret.len());
+        bytes.extend_from_slice(&(account.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(account.as_bytes());
+        bytes.extend_from_slice(secret.as_bytes());
+        let guess = Fingerprint::of(&bytes);
+        Self { guess: Some(guess) }
+    }
+
+    /// A failed attempt whose guess has this fingerprint (from
+    /// [`Fingerprint::of`] or a [`FingerprintKey`](crate::FingerprintKey)).
+    pub const fn fingerprint_of(guess: Fingerprint) -> Self {
+        Self { guess: Some(guess) }
+    }
+
+    /// The fingerprint of the failed guess, if known.
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        self.guess
+    }
+}
 
 /// Classifies responses that carry neither an
 /// [`AuthRejection`](crate::AuthRejection) nor the [`Failed`] marker.
@@ -79,11 +119,16 @@ where
 /// | response | outcome |
 /// |---|---|
 /// | 401 | failure (a login handler rejecting a password) |
-/// | gRPC, trailers-only with `grpc-status: 16` (`UNAUTHENTICATED`) | failure |
-/// | gRPC, trailers-only with another error status | neutral |
-/// | gRPC, anything else (the status comes in trailers, after the head) | success |
+/// | gRPC or gRPC-Web, trailers-only with `grpc-status: 16` (`UNAUTHENTICATED`) | failure |
+/// | gRPC or gRPC-Web, trailers-only with another error status | neutral |
+/// | gRPC or gRPC-Web, anything else (the status comes in trailers, after the head) | success |
 /// | 2xx, 3xx | success |
 /// | anything else | neutral |
+///
+/// A unary Connect error is an HTTP status (`unauthenticated` is 401), so it
+/// is classified like HTTP. A streaming Connect call answers 200 and puts
+/// its error in the last message of the body, which no classifier sees: a
+/// handler that rejects a guess there inserts the [`Failed`] marker.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultClassifier;
 
@@ -92,7 +137,7 @@ impl Classifier for DefaultClassifier {
         if response.status == StatusCode::UNAUTHORIZED {
             return Outcome::Failure;
         }
-        if is_grpc(&response.headers) {
+        if Protocol::from_content_type(&response.headers).is_some_and(Protocol::has_grpc_status) {
             return match response.headers.get(GRPC_STATUS).map(HeaderValue::as_bytes) {
                 None | Some(b"0") => Outcome::Success,
                 Some(b"16") => Outcome::Failure,
@@ -108,25 +153,35 @@ impl Classifier for DefaultClassifier {
 }
 
 /// The layer's decision: rejections and the marker first, then the
-/// classifier.
-pub(crate) fn outcome(response: &Parts, classifier: Option<&dyn Classifier>) -> Outcome {
+/// classifier. A failure comes with the fingerprint of its guess, when
+/// known (B14).
+pub(crate) fn judge(
+    response: &Parts,
+    classifier: Option<&dyn Classifier>,
+) -> (Outcome, Option<Fingerprint>) {
     if let Some(rejection) = crate::integration::rejection(&response.extensions) {
         // B1: only presented-and-rejected credentials count; a missing or
         // malformed credential, a missing scope, an expired token or an
         // unavailable validator never does, whatever the status.
         if rejection.counts_as_failure() {
-            Outcome::Failure
+            (Outcome::Failure, rejection.fingerprint())
         } else {
-            Outcome::Neutral
+            (Outcome::Neutral, None)
         }
-    } else if response.extensions.get::<Failed>().is_some() {
-        Outcome::Failure
+    } else if let Some(failed) = response.extensions.get::<Failed>() {
+        (Outcome::Failure, failed.fingerprint())
     } else {
-        match classifier {
+        let outcome = match classifier {
             Some(classifier) => classifier.classify(response),
             None => DefaultClassifier.classify(response),
-        }
+        };
+        (outcome, None)
     }
+}
+
+#[cfg(test)]
+fn outcome(response: &Parts, classifier: Option<&dyn Classifier>) -> Outcome {
+    judge(response, classifier).0
 }
 
 #[cfg(test)]
@@ -158,6 +213,19 @@ mod tests {
         assert_eq!(DefaultClassifier.classify(&grpc), Outcome::Failure);
         grpc.headers.insert("grpc-status", "14".parse().unwrap());
         assert_eq!(DefaultClassifier.classify(&grpc), Outcome::Neutral);
+        let mut web = parts(200);
+        web.headers.insert(
+            "content-type",
+            "application/grpc-web+proto".parse().unwrap(),
+        );
+        assert_eq!(DefaultClassifier.classify(&web), Outcome::Success);
+        web.headers.insert("grpc-status", "16".parse().unwrap());
+        assert_eq!(DefaultClassifier.classify(&web), Outcome::Failure);
+        let mut connect = parts(401);
+        connect
+            .headers
+            .insert("content-type", "application/json".parse().unwrap());
+        assert_eq!(DefaultClassifier.classify(&connect), Outcome::Failure);
     }
 
     #[test]
@@ -175,7 +243,7 @@ mod tests {
     #[test]
     fn the_marker_counts_whatever_the_status() {
         let mut res = parts(200);
-        res.extensions.insert(Failed);
+        res.extensions.insert(Failed::new());
         assert_eq!(outcome(&res, None), Outcome::Failure);
     }
 }

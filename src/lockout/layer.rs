@@ -1,12 +1,23 @@
 //! [`LockoutLayer`]: configuration shared by every service it builds.
 
-use std::{fmt, sync::Arc};
+use std::{
+    fmt,
+    hash::Hash,
+    sync::{Arc, atomic::AtomicU32},
+};
 
 use tokio::time::Instant;
 use tower_layer::Layer;
 
-use super::{Classifier, Lockout, Policy, Tracker};
-use crate::{ClientIp, KeyExtractor, reject::DefaultRenderer};
+use super::{
+    Classifier, Lockout, Policy, Tracker,
+    keys::{KeyRule, Optional, Required, Rule},
+};
+use crate::{
+    ClientIp, KeyExtractor,
+    client_list::{ClientList, Lists},
+    reject::DefaultRenderer,
+};
 
 /// Applies the failed-attempt limiter to a service; see the
 /// [module docs](super) for what counts and what a blocked client sees.
@@ -32,6 +43,19 @@ where
     pub(crate) tracker: Tracker<K::Key>,
     pub(crate) renderer: Arc<R>,
     pub(crate) classifier: Option<Arc<dyn Classifier>>,
+    /// Every key, the first one (`extractor`, `tracker`) included.
+    pub(crate) rules: Vec<Arc<dyn Rule>>,
+    pub(crate) lists: Lists,
+    pub(crate) shadow: bool,
+    /// Requests checked for the wrong layer order so far (B17).
+    pub(crate) order_checks: Arc<AtomicU32>,
+}
+
+impl<K: KeyExtractor, R> Config<K, R> {
+    /// Whether requests take the path of a plain single-key layer.
+    pub(crate) fn is_simple(&self) -> bool {
+        self.rules.len() == 1 && !self.shadow && self.lists.is_empty()
+    }
 }
 
 impl<K: KeyExtractor, R> Clone for Config<K, R> {
@@ -41,6 +65,10 @@ impl<K: KeyExtractor, R> Clone for Config<K, R> {
             tracker: self.tracker.clone(),
             renderer: Arc::clone(&self.renderer),
             classifier: self.classifier.clone(),
+            rules: self.rules.clone(),
+            lists: self.lists.clone(),
+            shadow: self.shadow,
+            order_checks: Arc::clone(&self.order_checks),
         }
     }
 }
@@ -63,12 +91,21 @@ impl<K: KeyExtractor> LockoutLayer<K> {
 
     /// A layer keyed by `extractor` that records into `tracker`.
     pub fn with_tracker(extractor: K, tracker: Tracker<K::Key>) -> Self {
+        let extractor = Arc::new(extractor);
+        let first: Arc<dyn Rule> = Arc::new(KeyRule {
+            key: Required(Arc::clone(&extractor)),
+            tracker: tracker.clone(),
+        });
         Self {
             config: Arc::new(Config {
-                extractor: Arc::new(extractor),
+                extractor,
                 tracker,
                 renderer: Arc::new(DefaultRenderer::new()),
                 classifier: None,
+                rules: vec![first],
+                lists: Lists::default(),
+                shadow: false,
+                order_checks: Arc::new(AtomicU32::new(0)),
             }),
         }
     }
@@ -92,8 +129,86 @@ impl<K: KeyExtractor, R> LockoutLayer<K, R> {
                 tracker: config.tracker,
                 renderer: Arc::new(renderer),
                 classifier: config.classifier,
+                rules: config.rules,
+                lists: config.lists,
+                shadow: config.shadow,
+                order_checks: config.order_checks,
             }),
         }
+    }
+
+    /// Also enforces the key `extractor` derives, with a new [`Tracker`]
+    /// for `policy` (SECURITY.md B13); see [`key_with`](Self::key_with).
+    pub fn key<E, K2>(self, extractor: E, policy: Policy) -> Self
+    where
+        E: KeyExtractor<Key = Option<K2>>,
+        K2: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
+    {
+        self.key_with(extractor, Tracker::new(policy))
+    }
+
+    /// Also enforces the key `extractor` derives, recording into `tracker`
+    /// (SECURITY.md B13).
+    ///
+    /// The extractor answers `Ok(None)` for requests the key does not apply
+    /// to (a request without an account name, say); an error refuses the
+    /// request. A request is admitted only when every key that applies
+    /// admits it, and the most restrictive answer wins: a lockout of any
+    /// key refuses it, with the longest `Retry-After` among its keys. Each
+    /// key holds its own reservation, so the exact bound under concurrency
+    /// (B6) holds per key, and each counts the request's outcome under its
+    /// own policy (a success resets an account key with
+    /// [`reset_on_success`](super::PolicyBuilder::reset_on_success), say,
+    /// while the address key keeps its count).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use http::request::Parts;
+    /// use portcullis::{AuthRejection, lockout::{LockoutLayer, Policy}};
+    ///
+    /// // The account a login request is for, when there is one.
+    /// let account = |req: &Parts| -> Result<Option<String>, AuthRejection> {
+    ///     Ok(req.headers.get("x-user").and_then(|v| v.to_str().ok()).map(str::to_owned))
+    /// };
+    /// let layer = LockoutLayer::new(Policy::default()) // per address
+    ///     .key(account, Policy::builder().max_failures(10).build().unwrap());
+    /// # let _ = layer;
+    /// ```
+    pub fn key_with<E, K2>(self, extractor: E, tracker: Tracker<K2>) -> Self
+    where
+        E: KeyExtractor<Key = Option<K2>>,
+        K2: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
+    {
+        let rule: Arc<dyn Rule> = Arc::new(KeyRule {
+            key: Optional(extractor),
+            tracker,
+        });
+        self.edit(|c| c.rules.push(rule))
+    }
+
+    /// Lets the requests on `list` through untouched: neither limited nor
+    /// counted (SECURITY.md B16). See [`client_list`](crate::client_list).
+    pub fn allow(self, list: ClientList) -> Self {
+        self.edit(|c| c.lists.allow = Some(list))
+    }
+
+    /// Refuses the requests on `list` with 403 (gRPC `PERMISSION_DENIED`)
+    /// before anything else runs; the deny list wins over the allow list
+    /// (SECURITY.md B16).
+    pub fn deny(self, list: ClientList) -> Self {
+        self.edit(|c| c.lists.deny = Some(list))
+    }
+
+    /// Shadow mode (SECURITY.md B16): the layer decides, counts failures and
+    /// logs as usual, but lets every request through, marking the response
+    /// of each request it would have refused with a
+    /// [`Shadowed`](super::Shadowed) extension and logging it at `warn`
+    /// (target `portcullis::lockout`). Requests hold no reservation in
+    /// shadow mode, so nothing waits either. Use it to roll a policy out:
+    /// watch what it would refuse, then turn it off.
+    pub fn shadow(self, shadow: bool) -> Self {
+        self.edit(|c| c.shadow = shadow)
     }
 
     /// Classifies responses that carry neither an
@@ -133,6 +248,9 @@ impl<K: KeyExtractor, R> fmt::Debug for LockoutLayer<K, R> {
             .field("key", &std::any::type_name::<K>())
             .field("renderer", &std::any::type_name::<R>())
             .field("custom_classifier", &self.config.classifier.is_some())
+            .field("keys", &self.config.rules.len())
+            .field("lists", &self.config.lists)
+            .field("shadow", &self.config.shadow)
             .finish()
     }
 }

@@ -114,15 +114,40 @@
 //! assert_eq!(tracker.failures(&"alice".to_owned()), 1);
 //! ```
 //!
+//! # Login protection
+//!
+//! - **Several keys** ([`LockoutLayer::key`], B13): the address, the
+//!   account of a login (read from the body by
+//!   [`BodyKeyLayer`](crate::body_key::BodyKeyLayer)), both together, a
+//!   device; each with its own policy; the most restrictive answer wins.
+//! - **Smart counting** ([`PolicyBuilder::remember_guesses`], B14): the same
+//!   wrong credential or password (by keyed fingerprint, see
+//!   [`Failed::guess`]) repeated by one key within the window counts once.
+//! - **Device cookies** ([`DeviceCookies`], feature `cookie`, B15): a
+//!   browser the account signed in from is counted on its own and not
+//!   refused by the account's lockout for untrusted clients.
+//! - **Progressive delay** ([`PolicyBuilder::delay_after`]): slow a key
+//!   down before locking it out.
+//! - **Allow- and deny-lists, shadow mode** ([`LockoutLayer::allow`],
+//!   [`LockoutLayer::deny`], [`LockoutLayer::shadow`], B16).
+//! - **Order** (B17): the layer belongs outside `AuthLayer`;
+//!   [`Stack`](crate::stack::Stack) puts it there, and a layer that finds
+//!   itself inside logs a warning once.
+//!
 //! [`AuthRejection`]: crate::AuthRejection
 
 mod attempt;
 mod classify;
+#[cfg(feature = "cookie")]
+mod device;
 mod future;
+mod keys;
 mod layer;
 mod policy;
+mod recent;
 mod reservation;
 mod service;
+mod shadow;
 mod store;
 mod tracker;
 
@@ -130,9 +155,12 @@ mod tracker;
 pub use crate::redis::RedisStore;
 pub use attempt::{Acquire, Attempt, FailureOutcome, Locked, Refused};
 pub use classify::{Classifier, DefaultClassifier, Failed, Outcome};
+#[cfg(feature = "cookie")]
+pub use device::{Device, DeviceCookies, DeviceKey, UntrustedKey};
 pub use future::ResponseFuture;
 pub use layer::LockoutLayer;
 pub use policy::{Policy, PolicyBuilder};
 pub(crate) use reservation::Reservation;
 pub use service::Lockout;
+pub use shadow::Shadowed;
 pub use tracker::{LockedKey, Stats, Tracker};

@@ -21,6 +21,22 @@ const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 /// | [`reset_on_success`](PolicyBuilder::reset_on_success) | off | a success clears the failure count |
 /// | [`capacity`](PolicyBuilder::capacity) | 100 000 | keys each table holds at most |
 /// | [`max_waiting`](PolicyBuilder::max_waiting) | 256 | requests of one key that may wait for a reservation; more get 429 |
+/// | [`remember_guesses`](PolicyBuilder::remember_guesses) | 4 | wrong guesses remembered per key: repeating one of them is not counted again (smart counting) |
+/// | [`delay_after`](PolicyBuilder::delay_after) | off | failures after which each attempt waits, one at a time (progressive delay)… |
+/// | [`delay`](PolicyBuilder::delay) | 1 s | …this long at first, doubling with every further failure… |
+/// | [`max_delay`](PolicyBuilder::max_delay) | 30 s | …up to this cap |
+///
+/// # Progressive delay
+///
+/// With [`delay_after(n)`](PolicyBuilder::delay_after), a key with `n` or
+/// more failures within the window is slowed down before it is locked out
+/// (or instead of it, with a large `max_failures`): it may have one attempt
+/// in flight at a time, and each attempt waits
+/// `min(delay × 2^(failures − n), max_delay)` before it goes on, holding
+/// the key's one slot. The wait is cancel-safe (a client that goes away
+/// frees the slot) and bounded per key: one request waits out the delay,
+/// at most [`max_waiting`](PolicyBuilder::max_waiting) others queue behind
+/// it, and further ones get 429.
 ///
 /// # Escalation
 ///
@@ -59,7 +75,14 @@ pub struct Policy {
     reset_on_success: bool,
     capacity: u64,
     max_waiting: u32,
+    remember_guesses: u8,
+    delay_after: Option<u32>,
+    delay: Duration,
+    max_delay: Duration,
 }
+
+/// The most wrong guesses a policy remembers per key.
+pub(crate) const MAX_REMEMBERED: usize = 8;
 
 impl Policy {
     /// A builder starting from the defaults.
@@ -110,6 +133,39 @@ impl Policy {
         self.max_waiting
     }
 
+    /// How many wrong guesses are remembered per key for smart counting
+    /// (0: every failure counts).
+    pub fn remember_guesses(&self) -> u8 {
+        self.remember_guesses
+    }
+
+    /// Failures after which attempts are delayed, if progressive delay is
+    /// on.
+    pub fn delay_after(&self) -> Option<u32> {
+        self.delay_after
+    }
+
+    /// How long an attempt of a key with `failures` failures waits before
+    /// it goes on: `None` below [`delay_after`](Self::delay_after), else
+    /// `min(delay × 2^(failures − delay_after), max_delay)`.
+    pub fn delay_for(&self, failures: u32) -> Option<Duration> {
+        let after = self.delay_after?;
+        let steps = failures.checked_sub(after)?;
+        let factor = 2u32.checked_pow(steps.min(31)).unwrap_or(u32::MAX);
+        Some(self.delay.saturating_mul(factor).min(self.max_delay))
+    }
+
+    /// How many attempts of a key with `failures` failures may be in flight
+    /// at once: the failures left before a lockout, or one while the key's
+    /// attempts are delayed.
+    pub(crate) fn in_flight_limit(&self, failures: u32) -> u32 {
+        let left = self.max_failures.saturating_sub(failures);
+        match self.delay_after {
+            Some(after) if failures >= after => left.min(1),
+            _ => left,
+        }
+    }
+
     /// The length of a lockout imposed on a key that has been locked out
     /// `previous` times before (and whose last lockout is still remembered):
     /// `min(lockout × multiplier^previous, max_lockout)`.
@@ -137,6 +193,10 @@ impl Default for Policy {
             reset_on_success: false,
             capacity: 100_000,
             max_waiting: 256,
+            remember_guesses: 4,
+            delay_after: None,
+            delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(30),
         }
     }
 }
@@ -214,14 +274,53 @@ impl PolicyBuilder {
         self
     }
 
+    /// How many distinct wrong guesses to remember per key (default 4, at
+    /// most 8; 0 turns smart counting off).
+    ///
+    /// A failure whose guess is known (a credential `AuthLayer` rejected, a
+    /// [`Failed::guess`](super::Failed::guess) from a login handler) and
+    /// equals one of the key's remembered guesses within the window is not
+    /// counted again: a browser resending a stale cookie, or a user
+    /// retyping the same wrong password, costs one failure, not five. The
+    /// guesses are compared by keyed fingerprint; they are forgotten
+    /// `window` after the key's last remembered one, and when the table of
+    /// remembered guesses (`capacity` keys, least recently used first) is
+    /// full, which only ever makes a repeat count again.
+    pub fn remember_guesses(mut self, guesses: u8) -> Self {
+        self.policy.remember_guesses = guesses;
+        self
+    }
+
+    /// Delays the attempts of a key once it has `failures` failures within
+    /// the window; see [Progressive delay](Policy#progressive-delay).
+    pub fn delay_after(mut self, failures: u32) -> Self {
+        self.policy.delay_after = Some(failures);
+        self
+    }
+
+    /// The first delay (default 1 s); it doubles with every further
+    /// failure.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.policy.delay = delay;
+        self
+    }
+
+    /// The longest delay (default 30 s).
+    pub fn max_delay(mut self, max_delay: Duration) -> Self {
+        self.policy.max_delay = max_delay;
+        self
+    }
+
     /// Checks the settings.
     ///
     /// # Errors
     ///
     /// [`ConfigError::OutOfRange`] when `max_failures` or `capacity` is 0, a
     /// duration is zero or longer than 366 days, the multiplier is not a
-    /// finite number of at least 1, or `max_lockout` is shorter than
-    /// `lockout`.
+    /// finite number of at least 1, `max_lockout` is shorter than
+    /// `lockout`, more than 8 guesses are to be remembered, or
+    /// `delay_after` is 0 or not below `max_failures`, or the delays are
+    /// zero or `max_delay` is shorter than `delay`.
     pub fn build(self) -> Result<Policy, ConfigError> {
         let p = self.policy;
         if p.max_failures == 0 {
@@ -262,6 +361,32 @@ impl PolicyBuilder {
                 "max_lockout",
                 "must be at least the first lockout",
             ));
+        }
+        if usize::from(p.remember_guesses) > MAX_REMEMBERED {
+            return Err(ConfigError::out_of_range(
+                "remember_guesses",
+                format!("must be at most {MAX_REMEMBERED}"),
+            ));
+        }
+        if let Some(after) = p.delay_after {
+            if after == 0 || after >= p.max_failures {
+                return Err(ConfigError::out_of_range(
+                    "delay_after",
+                    "must be at least 1 and below max_failures",
+                ));
+            }
+            if p.delay.is_zero() || p.delay > MAX_DURATION || p.max_delay > MAX_DURATION {
+                return Err(ConfigError::out_of_range(
+                    "delay",
+                    "must be more than zero and at most 366 days",
+                ));
+            }
+            if p.max_delay < p.delay {
+                return Err(ConfigError::out_of_range(
+                    "max_delay",
+                    "must be at least the first delay",
+                ));
+            }
         }
         Ok(p)
     }
@@ -353,6 +478,49 @@ mod tests {
         assert_eq!(
             rejected_setting(b().window(Duration::from_secs(400 * 24 * 3600))),
             "window"
+        );
+    }
+
+    #[test]
+    fn progressive_delay_doubles_up_to_its_cap_and_serialises_the_key() {
+        let p = Policy::builder()
+            .max_failures(10)
+            .delay_after(3)
+            .delay(Duration::from_secs(2))
+            .max_delay(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let delays: Vec<_> = (0..8)
+            .map(|f| p.delay_for(f).map(|d| d.as_secs()))
+            .collect();
+        assert_eq!(
+            delays,
+            [
+                None,
+                None,
+                None,
+                Some(2),
+                Some(4),
+                Some(8),
+                Some(10),
+                Some(10)
+            ]
+        );
+        assert_eq!(p.delay_for(u32::MAX), Some(Duration::from_secs(10)));
+        assert_eq!(p.in_flight_limit(2), 8);
+        assert_eq!(p.in_flight_limit(3), 1);
+        assert_eq!(Policy::default().delay_for(100), None);
+        assert_eq!(
+            rejected_setting(Policy::builder().delay_after(5)),
+            "delay_after"
+        );
+        assert_eq!(
+            rejected_setting(Policy::builder().delay_after(1).delay(Duration::ZERO)),
+            "delay"
+        );
+        assert_eq!(
+            rejected_setting(Policy::builder().remember_guesses(9)),
+            "remember_guesses"
         );
     }
 

@@ -19,13 +19,14 @@ use std::sync::{
 
 use http::{Extensions, response};
 
-use super::{Classifier, Outcome, attempt::Reserved, classify};
-use crate::gate::Hook;
+use super::{Classifier, Outcome, Shadowed, attempt::Reserved, classify};
+use crate::{Fingerprint, gate::Hook};
 
 /// A reservation that can be settled once, from either handle.
 pub(crate) trait Settle: Send + Sync {
-    /// Ends the reservation with `outcome`, unless it ended already.
-    fn settle(&self, outcome: Outcome);
+    /// Ends the reservation with `outcome` (a failure with the fingerprint
+    /// of its guess, when known), unless it ended already.
+    fn settle(&self, outcome: Outcome, guess: Option<Fingerprint>);
 
     /// Ends the reservation with the outcome `response` shows, unless it
     /// ended already.
@@ -54,36 +55,95 @@ impl<K: Send + Sync + 'static> Slot<K> {
 }
 
 impl<K: Send + Sync> Settle for Slot<K> {
-    fn settle(&self, outcome: Outcome) {
+    fn settle(&self, outcome: Outcome, guess: Option<Fingerprint>) {
         if self.open.swap(false, Ordering::AcqRel) {
-            self.reserved.end(outcome);
+            self.reserved.end(outcome, guess);
         }
     }
 
     fn settle_with(&self, response: &response::Parts) {
         if self.open.load(Ordering::Acquire) {
-            self.settle(classify::outcome(response, self.classifier.as_deref()));
+            let (outcome, guess) = classify::judge(response, self.classifier.as_deref());
+            self.settle(outcome, guess);
+        }
+    }
+}
+
+impl<K> Drop for Slot<K> {
+    /// A reservation nobody settled (a request refused by another key of
+    /// the same layer, a decision abandoned) ends as neutral.
+    fn drop(&mut self) {
+        if *self.open.get_mut() {
+            self.reserved.end(Outcome::Neutral, None);
+        }
+    }
+}
+
+/// The reservations of one request under several keys of one layer,
+/// settled together.
+pub(crate) struct Slots(pub(crate) Vec<Arc<dyn Settle>>);
+
+impl Settle for Slots {
+    fn settle(&self, outcome: Outcome, guess: Option<Fingerprint>) {
+        for slot in &self.0 {
+            slot.settle(outcome, guess);
+        }
+    }
+
+    fn settle_with(&self, response: &response::Parts) {
+        for slot in &self.0 {
+            slot.settle_with(response);
         }
     }
 }
 
 /// The lockout layer's handle, the hook of its response future: settles
 /// the reservation with the response, or as neutral when the request is
-/// dropped.
-pub(crate) struct Held(pub(crate) Option<Arc<dyn Settle>>);
+/// dropped; in shadow mode, marks the response the layer would have
+/// refused.
+pub(crate) struct Held {
+    slot: Option<Arc<dyn Settle>>,
+    mark: Option<Box<Shadowed>>,
+}
+
+impl Held {
+    /// Nothing to settle (a refused or unlimited request).
+    pub(crate) const NONE: Self = Self {
+        slot: None,
+        mark: None,
+    };
+
+    pub(crate) fn slot(slot: Arc<dyn Settle>) -> Self {
+        Self {
+            slot: Some(slot),
+            mark: None,
+        }
+    }
+
+    /// Shadow mode: `slot` records the outcome; `mark` goes on the response.
+    pub(crate) fn shadow(slot: Option<Arc<dyn Settle>>, mark: Option<Shadowed>) -> Self {
+        Self {
+            slot,
+            mark: mark.map(Box::new),
+        }
+    }
+}
 
 impl Hook for Held {
     fn on_response(mut self, response: &mut response::Parts) {
-        if let Some(slot) = self.0.take() {
+        if let Some(slot) = self.slot.take() {
             slot.settle_with(response);
+        }
+        if let Some(mark) = self.mark.take() {
+            response.extensions.insert(*mark);
         }
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let Some(slot) = self.0.take() {
-            slot.settle(Outcome::Neutral);
+        if let Some(slot) = self.slot.take() {
+            slot.settle(Outcome::Neutral, None);
         }
     }
 }
@@ -109,11 +169,12 @@ impl Reservation {
         extensions.remove::<Self>()
     }
 
-    /// Settles every reservation of the request with `outcome`.
+    /// Settles every reservation of the request with `outcome` (a success,
+    /// in practice: failures are settled by the response).
     pub(crate) fn settle(self, outcome: Outcome) {
         let mut next = Some(self);
         while let Some(reservation) = next {
-            reservation.slot.settle(outcome);
+            reservation.slot.settle(outcome, None);
             next = reservation.outer.map(|outer| *outer);
         }
     }

@@ -14,11 +14,16 @@ use std::{
 use tokio::time::Instant;
 
 use super::{
-    Outcome, Policy,
+    Failed, Outcome, Policy,
     attempt::{Acquire, FailureOutcome, Finisher, Locked, Reserved},
+    recent::Recent,
     store::{Admission, Finished, Hashed, Recorded, Store, Ticket, memory::MemoryStore},
 };
-use crate::reject::retry_after_secs;
+use crate::{
+    Fingerprint,
+    events::{self, Record},
+    reject::retry_after_secs,
+};
 
 type Hook<K> = Arc<dyn Fn(&K, Instant) + Send + Sync>;
 
@@ -103,6 +108,8 @@ struct Engine<K> {
     /// the shared store).
     this: Weak<Engine<K>>,
     store: Box<dyn Store<K>>,
+    /// The last wrong guesses of each key (smart counting).
+    recent: Option<Recent<K>>,
     policy: Policy,
     /// SipHash with a random key: an attacker cannot aim keys at one shard.
     hasher: RandomState,
@@ -176,6 +183,11 @@ where
             engine: Arc::new_cyclic(|this| Engine {
                 this: this.clone(),
                 store: Box::new(store),
+                recent: Recent::new(
+                    policy.remember_guesses(),
+                    policy.window(),
+                    policy.capacity(),
+                ),
                 policy,
                 hasher: RandomState::new(),
                 hook: RwLock::new(None),
@@ -243,6 +255,31 @@ where
     /// concurrently: `check` followed by `record_failure` lets parallel
     /// attempts through before the first failure is recorded.
     pub fn record_failure(&self, key: &K) -> FailureOutcome {
+        self.record_failure_with(key, Failed::new())
+    }
+
+    /// Records the failed attempt `failed` of `key`: with
+    /// [`Failed::guess`], a wrong guess the key repeats within the window
+    /// counts once ([`FailureOutcome::Repeated`]).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use portcullis::lockout::{Failed, FailureOutcome, Policy, Tracker};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// let tracker = Tracker::new(Policy::default());
+    /// let user = "alice".to_owned();
+    /// tracker.record_failure_with(&user, Failed::guess("alice", "hunter3"));
+    /// let again = tracker.record_failure_with(&user, Failed::guess("alice", "hunter3"));
+    /// assert_eq!(again, FailureOutcome::Repeated);
+    /// assert_eq!(tracker.failures(&user), 1);
+    /// # });
+    /// ```
+    pub fn record_failure_with(&self, key: &K, failed: Failed) -> FailureOutcome {
+        if self.engine.repeated(key, failed.fingerprint()) {
+            return FailureOutcome::Repeated;
+        }
         let recorded = self.engine.store.record(self.hashed(key), Outcome::Failure);
         self.engine
             .report(key, recorded)
@@ -259,6 +296,10 @@ where
     /// history too). Returns whether it was locked out.
     pub fn unlock(&self, key: &K) -> bool {
         let was_locked = self.engine.store.unlock(self.hashed(key));
+        events::emit(Record::Unlocked { key });
+        if let Some(recent) = &self.engine.recent {
+            recent.forget(key);
+        }
         tracing::info!(
             target: "portcullis::lockout",
             key = ?key,
@@ -367,6 +408,24 @@ impl<K> Engine<K>
 where
     K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
 {
+    /// Whether `guess` repeats one of the key's remembered wrong guesses
+    /// (B14); remembers it if not.
+    fn repeated(&self, key: &K, guess: Option<Fingerprint>) -> bool {
+        let (Some(recent), Some(guess)) = (&self.recent, guess) else {
+            return false;
+        };
+        let repeated = recent.repeated(key, guess);
+        if repeated {
+            tracing::debug!(
+                target: "portcullis::lockout",
+                key = ?key,
+                guess = %guess,
+                "repeated wrong guess not counted again"
+            );
+        }
+        repeated
+    }
+
     /// Logs what a recorded outcome did, counts it and calls the hook on
     /// lockout.
     fn report(&self, key: &K, recorded: Recorded) -> Option<FailureOutcome> {
@@ -403,6 +462,11 @@ where
                     until_unix,
                     "key locked out after too many failed attempts"
                 );
+                events::emit(Record::LockedOut {
+                    key,
+                    lockout: locked.retry_after(),
+                    lockouts: record.lockouts,
+                });
                 let hook = self
                     .hook
                     .read()
@@ -426,6 +490,30 @@ where
     K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
 {
     fn finish(
+        &self,
+        key: &K,
+        hash: u64,
+        ticket: Ticket,
+        outcome: Outcome,
+        guess: Option<Fingerprint>,
+    ) -> Option<FailureOutcome> {
+        // B14: a repeated wrong guess ends the reservation as neutral.
+        let repeated = outcome == Outcome::Failure && self.repeated(key, guess);
+        let outcome = if repeated { Outcome::Neutral } else { outcome };
+        let reported = self.finish_as(key, hash, ticket, outcome);
+        if repeated {
+            Some(FailureOutcome::Repeated)
+        } else {
+            reported
+        }
+    }
+}
+
+impl<K> Engine<K>
+where
+    K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
+{
+    fn finish_as(
         &self,
         key: &K,
         hash: u64,

@@ -9,12 +9,14 @@ use std::{
 use governor::Quota;
 
 use super::{
-    RateLimitLayer,
+    HeaderFields, RateLimitLayer,
+    headers::Config as HeaderConfig,
     layer::Shared,
     store::{self, SharedStore, memory::MemoryStore},
 };
 use crate::{
     ClientIp, ConfigError, KeyExtractor,
+    client_list::{ClientList, Lists},
     reject::{DefaultRenderer, Renderer},
 };
 
@@ -37,8 +39,10 @@ impl RateLimitLayer {
             burst: None,
             max_capacity: DEFAULT_MAX_CAPACITY,
             limited_capacity: None,
-            headers: false,
+            headers: None,
+            policy_name: None,
             shared: None,
+            lists: Lists::default(),
         }
     }
 }
@@ -47,7 +51,7 @@ impl RateLimitLayer {
 ///
 /// A rate is required; everything else has a default: the burst equals the
 /// number of requests of the rate, the table holds 100,000 clients, the
-/// limited table a tenth of that, and no `RateLimit-*` headers are sent.
+/// limited table a tenth of that, and no `RateLimit` header fields are sent.
 ///
 /// # Example
 ///
@@ -75,8 +79,10 @@ pub struct RateLimitBuilder<K = ClientIp, R = DefaultRenderer> {
     burst: Option<u32>,
     max_capacity: u64,
     limited_capacity: Option<u64>,
-    headers: bool,
+    headers: Option<HeaderFields>,
+    policy_name: Option<String>,
     pub(super) shared: Option<SharedStore>,
+    lists: Lists,
 }
 
 impl<K, R> RateLimitBuilder<K, R> {
@@ -124,9 +130,41 @@ impl<K, R> RateLimitBuilder<K, R> {
     }
 
     /// Sends `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`
-    /// (IETF draft `ratelimit-headers`) on every response (default off).
+    /// (IETF draft `ratelimit-headers` up to -06) on every response
+    /// (default off); the same as
+    /// [`header_fields(HeaderFields::Separate)`](Self::header_fields) when
+    /// `true`.
     pub fn rate_limit_headers(mut self, enabled: bool) -> Self {
-        self.headers = enabled;
+        self.headers = enabled.then_some(HeaderFields::Separate);
+        self
+    }
+
+    /// Sends these `RateLimit` fields on every response, allowed or
+    /// refused: the separate ones, the current draft's structured
+    /// `RateLimit-Policy` and `RateLimit`, or both; see [`HeaderFields`].
+    pub fn header_fields(mut self, fields: HeaderFields) -> Self {
+        self.headers = Some(fields);
+        self
+    }
+
+    /// Names the policy in `RateLimit-Policy` and `RateLimit` (default
+    /// `"default"`). Printable ASCII only.
+    pub fn policy_name(mut self, name: impl Into<String>) -> Self {
+        self.policy_name = Some(name.into());
+        self
+    }
+
+    /// Lets the requests on `list` through unlimited and uncounted
+    /// (SECURITY.md B16); see [`client_list`](crate::client_list).
+    pub fn allow(mut self, list: ClientList) -> Self {
+        self.lists.allow = Some(list);
+        self
+    }
+
+    /// Refuses the requests on `list` with 403 (gRPC `PERMISSION_DENIED`);
+    /// the deny list wins over the allow list (SECURITY.md B16).
+    pub fn deny(mut self, list: ClientList) -> Self {
+        self.lists.deny = Some(list);
         self
     }
 
@@ -140,7 +178,9 @@ impl<K, R> RateLimitBuilder<K, R> {
             max_capacity: self.max_capacity,
             limited_capacity: self.limited_capacity,
             headers: self.headers,
+            policy_name: self.policy_name,
             shared: self.shared,
+            lists: self.lists,
         }
     }
 
@@ -154,7 +194,9 @@ impl<K, R> RateLimitBuilder<K, R> {
             max_capacity: self.max_capacity,
             limited_capacity: self.limited_capacity,
             headers: self.headers,
+            policy_name: self.policy_name,
             shared: self.shared,
+            lists: self.lists,
         }
     }
 
@@ -168,7 +210,8 @@ impl<K, R> RateLimitBuilder<K, R> {
     /// [`ConfigError::OutOfRange`] when no rate was set, the rate allows no
     /// request, its period is zero or it asks for more than one request per
     /// nanosecond, the burst or a capacity is zero, or a full burst would
-    /// take more than a century to come back.
+    /// take more than a century to come back; [`ConfigError::InvalidName`]
+    /// when the [policy name](Self::policy_name) is not printable ASCII.
     pub fn build(self) -> Result<RateLimitLayer<K, R>, ConfigError>
     where
         K: KeyExtractor,
@@ -225,6 +268,13 @@ impl<K, R> RateLimitBuilder<K, R> {
             .ok_or_else(|| ConfigError::out_of_range("rate", "the period must not be zero"))?
             .allow_burst(burst_nz);
 
+        let headers = self
+            .headers
+            .map(|fields| {
+                let name = self.policy_name.as_deref().unwrap_or("default");
+                HeaderConfig::new(fields, name, burst, interval).map(Arc::new)
+            })
+            .transpose()?;
         let memory = MemoryStore::new(quota, self.max_capacity, limited_capacity);
         let store = match self.shared {
             Some(shared) => store::with_fallback(shared, memory, interval, burst),
@@ -234,10 +284,11 @@ impl<K, R> RateLimitBuilder<K, R> {
             extractor: self.extractor,
             renderer: Arc::new(self.renderer),
             store,
-            headers: self.headers,
+            headers,
             burst,
             interval,
             refused: AtomicU64::new(0),
+            lists: self.lists,
         }))
     }
 }

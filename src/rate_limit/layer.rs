@@ -12,8 +12,17 @@ use std::{
 
 use tower_layer::Layer;
 
-use super::{RateLimit, headers::Headers, store::Store};
-use crate::{ClientIp, KeyExtractor, reject::DefaultRenderer};
+use super::{
+    RateLimit,
+    headers::{self, Headers},
+    store::Store,
+};
+use crate::{
+    ClientIp, KeyExtractor,
+    client_list::Lists,
+    events::{self, Record},
+    reject::DefaultRenderer,
+};
 
 /// Limits each client to a rate with a burst, using GCRA.
 ///
@@ -30,11 +39,14 @@ pub(crate) struct Shared<K: KeyExtractor, R> {
     pub(crate) extractor: K,
     pub(crate) renderer: Arc<R>,
     pub(crate) store: Box<dyn Store<K::Key>>,
-    pub(crate) headers: bool,
+    /// The `RateLimit` fields to send, if any.
+    pub(crate) headers: Option<Arc<headers::Config>>,
     pub(crate) burst: u32,
     /// The time one request's allowance takes to come back.
     pub(crate) interval: Duration,
     pub(crate) refused: AtomicU64,
+    /// Allow- and deny-lists (B16).
+    pub(crate) lists: Lists,
 }
 
 /// Counts since the layer was built, and table sizes.
@@ -74,16 +86,15 @@ impl<K: KeyExtractor, R> RateLimitLayer<K, R> {
 impl<K: KeyExtractor, R> Shared<K, R> {
     /// The `RateLimit-*` fields of an allowed request, when enabled.
     pub(crate) fn allowed(&self, remaining: u32) -> Option<Headers> {
-        self.headers
-            .then(|| Headers::allowed(self.burst, remaining, self.interval))
+        self.headers.as_ref().map(|h| h.allowed(remaining))
     }
 
     /// Counts and logs a refusal; the `RateLimit-*` fields, when enabled.
     pub(crate) fn refused(&self, key: &K::Key, retry_after: Duration) -> Option<Headers> {
         self.refused.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(target: "portcullis::rate_limit", ?key, ?retry_after, "rate limited");
-        self.headers
-            .then(|| Headers::refused(self.burst, retry_after, self.interval))
+        events::emit(Record::RateLimited { key, retry_after });
+        self.headers.as_ref().map(|h| h.refused(retry_after))
     }
 }
 
@@ -101,7 +112,7 @@ impl<K: KeyExtractor, R> fmt::Debug for RateLimitLayer<K, R> {
         f.debug_struct("RateLimitLayer")
             .field("burst", &shared.burst)
             .field("interval", &shared.interval)
-            .field("headers", &shared.headers)
+            .field("headers", &shared.headers.is_some())
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }

@@ -17,7 +17,10 @@
 //! response also carries `RateLimit-Limit` (the burst),
 //! `RateLimit-Remaining` (requests left right now) and `RateLimit-Reset`
 //! (seconds until the whole burst is back, rounded up), after the IETF
-//! `ratelimit-headers` draft.
+//! `ratelimit-headers` draft; with
+//! [`header_fields`](RateLimitBuilder::header_fields) the current draft's
+//! structured `RateLimit-Policy` and `RateLimit` instead, or as well
+//! ([`HeaderFields`]).
 //!
 //! Put it outermost, before the lockout and authentication layers, so a
 //! flood is refused before it costs a validation.
@@ -106,9 +109,11 @@ mod store;
 #[cfg(feature = "redis")]
 pub use crate::redis::RedisStore;
 
+pub(crate) use self::headers::LockoutFields;
 pub use self::{
     builder::RateLimitBuilder,
     future::ResponseFuture,
+    headers::HeaderFields,
     layer::{RateLimitLayer, Stats},
     service::RateLimit,
 };

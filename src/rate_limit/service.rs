@@ -17,6 +17,7 @@ use super::{
 };
 use crate::{
     AuthRejection, ClientIp, KeyExtractor, ResponseBody,
+    client_list::Listed,
     gate::{self, Admit, Gate, Refusal},
     reject::{self, DefaultRenderer, RejectionKind, Renderer},
 };
@@ -87,6 +88,19 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let shared = &*self.shared;
         let (parts, body) = req.into_parts();
+        // B16: listed clients are let through uncounted, or refused.
+        match shared.lists.check(&parts) {
+            Listed::Neither => {}
+            Listed::Allowed => {
+                let future = self.inner.call(Request::from_parts(parts, body));
+                return ResponseFuture::new(Gate::pass(future, None));
+            }
+            Listed::Denied => {
+                let rejection = AuthRejection::new(RejectionKind::Denied);
+                let response = reject::render(&*shared.renderer, rejection, &parts);
+                return ResponseFuture::new(Gate::refuse(response, None));
+            }
+        }
         let key = match shared.extractor.extract(&parts) {
             Ok(key) => key,
             // B10: no key is an error, never a bucket shared by everyone.

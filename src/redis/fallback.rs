@@ -60,6 +60,9 @@ impl Health {
     /// skips the store for a while. Warns once per outage.
     pub(crate) fn fell_back(&self) {
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        crate::events::emit(crate::events::Record::Fallback {
+            limiter: self.target,
+        });
         *self
             .down_until
             .lock()

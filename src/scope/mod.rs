@@ -247,6 +247,11 @@ where
                     scopes = %self.required.joined,
                     "request refused by scope check"
                 );
+                crate::events::emit(crate::events::Record::Rejected {
+                    kind: rejection.kind(),
+                    source: None,
+                    fingerprint: None,
+                });
                 let (parts, _body) = req.into_parts();
                 let response = reject::render(&self.renderer, rejection, &parts);
                 ResponseFuture::new(Gate::refuse(response, ()))

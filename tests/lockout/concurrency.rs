@@ -399,3 +399,35 @@ async fn b11_a_full_queue_of_waiting_requests_answers_429_without_counting() {
     }
     assert_eq!(g.calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn b3_requests_refused_while_waiting_carry_the_ratelimit_field_too() {
+    // B3, B11: locked out while waiting for a reservation, or turned away
+    // by a full queue; both 429s say `RateLimit: "lockout";r=0;t=…`.
+    let policy = Policy::builder()
+        .max_failures(1)
+        .max_waiting(1)
+        .lockout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let g = gated(policy);
+    let first = {
+        let svc = g.svc.clone();
+        tokio::spawn(async move { svc.oneshot(request("a", "invalid")).await.unwrap() })
+    };
+    settle().await;
+    let waiting = {
+        let svc = g.svc.clone();
+        tokio::spawn(async move { svc.oneshot(request("a", "ok")).await.unwrap() })
+    };
+    settle().await;
+    let crowded = send(&g.svc, "a", "ok").await;
+    assert_eq!(crowded.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(crowded.headers()["ratelimit"], r#""lockout";r=0;t=1"#);
+    g.gate.add_permits(10);
+    assert_eq!(first.await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let waited = waiting.await.unwrap();
+    assert_eq!(rejection_kind(&waited), Some(RejectionKind::LockedOut));
+    assert_eq!(waited.headers()[header::RETRY_AFTER], "60");
+    assert_eq!(waited.headers()["ratelimit"], r#""lockout";r=0;t=60"#);
+}

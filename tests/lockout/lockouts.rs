@@ -288,3 +288,33 @@ async fn stats_count_failures_lockouts_and_blocked_keys() {
         (1, 1, 3, 1, 0)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn b3_a_lockout_429_carries_the_ratelimit_field_with_t_equal_to_retry_after() {
+    // B3, draft-ietf-httpapi-ratelimit-headers-10: `RateLimit` on the
+    // lockout's 429, `t` never later than Retry-After, no policy (the
+    // quota is failed attempts, not requests).
+    let (svc, _, _) = setup(
+        Policy::builder()
+            .max_failures(1)
+            .lockout(Duration::from_secs(90))
+            .build()
+            .unwrap(),
+    );
+    let res = send(&svc, "a", "invalid").await;
+    assert!(res.headers().get("ratelimit").is_none());
+    advance(Duration::from_millis(500)).await;
+    let res = send(&svc, "a", "ok").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.headers()[header::RETRY_AFTER], "90");
+    assert_eq!(res.headers()["ratelimit"], r#""lockout";r=0;t=90"#);
+    assert!(res.headers().get("ratelimit-policy").is_none());
+    // Admitted requests carry none.
+    assert!(
+        send(&svc, "b", "ok")
+            .await
+            .headers()
+            .get("ratelimit")
+            .is_none()
+    );
+}

@@ -6,17 +6,25 @@ mod support;
 
 mod concurrency;
 mod counting;
+mod delay;
+#[cfg(feature = "cookie")]
+mod devices;
 mod keys;
+mod lists;
 mod lockouts;
 mod logs;
+mod many_keys;
+mod order;
 #[cfg(feature = "redis")]
 mod replicas;
+mod smart;
 mod tables;
 #[cfg(feature = "redis")]
 mod unlock;
 
 use std::{
     convert::Infallible,
+    future::Future,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -86,7 +94,7 @@ fn answer(outcome: &str) -> Response<String> {
         "422" => Response::builder().status(422).body(String::new()).unwrap(),
         "marker" => {
             let mut res = Response::new("try again".to_owned());
-            res.extensions_mut().insert(Failed);
+            res.extensions_mut().insert(Failed::new());
             res
         }
         _ => Response::new("welcome".to_owned()),

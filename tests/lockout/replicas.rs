@@ -338,19 +338,80 @@ async fn d4_a_failure_whose_recording_is_retried_counts_once() {
     };
     let store = own.store(FAST).await;
     let tracker = Tracker::with_redis(max(3), store);
+    // The recording script is loaded first, so the late call runs whole
+    // (an unknown script would cost a second round trip).
+    tracker.attempt(key("warm")).await.unwrap().failed();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while own.failures("warm").await.is_none() {}
+    })
+    .await
+    .expect("the warm-up failure reached redis");
+
     let attempt = tracker.attempt(key("k")).await.unwrap();
     let before = own.scripts_run().await;
     own.pause(300).await;
     assert!(matches!(attempt.failed(), FailureOutcome::Deferred));
-    // Wait for the recording and at least one retry to reach Redis.
-    let mut scripts = 0;
+    // The first call's reply comes after the timeout: wait until the
+    // failure is in Redis and the retry has run too.
     tokio::time::timeout(Duration::from_secs(5), async {
-        while scripts < 2 {
-            scripts = own.scripts_run().await - before;
-        }
+        while own.failures("k").await.is_none() || own.scripts_run().await - before < 2 {}
     })
     .await
     .expect("the recording was never retried");
     assert_eq!(own.failures("k").await, Some(1));
     assert_eq!(tracker.failures(&key("k")), 0, "counted locally as well");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b13_d2_an_account_key_shared_in_redis_locks_the_account_on_every_replica() {
+    // B13, D2: the account key of two replicas lives in Redis, the address
+    // keys in each replica's memory; guesses from many addresses through
+    // both replicas lock the account everywhere.
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix();
+    let by_account = |parts: &Parts| -> Result<Option<String>, AuthRejection> {
+        Ok(parts
+            .headers
+            .get("x-account")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned))
+    };
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let account = Tracker::with_redis(max(3), store(&url, &prefix).await);
+        let layer =
+            LockoutLayer::keyed(by_client as ByClient, max(100)).key_with(by_account, account);
+        replicas.push(guarded(layer));
+    }
+    let attempt = |client: String, account: &str, outcome: &str| {
+        let mut req = request(&client, outcome);
+        req.headers_mut()
+            .insert("x-account", account.parse().unwrap());
+        req
+    };
+    for n in 0..3 {
+        let (svc, _) = &replicas[n % 2];
+        let res = svc
+            .clone()
+            .oneshot(attempt(format!("10.1.0.{n}"), "alice", "invalid"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "guess {n}");
+    }
+    for (svc, calls) in &replicas {
+        let before = calls.load(Ordering::SeqCst);
+        let res = svc
+            .clone()
+            .oneshot(attempt("10.1.9.9".into(), "alice", "ok"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(calls.load(Ordering::SeqCst), before);
+        let res = svc
+            .clone()
+            .oneshot(attempt("10.1.9.9".into(), "bob", "ok"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
 }

@@ -30,6 +30,11 @@ async fn an_unlock_on_one_replica_lifts_the_lockout_on_every_replica_within_a_se
     .await
     .expect("b sees the lockout");
     assert!(b.check(&key("mallory")).is_err(), "cached on b");
+    // A learns it from the reply to its own recording, in the background.
+    until("a to cache the lockout", || {
+        a.check(&key("mallory")).is_err()
+    })
+    .await;
 
     let unlocked = Instant::now();
     assert!(a.unlock(&key("mallory")));

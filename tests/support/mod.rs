@@ -5,3 +5,4 @@ pub(crate) mod logs;
 pub(crate) mod proxy;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
+pub(crate) mod rpc;

@@ -61,8 +61,9 @@ impl Ticket {
 /// Whether a request may try now.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))] // a shared store answers later
 pub(crate) enum Admission {
-    /// A reservation was taken; end it with [`Store::finish`].
-    Admitted(Ticket),
+    /// A reservation was taken; end it with [`Store::finish`]. With the
+    /// key's failures within the window (for progressive delay).
+    Admitted(Ticket, u32),
     /// The key is locked out (as of the given time).
     Locked(Record, Instant),
     /// `failures + reservations` reached the threshold: wait (see
@@ -80,7 +81,11 @@ pub(crate) enum Admission {
 impl fmt::Debug for Admission {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Admitted(ticket) => f.debug_tuple("Admitted").field(ticket).finish(),
+            Self::Admitted(ticket, failures) => f
+                .debug_tuple("Admitted")
+                .field(ticket)
+                .field(failures)
+                .finish(),
             Self::Locked(record, _) => f.debug_tuple("Locked").field(record).finish(),
             Self::Full => f.write_str("Full"),
             Self::Crowded => f.write_str("Crowded"),
@@ -142,7 +147,9 @@ impl Waiter<'_> {
 /// Every method decides for one key atomically; `now` is read from tokio's
 /// clock inside, only when a decision needs it.
 pub(crate) trait Store<K>: Send + Sync + 'static {
-    /// Admits a request of `key` if `failures + reservations < max_failures`,
+    /// Admits a request of `key` if its reservations are below the policy's
+    /// [`in_flight_limit`](super::Policy::in_flight_limit) (`failures +
+    /// reservations < max_failures`, or one at a time while delayed),
     /// reserving a slot.
     fn admit(&self, key: Hashed<'_, K>) -> Admission;
 

@@ -25,7 +25,8 @@ use crate::{
 };
 
 /// Admits a request unless the key is locked out (by the lockout key's TTL)
-/// or `failures + reservations >= max`. A reservation is a member of the
+/// or its reservations reached `max - failures` (one while its attempts are
+/// delayed: `failures >= ARGV[4] > 0`). A reservation is a member of the
 /// sorted set `KEYS[2]` scored by its deadline on the server's clock; every
 /// admission trims the members whose deadline passed, so a reservation that
 /// was never released frees itself after its lease.
@@ -36,11 +37,14 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local failures = tonumber(redis.call('GET', KEYS[1]) or '0')
-if failures + redis.call('ZCARD', KEYS[2]) < tonumber(ARGV[1]) then
+local limit = tonumber(ARGV[1]) - failures
+local after = tonumber(ARGV[4])
+if after > 0 and failures >= after and limit > 1 then limit = 1 end
+if redis.call('ZCARD', KEYS[2]) < limit then
   local lease = tonumber(ARGV[2])
   redis.call('ZADD', KEYS[2], now + lease, ARGV[3])
   redis.call('PEXPIRE', KEYS[2], lease)
-  return {1, 0, 0}
+  return {1, failures, 0}
 end
 return {0, 0, 0}
 ";
@@ -160,6 +164,7 @@ where
             .wrapping_add(self.next_id.fetch_add(1, Ordering::Relaxed));
         let keys = Keys::new(&self.conn, key);
         let (max, lease) = (self.policy.max_failures(), millis(self.conn.lease));
+        let delay_after = self.policy.delay_after().unwrap_or(0);
         let call = self.conn.invoke::<(i64, i64, i64)>(&self.admit, {
             let keys = keys.clone();
             move |invocation| {
@@ -169,7 +174,8 @@ where
                     .key(keys.lockout)
                     .arg(max)
                     .arg(lease)
-                    .arg(id);
+                    .arg(id)
+                    .arg(delay_after);
             }
         });
         // Until a reply settles it, the reservation may exist in Redis: if
@@ -190,7 +196,10 @@ where
                 pending.settled();
             }
             match reply {
-                Some((1, _, _)) => Admission::Admitted(Ticket { id, shared: true }),
+                Some((1, failures, _)) => Admission::Admitted(
+                    Ticket { id, shared: true },
+                    u32::try_from(failures).unwrap_or(u32::MAX),
+                ),
                 Some((2, ttl, lockouts_so_far)) => {
                     let record =
                         Record::lasting(ms(ttl), u32::try_from(lockouts_so_far).unwrap_or(1));

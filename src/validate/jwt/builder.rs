@@ -223,6 +223,11 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
         };
         #[cfg(feature = "jwks")]
         if let Some(jwks) = self.jwks {
+            let mut policy = policy;
+            if let (true, Some(issuer)) = (policy.issuers.is_empty(), jwks.issuer()) {
+                // Keys discovered from an issuer verify only its tokens.
+                policy.issuers.push(issuer.to_owned());
+            }
             if !self.keys.is_empty() {
                 return Err(ConfigError::out_of_range(
                     "keys",

@@ -4,7 +4,8 @@
 //! cryptography) and its registered claims, and yields your typed claims,
 //! wrapped in [`Claims`], as the identity. The payload is parsed only after
 //! the signature has been verified. Keys come from secrets, PEM, a JWKS
-//! document ([`JwtKey`]) or, with feature `jwks`, a JWKS URL (`Jwks`).
+//! document ([`JwtKey`]) or, with feature `jwks`, a JWKS URL (`Jwks`) or an
+//! OpenID Connect issuer (`Jwks::discover`).
 //!
 //! # Example
 //!
@@ -49,6 +50,25 @@
 //! # Ok::<(), portcullis::ConfigError>(())
 //! ```
 //!
+//! # OIDC discovery
+//!
+//! With feature `jwks`, `Jwks::discover(issuer)` finds the keys of an
+//! OpenID Connect issuer through its discovery document
+//! ([OpenID Connect Discovery 1.0](https://openid.net/specs/openid-connect-discovery-1_0.html)):
+//!
+//! - the document is `ISSUER/.well-known/openid-configuration` (a trailing
+//!   `/` of the issuer removed first), read when the keys are first needed;
+//! - its `issuer` must equal the configured issuer exactly, or discovery
+//!   fails (§4.3): anyone else serving that URL cannot vouch for another
+//!   issuer;
+//! - its `jwks_uri` names the keys, which are then fetched, refreshed in the
+//!   background and refetched on an unknown `kid` exactly as for a JWKS
+//!   URL; when fetching them fails, the document is read again next time;
+//! - the issuer and `jwks_uri` must be `https`; plain `http` only with
+//!   `allow_http(true)` and only on a loopback address (tests);
+//! - a validator with discovered keys and no [`issuer`](JwtValidatorBuilder::issuer)
+//!   of its own requires `iss` to be the discovered issuer.
+//!
 //! # Security
 //!
 //! - The accepted algorithms are configured, never read from the token: a
@@ -78,6 +98,8 @@ mod claims;
 #[cfg(feature = "jwks")]
 mod jwks;
 mod key;
+#[cfg(feature = "jwks")]
+mod oidc;
 mod validator;
 
 pub use builder::JwtValidatorBuilder;

@@ -218,7 +218,6 @@ where
         if let Some((record, at)) = shard.lockouts.get(k, Instant::now) {
             return Admission::Locked(record, at);
         }
-        let max = self.policy.max_failures();
         // One lookup: a key without state gets a fresh entry, which admits.
         let entry = shard.entries.get_or_insert_with(k, Entry::new);
         let failures = if entry.failures > 0 {
@@ -226,10 +225,10 @@ where
         } else {
             0
         };
-        if failures.saturating_add(entry.in_flight) < max {
+        if entry.in_flight < self.policy.in_flight_limit(failures) {
             entry.in_flight += 1;
             entry.referenced = true;
-            return Admission::Admitted(Ticket::LOCAL);
+            return Admission::Admitted(Ticket::LOCAL, failures);
         }
         // failures < max always holds (reaching max locks the key out and
         // clears its counter), so in_flight >= 1 here: a release will come
@@ -435,8 +434,8 @@ mod tests {
     async fn entries_are_removed_when_the_last_reservation_ends() {
         let store = MemoryStore::new(Policy::default());
         let k = key(&7);
-        assert!(matches!(store.admit(k), Admission::Admitted(_)));
-        assert!(matches!(store.admit(k), Admission::Admitted(_)));
+        assert!(matches!(store.admit(k), Admission::Admitted(..)));
+        assert!(matches!(store.admit(k), Admission::Admitted(..)));
         store.finish(k, Ticket::LOCAL, Outcome::Neutral);
         assert_eq!(store.shard(k).entries.len(), 1);
         store.finish(k, Ticket::LOCAL, Outcome::Success);
@@ -453,7 +452,7 @@ mod tests {
             .unwrap();
         let store = MemoryStore::new(policy);
         let k = key(&7);
-        assert!(matches!(store.admit(k), Admission::Admitted(_)));
+        assert!(matches!(store.admit(k), Admission::Admitted(..)));
         let mut waiting = Vec::new();
         for _ in 0..2 {
             let mut notified = Box::pin(None);

@@ -12,18 +12,23 @@ use std::{
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, jwk::JwkSet};
 use tokio::time::Instant;
 
-use super::key::{JwtKey, KeySet, Selected};
-use crate::{ConfigError, ValidationError, validate::identity::deadline_after};
+mod builder;
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+pub use builder::JwksBuilder;
+use builder::Origin;
+
+use super::{
+    key::{JwtKey, KeySet, Selected},
+    oidc::Source,
+};
+use crate::{ValidationError, validate::identity::deadline_after};
+
+pub(super) type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 /// Keys published at a JWKS URL, fetched on first use and kept fresh.
 ///
@@ -77,8 +82,8 @@ pub struct Jwks {
     shared: Arc<Shared>,
 }
 
-struct Shared {
-    url: Uri,
+pub(super) struct Shared {
+    source: Source,
     client: HttpClient,
     state: RwLock<State>,
     /// Serialises fetches: concurrent unknown-kid misses share one.
@@ -91,7 +96,7 @@ struct Shared {
 }
 
 #[derive(Default)]
-struct State {
+pub(super) struct State {
     keys: Arc<KeySet>,
     last_attempt: Option<Instant>,
     last_ok: bool,
@@ -100,21 +105,50 @@ struct State {
 /// Why a JWKS fetch failed.
 #[derive(Debug, thiserror::Error)]
 #[error("jwks fetch failed: {0}")]
-pub struct JwksError(String);
+pub struct JwksError(pub(super) String);
 
 impl Jwks {
     /// Starts configuring the keys published at `url` (`https://…`).
     pub fn builder(url: impl Into<String>) -> JwksBuilder {
-        JwksBuilder {
-            url: url.into(),
-            allow_http: false,
-            refresh_interval: Duration::from_secs(300),
-            min_refetch_interval: Duration::from_secs(60),
-            timeout: Duration::from_secs(10),
-            max_size: 1 << 20,
-        }
+        JwksBuilder::new(Origin::Url(url.into()))
     }
 
+    /// Starts configuring the keys of the OpenID Connect issuer `issuer`
+    /// (`https://…`), found through its discovery document; see
+    /// [OIDC discovery](super#oidc-discovery).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use portcullis::validate::jwt::{Algorithm, Jwks, JwtValidator};
+    ///
+    /// # #[derive(serde::Deserialize)] struct MyClaims {}
+    /// let jwks = Jwks::discover("https://accounts.example.com").build()?;
+    /// assert_eq!(jwks.issuer(), Some("https://accounts.example.com"));
+    /// // `iss` must be the issuer, since none is configured explicitly.
+    /// let validator = JwtValidator::<MyClaims>::builder()
+    ///     .algorithm(Algorithm::RS256)
+    ///     .jwks(jwks)
+    ///     .audience("my-client-id")
+    ///     .build()?;
+    ///
+    /// // Plain http only for a loopback issuer, and only when allowed.
+    /// assert!(Jwks::discover("http://accounts.example.com").allow_http(true).build().is_err());
+    /// assert!(Jwks::discover("http://127.0.0.1:8080").allow_http(true).build().is_ok());
+    /// # Ok::<(), portcullis::ConfigError>(())
+    /// ```
+    pub fn discover(issuer: impl Into<String>) -> JwksBuilder {
+        JwksBuilder::new(Origin::Issuer(issuer.into()))
+    }
+
+    /// The issuer whose discovery document names the keys, for keys from
+    /// [`discover`](Self::discover).
+    pub fn issuer(&self) -> Option<&str> {
+        self.shared.source.issuer()
+    }
+}
+
+impl Jwks {
     /// Fetches the document now and returns the number of usable keys.
     /// Also starts the background refresh.
     ///
@@ -224,13 +258,13 @@ impl Shared {
                 let count = keys.len();
                 state.keys = Arc::new(keys);
                 state.last_ok = true;
-                tracing::debug!(host = ?self.url.host(), keys = count, "jwks fetched");
+                tracing::debug!(source = %self.source, keys = count, "jwks fetched");
                 Ok(count)
             }
             Err(e) => {
                 state.last_ok = false;
                 tracing::warn!(
-                    host = ?self.url.host(),
+                    source = %self.source,
                     error = %e,
                     kept_keys = state.keys.len(),
                     "jwks fetch failed, keeping the keys fetched before"
@@ -241,23 +275,19 @@ impl Shared {
     }
 
     async fn fetch(&self) -> Result<KeySet, JwksError> {
-        let request = Request::get(self.url.clone())
-            .header(header::ACCEPT, "application/jwk-set+json, application/json")
-            .body(Empty::new())
-            .map_err(|e| JwksError(e.to_string()))?;
-        let response = self
-            .client
-            .request(request)
+        let url = self.source.jwks_uri(self).await?;
+        let body = match self
+            .get(url, "application/jwk-set+json, application/json")
             .await
-            .map_err(|e| JwksError(format!("request failed: {e}")))?;
-        if response.status() != StatusCode::OK {
-            return Err(JwksError(format!("status {}", response.status())));
-        }
-        let body = Limited::new(response.into_body(), self.max_size)
-            .collect()
-            .await
-            .map_err(|e| JwksError(format!("reading the body failed: {e}")))?
-            .to_bytes();
+        {
+            Ok(body) => body,
+            Err(e) => {
+                // The issuer may have moved its keys: discover again next
+                // time.
+                self.source.forget();
+                return Err(e);
+            }
+        };
         let set: JwkSet = serde_json::from_slice(&body)
             .map_err(|_| JwksError("the document is not a JWK set".into()))?;
         let keys: Vec<JwtKey> = JwtKey::from_jwk_set(&set)
@@ -271,139 +301,39 @@ impl Shared {
         }
         Ok(KeySet::new(keys))
     }
+
+    /// GETs `url` and returns the body of a 200 answer, at most `max_size`
+    /// bytes.
+    pub(super) async fn get(&self, url: Uri, accept: &'static str) -> Result<Bytes, JwksError> {
+        let request = Request::get(url)
+            .header(header::ACCEPT, accept)
+            .body(Empty::new())
+            .map_err(|e| JwksError(e.to_string()))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| JwksError(format!("request failed: {e}")))?;
+        if response.status() != StatusCode::OK {
+            return Err(JwksError(format!("status {}", response.status())));
+        }
+        Ok(Limited::new(response.into_body(), self.max_size)
+            .collect()
+            .await
+            .map_err(|e| JwksError(format!("reading the body failed: {e}")))?
+            .to_bytes())
+    }
 }
 
 impl fmt::Debug for Jwks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.shared.read();
         f.debug_struct("Jwks")
-            .field("url", &self.shared.url)
+            .field("source", &format_args!("{}", self.shared.source))
             .field("keys", &state.keys.len())
             .field("last_fetch_ok", &state.last_ok)
             .field("refresh_interval", &self.shared.refresh_interval)
             .field("min_refetch_interval", &self.shared.min_refetch_interval)
             .finish()
-    }
-}
-
-/// Configures a [`Jwks`].
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct JwksBuilder {
-    url: String,
-    allow_http: bool,
-    refresh_interval: Duration,
-    min_refetch_interval: Duration,
-    timeout: Duration,
-    max_size: usize,
-}
-
-impl JwksBuilder {
-    /// How often the background task refetches (default 5 minutes).
-    pub fn refresh_interval(mut self, interval: Duration) -> Self {
-        self.refresh_interval = interval;
-        self
-    }
-
-    /// The least time between two fetches caused by unknown `kid`s
-    /// (default 60 seconds).
-    pub fn min_refetch_interval(mut self, interval: Duration) -> Self {
-        self.min_refetch_interval = interval;
-        self
-    }
-
-    /// How long one fetch may take (default 10 seconds).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// The largest document accepted (default 1 MiB).
-    pub fn max_size(mut self, bytes: usize) -> Self {
-        self.max_size = bytes;
-        self
-    }
-
-    /// Allows a plain `http://` URL.
-    ///
-    /// # Security
-    ///
-    /// Over plain HTTP anyone on the path can substitute their own keys and
-    /// mint tokens you accept. Use it for tests against a local server only.
-    pub fn allow_http(mut self, allow: bool) -> Self {
-        self.allow_http = allow;
-        self
-    }
-
-    /// Builds the key source. Nothing is fetched yet.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::InvalidName`] when the URL does not parse, has no host,
-    /// or is `http://` without [`allow_http`](Self::allow_http);
-    /// [`ConfigError::OutOfRange`] when an interval, the timeout or the size
-    /// limit is zero.
-    pub fn build(self) -> Result<Jwks, ConfigError> {
-        let bad_url = |reason| ConfigError::InvalidName {
-            what: "jwks url",
-            name: self.url.clone(),
-            reason,
-        };
-        let url: Uri = self.url.parse().map_err(|_| bad_url("not a valid URL"))?;
-        if url.host().is_none() {
-            return Err(bad_url("the URL has no host"));
-        }
-        match url.scheme_str() {
-            Some("https") => {}
-            Some("http") if self.allow_http => {}
-            Some("http") => {
-                return Err(bad_url(
-                    "plain http lets anyone on the path replace the keys; use https",
-                ));
-            }
-            _ => return Err(bad_url("the URL must start with https://")),
-        }
-        for (setting, value) in [
-            ("refresh_interval", self.refresh_interval),
-            ("min_refetch_interval", self.min_refetch_interval),
-            ("timeout", self.timeout),
-        ] {
-            if value.is_zero() {
-                return Err(ConfigError::out_of_range(
-                    setting,
-                    "must be longer than zero",
-                ));
-            }
-        }
-        if self.max_size == 0 {
-            return Err(ConfigError::out_of_range(
-                "max_size",
-                "must be at least 1 byte",
-            ));
-        }
-        let connector = HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| ConfigError::InvalidKey(format!("tls setup failed: {e}").into()))?;
-        let connector = if self.allow_http {
-            connector.https_or_http()
-        } else {
-            connector.https_only()
-        }
-        .enable_http1()
-        .build();
-        let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(Jwks {
-            shared: Arc::new(Shared {
-                url,
-                client,
-                state: RwLock::new(State::default()),
-                fetching: tokio::sync::Mutex::new(()),
-                background_started: AtomicBool::new(false),
-                refresh_interval: self.refresh_interval,
-                min_refetch_interval: self.min_refetch_interval,
-                timeout: self.timeout,
-                max_size: self.max_size,
-            }),
-        })
     }
 }

@@ -1,0 +1,348 @@
+//! Cross-origin protection for requests a browser sends with cookies
+//! (SECURITY.md C1), after Go's `net/http` `CrossOriginProtection`.
+//!
+//! A browser attaches cookies to requests that another site makes it send
+//! (a form posted from `evil.example` to your `/logout`). [`CrossOriginProtection`]
+//! tells such requests apart from your own pages' with the headers browsers
+//! add, and refuses the cross-site ones that could change something:
+//!
+//! 1. Safe methods (`GET`, `HEAD`, `OPTIONS`) always pass: they must not
+//!    change state.
+//! 2. `Sec-Fetch-Site: same-origin` or `none` (the user typed the URL)
+//!    passes; any other value (`same-site`, `cross-site`) is refused unless
+//!    the `Origin` is [trusted](CrossOriginProtection::trust_origin).
+//! 3. Without `Sec-Fetch-Site` (older browsers), a request without `Origin`
+//!    passes (not a browser, or a same-origin request of an old one); an
+//!    `Origin` whose host equals the request's host (`Host`, or the
+//!    authority of an HTTP/2 request) passes; a trusted origin passes;
+//!    anything else is refused.
+//!
+//! A refused request is answered 403 (gRPC `PERMISSION_DENIED`) with an
+//! [`AuthRejection`] of kind [`CrossOrigin`](RejectionKind::CrossOrigin),
+//! which is not a failed attempt: a lockout does not count it.
+//!
+//! # Where it applies
+//!
+//! - **On by default in [`AuthLayer`](crate::AuthLayer) for cookie
+//!   credentials.** `AuthLayer` checks every request whose credential came
+//!   from a cookie source (and only those: a bearer token or API key is not
+//!   sent by the browser on its own, so it needs no such check). Configure
+//!   trusted origins with [`AuthLayer::cross_origin`](crate::AuthLayer::cross_origin),
+//!   or turn the check off with [`CrossOriginProtection::disabled`].
+//! - **[`CrossOriginLayer`]** applies the same check to every request it
+//!   sees, cookie or not: put it on public routes that act on ambient
+//!   state, such as a login form (login CSRF) or a sign-out.
+//!
+//! Non-browser clients (curl, SDKs, servers) send neither header and pass.
+//!
+//! # Example
+//!
+//! ```
+//! use http::{Method, Request};
+//! use portcullis::cross_origin::CrossOriginProtection;
+//!
+//! let protection = CrossOriginProtection::new().trust_origin("https://admin.example.com")?;
+//! let req = |site: &str, origin: &str| {
+//!     Request::builder()
+//!         .method(Method::POST)
+//!         .uri("/logout")
+//!         .header("host", "app.example.com")
+//!         .header("sec-fetch-site", site)
+//!         .header("origin", origin)
+//!         .body(())
+//!         .unwrap()
+//!         .into_parts()
+//!         .0
+//! };
+//! assert!(protection.allows(&req("same-origin", "https://app.example.com")));
+//! assert!(!protection.allows(&req("cross-site", "https://evil.example")));
+//! assert!(protection.allows(&req("same-site", "https://admin.example.com")));
+//! # Ok::<(), portcullis::ConfigError>(())
+//! ```
+
+use std::{
+    collections::HashSet,
+    fmt,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use http::{HeaderMap, Method, Request, Response, header, request::Parts};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{
+    AuthRejection, ConfigError, ResponseBody,
+    gate::{self, Gate},
+    reject::{self, DefaultRenderer, RejectionKind, Renderer},
+};
+
+const SEC_FETCH_SITE: &str = "sec-fetch-site";
+
+/// The cross-origin check; see the [module docs](self).
+#[derive(Clone, Default)]
+pub struct CrossOriginProtection {
+    trusted: Arc<HashSet<String>>,
+    disabled: bool,
+}
+
+impl CrossOriginProtection {
+    /// The check with no trusted origin.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// No check at all: every request passes.
+    ///
+    /// # Security
+    ///
+    /// Only for services whose cookies no browser sends cross-site, or that
+    /// check another way (a CSRF token).
+    pub fn disabled() -> Self {
+        Self {
+            disabled: true,
+            ..Self::default()
+        }
+    }
+
+    /// Lets requests from `origin` (`scheme://host[:port]`, exactly as
+    /// browsers send it in `Origin`) through even when they are cross-site:
+    /// your other front end, say.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidName`] when `origin` is not a scheme, `://`
+    /// and a host with an optional port, without a path, query or
+    /// trailing slash.
+    pub fn trust_origin(self, origin: &str) -> Result<Self, ConfigError> {
+        if !is_origin(origin) {
+            return Err(ConfigError::InvalidName {
+                what: "origin",
+                name: origin.to_owned(),
+                reason: "an origin is scheme://host[:port], with nothing after the host or port",
+            });
+        }
+        let mut trusted = HashSet::clone(&self.trusted);
+        trusted.insert(origin.to_owned());
+        Ok(Self {
+            trusted: Arc::new(trusted),
+            ..self
+        })
+    }
+
+    /// Whether `request` may go on: not a cross-origin browser request with
+    /// an unsafe method.
+    pub fn allows(&self, request: &Parts) -> bool {
+        if self.disabled || matches!(request.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+            return true;
+        }
+        let headers = &request.headers;
+        match headers.get(SEC_FETCH_SITE).map(|v| v.as_bytes()) {
+            Some(b"same-origin" | b"none") => return true,
+            Some(_) => return self.trusts(headers),
+            None => {}
+        }
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            // Neither header: not a browser, or a same-origin request of an
+            // old one.
+            return true;
+        };
+        let host = request
+            .uri
+            .authority()
+            .map(|a| a.as_str().as_bytes())
+            .or_else(|| headers.get(header::HOST).map(|h| h.as_bytes()));
+        if let (Some(origin_host), Some(host)) = (origin_host(origin.as_bytes()), host)
+            && origin_host.eq_ignore_ascii_case(host)
+        {
+            // The scheme is not known from `Host`: an HTTP page posting to
+            // the HTTPS site passes, as in Go. Modern browsers send
+            // `Sec-Fetch-Site`; HSTS closes the rest.
+            return true;
+        }
+        self.trusts(headers)
+    }
+
+    fn trusts(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            .is_some_and(|o| self.trusted.contains(o))
+    }
+
+    /// The rejection of a refused request, logged.
+    pub(crate) fn refuse(request: &Parts) -> AuthRejection {
+        tracing::info!(
+            target: "portcullis::cross_origin",
+            method = %request.method,
+            path = request.uri.path(),
+            origin = ?request.headers.get(header::ORIGIN),
+            sec_fetch_site = ?request.headers.get(SEC_FETCH_SITE),
+            "cross-origin request refused"
+        );
+        AuthRejection::new(RejectionKind::CrossOrigin)
+    }
+}
+
+impl fmt::Debug for CrossOriginProtection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut trusted: Vec<_> = self.trusted.iter().collect();
+        trusted.sort();
+        f.debug_struct("CrossOriginProtection")
+            .field("trusted", &trusted)
+            .field("disabled", &self.disabled)
+            .finish()
+    }
+}
+
+/// `scheme://host[:port]` and nothing more.
+fn is_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@', ' '])
+}
+
+/// The `host[:port]` of an `Origin` value (`null` has none).
+fn origin_host(origin: &[u8]) -> Option<&[u8]> {
+    let at = origin.windows(3).position(|w| w == b"://")?;
+    let host = &origin[at + 3..];
+    (!host.is_empty() && !host.contains(&b'/')).then_some(host)
+}
+
+/// Refuses cross-origin browser requests with unsafe methods, whether they
+/// carry a cookie or not; see the [module docs](self).
+///
+/// # Example
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Method, Request, Response, StatusCode};
+/// use portcullis::cross_origin::{CrossOriginProtection, CrossOriginLayer};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let svc = ServiceBuilder::new()
+///     .layer(CrossOriginLayer::new(CrossOriginProtection::new()))
+///     .service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(String::new())) });
+/// let forged = Request::builder()
+///     .method(Method::POST)
+///     .uri("/login")
+///     .header("sec-fetch-site", "cross-site")
+///     .body(())
+///     .unwrap();
+/// assert_eq!(svc.oneshot(forged).await.unwrap().status(), StatusCode::FORBIDDEN);
+/// # });
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct CrossOriginLayer<R = DefaultRenderer> {
+    check: CrossOriginProtection,
+    renderer: Arc<R>,
+}
+
+impl CrossOriginLayer {
+    /// A layer applying `check`, answering with the [`DefaultRenderer`].
+    pub fn new(check: CrossOriginProtection) -> Self {
+        Self {
+            check,
+            renderer: Arc::new(DefaultRenderer::new()),
+        }
+    }
+}
+
+impl<R> CrossOriginLayer<R> {
+    /// Renders refusals with `renderer`.
+    pub fn renderer<R2>(self, renderer: R2) -> CrossOriginLayer<R2> {
+        CrossOriginLayer {
+            check: self.check,
+            renderer: Arc::new(renderer),
+        }
+    }
+}
+
+impl<S, R> Layer<S> for CrossOriginLayer<R> {
+    type Service = CrossOrigin<S, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CrossOrigin {
+            inner,
+            check: self.check.clone(),
+            renderer: Arc::clone(&self.renderer),
+        }
+    }
+}
+
+/// The service built by [`CrossOriginLayer`].
+#[derive(Clone, Debug)]
+pub struct CrossOrigin<S, R = DefaultRenderer> {
+    inner: S,
+    check: CrossOriginProtection,
+    renderer: Arc<R>,
+}
+
+impl<S, R> CrossOrigin<S, R> {
+    gate::inner_accessors!();
+}
+
+crate::gate::response_future! {
+    /// The response future of [`CrossOrigin`].
+    ()
+}
+
+impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for CrossOrigin<S, R>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    R: Renderer,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let (parts, body) = request.into_parts();
+        if self.check.allows(&parts) {
+            let future = self.inner.call(Request::from_parts(parts, body));
+            return ResponseFuture::new(Gate::pass(future, ()));
+        }
+        let rejection = CrossOriginProtection::refuse(&parts);
+        let response = reject::render(&*self.renderer, rejection, &parts);
+        ResponseFuture::new(Gate::refuse(response, ()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_checked_strictly() {
+        for good in ["https://a.example", "http://localhost:3000", "app://x"] {
+            assert!(is_origin(good), "{good}");
+        }
+        for bad in [
+            "a.example",
+            "https://",
+            "https://a.example/",
+            "https://a.example/path",
+            "https://u@a.example",
+            "://a.example",
+        ] {
+            assert!(!is_origin(bad), "{bad}");
+        }
+        assert_eq!(
+            origin_host(b"https://a.example:8443"),
+            Some(&b"a.example:8443"[..])
+        );
+        assert_eq!(origin_host(b"null"), None);
+    }
+}

@@ -1,0 +1,268 @@
+//! Metrics through the [`metrics`](https://docs.rs/metrics) facade (feature
+//! `metrics`): one subscriber of the audit [events](super).
+//!
+//! Call [`install`] once; any `metrics` recorder (Prometheus, StatsD,
+//! OpenTelemetry…) then receives:
+//!
+//! | name | kind | labels | what |
+//! |---|---|---|---|
+//! | `portcullis_auth_decisions_total` | counter | `outcome`, `source` | every decision of `AuthLayer` and of the scope check |
+//! | `portcullis_lockouts_total` | counter | | keys locked out |
+//! | `portcullis_unlocks_total` | counter | | lockouts lifted by an operator |
+//! | `portcullis_lockout_refusals_total` | counter | `reason` | requests the lockout refused |
+//! | `portcullis_rate_limit_refusals_total` | counter | | requests the rate limiter refused |
+//! | `portcullis_redis_fallbacks_total` | counter | `limiter` | decisions made locally because Redis did not answer |
+//! | `portcullis_validator_seconds` | histogram | `source` | time the validator took |
+//! | `portcullis_lockout_tracked`, `portcullis_lockout_locked_out` | gauge | | table sizes, from [`record_lockout_stats`] |
+//! | `portcullis_rate_limit_entries`, `portcullis_rate_limit_limited` | gauge | | table sizes, from [`record_rate_limit_stats`] |
+//!
+//! Label values come from fixed sets, so cardinality is bounded:
+//!
+//! - `outcome`: `authenticated`, `missing`, `malformed`, `ambiguous`,
+//!   `too_large`, `invalid`, `expired`, `revoked`, `insufficient_scope`,
+//!   `unavailable`, `no_client_address`, `other`;
+//! - `source`: `bearer`, `cookie`, `header`, `query`, `websocket_protocol`,
+//!   `none`;
+//! - `reason`: `locked_out`, `crowded`;
+//! - `limiter`: `lockout`, `rate_limit`.
+//!
+//! # Security
+//!
+//! Labels never carry a secret, a limiter key or an address: only the
+//! fixed values above (a cookie or header *name* is reduced to `cookie` or
+//! `header`).
+//!
+//! # Example
+//!
+//! ```
+//! portcullis::events::metrics::install();
+//! ```
+
+use std::sync::{Arc, Once};
+
+use metrics::{
+    Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
+};
+
+use super::{Record, Sink};
+use crate::{CredentialSource, lockout, rate_limit, reject::RejectionKind};
+
+/// The counter of `AuthLayer` decisions.
+pub const AUTH_DECISIONS: &str = "portcullis_auth_decisions_total";
+/// The counter of lockouts started.
+pub const LOCKOUTS: &str = "portcullis_lockouts_total";
+/// The counter of lockouts lifted by an operator.
+pub const UNLOCKS: &str = "portcullis_unlocks_total";
+/// The counter of requests the lockout refused.
+pub const LOCKOUT_REFUSALS: &str = "portcullis_lockout_refusals_total";
+/// The counter of requests the rate limiter refused.
+pub const RATE_LIMIT_REFUSALS: &str = "portcullis_rate_limit_refusals_total";
+/// The counter of decisions made locally because Redis did not answer.
+pub const REDIS_FALLBACKS: &str = "portcullis_redis_fallbacks_total";
+/// The histogram of validator latency, in seconds.
+pub const VALIDATOR_SECONDS: &str = "portcullis_validator_seconds";
+/// The gauge of failure counters held by a tracker.
+pub const LOCKOUT_TRACKED: &str = "portcullis_lockout_tracked";
+/// The gauge of keys locked out.
+pub const LOCKOUT_LOCKED_OUT: &str = "portcullis_lockout_locked_out";
+/// The gauge of keys in the rate limiter's table.
+pub const RATE_LIMIT_ENTRIES: &str = "portcullis_rate_limit_entries";
+/// The gauge of keys the rate limiter keeps because they were refused.
+pub const RATE_LIMIT_LIMITED: &str = "portcullis_rate_limit_limited";
+
+/// Subscribes the metrics to the audit events (once per process; further
+/// calls do nothing) and describes every metric to the recorder.
+///
+/// Install the recorder first: the metrics are registered with the recorder
+/// in place when this runs, so that the request path only increments
+/// handles it already holds.
+pub fn install() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        describe();
+        super::register(Arc::new(Metrics::register()));
+    });
+}
+
+fn describe() {
+    describe_counter!(
+        AUTH_DECISIONS,
+        "authentication decisions by outcome and credential source"
+    );
+    describe_counter!(LOCKOUTS, "keys locked out after too many failed attempts");
+    describe_counter!(UNLOCKS, "lockouts lifted by an operator");
+    describe_counter!(LOCKOUT_REFUSALS, "requests refused by the lockout");
+    describe_counter!(RATE_LIMIT_REFUSALS, "requests refused by the rate limiter");
+    describe_counter!(
+        REDIS_FALLBACKS,
+        "decisions made locally because redis did not answer"
+    );
+    describe_histogram!(VALIDATOR_SECONDS, Unit::Seconds, "time the validator took");
+    describe_gauge!(LOCKOUT_TRACKED, "failure counters held by the lockout");
+    describe_gauge!(LOCKOUT_LOCKED_OUT, "keys locked out");
+    describe_gauge!(RATE_LIMIT_ENTRIES, "keys in the rate limiter's table");
+    describe_gauge!(
+        RATE_LIMIT_LIMITED,
+        "keys the rate limiter keeps because they were refused"
+    );
+}
+
+/// Sets the lockout's table-size gauges from [`Tracker::stats`]
+/// (call it when the metrics are scraped; the tables are not walked on the
+/// request path).
+///
+/// [`Tracker::stats`]: crate::lockout::Tracker::stats
+pub fn record_lockout_stats(stats: &lockout::Stats) {
+    gauge!(LOCKOUT_TRACKED).set(stats.tracked as f64);
+    gauge!(LOCKOUT_LOCKED_OUT).set(stats.locked_out as f64);
+}
+
+/// Sets the rate limiter's table-size gauges from
+/// [`RateLimitLayer::stats`](crate::rate_limit::RateLimitLayer::stats).
+pub fn record_rate_limit_stats(stats: &rate_limit::Stats) {
+    gauge!(RATE_LIMIT_ENTRIES).set(stats.entries as f64);
+    gauge!(RATE_LIMIT_LIMITED).set(stats.limited as f64);
+}
+
+/// Credential sources, as labels: their kind, never their name.
+const SOURCES: [&str; 6] = [
+    "none",
+    "bearer",
+    "cookie",
+    "header",
+    "query",
+    "websocket_protocol",
+];
+
+fn source(source: Option<&CredentialSource>) -> usize {
+    match source {
+        None => 0,
+        Some(CredentialSource::Bearer) => 1,
+        Some(CredentialSource::Cookie(_)) => 2,
+        Some(CredentialSource::Header(_)) => 3,
+        Some(CredentialSource::Query(_)) => 4,
+        Some(CredentialSource::WebSocketProtocol) => 5,
+    }
+}
+
+/// Decision outcomes, as labels.
+const OUTCOMES: [&str; 16] = [
+    "authenticated",
+    "missing",
+    "malformed",
+    "ambiguous",
+    "too_large",
+    "invalid",
+    "expired",
+    "revoked",
+    "insufficient_scope",
+    "unavailable",
+    "no_client_address",
+    "locked_out",
+    "rate_limited",
+    "cross_origin",
+    "denied",
+    "body_too_large",
+];
+
+fn outcome(kind: RejectionKind) -> usize {
+    match kind {
+        RejectionKind::Missing => 1,
+        RejectionKind::Malformed => 2,
+        RejectionKind::Ambiguous => 3,
+        RejectionKind::TooLarge => 4,
+        RejectionKind::Invalid => 5,
+        RejectionKind::Expired => 6,
+        RejectionKind::Revoked => 7,
+        RejectionKind::InsufficientScope => 8,
+        RejectionKind::Unavailable => 9,
+        RejectionKind::NoClientAddress => 10,
+        RejectionKind::LockedOut => 11,
+        RejectionKind::RateLimited => 12,
+        RejectionKind::CrossOrigin => 13,
+        RejectionKind::Denied => 14,
+        RejectionKind::BodyTooLarge => 15,
+    }
+}
+
+/// The metrics subscriber: every handle registered once, so the request
+/// path increments a handle instead of building and looking up a key.
+struct Metrics {
+    decisions: Vec<Counter>,
+    validator: Vec<Histogram>,
+    lockouts: Counter,
+    unlocks: Counter,
+    locked_out: Counter,
+    crowded: Counter,
+    rate_limited: Counter,
+    lockout_fallbacks: Counter,
+    rate_limit_fallbacks: Counter,
+}
+
+impl Metrics {
+    fn register() -> Self {
+        let decisions = OUTCOMES
+            .iter()
+            .flat_map(|outcome| {
+                SOURCES.iter().map(move |source| {
+                    counter!(AUTH_DECISIONS, "outcome" => *outcome, "source" => *source)
+                })
+            })
+            .collect();
+        let validator = SOURCES
+            .iter()
+            .map(|source| histogram!(VALIDATOR_SECONDS, "source" => *source))
+            .collect();
+        Self {
+            decisions,
+            validator,
+            lockouts: counter!(LOCKOUTS),
+            unlocks: counter!(UNLOCKS),
+            locked_out: counter!(LOCKOUT_REFUSALS, "reason" => "locked_out"),
+            crowded: counter!(LOCKOUT_REFUSALS, "reason" => "crowded"),
+            rate_limited: counter!(RATE_LIMIT_REFUSALS),
+            lockout_fallbacks: counter!(REDIS_FALLBACKS, "limiter" => "lockout"),
+            rate_limit_fallbacks: counter!(REDIS_FALLBACKS, "limiter" => "rate_limit"),
+        }
+    }
+
+    fn decision(&self, outcome: usize, source: usize) -> &Counter {
+        &self.decisions[outcome * SOURCES.len() + source]
+    }
+}
+
+impl Sink for Metrics {
+    fn record(&self, record: Record<'_>) {
+        match record {
+            Record::Authenticated { source: s } => {
+                self.decision(0, source(Some(s))).increment(1);
+            }
+            Record::Rejected {
+                kind, source: s, ..
+            } => {
+                self.decision(outcome(kind), source(s)).increment(1);
+            }
+            Record::LockedOut { .. } => self.lockouts.increment(1),
+            Record::Unlocked { .. } => self.unlocks.increment(1),
+            Record::LockoutRefused { crowded, .. } => {
+                if crowded {
+                    self.crowded.increment(1);
+                } else {
+                    self.locked_out.increment(1);
+                }
+            }
+            Record::RateLimited { .. } => self.rate_limited.increment(1),
+            Record::Fallback { limiter } => {
+                if limiter == "lockout" {
+                    self.lockout_fallbacks.increment(1);
+                } else {
+                    self.rate_limit_fallbacks.increment(1);
+                }
+            }
+            Record::Validated { source: s, elapsed } => {
+                self.validator[source(Some(s))].record(elapsed);
+            }
+        }
+    }
+}

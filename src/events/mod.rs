@@ -1,0 +1,331 @@
+//! Audit events: one typed stream of what portcullis decided.
+//!
+//! Every decision that matters to an operator (a credential accepted or
+//! rejected, a key locked out or unlocked, a request refused by a limiter,
+//! a limiter deciding locally because Redis did not answer) is an
+//! [`Event`]. Subscribe with [`subscribe`]: each subscription is a bounded
+//! queue that the request path fills with `try_send`, so a slow or stuck
+//! subscriber never blocks a request; events that find its queue full are
+//! dropped and counted ([`Subscription::dropped`]).
+//!
+//! With the `metrics` feature, [`metrics::install`] turns the same events
+//! into counters and histograms through the `metrics` facade.
+//!
+//! Nothing is built or sent while nobody listens: the request path checks
+//! one atomic and moves on.
+//!
+//! # Security
+//!
+//! Events never carry a secret: a credential appears as its source and its
+//! keyed [`Fingerprint`]. Limiter keys (client addresses, account names)
+//! appear in events, as they do in logs; the metrics never carry them.
+//!
+//! # Example
+//!
+//! ```
+//! use portcullis::events::{self, Event};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let mut audit = events::subscribe(1024);
+//! tokio::spawn(async move {
+//!     while let Some(event) = audit.recv().await {
+//!         if let Event::LockedOut { key, .. } = &event {
+//!             eprintln!("locked out: {key}");
+//!         }
+//!     }
+//! });
+//! # }
+//! ```
+
+#[cfg(feature = "metrics")]
+pub mod metrics;
+
+use std::{
+    fmt,
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::sync::mpsc;
+
+use crate::{CredentialSource, Fingerprint, reject::RejectionKind};
+
+/// Something portcullis decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// `AuthLayer` accepted a credential.
+    Authenticated {
+        /// Where the credential was found.
+        source: CredentialSource,
+    },
+    /// A request was refused before it reached the service: by `AuthLayer`
+    /// (missing, malformed, invalid, revoked, expired, unavailable…), by a
+    /// scope check, or by a limiter without a key for it.
+    Rejected {
+        /// Why.
+        kind: RejectionKind,
+        /// Where the credential was found, when one was presented.
+        source: Option<CredentialSource>,
+        /// The keyed fingerprint of the credential, when one was presented.
+        fingerprint: Option<Fingerprint>,
+    },
+    /// A key was locked out after too many failed attempts.
+    LockedOut {
+        /// The key (a client address, an account), as in the logs.
+        key: String,
+        /// How long the lockout lasts.
+        lockout: Duration,
+        /// How many times the key has been locked out while remembered.
+        lockouts: u32,
+    },
+    /// An operator lifted the lockout of a key.
+    Unlocked {
+        /// The key.
+        key: String,
+    },
+    /// The lockout refused a request: its key is locked out, or too many of
+    /// its requests wait already.
+    LockoutRefused {
+        /// The key, for a lockout with one key; `None` for a lockout that
+        /// decides on several.
+        key: Option<String>,
+        /// Refused because the queue of waiting requests was full, not
+        /// because the key is locked out.
+        crowded: bool,
+    },
+    /// The rate limiter refused a request.
+    RateLimited {
+        /// The key.
+        key: String,
+        /// When the next request of the key is allowed.
+        retry_after: Duration,
+    },
+    /// A limiter decided with local state because Redis did not answer.
+    Fallback {
+        /// `"lockout"` or `"rate_limit"`.
+        limiter: &'static str,
+    },
+}
+
+/// What the request path reports: borrowed, so nothing is formatted or
+/// allocated unless a subscription needs an owned [`Event`].
+#[derive(Clone, Copy)]
+pub(crate) enum Record<'a> {
+    Authenticated {
+        source: &'a CredentialSource,
+    },
+    Rejected {
+        kind: RejectionKind,
+        source: Option<&'a CredentialSource>,
+        fingerprint: Option<Fingerprint>,
+    },
+    LockedOut {
+        key: &'a dyn fmt::Debug,
+        lockout: Duration,
+        lockouts: u32,
+    },
+    Unlocked {
+        key: &'a dyn fmt::Debug,
+    },
+    LockoutRefused {
+        key: Option<&'a dyn fmt::Debug>,
+        crowded: bool,
+    },
+    RateLimited {
+        key: &'a dyn fmt::Debug,
+        retry_after: Duration,
+    },
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a shared store falls back
+    Fallback {
+        limiter: &'static str,
+    },
+    /// How long a validator took: for the metrics only, not an event.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    Validated {
+        source: &'a CredentialSource,
+        elapsed: Duration,
+    },
+}
+
+impl Record<'_> {
+    fn to_event(self) -> Option<Event> {
+        let key = |key: &dyn fmt::Debug| format!("{key:?}");
+        Some(match self {
+            Self::Authenticated { source } => Event::Authenticated {
+                source: source.clone(),
+            },
+            Self::Rejected {
+                kind,
+                source,
+                fingerprint,
+            } => Event::Rejected {
+                kind,
+                source: source.cloned(),
+                fingerprint,
+            },
+            Self::LockedOut {
+                key: k,
+                lockout,
+                lockouts,
+            } => Event::LockedOut {
+                key: key(k),
+                lockout,
+                lockouts,
+            },
+            Self::Unlocked { key: k } => Event::Unlocked { key: key(k) },
+            Self::LockoutRefused { key: k, crowded } => Event::LockoutRefused {
+                key: k.map(key),
+                crowded,
+            },
+            Self::RateLimited {
+                key: k,
+                retry_after,
+            } => Event::RateLimited {
+                key: key(k),
+                retry_after,
+            },
+            Self::Fallback { limiter } => Event::Fallback { limiter },
+            Self::Validated { .. } => return None,
+        })
+    }
+}
+
+/// Where records go: a subscription's queue, or the metrics.
+pub(crate) trait Sink: Send + Sync {
+    fn record(&self, record: Record<'_>);
+
+    /// Whether the sink is gone (its receiver was dropped).
+    fn is_closed(&self) -> bool {
+        false
+    }
+}
+
+/// Every sink, and how many there are (the request path's fast check).
+struct Registry {
+    sinks: RwLock<Vec<Arc<dyn Sink>>>,
+    count: AtomicUsize,
+}
+
+static REGISTRY: Registry = Registry {
+    sinks: RwLock::new(Vec::new()),
+    count: AtomicUsize::new(0),
+};
+
+/// Reports `record` to every sink; one atomic load when there is none.
+pub(crate) fn emit(record: Record<'_>) {
+    if REGISTRY.count.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let mut closed = false;
+    for sink in REGISTRY
+        .sinks
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+    {
+        sink.record(record);
+        closed |= sink.is_closed();
+    }
+    if closed {
+        let mut sinks = REGISTRY
+            .sinks
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        sinks.retain(|sink| !sink.is_closed());
+        REGISTRY.count.store(sinks.len(), Ordering::Relaxed);
+    }
+}
+
+/// Whether anything listens: the request path skips work (a clock read for
+/// the validator's latency, say) when nothing does.
+pub(crate) fn listening() -> bool {
+    REGISTRY.count.load(Ordering::Relaxed) > 0
+}
+
+pub(crate) fn register(sink: Arc<dyn Sink>) {
+    let mut sinks = REGISTRY
+        .sinks
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
+    sinks.push(sink);
+    REGISTRY.count.store(sinks.len(), Ordering::Relaxed);
+}
+
+/// A subscription's queue.
+struct Queue {
+    sender: mpsc::Sender<Event>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Sink for Queue {
+    fn record(&self, record: Record<'_>) {
+        let Some(event) = record.to_event() else {
+            return;
+        };
+        match self.sender.try_reserve() {
+            Ok(permit) => permit.send(event),
+            Err(mpsc::error::TrySendError::Full(())) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => {}
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}
+
+/// Receives every [`Event`] from now on, from every layer in the process,
+/// through a queue of `capacity` events (at least 1).
+///
+/// The request path never waits for the subscriber: an event that finds
+/// the queue full is dropped and counted in [`Subscription::dropped`].
+/// Dropping the subscription unsubscribes.
+///
+/// # Example
+///
+/// ```
+/// use portcullis::events;
+///
+/// let audit = events::subscribe(256);
+/// assert_eq!(audit.dropped(), 0);
+/// ```
+pub fn subscribe(capacity: usize) -> Subscription {
+    let (sender, receiver) = mpsc::channel(capacity.max(1));
+    let dropped = Arc::new(AtomicU64::new(0));
+    register(Arc::new(Queue {
+        sender,
+        dropped: Arc::clone(&dropped),
+    }));
+    Subscription { receiver, dropped }
+}
+
+/// The receiving end of [`subscribe`].
+#[derive(Debug)]
+pub struct Subscription {
+    receiver: mpsc::Receiver<Event>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Subscription {
+    /// The next event; waits for one.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.receiver.recv().await
+    }
+
+    /// The next event, if one is queued.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        self.receiver.try_recv().ok()
+    }
+
+    /// Events dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}

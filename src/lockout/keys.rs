@@ -1,0 +1,208 @@
+//! Several keys per decision (SECURITY.md B13): each key a
+//! [`KeyExtractor`] with a [`Tracker`] of its own, type-erased so that one
+//! [`LockoutLayer`](super::LockoutLayer) can enforce keys of different
+//! types (an address, an account, an account and an address, a device).
+//!
+//! A request is admitted only when every key that applies to it admits it;
+//! the keys are asked in the order they were added, and a request that has
+//! to wait for a key holds only the slots of the keys before it, so two
+//! requests can never wait for each other (each waits for a key later than
+//! every key it holds).
+
+use std::{fmt, hash::Hash, sync::Arc, time::Duration};
+
+use http::request::Parts;
+
+use super::{
+    Classifier, Failed, Locked, Outcome, Refused, Tracker,
+    attempt::Acquire,
+    reservation::{Settle, Slot},
+    store::Admission,
+};
+use crate::{AuthRejection, Fingerprint, KeyExtractor, gate::BoxFuture};
+
+/// A slot reserved under one key, with the progressive delay to wait out.
+pub(crate) type Reserved = (Arc<dyn Settle>, Option<Duration>);
+
+/// Waits for a slot under one key.
+pub(crate) type Waiting = BoxFuture<Result<Arc<dyn Settle>, Refused>>;
+
+/// What one key says about a request, without waiting.
+pub(crate) enum Step {
+    /// The key does not apply to this request.
+    Skip,
+    /// A slot was reserved.
+    Admitted(Reserved),
+    /// The key refuses the request.
+    Refused(Refused),
+    /// The key's answer needs waiting (a round trip, a free slot, a delay).
+    Wait(Waiting),
+}
+
+/// Records the outcome of a request directly, without a reservation
+/// (shadow mode).
+pub(crate) trait Record: Send + Sync {
+    fn record(&self, outcome: Outcome, guess: Option<Fingerprint>);
+}
+
+/// One key of a lockout layer.
+pub(crate) trait Rule: Send + Sync + 'static {
+    /// Asks the key's tracker once, reserving a slot if it admits.
+    fn admit(
+        &self,
+        parts: &Parts,
+        classifier: Option<&Arc<dyn Classifier>>,
+    ) -> Result<Step, AuthRejection>;
+
+    /// A future that waits for a slot under the key (nothing happens until
+    /// it is polled); `None` when the key does not apply.
+    fn acquire(
+        &self,
+        parts: &Parts,
+        classifier: Option<&Arc<dyn Classifier>>,
+    ) -> Result<Option<Waiting>, AuthRejection>;
+
+    /// The key's lockout, if it is locked out.
+    fn locked(&self, parts: &Parts) -> Option<Locked>;
+
+    /// Shadow mode: the key's lockout, if any, and a recorder of the
+    /// request's outcome; `None` when the key does not apply.
+    #[allow(clippy::type_complexity)]
+    fn shadow(
+        &self,
+        parts: &Parts,
+    ) -> Result<Option<(Option<Locked>, Box<dyn Record>)>, AuthRejection>;
+}
+
+/// How a rule finds its key: required (the layer's first key) or optional
+/// (a further key, which may not apply).
+pub(crate) trait KeyOf: Send + Sync + 'static {
+    type Key: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static;
+    fn key_of(&self, parts: &Parts) -> Result<Option<Self::Key>, AuthRejection>;
+}
+
+/// A key every request has (or is refused without).
+pub(crate) struct Required<E>(pub(crate) Arc<E>);
+
+impl<E: KeyExtractor> KeyOf for Required<E> {
+    type Key = E::Key;
+
+    fn key_of(&self, parts: &Parts) -> Result<Option<E::Key>, AuthRejection> {
+        self.0.extract(parts).map(Some)
+    }
+}
+
+/// A key that applies to some requests only (`None` for the others).
+pub(crate) struct Optional<E>(pub(crate) E);
+
+impl<E, K> KeyOf for Optional<E>
+where
+    E: KeyExtractor<Key = Option<K>>,
+    K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
+{
+    type Key = K;
+
+    fn key_of(&self, parts: &Parts) -> Result<Option<K>, AuthRejection> {
+        self.0.extract(parts)
+    }
+}
+
+/// A key and its tracker.
+pub(crate) struct KeyRule<E: KeyOf> {
+    pub(crate) key: E,
+    pub(crate) tracker: Tracker<E::Key>,
+}
+
+impl<E: KeyOf> Rule for KeyRule<E> {
+    fn admit(
+        &self,
+        parts: &Parts,
+        classifier: Option<&Arc<dyn Classifier>>,
+    ) -> Result<Step, AuthRejection> {
+        let Some(key) = self.key.key_of(parts)? else {
+            return Ok(Step::Skip);
+        };
+        let tracker = &self.tracker;
+        let hash = tracker.hash(&key);
+        let asking = match tracker.admit(&key, hash) {
+            Admission::Admitted(ticket, failures) => {
+                let slot = Slot::shared(tracker.reserved(key, hash, ticket), classifier.cloned());
+                let delay = tracker.policy().delay_for(failures);
+                return Ok(Step::Admitted((slot, delay)));
+            }
+            Admission::Locked(record, now) => {
+                return Ok(Step::Refused(Refused::LockedOut(Locked::new(record, now))));
+            }
+            Admission::Crowded => return Ok(Step::Refused(Refused::Crowded)),
+            Admission::Ask(asking) => Some(asking),
+            Admission::Full | Admission::Unavailable => None,
+        };
+        let acquire = Acquire::new(tracker.clone(), key, hash, asking);
+        Ok(Step::Wait(waiting(acquire, classifier.cloned())))
+    }
+
+    fn acquire(
+        &self,
+        parts: &Parts,
+        classifier: Option<&Arc<dyn Classifier>>,
+    ) -> Result<Option<Waiting>, AuthRejection> {
+        let Some(key) = self.key.key_of(parts)? else {
+            return Ok(None);
+        };
+        let hash = self.tracker.hash(&key);
+        let acquire = Acquire::new(self.tracker.clone(), key, hash, None);
+        Ok(Some(waiting(acquire, classifier.cloned())))
+    }
+
+    fn locked(&self, parts: &Parts) -> Option<Locked> {
+        let key = self.key.key_of(parts).ok()??;
+        self.tracker.check(&key).err()
+    }
+
+    fn shadow(
+        &self,
+        parts: &Parts,
+    ) -> Result<Option<(Option<Locked>, Box<dyn Record>)>, AuthRejection> {
+        let Some(key) = self.key.key_of(parts)? else {
+            return Ok(None);
+        };
+        let locked = self.tracker.check(&key).err();
+        let recorder = Recorder {
+            tracker: self.tracker.clone(),
+            key,
+        };
+        Ok(Some((locked, Box::new(recorder))))
+    }
+}
+
+fn waiting<K>(acquire: Acquire<K>, classifier: Option<Arc<dyn Classifier>>) -> Waiting
+where
+    K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
+{
+    Box::pin(async move {
+        let attempt = acquire.await?;
+        Ok(Slot::shared(attempt.into_reserved(), classifier))
+    })
+}
+
+/// Records one key's outcome in shadow mode.
+struct Recorder<K> {
+    tracker: Tracker<K>,
+    key: K,
+}
+
+impl<K> Record for Recorder<K>
+where
+    K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
+{
+    fn record(&self, outcome: Outcome, guess: Option<Fingerprint>) {
+        match outcome {
+            Outcome::Failure => {
+                let failed = guess.map_or(Failed::new(), Failed::fingerprint_of);
+                self.tracker.record_failure_with(&self.key, failed);
+            }
+            Outcome::Success => self.tracker.record_success(&self.key),
+            Outcome::Neutral => {}
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Layer order (B17).
+
+use axum::{Router, body::Body, routing::get};
+use portcullis::{AuthLayer, Credential, ValidationError, stack::Stack};
+
+use super::*;
+
+// ---------------------------------------------------------------- B17
+
+fn validate(c: Credential) -> impl Future<Output = Result<(), ValidationError>> {
+    let ok = c.secret() == "good-token";
+    async move {
+        if ok {
+            Ok(())
+        } else {
+            Err(ValidationError::invalid())
+        }
+    }
+}
+
+fn bearer(client: &str, token: &str) -> Request<Body> {
+    Request::get("/")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .extension(PeerAddr(format!("{client}:1000").parse().unwrap()))
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn b17_a_lockout_inside_auth_layer_is_detected_and_logged_once() {
+    // B17: the README's order written as Router::layer calls puts the
+    // lockout inside; it then never sees a bad token.
+    let logs = support::logs::capture();
+    let lockout = LockoutLayer::new(max(2));
+    let tracker = lockout.tracker().clone();
+    let app = Router::new()
+        .route("/", get(|| async { "hi" }))
+        .layer(lockout)
+        .layer(AuthLayer::new(validate));
+    for n in 0..8 {
+        let res = app
+            .clone()
+            .oneshot(bearer("192.0.2.40", &format!("bad-{n}")))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    for _ in 0..3 {
+        let res = app
+            .clone()
+            .oneshot(bearer("192.0.2.40", "good-token"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    assert_eq!(tracker.stats().failures, 0, "inside, it counts nothing");
+    let warnings = logs
+        .text()
+        .matches("a LockoutLayer sees requests that an AuthLayer has already authenticated")
+        .count();
+    assert_eq!(warnings, 1, "{}", logs.text());
+}
+
+#[tokio::test(start_paused = true)]
+async fn b17_the_stack_builder_puts_the_lockout_outside_auth_layer() {
+    // B17
+    let lockout = LockoutLayer::new(max(2));
+    let tracker = lockout.tracker().clone();
+    let app = Router::new()
+        .route("/", get(|| async { "hi" }))
+        .layer(Stack::new(AuthLayer::new(validate)).lockout(lockout));
+    for n in 0..2 {
+        let res = app
+            .clone()
+            .oneshot(bearer("192.0.2.41", &format!("bad-{n}")))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(tracker.stats().failures, 2);
+    let res = app
+        .clone()
+        .oneshot(bearer("192.0.2.41", "good-token"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+}
