@@ -14,6 +14,7 @@
 //! ```text
 //! cargo bench --bench leases -- --warm-up-time 1 --measurement-time 4
 //! PORTCULLIS_LEASES_QUICK=1 cargo bench --bench leases   # the interleaved comparisons only
+//! PORTCULLIS_LEASES_ROUNDS_DETAIL=1 …                      # every loopback round, not only the medians
 //! ```
 #![allow(missing_docs)]
 
@@ -368,6 +369,24 @@ fn loopback() {
          without leases {without:.0} req/s, with leases {with:.0} req/s ({:.3}x)",
         with / without,
     );
+    if std::env::var_os("PORTCULLIS_LEASES_ROUNDS_DETAIL").is_some() {
+        println!(
+            "rounds (req/s, cpu ns): without {:?}",
+            rates[0]
+                .iter()
+                .zip(&cpu[0])
+                .map(|(r, c)| (*r as u64, *c as u64))
+                .collect::<Vec<_>>()
+        );
+        println!(
+            "rounds (req/s, cpu ns): with    {:?}",
+            rates[1]
+                .iter()
+                .zip(&cpu[1])
+                .map(|(r, c)| (*r as u64, *c as u64))
+                .collect::<Vec<_>>()
+        );
+    }
     let (without, with) = (median(&cpu[0]), median(&cpu[1]));
     println!(
         "server threads' CPU per request, median: without leases {without:.0} ns, \
