@@ -7,12 +7,14 @@
 //!    rounds of 512 requests, median), the steadier comparison on a shared
 //!    machine.
 //! 2. Real axum servers on loopback, without and with leases, driven by 16
-//!    keep-alive HTTP/1.1 connections; the two take turns (5 rounds of 1 s,
-//!    median requests per second).
+//!    keep-alive HTTP/1.1 connections; the two take turns (9 rounds of 1 s
+//!    unless `PORTCULLIS_LEASES_ROUNDS` says otherwise, median requests per
+//!    second).
 //!
 //! ```text
 //! cargo bench --bench leases -- --warm-up-time 1 --measurement-time 4
-//! PORTCULLIS_LEASES_QUICK=1 cargo bench --bench leases   # the interleaved part of 1 only
+//! PORTCULLIS_LEASES_QUICK=1 cargo bench --bench leases   # the interleaved comparisons only
+//! PORTCULLIS_LEASES_ROUNDS_DETAIL=1 …                      # every loopback round, not only the medians
 //! ```
 #![allow(missing_docs)]
 
@@ -154,9 +156,11 @@ fn bench(c: &mut Criterion) {
         .leases(&busy)
         .layer(service_fn(handler));
 
-    // `PORTCULLIS_LEASES_QUICK=1`: the interleaved comparison only.
+    // `PORTCULLIS_LEASES_QUICK=1`: the interleaved comparisons only.
     if std::env::var_os("PORTCULLIS_LEASES_QUICK").is_some() {
-        return interleaved(&mut without, &mut with, &mut with_busy);
+        interleaved(&mut without, &mut with, &mut with_busy);
+        drop(_guard);
+        return loopback();
     }
     let mut group = c.benchmark_group("leases");
     group.bench_function("without", |b| b.iter(|| round_trip(&mut without)));
@@ -225,13 +229,20 @@ where
 const CONNECTIONS: usize = 16;
 /// How long each configuration is measured per round.
 const MEASURED: Duration = Duration::from_secs(1);
-const ROUNDS: usize = 5;
+/// Rounds of the loopback comparison (`PORTCULLIS_LEASES_ROUNDS`).
+fn rounds() -> usize {
+    std::env::var("PORTCULLIS_LEASES_ROUNDS")
+        .ok()
+        .and_then(|rounds| rounds.parse().ok())
+        .unwrap_or(9)
+}
 
 /// An axum server on `127.0.0.1:0` in its own runtime, with or without
 /// leases.
 fn server(leases: bool) -> (tokio::runtime::Runtime, std::net::SocketAddr) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .thread_name(SERVER_THREAD)
         .enable_all()
         .build()
         .unwrap();
@@ -253,8 +264,31 @@ fn server(leases: bool) -> (tokio::runtime::Runtime, std::net::SocketAddr) {
     (runtime, addr)
 }
 
-/// Requests per second answered 200 over `MEASURED`.
-fn drive(client: &tokio::runtime::Runtime, addr: std::net::SocketAddr) -> f64 {
+/// The name of the server threads, to tell their CPU time from the client's.
+const SERVER_THREAD: &str = "leases-server";
+
+/// CPU time of this process's threads named `name`, in nanoseconds, from
+/// `/proc/self/task/*/schedstat` (Linux); `None` without it.
+fn thread_cpu_ns(name: &str) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = task.ok()?.path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        if comm.trim_end() != name {
+            continue;
+        }
+        let Ok(schedstat) = std::fs::read_to_string(dir.join("schedstat")) else {
+            continue;
+        };
+        total += schedstat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// Requests answered 200 over `MEASURED`.
+fn drive(client: &tokio::runtime::Runtime, addr: std::net::SocketAddr) -> u64 {
     use http_body_util::{BodyExt, Empty};
     use hyper::client::conn::http1;
     use hyper_util::rt::TokioIo;
@@ -291,7 +325,7 @@ fn drive(client: &tokio::runtime::Runtime, addr: std::net::SocketAddr) -> f64 {
         while let Some(done) = connections.join_next().await {
             ok += done.unwrap();
         }
-        ok as f64 / MEASURED.as_secs_f64()
+        ok
     })
 }
 
@@ -301,8 +335,11 @@ fn loopback() {
         .enable_all()
         .build()
         .unwrap();
+    let rounds = rounds();
+    // Requests per second, and server CPU ns per request, per configuration.
     let mut rates: [Vec<f64>; 2] = Default::default();
-    for round in 0..ROUNDS {
+    let mut cpu: [Vec<f64>; 2] = Default::default();
+    for round in 0..rounds {
         // A different order each round.
         let order = if round % 2 == 0 {
             [false, true]
@@ -311,18 +348,51 @@ fn loopback() {
         };
         for leases in order {
             let (runtime, addr) = server(leases);
-            rates[usize::from(leases)].push(drive(&client, addr));
+            let before = thread_cpu_ns(SERVER_THREAD);
+            let ok = drive(&client, addr);
+            let after = thread_cpu_ns(SERVER_THREAD);
+            rates[usize::from(leases)].push(ok as f64 / MEASURED.as_secs_f64());
+            if let (Some(before), Some(after)) = (before, after) {
+                cpu[usize::from(leases)].push((after - before) as f64 / ok as f64);
+            }
             runtime.shutdown_timeout(Duration::from_secs(1));
         }
     }
-    let [without, with] = rates.map(|mut r| {
-        r.sort_by(f64::total_cmp);
-        r[r.len() / 2]
-    });
+    let median = |values: &[f64]| {
+        let mut values = values.to_vec();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let (without, with) = (median(&rates[0]), median(&rates[1]));
     println!(
-        "\nloopback, {CONNECTIONS} keep-alive connections, {ROUNDS} rounds of {MEASURED:?}, median: \
+        "\nloopback, {CONNECTIONS} keep-alive connections, {rounds} rounds of {MEASURED:?}, median: \
          without leases {without:.0} req/s, with leases {with:.0} req/s ({:.3}x)",
-        with / without
+        with / without,
+    );
+    if std::env::var_os("PORTCULLIS_LEASES_ROUNDS_DETAIL").is_some() {
+        println!(
+            "rounds (req/s, cpu ns): without {:?}",
+            rates[0]
+                .iter()
+                .zip(&cpu[0])
+                .map(|(r, c)| (*r as u64, *c as u64))
+                .collect::<Vec<_>>()
+        );
+        println!(
+            "rounds (req/s, cpu ns): with    {:?}",
+            rates[1]
+                .iter()
+                .zip(&cpu[1])
+                .map(|(r, c)| (*r as u64, *c as u64))
+                .collect::<Vec<_>>()
+        );
+    }
+    let (without, with) = (median(&cpu[0]), median(&cpu[1]));
+    println!(
+        "server threads' CPU per request, median: without leases {without:.0} ns, \
+         with leases {with:.0} ns (+{:.0}, {:.3}x)",
+        with - without,
+        with / without,
     );
 }
 

@@ -65,10 +65,12 @@ pub(crate) struct Cutoff {
     lease: Lease,
     grpc: bool,
     state: State,
-    /// The list generation last looked at, before the watch exists.
-    seen: Option<u64>,
-    /// Registered when the body first waits.
-    watch: Option<Watch>,
+    /// The list generation last looked at, before the watch exists
+    /// (`u64::MAX`: none yet).
+    seen: u64,
+    /// Registered when the body first waits (boxed: most bodies never wait,
+    /// and every response body of every layer has room for this one).
+    watch: Option<Box<Watch>>,
 }
 
 impl Cutoff {
@@ -77,7 +79,7 @@ impl Cutoff {
             lease,
             grpc,
             state: State::Fresh,
-            seen: None,
+            seen: u64::MAX,
             watch: None,
         }
     }
@@ -102,10 +104,10 @@ impl Cutoff {
             return Some(End::Expired);
         }
         let generation = self.lease.revocations().inner.generation();
-        if self.seen == Some(generation) {
+        if self.seen == generation {
             return None;
         }
-        self.seen = Some(generation);
+        self.seen = generation;
         self.lease.revocation_end()
     }
 
@@ -152,7 +154,7 @@ impl Cutoff {
             Poll::Pending => {
                 self.state = State::Open;
                 if self.watch.is_none() {
-                    self.watch = Some(Watch::new(&self.lease));
+                    self.watch = Some(Box::new(Watch::new(&self.lease)));
                     // Registers the task's waker with the watch.
                     if let Some(end) = self.ended(cx) {
                         return Poll::Ready(self.close(end));

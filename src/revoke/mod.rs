@@ -68,6 +68,8 @@
 //! # }).unwrap();
 //! ```
 
+mod builder;
+mod engine;
 mod list;
 #[cfg(feature = "redis")]
 mod redis;
@@ -75,8 +77,9 @@ mod revocable;
 mod revoked;
 mod table;
 
-pub(crate) use list::{Hashed, Listener, Revocation, Target};
-pub use list::{Revocations, RevocationsBuilder, Stats};
+pub use builder::RevocationsBuilder;
+pub(crate) use engine::{Hashed, Listener, Revocation, Target};
+pub use list::{Revocations, Stats};
 pub(crate) use revocable::Facts;
 pub use revocable::Revocable;
 pub use revoked::{NotShared, Revoked};

@@ -1,0 +1,322 @@
+//! The engine of a revocation list: its table, how revocations are applied
+//! and checked, and its sync with a shared store.
+
+use std::{
+    hash::{BuildHasher, Hasher, RandomState},
+    sync::{
+        Arc, Mutex, OnceLock, PoisonError, Weak,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use tokio::{sync::Notify, time::Instant};
+
+use super::{
+    Revoked,
+    revocable::Facts,
+    table::{Entry, Table},
+};
+use crate::{Fingerprint, ValidationError, validate::KeyDigest};
+
+/// How long a client is told to wait while the list is out of sync.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// What one revocation reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// One secret, in every carrier, by its digest.
+    Secret(KeyDigest),
+    /// A token or session id (`jti`, `sid`).
+    Id(Box<str>),
+    /// Every credential of a subject issued at or before the cutoff.
+    Subject(Box<str>),
+}
+
+/// One revocation, as it is applied on every replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Revocation {
+    pub(crate) target: Target,
+    /// For a subject: credentials issued at or before this are revoked.
+    pub(crate) cutoff: Option<SystemTime>,
+    /// When what it revokes would have expired (on tokio's clock).
+    pub(crate) until: Instant,
+}
+
+/// Told of every revocation applied to a list, and of every catch-up with
+/// the shared store: the caches and key tables that hold what a revocation
+/// may reach.
+pub(crate) trait Listener: Send + Sync {
+    /// A revocation was applied (made here, or received from another
+    /// replica).
+    fn revoked(&self, revocation: &Revocation);
+
+    /// The list caught up with the shared store after being out of sync:
+    /// whatever was cached meanwhile may predate revocations it missed.
+    fn resynced(&self) {}
+}
+
+/// Where revocations are stored for the other replicas (Redis).
+pub(crate) trait Remote: Send + Sync {
+    /// Stores and publishes a revocation already applied here.
+    fn publish(&self, revocation: &Revocation) -> Revoked;
+
+    /// Revocations waiting to be stored.
+    fn backlog(&self) -> u64;
+}
+
+/// The identity facts of a lease, hashed once so that they can be checked
+/// again later without the identity.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Hashed {
+    pub(crate) subject: Option<u64>,
+    pub(crate) ids: [Option<u64>; 2],
+    pub(crate) issued_at: Option<SystemTime>,
+}
+
+/// What every clone of a [`Revocations`](super::Revocations) shares: the table, the sync
+/// state, and who listens.
+pub(crate) struct Inner {
+    pub(super) table: Table,
+    /// One key per kind of target, so that a secret, an id and a subject
+    /// never share a hash by construction.
+    hashers: [RandomState; 3],
+    /// Bumped by every revocation applied and every change of sync: a lease
+    /// that saw the same generation need not look again.
+    generation: AtomicU64,
+    /// Woken with every generation: the leases of open streams wait on it.
+    changed: Arc<Notify>,
+    pub(super) listeners: Mutex<Vec<Weak<dyn Listener>>>,
+    pub(super) max_lifetime: Duration,
+    pub(super) in_sync: AtomicBool,
+    /// Whether being out of sync was logged since the list was last in
+    /// sync (once per outage, and once before the first catch-up).
+    complained: AtomicBool,
+    pub(super) synced: Notify,
+    pub(super) catch_ups: AtomicU64,
+    pub(super) applied: AtomicU64,
+    pub(crate) remote: OnceLock<Box<dyn Remote>>,
+}
+
+impl Inner {
+    pub(super) fn new(capacity: u64, max_lifetime: Duration, in_sync: bool) -> Self {
+        Self {
+            table: Table::new(capacity),
+            hashers: [RandomState::new(), RandomState::new(), RandomState::new()],
+            generation: AtomicU64::new(0),
+            changed: Arc::new(Notify::new()),
+            listeners: Mutex::new(Vec::new()),
+            max_lifetime,
+            in_sync: AtomicBool::new(in_sync),
+            complained: AtomicBool::new(false),
+            synced: Notify::new(),
+            catch_ups: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
+            remote: OnceLock::new(),
+        }
+    }
+
+    /// One pass of the kind's keyed SipHash over `bytes` (on every request
+    /// with leases on: kept to the minimum).
+    fn hash(&self, kind: usize, bytes: &[u8]) -> u64 {
+        let mut hasher = self.hashers[kind].build_hasher();
+        hasher.write(bytes);
+        hasher.finish()
+    }
+
+    pub(crate) fn hash_secret(&self, digest: &KeyDigest) -> u64 {
+        self.hash(SECRET, digest.as_bytes())
+    }
+
+    fn hash_target(&self, target: &Target) -> u64 {
+        match target {
+            Target::Secret(digest) => self.hash_secret(digest),
+            Target::Id(id) => self.hash(ID, id.as_bytes()),
+            Target::Subject(subject) => self.hash(SUBJECT, subject.as_bytes()),
+        }
+    }
+
+    /// The facts of an identity, hashed for later checks.
+    pub(crate) fn hash_facts(&self, facts: &Facts<'_>) -> Hashed {
+        Hashed {
+            subject: facts.subject.map(|s| self.hash(SUBJECT, s.as_bytes())),
+            ids: facts
+                .ids
+                .map(|id| id.map(|id| self.hash(ID, id.as_bytes()))),
+            issued_at: facts.issued_at,
+        }
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // remote revocations are capped by it
+    pub(crate) fn max_lifetime(&self) -> Duration {
+        self.max_lifetime
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn changed(&self) -> &Arc<Notify> {
+        &self.changed
+    }
+
+    pub(crate) fn is_in_sync(&self) -> bool {
+        self.in_sync.load(Ordering::SeqCst)
+    }
+
+    /// Whether nothing is revoked at all: the request path's first check.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Applies `revocation` here: the table first, then the open streams and
+    /// the listeners.
+    pub(crate) fn apply(&self, revocation: &Revocation) {
+        let now = Instant::now();
+        let hash = self.hash_target(&revocation.target);
+        let entry = Entry {
+            until: revocation.until,
+            cutoff: revocation.cutoff,
+        };
+        let inserted = self.table.insert(hash, entry, now);
+        if inserted.evicted_live {
+            tracing::warn!(
+                target: "portcullis::revoke",
+                capacity = self.table.held(),
+                "the revocation table is full: the revocation that ends soonest was dropped \
+                 to make room; raise RevocationsBuilder::capacity"
+            );
+        }
+        self.applied.fetch_add(1, Ordering::Relaxed);
+        let for_secs = revocation.until.saturating_duration_since(now).as_secs();
+        match &revocation.target {
+            Target::Secret(digest) => {
+                let fingerprint = Fingerprint::of(digest.as_bytes());
+                tracing::info!(target: "portcullis::revoke", %fingerprint, for_secs, "secret revoked");
+            }
+            Target::Id(id) => {
+                tracing::info!(target: "portcullis::revoke", id = %id, for_secs, "token or session id revoked");
+            }
+            Target::Subject(subject) => {
+                tracing::info!(target: "portcullis::revoke", subject = %subject, for_secs, "credentials of a subject revoked");
+            }
+        }
+        self.bump();
+        for listener in self.listeners() {
+            listener.revoked(revocation);
+        }
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    fn listeners(&self) -> Vec<Arc<dyn Listener>> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+
+    /// The list lost its shared store: every check answers unavailable
+    /// until [`caught_up`](Self::caught_up), and open streams end.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a shared store is lost
+    pub(crate) fn lost(&self, why: &str) {
+        let was_in_sync = self.in_sync.swap(false, Ordering::SeqCst);
+        if !self.complained.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                target: "portcullis::revoke",
+                why,
+                "revocations are out of sync with redis: every credential is answered \
+                 unavailable until they have caught up"
+            );
+        }
+        if was_in_sync {
+            self.bump();
+        }
+    }
+
+    /// The list has applied every revocation the shared store holds.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a shared store is caught up with
+    pub(crate) fn caught_up(&self, revocations: usize) {
+        // Caches forget what they learned while out of sync, before anything
+        // is answered from them again.
+        for listener in self.listeners() {
+            listener.resynced();
+        }
+        let catch_ups = self.catch_ups.fetch_add(1, Ordering::Relaxed) + 1;
+        self.complained.store(false, Ordering::SeqCst);
+        self.in_sync.store(true, Ordering::SeqCst);
+        self.synced.notify_waiters();
+        self.bump();
+        tracing::info!(
+            target: "portcullis::revoke",
+            revocations,
+            catch_ups,
+            "revocations caught up with redis"
+        );
+    }
+
+    /// The checks of a validator: `digest` is computed only when something
+    /// is revoked.
+    pub(crate) fn check(
+        &self,
+        digest: impl FnOnce() -> KeyDigest,
+        facts: &Facts<'_>,
+    ) -> Result<(), ValidationError> {
+        if !self.is_in_sync() {
+            return Err(unavailable());
+        }
+        if self.is_empty() {
+            return Ok(());
+        }
+        let hashed = self.hash_facts(facts);
+        match self.revoked(|| self.hash_secret(&digest()), &hashed) {
+            Some(reason) => Err(ValidationError::revoked().with_reason(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Why the credential with this secret and these facts is revoked, if
+    /// it is.
+    pub(crate) fn revoked(
+        &self,
+        secret: impl FnOnce() -> u64,
+        facts: &Hashed,
+    ) -> Option<&'static str> {
+        let now = Instant::now();
+        if self.table.get(secret(), now).is_some() {
+            return Some("the credential was revoked");
+        }
+        if facts
+            .ids
+            .iter()
+            .flatten()
+            .any(|id| self.table.get(*id, now).is_some())
+        {
+            return Some("its token or session id was revoked");
+        }
+        let entry = self.table.get(facts.subject?, now)?;
+        let cut = match (facts.issued_at, entry.cutoff) {
+            (Some(issued), Some(cutoff)) => issued <= cutoff,
+            // Nothing shows it was issued after the cutoff.
+            _ => true,
+        };
+        cut.then_some("its subject was signed out everywhere")
+    }
+}
+
+/// The kinds of target, each hashed with a key of its own.
+const SECRET: usize = 0;
+const ID: usize = 1;
+const SUBJECT: usize = 2;
+
+/// The answer of a list that cannot vouch for anything.
+fn unavailable() -> ValidationError {
+    ValidationError::unavailable()
+        .with_retry_after(RETRY_AFTER)
+        .with_reason("revocations are out of sync with the shared store")
+}

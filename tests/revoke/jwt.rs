@@ -1,0 +1,122 @@
+//! JWTs: by `jti`, `sid`, `sub` and `iat`, and never outliving a
+//! revocation (V1).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{EncodingKey, Header, encode};
+use portcullis::{
+    ValidationErrorKind,
+    revoke::Revocations,
+    validate::jwt::{Algorithm, JwtKey, JwtValidator},
+};
+use serde_json::{Value, json};
+
+use super::{bearer, carriers, kind};
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn token(claims: Value) -> String {
+    encode(
+        &Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
+}
+
+fn validator(revocations: &Revocations) -> JwtValidator<Value> {
+    JwtValidator::builder()
+        .algorithm(Algorithm::HS256)
+        .key(JwtKey::secret(SECRET))
+        .revocations(revocations)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_revoked_jti_or_sid_is_refused_and_others_are_not() {
+    // V1: JWTs are checked by jti and sid.
+    let revocations = Revocations::new();
+    let jwt = validator(&revocations);
+    let exp = now() + 600;
+    let by_jti = token(json!({ "sub": "alice", "exp": exp, "jti": "t-1" }));
+    let by_sid = token(json!({ "sub": "alice", "exp": exp, "sid": "s-1" }));
+    let other = token(json!({ "sub": "alice", "exp": exp, "jti": "t-2", "sid": "s-2" }));
+    for t in [&by_jti, &by_sid, &other] {
+        assert_eq!(kind(&jwt, &bearer(t)).await, None);
+    }
+    revocations.revoke_id("t-1", None).await.unwrap();
+    revocations.revoke_id("s-1", None).await.unwrap();
+    assert_eq!(
+        kind(&jwt, &bearer(&by_jti)).await,
+        Some(ValidationErrorKind::Revoked)
+    );
+    assert_eq!(
+        kind(&jwt, &bearer(&by_sid)).await,
+        Some(ValidationErrorKind::Revoked)
+    );
+    assert_eq!(kind(&jwt, &bearer(&other)).await, None);
+}
+
+#[tokio::test]
+async fn a_subjects_cutoff_revokes_jwts_issued_before_it_by_iat() {
+    // V1: JWTs are checked by sub and iat.
+    let revocations = Revocations::new();
+    let jwt = validator(&revocations);
+    let (now, exp) = (now(), now() + 600);
+    let older = token(json!({ "sub": "alice", "exp": exp, "iat": now - 10 }));
+    let no_iat = token(json!({ "sub": "alice", "exp": exp }));
+    let newer = token(json!({ "sub": "alice", "exp": exp, "iat": now + 5 }));
+    let bob = token(json!({ "sub": "bob", "exp": exp, "iat": now - 10 }));
+    revocations.revoke_subject("alice").await.unwrap();
+    assert_eq!(
+        kind(&jwt, &bearer(&older)).await,
+        Some(ValidationErrorKind::Revoked)
+    );
+    assert_eq!(
+        kind(&jwt, &bearer(&no_iat)).await,
+        Some(ValidationErrorKind::Revoked)
+    );
+    assert_eq!(kind(&jwt, &bearer(&newer)).await, None);
+    assert_eq!(kind(&jwt, &bearer(&bob)).await, None);
+}
+
+#[tokio::test]
+async fn a_revoked_jwt_is_refused_in_every_carrier() {
+    // V1
+    let revocations = Revocations::new();
+    let jwt = validator(&revocations);
+    let t = token(json!({ "sub": "alice", "exp": now() + 600 }));
+    revocations.revoke_secret(&t, None).await.unwrap();
+    for carrier in carriers(&t) {
+        assert_eq!(
+            kind(&jwt, &carrier).await,
+            Some(ValidationErrorKind::Revoked)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_jwt_that_would_outlive_its_revocation_is_refused() {
+    // V1: a revocation lasts max_lifetime; a longer-lived token could
+    // come back from the dead.
+    let revocations = Revocations::builder()
+        .max_lifetime(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let jwt = validator(&revocations);
+    let short = token(json!({ "sub": "alice", "exp": now() + 3000 }));
+    let long = token(json!({ "sub": "alice", "exp": now() + 7200 }));
+    assert_eq!(kind(&jwt, &bearer(&short)).await, None);
+    assert_eq!(
+        kind(&jwt, &bearer(&long)).await,
+        Some(ValidationErrorKind::Invalid)
+    );
+}
