@@ -1,0 +1,3 @@
+//! Sessions bench (being written).
+
+fn main() {}

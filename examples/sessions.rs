@@ -1,0 +1,3 @@
+//! Sessions example (being written).
+
+fn main() {}
