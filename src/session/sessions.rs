@@ -474,7 +474,7 @@ pub struct SessionsBuilder {
     revocations: Revocations,
     absolute: Duration,
     idle: Duration,
-    grace: Duration,
+    pub(super) grace: Duration,
     capacity: u64,
     cookie_name: String,
     cookie_path: String,
@@ -582,10 +582,6 @@ impl SessionsBuilder {
         let capacity = usize::try_from(self.capacity).unwrap_or(usize::MAX);
         let store = MemoryStore::new(capacity, self.grace);
         self.build_on(Box::new(store), false)
-    }
-
-    pub(crate) fn grace_window(&self) -> Duration {
-        self.grace
     }
 
     pub(crate) fn build_on(

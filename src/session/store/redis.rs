@@ -323,7 +323,7 @@ impl SessionsBuilder {
     ///
     /// As [`build`](Self::build).
     pub fn build_with_redis(self, store: RedisStore) -> Result<Sessions, ConfigError> {
-        let grace = self.grace_window();
+        let grace = self.grace;
         self.build_on(Box::new(RedisSessions::new(store, grace)), true)
     }
 }
