@@ -192,7 +192,7 @@ pub use reject::AuthRejection;
 pub use validate::{ValidationError, ValidationErrorKind, Validator};
 
 /// The README's code blocks, compiled and run as doctests (they use the
-/// `axum` and `redis` features).
-#[cfg(all(doctest, feature = "axum", feature = "redis"))]
+/// `axum`, `redis` and `sessions` features).
+#[cfg(all(doctest, feature = "axum", feature = "redis", feature = "sessions"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
