@@ -124,6 +124,7 @@
 //! | `jwt` | no | JWT validation (jsonwebtoken, pure-Rust crypto) |
 //! | `jwks` | no | JWT keys from a JWKS URL or an OpenID Connect issuer's discovery document, fetched over rustls (no OpenSSL) |
 //! | `redis` | no | shared limiter state and revocations for several replicas |
+//! | `sessions` | no | [`session`]: short access JWTs, rotated refresh cookies with reuse detection (with `jwt` and `cookie`) |
 //! | `json` | no | [`body_key::BodyKeyLayer`] reads JSON bodies too (forms always) |
 //! | `test-util` | no | helpers for testing services that use portcullis |
 //!
@@ -173,6 +174,8 @@ mod redis;
 pub mod reject;
 pub mod revoke;
 pub mod scope;
+#[cfg(feature = "sessions")]
+pub mod session;
 pub mod stack;
 mod table;
 #[cfg(feature = "test-util")]
@@ -189,7 +192,7 @@ pub use reject::AuthRejection;
 pub use validate::{ValidationError, ValidationErrorKind, Validator};
 
 /// The README's code blocks, compiled and run as doctests (they use the
-/// `axum` and `redis` features).
-#[cfg(all(doctest, feature = "axum", feature = "redis"))]
+/// `axum`, `redis` and `sessions` features).
+#[cfg(all(doctest, feature = "axum", feature = "redis", feature = "sessions"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -38,6 +38,7 @@ fn example_binary(name: &str) -> PathBuf {
         (cfg!(feature = "redis"), "redis"),
         (cfg!(feature = "metrics"), "metrics"),
         (cfg!(feature = "test-util"), "test-util"),
+        (cfg!(feature = "sessions"), "sessions"),
     ]
     .into_iter()
     .filter_map(|(on, feature)| on.then_some(feature))
@@ -1585,4 +1586,320 @@ async fn tonic_health_watch_ends_unauthenticated_within_a_second_of_the_jwt_expi
     assert!(status.success(), "{status}\n{output}");
     assert_none_of(&output, &[secret, &jwt]);
     drop(client);
+}
+
+// Sessions (S1–S4): the `sessions` example, a memos-style server with
+// short access tokens and rotated refresh cookies.
+
+/// Signs alice in on the `sessions` example; returns the access token and
+/// the refresh cookie (`refresh=…`), after checking the answer's shape.
+#[cfg(all(feature = "sessions", feature = "axum"))]
+async fn session_login(addr: SocketAddr) -> (String, String) {
+    let (status, headers, body) =
+        post_form(addr, "/auth/login", "username=alice&password=wonderland").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    session_grant(&headers, &body)
+}
+
+/// The access token and refresh cookie of a sign-in or refresh answer.
+#[cfg(all(feature = "sessions", feature = "axum"))]
+fn session_grant(headers: &HeaderMap, body: &str) -> (String, String) {
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(json["token_type"], "Bearer");
+    assert_eq!(json["expires_in"], 900);
+    assert_eq!(headers["cache-control"], "no-store");
+    // S3
+    let set_cookie = headers["set-cookie"].to_str().unwrap();
+    let (pair, attributes) = set_cookie.split_once(';').unwrap();
+    assert!(pair.starts_with("refresh="), "{set_cookie}");
+    assert!(
+        attributes.starts_with(" HttpOnly; SameSite=Strict; Secure; Path=/auth; Max-Age="),
+        "{set_cookie}"
+    );
+    (
+        json["access_token"].as_str().unwrap().to_owned(),
+        pair.to_owned(),
+    )
+}
+
+/// `POST` to the `sessions` example with the refresh cookie.
+#[cfg(all(feature = "sessions", feature = "axum"))]
+async fn session_post(
+    addr: SocketAddr,
+    path: &str,
+    cookie: &str,
+) -> (StatusCode, HeaderMap, String) {
+    post(addr, path, &[("cookie", cookie)]).await
+}
+
+#[cfg(all(feature = "sessions", feature = "axum"))]
+#[tokio::test]
+async fn sessions_rotates_refresh_cookies_and_a_reused_one_revokes_the_session_and_its_stream() {
+    // S1, S2, S3, V3
+    let server = Server::start_with("sessions", &[("PORTCULLIS_REFRESH_GRACE_SECS", "0")]).await;
+    let addr = server.addr;
+    let (first, first_cookie) = session_login(addr).await;
+    let bearer = |token: &str| format!("Bearer {token}");
+    let (status, _, body) = get(addr, "/me", &[("authorization", &bearer(&first))]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"subject":"alice"}"#)
+    );
+    let mut events = open_events(addr, &[("authorization", &bearer(&first))]).await;
+    let event = next_event(&mut events).await.expect("an event");
+    assert!(event.starts_with("event: tick\ndata: "), "{event:?}");
+
+    let (status, headers, body) = session_post(addr, "/auth/refresh", &first_cookie).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (second, second_cookie) = session_grant(&headers, &body);
+    assert_ne!(second_cookie, first_cookie);
+    let (status, _, _) = get(addr, "/me", &[("authorization", &bearer(&second))]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        next_event(&mut events).await.is_some(),
+        "the stream is open"
+    );
+
+    // The first cookie again: refused, and the session revoked.
+    let (status, headers, _) = session_post(addr, "/auth/refresh", &first_cookie).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(challenge(&headers).contains(r#"error="invalid_token""#));
+    assert!(
+        headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let after = ended(&mut events).await;
+    assert!(after < Duration::from_secs(1), "{after:?}");
+    let (status, _, _) = session_post(addr, "/auth/refresh", &second_cookie).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    for token in [&first, &second] {
+        let (status, _, _) = get(addr, "/me", &[("authorization", &bearer(token))]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    // Five failed attempts: the client is locked out of the endpoints.
+    let (status, _, _) = post_form(addr, "/auth/login", "username=alice&password=guess").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, headers, _) =
+        post_form(addr, "/auth/login", "username=alice&password=wonderland").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(headers.contains_key("retry-after"));
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert!(
+        output.contains("refresh grace window: 0 s; sessions in memory"),
+        "{output}"
+    );
+    assert!(
+        output.contains("a used refresh token was presented again: the session is revoked"),
+        "{output}"
+    );
+    let secret = |cookie: &str| cookie.split_once('.').unwrap().1.to_owned();
+    assert_none_of(
+        &output,
+        &[
+            &first,
+            &second,
+            &secret(&first_cookie),
+            &secret(&second_cookie),
+            "wonderland",
+        ],
+    );
+}
+
+#[cfg(all(feature = "sessions", feature = "axum"))]
+#[tokio::test]
+async fn sessions_gives_racing_refreshes_one_successor_and_signing_out_ends_the_stream() {
+    // S1, S2, V3: the default grace window of 5 s.
+    let server = Server::start("sessions").await;
+    let addr = server.addr;
+    let (token, cookie) = session_login(addr).await;
+    let (a, b) = tokio::join!(
+        session_post(addr, "/auth/refresh", &cookie),
+        session_post(addr, "/auth/refresh", &cookie),
+    );
+    assert_eq!((a.0, b.0), (StatusCode::OK, StatusCode::OK));
+    let (_, a_cookie) = session_grant(&a.1, &a.2);
+    let (b_token, b_cookie) = session_grant(&b.1, &b.2);
+    assert_eq!(a_cookie, b_cookie, "one successor");
+
+    let mut events = open_events(addr, &[("authorization", &format!("Bearer {b_token}"))]).await;
+    assert!(next_event(&mut events).await.is_some());
+    let (status, headers, _) = session_post(addr, "/auth/logout", &b_cookie).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        headers["set-cookie"],
+        "refresh=; HttpOnly; SameSite=Strict; Secure; Path=/auth; Max-Age=0"
+    );
+    let after = ended(&mut events).await;
+    assert!(after < Duration::from_secs(1), "{after:?}");
+    for bearer in [&token, &b_token] {
+        let (status, _, _) = get(
+            addr,
+            "/me",
+            &[("authorization", &format!("Bearer {bearer}"))],
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    // A cross-site sign-out is refused (C1), not counted.
+    let (status, _, _) = post(
+        addr,
+        "/auth/logout",
+        &[("cookie", &b_cookie), ("sec-fetch-site", "cross-site")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert!(output.contains("refresh grace window: 5 s"), "{output}");
+    assert!(
+        output.contains("signed with a random key (not shown)"),
+        "{output}"
+    );
+    assert!(output.contains("signed out"), "{output}");
+    assert_none_of(&output, &[&token, &b_token]);
+}
+
+#[cfg(all(feature = "sessions", feature = "axum"))]
+#[tokio::test]
+async fn sessions_refuses_unusable_settings_with_exit_code_2() {
+    let secret = "short-secret-canary";
+    for (env, expected) in [
+        (("PORTCULLIS_JWT_SECRET", secret), "at least 32 bytes"),
+        (
+            ("PORTCULLIS_REFRESH_GRACE_SECS", "soon"),
+            "PORTCULLIS_REFRESH_GRACE_SECS",
+        ),
+    ] {
+        let output = timeout(WATCHDOG, example_command("sessions", &[env]).output())
+            .await
+            .expect("the example exits")
+            .unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert_none_of(&stderr, &[secret]);
+    }
+}
+
+#[cfg(all(feature = "sessions", feature = "axum", feature = "redis"))]
+#[tokio::test]
+async fn sessions_instances_sharing_redis_detect_a_reuse_across_instances() {
+    // S2, S4: a refresh on one instance, a reuse on the other.
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use http_body_util::Full;
+    use hyper_util::client::legacy::connect::HttpConnector;
+
+    let Some(url) = redis_url() else { return };
+    let secret = "sessions-example-secret-0123456789abcdef";
+    let env = [
+        ("PORTCULLIS_REDIS_URL", url.as_str()),
+        ("PORTCULLIS_JWT_SECRET", secret),
+        ("PORTCULLIS_REFRESH_GRACE_SECS", "0"),
+    ];
+    let first = Server::start_with("sessions", &env).await;
+    let second = Server::start_with("sessions", &env).await;
+
+    // A loopback address of this run's own: the lockout, shared in redis,
+    // keys on it.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let [_, b, c, d] = nanos.to_be_bytes();
+    let mut connector = HttpConnector::new();
+    connector.set_local_address(Some(IpAddr::V4(Ipv4Addr::new(127, b | 0x40, c, d.max(2)))));
+    let client = Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector);
+    let send = |method: &'static str,
+                addr: SocketAddr,
+                path: &'static str,
+                header: Option<(&'static str, String)>,
+                body: &'static str| {
+        let client = client.clone();
+        async move {
+            let mut request = Request::builder()
+                .method(method)
+                .uri(format!("http://{addr}{path}"))
+                .header("content-type", "application/x-www-form-urlencoded");
+            if let Some((name, value)) = header {
+                request = request.header(name, value);
+            }
+            let request = request
+                .body(Full::new(Bytes::from_static(body.as_bytes())))
+                .unwrap();
+            let response = client.request(request).await.unwrap();
+            let (status, headers) = (response.status(), response.headers().clone());
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, headers, String::from_utf8(body.to_vec()).unwrap())
+        }
+    };
+
+    let (status, headers, body) = send(
+        "POST",
+        first.addr,
+        "/auth/login",
+        None,
+        "username=alice&password=wonderland",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, cookie) = session_grant(&headers, &body);
+    let (status, headers, body) = send(
+        "POST",
+        first.addr,
+        "/auth/refresh",
+        Some(("cookie", cookie.clone())),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (token, newest) = session_grant(&headers, &body);
+    let bearer = Some(("authorization", format!("Bearer {token}")));
+    // Instances share the sessions and the signing key.
+    let (status, _, _) = send("GET", second.addr, "/me", bearer.clone(), "").await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, _, _) = send(
+        "POST",
+        second.addr,
+        "/auth/refresh",
+        Some(("cookie", cookie)),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = send(
+        "POST",
+        first.addr,
+        "/auth/refresh",
+        Some(("cookie", newest)),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // The access token is refused on both within a second.
+    let revoked = std::time::Instant::now();
+    for server in [&first, &second] {
+        loop {
+            let (status, _, _) = send("GET", server.addr, "/me", bearer.clone(), "").await;
+            if status == StatusCode::UNAUTHORIZED {
+                break;
+            }
+            assert_eq!(status, StatusCode::OK);
+            assert!(revoked.elapsed() < Duration::from_secs(1));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    for server in [first, second] {
+        let (exit, output) = server.terminate().await;
+        assert!(exit.success(), "{exit}\n{output}");
+        assert!(output.contains("sessions shared through redis"), "{output}");
+        assert_none_of(&output, &[secret, &token]);
+    }
 }

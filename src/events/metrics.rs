@@ -12,6 +12,7 @@
 //! | `portcullis_lockout_refusals_total` | counter | `reason` | requests the lockout refused |
 //! | `portcullis_rate_limit_refusals_total` | counter | | requests the rate limiter refused |
 //! | `portcullis_redis_fallbacks_total` | counter | `limiter` | decisions made locally because Redis did not answer |
+//! | `portcullis_session_reuses_total` | counter | | refresh tokens presented again after use: sessions revoked (feature `sessions`) |
 //! | `portcullis_validator_seconds` | histogram | `source` | time the validator took |
 //! | `portcullis_lockout_tracked`, `portcullis_lockout_locked_out` | gauge | | table sizes, from [`record_lockout_stats`] |
 //! | `portcullis_rate_limit_entries`, `portcullis_rate_limit_limited` | gauge | | table sizes, from [`record_rate_limit_stats`] |
@@ -60,6 +61,9 @@ pub const LOCKOUT_REFUSALS: &str = "portcullis_lockout_refusals_total";
 pub const RATE_LIMIT_REFUSALS: &str = "portcullis_rate_limit_refusals_total";
 /// The counter of decisions made locally because Redis did not answer.
 pub const REDIS_FALLBACKS: &str = "portcullis_redis_fallbacks_total";
+/// The counter of refresh tokens presented again after use (each revoked
+/// its session).
+pub const SESSION_REUSES: &str = "portcullis_session_reuses_total";
 /// The histogram of validator latency, in seconds.
 pub const VALIDATOR_SECONDS: &str = "portcullis_validator_seconds";
 /// The gauge of failure counters held by a tracker.
@@ -97,6 +101,10 @@ fn describe() {
     describe_counter!(
         REDIS_FALLBACKS,
         "decisions made locally because redis did not answer"
+    );
+    describe_counter!(
+        SESSION_REUSES,
+        "refresh tokens presented again after use: sessions revoked"
     );
     describe_histogram!(VALIDATOR_SECONDS, Unit::Seconds, "time the validator took");
     describe_gauge!(LOCKOUT_TRACKED, "failure counters held by the lockout");
@@ -198,6 +206,7 @@ struct Metrics {
     rate_limited: Counter,
     lockout_fallbacks: Counter,
     rate_limit_fallbacks: Counter,
+    session_reuses: Counter,
 }
 
 impl Metrics {
@@ -224,6 +233,7 @@ impl Metrics {
             rate_limited: counter!(RATE_LIMIT_REFUSALS),
             lockout_fallbacks: counter!(REDIS_FALLBACKS, "limiter" => "lockout"),
             rate_limit_fallbacks: counter!(REDIS_FALLBACKS, "limiter" => "rate_limit"),
+            session_reuses: counter!(SESSION_REUSES),
         }
     }
 
@@ -260,6 +270,7 @@ impl Sink for Metrics {
                     self.rate_limit_fallbacks.increment(1);
                 }
             }
+            Record::SessionReused { .. } => self.session_reuses.increment(1),
             Record::Validated { source: s, elapsed } => {
                 self.validator[source(Some(s))].record(elapsed);
             }

@@ -110,6 +110,15 @@ pub enum Event {
         /// `"lockout"` or `"rate_limit"`.
         limiter: &'static str,
     },
+    /// A refresh token was presented again after it had been used (outside
+    /// the grace window): its session was revoked, access tokens and open
+    /// streams included (`session::Sessions`, SECURITY.md S2).
+    SessionReused {
+        /// The session's subject.
+        subject: String,
+        /// The session id (`sid`), which is not a secret.
+        session: String,
+    },
 }
 
 /// What the request path reports: borrowed, so nothing is formatted or
@@ -143,6 +152,11 @@ pub(crate) enum Record<'a> {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a shared store falls back
     Fallback {
         limiter: &'static str,
+    },
+    #[cfg_attr(not(feature = "sessions"), allow(dead_code))] // only sessions detect reuse
+    SessionReused {
+        subject: &'a str,
+        session: &'a str,
     },
     /// How long a validator took: for the metrics only, not an event.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
@@ -190,6 +204,10 @@ impl Record<'_> {
                 retry_after,
             },
             Self::Fallback { limiter } => Event::Fallback { limiter },
+            Self::SessionReused { subject, session } => Event::SessionReused {
+                subject: subject.to_owned(),
+                session: session.to_owned(),
+            },
             Self::Validated { .. } => return None,
         })
     }

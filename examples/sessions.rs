@@ -1,0 +1,345 @@
+//! A memos-style server: sign in with a password, get a 15-minute access
+//! token and a refresh cookie that is rotated at every refresh; a refresh
+//! cookie used twice revokes the whole session, its access tokens and its
+//! open streams.
+//!
+//! - `POST /auth/login` (form `username`, `password`; `alice` /
+//!   `wonderland`): 200 `{"access_token": …, "token_type": "Bearer",
+//!   "expires_in": 900}` and `Set-Cookie: refresh=…; HttpOnly;
+//!   SameSite=Strict; Secure; Path=/auth; Max-Age=…`. A wrong password is
+//!   401 and a failed attempt.
+//! - `POST /auth/refresh` with the cookie: a new access token and a new
+//!   refresh cookie. The old cookie presented again after the grace window
+//!   is 401, and the session is revoked: its newest refresh cookie and its
+//!   access tokens stop working, its streams end. Within the grace window
+//!   (racing refreshes of two tabs) it gets the same new cookie.
+//! - `POST /auth/logout` with the cookie: 204, the cookie cleared, the
+//!   session revoked.
+//! - `GET /me` with `Authorization: Bearer <access token>`: `{"subject": …}`.
+//! - `GET /events` with the access token: Server-Sent Events, a `tick`
+//!   every 250 ms, until the session ends.
+//!
+//! The three `/auth` endpoints refuse cross-site browser posts (403) and,
+//! like every route, sit behind a lockout per client address: five failed
+//! attempts (wrong passwords, unknown refresh cookies) lock the address out
+//! for a minute.
+//!
+//! Configuration, from the environment:
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `PORTCULLIS_ADDR` | listen address (default `127.0.0.1:3000`; port 0 picks a free port) |
+//! | `PORTCULLIS_JWT_SECRET` | HS256 secret of the access tokens, at least 32 bytes, the same on every instance. Unset: a random one (tokens end with the process) |
+//! | `PORTCULLIS_REFRESH_GRACE_SECS` | the grace window, in seconds (default 5; 0 revokes on any second use) |
+//! | `PORTCULLIS_REDIS_URL` | Redis (`redis://host:port`) that keeps the sessions, the revocations and the lockout, shared by every instance and kept across restarts; needs `--features redis` |
+//!
+//! A value that cannot be used is reported on stderr (never echoing a
+//! secret) and the example exits with code 2.
+//!
+//! ```text
+//! cargo run --example sessions --features sessions
+//!
+//! curl -i -c jar -d 'username=alice&password=wonderland' http://localhost:3000/auth/login
+//! TOKEN=…   # the access_token of the answer
+//! curl -i -H "Authorization: Bearer $TOKEN" http://localhost:3000/me        # 200 {"subject":"alice"}
+//! curl -N -H "Authorization: Bearer $TOKEN" http://localhost:3000/events    # event: tick … until the session ends
+//! cp jar old
+//! curl -i -b jar -c jar -X POST http://localhost:3000/auth/refresh          # 200, a new cookie in jar
+//! sleep 6; curl -i -b old -X POST http://localhost:3000/auth/refresh        # 401: the session is revoked
+//! curl -i -b jar -X POST http://localhost:3000/auth/refresh                 # 401: its newest cookie too
+//! ```
+//!
+//! (The refresh cookie is `Secure`: browsers and curl send it to
+//! `http://localhost`, not to other plain-HTTP hosts.) Ctrl-C or SIGTERM
+//! stops the server.
+
+use std::{
+    convert::Infallible,
+    io::{self, IsTerminal, Write},
+    net::SocketAddr,
+    process::ExitCode,
+    time::Duration,
+};
+
+use axum::{
+    Form, Json, Router,
+    extract::State,
+    response::{
+        IntoResponse, Response,
+        sse::{Event, Sse},
+    },
+    routing::{get, post},
+};
+use http::{StatusCode, request::Parts};
+use portcullis::{
+    AuthLayer, ClientIp,
+    integration::axum::Identity,
+    lockout::{Failed, LockoutLayer, Policy, Tracker},
+    reject::DefaultRenderer,
+    revoke::Revocations,
+    session::{AccessTokens, Sessions},
+    validate::Claims,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_stream::{Stream, StreamExt, wrappers::IntervalStream};
+use tracing_subscriber::EnvFilter;
+
+/// The identity of an access token.
+type User = Claims<Value>;
+
+#[derive(Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+}
+
+/// `POST /auth/login`: alice's password starts a session; anything else is
+/// a failed attempt (a repeated wrong password counts once). A real service
+/// checks a password hash (argon2, scrypt) here.
+async fn login(State(sessions): State<Sessions>, Form(form): Form<LoginForm>) -> Response {
+    if form.username == "alice" && form.password == "wonderland" {
+        return sessions.sign_in(&form.username).await.into_response();
+    }
+    let failed = Failed::guess(&form.username, &form.password);
+    (
+        StatusCode::UNAUTHORIZED,
+        axum::Extension(failed),
+        "wrong username or password",
+    )
+        .into_response()
+}
+
+/// `POST /auth/refresh`: the endpoint helper does it all.
+async fn refresh(State(sessions): State<Sessions>, parts: Parts) -> Response {
+    sessions.refresh(&parts).await.into_response()
+}
+
+/// `POST /auth/logout`.
+async fn logout(State(sessions): State<Sessions>, parts: Parts) -> Response {
+    sessions.sign_out(&parts).await.into_response()
+}
+
+async fn me(Identity(user): Identity<User>) -> Json<Value> {
+    Json(json!({ "subject": user.subject() }))
+}
+
+/// `GET /events`: a tick every 250 ms; the lease ends the body when the
+/// session is revoked or the access token expires.
+async fn events(
+    Identity(user): Identity<User>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let subject = user.subject().unwrap_or_default().to_owned();
+    let mut n = 0u64;
+    let ticks =
+        IntervalStream::new(tokio::time::interval(Duration::from_millis(250))).map(move |_| {
+            n += 1;
+            let data = json!({ "subject": subject, "n": n });
+            Ok(Event::default().event("tick").data(data.to_string()))
+        });
+    Sse::new(ticks)
+}
+
+/// Everything the environment configures.
+struct Settings {
+    addr: String,
+    tokens: AccessTokens,
+    generated_key: bool,
+    grace: Duration,
+    redis: Option<String>,
+}
+
+fn settings() -> Result<Settings, String> {
+    let var = |name: &str| match std::env::var(name) {
+        Ok(value) if value.is_empty() => Ok(None),
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8")),
+    };
+    let addr = var("PORTCULLIS_ADDR")?.unwrap_or_else(|| "127.0.0.1:3000".to_owned());
+    let (tokens, generated_key) = match var("PORTCULLIS_JWT_SECRET")? {
+        // The error gives the length, never the secret.
+        Some(secret) => (
+            AccessTokens::hs256(secret.as_bytes())
+                .map_err(|e| format!("PORTCULLIS_JWT_SECRET: {e}"))?,
+            false,
+        ),
+        None => (
+            AccessTokens::generate().map_err(|e| format!("cannot make a signing key: {e}"))?,
+            true,
+        ),
+    };
+    let grace = match var("PORTCULLIS_REFRESH_GRACE_SECS")? {
+        None => 5,
+        Some(secs) => secs.trim().parse::<u64>().map_err(|_| {
+            format!("PORTCULLIS_REFRESH_GRACE_SECS must be a whole number of seconds; got {secs:?}")
+        })?,
+    };
+    let redis = var("PORTCULLIS_REDIS_URL")?;
+    if redis.is_some() && !cfg!(feature = "redis") {
+        return Err(
+            "PORTCULLIS_REDIS_URL needs the example built with --features redis".to_owned(),
+        );
+    }
+    Ok(Settings {
+        addr,
+        tokens: tokens.issuer("portcullis-sessions").audience("memos"),
+        generated_key,
+        grace: Duration::from_secs(grace),
+        redis,
+    })
+}
+
+/// The sessions, the revocation list and the lockout: in memory, or shared
+/// through Redis.
+async fn state(
+    settings: &Settings,
+) -> Result<(Sessions, Revocations, Tracker<std::net::IpAddr>), String> {
+    let policy = Policy::builder()
+        .max_failures(5)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let builder = |revocations: &Revocations| {
+        Sessions::builder(settings.tokens.clone(), revocations)
+            .grace(settings.grace)
+            .renderer(DefaultRenderer::new().realm("memos"))
+    };
+    #[cfg(feature = "redis")]
+    if let Some(url) = &settings.redis {
+        use portcullis::lockout::RedisStore;
+        let store = RedisStore::connect(url)
+            .await
+            .map_err(|e| format!("PORTCULLIS_REDIS_URL: cannot reach redis: {e}"))?;
+        let revocations = Revocations::with_redis(store.clone());
+        tokio::time::timeout(Duration::from_secs(5), revocations.synced())
+            .await
+            .map_err(|_| {
+                "PORTCULLIS_REDIS_URL: revocations could not catch up with redis".to_owned()
+            })?;
+        let sessions = builder(&revocations)
+            .build_with_redis(store.clone())
+            .map_err(|e| e.to_string())?;
+        return Ok((sessions, revocations, Tracker::with_redis(policy, store)));
+    }
+    let revocations = Revocations::new();
+    let sessions = builder(&revocations).build().map_err(|e| e.to_string())?;
+    Ok((sessions, revocations, Tracker::new(policy)))
+}
+
+fn app(
+    sessions: Sessions,
+    revocations: &Revocations,
+    tracker: Tracker<std::net::IpAddr>,
+) -> Result<Router, String> {
+    let renderer = DefaultRenderer::new().realm("memos");
+    let validator = sessions
+        .validator::<Value>()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let auth = AuthLayer::new(validator)
+        .leases(revocations)
+        .renderer(renderer.clone());
+    let api = Router::new()
+        .route("/me", get(me))
+        .route("/events", get(events))
+        .route_layer(auth);
+    let endpoints = Router::new()
+        .route("/auth/login", post(login))
+        .route("/auth/refresh", post(refresh))
+        .route("/auth/logout", post(logout))
+        .with_state(sessions);
+    Ok(api
+        .merge(endpoints)
+        .layer(LockoutLayer::with_tracker(ClientIp::new(), tracker).renderer(renderer)))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,portcullis=debug")),
+        )
+        .init();
+    let settings = match settings() {
+        Ok(settings) => settings,
+        Err(message) => {
+            eprintln!("sessions: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let app = match state(&settings)
+        .await
+        .and_then(|(sessions, revocations, tracker)| app(sessions, &revocations, tracker))
+    {
+        Ok(app) => app,
+        Err(message) => {
+            eprintln!("sessions: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(&settings, app).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sessions: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: &Settings, app: Router) -> io::Result<()> {
+    let listener = TcpListener::bind(&settings.addr).await?;
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "listening on http://{}", listener.local_addr()?)?;
+    writeln!(
+        stdout,
+        "access tokens: {}; refresh grace window: {} s; sessions {}",
+        if settings.generated_key {
+            "signed with a random key (not shown); set PORTCULLIS_JWT_SECRET to share them between instances"
+        } else {
+            "signed with PORTCULLIS_JWT_SECRET"
+        },
+        settings.grace.as_secs(),
+        if settings.redis.is_some() {
+            "shared through redis"
+        } else {
+            "in memory"
+        },
+    )?;
+    stdout.flush()?;
+    drop(stdout);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
