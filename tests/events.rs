@@ -10,11 +10,13 @@ use std::{collections::HashMap, convert::Infallible, net::SocketAddr, time::Dura
 use http::{Request, Response, StatusCode, header::AUTHORIZATION};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use portcullis::{
-    AuthLayer, Credential, CredentialSource, PeerAddr, ValidationError,
-    events::{self, Event, metrics::*},
+    AuthLayer, Credential, CredentialSource, Fingerprint, PeerAddr, ValidationError,
+    events::{self, Event, RevocationOrigin, RevocationTarget, metrics::*},
     lockout::{LockoutLayer, Policy},
     rate_limit::RateLimitLayer,
     reject::RejectionKind,
+    revoke::Revocations,
+    validate::KeyDigest,
 };
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
@@ -197,4 +199,41 @@ async fn a_scripted_sequence_shows_up_in_the_events_and_the_metrics() {
     )));
     assert!(!format!("{seen:?}").contains("wrong"));
     assert_eq!(audit.dropped(), 0);
+
+    // Revocations: an event each (the secret by the keyed fingerprint of
+    // its digest), and a counter by target and origin.
+    let revocations = Revocations::new();
+    revocations.revoke_secret("good", None).await.unwrap();
+    revocations.revoke_subject("alice").await.unwrap();
+    revocations.revoke_id("session-1", None).await.unwrap();
+    let seen: Vec<Event> = std::iter::from_fn(|| audit.try_recv()).collect();
+    let digest = Fingerprint::of(KeyDigest::of("good").as_bytes());
+    assert_eq!(
+        seen[0],
+        Event::Revoked {
+            target: RevocationTarget::Secret {
+                fingerprint: digest
+            },
+            origin: RevocationOrigin::Here,
+            lasts: revocations.max_lifetime(),
+        }
+    );
+    assert!(matches!(
+        &seen[1],
+        Event::Revoked { target: RevocationTarget::Subject { subject }, origin: RevocationOrigin::Here, .. }
+            if subject == "alice"
+    ));
+    assert!(matches!(
+        &seen[2],
+        Event::Revoked { target: RevocationTarget::Id { id }, .. } if id == "session-1"
+    ));
+    assert!(!format!("{seen:?}").contains("good"));
+    let got = counters(&snapshotter);
+    for target in ["secret", "subject", "id"] {
+        assert_eq!(
+            got.get(&format!("{REVOCATIONS}{{origin=here,target={target}}}")),
+            Some(&1),
+            "{got:#?}"
+        );
+    }
 }

@@ -12,6 +12,7 @@
 //! | `portcullis_lockout_refusals_total` | counter | `reason` | requests the lockout refused |
 //! | `portcullis_rate_limit_refusals_total` | counter | | requests the rate limiter refused |
 //! | `portcullis_redis_fallbacks_total` | counter | `limiter` | decisions made locally because Redis did not answer |
+//! | `portcullis_revocations_total` | counter | `target`, `origin` | revocations applied to a revocation list |
 //! | `portcullis_session_reuses_total` | counter | | refresh tokens presented again after use: sessions revoked (feature `sessions`) |
 //! | `portcullis_validator_seconds` | histogram | `source` | time the validator took |
 //! | `portcullis_lockout_tracked`, `portcullis_lockout_locked_out` | gauge | | table sizes, from [`record_lockout_stats`] |
@@ -25,7 +26,9 @@
 //! - `source`: `bearer`, `cookie`, `header`, `query`, `websocket_protocol`,
 //!   `none`;
 //! - `reason`: `locked_out`, `crowded`;
-//! - `limiter`: `lockout`, `rate_limit`.
+//! - `limiter`: `lockout`, `rate_limit`;
+//! - `target`: `secret`, `id`, `subject`;
+//! - `origin`: `here`, `replica`, `catch_up`.
 //!
 //! # Security
 //!
@@ -46,8 +49,8 @@ use metrics::{
     histogram,
 };
 
-use super::{Record, Sink};
-use crate::{CredentialSource, lockout, rate_limit, reject::RejectionKind};
+use super::{Record, RevocationOrigin, Sink};
+use crate::{CredentialSource, lockout, rate_limit, reject::RejectionKind, revoke::Target};
 
 /// The counter of `AuthLayer` decisions.
 pub const AUTH_DECISIONS: &str = "portcullis_auth_decisions_total";
@@ -61,6 +64,8 @@ pub const LOCKOUT_REFUSALS: &str = "portcullis_lockout_refusals_total";
 pub const RATE_LIMIT_REFUSALS: &str = "portcullis_rate_limit_refusals_total";
 /// The counter of decisions made locally because Redis did not answer.
 pub const REDIS_FALLBACKS: &str = "portcullis_redis_fallbacks_total";
+/// The counter of revocations applied to a revocation list.
+pub const REVOCATIONS: &str = "portcullis_revocations_total";
 /// The counter of refresh tokens presented again after use (each revoked
 /// its session).
 pub const SESSION_REUSES: &str = "portcullis_session_reuses_total";
@@ -101,6 +106,10 @@ fn describe() {
     describe_counter!(
         REDIS_FALLBACKS,
         "decisions made locally because redis did not answer"
+    );
+    describe_counter!(
+        REVOCATIONS,
+        "revocations applied, by what they reach and where they were made"
     );
     describe_counter!(
         SESSION_REUSES,
@@ -154,6 +163,13 @@ fn source(source: Option<&CredentialSource>) -> usize {
     }
 }
 
+/// Where revocations come from, in label order.
+const ORIGINS: [RevocationOrigin; 3] = [
+    RevocationOrigin::Here,
+    RevocationOrigin::Replica,
+    RevocationOrigin::CatchUp,
+];
+
 /// Decision outcomes, as labels.
 const OUTCOMES: [&str; 16] = [
     "authenticated",
@@ -206,6 +222,8 @@ struct Metrics {
     rate_limited: Counter,
     lockout_fallbacks: Counter,
     rate_limit_fallbacks: Counter,
+    /// By target, then origin.
+    revocations: [[Counter; 3]; 3],
     session_reuses: Counter,
 }
 
@@ -233,6 +251,11 @@ impl Metrics {
             rate_limited: counter!(RATE_LIMIT_REFUSALS),
             lockout_fallbacks: counter!(REDIS_FALLBACKS, "limiter" => "lockout"),
             rate_limit_fallbacks: counter!(REDIS_FALLBACKS, "limiter" => "rate_limit"),
+            revocations: ["secret", "id", "subject"].map(|target| {
+                ORIGINS.map(
+                    |origin| counter!(REVOCATIONS, "target" => target, "origin" => origin.as_str()),
+                )
+            }),
             session_reuses: counter!(SESSION_REUSES),
         }
     }
@@ -269,6 +292,18 @@ impl Sink for Metrics {
                 } else {
                     self.rate_limit_fallbacks.increment(1);
                 }
+            }
+            Record::Revoked { target, origin, .. } => {
+                let target = match target {
+                    Target::Secret(_) => 0,
+                    Target::Id(_) => 1,
+                    Target::Subject(_) => 2,
+                };
+                let origin = ORIGINS
+                    .iter()
+                    .position(|o| *o == origin)
+                    .unwrap_or_default();
+                self.revocations[target][origin].increment(1);
             }
             Record::SessionReused { .. } => self.session_reuses.increment(1),
             Record::Validated { source: s, elapsed } => {

@@ -2,7 +2,8 @@
 //!
 //! Every decision that matters to an operator (a credential accepted or
 //! rejected, a key locked out or unlocked, a request refused by a limiter,
-//! a limiter deciding locally because Redis did not answer) is an
+//! a limiter deciding locally because Redis did not answer, a credential
+//! revoked, a refresh token reused) is an
 //! [`Event`]. Subscribe with [`subscribe`]: each subscription is a bounded
 //! queue that the request path fills with `try_send`, so a slow or stuck
 //! subscriber never blocks a request; events that find its queue full are
@@ -52,7 +53,7 @@ use std::{
 
 use tokio::sync::mpsc;
 
-use crate::{CredentialSource, Fingerprint, reject::RejectionKind};
+use crate::{CredentialSource, Fingerprint, reject::RejectionKind, revoke::Target};
 
 /// Something portcullis decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +111,17 @@ pub enum Event {
         /// `"lockout"` or `"rate_limit"`.
         limiter: &'static str,
     },
+    /// A revocation was applied to a [`Revocations`](crate::revoke::Revocations)
+    /// list: made on this replica, received from another one, or read from
+    /// the shared store when the list caught up after an outage.
+    Revoked {
+        /// What it reaches.
+        target: RevocationTarget,
+        /// Where it came from.
+        origin: RevocationOrigin,
+        /// How long it lasts (until what it revokes would have expired).
+        lasts: Duration,
+    },
     /// A refresh token was presented again after it had been used (outside
     /// the grace window): its session was revoked, access tokens and open
     /// streams included (`session::Sessions`, SECURITY.md S2).
@@ -119,6 +131,56 @@ pub enum Event {
         /// The session id (`sid`), which is not a secret.
         session: String,
     },
+}
+
+/// What a revocation reaches, in an [`Event::Revoked`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RevocationTarget {
+    /// One secret, in every carrier it can arrive in.
+    Secret {
+        /// The keyed fingerprint of the secret's SHA-256 digest (lists
+        /// hold digests only, and receive nothing else from other
+        /// replicas): `Fingerprint::of(KeyDigest::of(secret).as_bytes())`,
+        /// the same on every replica that installed the same
+        /// [`FingerprintKey`](crate::FingerprintKey).
+        fingerprint: Fingerprint,
+    },
+    /// A token id (`jti`) or session id (`sid`).
+    Id {
+        /// The id, which is not a secret.
+        id: String,
+    },
+    /// Every credential of a subject issued until the revocation ("sign out
+    /// everywhere").
+    Subject {
+        /// The subject.
+        subject: String,
+    },
+}
+
+/// Where a revocation in an [`Event::Revoked`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RevocationOrigin {
+    /// Made on this replica.
+    Here,
+    /// Made on another replica and received through the shared store.
+    Replica,
+    /// Read from the shared store when the list caught up after losing it
+    /// (it may have been seen before the outage).
+    CatchUp,
+}
+
+impl RevocationOrigin {
+    /// The origin as a metric label: `here`, `replica` or `catch_up`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Here => "here",
+            Self::Replica => "replica",
+            Self::CatchUp => "catch_up",
+        }
+    }
 }
 
 /// What the request path reports: borrowed, so nothing is formatted or
@@ -152,6 +214,11 @@ pub(crate) enum Record<'a> {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a shared store falls back
     Fallback {
         limiter: &'static str,
+    },
+    Revoked {
+        target: &'a Target,
+        origin: RevocationOrigin,
+        lasts: Duration,
     },
     #[cfg_attr(not(feature = "sessions"), allow(dead_code))] // only sessions detect reuse
     SessionReused {
@@ -204,6 +271,23 @@ impl Record<'_> {
                 retry_after,
             },
             Self::Fallback { limiter } => Event::Fallback { limiter },
+            Self::Revoked {
+                target,
+                origin,
+                lasts,
+            } => Event::Revoked {
+                target: match target {
+                    Target::Secret(digest) => RevocationTarget::Secret {
+                        fingerprint: Fingerprint::of(digest.as_bytes()),
+                    },
+                    Target::Id(id) => RevocationTarget::Id { id: id.to_string() },
+                    Target::Subject(subject) => RevocationTarget::Subject {
+                        subject: subject.to_string(),
+                    },
+                },
+                origin,
+                lasts,
+            },
             Self::SessionReused { subject, session } => Event::SessionReused {
                 subject: subject.to_owned(),
                 session: session.to_owned(),

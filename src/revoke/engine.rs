@@ -17,7 +17,11 @@ use super::{
     revocable::Facts,
     table::{Entry, Table},
 };
-use crate::{Fingerprint, ValidationError, validate::KeyDigest};
+use crate::{
+    Fingerprint, ValidationError,
+    events::{self, Record, RevocationOrigin},
+    validate::KeyDigest,
+};
 
 /// How long a client is told to wait while the list is out of sync.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -171,7 +175,7 @@ impl Inner {
 
     /// Applies `revocation` here: the table first, then the open streams and
     /// the listeners.
-    pub(crate) fn apply(&self, revocation: &Revocation) {
+    pub(crate) fn apply(&self, revocation: &Revocation, origin: RevocationOrigin) {
         let now = Instant::now();
         let hash = self.hash_target(&revocation.target);
         let entry = Entry {
@@ -201,6 +205,11 @@ impl Inner {
                 tracing::info!(target: "portcullis::revoke", subject = %subject, for_secs, "credentials of a subject revoked");
             }
         }
+        events::emit(Record::Revoked {
+            target: &revocation.target,
+            origin,
+            lasts: revocation.until.saturating_duration_since(now),
+        });
         self.bump();
         for listener in self.listeners() {
             listener.revoked(revocation);

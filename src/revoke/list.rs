@@ -13,7 +13,7 @@ use super::{
     engine::{Inner, Listener, Revocation, Target},
     revocable::Facts,
 };
-use crate::{Credential, ValidationError, validate::KeyDigest};
+use crate::{Credential, ValidationError, events::RevocationOrigin, validate::KeyDigest};
 
 /// Credentials that are no longer accepted, though their signature or
 /// digest still matches: revoked by secret, by token or session id, or by
@@ -198,7 +198,7 @@ impl Revocations {
             cutoff,
             until,
         };
-        self.inner.apply(&revocation);
+        self.inner.apply(&revocation, RevocationOrigin::Here);
         match self.inner.remote.get() {
             Some(remote) => remote.publish(&revocation),
             None => Revoked::done(),

@@ -8,6 +8,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use http::{Request, Response, StatusCode, header};
 use portcullis::{
     AuthLayer, ValidationErrorKind, Validator,
+    events::{self, Event, RevocationOrigin, RevocationTarget},
     lease::{End, Lease},
     lockout::RedisStore,
     revoke::Revocations,
@@ -67,6 +68,28 @@ async fn a_revocation_on_one_replica_reaches_the_other_within_a_second() {
     assert_eq!(b.stats().catch_ups, 1);
     assert!(b.stats().in_sync);
 
+    // The audit events tell where a revocation was made: here on a, from a
+    // replica on b. (Subscriptions are process-wide: look for this id.)
+    let mut audit = events::subscribe(1024);
+    a.revoke_id(&prefix, None).await.unwrap();
+    let mut origins = Vec::new();
+    while origins.len() < 2 {
+        let event = timeout(Duration::from_secs(1), audit.recv())
+            .await
+            .expect("both replicas report the revocation within a second")
+            .expect("subscribed");
+        if let Event::Revoked {
+            target: RevocationTarget::Id { id },
+            origin,
+            ..
+        } = event
+            && id == prefix
+        {
+            origins.push(origin);
+        }
+    }
+    assert_eq!(origins, [RevocationOrigin::Here, RevocationOrigin::Replica]);
+
     // A replica that starts later reads what is stored.
     let c = Revocations::with_redis(store(&url, &prefix).await);
     in_sync(&c).await;
@@ -79,7 +102,7 @@ async fn a_revocation_on_one_replica_reaches_the_other_within_a_second() {
         kind(&on_c, &bearer("bob-1")).await,
         Some(ValidationErrorKind::Revoked)
     );
-    assert_eq!(c.stats().entries, 2);
+    assert_eq!(c.stats().entries, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,9 +141,20 @@ async fn a_disconnected_replica_answers_unavailable_then_catches_up_and_says_so(
     assert_eq!(answer.retry_after(), Some(Duration::from_secs(1)));
 
     // Revoked elsewhere while b cannot hear it.
+    let mut audit = events::subscribe(1024);
     a.revoke_secret("alice-1", None).await.unwrap();
+    a.revoke_id(&prefix, None).await.unwrap();
     proxy.restore();
     in_sync(&b).await;
+    // b learnt it from the store, not from a message: its event says so.
+    let caught_up = std::iter::from_fn(|| audit.try_recv()).any(|event| {
+        matches!(event, Event::Revoked {
+            target: RevocationTarget::Id { id },
+            origin: RevocationOrigin::CatchUp,
+            ..
+        } if id == prefix)
+    });
+    assert!(caught_up);
     assert_eq!(b.stats().catch_ups, 2);
     assert!(logs.text().contains("revocations caught up with redis"));
     assert_eq!(

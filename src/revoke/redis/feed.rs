@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::member::{decode, split3};
 use crate::{
+    events::RevocationOrigin,
     gate::BoxFuture,
     redis::{Connection, Handler},
     revoke::engine::{Inner, Revocation},
@@ -78,11 +79,14 @@ impl Handler for Feed {
             return;
         }
         match (ttl.parse::<u64>(), decode(member)) {
-            (Ok(ttl), Some((target, cutoff))) => list.apply(&Revocation {
-                target,
-                cutoff,
-                until: ends_in(&list, ttl),
-            }),
+            (Ok(ttl), Some((target, cutoff))) => list.apply(
+                &Revocation {
+                    target,
+                    cutoff,
+                    until: ends_in(&list, ttl),
+                },
+                RevocationOrigin::Replica,
+            ),
             _ => {
                 tracing::warn!(target: "portcullis::revoke", "ignored a malformed revocation message")
             }
@@ -119,11 +123,14 @@ impl Handler for Feed {
                 if ttl == 0 {
                     continue;
                 }
-                list.apply(&Revocation {
-                    target,
-                    cutoff,
-                    until: ends_in(&list, ttl),
-                });
+                list.apply(
+                    &Revocation {
+                        target,
+                        cutoff,
+                        until: ends_in(&list, ttl),
+                    },
+                    RevocationOrigin::CatchUp,
+                );
                 applied += 1;
             }
             list.caught_up(applied);
