@@ -198,7 +198,7 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
                         &identity,
                     );
                     extensions.insert(identity);
-                    extensions.insert(Authenticated);
+                    Authenticated::mark(&mut extensions);
                     Ok(Admit {
                         hook,
                         extensions: Some(extensions),
@@ -318,7 +318,7 @@ impl<V: Validator, R: Renderer> Shared<V, R> {
         extensions.insert(identity);
         // B17: tells a lockout inside this layer that it is in the wrong
         // place.
-        extensions.insert(Authenticated);
+        Authenticated::mark(extensions);
         hook
     }
 

@@ -417,7 +417,7 @@ fn most_restrictive(refused: Refused, rest: &[Arc<dyn Rule>], parts: &Parts) -> 
 /// How many requests a layer checks for the wrong order: the order is a
 /// property of the stack, so the first requests tell; after them the check
 /// costs one relaxed load.
-const ORDER_CHECKS: u32 = 4096;
+pub(crate) const ORDER_CHECKS: u32 = 4096;
 
 /// B17: a lockout inside `AuthLayer` sees requests that were authenticated
 /// already, and would never see a rejected credential; says so once.

@@ -59,6 +59,9 @@ async fn b17_a_lockout_inside_auth_layer_is_detected_and_logged_once() {
         .matches("a LockoutLayer sees requests that an AuthLayer has already authenticated")
         .count();
     assert_eq!(warnings, 1, "{}", logs.text());
+
+    // In the same test: the captured logs are the whole binary's.
+    a_lockout_inside_on_one_route_is_detected_after_many_requests_elsewhere(&logs).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -84,4 +87,41 @@ async fn b17_the_stack_builder_puts_the_lockout_outside_auth_layer() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// B17: the lockout guards one route inside the AuthLayer, and the
+/// application served thousands of requests on other routes before anyone
+/// calls it: it still finds out, and says so once.
+async fn a_lockout_inside_on_one_route_is_detected_after_many_requests_elsewhere(
+    logs: &support::logs::Logs,
+) {
+    let app = Router::new()
+        .route("/", get(|| async { "hi" }))
+        .route(
+            "/guarded",
+            get(|| async { "guarded" }).layer(LockoutLayer::new(max(2))),
+        )
+        .layer(AuthLayer::new(validate));
+    for _ in 0..5_000 {
+        let res = app
+            .clone()
+            .oneshot(bearer("192.0.2.42", "good-token"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let guarded = || {
+        let mut request = bearer("192.0.2.42", "good-token");
+        *request.uri_mut() = "/guarded".parse().unwrap();
+        request
+    };
+    for _ in 0..200 {
+        let res = app.clone().oneshot(guarded()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let warnings = logs
+        .text()
+        .matches("a LockoutLayer sees requests that an AuthLayer has already authenticated")
+        .count();
+    assert_eq!(warnings, 2, "{}", logs.text());
 }
