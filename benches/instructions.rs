@@ -58,18 +58,43 @@ async fn ok(_: Request<Body>) -> Result<Response<Body>, Infallible> {
     Ok(Response::new(Body::empty()))
 }
 
-/// An in-memory validator doing what tower-http's check does: one comparison.
+/// An in-memory validator doing what tower-http's check does: one
+/// comparison, answered at once (`validate_now`), as an in-memory validator
+/// should be.
 struct InMemory;
+
+fn compare(credential: &Credential) -> Result<&'static str, ValidationError> {
+    if credential.secret() == TOKEN {
+        Ok("alice")
+    } else {
+        Err(ValidationError::invalid())
+    }
+}
 
 impl Validator for InMemory {
     type Identity = &'static str;
 
     async fn validate(&self, credential: &Credential) -> Result<&'static str, ValidationError> {
-        if credential.secret() == TOKEN {
-            Ok("alice")
-        } else {
-            Err(ValidationError::invalid())
-        }
+        compare(credential)
+    }
+
+    fn validate_now(
+        &self,
+        credential: &Credential,
+    ) -> Option<Result<&'static str, ValidationError>> {
+        Some(compare(credential))
+    }
+}
+
+/// The same comparison behind `validate` only: what a validator that does
+/// not implement `validate_now` costs (a boxed future, polled once).
+struct InMemoryAsync;
+
+impl Validator for InMemoryAsync {
+    type Identity = &'static str;
+
+    async fn validate(&self, credential: &Credential) -> Result<&'static str, ValidationError> {
+        compare(credential)
     }
 }
 
@@ -110,6 +135,7 @@ fn service(name: &str) -> Svc {
         #[allow(deprecated)] // the peer being compared against
         "auth/tower_http" => boxed(ValidateRequestHeaderLayer::bearer(TOKEN).layer(handler)),
         "auth/portcullis" => boxed(AuthLayer::new(InMemory).layer(handler)),
+        "auth/portcullis_async" => boxed(AuthLayer::new(InMemoryAsync).layer(handler)),
         "lockout/portcullis" => boxed(LockoutLayer::new(Policy::default()).layer(handler)),
         "lockout/portcullis+auth" => boxed(
             ServiceBuilder::new()
@@ -137,10 +163,11 @@ fn service(name: &str) -> Svc {
     }
 }
 
-const SERVICES: [&str; 10] = [
+const SERVICES: [&str; 11] = [
     "bare",
     "auth/tower_http",
     "auth/portcullis",
+    "auth/portcullis_async",
     "lockout/portcullis",
     "lockout/portcullis+auth",
     "lockout/tower_governor",

@@ -586,3 +586,44 @@ async fn works_as_a_boxed_tower_service_with_errors_passed_through() {
         .unwrap_err();
     assert_eq!(err.to_string(), "boom");
 }
+
+/// Answers only at once: its future must never be polled.
+struct OnlyNow;
+
+impl portcullis::Validator for OnlyNow {
+    type Identity = User;
+
+    async fn validate(&self, _: &Credential) -> Result<User, ValidationError> {
+        panic!("AuthLayer asks validate_now first")
+    }
+
+    fn validate_now(&self, credential: &Credential) -> Option<Result<User, ValidationError>> {
+        Some(match credential.secret() {
+            "alice-token" => Ok(User("alice".into())),
+            _ => Err(ValidationError::invalid()),
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_immediate_answer_is_used_without_a_future() {
+    let svc = ServiceBuilder::new()
+        .layer(AuthLayer::new(OnlyNow))
+        .service(service_fn(|req: Request<String>| async move {
+            let user = req.extensions().get::<User>().cloned();
+            Ok::<_, Infallible>(Response::new(format!("{user:?}")))
+        }));
+    let request = |token: &str| {
+        Request::get("/")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(String::new())
+            .unwrap()
+    };
+    let ok = svc.clone().oneshot(request("alice-token")).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let body = ok.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, r#"Some(User("alice"))"#);
+    let refused = svc.clone().oneshot(request("wrong")).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(refused.extensions().get::<AuthRejection>().is_some());
+}

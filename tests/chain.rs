@@ -154,3 +154,80 @@ async fn map_identity_leaves_errors_untouched() {
     assert_eq!(err.kind(), ValidationErrorKind::Unavailable);
     assert_eq!(err.reason(), Some("db down"));
 }
+
+/// Answers at once (`validate_now`); its future is never to be polled.
+#[derive(Clone)]
+struct Immediate(Result<&'static str, ValidationError>);
+
+impl Validator for Immediate {
+    type Identity = &'static str;
+
+    async fn validate(&self, _: &Credential) -> Result<&'static str, ValidationError> {
+        self.0.clone()
+    }
+
+    fn validate_now(&self, _: &Credential) -> Option<Result<&'static str, ValidationError>> {
+        Some(self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn a_chain_answers_at_once_when_every_validator_it_asks_does() {
+    let invalid = || Err(ValidationError::invalid());
+    // Immediate validators only: answered at once, the same as `validate`.
+    let chain = Chain::new()
+        .prefixed("svc_", Immediate(Ok("service")))
+        .then(Immediate(invalid()))
+        .then(Immediate(Ok("user")));
+    for (secret, expected) in [("svc_1", "service"), ("token", "user")] {
+        let now = chain
+            .validate_now(&bearer(secret))
+            .expect("answered at once");
+        assert_eq!(now.unwrap(), expected);
+        assert_eq!(chain.validate(&bearer(secret)).await.unwrap(), expected);
+    }
+    // A fallback that must wait, after an immediate "invalid": not at once.
+    let waiting = Fixed::new(Ok("slow"));
+    let chain = Chain::new()
+        .then(Immediate(invalid()))
+        .then(waiting.clone());
+    assert!(chain.validate_now(&bearer("token")).is_none());
+    assert_eq!(waiting.calls(), 0);
+    assert_eq!(chain.validate(&bearer("token")).await.unwrap(), "slow");
+    // An immediate definite answer stops before the waiting one.
+    let chain = Chain::new()
+        .then(Immediate(Err(ValidationError::revoked())))
+        .then(waiting.clone());
+    let kind = chain
+        .validate_now(&bearer("token"))
+        .unwrap()
+        .unwrap_err()
+        .kind();
+    assert_eq!(kind, ValidationErrorKind::Revoked);
+    // Mapped identities keep answering at once.
+    let mapped = Immediate(Ok("alice")).map_identity(|name| name.len());
+    assert_eq!(mapped.validate_now(&bearer("t")).unwrap().unwrap(), 5);
+    assert!(
+        Fixed::new(Ok("x"))
+            .map_identity(|x| x)
+            .validate_now(&bearer("t"))
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn api_keys_answer_at_once_as_they_answer_later() {
+    let key = GeneratedKey::new("pk_").unwrap();
+    let keys = ApiKeys::builder("pk_")
+        .key(key.digest(), ApiKeyIdentity::new("ci"))
+        .build()
+        .unwrap();
+    for secret in [key.secret(), "pk_wrong", "nope"] {
+        let now = keys.validate_now(&bearer(secret)).expect("in memory");
+        let later = keys.validate(&bearer(secret)).await;
+        assert_eq!(
+            now.map(|id| id.id().to_owned()).ok(),
+            later.map(|id| id.id().to_owned()).ok()
+        );
+    }
+}

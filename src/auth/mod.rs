@@ -144,7 +144,7 @@ impl Authenticated {
             accepted.set(n.wrapping_add(1));
             n
         });
-        if n < crate::lockout::ORDER_CHECKS || n % 64 == 0 {
+        if n < crate::lockout::ORDER_CHECKS || n.is_multiple_of(64) {
             extensions.insert(Self);
         }
     }

@@ -98,30 +98,22 @@ where
                     return ResponseFuture::new(Gate::refuse(shared.render(rejection, &parts), ()));
                 }
                 shared.extractor.strip(&mut parts);
-                let mut validation = shared.validate(credential);
                 // A validator that answers at once (an in-memory table, a
-                // cache hit) is answered here: no waiting state, no clone
-                // of the inner service. Polling with a no-op waker is sound:
-                // a future that is not ready registers the real waker when
-                // it is polled again.
+                // cache hit) is answered here: no future, no waiting state,
+                // no clone of the inner service.
+                if let Some(outcome) = shared.validate_now(&credential) {
+                    return self.answer(parts, body, &credential, outcome);
+                }
+                let mut validation = shared.validate(credential);
+                // Polling with a no-op waker is sound: a future that is not
+                // ready registers the real waker when it is polled again.
                 match validation
                     .as_mut()
                     .poll(&mut Context::from_waker(Waker::noop()))
                 {
-                    Poll::Ready((credential, outcome)) => match outcome {
-                        Ok(identity) => {
-                            events::emit(Record::Authenticated {
-                                source: credential.source(),
-                            });
-                            let hook = shared.accept(&mut parts.extensions, &credential, identity);
-                            self.pass(parts, body, hook)
-                        }
-                        Err(error) => {
-                            let rejection = reject_credential(&credential, &error)
-                                .clear_cookie(shared.stale_cookie(&credential));
-                            ResponseFuture::new(Gate::refuse(shared.render(rejection, &parts), ()))
-                        }
-                    },
+                    Poll::Ready((credential, outcome)) => {
+                        self.answer(parts, body, &credential, outcome)
+                    }
                     Poll::Pending => self.wait(validation, parts, body),
                 }
             }
@@ -154,6 +146,35 @@ where
 }
 
 impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
+    /// Answers a request whose validator has answered.
+    #[inline(always)]
+    fn answer<ReqBody>(
+        &mut self,
+        mut parts: Parts,
+        body: ReqBody,
+        credential: &Credential,
+        outcome: Result<V::Identity, ValidationError>,
+    ) -> ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        let shared = &self.shared;
+        match outcome {
+            Ok(identity) => {
+                events::emit(Record::Authenticated {
+                    source: credential.source(),
+                });
+                let hook = shared.accept(&mut parts.extensions, credential, identity);
+                self.pass(parts, body, hook)
+            }
+            Err(error) => {
+                let rejection = reject_credential(credential, &error)
+                    .clear_cookie(shared.stale_cookie(credential));
+                ResponseFuture::new(Gate::refuse(shared.render(rejection, &parts), ()))
+            }
+        }
+    }
+
     fn pass<ReqBody>(
         &mut self,
         parts: Parts,
@@ -305,6 +326,7 @@ impl<V: Validator, R: Renderer> Shared<V, R> {
     /// The credential was accepted: the identity (and, with leases on, its
     /// lease) goes to the inner service, and the lockout layers outside need
     /// not hold a reservation any longer (B11).
+    #[inline]
     fn accept(
         &self,
         extensions: &mut Extensions,
@@ -331,6 +353,25 @@ impl<V: Validator, R: Renderer> Shared<V, R> {
         parts
             .extensions
             .insert(Anonymous(self.renderer.clone() as Arc<dyn Renderer>));
+    }
+
+    /// The validator's immediate answer ([`Validator::validate_now`]), if it
+    /// has one.
+    #[inline]
+    fn validate_now(
+        &self,
+        credential: &Credential,
+    ) -> Option<Result<V::Identity, ValidationError>> {
+        // Timed only for the metrics: no clock read when nothing listens.
+        let started = events::listening().then(std::time::Instant::now);
+        let outcome = self.validator.validate_now(credential)?;
+        if let Some(started) = started {
+            events::emit(Record::Validated {
+                source: credential.source(),
+                elapsed: started.elapsed(),
+            });
+        }
+        Some(outcome)
     }
 
     fn validate(&self, credential: Credential) -> BoxFuture<Validated<V::Identity>> {

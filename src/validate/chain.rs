@@ -12,6 +12,8 @@ trait DynValidator<I>: Send + Sync + 'static {
         &'a self,
         credential: &'a Credential,
     ) -> BoxFuture<'a, Result<I, ValidationError>>;
+
+    fn validate_now_dyn(&self, credential: &Credential) -> Option<Result<I, ValidationError>>;
 }
 
 impl<V: Validator> DynValidator<V::Identity> for V {
@@ -20,6 +22,13 @@ impl<V: Validator> DynValidator<V::Identity> for V {
         credential: &'a Credential,
     ) -> BoxFuture<'a, Result<V::Identity, ValidationError>> {
         Box::pin(self.validate(credential))
+    }
+
+    fn validate_now_dyn(
+        &self,
+        credential: &Credential,
+    ) -> Option<Result<V::Identity, ValidationError>> {
+        self.validate_now(credential)
     }
 }
 
@@ -212,6 +221,26 @@ impl<I: Clone + Send + Sync + 'static> Validator for Chain<I> {
     ) -> impl Future<Output = Result<I, ValidationError>> + Send {
         self.run(credential)
     }
+
+    /// Answers at once when every validator the credential reaches does:
+    /// its prefix's, or the fallbacks in order up to the first answer that
+    /// is not "invalid".
+    fn validate_now(&self, credential: &Credential) -> Option<Result<I, ValidationError>> {
+        let secret = credential.secret();
+        if let Some(route) = self.routes.iter().find(|r| secret.starts_with(&*r.prefix)) {
+            return route.validator.validate_now_dyn(credential);
+        }
+        let mut last = None;
+        for validator in &self.fallbacks {
+            match validator.validate_now_dyn(credential)? {
+                Err(e) if e.kind() == ValidationErrorKind::Invalid => last = Some(e),
+                decided => return Some(decided),
+            }
+        }
+        Some(Err(last.unwrap_or_else(|| {
+            ValidationError::invalid().with_reason("no validator applies")
+        })))
+    }
 }
 
 /// Adapters for any [`Validator`].
@@ -267,5 +296,9 @@ where
 
     async fn validate(&self, credential: &Credential) -> Result<I, ValidationError> {
         self.inner.validate(credential).await.map(&self.map)
+    }
+
+    fn validate_now(&self, credential: &Credential) -> Option<Result<I, ValidationError>> {
+        Some(self.inner.validate_now(credential)?.map(&self.map))
     }
 }

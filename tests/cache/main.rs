@@ -111,6 +111,26 @@ async fn a_cached_credential_is_answered_without_the_backend() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_hit_is_answered_at_once_and_a_miss_or_an_expired_entry_is_not() {
+    let backend = Backend::alice();
+    let cache = cached(&backend);
+    let alice = bearer("alice-token");
+    assert!(
+        cache.validate_now(&alice).is_none(),
+        "a miss waits for the backend"
+    );
+    cache.validate(&alice).await.unwrap();
+    assert_eq!(cache.validate_now(&alice).unwrap().unwrap().name, "alice");
+    // The answer is the one `validate` gives: invalidated, gone.
+    cache.invalidate(&alice);
+    assert!(cache.validate_now(&alice).is_none());
+    cache.validate(&alice).await.unwrap();
+    advance(Duration::from_secs(61)).await;
+    assert!(cache.validate_now(&alice).is_none(), "past its TTL");
+    assert_eq!(backend.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_hundred_concurrent_misses_make_one_backend_call() {
     let backend = Backend::alice().delayed(Duration::from_secs(1));
     let cache = cached(&backend);

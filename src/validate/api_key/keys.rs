@@ -275,6 +275,20 @@ impl Validator for ApiKeys {
         &self,
         credential: &Credential,
     ) -> impl Future<Output = Result<ApiKeyIdentity, ValidationError>> + Send {
+        std::future::ready(self.answer(credential))
+    }
+
+    fn validate_now(
+        &self,
+        credential: &Credential,
+    ) -> Option<Result<ApiKeyIdentity, ValidationError>> {
+        Some(self.answer(credential))
+    }
+}
+
+impl ApiKeys {
+    /// Checks a presented key, reports it to the last-used hook, logs.
+    fn answer(&self, credential: &Credential) -> Result<ApiKeyIdentity, ValidationError> {
         let outcome = self.check(credential.secret());
         match &outcome {
             Ok(identity) => {
@@ -285,7 +299,7 @@ impl Validator for ApiKeys {
             }
             Err(e) => tracing::debug!(%credential, error = %e, "api key rejected"),
         }
-        std::future::ready(outcome)
+        outcome
     }
 }
 

@@ -121,6 +121,13 @@ impl<V: Validator> Shared<V> {
         Settled { outcome, started }
     }
 
+    /// The cached outcome for `credential`, if there is one.
+    pub(super) fn cached_now(&self, credential: &Credential) -> Option<Outcome<V::Identity>> {
+        let outcome = self.cached(&KeyDigest::of(credential.secret()), credential.source())?;
+        tracing::trace!(%credential, ok = outcome.is_ok(), "validation cache hit");
+        Some(outcome)
+    }
+
     pub(super) async fn validate(&self, credential: &Credential) -> Outcome<V::Identity> {
         let digest = KeyDigest::of(credential.secret());
         let source = credential.source();

@@ -352,6 +352,16 @@ impl<V: Validator> Validator for CachingValidator<V> {
             shared.honour(credential, outcome)
         }
     }
+
+    /// A hit answers at once; a miss asks [`validate`](Validator::validate).
+    fn validate_now(
+        &self,
+        credential: &Credential,
+    ) -> Option<Result<Self::Identity, ValidationError>> {
+        let shared = &*self.shared;
+        let outcome = shared.cached_now(credential)?;
+        Some(shared.honour(credential, outcome))
+    }
 }
 
 #[cfg(test)]
