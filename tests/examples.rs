@@ -949,6 +949,20 @@ async fn tonic_health_rate_limits_and_refuses_unusable_settings() {
     drop(client);
 }
 
+/// A loopback address of this run's own, so that the lockout keys a test
+/// leaves in a shared redis are new and never lock out a later run or the
+/// developer's own requests from 127.0.0.1 (Linux routes all of 127.0.0.0/8
+/// to loopback).
+#[allow(dead_code)] // used by the Redis tests only
+fn unique_loopback() -> std::net::Ipv4Addr {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let [_, b, c, d] = nanos.to_be_bytes();
+    std::net::Ipv4Addr::new(127, b | 0x40, c, d.max(2))
+}
+
 /// `PORTCULLIS_REDIS_URL`, or a skip notice (a failure in CI).
 #[cfg(feature = "redis")]
 fn redis_url() -> Option<String> {
@@ -1013,7 +1027,7 @@ async fn replicas_without_a_redis_url_says_how_to_start_one_and_exits_2() {
 async fn axum_api_instances_sharing_redis_lock_a_client_out_of_both() {
     // D2, D3 through the example: failures on one instance lock the client
     // out of the other.
-    use std::net::{IpAddr, Ipv4Addr};
+    use std::net::IpAddr;
 
     use hyper_util::client::legacy::connect::HttpConnector;
 
@@ -1025,16 +1039,8 @@ async fn axum_api_instances_sharing_redis_lock_a_client_out_of_both() {
     let first = Server::start_with("axum_api", &env).await;
     let second = Server::start_with("axum_api", &env).await;
 
-    // A loopback address of this run's own, so that the lockout key in
-    // redis is new (Linux routes all of 127.0.0.0/8 to loopback).
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let [_, b, c, d] = nanos.to_be_bytes();
-    let client_addr = Ipv4Addr::new(127, b | 0x40, c, d.max(2));
     let mut connector = HttpConnector::new();
-    connector.set_local_address(Some(IpAddr::V4(client_addr)));
+    connector.set_local_address(Some(IpAddr::V4(unique_loopback())));
     let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(connector);
     let status = |addr: SocketAddr, token: &'static str| {
         let client = client.clone();
@@ -1510,7 +1516,16 @@ async fn axum_api_instances_sharing_redis_sign_out_everywhere_within_a_second() 
     let signed_out = std::time::Instant::now();
     ended(&mut events).await;
     assert!(signed_out.elapsed() < Duration::from_secs(1));
-    let (status, _, _) = get(second.addr, "/me", &[("authorization", &bearer)]).await;
+    // From an address of this run's own: the refusal is a failed attempt,
+    // and redis keeps it after the run.
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_local_address(Some(std::net::IpAddr::V4(unique_loopback())));
+    let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(connector);
+    let request = Request::get(format!("http://{}/me", second.addr))
+        .header("authorization", &bearer)
+        .body(Empty::new())
+        .unwrap();
+    let status = client.request(request).await.unwrap().status();
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     for server in [first, second] {
@@ -1790,7 +1805,7 @@ async fn sessions_refuses_unusable_settings_with_exit_code_2() {
 #[tokio::test]
 async fn sessions_instances_sharing_redis_detect_a_reuse_across_instances() {
     // S2, S4: a refresh on one instance, a reuse on the other.
-    use std::net::{IpAddr, Ipv4Addr};
+    use std::net::IpAddr;
 
     use http_body_util::Full;
     use hyper_util::client::legacy::connect::HttpConnector;
@@ -1805,15 +1820,9 @@ async fn sessions_instances_sharing_redis_detect_a_reuse_across_instances() {
     let first = Server::start_with("sessions", &env).await;
     let second = Server::start_with("sessions", &env).await;
 
-    // A loopback address of this run's own: the lockout, shared in redis,
-    // keys on it.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let [_, b, c, d] = nanos.to_be_bytes();
+    // The lockout, shared in redis, keys on the client address.
     let mut connector = HttpConnector::new();
-    connector.set_local_address(Some(IpAddr::V4(Ipv4Addr::new(127, b | 0x40, c, d.max(2)))));
+    connector.set_local_address(Some(IpAddr::V4(unique_loopback())));
     let client = Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector);
     let send = |method: &'static str,
                 addr: SocketAddr,
