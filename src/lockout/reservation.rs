@@ -160,8 +160,13 @@ pub(crate) struct Reservation {
 impl Reservation {
     /// Adds `slot` to the reservations in `extensions`.
     pub(crate) fn push(extensions: &mut Extensions, slot: Arc<dyn Settle>) {
-        let outer = extensions.remove::<Self>().map(Box::new);
-        extensions.insert(Self { slot, outer });
+        // One lookup in the common case (no outer lockout layer): the
+        // insert tells whether reservations were there.
+        if let Some(outer) = extensions.insert(Self { slot, outer: None })
+            && let Some(this) = extensions.get_mut::<Self>()
+        {
+            this.outer = Some(Box::new(outer));
+        }
     }
 
     /// Takes the reservations out of `extensions`, to be settled later.

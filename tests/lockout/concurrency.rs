@@ -431,3 +431,63 @@ async fn b3_requests_refused_while_waiting_carry_the_ratelimit_field_too() {
     assert_eq!(waited.headers()[header::RETRY_AFTER], "60");
     assert_eq!(waited.headers()["ratelimit"], r#""lockout";r=0;t=60"#);
 }
+
+#[tokio::test(start_paused = true)]
+async fn b11_two_nested_lockouts_are_both_settled_when_the_credential_is_accepted() {
+    // B11, B6: a lockout for the whole application and one for a group of
+    // routes, both outside AuthLayer: an accepted credential releases both
+    // reservations, and wrong tokens count in both.
+    let outer = layer(max(5));
+    let inner = layer(max(3));
+    let (outer_tracker, inner_tracker) = (outer.tracker().clone(), inner.tracker().clone());
+    let barrier = Arc::new(tokio::sync::Barrier::new(64));
+    let validator = Counting {
+        calls: Arc::default(),
+        gate: None,
+    };
+    let handler = {
+        let barrier = Arc::clone(&barrier);
+        service_fn(move |_: Request<String>| {
+            let barrier = Arc::clone(&barrier);
+            async move {
+                barrier.wait().await;
+                Ok::<_, Infallible>(Response::new(String::new()))
+            }
+        })
+    };
+    let svc = tower::ServiceBuilder::new()
+        .layer(outer)
+        .layer(inner)
+        .layer(portcullis::AuthLayer::new(validator))
+        .service(handler);
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let svc = svc.clone();
+            tokio::spawn(async move { svc.oneshot(bearer("nat", "good")).await.unwrap() })
+        })
+        .collect();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        for task in tasks {
+            assert_eq!(task.await.unwrap().status(), StatusCode::OK);
+        }
+    })
+    .await
+    .expect("all 64 reach the handler together: neither lockout holds them");
+    assert_eq!(outer_tracker.stats().failures, 0);
+    assert_eq!(inner_tracker.stats().failures, 0);
+
+    // Wrong tokens: each is a failure of both keys, and the stricter inner
+    // lockout stops them after 3.
+    for i in 0..3 {
+        let response = svc
+            .clone()
+            .oneshot(bearer("nat", &format!("guess-{i}")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(outer_tracker.stats().failures, 3);
+    assert_eq!(inner_tracker.stats().failures, 3);
+    let response = svc.clone().oneshot(bearer("nat", "good")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+}
