@@ -520,6 +520,8 @@ proptest! {
                 .unwrap();
             let before = now() as u64;
             let direct = validator.validate(&bearer(&token)).await;
+            // Static keys: every answer is immediate, and the same.
+            let immediate = validator.validate_now(&bearer(&token)).expect("static keys");
             let cached = cache.validate(&bearer(&token)).await;
             let again = cache.validate(&bearer(&token)).await;
             let after = now() as u64;
@@ -528,7 +530,7 @@ proptest! {
                 // The clock crossed a boundary while validating: either answer is right.
                 return Ok(());
             }
-            for outcome in [&direct, &cached, &again] {
+            for outcome in [&direct, &immediate, &cached, &again] {
                 prop_assert_eq!(outcome.as_ref().err().map(ValidationError::kind), expected);
             }
             if let Ok(claims) = &direct {
@@ -1027,14 +1029,20 @@ mod jwks {
             .unwrap();
         let validator = validator(jwks.clone());
 
-        // First use fetches; the next token is served from the cached set.
+        // Nothing fetched yet: no immediate answer, the first use fetches;
+        // the next token is served from the cached set, at once.
+        assert!(validator.validate_now(&token("a", &a)).is_none());
         assert!(validator.validate(&token("a", &a)).await.is_ok());
         assert!(validator.validate(&token("a", &a)).await.is_ok());
+        assert!(validator.validate_now(&token("a", &a)).unwrap().is_ok());
         assert_eq!(server.hits(), 1);
 
-        // The issuer rotates to b: an unknown kid triggers a refetch.
+        // The issuer rotates to b: an unknown kid has no immediate answer,
+        // and `validate` refetches.
         server.serve(document(&[&b_jwk]));
         advance(Duration::from_secs(61)).await;
+        assert!(validator.validate_now(&token("b", &b)).is_none());
+        assert_eq!(server.hits(), 1);
         assert!(validator.validate(&token("b", &b)).await.is_ok());
         assert_eq!(server.hits(), 2);
 

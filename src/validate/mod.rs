@@ -103,8 +103,9 @@ pub trait Validator: Send + Sync + 'static {
     /// allocation and a poll, about a tenth of the layer's cost; see
     /// BENCHMARKS.md). The answer must be the one `validate` would give;
     /// `None` is always correct. [`ApiKeys`], [`CachingValidator`] (on a
-    /// hit), [`Chain`] and [`MapIdentity`] (when what they wrap answers at
-    /// once) implement it.
+    /// hit), `JwtValidator` (unless a JWKS has no key for the token yet),
+    /// [`Chain`] and [`MapIdentity`] (when what they wrap answers at once)
+    /// implement it.
     ///
     /// # Example
     ///

@@ -129,7 +129,8 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidator<T> {
         Ok(Claims::verified(claims, registered, exp, now))
     }
 
-    async fn check(&self, token: &str) -> Result<Claims<T>, ValidationError> {
+    /// Splits `token` and reads its header: what choosing a key needs.
+    fn split<'a>(&self, token: &'a str) -> Result<Split<'a>, ValidationError> {
         let malformed = || ValidationError::invalid().with_reason("malformed JWT");
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) =
@@ -146,28 +147,78 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidator<T> {
         if header.crit.is_some() {
             return Err(ValidationError::invalid().with_reason("unsupported critical header"));
         }
-        let alg = header.alg;
-        if !self.inner.policy.algorithms.contains(&alg) {
+        if !self.inner.policy.algorithms.contains(&header.alg) {
             return Err(ValidationError::invalid().with_reason("algorithm not accepted"));
         }
-        let kid = header.kid.as_deref();
-        let select = |keys: &KeySet| match keys.select(kid, alg) {
-            Selected::Key(key) => self.verify(message, payload, signature, key, alg),
+        Ok(Split {
+            token,
+            message,
+            payload,
+            signature,
+            alg: header.alg,
+            kid: header.kid,
+        })
+    }
+
+    /// Verifies a split token with `keys`, then asks the revocation list.
+    fn check_with(&self, split: &Split<'_>, keys: &KeySet) -> Result<Claims<T>, ValidationError> {
+        let claims = match keys.select(split.kid.as_deref(), split.alg) {
+            Selected::Key(key) => self.verify(
+                split.message,
+                split.payload,
+                split.signature,
+                key,
+                split.alg,
+            ),
             Selected::UnknownKid => Err(ValidationError::invalid().with_reason("unknown kid")),
             Selected::NoKey => Err(ValidationError::invalid().with_reason("no key fits the token")),
-        };
-        let claims = match &self.inner.keys {
-            Keys::Static(keys) => select(keys),
-            #[cfg(feature = "jwks")]
-            Keys::Remote(jwks) => select(&*jwks.keys_for(kid, alg).await?),
         }?;
         if let Some(revocations) = &self.inner.revocations {
             revocations
                 .inner
-                .check(|| KeyDigest::of(token), &Facts::of(&claims))?;
+                .check(|| KeyDigest::of(split.token), &Facts::of(&claims))?;
         }
         Ok(claims)
     }
+
+    async fn check(&self, token: &str) -> Result<Claims<T>, ValidationError> {
+        let split = self.split(token)?;
+        match &self.inner.keys {
+            Keys::Static(keys) => self.check_with(&split, keys),
+            #[cfg(feature = "jwks")]
+            Keys::Remote(jwks) => {
+                let keys = jwks.keys_for(split.kid.as_deref(), split.alg).await?;
+                self.check_with(&split, &keys)
+            }
+        }
+    }
+
+    /// [`check`](Self::check) when no key has to be fetched.
+    fn check_now(&self, token: &str) -> Option<Result<Claims<T>, ValidationError>> {
+        let split = match self.split(token) {
+            Ok(split) => split,
+            Err(error) => return Some(Err(error)),
+        };
+        match &self.inner.keys {
+            Keys::Static(keys) => Some(self.check_with(&split, keys)),
+            #[cfg(feature = "jwks")]
+            Keys::Remote(jwks) => {
+                let keys = jwks.keys_now(split.kid.as_deref(), split.alg)?;
+                Some(self.check_with(&split, &keys))
+            }
+        }
+    }
+}
+
+/// A token split into its parts, with what its header says.
+struct Split<'a> {
+    token: &'a str,
+    /// `header.payload`, what the signature signs.
+    message: &'a str,
+    payload: &'a str,
+    signature: &'a str,
+    alg: Algorithm,
+    kid: Option<String>,
 }
 
 fn map_error(kind: &ErrorKind) -> ValidationError {
@@ -192,5 +243,11 @@ impl<T: DeserializeOwned + Send + Sync + 'static> Validator for JwtValidator<T> 
         credential: &Credential,
     ) -> impl Future<Output = Result<Claims<T>, ValidationError>> + Send {
         self.check(credential.secret())
+    }
+
+    /// Answers at once unless the keys come from a JWKS URL that has no key
+    /// for the token yet (a refetch is then up to `validate`).
+    fn validate_now(&self, credential: &Credential) -> Option<Result<Claims<T>, ValidationError>> {
+        self.check_now(credential.secret())
     }
 }

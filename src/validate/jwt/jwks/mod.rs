@@ -167,6 +167,13 @@ impl Jwks {
         self.shared.read().keys.len()
     }
 
+    /// The keys at hand, if one fits a token with `kid` and `alg`.
+    pub(super) fn keys_now(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<KeySet>> {
+        self.ensure_background();
+        let keys = self.shared.read().keys.clone();
+        matches!(keys.select(kid, alg), Selected::Key(_)).then_some(keys)
+    }
+
     /// The keys to verify a token with `kid` and `alg`, refetching on a
     /// miss when allowed.
     pub(super) async fn keys_for(
