@@ -102,7 +102,10 @@ pub trait Validator: Send + Sync + 'static {
     /// spares the request the boxed future that `validate` needs (an
     /// allocation and a poll, about a tenth of the layer's cost; see
     /// BENCHMARKS.md). The answer must be the one `validate` would give;
-    /// `None` is always correct. [`ApiKeys`], [`CachingValidator`] (on a
+    /// `None` is always correct. It must not block: it runs on the
+    /// request's task, outside [`AuthLayer::timeout`](crate::AuthLayer::timeout),
+    /// so anything that waits (a database, a lock held across I/O) belongs
+    /// in `validate`. [`ApiKeys`], [`CachingValidator`] (on a
     /// hit), `JwtValidator` (unless a JWKS has no key for the token yet),
     /// [`Chain`] and [`MapIdentity`] (when what they wrap answers at once)
     /// implement it.
