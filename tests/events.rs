@@ -236,4 +236,19 @@ async fn a_scripted_sequence_shows_up_in_the_events_and_the_metrics() {
             "{got:#?}"
         );
     }
+    // The list's health, as gauges.
+    record_revocation_stats(&revocations.stats());
+    let got = counters(&snapshotter);
+    assert_eq!(
+        got.get(&format!("{REVOCATIONS_ENTRIES}{{}}#gauge")),
+        Some(&3)
+    );
+    assert_eq!(
+        got.get(&format!("{REVOCATIONS_IN_SYNC}{{}}#gauge")),
+        Some(&1)
+    );
+    assert_eq!(
+        got.get(&format!("{REVOCATIONS_BACKLOG}{{}}#gauge")),
+        Some(&0)
+    );
 }

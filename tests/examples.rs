@@ -1169,6 +1169,15 @@ async fn axum_api_serves_its_metrics_on_an_address_of_their_own() {
         assert!(body.contains(line), "{line} is missing from:\n{body}");
     }
     assert!(body.contains("portcullis_validator_seconds"), "{body}");
+    // Gauges read at the scrape: the limiter's table and the revocation
+    // list's health.
+    for line in [
+        "portcullis_lockout_tracked 1",
+        "portcullis_revocations_in_sync 1",
+        "portcullis_revocations_backlog 0",
+    ] {
+        assert!(body.contains(line), "{line} is missing from:\n{body}");
+    }
     // Nothing about a client or a credential in the metrics.
     assert!(
         !body.contains("127.0.0.1") && !body.contains("nope"),

@@ -196,7 +196,7 @@ fn app(
     validator: CachingValidator<Chain<User>>,
     limits: &Limits,
     sessions: &Sessions,
-) -> Result<Router, String> {
+) -> Result<(Router, metrics::Gauges), String> {
     let login = Login::from_env()?;
     let renderer = DefaultRenderer::new().realm("portcullis");
     let auth = AuthLayer::new(validator)
@@ -212,6 +212,12 @@ fn app(
     let admin_only = RequireScopeLayer::<User>::new("admin").renderer(renderer.clone());
 
     let lockout = login.protect(limits.lockout(&renderer)?, limits)?;
+    let rate_limit = limits.rate_limit(&renderer)?;
+    let gauges = metrics::Gauges {
+        lockout: lockout.tracker().clone(),
+        rate_limit: rate_limit.clone(),
+        revocations: sessions.revocations().clone(),
+    };
     let stack = Stack::new(auth)
         .lockout(lockout)
         .body_key(Login::body_key());
@@ -224,10 +230,11 @@ fn app(
         .merge(login.routes())
         .layer(Extension(sessions.clone()));
     // `Stack` puts the layers in the right order, added with one call.
-    Ok(match limits.rate_limit(&renderer)? {
+    let router = match rate_limit {
         Some(rate_limit) => router.layer(stack.rate_limit(rate_limit)),
         None => router.layer(stack),
-    })
+    };
+    Ok((router, gauges))
 }
 
 #[tokio::main]
@@ -259,17 +266,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let metrics = match metrics::start().await {
-        Ok(line) => line,
+    let (app, gauges) = match validator(&config, &sessions)
+        .and_then(|validator| app(validator, &config.limits, &sessions))
+    {
+        Ok(app) => app,
         Err(message) => {
             eprintln!("axum_api: {message}");
             return ExitCode::from(2);
         }
     };
-    let app = match validator(&config, &sessions)
-        .and_then(|validator| app(validator, &config.limits, &sessions))
-    {
-        Ok(app) => app,
+    let metrics = match metrics::start(gauges).await {
+        Ok(line) => line,
         Err(message) => {
             eprintln!("axum_api: {message}");
             return ExitCode::from(2);

@@ -3,12 +3,40 @@
 //! of every rejection, lockout and rate-limit refusal, from portcullis's
 //! audit events through the `metrics` facade (feature `metrics`).
 
+use std::net::IpAddr;
+
+use portcullis::{ClientIp, lockout::Tracker, rate_limit::RateLimitLayer, revoke::Revocations};
+
 use crate::settings::env;
+
+/// What a scrape reads besides the counters: the limiters' table sizes and
+/// the revocation list's health (alert on `portcullis_revocations_in_sync`
+/// at 0).
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) struct Gauges {
+    pub(crate) lockout: Tracker<IpAddr>,
+    pub(crate) rate_limit: Option<RateLimitLayer<ClientIp>>,
+    pub(crate) revocations: Revocations,
+}
+
+#[cfg(feature = "metrics")]
+impl Gauges {
+    fn record(&self) {
+        use portcullis::events::metrics::{
+            record_lockout_stats, record_rate_limit_stats, record_revocation_stats,
+        };
+        record_lockout_stats(&self.lockout.stats());
+        if let Some(rate_limit) = &self.rate_limit {
+            record_rate_limit_stats(&rate_limit.stats());
+        }
+        record_revocation_stats(&self.revocations.stats());
+    }
+}
 
 /// Starts the metrics listener when `PORTCULLIS_METRICS_ADDR` is set, and
 /// returns the line to print about it.
 #[cfg(feature = "metrics")]
-pub(crate) async fn start() -> Result<Option<String>, String> {
+pub(crate) async fn start(gauges: Gauges) -> Result<Option<String>, String> {
     use axum::{Router, routing::get};
     use metrics_exporter_prometheus::PrometheusBuilder;
 
@@ -26,7 +54,14 @@ pub(crate) async fn start() -> Result<Option<String>, String> {
     let local = listener
         .local_addr()
         .map_err(|e| format!("PORTCULLIS_METRICS_ADDR: {e}"))?;
-    let metrics = Router::new().route("/metrics", get(move || async move { handle.render() }));
+    let gauges = std::sync::Arc::new(gauges);
+    let metrics = Router::new().route(
+        "/metrics",
+        get(move || async move {
+            gauges.record();
+            handle.render()
+        }),
+    );
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, metrics).await {
             tracing::error!(%error, "the metrics listener stopped");
@@ -38,7 +73,7 @@ pub(crate) async fn start() -> Result<Option<String>, String> {
 /// Without the `metrics` feature there is nothing to serve: a set
 /// `PORTCULLIS_METRICS_ADDR` is a configuration error.
 #[cfg(not(feature = "metrics"))]
-pub(crate) async fn start() -> Result<Option<String>, String> {
+pub(crate) async fn start(_: Gauges) -> Result<Option<String>, String> {
     match env("PORTCULLIS_METRICS_ADDR")? {
         Some(_) => Err("PORTCULLIS_METRICS_ADDR needs --features metrics".to_owned()),
         None => Ok(None),

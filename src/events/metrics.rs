@@ -17,6 +17,7 @@
 //! | `portcullis_validator_seconds` | histogram | `source` | time the validator took |
 //! | `portcullis_lockout_tracked`, `portcullis_lockout_locked_out` | gauge | | table sizes, from [`record_lockout_stats`] |
 //! | `portcullis_rate_limit_entries`, `portcullis_rate_limit_limited` | gauge | | table sizes, from [`record_rate_limit_stats`] |
+//! | `portcullis_revocations_entries`, `portcullis_revocations_in_sync`, `portcullis_revocations_backlog` | gauge | | revocations in effect, whether the list is in sync with its shared store (1 or 0: alert on 0), revocations not stored yet, from [`record_revocation_stats`] |
 //!
 //! Label values come from fixed sets, so cardinality is bounded:
 //!
@@ -50,7 +51,11 @@ use metrics::{
 };
 
 use super::{Record, RevocationOrigin, Sink};
-use crate::{CredentialSource, lockout, rate_limit, reject::RejectionKind, revoke::Target};
+use crate::{
+    CredentialSource, lockout, rate_limit,
+    reject::RejectionKind,
+    revoke::{self, Target},
+};
 
 /// The counter of `AuthLayer` decisions.
 pub const AUTH_DECISIONS: &str = "portcullis_auth_decisions_total";
@@ -79,6 +84,14 @@ pub const LOCKOUT_LOCKED_OUT: &str = "portcullis_lockout_locked_out";
 pub const RATE_LIMIT_ENTRIES: &str = "portcullis_rate_limit_entries";
 /// The gauge of keys the rate limiter keeps because they were refused.
 pub const RATE_LIMIT_LIMITED: &str = "portcullis_rate_limit_limited";
+/// The gauge of revocations in effect.
+pub const REVOCATIONS_ENTRIES: &str = "portcullis_revocations_entries";
+/// The gauge that is 1 while the revocation list is in sync with its shared
+/// store, 0 while it is not (and every check answers unavailable).
+pub const REVOCATIONS_IN_SYNC: &str = "portcullis_revocations_in_sync";
+/// The gauge of revocations made here that the shared store has not stored
+/// yet.
+pub const REVOCATIONS_BACKLOG: &str = "portcullis_revocations_backlog";
 
 /// Subscribes the metrics to the audit events (once per process; further
 /// calls do nothing) and describes every metric to the recorder.
@@ -123,6 +136,15 @@ fn describe() {
         RATE_LIMIT_LIMITED,
         "keys the rate limiter keeps because they were refused"
     );
+    describe_gauge!(REVOCATIONS_ENTRIES, "revocations in effect");
+    describe_gauge!(
+        REVOCATIONS_IN_SYNC,
+        "1 while the revocation list is in sync with its shared store, 0 while every check answers unavailable"
+    );
+    describe_gauge!(
+        REVOCATIONS_BACKLOG,
+        "revocations made here that the shared store has not stored yet"
+    );
 }
 
 /// Sets the lockout's table-size gauges from [`Tracker::stats`]
@@ -140,6 +162,26 @@ pub fn record_lockout_stats(stats: &lockout::Stats) {
 pub fn record_rate_limit_stats(stats: &rate_limit::Stats) {
     gauge!(RATE_LIMIT_ENTRIES).set(stats.entries as f64);
     gauge!(RATE_LIMIT_LIMITED).set(stats.limited as f64);
+}
+
+/// Sets the revocation list's gauges from
+/// [`Revocations::stats`](crate::revoke::Revocations::stats): alert on
+/// `portcullis_revocations_in_sync` at 0 (the list lost its shared store,
+/// and requests it decides are answered 503 until it catches up).
+///
+/// # Example
+///
+/// ```
+/// use portcullis::{events::metrics::record_revocation_stats, revoke::Revocations};
+///
+/// let revocations = Revocations::new();
+/// // In your scrape handler, before rendering:
+/// record_revocation_stats(&revocations.stats());
+/// ```
+pub fn record_revocation_stats(stats: &revoke::Stats) {
+    gauge!(REVOCATIONS_ENTRIES).set(stats.entries as f64);
+    gauge!(REVOCATIONS_IN_SYNC).set(if stats.in_sync { 1.0 } else { 0.0 });
+    gauge!(REVOCATIONS_BACKLOG).set(stats.backlog as f64);
 }
 
 /// Credential sources, as labels: their kind, never their name.
