@@ -1,7 +1,8 @@
 //! `GET /metrics` in the Prometheus text format, on an address of its own
 //! (`PORTCULLIS_METRICS_ADDR`), never on the public listener: the counters
 //! of every rejection, lockout and rate-limit refusal, from portcullis's
-//! audit events through the `metrics` facade (feature `metrics`).
+//! audit events through the `metrics` facade (feature `metrics`), and the
+//! gauges read at each scrape (table sizes, the revocation list's health).
 
 use std::net::IpAddr;
 
