@@ -121,15 +121,24 @@ impl<V: Validator> Shared<V> {
         Settled { outcome, started }
     }
 
-    /// The cached outcome for `credential`, if there is one.
-    pub(super) fn cached_now(&self, credential: &Credential) -> Option<Outcome<V::Identity>> {
-        let outcome = self.cached(&KeyDigest::of(credential.secret()), credential.source())?;
+    /// The cached outcome for the credential of `digest`, if there is one.
+    pub(super) fn cached_now(
+        &self,
+        credential: &Credential,
+        digest: &KeyDigest,
+    ) -> Option<Outcome<V::Identity>> {
+        let outcome = self.cached(digest, credential.source())?;
         tracing::trace!(%credential, ok = outcome.is_ok(), "validation cache hit");
         Some(outcome)
     }
 
-    pub(super) async fn validate(&self, credential: &Credential) -> Outcome<V::Identity> {
-        let digest = KeyDigest::of(credential.secret());
+    /// The outcome for `credential`, whose digest is `digest`: cached, or
+    /// from the backend (one call for every concurrent miss).
+    pub(super) async fn validate(
+        &self,
+        credential: &Credential,
+        digest: KeyDigest,
+    ) -> Outcome<V::Identity> {
         let source = credential.source();
         for _ in 0..ATTEMPTS {
             if let Some(outcome) = self.cached(&digest, source) {

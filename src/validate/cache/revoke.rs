@@ -9,7 +9,7 @@ use super::{
     validator::{CachingValidator, Shared},
 };
 use crate::{
-    Credential, Validator,
+    Validator,
     revoke::{Facts, Listener, Revocable, Revocation, Revocations, Target},
     validate::KeyDigest,
 };
@@ -73,14 +73,14 @@ impl<V: Validator> Shared<V> {
     /// refused; any other outcome stands.
     pub(super) fn honour(
         &self,
-        credential: &Credential,
+        digest: &KeyDigest,
         outcome: Outcome<V::Identity>,
     ) -> Outcome<V::Identity> {
         if let (Some(honour), Ok(identity)) = (&self.revocations, &outcome) {
-            honour.list.inner.check(
-                || KeyDigest::of(credential.secret()),
-                &(honour.facts)(identity),
-            )?;
+            honour
+                .list
+                .inner
+                .check(|| *digest, &(honour.facts)(identity))?;
         }
         outcome
     }

@@ -348,8 +348,10 @@ impl<V: Validator> Validator for CachingValidator<V> {
     ) -> impl Future<Output = Result<Self::Identity, ValidationError>> + Send {
         let shared = &*self.shared;
         async move {
-            let outcome = shared.validate(credential).await;
-            shared.honour(credential, outcome)
+            // One digest for the cache and the revocation list.
+            let digest = KeyDigest::of(credential.secret());
+            let outcome = shared.validate(credential, digest).await;
+            shared.honour(&digest, outcome)
         }
     }
 
@@ -359,8 +361,9 @@ impl<V: Validator> Validator for CachingValidator<V> {
         credential: &Credential,
     ) -> Option<Result<Self::Identity, ValidationError>> {
         let shared = &*self.shared;
-        let outcome = shared.cached_now(credential)?;
-        Some(shared.honour(credential, outcome))
+        let digest = KeyDigest::of(credential.secret());
+        let outcome = shared.cached_now(credential, &digest)?;
+        Some(shared.honour(&digest, outcome))
     }
 }
 
