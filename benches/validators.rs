@@ -16,6 +16,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation, encode};
 use portcullis::{
     Credential, CredentialSource, FingerprintKey, Validator,
+    revoke::Revocations,
     validate::{
         ApiKeyIdentity, ApiKeys, CachingValidator, GeneratedKey,
         jwt::{Algorithm, JwtKey, JwtValidator},
@@ -101,6 +102,27 @@ fn cache(c: &mut Criterion) {
     });
     group.bench_function("api_key/cached_hit", |b| {
         b.iter(|| run(cached_keys.validate(black_box(&api_credential))).unwrap())
+    });
+    group.bench_function("api_key/cached_hit_now", |b| {
+        b.iter(|| {
+            cached_keys
+                .validate_now(black_box(&api_credential))
+                .unwrap()
+                .unwrap()
+        })
+    });
+    // A revocation list with something in it: the hit is checked against
+    // it, with the digest the cache computed.
+    let revocations = Revocations::new();
+    drop(revocations.revoke_secret("someone-else", None));
+    let honouring = CachingValidator::builder(keys.clone())
+        .ttl(Duration::from_secs(3600))
+        .revocations(&revocations)
+        .build()
+        .unwrap();
+    run(honouring.validate(&api_credential)).unwrap();
+    group.bench_function("api_key/cached_hit_revocations", |b| {
+        b.iter(|| run(honouring.validate(black_box(&api_credential))).unwrap())
     });
 
     let (es256, token) = es256_pair();
