@@ -181,43 +181,48 @@ fn contains_api_key(output: &str) -> bool {
     })
 }
 
-/// A GET with the given headers; returns status, headers and body.
-async fn get(
+/// Sends a request without a body, with the given headers.
+async fn send(
+    method: http::Method,
     addr: SocketAddr,
     path: &str,
     headers: &[(&str, &str)],
-) -> (StatusCode, HeaderMap, String) {
+) -> http::Response<hyper::body::Incoming> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let mut request = Request::get(format!("http://{addr}{path}"));
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let response = client
+    client
         .request(request.body(Empty::new()).unwrap())
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// The status, headers and whole body of `response`.
+async fn read(response: http::Response<hyper::body::Incoming>) -> (StatusCode, HeaderMap, String) {
     let status = response.status();
     let headers = response.headers().clone();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, headers, String::from_utf8(body.to_vec()).unwrap())
 }
 
+/// A GET with the given headers; returns status, headers and body.
+async fn get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, String) {
+    read(send(http::Method::GET, addr, path, headers).await).await
+}
+
 /// A form POST (`application/x-www-form-urlencoded`); returns status,
 /// headers and body.
 #[cfg(all(feature = "axum", feature = "cookie"))]
 async fn post_form(addr: SocketAddr, path: &str, form: &str) -> (StatusCode, HeaderMap, String) {
-    use http_body_util::Full;
-
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let request = Request::post(format!("http://{addr}{path}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from(form.to_owned())))
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8(body.to_vec()).unwrap())
+    post_form_with(addr, path, form, &[]).await
 }
 
 fn challenge(headers: &HeaderMap) -> &str {
@@ -555,11 +560,7 @@ async fn post_form_with(
     let request = request
         .body(Full::new(Bytes::from(form.to_owned())))
         .unwrap();
-    let response = client.request(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8(body.to_vec()).unwrap())
+    read(client.request(request).await.unwrap()).await
 }
 
 #[cfg(all(feature = "axum", feature = "cookie"))]
@@ -1214,34 +1215,14 @@ async fn post(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (StatusCode, HeaderMap, String) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let mut request = Request::post(format!("http://{addr}{path}"));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = client
-        .request(request.body(Empty::new()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8(body.to_vec()).unwrap())
+    read(send(http::Method::POST, addr, path, headers).await).await
 }
 
 /// Opens `GET /events` and returns its body, after checking it is an SSE
 /// stream.
 #[cfg(all(feature = "axum", feature = "cookie"))]
 async fn open_events(addr: SocketAddr, headers: &[(&str, &str)]) -> hyper::body::Incoming {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let mut request = Request::get(format!("http://{addr}/events"));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = client
-        .request(request.body(Empty::new()).unwrap())
-        .await
-        .unwrap();
+    let response = send(http::Method::GET, addr, "/events", headers).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     response.into_body()
@@ -1850,10 +1831,7 @@ async fn sessions_instances_sharing_redis_detect_a_reuse_across_instances() {
             let request = request
                 .body(Full::new(Bytes::from_static(body.as_bytes())))
                 .unwrap();
-            let response = client.request(request).await.unwrap();
-            let (status, headers) = (response.status(), response.headers().clone());
-            let body = response.into_body().collect().await.unwrap().to_bytes();
-            (status, headers, String::from_utf8(body.to_vec()).unwrap())
+            read(client.request(request).await.unwrap()).await
         }
     };
 
