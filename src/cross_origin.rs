@@ -7,7 +7,9 @@
 //! add, and refuses the cross-site ones that could change something:
 //!
 //! 1. Safe methods (`GET`, `HEAD`, `OPTIONS`) always pass: they must not
-//!    change state.
+//!    change state. A WebSocket handshake is a `GET` that opens a
+//!    connection with the user's cookie (cross-site WebSocket hijacking),
+//!    so it is checked like an unsafe method.
 //! 2. `Sec-Fetch-Site: same-origin` or `none` (the user typed the URL)
 //!    passes; any other value (`same-site`, `cross-site`) is refused unless
 //!    the `Origin` is [trusted](CrossOriginProtection::trust_origin).
@@ -133,7 +135,8 @@ impl CrossOriginProtection {
     /// Whether `request` may go on: not a cross-origin browser request with
     /// an unsafe method.
     pub fn allows(&self, request: &Parts) -> bool {
-        if self.disabled || matches!(request.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        let safe = matches!(request.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if self.disabled || (safe && !is_websocket_handshake(&request.headers)) {
             return true;
         }
         let headers = &request.headers;
@@ -206,6 +209,17 @@ fn is_origin(origin: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
         && !rest.is_empty()
         && !rest.contains(['/', '?', '#', '@', ' '])
+}
+
+/// Whether the request opens a WebSocket (`Upgrade: websocket`, any case,
+/// among the listed protocols).
+fn is_websocket_handshake(headers: &HeaderMap) -> bool {
+    headers.get_all(header::UPGRADE).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+    })
 }
 
 /// The `host[:port]` of an `Origin` value (`null` has none).

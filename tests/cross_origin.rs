@@ -168,6 +168,40 @@ async fn c1_safe_methods_and_bearer_tokens_are_not_checked() {
 }
 
 #[tokio::test]
+async fn c1_a_cross_site_websocket_handshake_with_the_session_cookie_is_refused() {
+    // C1: a WebSocket handshake is a GET that opens a connection with the
+    // user's cookie (cross-site WebSocket hijacking): checked like a POST.
+    let (svc, calls, _) = app(None);
+    let handshake = |headers: &[(&str, &str)]| {
+        let mut request = post(headers);
+        *request.method_mut() = Method::GET;
+        request
+    };
+    let upgrade = ("upgrade", "WebSocket");
+    for refused in [
+        handshake(&[COOKIE, upgrade, ("origin", "https://evil.example")]),
+        handshake(&[
+            COOKIE,
+            ("upgrade", "h2c, websocket"),
+            ("sec-fetch-site", "cross-site"),
+        ]),
+    ] {
+        let response = svc.clone().oneshot(refused).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "refused before validation");
+    for allowed in [
+        handshake(&[COOKIE, upgrade, ("origin", "https://app.example")]),
+        handshake(&[COOKIE, upgrade, ("sec-fetch-site", "same-origin")]),
+        // Not a browser: no Origin, no Sec-Fetch-Site.
+        handshake(&[COOKIE, upgrade]),
+    ] {
+        let response = svc.clone().oneshot(allowed).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test]
 async fn c1_trusted_origins_pass_and_the_check_can_be_turned_off() {
     // C1
     let trusted = CrossOriginProtection::new()
