@@ -162,10 +162,15 @@ impl Table {
         let mut inserted = Inserted {
             evicted_live: false,
         };
-        let merged = match shard.map.find_mut(hash, |(h, _)| *h == hash) {
+        // The `until` the entry's end must be queued at, when it changed: a
+        // target revoked again with the same or an earlier end (a lease
+        // revoked twice, a catch-up) queues nothing, so the queue stays
+        // within twice the capacity.
+        let due = match shard.map.find_mut(hash, |(h, _)| *h == hash) {
             Some((_, existing)) => {
+                let before = existing.until;
                 *existing = existing.merge(entry);
-                *existing
+                (existing.until > before).then_some(existing.until)
             }
             None => {
                 if shard.map.len() >= shard.capacity && shard.evict() {
@@ -176,10 +181,12 @@ impl Table {
                 }
                 shard.map.insert_unique(hash, (hash, entry), |(h, _)| *h);
                 self.len.fetch_add(1, Ordering::SeqCst);
-                entry
+                Some(entry.until)
             }
         };
-        shard.due.push(Reverse((merged.until, hash)));
+        if let Some(until) = due {
+            shard.due.push(Reverse((until, hash)));
+        }
         if shard.due.len() > shard.capacity.saturating_mul(2).saturating_add(16) {
             let Shard { map, due, .. } = &mut *shard;
             due.retain(|Reverse((until, hash))| {
@@ -241,6 +248,32 @@ mod tests {
         assert!(table.get(2, later).is_some());
         assert_eq!(table.held(), 3);
         assert_eq!(table.evictions(), 1);
+    }
+
+    #[test]
+    fn revoking_the_same_target_again_queues_its_end_once() {
+        // V1: bounded; a lease revoked again and again (same end) or a
+        // catch-up (an earlier end) must not grow the queue of ends.
+        let now = Instant::now();
+        let table = Table::new(10);
+        for secs in [60, 60, 30, 60, 59] {
+            for _ in 0..1000 {
+                table.insert(7, entry(now, secs), now);
+            }
+        }
+        let due = |table: &Table| {
+            table
+                .shards
+                .iter()
+                .map(|shard| shard.read().unwrap().due.len())
+                .sum::<usize>()
+        };
+        assert_eq!(due(&table), 1);
+        // A later end is queued: the entry now ends then.
+        table.insert(7, entry(now, 90), now);
+        assert_eq!(due(&table), 2);
+        assert!(table.get(7, now + Duration::from_secs(80)).is_some());
+        assert!(table.get(7, now + Duration::from_secs(95)).is_none());
     }
 
     #[test]
