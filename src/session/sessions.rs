@@ -467,6 +467,10 @@ impl Sessions {
     }
 }
 
+/// The longest lifetime a session may have: a browser keeps a cookie 400
+/// days at most (RFC 6265bis).
+const MAX_LIFETIME: Duration = Duration::from_secs(400 * 24 * 3600);
+
 /// Configures [`Sessions`].
 #[must_use]
 pub struct SessionsBuilder {
@@ -501,7 +505,7 @@ impl fmt::Debug for SessionsBuilder {
 
 impl SessionsBuilder {
     /// How long a session lives at most, refreshed or not (default 30
-    /// days).
+    /// days; at most 400 days, what a browser keeps a cookie).
     pub fn absolute_lifetime(mut self, lifetime: Duration) -> Self {
         self.absolute = lifetime;
         self
@@ -593,6 +597,14 @@ impl SessionsBuilder {
             return Err(ConfigError::out_of_range(
                 "lifetime",
                 "the absolute and idle lifetimes must be longer than zero",
+            ));
+        }
+        // Browsers keep a cookie 400 days at most (RFC 6265bis), and the
+        // deadlines must fit the clocks they are added to.
+        if self.absolute > MAX_LIFETIME || self.idle > MAX_LIFETIME {
+            return Err(ConfigError::out_of_range(
+                "lifetime",
+                "the absolute and idle lifetimes must be at most 400 days",
             ));
         }
         if self.grace >= self.idle {

@@ -87,9 +87,19 @@ async fn lifetimes_that_cannot_work_are_configuration_errors() {
         Sessions::builder(tokens(), &list).capacity(0),
         Sessions::builder(tokens(), &list).cookie_path("auth"),
         Sessions::builder(tokens(), &list).cookie_name("re fresh"),
+        // Past what a browser keeps a cookie, and what a clock can add.
+        Sessions::builder(tokens(), &list).absolute_lifetime(Duration::MAX),
+        Sessions::builder(tokens(), &list).idle_lifetime(Duration::from_secs(401 * 86_400)),
     ] {
         assert!(builder.build().is_err());
     }
+    let year = Duration::from_secs(365 * 86_400);
+    let long = Sessions::builder(tokens(), &list)
+        .absolute_lifetime(year)
+        .idle_lifetime(year)
+        .build()
+        .unwrap();
+    long.sign_in("alice").await.unwrap();
     // Access tokens the list would forget before they expire.
     let short = Revocations::builder()
         .max_lifetime(Duration::from_secs(60))
