@@ -98,6 +98,8 @@ async fn a_scripted_sequence_shows_up_in_the_events_and_the_metrics() {
     assert_eq!(send(a, Some("good")).await, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(send(a, Some("good")).await, StatusCode::TOO_MANY_REQUESTS);
     assert!(tracker.unlock(&"192.0.2.1".parse().unwrap()));
+    // Unlocking a key that is not locked out lifts nothing: no event.
+    assert!(!tracker.unlock(&"192.0.2.9".parse().unwrap()));
     tokio::time::advance(Duration::from_secs(1)).await;
 
     let got = counters(&snapshotter);

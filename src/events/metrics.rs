@@ -23,7 +23,8 @@
 //!
 //! - `outcome`: `authenticated`, `missing`, `malformed`, `ambiguous`,
 //!   `too_large`, `invalid`, `expired`, `revoked`, `insufficient_scope`,
-//!   `unavailable`, `no_client_address`, `other`;
+//!   `unavailable`, `no_client_address`, `locked_out`, `rate_limited`,
+//!   `cross_origin`, `denied`, `body_too_large`;
 //! - `source`: `bearer`, `cookie`, `header`, `query`, `websocket_protocol`,
 //!   `none`;
 //! - `reason`: `locked_out`, `crowded`;

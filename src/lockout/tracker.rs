@@ -296,7 +296,10 @@ where
     /// history too). Returns whether it was locked out.
     pub fn unlock(&self, key: &K) -> bool {
         let was_locked = self.engine.store.unlock(self.hashed(key));
-        events::emit(Record::Unlocked { key });
+        if was_locked {
+            // The event and its metric count lockouts lifted, not calls.
+            events::emit(Record::Unlocked { key });
+        }
         if let Some(recent) = &self.engine.recent {
             recent.forget(key);
         }

@@ -112,12 +112,13 @@ impl Remote for RedisRevocations {
             until: revocation.until,
             stored: Some(stored),
         };
+        // Counted before it is queued: the task may store it and count it
+        // off before `try_send` returns.
+        self.backlog.fetch_add(1, Ordering::Relaxed);
         match outbox.try_send(job) {
-            Ok(()) => {
-                self.backlog.fetch_add(1, Ordering::Relaxed);
-                Revoked::storing(receiver)
-            }
+            Ok(()) => Revoked::storing(receiver),
             Err(_) => {
+                self.backlog.fetch_sub(1, Ordering::Relaxed);
                 tracing::warn!(
                     target: "portcullis::revoke",
                     origin = %self.origin,
