@@ -16,6 +16,7 @@ use super::{
 use crate::{
     ClientIp, KeyExtractor,
     client_list::{ClientList, Lists},
+    rate_limit::LockoutFields,
     reject::DefaultRenderer,
 };
 
@@ -41,7 +42,9 @@ where
 {
     pub(crate) extractor: Arc<K>,
     pub(crate) tracker: Tracker<K::Key>,
-    pub(crate) renderer: Arc<R>,
+    /// The renderer, adding the `RateLimit` field to lockout refusals;
+    /// built once, shared by every refusal and every waiting request.
+    pub(crate) renderer: Arc<LockoutFields<R>>,
     pub(crate) classifier: Option<Arc<dyn Classifier>>,
     /// Every key, the first one (`extractor`, `tracker`) included.
     pub(crate) rules: Vec<Arc<dyn Rule>>,
@@ -100,7 +103,7 @@ impl<K: KeyExtractor> LockoutLayer<K> {
             config: Arc::new(Config {
                 extractor,
                 tracker,
-                renderer: Arc::new(DefaultRenderer::new()),
+                renderer: Arc::new(LockoutFields(Arc::new(DefaultRenderer::new()))),
                 classifier: None,
                 rules: vec![first],
                 lists: Lists::default(),
@@ -127,7 +130,7 @@ impl<K: KeyExtractor, R> LockoutLayer<K, R> {
             config: Arc::new(Config {
                 extractor: config.extractor,
                 tracker: config.tracker,
-                renderer: Arc::new(renderer),
+                renderer: Arc::new(LockoutFields(Arc::new(renderer))),
                 classifier: config.classifier,
                 rules: config.rules,
                 lists: config.lists,

@@ -26,7 +26,6 @@ use crate::{
     client_list::Listed,
     events::{self, Record},
     gate::{self, Admit, BoxFuture, Decision, Gate, Refusal},
-    rate_limit::LockoutFields,
     reject::{self, DefaultRenderer, RejectionKind, Renderer},
 };
 
@@ -123,8 +122,7 @@ where
         S: Service<Request<ReqBody>>,
     {
         // Lockout refusals carry the `RateLimit` field too.
-        let renderer = LockoutFields(Arc::clone(&self.config.renderer));
-        let response = reject::render(&renderer, rejection, parts);
+        let response = reject::render(&*self.config.renderer, rejection, parts);
         ResponseFuture::new(Gate::refuse(response, Held::NONE))
     }
 
@@ -152,7 +150,7 @@ where
         S: Service<Request<ReqBody>> + Clone,
     {
         let inner = gate::take_ready(&mut self.inner);
-        let renderer: Arc<dyn Renderer> = Arc::new(LockoutFields(self.config.renderer.clone()));
+        let renderer: Arc<dyn Renderer> = self.config.renderer.clone();
         ResponseFuture::new(Gate::wait(
             decision,
             inner,
