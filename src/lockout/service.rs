@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     AuthRejection, ClientIp, KeyExtractor, ResponseBody,
-    auth::{Anonymous, Authenticated},
+    auth::Authenticated,
     client_list::Listed,
     events::{self, Record},
     gate::{self, Admit, BoxFuture, Decision, Gate, Refusal},
@@ -426,9 +426,10 @@ fn warn_if_inside_auth<K: KeyExtractor, R>(config: &Config<K, R>, parts: &Parts)
     if checks.load(Ordering::Relaxed) >= ORDER_CHECKS {
         return;
     }
-    let authenticated = parts.extensions.get::<Authenticated>().is_some()
-        || parts.extensions.get::<Anonymous>().is_some();
-    if !authenticated {
+    // Only accepted credentials tell: an anonymous request (a public login
+    // route) may well meet a lockout inside the `AuthLayer`, which then
+    // counts the handler's refusals as it should.
+    if parts.extensions.get::<Authenticated>().is_none() {
         checks.fetch_add(1, Ordering::Relaxed);
         return;
     }

@@ -62,6 +62,43 @@ async fn b17_a_lockout_inside_auth_layer_is_detected_and_logged_once() {
 
     // In the same test: the captured logs are the whole binary's.
     a_lockout_inside_on_one_route_is_detected_after_many_requests_elsewhere(&logs).await;
+    a_lockout_on_a_public_login_route_inside_auth_layer_counts_and_is_not_warned_about(&logs).await;
+}
+
+/// B17: a lockout on a public route (a login form) inside the AuthLayer is
+/// a valid layout: the handler's refusals are counted, and nothing is
+/// logged about the order.
+async fn a_lockout_on_a_public_login_route_inside_auth_layer_counts_and_is_not_warned_about(
+    logs: &support::logs::Logs,
+) {
+    let warnings = || {
+        logs.text()
+            .matches("a LockoutLayer sees requests that an AuthLayer has already authenticated")
+            .count()
+    };
+    let before = warnings();
+    let lockout = LockoutLayer::new(max(2));
+    let tracker = lockout.tracker().clone();
+    let app = Router::new()
+        .route(
+            "/login",
+            axum::routing::post(|| async { StatusCode::UNAUTHORIZED }).layer(lockout),
+        )
+        .layer(AuthLayer::new(validate).public(|parts| parts.uri.path() == "/login"));
+    let login = || {
+        Request::post("/login")
+            .extension(PeerAddr("192.0.2.43:1000".parse().unwrap()))
+            .body(Body::empty())
+            .unwrap()
+    };
+    for _ in 0..2 {
+        let res = app.clone().oneshot(login()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = app.clone().oneshot(login()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(tracker.stats().locked_out, 1);
+    assert_eq!(warnings(), before, "{}", logs.text());
 }
 
 #[tokio::test(start_paused = true)]
