@@ -27,6 +27,22 @@ impl RefreshCookie {
                 reason: "a cookie path starts with '/' and holds no ';', space or control character",
             });
         }
+        // Browsers drop a prefixed cookie that breaks its prefix's rules,
+        // silently: refuse the configuration instead.
+        let prefix_rule = if name.starts_with("__Host-") && (!secure || path != "/") {
+            Some("a __Host- cookie must be Secure with Path=/")
+        } else if name.starts_with("__Secure-") && !secure {
+            Some("a __Secure- cookie must be Secure")
+        } else {
+            None
+        };
+        if let Some(reason) = prefix_rule {
+            return Err(ConfigError::InvalidName {
+                what: "cookie name",
+                name: name.to_owned(),
+                reason,
+            });
+        }
         let cookie = Cookie::try_new(name)?.path(path).secure(secure);
         Ok(Self {
             extractor: Extractor::new(cookie.clone()),

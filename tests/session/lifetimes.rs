@@ -87,6 +87,11 @@ async fn lifetimes_that_cannot_work_are_configuration_errors() {
         Sessions::builder(tokens(), &list).capacity(0),
         Sessions::builder(tokens(), &list).cookie_path("auth"),
         Sessions::builder(tokens(), &list).cookie_name("re fresh"),
+        // Browsers would drop these cookies: prefixes have rules.
+        Sessions::builder(tokens(), &list).cookie_name("__Host-refresh"),
+        Sessions::builder(tokens(), &list)
+            .cookie_name("__Secure-refresh")
+            .secure_cookie(false),
         // Past what a browser keeps a cookie, and what a clock can add.
         Sessions::builder(tokens(), &list).absolute_lifetime(Duration::MAX),
         Sessions::builder(tokens(), &list).idle_lifetime(Duration::from_secs(401 * 86_400)),
@@ -100,6 +105,14 @@ async fn lifetimes_that_cannot_work_are_configuration_errors() {
         .build()
         .unwrap();
     long.sign_in("alice").await.unwrap();
+    for prefixed in [
+        Sessions::builder(tokens(), &list).cookie_name("__Secure-refresh"),
+        Sessions::builder(tokens(), &list)
+            .cookie_name("__Host-refresh")
+            .cookie_path("/"),
+    ] {
+        assert!(prefixed.build().is_ok());
+    }
     // Access tokens the list would forget before they expire.
     let short = Revocations::builder()
         .max_lifetime(Duration::from_secs(60))
