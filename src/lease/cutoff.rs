@@ -14,7 +14,9 @@ use super::{End, Lease, watch::Watch};
 use crate::{
     ResponseBody,
     gate::Hook,
-    reject::{grpc_percent_encode, is_grpc},
+    reject::{
+        Protocol, RejectionKind, connect_end_of_stream, grpc_percent_encode, grpc_web_trailers,
+    },
 };
 
 /// The hook of an `AuthLayer` request: with a lease, its response body
@@ -34,8 +36,8 @@ impl Hook for Cut {
     fn respond<B>(self, head: &mut response::Parts, body: B) -> ResponseBody<B> {
         match self.0 {
             Some(lease) => {
-                let grpc = is_grpc(&head.headers);
-                ResponseBody::leased(body, Cutoff::new(lease, grpc))
+                let protocol = Protocol::from_content_type(&head.headers);
+                ResponseBody::leased(body, Cutoff::new(lease, protocol))
             }
             None => ResponseBody::inner(body),
         }
@@ -53,9 +55,11 @@ enum State {
     Closed,
 }
 
-/// Ends a streaming body when its lease ends: a gRPC body with trailers
-/// (`grpc-status` 16, or 14 when revocations are unavailable), any other
-/// body by ending it.
+/// Ends a streaming body when its lease ends, in the framing of its
+/// protocol: a gRPC body with trailers (`grpc-status` 16, or 14 when
+/// revocations are unavailable), a gRPC-Web body with the same trailers as
+/// its last frame, a Connect stream with an end-of-stream message holding
+/// the error; any other body by ending it.
 ///
 /// A body that completes without waiting costs nothing beyond the lease
 /// itself: the lease is looked at before each frame after the first (a
@@ -63,7 +67,8 @@ enum State {
 /// a timer and a notification are registered only when the body waits.
 pub(crate) struct Cutoff {
     lease: Lease,
-    grpc: bool,
+    /// The response's RPC framing, from its content type (`None`: plain).
+    protocol: Option<Protocol>,
     state: State,
     /// The list generation last looked at, before the watch exists
     /// (`u64::MAX`: none yet).
@@ -74,10 +79,10 @@ pub(crate) struct Cutoff {
 }
 
 impl Cutoff {
-    pub(crate) fn new(lease: Lease, grpc: bool) -> Self {
+    pub(crate) fn new(lease: Lease, protocol: Option<Protocol>) -> Self {
         Self {
             lease,
-            grpc,
+            protocol,
             state: State::Fresh,
             seen: u64::MAX,
             watch: None,
@@ -119,10 +124,30 @@ impl Cutoff {
             target: "portcullis::lease",
             %credential,
             reason = %end,
-            grpc = self.grpc,
+            protocol = self.protocol.map_or("http", Protocol::as_str),
             "response stream ended with its lease"
         );
-        self.grpc.then(|| Ok(Frame::trailers(grpc_trailers(end))))
+        let last = match self.protocol? {
+            Protocol::Grpc => Frame::trailers(grpc_trailers(end)),
+            text @ (Protocol::GrpcWeb | Protocol::GrpcWebText) => {
+                let trailers = grpc_trailers(end);
+                Frame::data(grpc_web_trailers(
+                    &trailers["grpc-status"],
+                    &trailers["grpc-message"],
+                    text == Protocol::GrpcWebText,
+                ))
+            }
+            Protocol::ConnectStreaming => {
+                let kind = match end {
+                    End::Expired => RejectionKind::Expired,
+                    End::Revoked => RejectionKind::Revoked,
+                    End::Unavailable => RejectionKind::Unavailable,
+                };
+                Frame::data(connect_end_of_stream(kind, end.message()))
+            }
+            _ => return None,
+        };
+        Some(Ok(last))
     }
 
     pub(crate) fn poll_frame<B>(

@@ -42,18 +42,18 @@ fn code(kind: RejectionKind) -> (&'static str, StatusCode) {
 }
 
 /// `{"code":"…","message":"…"}`.
-fn error_json(out: &mut BytesMut, kind: RejectionKind) {
+fn error_json(out: &mut BytesMut, kind: RejectionKind, message: &str) {
     out.put_slice(br#"{"code":""#);
     out.put_slice(code(kind).0.as_bytes());
     out.put_slice(br#"","message":""#);
-    json_escape(out, kind.message());
+    json_escape(out, message);
     out.put_slice(br#""}"#);
 }
 
 /// A unary Connect error.
 pub(super) fn unary(rejection: &AuthRejection, challenges: &Challenges) -> Response<Bytes> {
     let mut body = BytesMut::new();
-    error_json(&mut body, rejection.kind());
+    error_json(&mut body, rejection.kind(), rejection.kind().message());
     let mut res = Response::new(body.freeze());
     *res.status_mut() = code(rejection.kind()).1;
     let headers = res.headers_mut();
@@ -71,15 +71,7 @@ pub(super) fn unary(rejection: &AuthRejection, challenges: &Challenges) -> Respo
 /// A streaming Connect response that is only its end: HTTP 200 and one
 /// end-of-stream message holding the error.
 pub(super) fn streaming(rejection: &AuthRejection, request: &Parts) -> Response<Bytes> {
-    let mut message = BytesMut::new();
-    message.put_slice(br#"{"error":"#);
-    error_json(&mut message, rejection.kind());
-    message.put_u8(b'}');
-    let mut body = BytesMut::with_capacity(5 + message.len());
-    body.put_u8(END_STREAM);
-    body.put_u32(u32::try_from(message.len()).expect("a fixed message is short"));
-    body.put_slice(&message);
-    let mut res = Response::new(body.freeze());
+    let mut res = Response::new(end_of_stream(rejection.kind(), rejection.kind().message()));
     let headers = res.headers_mut();
     // The client checks that the answer is in its own codec (`+proto` or
     // `+json`); detection made sure this is a Connect streaming type.
@@ -90,6 +82,20 @@ pub(super) fn streaming(rejection: &AuthRejection, request: &Parts) -> Response<
     );
     insert_retry_after(headers, rejection);
     res
+}
+
+/// The end-of-stream message of a Connect stream that ends with `kind`'s
+/// error: flag `0x02`, the length, `{"error":{"code":…,"message":…}}`.
+pub(crate) fn end_of_stream(kind: RejectionKind, text: &str) -> Bytes {
+    let mut message = BytesMut::new();
+    message.put_slice(br#"{"error":"#);
+    error_json(&mut message, kind, text);
+    message.put_u8(b'}');
+    let mut body = BytesMut::with_capacity(5 + message.len());
+    body.put_u8(END_STREAM);
+    body.put_u32(u32::try_from(message.len()).expect("a fixed message is short"));
+    body.put_slice(&message);
+    body.freeze()
 }
 
 /// Appends `s` as the inside of a JSON string (RFC 8259 §7). The crate's

@@ -22,13 +22,7 @@ const TRAILERS: u8 = 0x80;
 /// base64-encoded when `text`.
 pub(super) fn render(rejection: &AuthRejection, request: &Parts, text: bool) -> Response<Bytes> {
     let (status, message) = grpc::status_message(rejection);
-    let frame = trailers_frame(&status, &message);
-    let body = if text {
-        Bytes::from(STANDARD.encode(&frame))
-    } else {
-        frame.freeze()
-    };
-    let mut res = Response::new(body);
+    let mut res = Response::new(trailers_body(&status, &message, text));
     let headers = res.headers_mut();
     // Answer in the media type the client sent (`+proto`, `+json`, `-text`);
     // detection made sure it is a gRPC-Web one.
@@ -39,6 +33,17 @@ pub(super) fn render(rejection: &AuthRejection, request: &Parts, text: bool) -> 
     );
     grpc::insert_status(headers, rejection);
     res
+}
+
+/// The trailers frame as a body (or the last data of one), base64-encoded
+/// when `text`.
+pub(crate) fn trailers_body(status: &HeaderValue, message: &HeaderValue, text: bool) -> Bytes {
+    let frame = trailers_frame(status, message);
+    if text {
+        Bytes::from(STANDARD.encode(&frame))
+    } else {
+        frame.freeze()
+    }
 }
 
 /// `0x80`, the length, then `grpc-status:…\r\ngrpc-message:…\r\n`.

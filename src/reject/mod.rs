@@ -84,7 +84,9 @@ mod grpc_web;
 mod protocol;
 mod renderer;
 
+pub(crate) use connect::end_of_stream as connect_end_of_stream;
 pub(crate) use grpc::percent_encode as grpc_percent_encode;
+pub(crate) use grpc_web::trailers_body as grpc_web_trailers;
 pub use protocol::{Protocol, is_grpc};
 pub use renderer::DefaultRenderer;
 

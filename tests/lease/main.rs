@@ -88,7 +88,7 @@ type Streaming = BoxCloneService<Request<String>, Response<ResponseBody<Chunks>>
 fn streaming(
     revocations: &Revocations,
     lifetime: Option<Duration>,
-    grpc: bool,
+    content_type: Option<&'static str>,
 ) -> (Streaming, Sightings) {
     let validate = move |credential: Credential| async move {
         if credential.secret().starts_with("alice-") {
@@ -110,10 +110,10 @@ fn streaming(
             chunks,
         });
         let mut response = Response::new(Chunks(body));
-        if grpc {
+        if let Some(content_type) = content_type {
             response
                 .headers_mut()
-                .insert(header::CONTENT_TYPE, "application/grpc".parse().unwrap());
+                .insert(header::CONTENT_TYPE, content_type.parse().unwrap());
         }
         async move { Ok::<_, Infallible>(response) }
     });
