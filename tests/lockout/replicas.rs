@@ -2,6 +2,8 @@
 //! names one; without it these tests say they are skipped, except in CI,
 //! where that fails. Tests that pause or kill the server start their own.
 
+use std::collections::HashMap;
+
 use ::redis::AsyncCommands;
 use portcullis::lockout::RedisStore;
 
@@ -179,12 +181,18 @@ impl Own {
             .unwrap();
     }
 
-    /// Reservations of `k` held in Redis.
-    async fn reservations(&mut self, k: &str) -> i64 {
-        self.admin
-            .zcard(format!("{}{{{k:?}}}:i", self.prefix))
+    /// Admission credits of `k` granted to the replicas in Redis (one
+    /// `credits:deadline:grant` field per replica).
+    async fn credits(&mut self, k: &str) -> i64 {
+        let grants: HashMap<String, String> = self
+            .admin
+            .hgetall(format!("{}{{{k:?}}}:c", self.prefix))
             .await
-            .unwrap()
+            .unwrap();
+        grants
+            .values()
+            .map(|grant| grant.split(':').next().unwrap().parse::<i64>().unwrap())
+            .sum()
     }
 
     /// Failures of `k` counted in Redis.
@@ -249,7 +257,7 @@ async fn d4_a_reservation_whose_reply_came_too_late_is_released() {
 
     let attempt = admitted_at_once(&other, "k").await;
     assert_eq!(other.stats().fallbacks, 0);
-    assert_eq!(own.reservations("k").await, 1, "only the new reservation");
+    assert_eq!(own.credits("k").await, 1, "only the new grant");
     drop(attempt);
 }
 
@@ -266,7 +274,7 @@ async fn d4_a_request_dropped_during_its_round_trip_releases_its_reservation() {
     assert!(gone.is_err(), "the admission was expected to be in flight");
 
     let attempt = admitted_at_once(&other, "k").await;
-    assert_eq!(own.reservations("k").await, 1, "only the new reservation");
+    assert_eq!(own.credits("k").await, 1, "only the new grant");
     drop(attempt);
 }
 
@@ -322,7 +330,8 @@ async fn d4_waiting_requests_ask_redis_at_most_once_per_250_ms_each() {
         scripts <= bound,
         "{scripts} scripts in {elapsed:?} for 20 waiters"
     );
-    assert!(scripts >= 20, "the waiters never asked ({scripts})");
+    // One request of the replica asks for all its waiters (D5).
+    assert!(scripts >= 1, "the waiters never asked ({scripts})");
     held.failed();
     for waiter in waiters {
         waiter.abort();
