@@ -136,12 +136,6 @@ impl<K: Eq, V> Table<K, V> {
             .map(|e| e.remove().0.2)
     }
 
-    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (Hashed<'_, K>, &mut V)> {
-        self.table
-            .iter_mut()
-            .map(|(hash, key, v)| (Hashed { key, hash: *hash }, v))
-    }
-
     pub(crate) fn iter(&self) -> impl Iterator<Item = (Hashed<'_, K>, &V)> {
         self.table
             .iter()

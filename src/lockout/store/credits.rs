@@ -152,6 +152,8 @@ pub(crate) struct Reply {
 /// The bounded table of grants.
 pub(crate) struct Grants<K> {
     shards: Box<[Mutex<Shard<K>>]>,
+    /// The key of each tag, for messages that name a key by its tag.
+    tags: Mutex<std::collections::HashMap<u64, (K, u64)>>,
     lease: Duration,
     /// The credits one grant asks for.
     share: u32,
@@ -214,6 +216,7 @@ impl<K: Clone + Eq> Grants<K> {
                     })
                 })
                 .collect(),
+            tags: Mutex::default(),
             lease,
             share: share.max(1),
             delay_after,
@@ -245,8 +248,10 @@ impl<K: Clone + Eq> Grants<K> {
     pub(crate) fn take(&self, k: Hashed<'_, K>) -> Take {
         let now = Instant::now();
         let mut shard = self.shard(k);
-        if shard.entries.get(k).is_none() {
-            shard.insert(k, Grant::new(now), now);
+        if shard.entries.get(k).is_none()
+            && let Some(tag) = shard.insert(k, Grant::new(now), now)
+        {
+            self.untag(tag);
         }
         let entry = shard.entries.get_mut(k).expect("inserted just above");
         entry.referenced = true;
@@ -320,6 +325,7 @@ impl<K: Clone + Eq> Grants<K> {
         entry.asking = false;
         entry.failures = reply.failures;
         entry.demand = reply.demand;
+        let tagged = entry.tag != reply.tag;
         entry.tag = reply.tag;
         let mut taken = false;
         if entry.epoch == ask.epoch {
@@ -350,6 +356,12 @@ impl<K: Clone + Eq> Grants<K> {
         let failures = entry.failures;
         let waiters = entry.waiters.clone();
         drop(shard);
+        if tagged {
+            self.tags
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(reply.tag, (k.key.clone(), k.hash));
+        }
         // Credits may have come: every waiter of the key looks again.
         if let Some(waiters) = waiters {
             waiters.notify_waiters();
@@ -382,34 +394,31 @@ impl<K: Clone + Eq> Grants<K> {
     /// the credits held here and not in use, and keeps only what is used
     /// until the shared store says nobody waits. Returns the requests to
     /// send.
-    pub(crate) fn spare(&self, tag: u64) -> Vec<(K, u64, Ask)> {
+    pub(crate) fn spare(&self, tag: u64) -> Option<(K, u64, Ask)> {
+        let (key, hash) = self
+            .tags
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&tag)
+            .cloned()?;
         let now = Instant::now();
-        let mut back = Vec::new();
-        for shard in &*self.shards {
-            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            for (k, entry) in shard.entries.iter_mut() {
-                if entry.tag != tag || entry.asking || !entry.live(now) {
-                    continue;
-                }
-                entry.demand = true;
-                let spare = entry.held.saturating_sub(entry.in_use);
-                if spare == 0 {
-                    continue;
-                }
-                entry.held -= spare;
-                entry.asking = true;
-                back.push((
-                    k.key.clone(),
-                    k.hash,
-                    Ask {
-                        epoch: entry.epoch,
-                        more: -i64::from(spare),
-                        sent: now,
-                    },
-                ));
-            }
+        let k = Hashed { key: &key, hash };
+        let mut shard = self.shard(k);
+        let entry = shard.entries.get_mut(k)?;
+        entry.demand = true;
+        let spare = entry.held.saturating_sub(entry.in_use);
+        if entry.asking || !entry.live(now) || spare == 0 {
+            return None;
         }
-        back
+        entry.held -= spare;
+        entry.asking = true;
+        let ask = Ask {
+            epoch: entry.epoch,
+            more: -i64::from(spare),
+            sent: now,
+        };
+        drop(shard);
+        Some((key, hash, ask))
     }
 
     /// Ends an attempt that held a credit of `epoch`. A failure consumes
@@ -458,8 +467,10 @@ impl<K: Clone + Eq> Grants<K> {
     pub(crate) fn wait(&self, k: Hashed<'_, K>, register: impl FnOnce(&Arc<Notify>)) -> Waiting {
         let now = Instant::now();
         let mut shard = self.shard(k);
-        if shard.entries.get(k).is_none() {
-            shard.insert(k, Grant::new(now), now);
+        if shard.entries.get(k).is_none()
+            && let Some(tag) = shard.insert(k, Grant::new(now), now)
+        {
+            self.untag(tag);
         }
         let entry = shard.entries.get_mut(k).expect("inserted just above");
         if entry.free(now, self.delay_after) > 0 || (!entry.asking && now >= entry.ask_after) {
@@ -485,6 +496,16 @@ impl<K: Clone + Eq> Grants<K> {
         });
         if let Some(waiters) = waiters {
             waiters.notify_waiters();
+        }
+    }
+
+    /// Forgets the key of `tag` (its entry was evicted).
+    fn untag(&self, tag: u64) {
+        if tag != 0 {
+            self.tags
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&tag);
         }
     }
 
@@ -529,12 +550,16 @@ impl<K: Clone + Eq> Grants<K> {
 
 impl<K: Clone + Eq> Shard<K> {
     /// Inserts a new entry, evicting one first when the shard is full.
-    fn insert(&mut self, k: Hashed<'_, K>, grant: Grant, now: Instant) {
-        if self.entries.len() >= self.capacity {
-            self.evict_one(now);
-        }
+    /// Returns the tag of an entry evicted for it, if any.
+    fn insert(&mut self, k: Hashed<'_, K>, grant: Grant, now: Instant) -> Option<u64> {
+        let evicted = if self.entries.len() >= self.capacity {
+            self.evict_one(now)
+        } else {
+            None
+        };
         self.entries.insert_new(k, grant);
         self.queue(k);
+        evicted
     }
 
     /// Puts `k` on the CLOCK queue.
@@ -554,7 +579,7 @@ impl<K: Clone + Eq> Shard<K> {
     /// Evicts one entry whose credits are not in use: an expired one, or
     /// one not used since the hand last passed. Entries in use leave the
     /// queue and are queued again when their last credit comes back.
-    fn evict_one(&mut self, now: Instant) {
+    fn evict_one(&mut self, now: Instant) -> Option<u64> {
         let entries = &mut self.entries;
         let victim = self.clock.evict(|k, ticket, chance| {
             let Some(entry) = entries.get_mut(k) else {
@@ -573,14 +598,12 @@ impl<K: Clone + Eq> Shard<K> {
             }
             Hand::Evict
         });
-        if let Some((hash, key)) = victim {
-            let k = Hashed { key: &key, hash };
-            if let Some(entry) = self.entries.remove(k)
-                && let Some(waiters) = entry.waiters
-            {
-                waiters.notify_waiters();
-            }
+        let (hash, key) = victim?;
+        let entry = self.entries.remove(Hashed { key: &key, hash })?;
+        if let Some(waiters) = entry.waiters {
+            waiters.notify_waiters();
         }
+        Some(entry.tag)
     }
 }
 

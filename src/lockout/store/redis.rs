@@ -81,7 +81,8 @@ if more > 0 then
   local room = budget - others - mine
   if room < added then added = room end
   if added < 0 then added = 0 end
-  if added < more and redis.call('SET', KEYS[4], '1', 'PX', ARGV[2], 'NX') then
+  if added < more then
+    redis.call('SET', KEYS[4], '1', 'PX', ARGV[2])
     redis.call('PUBLISH', ARGV[7], ARGV[8])
   end
 elseif mine + more < 0 then
@@ -486,9 +487,8 @@ where
     /// Another replica waits for credits of the key named `base`: gives
     /// back what this one holds and does not use.
     fn wanted(this: &Arc<Self>, base: &[u8]) {
-        for (key, hash, ask) in this.grants.spare(tag(base)) {
-            let k = Hashed { key: &key, hash };
-            let _ = Self::spawn_ask(this, k, ask);
+        if let Some((key, hash, ask)) = this.grants.spare(tag(base)) {
+            let _ = Self::spawn_ask(this, Hashed { key: &key, hash }, ask);
         }
     }
 
