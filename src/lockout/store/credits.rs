@@ -478,7 +478,7 @@ impl<K: Clone + Eq> Grants<K> {
         }
         let notify = entry.waiters.get_or_insert_with(Default::default);
         // The entry holds one clone; every waiter another.
-        if Arc::strong_count(notify) - 1 >= self.max_waiting as usize {
+        if Arc::strong_count(notify) > self.max_waiting as usize {
             return Waiting::Crowded;
         }
         register(notify);
