@@ -77,9 +77,9 @@ mod revocable;
 mod revoked;
 mod table;
 
-pub use builder::RevocationsBuilder;
+pub use builder::{RevocationsBuilder, WhenStale};
 pub(crate) use engine::{Hashed, Listener, Revocation, Target};
-pub use list::{Revocations, Stats};
+pub use list::{Revocations, Stats, SyncState};
 pub(crate) use revocable::Facts;
 pub use revocable::Revocable;
-pub use revoked::{NotShared, Revoked};
+pub use revoked::{RevokeError, RevokeErrorKind, Revoked};

@@ -110,6 +110,13 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
 
     /// Clock skew tolerated on `exp` and `nbf` (default 30 seconds, rounded
     /// up to whole seconds).
+    ///
+    /// With [`revocations`](Self::revocations), the list holds every
+    /// revocation with a known end this much longer (it raises its
+    /// [leeway](crate::revoke::RevocationsBuilder::leeway) when the
+    /// validator is built), so a revoked token is refused for as long as
+    /// this validator would accept it; the leeway must be at most the
+    /// list's [`max_lifetime`](crate::revoke::RevocationsBuilder::max_lifetime).
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
         self
@@ -132,9 +139,10 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
     ///
     /// A revocation is held at most the list's
     /// [`max_lifetime`](crate::revoke::RevocationsBuilder::max_lifetime), so
-    /// a token whose `exp` is further away than that is refused
-    /// ([`invalid`](crate::ValidationError::invalid)): it could outlive its
-    /// revocation.
+    /// a token whose `exp` plus the leeway is further away than that is
+    /// refused ([`invalid`](crate::ValidationError::invalid)): it could
+    /// outlive its revocation. A revocation with a known end lasts the
+    /// leeway past it (SECURITY.md V5).
     ///
     /// # Example
     ///
@@ -165,7 +173,9 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
     /// - [`ConfigError::OutOfRange`] (`keys`) when there is no key, or a key
     ///   fits none of the algorithms;
     /// - [`ConfigError::InvalidKey`] when an HMAC secret is shorter than the
-    ///   hash output of an HMAC algorithm it would verify.
+    ///   hash output of an HMAC algorithm it would verify;
+    /// - [`ConfigError::OutOfRange`] (`leeway`) when the leeway is longer
+    ///   than the [`revocations`](Self::revocations) list's `max_lifetime`.
     pub fn build(self) -> Result<JwtValidator<T>, ConfigError> {
         if self.algorithms.is_empty() {
             return Err(ConfigError::out_of_range(
@@ -211,14 +221,20 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
                 }
             }
         }
+        let leeway = self
+            .leeway
+            .as_secs()
+            .saturating_add(u64::from(self.leeway.subsec_nanos() > 0));
+        if let Some(revocations) = &self.revocations {
+            revocations
+                .inner
+                .accept_leeway(Duration::from_secs(leeway))?;
+        }
         let policy = Policy {
             algorithms: self.algorithms,
             issuers: self.issuers,
             audiences: self.audiences,
-            leeway: self
-                .leeway
-                .as_secs()
-                .saturating_add(u64::from(self.leeway.subsec_nanos() > 0)),
+            leeway,
             require_nbf: self.require_nbf,
         };
         #[cfg(feature = "jwks")]
