@@ -70,7 +70,9 @@ async fn a_revocation_on_one_replica_reaches_the_other_within_a_second() {
 
     // The audit events tell where a revocation was made: here on a, from a
     // replica on b. (Subscriptions are process-wide: look for this id.)
-    let mut audit = events::subscribe(1024);
+    // Room for the events of every test of this binary running meanwhile
+    // (one writes 100,000 revocations): none of these may be dropped.
+    let mut audit = events::subscribe(1 << 20);
     a.revoke_id(&prefix, None).await.unwrap();
     let mut origins = Vec::new();
     while origins.len() < 2 {
@@ -147,7 +149,9 @@ async fn a_disconnected_replica_past_its_staleness_answers_unavailable_then_catc
     assert_eq!(answer.retry_after(), Some(Duration::from_secs(1)));
 
     // Revoked elsewhere while b cannot hear it.
-    let mut audit = events::subscribe(1024);
+    // Room for the events of every test of this binary running meanwhile
+    // (one writes 100,000 revocations): none of these may be dropped.
+    let mut audit = events::subscribe(1 << 20);
     a.revoke_secret("alice-1", None).await.unwrap();
     a.revoke_id(&prefix, None).await.unwrap();
     proxy.restore();
