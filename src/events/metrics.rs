@@ -91,7 +91,8 @@ pub const RATE_LIMIT_LIMITED: &str = "portcullis_rate_limit_limited";
 /// The gauge of revocations in effect.
 pub const REVOCATIONS_ENTRIES: &str = "portcullis_revocations_entries";
 /// The gauge that is 1 while the revocation list is in sync with its shared
-/// store, 0 while it is not (and every check answers unavailable).
+/// store, 0 while it is not (see [`REVOCATIONS_STATE`] for what it answers
+/// meanwhile).
 pub const REVOCATIONS_IN_SYNC: &str = "portcullis_revocations_in_sync";
 /// The gauge of revocations made here that the shared store has not stored
 /// yet.
@@ -152,7 +153,7 @@ fn describe() {
     describe_gauge!(REVOCATIONS_ENTRIES, "revocations in effect");
     describe_gauge!(
         REVOCATIONS_IN_SYNC,
-        "1 while the revocation list is in sync with its shared store, 0 while every check answers unavailable"
+        "1 while the revocation list is in sync with its shared store, 0 while it is not"
     );
     describe_gauge!(
         REVOCATIONS_BACKLOG,

@@ -114,7 +114,7 @@ impl Lease {
 
     /// A future that resolves when the lease ends, with the reason: at its
     /// expiry, or as soon as its credential is revoked (or the revocation
-    /// list loses its shared store).
+    /// list stops answering: past its staleness bound without its shared store).
     pub fn ended(&self) -> Ended {
         Ended::new(self.clone())
     }

@@ -17,8 +17,9 @@
 //! ([`AuthLayer::leases`](crate::AuthLayer::leases)), open streams end too:
 //! see [`lease`](crate::lease). With Redis (feature `redis`,
 //! `Revocations::with_redis`) a revocation reaches every replica within a
-//! second, and a replica that lost Redis answers `unavailable` until it has
-//! caught up, never "valid".
+//! second; a replica that lost Redis serves its local copy for a bounded
+//! staleness, then answers `unavailable` (or keeps serving, as configured)
+//! until it has caught up ([`SyncState`]).
 //!
 //! What the list can reach an identity by (its subject, ids and issue
 //! time) is read through the [`Revocable`] trait.

@@ -197,3 +197,40 @@ async fn a_token_whose_exp_plus_leeway_outlives_the_list_is_refused() {
         Some(ValidationErrorKind::Invalid)
     );
 }
+
+#[cfg(feature = "sessions")]
+#[tokio::test(start_paused = true)]
+async fn a_sessions_revocation_lasts_as_long_as_a_long_leeway_accepts_its_tokens() {
+    // V5: sessions revoke an access token's session until its lifetime
+    // (15 minutes) plus a fixed margin (5 minutes) from now; a leeway above
+    // that made the revocation end while the validator still accepted the
+    // token. The list now holds it the validator's leeway longer.
+    use portcullis::session::{AccessTokens, Sessions};
+    let revocations = Revocations::new();
+    let sessions = Sessions::builder(AccessTokens::hs256(SECRET).unwrap(), &revocations)
+        .build()
+        .unwrap();
+    let _validator = sessions
+        .validator::<Value>()
+        .leeway(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    assert_eq!(revocations.leeway(), Duration::from_secs(600));
+    sessions.revoke_session("session-1").await.unwrap();
+    // 15 min + 5 min + 10 min of leeway, less a second: still revoked.
+    tokio::time::advance(Duration::from_secs(30 * 60 - 1)).await;
+    assert!(revocations.check(&bearer("t"), &Sid("session-1")).is_err());
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(revocations.check(&bearer("t"), &Sid("session-1")).is_ok());
+}
+
+/// An identity with a session id only.
+#[cfg(feature = "sessions")]
+struct Sid(&'static str);
+
+#[cfg(feature = "sessions")]
+impl portcullis::revoke::Revocable for Sid {
+    fn session_id(&self) -> Option<&str> {
+        Some(self.0)
+    }
+}

@@ -132,8 +132,10 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
     /// revokes the token itself (by its digest, whatever carrier it came
     /// in), its `jti` or `sid`, or its `sub` with an `iat` at or before the
     /// subject's cutoff (a token without `iat` counts as issued before).
-    /// While the list is out of sync with its shared store, verified tokens
-    /// are answered [`unavailable`](crate::ValidationError::unavailable).
+    /// While the list does not answer (not caught up with its shared store
+    /// yet, or stale past its bound and refusing: see
+    /// [`SyncState`](crate::revoke::SyncState)), verified tokens are
+    /// answered [`unavailable`](crate::ValidationError::unavailable).
     ///
     /// # Security
     ///
