@@ -13,7 +13,7 @@ use std::{
 use tokio::{sync::Notify, time::Instant};
 
 use super::{
-    Revoked, SyncState, WhenStale,
+    Revoked, WhenStale,
     builder::check_leeway,
     revocable::Facts,
     table::{Entry, Table},
@@ -103,17 +103,17 @@ pub(crate) struct Inner {
     pub(super) in_sync: AtomicBool,
     /// Whether the list has caught up with its shared store once: its
     /// local copy is worth serving while the store is unreachable.
-    ever_synced: AtomicBool,
+    pub(super) ever_synced: AtomicBool,
     /// Since when the shared store is unreachable, while the list serves
     /// its local copy (`None` while in sync).
-    lost_at: Mutex<Option<Instant>>,
+    pub(super) lost_at: Mutex<Option<Instant>>,
     /// Counts outages: the timer of one outage ends nothing of the next.
-    outages: AtomicU64,
-    staleness: Duration,
-    when_stale: WhenStale,
+    pub(super) outages: AtomicU64,
+    pub(super) staleness: Duration,
+    pub(super) when_stale: WhenStale,
     /// Whether being out of sync was logged since the list was last in
     /// sync (once per outage, and once before the first catch-up).
-    complained: AtomicBool,
+    pub(super) complained: AtomicBool,
     pub(super) synced: Notify,
     pub(super) catch_ups: AtomicU64,
     pub(super) applied: AtomicU64,
@@ -283,123 +283,18 @@ impl Inner {
         true
     }
 
-    fn bump(&self) {
+    pub(super) fn bump(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_waiters();
     }
 
-    fn listeners(&self) -> Vec<Arc<dyn Listener>> {
+    pub(super) fn listeners(&self) -> Vec<Arc<dyn Listener>> {
         self.listeners
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .filter_map(Weak::upgrade)
             .collect()
-    }
-
-    /// The list lost its shared store. It serves its local copy for the
-    /// staleness bound, then does what the operator chose; before its first
-    /// catch-up (no local copy yet) every check answers unavailable.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a shared store is lost
-    pub(crate) fn lost(self: &Arc<Self>, why: &str) {
-        let was_in_sync = self.in_sync.swap(false, Ordering::SeqCst);
-        if !was_in_sync {
-            if !self.complained.swap(true, Ordering::SeqCst) {
-                tracing::warn!(
-                    target: "portcullis::revoke",
-                    why,
-                    "revocations are not in sync with redis yet: every credential is answered \
-                     unavailable until they have caught up"
-                );
-            }
-            return;
-        }
-        let now = Instant::now();
-        *self.lost_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(now);
-        let outage = self.outages.fetch_add(1, Ordering::SeqCst) + 1;
-        self.complained.store(true, Ordering::SeqCst);
-        tracing::warn!(
-            target: "portcullis::revoke",
-            why,
-            staleness_secs = self.staleness.as_secs_f64(),
-            then = self.when_stale.as_str(),
-            "revocations are out of sync with redis: serving the local copy (revocations made \
-             here take effect at once and are queued for redis)"
-        );
-        self.bump();
-        // Past the bound, open streams look again (and end when refusing).
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let list = Arc::downgrade(self);
-            let staleness = self.staleness;
-            runtime.spawn(async move {
-                tokio::time::sleep_until(later(now, staleness)).await;
-                let Some(list) = list.upgrade() else { return };
-                if list.is_in_sync() || list.outages.load(Ordering::SeqCst) != outage {
-                    return;
-                }
-                match list.when_stale {
-                    WhenStale::Refuse => tracing::error!(
-                        target: "portcullis::revoke",
-                        staleness_secs = list.staleness.as_secs_f64(),
-                        "revocations are stale (redis unreachable past the staleness bound): \
-                         every credential is answered unavailable until they have caught up"
-                    ),
-                    WhenStale::Serve => tracing::error!(
-                        target: "portcullis::revoke",
-                        staleness_secs = list.staleness.as_secs_f64(),
-                        "revocations are stale (redis unreachable past the staleness bound): \
-                         still serving the local copy, as configured (WhenStale::Serve)"
-                    ),
-                }
-                list.bump();
-            });
-        }
-    }
-
-    /// The list has applied every revocation the shared store holds.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a shared store is caught up with
-    pub(crate) fn caught_up(&self, revocations: usize) {
-        // Caches forget what they learned while out of sync, before anything
-        // is answered from them again.
-        for listener in self.listeners() {
-            listener.resynced();
-        }
-        let catch_ups = self.catch_ups.fetch_add(1, Ordering::Relaxed) + 1;
-        self.complained.store(false, Ordering::SeqCst);
-        *self.lost_at.lock().unwrap_or_else(PoisonError::into_inner) = None;
-        self.ever_synced.store(true, Ordering::SeqCst);
-        self.in_sync.store(true, Ordering::SeqCst);
-        self.synced.notify_waiters();
-        self.bump();
-        tracing::info!(
-            target: "portcullis::revoke",
-            revocations,
-            catch_ups,
-            "revocations caught up with redis"
-        );
-    }
-
-    /// Where the list stands with its shared store at `now`.
-    pub(crate) fn state(&self, now: Instant) -> SyncState {
-        if self.is_in_sync() {
-            return SyncState::InSync;
-        }
-        let lost_at = *self.lost_at.lock().unwrap_or_else(PoisonError::into_inner);
-        match lost_at {
-            Some(_) if !self.ever_synced.load(Ordering::SeqCst) => SyncState::CatchingUp,
-            None => SyncState::CatchingUp,
-            Some(at) if now < later(at, self.staleness) => SyncState::Stale,
-            Some(_) => match self.when_stale {
-                WhenStale::Refuse => SyncState::Refusing,
-                WhenStale::Serve => SyncState::Serving,
-            },
-        }
-    }
-
-    /// Whether checks are answered at `now`: in sync, or serving the local
-    /// copy while the shared store is unreachable.
-    pub(crate) fn answers(&self) -> bool {
-        self.is_in_sync() || self.state(Instant::now()).answers()
     }
 
     /// The checks of a validator: `digest` is computed only when something
@@ -458,7 +353,7 @@ const SUBJECT: usize = 2;
 
 /// `at` plus `d`, or as much of `d` as the clock can add: a revocation is
 /// never dropped because its end overflows the clock.
-fn later(at: Instant, mut d: Duration) -> Instant {
+pub(super) fn later(at: Instant, mut d: Duration) -> Instant {
     loop {
         if let Some(later) = at.checked_add(d) {
             return later;

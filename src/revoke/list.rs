@@ -9,7 +9,7 @@ use std::{
 use tokio::time::Instant;
 
 use super::{
-    Revocable, RevocationsBuilder, RevokeError, RevokeErrorKind, Revoked,
+    Revocable, RevocationsBuilder, RevokeError, RevokeErrorKind, Revoked, SyncState,
     engine::{Inner, Listener, Revocation, Target},
     revocable::Facts,
 };
@@ -129,60 +129,6 @@ pub struct Stats {
     /// Revocations made here that never reached the shared store because
     /// too many were waiting for it ([`RevokeErrorKind::Overflow`]).
     pub dropped: u64,
-}
-
-/// Where a revocation list stands with its shared store, and so what its
-/// checks answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum SyncState {
-    /// In sync (always, for a list without a shared store): checks answer
-    /// from the list.
-    #[default]
-    InSync,
-    /// Not caught up with the shared store yet (starting, before the first
-    /// catch-up): every check answers unavailable.
-    CatchingUp,
-    /// The shared store is unreachable, within the staleness bound: checks
-    /// answer from the local copy.
-    Stale,
-    /// The shared store has been unreachable past the staleness bound, and
-    /// the list refuses ([`WhenStale::Refuse`](super::WhenStale::Refuse)):
-    /// every check answers unavailable.
-    Refusing,
-    /// The shared store has been unreachable past the staleness bound, and
-    /// the list keeps answering from its local copy
-    /// ([`WhenStale::Serve`](super::WhenStale::Serve)).
-    Serving,
-}
-
-impl SyncState {
-    /// Whether checks are answered from the list (rather than refused as
-    /// unavailable).
-    pub fn answers(self) -> bool {
-        matches!(self, Self::InSync | Self::Stale | Self::Serving)
-    }
-
-    /// `in_sync`, `catching_up`, `stale`, `refusing` or `serving`: for
-    /// metric labels and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InSync => "in_sync",
-            Self::CatchingUp => "catching_up",
-            Self::Stale => "stale",
-            Self::Refusing => "refusing",
-            Self::Serving => "serving",
-        }
-    }
-
-    /// Every state, for metrics that set one gauge per state.
-    pub const ALL: [Self; 5] = [
-        Self::InSync,
-        Self::CatchingUp,
-        Self::Stale,
-        Self::Refusing,
-        Self::Serving,
-    ];
 }
 
 impl Default for Revocations {
@@ -395,99 +341,5 @@ impl Revocations {
             .unwrap_or_else(PoisonError::into_inner);
         listeners.retain(|listener| listener.strong_count() > 0);
         listeners.push(listener);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::{
-        CredentialSource, ValidationErrorKind,
-        lease::{End, Lease},
-        revoke::WhenStale,
-        validate::ExpiresAt,
-    };
-
-    struct Anyone;
-    impl Revocable for Anyone {}
-    impl ExpiresAt for Anyone {
-        fn expires_at(&self) -> Option<Instant> {
-            None
-        }
-    }
-
-    /// A list as a shared store leaves it: not caught up yet.
-    fn shared(when_stale: WhenStale) -> Revocations {
-        Revocations::builder()
-            .staleness(Duration::from_secs(30))
-            .when_stale(when_stale)
-            .build_in_sync(false)
-            .unwrap()
-    }
-
-    fn answer(list: &Revocations) -> Option<ValidationErrorKind> {
-        let credential = Credential::new("alice-1", CredentialSource::Bearer);
-        list.check(&credential, &Anyone).err().map(|e| e.kind())
-    }
-
-    // D6: served from the local copy for the staleness bound, then refused
-    // (the default), and open streams end at the bound, not before.
-    #[tokio::test(start_paused = true)]
-    async fn a_lost_store_is_served_for_the_staleness_bound_then_refused() {
-        let list = shared(WhenStale::Refuse);
-        assert_eq!(list.state(), SyncState::CatchingUp);
-        assert_eq!(answer(&list), Some(ValidationErrorKind::Unavailable));
-        list.inner.caught_up(0);
-        assert_eq!(list.state(), SyncState::InSync);
-        let credential = Credential::new("alice-1", CredentialSource::Bearer);
-        let lease = Lease::grant(&list, &credential, &Anyone);
-        let mut ended = lease.ended();
-
-        list.inner.lost("test");
-        assert_eq!(list.state(), SyncState::Stale);
-        assert_eq!(list.stats().state, SyncState::Stale);
-        assert_eq!(answer(&list), None);
-        tokio::time::advance(Duration::from_secs(29)).await;
-        assert_eq!(answer(&list), None);
-        assert_eq!(lease.end(), None);
-        assert!(
-            tokio::time::timeout(Duration::ZERO, &mut ended)
-                .await
-                .is_err()
-        );
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(list.state(), SyncState::Refusing);
-        assert_eq!(answer(&list), Some(ValidationErrorKind::Unavailable));
-        let end = tokio::time::timeout(Duration::from_millis(1), ended)
-            .await
-            .expect("the bound wakes open streams");
-        assert_eq!(end, End::Unavailable);
-
-        // Caught up again: answered, and a later outage starts its own
-        // bound (a timer of the first one ends nothing).
-        list.inner.caught_up(0);
-        assert_eq!(answer(&list), None);
-        tokio::time::advance(Duration::from_secs(20)).await;
-        list.inner.lost("test");
-        tokio::time::advance(Duration::from_secs(20)).await;
-        assert_eq!(list.state(), SyncState::Stale);
-        assert_eq!(answer(&list), None);
-    }
-
-    // D6: the operator may choose to keep serving past the bound.
-    #[tokio::test(start_paused = true)]
-    async fn past_the_bound_a_list_told_to_serve_keeps_answering() {
-        let list = shared(WhenStale::Serve);
-        assert_eq!(answer(&list), Some(ValidationErrorKind::Unavailable));
-        list.inner.caught_up(0);
-        list.inner.lost("test");
-        tokio::time::advance(Duration::from_secs(3600)).await;
-        assert_eq!(list.state(), SyncState::Serving);
-        assert_eq!(answer(&list), None);
-        // What is revoked here is still refused.
-        drop(list.revoke_secret("alice-1", None));
-        assert_eq!(answer(&list), Some(ValidationErrorKind::Revoked));
     }
 }

@@ -76,11 +76,13 @@ mod list;
 mod redis;
 mod revocable;
 mod revoked;
+mod sync;
 mod table;
 
 pub use builder::{RevocationsBuilder, WhenStale};
 pub(crate) use engine::{Hashed, Listener, Revocation, Target};
-pub use list::{Revocations, Stats, SyncState};
+pub use list::{Revocations, Stats};
 pub(crate) use revocable::Facts;
 pub use revocable::Revocable;
 pub use revoked::{RevokeError, RevokeErrorKind, Revoked};
+pub use sync::SyncState;
