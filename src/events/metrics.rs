@@ -211,7 +211,7 @@ pub fn record_revocation_stats(stats: &revoke::Stats) {
     gauge!(REVOCATIONS_BACKLOG).set(stats.backlog as f64);
     gauge!(REVOCATIONS_REFUSED).set(stats.refused as f64);
     gauge!(REVOCATIONS_DROPPED).set(stats.dropped as f64);
-    for state in revoke::SyncState::ALL {
+    for &state in revoke::SyncState::ALL {
         let on = if state == stats.state { 1.0 } else { 0.0 };
         gauge!(REVOCATIONS_STATE, "state" => state.as_str()).set(on);
     }

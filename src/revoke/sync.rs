@@ -56,7 +56,7 @@ impl SyncState {
     }
 
     /// Every state, for metrics that set one gauge per state.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: &'static [Self] = &[
         Self::InSync,
         Self::CatchingUp,
         Self::Stale,
