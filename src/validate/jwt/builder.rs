@@ -227,11 +227,6 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
             .leeway
             .as_secs()
             .saturating_add(u64::from(self.leeway.subsec_nanos() > 0));
-        if let Some(revocations) = &self.revocations {
-            revocations
-                .inner
-                .accept_leeway(Duration::from_secs(leeway))?;
-        }
         let policy = Policy {
             algorithms: self.algorithms,
             issuers: self.issuers,
@@ -258,14 +253,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
                     "keys from a JWKS URL are public keys: HMAC algorithms cannot be used",
                 ));
             }
-            return Ok(JwtValidator {
-                inner: Arc::new(Inner {
-                    policy,
-                    keys: Keys::Remote(jwks),
-                    revocations: self.revocations,
-                }),
-                _claims: PhantomData,
-            });
+            return finish(policy, Keys::Remote(jwks), self.revocations);
         }
         if self.keys.is_empty() {
             return Err(ConfigError::out_of_range(
@@ -273,13 +261,32 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
                 "configure at least one key",
             ));
         }
-        Ok(JwtValidator {
-            inner: Arc::new(Inner {
-                policy,
-                keys: Keys::Static(KeySet::new(self.keys)),
-                revocations: self.revocations,
-            }),
-            _claims: PhantomData,
-        })
+        finish(
+            policy,
+            Keys::Static(KeySet::new(self.keys)),
+            self.revocations,
+        )
     }
+}
+
+/// The validator, once everything else checked out: the revocation list it
+/// honours holds revocations its leeway longer (V5).
+fn finish<T>(
+    policy: Policy,
+    keys: Keys,
+    revocations: Option<Revocations>,
+) -> Result<JwtValidator<T>, ConfigError> {
+    if let Some(revocations) = &revocations {
+        revocations
+            .inner
+            .accept_leeway(Duration::from_secs(policy.leeway))?;
+    }
+    Ok(JwtValidator {
+        inner: Arc::new(Inner {
+            policy,
+            keys,
+            revocations,
+        }),
+        _claims: PhantomData,
+    })
 }
