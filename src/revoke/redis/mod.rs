@@ -56,7 +56,10 @@ impl RevocationsBuilder {
     /// Bounded: revocations are spread over 16 sorted sets, each under its
     /// own hash tag (its own cluster slot), each with a TTL at its last end;
     /// ended revocations are trimmed at every write and catch-up; a
-    /// catch-up reads 1,000 at a time.
+    /// catch-up reads 1,000 at a time. Measured: 100,000 revocations take
+    /// about 13 MB in Redis. Each replica also keeps the live revocations it
+    /// holds as Redis members (at most the capacity, about 100 bytes each),
+    /// to write them back after a restart.
     ///
     /// The store must come from [`RedisStore::connect`]: one made with
     /// [`RedisStore::from_manager`] cannot subscribe, so the list never gets
