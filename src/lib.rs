@@ -183,7 +183,7 @@ pub mod test_util;
 pub mod validate;
 
 pub use auth::AuthLayer;
-pub use body::ResponseBody;
+pub use body::{BoxError, ResponseBody};
 pub use client_ip::{ClientIp, PeerAddr};
 pub use credential::{Credential, CredentialSource, Fingerprint, FingerprintKey};
 pub use error::ConfigError;

@@ -1176,6 +1176,8 @@ async fn axum_api_serves_its_metrics_on_an_address_of_their_own() {
         "portcullis_lockout_tracked 1",
         "portcullis_revocations_in_sync 1",
         "portcullis_revocations_backlog 0",
+        r#"portcullis_revocations_state{state="in_sync"} 1"#,
+        r#"portcullis_revocations_state{state="refusing"} 0"#,
     ] {
         assert!(body.contains(line), "{line} is missing from:\n{body}");
     }
