@@ -21,7 +21,7 @@ use super::{
 use crate::{
     gate::BoxFuture,
     lockout::{Outcome, Policy, Stats, Tracker, attempt::ASK_AGAIN},
-    redis::{Connection, Fallback, RedisStore, Unlocks, millis},
+    redis::{Connection, Fallback, Primary, RedisStore, Unlocks, millis},
 };
 
 /// Admits a request unless the key is locked out (by the lockout key's TTL)
@@ -389,6 +389,12 @@ impl Drop for PendingRelease {
     }
 }
 
+impl<K> Primary for RedisLockout<K> {
+    fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
 type Shared<K> = Fallback<RedisLockout<K>, MemoryStore<K>>;
 
 impl<K> Tracker<K>
@@ -421,7 +427,7 @@ where
     K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
 {
     fn admit(&self, k: Hashed<'_, K>) -> Admission {
-        if self.health.is_down() {
+        if self.health.is_down(k.key) {
             if let Some((record, now)) = self.primary.cached(k.key) {
                 return Admission::Locked(record, now);
             }
@@ -434,7 +440,7 @@ where
                 Admission::Ask(Box::pin(async move {
                     match asking.await {
                         Admission::Unavailable => {
-                            health.fell_back();
+                            health.fell_back(&key);
                             secondary.admit(Hashed { key: &key, hash })
                         }
                         admission => admission,
@@ -446,7 +452,7 @@ where
     }
 
     fn wait(&self, k: Hashed<'_, K>, waiter: &mut Waiter<'_>) -> Admission {
-        if self.health.is_down() {
+        if self.health.is_down(k.key) {
             self.secondary.wait(k, waiter)
         } else {
             self.primary.wait(k.key, waiter)
@@ -465,7 +471,7 @@ where
                 Some(recorded) => Some(recorded),
                 // Redis could not record it: record it here, once.
                 None => {
-                    health.fell_back();
+                    health.fell_back(&key);
                     Some(secondary.record(Hashed { key: &key, hash }, outcome))
                 }
             }

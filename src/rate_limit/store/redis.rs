@@ -9,7 +9,7 @@ use super::{Decision, Store, Verdict, memory::MemoryStore};
 use crate::{
     gate::BoxFuture,
     rate_limit::{RateLimitBuilder, Stats},
-    redis::{Connection, Fallback, RedisStore},
+    redis::{Connection, Fallback, Primary, RedisStore},
 };
 
 /// One GCRA decision. `KEYS[1]` holds the theoretical arrival time (TAT) in
@@ -122,6 +122,12 @@ impl RedisRate {
     }
 }
 
+impl Primary for RedisRate {
+    fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
 /// The shared store with its local fallback, for the builder.
 pub(crate) fn with_fallback<K>(
     store: RedisStore,
@@ -144,7 +150,7 @@ where
     K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
 {
     fn decide(&self, key: &K) -> Decision {
-        if self.health.is_down() {
+        if self.health.is_down(key) {
             return self.secondary.decide(key);
         }
         let asking = self.primary.decide(key);
@@ -154,7 +160,7 @@ where
             match asking.await {
                 Some(verdict) => verdict,
                 None => {
-                    health.fell_back();
+                    health.fell_back(&key);
                     secondary.verdict(&key)
                 }
             }
