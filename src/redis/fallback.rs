@@ -83,6 +83,10 @@ impl Health {
     /// Whether the shared store is to be skipped for now for `key`, after a
     /// failure of its slot.
     pub(crate) fn is_down(&self, key: &impl fmt::Debug) -> bool {
+        // Nothing is down: no need to find the slot.
+        if self.down_slots.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
         let slot = self.slot(key);
         let (word, bit) = (&self.down[usize::from(slot / 64)], 1u64 << (slot % 64));
         if word.load(Ordering::Relaxed) & bit == 0 {
