@@ -12,6 +12,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod connect;
 mod feeds;
 mod limits;
 mod masters;
