@@ -385,8 +385,9 @@ impl Connection {
 impl Connection {
     /// Sends `command` in the background, for work nobody waits for (a
     /// release, an unlock). It follows the calls sent before it on the same
-    /// connection, and gets the reservation lease (at least the timeout) to
-    /// be answered. A plain command, not a script: a script unknown to a
+    /// connection (on a cluster, to the same master, unless a redirection
+    /// sent one of them elsewhere; the lease frees what a release misses),
+    /// and gets the reservation lease (at least the timeout) to be answered. A plain command, not a script: a script unknown to a
     /// restarted server costs a second round trip, which a timeout could
     /// cut.
     pub(crate) fn send(&self, command: ::redis::Cmd) {
