@@ -310,11 +310,14 @@ impl Cluster {
         .expect("the cluster forms");
     }
 
-    /// An admin connection to `node` alone.
+    /// An admin connection to `node` alone, patient with a busy machine.
     pub(crate) async fn admin(&self, node: usize) -> ::redis::aio::MultiplexedConnection {
+        let config = ::redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(10)))
+            .set_response_timeout(Some(Duration::from_secs(10)));
         ::redis::Client::open(self.url(node))
             .unwrap()
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .unwrap()
     }
