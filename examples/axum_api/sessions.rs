@@ -182,9 +182,7 @@ async fn revocations(limits: &Limits) -> Result<(Revocations, bool), String> {
     let revocations = Revocations::with_redis(store.clone());
     tokio::time::timeout(Duration::from_secs(5), revocations.synced())
         .await
-        .map_err(|_| {
-            "PORTCULLIS_REDIS_URL: revocations could not catch up with redis".to_owned()
-        })?;
+        .map_err(|_| "revocations could not catch up with redis".to_owned())?;
     Ok((revocations, true))
 }
 

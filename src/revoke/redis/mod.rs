@@ -61,10 +61,6 @@ impl RevocationsBuilder {
     /// holds as Redis members (at most the capacity, about 100 bytes each),
     /// to write them back after a restart.
     ///
-    /// The store must come from [`RedisStore::connect`]: one made with
-    /// [`RedisStore::from_manager`] cannot subscribe, so the list never gets
-    /// in sync and answers unavailable (and says so in a warning).
-    ///
     /// # Errors
     ///
     /// As [`build`](Self::build).
@@ -89,7 +85,7 @@ impl Revocations {
     /// ```no_run
     /// use portcullis::{lockout::RedisStore, revoke::Revocations};
     ///
-    /// # async fn run() -> redis::RedisResult<()> {
+    /// # async fn run() -> Result<(), portcullis::lockout::RedisConnectError> {
     /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
     /// let revocations = Revocations::with_redis(store);
     /// revocations.synced().await; // before serving
