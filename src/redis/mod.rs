@@ -180,6 +180,11 @@ impl Connection {
         self.client.as_ref()
     }
 
+    /// The timeout of a call.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The prefix of every key.
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix

@@ -15,16 +15,17 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::{
-    AccessTokens, Grant, SessionError, SessionErrorKind, SignedOut,
+    AccessTokens, Device, Grant, SessionError, SessionErrorKind, SessionInfo, SessionList,
+    SignedOut,
     cookie::RefreshCookie,
     family::{Created, Ending, Family, NewFamily, Next, Rotation},
-    secret::{Presented, RefreshToken, new_id},
+    secret::{Presented, RefreshToken, new_session_id},
     store::{Store, Unreachable, memory::MemoryStore},
 };
 use crate::{
-    ConfigError, ValidationErrorKind,
+    ClientIp, ConfigError, ValidationErrorKind,
     cross_origin::CrossOriginProtection,
-    events::{self, Record},
+    events::{self, Record, SessionEndReason},
     reject::{DefaultRenderer, Renderer},
     revoke::{Facts, Revocations},
     validate::jwt::JwtValidatorBuilder,
@@ -37,6 +38,18 @@ const REVOCATION_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// How long a sign-out waits for its revocation to reach the shared store.
 const PROPAGATION: Duration = Duration::from_secs(1);
+
+/// The longest wait between two tries of a sign-out the store did not
+/// take.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+
+/// A change the store did not take, retried until it does.
+enum Pending {
+    /// Remove a session.
+    Remove(Box<str>),
+    /// End every session of a subject created until a cutoff.
+    EndAll(Arc<str>, SystemTime),
+}
 
 /// Sessions: sign-in issues a short access token and a refresh cookie;
 /// each refresh rotates the refresh token; a used refresh token presented
@@ -59,6 +72,9 @@ pub(super) struct Inner {
     pub(super) cookie: RefreshCookie,
     pub(super) cross_origin: CrossOriginProtection,
     pub(super) renderer: Arc<dyn Renderer>,
+    /// Resolves the address a session signed in from; `None` when
+    /// addresses are not recorded.
+    pub(super) client_ip: Option<ClientIp>,
     counts: Counts,
     shared: bool,
 }
@@ -114,6 +130,9 @@ impl Sessions {
             idle: Duration::from_secs(7 * 24 * 3600),
             grace: Duration::from_secs(5),
             capacity: 100_000,
+            max_sessions: 32,
+            client_ip: ClientIp::new(),
+            record_address: true,
             cookie_name: "refresh".to_owned(),
             cookie_path: "/auth".to_owned(),
             secure: true,
@@ -141,17 +160,57 @@ impl Sessions {
 
     /// Starts a session for `subject`, whom the caller has just
     /// authenticated (a password, a passkey…): an access token and a
-    /// refresh cookie.
+    /// refresh cookie. The session records no device; an endpoint uses
+    /// [`sign_in_from`](Self::sign_in_from).
+    ///
+    /// # Errors
+    ///
+    /// As [`sign_in_with`](Self::sign_in_with).
+    pub async fn sign_in(&self, subject: &str) -> Result<Grant, SessionError> {
+        self.sign_in_with(subject, Device::new()).await
+    }
+
+    /// Signs in `subject` from the sign-in `request`, after the
+    /// cross-origin check (login CSRF, SECURITY.md S7): the endpoint
+    /// helper. The session records the request's [`device`](Self::device).
+    ///
+    /// Call [`check_origin`](Self::check_origin) before checking the
+    /// password too, so that a cross-site post costs no password hash and
+    /// no failed attempt.
+    ///
+    /// # Errors
+    ///
+    /// [`CrossOrigin`](SessionErrorKind::CrossOrigin) (403) for a
+    /// cross-site browser request: a page of another site must not sign
+    /// the victim's browser into the attacker's account. Otherwise as
+    /// [`sign_in_with`](Self::sign_in_with).
+    pub async fn sign_in_from(
+        &self,
+        request: &Parts,
+        subject: &str,
+    ) -> Result<Grant, SessionError> {
+        self.check_origin(request)?;
+        self.sign_in_with(subject, self.device(request)).await
+    }
+
+    /// Starts a session for `subject` that signed in from `device` (shown
+    /// in [`list`](Self::list)).
+    ///
+    /// When `subject` already has [`max_sessions`](SessionsBuilder::max_sessions)
+    /// live sessions, its least recently used one ends (its refresh token,
+    /// its access tokens and its streams, with an
+    /// [`Event::SessionEnded`](crate::events::Event::SessionEnded) whose
+    /// reason is `cap`): a sign-in never fails because of the cap.
     ///
     /// # Errors
     ///
     /// [`Full`](SessionErrorKind::Full) when the in-memory store holds as
     /// many live sessions as it may; [`Unavailable`](SessionErrorKind::Unavailable)
     /// when the store did not answer.
-    pub async fn sign_in(&self, subject: &str) -> Result<Grant, SessionError> {
+    pub async fn sign_in_with(&self, subject: &str, device: Device) -> Result<Grant, SessionError> {
         let inner = &self.inner;
-        let Ok((sid, token)) =
-            new_id().and_then(|sid| RefreshToken::generate(&sid).map(|token| (sid, token)))
+        let Ok((sid, token)) = new_session_id(subject)
+            .and_then(|sid| RefreshToken::generate(&sid).map(|token| (sid, token)))
         else {
             return Err(self.refuse(SessionErrorKind::Unavailable, None, None));
         };
@@ -164,9 +223,20 @@ impl Sessions {
             token: token.digest(),
             absolute: inner.absolute,
             idle: inner.idle,
+            device,
         };
         match inner.store.create(family).await {
-            Ok(Created::Created) => {}
+            Ok(Created::Created { evicted }) => {
+                for old in &evicted {
+                    tracing::info!(target: "portcullis::session", session = %old, subject = %subject, "the least recently used session ended: the subject signed in past its cap");
+                    drop(self.revoke_id(old));
+                    events::emit(Record::SessionEnded {
+                        subject: &subject,
+                        session: old,
+                        reason: SessionEndReason::Cap,
+                    });
+                }
+            }
             Ok(Created::Full) => {
                 inner.counts.full.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
@@ -233,7 +303,12 @@ impl Sessions {
     ) -> Result<Grant, SessionError> {
         let inner = &self.inner;
         let Some(presented) = Presented::parse(token) else {
-            return Err(self.refuse(SessionErrorKind::Unknown, request, Some(token)));
+            return Err(self.refuse_clearing(
+                SessionErrorKind::Unknown,
+                request,
+                Some(token),
+                false,
+            ));
         };
         let sid = presented.sid();
         // Before anything changes: a list out of sync must not cost the
@@ -242,13 +317,18 @@ impl Sessions {
         let Ok(next) = RefreshToken::generate(sid) else {
             return Err(self.refuse(SessionErrorKind::Unavailable, request, None));
         };
+        let successor = next.digest();
         let proposed = Next {
-            digest: next.digest(),
+            digest: successor,
             wrapped: presented.wrap(&next),
         };
         let rotation = inner.store.rotate(sid, presented.digest(), proposed).await;
+        let mut rotated = false;
         let (token_out, family) = match rotation {
-            Ok(Rotation::Rotated(family)) => (next, family),
+            Ok(Rotation::Rotated(family)) => {
+                rotated = true;
+                (next, family)
+            }
             Ok(Rotation::Again {
                 family,
                 wrapped,
@@ -273,12 +353,51 @@ impl Sessions {
             Ok(Rotation::Unknown) => {
                 return Err(self.refuse(SessionErrorKind::Unknown, request, Some(token)));
             }
-            Err(Unreachable) => return Err(self.unreachable(request)),
+            Err(Unreachable) => {
+                // The rotation may run after the timeout: the 503 must
+                // leave the token usable (S7).
+                self.undo(sid, presented.digest(), successor).await;
+                return Err(self.unreachable(request));
+            }
         };
-        self.check(&presented, Some(&family), request, token)
-            .await?;
-        inner.counts.refreshed.fetch_add(1, Ordering::Relaxed);
-        self.grant(token_out, sid, &family, request)
+        let granted = match self.check(&presented, Some(&family), request, token).await {
+            Ok(()) => self.grant(token_out, sid, &family, request),
+            Err(error) => Err(error),
+        };
+        match granted {
+            Ok(grant) => {
+                inner.counts.refreshed.fetch_add(1, Ordering::Relaxed);
+                Ok(grant)
+            }
+            Err(error) => {
+                if rotated && error.kind() == SessionErrorKind::Unavailable {
+                    self.undo(sid, presented.digest(), successor).await;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Undoes the rotation of `token` to `successor` whose answer says
+    /// nothing changed: sent now, after the rotation, and finished in the
+    /// background.
+    async fn undo(
+        &self,
+        sid: &str,
+        token: crate::validate::KeyDigest,
+        successor: crate::validate::KeyDigest,
+    ) {
+        tracing::info!(target: "portcullis::session", session = %sid, "refresh not answered: its rotation is undone");
+        let undo = self.inner.store.undo(sid, token, successor);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if undo.await.is_err() {
+                    tracing::warn!(target: "portcullis::session", "a rotation could not be undone");
+                }
+            });
+            // Let the undo go out before the answer (and so before a retry).
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Signs out with the refresh token the request's cookie carries, after
@@ -314,12 +433,22 @@ impl Sessions {
         request: Option<&Parts>,
     ) -> Result<SignedOut, SessionError> {
         let Some(presented) = Presented::parse(token) else {
-            return Err(self.refuse(SessionErrorKind::Unknown, request, Some(token)));
+            return Err(self.refuse_clearing(
+                SessionErrorKind::Unknown,
+                request,
+                Some(token),
+                false,
+            ));
         };
         let sid = presented.sid();
         match self.inner.store.end(sid, presented.digest()).await {
             Ok(Ending::Ended { subject }) => {
                 tracing::info!(target: "portcullis::session", session = %sid, subject = %subject, "signed out");
+                events::emit(Record::SessionEnded {
+                    subject: &subject,
+                    session: sid,
+                    reason: SessionEndReason::SignedOut,
+                });
                 self.revoke_and_wait(sid).await;
                 Ok(SignedOut::new(self.inner.cookie.clear()))
             }
@@ -335,13 +464,17 @@ impl Sessions {
     }
 
     /// Ends session `session_id` (the `sid` of its access tokens) whatever
-    /// its tokens: for an operator, or "sign out that device". Returns
-    /// whether the session was live.
+    /// its tokens and whoever its subject: for an operator. Returns whether
+    /// the session was live. A user ends their own with [`end`](Self::end).
     ///
     /// # Errors
     ///
     /// [`Unavailable`](SessionErrorKind::Unavailable) when the store did not
-    /// answer; the session's access tokens are revoked all the same.
+    /// answer: the session is revoked here all the same (its access tokens,
+    /// streams and refreshes, for the revocation list's
+    /// [`max_lifetime`](crate::revoke::RevocationsBuilder::max_lifetime)),
+    /// and its removal from the store is retried in the background until
+    /// the store takes it or the session would have ended anyway.
     pub async fn revoke_session(&self, session_id: &str) -> Result<bool, SessionError> {
         drop(self.revoke_id(session_id));
         match self.inner.store.remove(session_id).await {
@@ -349,8 +482,209 @@ impl Sessions {
                 tracing::info!(target: "portcullis::session", session = %session_id, live, "session revoked");
                 Ok(live)
             }
+            Err(Unreachable) => {
+                // Not shortened to an access token's lifetime: refused
+                // until the store forgets the session.
+                drop(self.inner.revocations.revoke_id(session_id, None));
+                self.retry(Pending::Remove(session_id.into()));
+                Err(self.unreachable(None))
+            }
+        }
+    }
+
+    /// The live sessions of `subject`, most recently used first, with
+    /// `current` (the caller's session id: the `sid` of its access token)
+    /// marked: what a "where you're signed in" page shows.
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`](SessionErrorKind::Unavailable) when the store did not
+    /// answer.
+    pub async fn list(
+        &self,
+        subject: &str,
+        current: Option<&str>,
+    ) -> Result<SessionList, SessionError> {
+        match self.inner.store.list(subject).await {
+            Ok(listed) => Ok(SessionList::new(
+                listed
+                    .into_iter()
+                    .map(|l| {
+                        let is_current = current == Some(&*l.sid);
+                        SessionInfo::new(l.sid, l.created, l.last_used, is_current, l.device)
+                    })
+                    .collect(),
+            )),
             Err(Unreachable) => Err(self.unreachable(None)),
         }
+    }
+
+    /// Ends session `session_id` if it is a live session of `subject` ("sign
+    /// out that device"): its refresh token at once, its access tokens and
+    /// open streams through the revocation list (within a second on every
+    /// replica with a list shared through Redis). Returns whether it was:
+    /// an id that is not one of `subject`'s sessions changes nothing (an
+    /// endpoint answers 404).
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`](SessionErrorKind::Unavailable) when the store did not
+    /// answer: nothing changed.
+    pub async fn end(&self, subject: &str, session_id: &str) -> Result<bool, SessionError> {
+        match self.inner.store.end_of(subject, session_id).await {
+            Ok(true) => {
+                tracing::info!(target: "portcullis::session", session = %session_id, subject = %subject, "session ended by its owner");
+                events::emit(Record::SessionEnded {
+                    subject,
+                    session: session_id,
+                    reason: SessionEndReason::EndedByUser,
+                });
+                self.revoke_and_wait(session_id).await;
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(Unreachable) => Err(self.unreachable(None)),
+        }
+    }
+
+    /// Signs `subject` out everywhere, for good (SECURITY.md S5): every
+    /// session it started until now is deleted from the store, so that no
+    /// refresh token issued before refreshes again, whenever it comes
+    /// back (days later, after a restart, on another replica); its access
+    /// tokens and open streams end through the revocation list
+    /// ([`Revocations::revoke_subject`]). Waits up to a second for the
+    /// revocation to reach the shared store. Returns how many sessions
+    /// ended.
+    ///
+    /// Sessions signed in afterwards are not affected.
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`](SessionErrorKind::Unavailable) when the store did not
+    /// answer. The sign-out is in effect on this replica at once (through
+    /// the revocation list), and it is kept and retried in the background
+    /// until the store takes it (or every session it ends would have ended
+    /// anyway): tell the user it is under way.
+    pub async fn sign_out_everywhere(&self, subject: &str) -> Result<usize, SessionError> {
+        let revoked = self.inner.revocations.revoke_subject(subject);
+        let cutoff = SystemTime::now();
+        let ended = self.inner.store.end_all(subject, cutoff).await;
+        match tokio::time::timeout(PROPAGATION, revoked).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(target: "portcullis::session", subject = %subject, %error, "sign-out everywhere not shared yet");
+            }
+            Err(_) => {
+                tracing::warn!(target: "portcullis::session", subject = %subject, "sign-out everywhere not shared within a second (retrying)");
+            }
+        }
+        match ended {
+            Ok(ended) => {
+                self.ended_everywhere(subject, &ended);
+                Ok(ended.len())
+            }
+            Err(Unreachable) => {
+                tracing::warn!(target: "portcullis::session", subject = %subject, "the session store did not take a sign-out everywhere: in effect here, retried until stored");
+                self.retry(Pending::EndAll(subject.into(), cutoff));
+                Err(self.unreachable(None))
+            }
+        }
+    }
+
+    /// Signs out everywhere the subject of the session whose refresh token
+    /// the request's cookie carries, after the cross-origin check: the
+    /// endpoint helper ("sign out of all devices" beside "sign out"). The
+    /// cookie's own session ends as with [`sign_out`](Self::sign_out), then
+    /// every other session of its subject as with
+    /// [`sign_out_everywhere`](Self::sign_out_everywhere).
+    ///
+    /// # Errors
+    ///
+    /// As [`sign_out`](Self::sign_out) and
+    /// [`sign_out_everywhere`](Self::sign_out_everywhere).
+    pub async fn sign_out_everywhere_from(
+        &self,
+        request: &Parts,
+    ) -> Result<SignedOut, SessionError> {
+        let token = self.presented(request)?;
+        let Some(presented) = Presented::parse(&token) else {
+            return Err(self.refuse_clearing(
+                SessionErrorKind::Unknown,
+                Some(request),
+                Some(&token),
+                false,
+            ));
+        };
+        let sid = presented.sid();
+        match self.inner.store.end(sid, presented.digest()).await {
+            Ok(Ending::Ended { subject }) => {
+                events::emit(Record::SessionEnded {
+                    subject: &subject,
+                    session: sid,
+                    reason: SessionEndReason::SignedOutEverywhere,
+                });
+                match self.sign_out_everywhere(&subject).await {
+                    Ok(_) => Ok(SignedOut::new(self.inner.cookie.clear())),
+                    Err(error) => Err(self.refuse(error.kind(), Some(request), None)),
+                }
+            }
+            Ok(Ending::Reused { subject }) => {
+                self.reused(sid, &subject);
+                Err(self.refuse(SessionErrorKind::Reused, Some(request), Some(&token)))
+            }
+            Ok(Ending::Unknown) => {
+                Err(self.refuse(SessionErrorKind::Unknown, Some(request), Some(&token)))
+            }
+            Err(Unreachable) => Err(self.unreachable(Some(request))),
+        }
+    }
+
+    fn ended_everywhere(&self, subject: &str, ended: &[Box<str>]) {
+        tracing::info!(target: "portcullis::session", subject = %subject, sessions = ended.len(), "signed out everywhere");
+        for sid in ended {
+            events::emit(Record::SessionEnded {
+                subject,
+                session: sid,
+                reason: SessionEndReason::SignedOutEverywhere,
+            });
+        }
+    }
+
+    /// Retries `pending` in the background until the store takes it, or
+    /// every session it could reach would have ended anyway (the absolute
+    /// lifetime), or the sessions are dropped.
+    fn retry(&self, pending: Pending) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.inner);
+        let give_up = Instant::now() + self.inner.absolute;
+        runtime.spawn(async move {
+            let mut wait = Duration::from_millis(250);
+            loop {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_RETRY_WAIT);
+                let Some(inner) = weak.upgrade() else { return };
+                if Instant::now() >= give_up {
+                    return;
+                }
+                let sessions = Sessions { inner };
+                match &pending {
+                    Pending::Remove(sid) => {
+                        if sessions.inner.store.remove(sid).await.is_ok() {
+                            tracing::info!(target: "portcullis::session", session = %sid, "session revoked in the store");
+                            return;
+                        }
+                    }
+                    Pending::EndAll(subject, cutoff) => {
+                        if let Ok(ended) = sessions.inner.store.end_all(subject, *cutoff).await {
+                            sessions.ended_everywhere(subject, &ended);
+                            return;
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// Counts, and the live sessions of an in-memory store (a walk of the
@@ -412,6 +746,11 @@ impl Sessions {
         events::emit(Record::SessionReused {
             subject,
             session: sid,
+        });
+        events::emit(Record::SessionEnded {
+            subject,
+            session: sid,
+            reason: SessionEndReason::Reuse,
         });
         // In effect here at once; stored for the other replicas in the
         // background.
@@ -480,6 +819,9 @@ pub struct SessionsBuilder {
     idle: Duration,
     pub(super) grace: Duration,
     capacity: u64,
+    pub(super) max_sessions: u32,
+    client_ip: ClientIp,
+    record_address: bool,
     cookie_name: String,
     cookie_path: String,
     secure: bool,
@@ -495,6 +837,8 @@ impl fmt::Debug for SessionsBuilder {
             .field("idle", &self.idle)
             .field("grace", &self.grace)
             .field("capacity", &self.capacity)
+            .field("max_sessions", &self.max_sessions)
+            .field("record_address", &self.record_address)
             .field("cookie_name", &self.cookie_name)
             .field("cookie_path", &self.cookie_path)
             .field("secure", &self.secure)
@@ -531,6 +875,31 @@ impl SessionsBuilder {
     /// past it sign-ins are refused. Not used with Redis.
     pub fn capacity(mut self, capacity: u64) -> Self {
         self.capacity = capacity;
+        self
+    }
+
+    /// The most live sessions one subject may have (default 32, at least
+    /// 1): a sign-in past it ends the subject's least recently used
+    /// session. In memory and in Redis alike, one account can never hold
+    /// more, so it cannot fill the store.
+    pub fn max_sessions(mut self, max: u32) -> Self {
+        self.max_sessions = max;
+        self
+    }
+
+    /// How [`Sessions::device`] resolves the address a session signed in
+    /// from (default [`ClientIp::new`]: the socket peer; configure the
+    /// same trusted proxies as your lockout).
+    pub fn client_ip(mut self, client_ip: ClientIp) -> Self {
+        self.client_ip = client_ip;
+        self
+    }
+
+    /// Whether sessions record the address they signed in from (default
+    /// true), for their owner's list. Turn it off when you must not keep
+    /// addresses: the list then shows the user agent and label only.
+    pub fn record_address(mut self, record: bool) -> Self {
+        self.record_address = record;
         self
     }
 
@@ -573,7 +942,8 @@ impl SessionsBuilder {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::OutOfRange`] for a zero lifetime or capacity, a grace
+    /// [`ConfigError::OutOfRange`] for a zero lifetime, capacity or
+    /// [`max_sessions`](Self::max_sessions), a grace
     /// window not shorter than the idle lifetime, or access tokens that
     /// live longer than the revocation list remembers
     /// ([`max_lifetime`](crate::revoke::RevocationsBuilder::max_lifetime));
@@ -584,7 +954,8 @@ impl SessionsBuilder {
             return Err(ConfigError::out_of_range("capacity", "must be at least 1"));
         }
         let capacity = usize::try_from(self.capacity).unwrap_or(usize::MAX);
-        let store = MemoryStore::new(capacity, self.grace);
+        let cap = usize::try_from(self.max_sessions).unwrap_or(usize::MAX);
+        let store = MemoryStore::new(capacity, cap, self.grace);
         self.build_on(Box::new(store), false)
     }
 
@@ -593,6 +964,12 @@ impl SessionsBuilder {
         store: Box<dyn Store>,
         shared: bool,
     ) -> Result<Sessions, ConfigError> {
+        if self.max_sessions == 0 {
+            return Err(ConfigError::out_of_range(
+                "max_sessions",
+                "must be at least 1",
+            ));
+        }
         if self.absolute.is_zero() || self.idle.is_zero() {
             return Err(ConfigError::out_of_range(
                 "lifetime",
@@ -632,6 +1009,7 @@ impl SessionsBuilder {
                 cookie,
                 cross_origin: self.cross_origin,
                 renderer: self.renderer,
+                client_ip: self.record_address.then_some(self.client_ip),
                 counts: Counts::default(),
                 shared,
             }),

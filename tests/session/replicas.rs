@@ -124,11 +124,16 @@ async fn sessions_survive_a_restart_of_the_service_and_expire_with_their_lifetim
     assert_eq!(after.stats().families, None);
 
     // One key per session, with a TTL of the idle lifetime, holding no
-    // token: digests only.
+    // token: digests only; and the subject's index, with a TTL of the
+    // absolute lifetime.
     let client = ::redis::Client::open(url.as_str()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = con.keys(format!("{prefix}session:*")).await.unwrap();
-    assert_eq!(keys.len(), 1, "{keys:?}");
+    let mut keys: Vec<String> = con.keys(format!("{prefix}session:*")).await.unwrap();
+    keys.sort_by_key(|key| key.contains("subject:"));
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys[0].ends_with(first.session_id()), "{keys:?}");
+    let ttl: i64 = con.pttl(&keys[1]).await.unwrap();
+    assert!(ttl > 7_190_000 && ttl <= 7_200_000, "{ttl}");
     let ttl: i64 = con.pttl(&keys[0]).await.unwrap();
     assert!(ttl > 3_590_000 && ttl <= 3_600_000, "{ttl}");
     let fields: Vec<(String, String)> = con.hgetall(&keys[0]).await.unwrap();
@@ -141,8 +146,9 @@ async fn sessions_survive_a_restart_of_the_service_and_expire_with_their_lifetim
     let digest = portcullis::validate::KeyDigest::of(third.refresh_token()).to_hex();
     assert!(fields.contains(&("cur".to_owned(), digest)), "{fields:?}");
 
-    // Signing out deletes it.
+    // Signing out deletes it (the index forgets it when next read).
     after.sign_out_with(third.refresh_token()).await.unwrap();
+    assert!(after.list("alice", None).await.unwrap().is_empty());
     let keys: Vec<String> = con.keys(format!("{prefix}session:*")).await.unwrap();
     assert!(keys.is_empty(), "{keys:?}");
 }
