@@ -49,6 +49,8 @@ struct State {
     subjects: HashMap<Arc<str>, Vec<Box<str>>>,
     /// When a full store may walk its families again.
     next_purge: Option<Instant>,
+    /// The next use's place in the order of uses.
+    uses: u64,
 }
 
 /// One family.
@@ -59,8 +61,10 @@ struct Entry {
     absolute: Instant,
     idle: Duration,
     idle_until: Instant,
-    /// The sign-in or the last refresh, on both clocks.
-    used: Instant,
+    /// When it was last used, in the order of uses: the least recently
+    /// used family has the lowest.
+    used: u64,
+    /// The sign-in or the last refresh, on the wall clock.
     last_used: SystemTime,
     device: Device,
     current: KeyDigest,
@@ -142,6 +146,7 @@ impl MemoryStore {
                 families: HashMap::new(),
                 subjects: HashMap::new(),
                 next_purge: None,
+                uses: 0,
             }),
             capacity,
             cap: cap.max(1),
@@ -195,6 +200,8 @@ impl MemoryStore {
             }
         }
         let absolute = now + family.absolute;
+        state.uses += 1;
+        let used = state.uses;
         state
             .subjects
             .entry(family.subject.clone())
@@ -208,7 +215,7 @@ impl MemoryStore {
                 absolute,
                 idle: family.idle,
                 idle_until: (now + family.idle).min(absolute),
-                used: now,
+                used,
                 last_used: family.created,
                 device: family.device,
                 current: family.token,
@@ -222,6 +229,8 @@ impl MemoryStore {
     fn rotate_now(&self, sid: &str, token: &KeyDigest, next: Next) -> Rotation {
         let now = Instant::now();
         let mut state = self.state();
+        state.uses += 1;
+        let used = state.uses;
         let Some(entry) = live(&mut state, sid, now) else {
             return Rotation::Unknown;
         };
@@ -233,7 +242,7 @@ impl MemoryStore {
             entry.last = Some((*token, now, next.wrapped));
             entry.current = next.digest;
             entry.idle_until = (now + entry.idle).min(entry.absolute);
-            entry.used = now;
+            entry.used = used;
             entry.last_used = SystemTime::now();
             return Rotation::Rotated(entry.family(now));
         }

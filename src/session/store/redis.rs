@@ -7,7 +7,9 @@
 //! absolute end, server ms), `idle` (ms), `cur` (the digest of the current
 //! token), `prev`, `prev_at` and `wrap` (the last used token, when, and its
 //! successor wrapped under it), `used` (older used tokens and when, newest
-//! first), and `ua`, `ip`, `label` (how it signed in, for the list).
+//! first), `last` (the sign-in or last refresh, server µs: what the cap
+//! ends first, and what the list shows) and `ua`, `ip`, `label` (how it
+//! signed in, for the list).
 //! Digests and wrapped successors are hex; no token is ever stored.
 //!
 //! Each subject has an index, the set `{prefix}{<tag>}subject:<SHA-256 of
@@ -40,11 +42,12 @@ use crate::{
     validate::KeyDigest,
 };
 
-/// The server's time in ms, as every script starts.
+/// The server's time in ms (and µs, as a string), as every script starts.
 macro_rules! now {
     () => {
         "local t = redis.call('TIME')\n\
-         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n\
+         local now_us = t[1] .. string.format('%06d', tonumber(t[2]))\n"
     };
 }
 
@@ -59,9 +62,9 @@ const CREATE: &str = concat!(
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'0'} end
 local live = {}
 for _, sid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  local f = redis.call('HMGET', ARGV[8] .. sid, 'sub', 'prev_at', 'created')
+  local f = redis.call('HMGET', ARGV[8] .. sid, 'sub', 'last')
   if f[1] == ARGV[1] then
-    live[#live + 1] = {sid, tonumber(f[2] or f[3]) or 0}
+    live[#live + 1] = {sid, tonumber(f[2]) or 0}
   else
     redis.call('SREM', KEYS[2], sid)
   end
@@ -76,7 +79,7 @@ for i = 1, excess do
 end
 local abs = now + tonumber(ARGV[3])
 local ends = math.min(abs, now + tonumber(ARGV[4]))
-redis.call('HSET', KEYS[1], 'sub', ARGV[1], 'created', ARGV[2], 'abs', abs, 'idle', ARGV[4], 'cur', ARGV[5],
+redis.call('HSET', KEYS[1], 'sub', ARGV[1], 'created', ARGV[2], 'abs', abs, 'idle', ARGV[4], 'cur', ARGV[5], 'last', now_us,
   'ua', ARGV[9], 'ip', ARGV[10], 'label', ARGV[11])
 redis.call('PEXPIREAT', KEYS[1], ends)
 redis.call('SADD', KEYS[2], ARGV[7])
@@ -96,14 +99,14 @@ return 1
 ";
 
 /// The live families of subject `ARGV[2]` in index `KEYS[1]` (members are
-/// keys `ARGV[1] .. id`): six strings each, id, created, last used, user
-/// agent, address, label.
+/// keys `ARGV[1] .. id`): six strings each, id, created (Unix ms), last
+/// used (Unix µs), user agent, address, label.
 const LIST: &str = r"
 local reply = {}
 for _, sid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local f = redis.call('HMGET', ARGV[1] .. sid, 'sub', 'created', 'prev_at', 'ua', 'ip', 'label')
+  local f = redis.call('HMGET', ARGV[1] .. sid, 'sub', 'created', 'last', 'ua', 'ip', 'label')
   if f[1] == ARGV[2] then
-    for _, v in ipairs({sid, f[2] or '0', f[3] or f[2] or '0', f[4] or '', f[5] or '', f[6] or ''}) do
+    for _, v in ipairs({sid, f[2] or '0', f[3] or '0', f[4] or '', f[5] or '', f[6] or ''}) do
       reply[#reply + 1] = v
     end
   else
@@ -162,7 +165,7 @@ if f[1] == ARGV[1] then
     kept[n] = entry
   end
   local ends = math.min(tonumber(f[6]), now + tonumber(f[7]))
-  redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'prev', ARGV[1], 'prev_at', now, 'wrap', ARGV[3], 'used', table.concat(kept, ','))
+  redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'prev', ARGV[1], 'prev_at', now, 'wrap', ARGV[3], 'used', table.concat(kept, ','), 'last', now_us)
   redis.call('PEXPIREAT', KEYS[1], ends)
   return {'1', f[8], f[9], tostring(ends - now)}
 end
@@ -209,20 +212,13 @@ return {'4', f[5]}
 "
 );
 
-/// How long an undo may wait for a paused or slow Redis: it must run,
-/// after the rotation it undoes.
-const UNDO_PATIENCE: Duration = Duration::from_secs(30);
-
 /// Session families in Redis.
 pub(crate) struct RedisSessions {
     conn: Connection,
-    /// The same connection, patient: for undoing a rotation.
-    patient: Connection,
     grace: Duration,
     cap: u32,
     create: Script,
     rotate: Script,
-    undo: Script,
     end: Script,
     remove: Script,
     list: Script,
@@ -234,13 +230,11 @@ impl RedisSessions {
     pub(crate) fn new(store: RedisStore, grace: Duration, cap: u32) -> Self {
         let conn = Connection::new(store, "portcullis:session:");
         Self {
-            patient: conn.clone().with_timeout(UNDO_PATIENCE),
             conn,
             grace,
             cap,
             create: Script::new(CREATE),
             rotate: Script::new(ROTATE),
-            undo: Script::new(UNDO),
             end: Script::new(END),
             remove: Script::new("return redis.call('DEL', KEYS[1])"),
             list: Script::new(LIST),
@@ -331,18 +325,21 @@ impl Store for RedisSessions {
         token: KeyDigest,
         successor: KeyDigest,
     ) -> BoxFuture<Result<(), Unreachable>> {
-        let Some(key) = self.key(sid) else {
-            return Box::pin(std::future::ready(Ok(())));
-        };
-        // Sent on the rotation's connection, after it: it runs after the
-        // rotation, however late that runs.
-        let undone = self.patient.invoke::<i64>(&self.undo, move |invocation| {
-            invocation
-                .key(key)
+        if let Some(key) = self.key(sid) {
+            // On the rotation's connection, after it, as one command (the
+            // whole script, never a second round trip for an unknown
+            // one): it runs after the rotation however late that runs, and
+            // before a retry sent after the answer.
+            let mut command = ::redis::cmd("EVAL");
+            command
+                .arg(UNDO)
+                .arg(1)
+                .arg(key)
                 .arg(token.to_hex())
                 .arg(successor.to_hex());
-        });
-        Box::pin(async move { undone.await.map(drop).ok_or(Unreachable) })
+            self.conn.send(command);
+        }
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn rotate(
@@ -422,10 +419,11 @@ impl Store for RedisSessions {
             });
         Box::pin(async move {
             let reply = reply.await.ok_or(Unreachable)?;
-            let at = |ms: &str| {
-                UNIX_EPOCH
-                    .checked_add(Duration::from_millis(ms.parse().unwrap_or(0)))
-                    .unwrap_or(UNIX_EPOCH)
+            let at = |time: &str, per_sec: u64| {
+                let n: u64 = time.parse().unwrap_or(0);
+                let since = Duration::from_secs(n / per_sec)
+                    + Duration::from_nanos((n % per_sec) * (1_000_000_000 / per_sec));
+                UNIX_EPOCH.checked_add(since).unwrap_or(UNIX_EPOCH)
             };
             let mut listed = Vec::with_capacity(reply.len() / 6);
             for chunk in reply.chunks(6) {
@@ -434,8 +432,8 @@ impl Store for RedisSessions {
                 };
                 listed.push(Listed {
                     sid: sid.as_str().into(),
-                    created: at(created),
-                    last_used: at(last_used),
+                    created: at(created, 1_000),
+                    last_used: at(last_used, 1_000_000),
                     device: Device::from_stored(user_agent, address, label),
                 });
             }
