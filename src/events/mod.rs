@@ -3,7 +3,7 @@
 //! Every decision that matters to an operator (a credential accepted or
 //! rejected, a key locked out or unlocked, a request refused by a limiter,
 //! a limiter deciding locally because Redis did not answer, a credential
-//! revoked, a refresh token reused) is an
+//! revoked, a refresh token reused, a session ended) is an
 //! [`Event`]. Subscribe with [`subscribe`]: each subscription is a bounded
 //! queue that the request path fills with `try_send`, so a slow or stuck
 //! subscriber never blocks a request; events that find its queue full are
