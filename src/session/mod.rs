@@ -181,10 +181,13 @@
 //!   an access token never outlives its session. Times are tokio's clock
 //!   in memory, the server's in Redis.
 //! - **Revocation.** A session whose id is revoked, or whose subject was
-//!   signed out everywhere after it started
+//!   cut off after it started
 //!   ([`Revocations::revoke_subject`](crate::revoke::Revocations::revoke_subject)),
-//!   refreshes no more. While the list is out of sync with its shared
-//!   store, refreshes are answered 503 and no token is used up.
+//!   refreshes no more while the list holds the revocation (its
+//!   [`max_lifetime`](crate::revoke::RevocationsBuilder::max_lifetime), 24
+//!   hours by default): use [`Sessions::sign_out_everywhere`] to end a
+//!   subject's sessions for good. While the list is out of sync with its
+//!   shared store, refreshes are answered 503 and no token is used up.
 //! - **Sign-out everywhere is for good** (S5).
 //!   [`Sessions::sign_out_everywhere`] deletes every session of the
 //!   subject from the store (each subject has an index of its sessions),
@@ -245,6 +248,7 @@
 #[cfg(feature = "axum")]
 mod axum;
 mod cookie;
+mod devices;
 mod endpoints;
 mod error;
 mod family;

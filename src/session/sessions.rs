@@ -15,8 +15,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::{
-    AccessTokens, Device, Grant, SessionError, SessionErrorKind, SessionInfo, SessionList,
-    SignedOut,
+    AccessTokens, Device, Grant, SessionError, SessionErrorKind, SignedOut,
     cookie::RefreshCookie,
     family::{Created, Ending, Family, NewFamily, Next, Rotation},
     secret::{Presented, RefreshToken, new_session_id},
@@ -37,19 +36,7 @@ use crate::{
 const REVOCATION_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// How long a sign-out waits for its revocation to reach the shared store.
-const PROPAGATION: Duration = Duration::from_secs(1);
-
-/// The longest wait between two tries of a sign-out the store did not
-/// take.
-const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
-
-/// A change the store did not take, retried until it does.
-enum Pending {
-    /// Remove a session.
-    Remove(Box<str>),
-    /// End every session of a subject created until a cutoff.
-    EndAll(Arc<str>, SystemTime),
-}
+pub(super) const PROPAGATION: Duration = Duration::from_secs(1);
 
 /// Sessions: sign-in issues a short access token and a refresh cookie;
 /// each refresh rotates the refresh token; a used refresh token presented
@@ -63,10 +50,10 @@ pub struct Sessions {
 }
 
 pub(super) struct Inner {
-    store: Box<dyn Store>,
+    pub(super) store: Box<dyn Store>,
     tokens: AccessTokens,
-    revocations: Revocations,
-    absolute: Duration,
+    pub(super) revocations: Revocations,
+    pub(super) absolute: Duration,
     idle: Duration,
     grace: Duration,
     pub(super) cookie: RefreshCookie,
@@ -463,230 +450,6 @@ impl Sessions {
         }
     }
 
-    /// Ends session `session_id` (the `sid` of its access tokens) whatever
-    /// its tokens and whoever its subject: for an operator. Returns whether
-    /// the session was live. A user ends their own with [`end`](Self::end).
-    ///
-    /// # Errors
-    ///
-    /// [`Unavailable`](SessionErrorKind::Unavailable) when the store did not
-    /// answer: the session is revoked here all the same (its access tokens,
-    /// streams and refreshes, for the revocation list's
-    /// [`max_lifetime`](crate::revoke::RevocationsBuilder::max_lifetime)),
-    /// and its removal from the store is retried in the background until
-    /// the store takes it or the session would have ended anyway.
-    pub async fn revoke_session(&self, session_id: &str) -> Result<bool, SessionError> {
-        drop(self.revoke_id(session_id));
-        match self.inner.store.remove(session_id).await {
-            Ok(live) => {
-                tracing::info!(target: "portcullis::session", session = %session_id, live, "session revoked");
-                Ok(live)
-            }
-            Err(Unreachable) => {
-                // Not shortened to an access token's lifetime: refused
-                // until the store forgets the session.
-                drop(self.inner.revocations.revoke_id(session_id, None));
-                self.retry(Pending::Remove(session_id.into()));
-                Err(self.unreachable(None))
-            }
-        }
-    }
-
-    /// The live sessions of `subject`, most recently used first, with
-    /// `current` (the caller's session id: the `sid` of its access token)
-    /// marked: what a "where you're signed in" page shows.
-    ///
-    /// # Errors
-    ///
-    /// [`Unavailable`](SessionErrorKind::Unavailable) when the store did not
-    /// answer.
-    pub async fn list(
-        &self,
-        subject: &str,
-        current: Option<&str>,
-    ) -> Result<SessionList, SessionError> {
-        match self.inner.store.list(subject).await {
-            Ok(listed) => Ok(SessionList::new(
-                listed
-                    .into_iter()
-                    .map(|l| {
-                        let is_current = current == Some(&*l.sid);
-                        SessionInfo::new(l.sid, l.created, l.last_used, is_current, l.device)
-                    })
-                    .collect(),
-            )),
-            Err(Unreachable) => Err(self.unreachable(None)),
-        }
-    }
-
-    /// Ends session `session_id` if it is a live session of `subject` ("sign
-    /// out that device"): its refresh token at once, its access tokens and
-    /// open streams through the revocation list (within a second on every
-    /// replica with a list shared through Redis). Returns whether it was:
-    /// an id that is not one of `subject`'s sessions changes nothing (an
-    /// endpoint answers 404).
-    ///
-    /// # Errors
-    ///
-    /// [`Unavailable`](SessionErrorKind::Unavailable) when the store did not
-    /// answer: nothing changed.
-    pub async fn end(&self, subject: &str, session_id: &str) -> Result<bool, SessionError> {
-        match self.inner.store.end_of(subject, session_id).await {
-            Ok(true) => {
-                tracing::info!(target: "portcullis::session", session = %session_id, subject = %subject, "session ended by its owner");
-                events::emit(Record::SessionEnded {
-                    subject,
-                    session: session_id,
-                    reason: SessionEndReason::EndedByUser,
-                });
-                self.revoke_and_wait(session_id).await;
-                Ok(true)
-            }
-            Ok(false) => Ok(false),
-            Err(Unreachable) => Err(self.unreachable(None)),
-        }
-    }
-
-    /// Signs `subject` out everywhere, for good (SECURITY.md S5): every
-    /// session it started until now is deleted from the store, so that no
-    /// refresh token issued before refreshes again, whenever it comes
-    /// back (days later, after a restart, on another replica); its access
-    /// tokens and open streams end through the revocation list
-    /// ([`Revocations::revoke_subject`]). Waits up to a second for the
-    /// revocation to reach the shared store. Returns how many sessions
-    /// ended.
-    ///
-    /// Sessions signed in afterwards are not affected.
-    ///
-    /// # Errors
-    ///
-    /// [`Unavailable`](SessionErrorKind::Unavailable) when the store did not
-    /// answer. The sign-out is in effect on this replica at once (through
-    /// the revocation list), and it is kept and retried in the background
-    /// until the store takes it (or every session it ends would have ended
-    /// anyway): tell the user it is under way.
-    pub async fn sign_out_everywhere(&self, subject: &str) -> Result<usize, SessionError> {
-        let revoked = self.inner.revocations.revoke_subject(subject);
-        let cutoff = SystemTime::now();
-        let ended = self.inner.store.end_all(subject, cutoff).await;
-        match tokio::time::timeout(PROPAGATION, revoked).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(target: "portcullis::session", subject = %subject, %error, "sign-out everywhere not shared yet");
-            }
-            Err(_) => {
-                tracing::warn!(target: "portcullis::session", subject = %subject, "sign-out everywhere not shared within a second (retrying)");
-            }
-        }
-        match ended {
-            Ok(ended) => {
-                self.ended_everywhere(subject, &ended);
-                Ok(ended.len())
-            }
-            Err(Unreachable) => {
-                tracing::warn!(target: "portcullis::session", subject = %subject, "the session store did not take a sign-out everywhere: in effect here, retried until stored");
-                self.retry(Pending::EndAll(subject.into(), cutoff));
-                Err(self.unreachable(None))
-            }
-        }
-    }
-
-    /// Signs out everywhere the subject of the session whose refresh token
-    /// the request's cookie carries, after the cross-origin check: the
-    /// endpoint helper ("sign out of all devices" beside "sign out"). The
-    /// cookie's own session ends as with [`sign_out`](Self::sign_out), then
-    /// every other session of its subject as with
-    /// [`sign_out_everywhere`](Self::sign_out_everywhere).
-    ///
-    /// # Errors
-    ///
-    /// As [`sign_out`](Self::sign_out) and
-    /// [`sign_out_everywhere`](Self::sign_out_everywhere).
-    pub async fn sign_out_everywhere_from(
-        &self,
-        request: &Parts,
-    ) -> Result<SignedOut, SessionError> {
-        let token = self.presented(request)?;
-        let Some(presented) = Presented::parse(&token) else {
-            return Err(self.refuse_clearing(
-                SessionErrorKind::Unknown,
-                Some(request),
-                Some(&token),
-                false,
-            ));
-        };
-        let sid = presented.sid();
-        match self.inner.store.end(sid, presented.digest()).await {
-            Ok(Ending::Ended { subject }) => {
-                events::emit(Record::SessionEnded {
-                    subject: &subject,
-                    session: sid,
-                    reason: SessionEndReason::SignedOutEverywhere,
-                });
-                match self.sign_out_everywhere(&subject).await {
-                    Ok(_) => Ok(SignedOut::new(self.inner.cookie.clear())),
-                    Err(error) => Err(self.refuse(error.kind(), Some(request), None)),
-                }
-            }
-            Ok(Ending::Reused { subject }) => {
-                self.reused(sid, &subject);
-                Err(self.refuse(SessionErrorKind::Reused, Some(request), Some(&token)))
-            }
-            Ok(Ending::Unknown) => {
-                Err(self.refuse(SessionErrorKind::Unknown, Some(request), Some(&token)))
-            }
-            Err(Unreachable) => Err(self.unreachable(Some(request))),
-        }
-    }
-
-    fn ended_everywhere(&self, subject: &str, ended: &[Box<str>]) {
-        tracing::info!(target: "portcullis::session", subject = %subject, sessions = ended.len(), "signed out everywhere");
-        for sid in ended {
-            events::emit(Record::SessionEnded {
-                subject,
-                session: sid,
-                reason: SessionEndReason::SignedOutEverywhere,
-            });
-        }
-    }
-
-    /// Retries `pending` in the background until the store takes it, or
-    /// every session it could reach would have ended anyway (the absolute
-    /// lifetime), or the sessions are dropped.
-    fn retry(&self, pending: Pending) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let weak = Arc::downgrade(&self.inner);
-        let give_up = Instant::now() + self.inner.absolute;
-        runtime.spawn(async move {
-            let mut wait = Duration::from_millis(250);
-            loop {
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(MAX_RETRY_WAIT);
-                let Some(inner) = weak.upgrade() else { return };
-                if Instant::now() >= give_up {
-                    return;
-                }
-                let sessions = Sessions { inner };
-                match &pending {
-                    Pending::Remove(sid) => {
-                        if sessions.inner.store.remove(sid).await.is_ok() {
-                            tracing::info!(target: "portcullis::session", session = %sid, "session revoked in the store");
-                            return;
-                        }
-                    }
-                    Pending::EndAll(subject, cutoff) => {
-                        if let Ok(ended) = sessions.inner.store.end_all(subject, *cutoff).await {
-                            sessions.ended_everywhere(subject, &ended);
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-    }
-
     /// Counts, and the live sessions of an in-memory store (a walk of the
     /// table).
     pub fn stats(&self) -> Stats {
@@ -735,7 +498,7 @@ impl Sessions {
 
     /// A used token came back: the family is gone from the store; its
     /// access tokens and streams go through the revocation list.
-    fn reused(&self, sid: &str, subject: &str) {
+    pub(super) fn reused(&self, sid: &str, subject: &str) {
         self.inner.counts.reused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             target: "portcullis::session",
@@ -757,12 +520,12 @@ impl Sessions {
         drop(self.revoke_id(sid));
     }
 
-    fn revoke_id(&self, sid: &str) -> crate::revoke::Revoked {
+    pub(super) fn revoke_id(&self, sid: &str) -> crate::revoke::Revoked {
         let until = Instant::now() + self.inner.tokens.ttl() + REVOCATION_MARGIN;
         self.inner.revocations.revoke_id(sid, Some(until))
     }
 
-    async fn revoke_and_wait(&self, sid: &str) {
+    pub(super) async fn revoke_and_wait(&self, sid: &str) {
         match tokio::time::timeout(PROPAGATION, self.revoke_id(sid)).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
@@ -800,7 +563,7 @@ impl Sessions {
         ))
     }
 
-    fn unreachable(&self, request: Option<&Parts>) -> SessionError {
+    pub(super) fn unreachable(&self, request: Option<&Parts>) -> SessionError {
         tracing::warn!(target: "portcullis::session", "the session store did not answer");
         self.refuse(SessionErrorKind::Unavailable, request, None)
     }

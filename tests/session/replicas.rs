@@ -407,3 +407,58 @@ async fn a_grace_window_within_the_store_timeout_is_a_configuration_error() {
     assert!(build(Duration::from_millis(101)).await.is_ok());
     assert!(build(Duration::ZERO).await.is_ok(), "zero: no grace at all");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_out_everywhere_redis_did_not_take_is_kept_and_stored_when_it_returns() {
+    // S5: not quietly shortened; the caller is told.
+    let Some(url) = redis_url() else { return };
+    let upstream: std::net::SocketAddr = url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("PORTCULLIS_REDIS_URL is redis://host:port");
+    let proxy = crate::support::proxy::Proxy::start(upstream).await;
+    let prefix = unique_prefix();
+    let tokens = AccessTokens::generate().unwrap();
+    let on = |url: String, revocations: Revocations| {
+        let (tokens, prefix) = (tokens.clone(), prefix.clone());
+        async move {
+            Sessions::builder(tokens, &revocations)
+                .build_with_redis(
+                    store(&url, &format!("{prefix}session:"))
+                        .await
+                        .timeout(Duration::from_millis(200)),
+                )
+                .unwrap()
+        }
+    };
+    let a = on(proxy.url(), Revocations::new()).await;
+    let b = on(url.clone(), Revocations::new()).await;
+    let phone = b.sign_in("alice").await.unwrap();
+    let laptop = b.sign_in("alice").await.unwrap();
+
+    proxy.cut();
+    let refused = a.sign_out_everywhere("alice").await.unwrap_err();
+    assert_eq!(refused.kind(), SessionErrorKind::Unavailable);
+    assert_eq!(refused.response().status(), StatusCode::SERVICE_UNAVAILABLE);
+    // In effect on A at once.
+    let kind = access(&validator(&a), &phone).await.unwrap_err().kind();
+    assert_eq!(kind, portcullis::ValidationErrorKind::Revoked);
+    // A sign-in after it is not touched when it is stored.
+    let later = b.sign_in("alice").await.unwrap();
+
+    proxy.restore();
+    let restored = Instant::now();
+    while b.list("alice", None).await.unwrap().len() > 1 {
+        assert!(
+            restored.elapsed() < Duration::from_secs(10),
+            "the sign-out reached redis"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for grant in [&phone, &laptop] {
+        let refused = b.refresh_with(grant.refresh_token()).await.unwrap_err();
+        assert_eq!(refused.kind(), SessionErrorKind::Unknown);
+    }
+    b.refresh_with(later.refresh_token()).await.unwrap();
+}
