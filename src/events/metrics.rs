@@ -382,3 +382,42 @@ impl Sink for Metrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::*;
+
+    #[test]
+    fn sessions_ended_are_counted_by_reason() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let metrics = ::metrics::with_local_recorder(&recorder, Metrics::register);
+        for reason in [
+            SessionEndReason::Cap,
+            SessionEndReason::Cap,
+            SessionEndReason::Expired,
+        ] {
+            metrics.record(Record::SessionEnded {
+                subject: "alice",
+                session: "s",
+                reason,
+            });
+        }
+        // A snapshot takes the counts (they start again from zero).
+        let snapshot = snapshotter.snapshot().into_vec();
+        let count = |reason: &str| {
+            snapshot
+                .iter()
+                .find(|(key, ..)| {
+                    key.key().name() == SESSIONS_ENDED
+                        && key.key().labels().any(|l| l.value() == reason)
+                })
+                .map(|(.., value)| value)
+        };
+        assert_eq!(count("cap"), Some(&DebugValue::Counter(2)));
+        assert_eq!(count("expired"), Some(&DebugValue::Counter(1)));
+        assert_eq!(count("reuse"), Some(&DebugValue::Counter(0)));
+    }
+}

@@ -297,3 +297,18 @@ async fn a_cross_site_sign_in_is_refused_and_starts_no_session() {
     let response = app.oneshot(login).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_session_that_ended_is_reported_expired_when_the_store_drops_it() {
+    // S6: every end has its reason.
+    let (sessions, _) = sessions(Duration::from_secs(5));
+    let mut audit = events::subscribe(1024);
+    let old = sessions.sign_in("alice").await.unwrap();
+    advance(Duration::from_secs(7 * 24 * 3600)).await;
+    assert!(sessions.list("alice", None).await.unwrap().is_empty());
+    let ours: Vec<String> = ended(&mut audit, SessionEndReason::Expired)
+        .into_iter()
+        .filter(|sid| sid == old.session_id())
+        .collect();
+    assert_eq!(ours.len(), 1);
+}
