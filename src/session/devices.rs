@@ -95,7 +95,8 @@ impl Sessions {
     /// # Errors
     ///
     /// [`Unavailable`](SessionErrorKind::Unavailable) when the store did not
-    /// answer: nothing changed.
+    /// answer in time; the session may end when the store runs the request
+    /// late, and ending it again is harmless.
     pub async fn end(&self, subject: &str, session_id: &str) -> Result<bool, SessionError> {
         match self.inner.store.end_of(subject, session_id).await {
             Ok(true) => {

@@ -27,7 +27,7 @@ use crate::{
     events::{self, Record, SessionEndReason},
     reject::{DefaultRenderer, Renderer},
     revoke::{Facts, Revocations},
-    validate::jwt::JwtValidatorBuilder,
+    validate::{KeyDigest, jwt::JwtValidatorBuilder},
 };
 
 /// How much longer than an access token's lifetime the revocation of its
@@ -366,25 +366,15 @@ impl Sessions {
     }
 
     /// Undoes the rotation of `token` to `successor` whose answer says
-    /// nothing changed: sent now, after the rotation, and finished in the
-    /// background.
-    async fn undo(
-        &self,
-        sid: &str,
-        token: crate::validate::KeyDigest,
-        successor: crate::validate::KeyDigest,
-    ) {
+    /// nothing changed: sent now, after the rotation (the stores do it, or
+    /// send it, when asked).
+    async fn undo(&self, sid: &str, token: KeyDigest, successor: KeyDigest) {
         tracing::info!(target: "portcullis::session", session = %sid, "refresh not answered: its rotation is undone");
-        let undo = self.inner.store.undo(sid, token, successor);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if undo.await.is_err() {
-                    tracing::warn!(target: "portcullis::session", "a rotation could not be undone");
-                }
-            });
-            // Let the undo go out before the answer (and so before a retry).
-            tokio::task::yield_now().await;
+        if self.inner.store.undo(sid, token, successor).await.is_err() {
+            tracing::warn!(target: "portcullis::session", session = %sid, "a rotation could not be undone");
         }
+        // Let an undo sent in the background go out before the answer.
+        tokio::task::yield_now().await;
     }
 
     /// Signs out with the refresh token the request's cookie carries, after

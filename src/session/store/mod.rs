@@ -39,7 +39,9 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Undoes a rotation of `token` of family `sid` to `successor` whose
     /// answer never reached the client: `token` is current again, unless
-    /// the rotation did not happen or the successor was used since.
+    /// the rotation did not happen or the successor was used since. Done
+    /// (in memory) or sent (in Redis, after the rotation on the same
+    /// connection) when called, so that it comes before any retry.
     fn undo(
         &self,
         sid: &str,
