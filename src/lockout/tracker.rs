@@ -436,7 +436,6 @@ where
     /// Logs what a recorded outcome did, counts it and calls the hook on
     /// lockout.
     fn report(&self, key: &K, recorded: Recorded) -> Option<FailureOutcome> {
-        let now = Instant::now();
         match recorded {
             Recorded::Counted { failures } => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
@@ -456,7 +455,7 @@ where
             Recorded::LockedOut { record, failures } => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 self.lockouts.fetch_add(1, Ordering::Relaxed);
-                let locked = Locked::new(record, now);
+                let locked = Locked::new(record, Instant::now());
                 let until_unix = (SystemTime::now() + locked.retry_after())
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
@@ -484,9 +483,10 @@ where
                 }
                 Some(FailureOutcome::LockedOut(locked))
             }
-            Recorded::AlreadyLocked { record } => {
-                Some(FailureOutcome::AlreadyLocked(Locked::new(record, now)))
-            }
+            Recorded::AlreadyLocked { record } => Some(FailureOutcome::AlreadyLocked(Locked::new(
+                record,
+                Instant::now(),
+            ))),
             Recorded::NotAFailure => None,
         }
     }
