@@ -528,6 +528,8 @@ where
         outcome: Outcome,
     ) -> Option<FailureOutcome> {
         match self.store.finish(Hashed { key, hash }, ticket, outcome) {
+            // The common case: nothing to report.
+            Finished::Now(Recorded::NotAFailure) => None,
             Finished::Now(recorded) => self.report(key, recorded),
             Finished::Later(recording) => {
                 let Ok(runtime) = tokio::runtime::Handle::try_current() else {
