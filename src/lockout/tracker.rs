@@ -54,8 +54,11 @@ type Hook<K> = Arc<dyn Fn(&K, Instant) + Send + Sync>;
 ///   until a reservation ends.
 /// - Memory is bounded: at most `capacity` failure counters, `capacity`
 ///   lockouts and `capacity` escalation records (the last one a moka cache,
-///   which may briefly hold a few more between maintenance runs), plus one
-///   small entry per key with reservations. No background task is needed.
+///   which may briefly hold a few more between maintenance runs), plus
+///   small entries for the `capacity` clients seen most recently (so a
+///   returning client's request costs a lookup, not an insert and a removal;
+///   they cannot push a failure counter out) and for keys with reservations.
+///   No background task is needed.
 ///
 /// # Security
 ///

@@ -93,8 +93,7 @@ pub(super) struct Shard<K> {
 impl<K: Clone + Eq> Shard<K> {
     pub(super) fn new(capacity: usize) -> Self {
         Self {
-            // Room for the attempts in flight of a busy shard up front: an
-            // entry is inserted and removed by every request.
+            // Room for the clients of a busy shard up front.
             entries: Table::with_capacity(capacity.min(ENTRIES_UP_FRONT)),
             lockouts: Lockouts::new(capacity),
             clock: ClockQueue::new(capacity),
