@@ -105,20 +105,24 @@ async fn a_listener_whose_node_goes_down_moves_to_another_node_and_hears_again()
         || !b.is_in_sync(),
     )
     .await;
-    within(
-        "b to listen on another node",
-        Duration::from_secs(5),
-        || b.is_in_sync(),
-    )
-    .await;
-
-    a.revoke_secret("alice-1", None)
-        .await
-        .expect("stored in redis");
-    within("b to refuse the secret", Duration::from_secs(1), || {
-        refused(&b, "alice-1")
+    // Some of the revocation buckets live on the stopped master, so b cannot
+    // catch up whole until it is back (it serves its local copy for the
+    // staleness bound meanwhile); what it hears shows its listener moved.
+    // A secret whose bucket is on a live master is stored and published.
+    let mut n = 0;
+    let secret = loop {
+        let secret = format!("alice-{n}");
+        if a.revoke_secret(&secret, None).await.is_ok() {
+            break secret;
+        }
+        n += 1;
+        assert!(n < 64, "no bucket on a live master");
+    };
+    within("b to refuse the secret", Duration::from_secs(2), || {
+        refused(&b, &secret)
     })
     .await;
+    assert!(!refused(&b, "bob-never-revoked"), "b refuses everything");
 
     // The unlock feed moved too: an unlock on A lifts B's cached lockout.
     fail(&a_tracker, &victim, 1).await;
