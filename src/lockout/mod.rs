@@ -154,7 +154,7 @@ mod tracker;
 #[cfg(feature = "redis")]
 pub use crate::redis::RedisStore;
 pub use attempt::{Acquire, Attempt, FailureOutcome, Locked, Refused};
-pub use classify::{Classifier, DefaultClassifier, Failed, Outcome};
+pub use classify::{Classifier, DefaultClassifier, Failed, Outcome, Succeeded};
 #[cfg(feature = "cookie")]
 pub use device::{Device, DeviceCookies, DeviceKey, UntrustedKey};
 pub use future::ResponseFuture;

@@ -492,6 +492,54 @@ impl<K> Finisher<K> for Engine<K>
 where
     K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
 {
+    /// B20: an outcome that came after its reservation was released. A
+    /// failure is counted as an attempt of its own, reserved and ended at
+    /// once, so that a shared store counts it like any other failure; a
+    /// key whose slots are all in flight counts it in this replica's
+    /// tables, and a locked-out key not at all (B7).
+    fn record(&self, key: &K, hash: u64, outcome: Outcome, guess: Option<Fingerprint>) {
+        let k = Hashed { key, hash };
+        if outcome != Outcome::Failure {
+            self.store.record(k, outcome);
+            return;
+        }
+        if self.repeated(key, guess) {
+            return;
+        }
+        match self.store.admit(k) {
+            Admission::Admitted(ticket, _) => {
+                self.finish_as(key, hash, ticket, outcome);
+            }
+            Admission::Locked(..) => {}
+            Admission::Ask(asking) => {
+                let (Ok(runtime), Some(engine)) =
+                    (tokio::runtime::Handle::try_current(), self.this.upgrade())
+                else {
+                    let recorded = self.store.record(k, outcome);
+                    self.report(key, recorded);
+                    return;
+                };
+                let key = key.clone();
+                runtime.spawn(async move {
+                    match asking.await {
+                        Admission::Admitted(ticket, _) => {
+                            engine.finish_as(&key, hash, ticket, outcome);
+                        }
+                        Admission::Locked(..) => {}
+                        _ => {
+                            let recorded = engine.store.record(Hashed { key: &key, hash }, outcome);
+                            engine.report(&key, recorded);
+                        }
+                    }
+                });
+            }
+            Admission::Full | Admission::Crowded | Admission::Unavailable => {
+                let recorded = self.store.record(k, outcome);
+                self.report(key, recorded);
+            }
+        }
+    }
+
     fn finish(
         &self,
         key: &K,
