@@ -271,10 +271,13 @@ fn grant(
 /// carries: its outcome is the handler's password check, and parallel
 /// guesses must stay bounded (B6).
 fn releasable(extensions: &mut Extensions) -> Option<Reservation> {
+    // Without a lockout outside, one lookup.
+    let reservation = Reservation::take(extensions)?;
     if extensions.get::<BodyField>().is_some() {
+        extensions.insert(reservation);
         return None;
     }
-    Reservation::take(extensions)
+    Some(reservation)
 }
 
 /// A CORS preflight: `OPTIONS` with `Access-Control-Request-Method`.
