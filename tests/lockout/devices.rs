@@ -313,6 +313,7 @@ async fn b21_the_untrusted_key_keeps_the_case_the_body_key_keeps() {
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     }
     assert!(untrusted.check(&key("Alice")).is_err());
+    assert!(untrusted.check(&key("alice")).is_ok());
     assert_eq!(untrusted.failures(&key("alice")), 0);
     let res = app
         .clone()
