@@ -323,12 +323,39 @@ fn optional_login(marked: bool) -> (Optional, Tracker<String>, Tracker<String>, 
     optional_login_with(marked, Tracker::new(max(3)), Tracker::new(max(3)))
 }
 
+/// The app of [`optional_login_with`], with a validator that answers later
+/// (the request waits for it).
+fn optional_login_slow() -> (Optional, Tracker<String>, Tracker<String>, Arc<AtomicUsize>) {
+    let slow = |c: Credential| async move {
+        tokio::task::yield_now().await;
+        mallory(c).await
+    };
+    optional_login_behind(
+        AuthLayer::new(slow),
+        true,
+        Tracker::new(max(3)),
+        Tracker::new(max(3)),
+    )
+}
+
 /// [`optional_login`] recording into `address` and `users`.
 pub(super) fn optional_login_with(
     marked: bool,
     address: Tracker<String>,
     users: Tracker<String>,
 ) -> (Optional, Tracker<String>, Tracker<String>, Arc<AtomicUsize>) {
+    optional_login_behind(AuthLayer::new(mallory), marked, address, users)
+}
+
+fn optional_login_behind<V>(
+    auth: AuthLayer<V>,
+    marked: bool,
+    address: Tracker<String>,
+    users: Tracker<String>,
+) -> (Optional, Tracker<String>, Tracker<String>, Arc<AtomicUsize>)
+where
+    V: portcullis::Validator<Identity = String>,
+{
     support::logs::capture();
     let lockout = LockoutLayer::with_tracker(by_client as ByClient, address.clone())
         .key_with(by_user as ByUser, users.clone());
@@ -345,7 +372,7 @@ pub(super) fn optional_login_with(
     });
     let svc = tower::ServiceBuilder::new()
         .layer(lockout)
-        .layer(AuthLayer::new(mallory).optional())
+        .layer(auth.optional())
         .service(handler);
     (BoxCloneService::new(svc), address, users, checks)
 }
@@ -392,6 +419,12 @@ async fn b20_a_failed_marker_after_an_early_release_still_counts_on_every_key() 
 async fn b20_a_handlers_401_after_an_early_release_still_counts_on_every_key() {
     // B20
     b20_guesses_behind_the_attackers_own_token_count(false).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn b20_a_failure_after_a_release_by_a_slow_validator_still_counts_on_every_key() {
+    // B20: the validator answers later, through the waiting path.
+    b20_guesses_count_on_every_key(optional_login_slow()).await;
 }
 
 #[tokio::test(start_paused = true)]
