@@ -152,6 +152,10 @@ pub struct Stats {
     /// Decisions made with the local tables because the shared store
     /// (Redis, feature `redis`) was unavailable.
     pub fallbacks: u64,
+    /// Keys for which this replica holds admission credits leased from the
+    /// shared store (Redis, feature `redis`): their returning requests are
+    /// admitted without a round trip.
+    pub leased: u64,
 }
 
 /// An active lockout, as listed by [`Tracker::locked_keys`].

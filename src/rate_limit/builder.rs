@@ -277,7 +277,9 @@ impl<K, R> RateLimitBuilder<K, R> {
             .transpose()?;
         let memory = MemoryStore::new(quota, self.max_capacity, limited_capacity);
         let store = match self.shared {
-            Some(shared) => store::with_fallback(shared, memory, interval, burst),
+            Some(shared) => {
+                store::with_fallback(shared, memory, interval, burst, self.max_capacity)
+            }
             None => Box::new(memory),
         };
         Ok(RateLimitLayer::new(Shared {

@@ -4,7 +4,7 @@
 
 mod fallback;
 mod pubsub;
-mod unlock;
+pub(crate) mod unlock;
 
 use std::{fmt, sync::Arc, time::Duration};
 

@@ -15,12 +15,21 @@ use crate::gate::BoxFuture;
 const FORGET: &str =
     "redis.call('DEL', unpack(KEYS)) return redis.call('PUBLISH', ARGV[1], ARGV[2])";
 
+/// What a replica does when another one waits for credits of a key: the
+/// message's payload is [`WANTED`] followed by the key's base.
+pub(crate) type Wanted = Box<dyn Fn(&[u8]) + Send + Sync>;
+
+/// The first byte of a message that says a key's credits are wanted (a key
+/// base starts with the prefix, never with this).
+pub(crate) const WANTED: u8 = b'?';
+
 /// The unlock channel of one lockout store, and the caches it clears.
 pub(crate) struct Unlocks<K, V> {
     conn: Connection,
     channel: String,
     lockouts: Cache<K, V>,
     waiting: Cache<K, Arc<Notify>>,
+    wanted: Wanted,
 }
 
 impl<K, V> Unlocks<K, V>
@@ -30,18 +39,26 @@ where
 {
     /// Listens for unlocks on `{prefix}unlock` for as long as the returned
     /// handle lives.
+    /// Messages that a key's credits are wanted go to `wanted`.
     pub(crate) fn start(
         conn: &Connection,
         lockouts: Cache<K, V>,
         waiting: Cache<K, Arc<Notify>>,
+        wanted: Wanted,
     ) -> Arc<Self> {
         let unlocks = Self {
             conn: conn.clone(),
-            channel: format!("{}unlock", conn.prefix()),
+            channel: Self::channel_of(conn),
             lockouts,
             waiting,
+            wanted,
         };
         keep(conn.client(), unlocks, "lockout unlocks")
+    }
+
+    /// The channel of a store's unlocks.
+    pub(crate) fn channel_of(conn: &Connection) -> String {
+        format!("{}unlock", conn.prefix())
     }
 
     /// Deletes `keys` (the lockout of `key`) and tells every replica to
@@ -69,6 +86,10 @@ where
     }
 
     fn message(&self, payload: &[u8]) {
+        if let Some((&WANTED, key)) = payload.split_first() {
+            (self.wanted)(key);
+            return;
+        }
         let matches = |key: &K| self.conn.key_base(key).as_bytes() == payload;
         for (key, _) in self.lockouts.iter() {
             if matches(&key) {

@@ -17,6 +17,8 @@ use super::{Outcome, Stats};
 use crate::gate::BoxFuture;
 pub(crate) use crate::table::Hashed;
 
+#[cfg(feature = "redis")]
+mod credits;
 pub(crate) mod memory;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;

@@ -52,6 +52,7 @@ pub(crate) fn with_fallback<K: Clone + Eq + std::hash::Hash>(
     _: memory::MemoryStore<K>,
     _: Duration,
     _: u32,
+    _: u64,
 ) -> Box<dyn Store<K>> {
     match shared {}
 }
