@@ -8,13 +8,16 @@
 //! PORTCULLIS_REDIS_URL=redis://127.0.0.1:6390 cargo run --example replicas --features redis
 //! ```
 //!
+//! With a Redis Cluster, name its nodes in `PORTCULLIS_REDIS_CLUSTER`
+//! instead (`redis://127.0.0.1:7000,redis://127.0.0.1:7001,…`).
+//!
 //! A client fails `max_failures` (3) times through instance A; instance B,
 //! which never saw those failures, then refuses it with
 //! `429 Too Many Requests` and `Retry-After`, even with a valid token, which
 //! never reaches B's validator. The lockout is a key with a TTL in Redis,
 //! so both replicas end it at the same moment whatever their clocks say.
 //!
-//! Without `PORTCULLIS_REDIS_URL` the example says how to start a Redis
+//! Without either variable the example says how to start a Redis
 //! server and exits with code 2. It exits non-zero, naming the request, if
 //! any answer is not the expected one, so running it is a test.
 
@@ -41,7 +44,7 @@ use hyper_util::{
 use portcullis::{
     AuthLayer, ClientIp, Credential, ValidationError,
     integration::axum::Identity,
-    lockout::{LockoutLayer, Policy, RedisStore, Tracker},
+    lockout::{LockoutLayer, Policy, RedisConnectError, RedisStore, Tracker},
     reject::DefaultRenderer,
 };
 use serde_json::{Value, json};
@@ -248,7 +251,7 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Ok(url) = std::env::var("PORTCULLIS_REDIS_URL") else {
+    let Some(redis) = redis_from_env() else {
         eprintln!(
             "replicas needs a Redis server: start one and name it in PORTCULLIS_REDIS_URL, e.g.\n\
              \n  redis-server --port 6390 --save '' --appendonly no &\n  \
@@ -256,7 +259,7 @@ async fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    match run(&url).await {
+    match run(&redis).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("replicas failed: {message}");
@@ -265,7 +268,33 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(url: &str) -> Result<(), String> {
+/// Where the shared state lives: `PORTCULLIS_REDIS_CLUSTER` (the
+/// comma-separated URLs of a Redis Cluster's nodes), else
+/// `PORTCULLIS_REDIS_URL` (one server).
+enum Redis {
+    Node(String),
+    Cluster(Vec<String>),
+}
+
+fn redis_from_env() -> Option<Redis> {
+    if let Ok(nodes) = std::env::var("PORTCULLIS_REDIS_CLUSTER") {
+        let nodes = nodes.split(',').map(|n| n.trim().to_owned()).collect();
+        return Some(Redis::Cluster(nodes));
+    }
+    std::env::var("PORTCULLIS_REDIS_URL").ok().map(Redis::Node)
+}
+
+impl Redis {
+    /// A connection of its own, as a separate process would have.
+    async fn connect(&self) -> Result<RedisStore, RedisConnectError> {
+        match self {
+            Self::Node(url) => RedisStore::connect(url).await,
+            Self::Cluster(nodes) => RedisStore::connect_cluster(nodes).await,
+        }
+    }
+}
+
+async fn run(redis: &Redis) -> Result<(), String> {
     // A prefix of this run's own, so that an earlier run's lockout does not
     // change the answers.
     let nanos = SystemTime::now()
@@ -275,9 +304,10 @@ async fn run(url: &str) -> Result<(), String> {
     let mut instances = Vec::new();
     for name in ["A", "B"] {
         // Each replica has its own connection, as separate processes would.
-        let store = RedisStore::connect(url)
+        let store = redis
+            .connect()
             .await
-            .map_err(|e| format!("cannot connect to redis: {e}"))?
+            .map_err(|e| e.to_string())?
             .prefix(prefix.clone());
         instances.push(start(name, store).await?);
     }

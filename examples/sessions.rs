@@ -32,6 +32,7 @@
 //! | `PORTCULLIS_JWT_SECRET` | HS256 secret of the access tokens, at least 32 bytes, the same on every instance. Unset: a random one (tokens end with the process) |
 //! | `PORTCULLIS_REFRESH_GRACE_SECS` | the grace window, in seconds (default 5; 0 revokes on any second use) |
 //! | `PORTCULLIS_REDIS_URL` | Redis (`redis://host:port`) that keeps the sessions, the revocations and the lockout, shared by every instance and kept across restarts; needs `--features redis` |
+//! | `PORTCULLIS_REDIS_CLUSTER` | instead of `PORTCULLIS_REDIS_URL`: the comma-separated URLs of Redis Cluster nodes, used the same way |
 //!
 //! A value that cannot be used is reported on stderr (never echoing a
 //! secret) and the example exits with code 2.
@@ -147,7 +148,8 @@ struct Settings {
     tokens: AccessTokens,
     generated_key: bool,
     grace: Duration,
-    redis: Option<String>,
+    /// `PORTCULLIS_REDIS_URL` or `PORTCULLIS_REDIS_CLUSTER`, and its value.
+    redis: Option<(&'static str, String)>,
 }
 
 fn settings() -> Result<Settings, String> {
@@ -176,11 +178,22 @@ fn settings() -> Result<Settings, String> {
             format!("PORTCULLIS_REFRESH_GRACE_SECS must be a whole number of seconds; got {secs:?}")
         })?,
     };
-    let redis = var("PORTCULLIS_REDIS_URL")?;
-    if redis.is_some() && !cfg!(feature = "redis") {
-        return Err(
-            "PORTCULLIS_REDIS_URL needs the example built with --features redis".to_owned(),
-        );
+    let redis = match (
+        var("PORTCULLIS_REDIS_URL")?,
+        var("PORTCULLIS_REDIS_CLUSTER")?,
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(
+                "set PORTCULLIS_REDIS_URL or PORTCULLIS_REDIS_CLUSTER, not both".to_owned(),
+            );
+        }
+        (Some(url), None) => Some(("PORTCULLIS_REDIS_URL", url)),
+        (None, nodes) => nodes.map(|nodes| ("PORTCULLIS_REDIS_CLUSTER", nodes)),
+    };
+    if let (Some((name, _)), false) = (&redis, cfg!(feature = "redis")) {
+        return Err(format!(
+            "{name} needs the example built with --features redis"
+        ));
     }
     Ok(Settings {
         addr,
@@ -206,17 +219,18 @@ async fn state(
             .renderer(DefaultRenderer::new().realm("memos"))
     };
     #[cfg(feature = "redis")]
-    if let Some(url) = &settings.redis {
+    if let Some((name, value)) = &settings.redis {
         use portcullis::lockout::RedisStore;
-        let store = RedisStore::connect(url)
-            .await
-            .map_err(|e| format!("PORTCULLIS_REDIS_URL: cannot reach redis: {e}"))?;
+        let store = if *name == "PORTCULLIS_REDIS_CLUSTER" {
+            RedisStore::connect_cluster(value.split(',').map(str::trim)).await
+        } else {
+            RedisStore::connect(value).await
+        };
+        let store = store.map_err(|e| format!("{name}: {e}"))?;
         let revocations = Revocations::with_redis(store.clone());
         tokio::time::timeout(Duration::from_secs(5), revocations.synced())
             .await
-            .map_err(|_| {
-                "PORTCULLIS_REDIS_URL: revocations could not catch up with redis".to_owned()
-            })?;
+            .map_err(|_| format!("{name}: revocations could not catch up with redis"))?;
         let sessions = builder(&revocations)
             .build_with_redis(store.clone())
             .map_err(|e| e.to_string())?;

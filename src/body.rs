@@ -12,12 +12,22 @@ use pin_project_lite::pin_project;
 
 use crate::lease::Cutoff;
 
+/// The error of a [`ResponseBody`]: the inner body's, or
+/// [`Truncated`](crate::lease::Truncated) when a lease cut a plain body
+/// short.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 pin_project! {
     /// The body of a response that went through a portcullis layer: either
     /// the inner service's body, untouched, or the bytes of a rejection.
     ///
     /// With [leases](crate::lease) on, the inner body ends when its lease
-    /// ends (a gRPC body with `grpc-status` trailers).
+    /// ends (a gRPC body with `grpc-status` trailers; a plain HTTP body with
+    /// a [`Truncated`](crate::lease::Truncated) error, so that the server
+    /// aborts the response and the client sees it was cut short).
+    ///
+    /// Its error is a [`BoxError`]: the inner body's error, boxed, or
+    /// [`Truncated`](crate::lease::Truncated).
     ///
     /// A rejection needs a body the inner service's body type cannot always
     /// provide, so the layers answer with this enum instead of asking for
@@ -64,16 +74,19 @@ impl<B> ResponseBody<B> {
 impl<B> Body for ResponseBody<B>
 where
     B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.project().kind.project() {
-            KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Inner { body } => body
+                .poll_frame(cx)
+                .map(|frame| frame.map(|frame| frame.map_err(Into::into))),
             KindProj::Rejection { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             KindProj::Leased { body, cutoff } => cutoff.poll_frame(body, cx),
         }

@@ -123,7 +123,7 @@
 //! | `tonic` | no | `integration::tonic::identity`, and [`ClientIp`] reads tonic's connect info: without it [`AuthLayer`] still works with tonic, but limiters keyed by [`ClientIp`] answer every call `INTERNAL` |
 //! | `jwt` | no | JWT validation (jsonwebtoken, pure-Rust crypto) |
 //! | `jwks` | no | JWT keys from a JWKS URL or an OpenID Connect issuer's discovery document, fetched over rustls (no OpenSSL) |
-//! | `redis` | no | shared limiter state and revocations for several replicas |
+//! | `redis` | no | shared limiter state and revocations for several replicas (one Redis node or a Redis Cluster) |
 //! | `sessions` | no | [`session`]: short access JWTs, rotated refresh cookies with reuse detection (with `jwt` and `cookie`) |
 //! | `json` | no | [`body_key::BodyKeyLayer`] reads JSON bodies too (forms always) |
 //! | `test-util` | no | helpers for testing services that use portcullis |
@@ -187,7 +187,7 @@ pub mod test_util;
 pub mod validate;
 
 pub use auth::AuthLayer;
-pub use body::ResponseBody;
+pub use body::{BoxError, ResponseBody};
 pub use client_ip::{ClientIp, PeerAddr};
 pub use credential::{Credential, CredentialSource, Fingerprint, FingerprintKey};
 pub use error::ConfigError;

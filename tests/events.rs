@@ -16,7 +16,6 @@ use portcullis::{
     rate_limit::RateLimitLayer,
     reject::RejectionKind,
     revoke::Revocations,
-    validate::KeyDigest,
 };
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
@@ -202,20 +201,19 @@ async fn a_scripted_sequence_shows_up_in_the_events_and_the_metrics() {
     assert!(!format!("{seen:?}").contains("wrong"));
     assert_eq!(audit.dropped(), 0);
 
-    // Revocations: an event each (the secret by the keyed fingerprint of
-    // its digest), and a counter by target and origin.
+    // Revocations: an event each (the secret by the fingerprint rejections
+    // print for it, L5), and a counter by target and origin.
     let revocations = Revocations::new();
     revocations.revoke_secret("good", None).await.unwrap();
     revocations.revoke_subject("alice").await.unwrap();
     revocations.revoke_id("session-1", None).await.unwrap();
     let seen: Vec<Event> = std::iter::from_fn(|| audit.try_recv()).collect();
-    let digest = Fingerprint::of(KeyDigest::of("good").as_bytes());
+    let good = Credential::new("good", CredentialSource::Cookie("session".into())).fingerprint();
+    assert_eq!(good, Fingerprint::of(b"good"));
     assert_eq!(
         seen[0],
         Event::Revoked {
-            target: RevocationTarget::Secret {
-                fingerprint: digest
-            },
+            target: RevocationTarget::Secret { fingerprint: good },
             origin: RevocationOrigin::Here,
             lasts: revocations.max_lifetime(),
         }
@@ -253,4 +251,11 @@ async fn a_scripted_sequence_shows_up_in_the_events_and_the_metrics() {
         got.get(&format!("{REVOCATIONS_BACKLOG}{{}}#gauge")),
         Some(&0)
     );
+    for (state, on) in [("in_sync", 1), ("stale", 0), ("refusing", 0)] {
+        assert_eq!(
+            got.get(&format!("{REVOCATIONS_STATE}{{state={state}}}#gauge")),
+            Some(&on),
+            "{got:#?}"
+        );
+    }
 }

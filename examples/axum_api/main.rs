@@ -47,8 +47,9 @@
 //! - `GET /ws` is a WebSocket echo that closes with code 1008 within a
 //!   second after its credential is revoked or expires. A browser offers
 //!   the subprotocols `chat` and `bearer.<token>`; the server selects `chat`.
-//! - With `PORTCULLIS_REDIS_URL`, a revocation on one instance takes effect
-//!   on every instance (requests and open streams) within a second.
+//! - With `PORTCULLIS_REDIS_URL` (or `PORTCULLIS_REDIS_CLUSTER`), a
+//!   revocation on one instance takes effect on every instance (requests
+//!   and open streams) within a second.
 //!
 //! Requests pass, outermost first, through `RateLimitLayer` (when
 //! configured), `LockoutLayer` and `AuthLayer`. Both limiters key on the
@@ -74,6 +75,7 @@
 //! | `PORTCULLIS_RATE_PER_SEC` | requests per second per client; rate limiting is off when unset |
 //! | `PORTCULLIS_RATE_BURST` | requests a quiet client may send at once (default: the rate) |
 //! | `PORTCULLIS_REDIS_URL`  | Redis server (`redis://host:port`) where both limiters keep their state and revocations are shared with other instances; needs `--features redis`. Unset: each instance counts and revokes on its own |
+//! | `PORTCULLIS_REDIS_CLUSTER` | instead of `PORTCULLIS_REDIS_URL`: the comma-separated URLs of Redis Cluster nodes (`redis://10.0.0.1:6379,redis://10.0.0.2:6379`), used the same way |
 //! | `PORTCULLIS_SESSION_SECS` | how long a session token from `POST /login` lives (default 3600) |
 //! | `PORTCULLIS_METRICS_ADDR` | address of a second listener serving `GET /metrics` in the Prometheus text format (portcullis's `portcullis_*` counters); needs `--features metrics`. Unset: no metrics |
 //! | `RUST_LOG`              | log filter (default `info,portcullis=debug`) |

@@ -11,8 +11,8 @@ use portcullis::{ClientIp, lockout::Tracker, rate_limit::RateLimitLayer, revoke:
 use crate::settings::env;
 
 /// What a scrape reads besides the counters: the limiters' table sizes and
-/// the revocation list's health (alert on `portcullis_revocations_in_sync`
-/// at 0).
+/// the revocation list's health (warn on
+/// `portcullis_revocations_state{state="stale"}`, alert on `refusing`).
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 pub(crate) struct Gauges {
     pub(crate) lockout: Tracker<IpAddr>,

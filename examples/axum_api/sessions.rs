@@ -32,7 +32,7 @@ use portcullis::{
     extract::Cookie,
     integration::axum::Identity,
     lease::Lease,
-    revoke::Revocations,
+    revoke::{Revocations, RevokeErrorKind},
     validate::{GeneratedKey, KeyDigest},
 };
 use serde::Deserialize;
@@ -182,9 +182,7 @@ async fn revocations(limits: &Limits) -> Result<(Revocations, bool), String> {
     let revocations = Revocations::with_redis(store.clone());
     tokio::time::timeout(Duration::from_secs(5), revocations.synced())
         .await
-        .map_err(|_| {
-            "PORTCULLIS_REDIS_URL: revocations could not catch up with redis".to_owned()
-        })?;
+        .map_err(|_| "revocations could not catch up with redis".to_owned())?;
     Ok((revocations, true))
 }
 
@@ -205,8 +203,11 @@ pub(crate) struct Everywhere {
 /// included), clears the cookie and answers 204. Open streams of what was
 /// revoked end within a second, on every instance.
 ///
-/// 503 when the revocation did not reach the other instances within a
-/// second: it is in effect here, and signing out again is harmless.
+/// While Redis is unreachable the revocation is in effect here at once and
+/// queued: it reaches the other instances when Redis is back, and the
+/// answer is 204 all the same. 503 when it is not in effect (the revocation
+/// table is full) or did not reach Redis within a second though Redis
+/// answers: signing out again is harmless.
 pub(crate) async fn logout(
     Extension(sessions): Extension<Sessions>,
     Identity(user): Identity<User>,
@@ -221,16 +222,10 @@ pub(crate) async fn logout(
     };
     tracing::info!(subject = %user.subject, everywhere = all, "signed out");
     match tokio::time::timeout(PROPAGATION, revoked).await {
-        Ok(Ok(())) => {
-            let clear = Cookie::new("session")
-                .set_cookie("")
-                .max_age(cookie::time::Duration::ZERO)
-                .build();
-            (
-                StatusCode::NO_CONTENT,
-                [(header::SET_COOKIE, clear.to_string())],
-            )
-                .into_response()
+        Ok(Ok(())) => signed_out(),
+        Ok(Err(queued)) if queued.kind() == RevokeErrorKind::Queued => {
+            tracing::warn!(%queued, "signed out here; the other instances learn it when redis is back");
+            signed_out()
         }
         _ => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -239,4 +234,17 @@ pub(crate) async fn logout(
         )
             .into_response(),
     }
+}
+
+/// 204, and the session cookie cleared.
+fn signed_out() -> Response {
+    let clear = Cookie::new("session")
+        .set_cookie("")
+        .max_age(cookie::time::Duration::ZERO)
+        .build();
+    (
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, clear.to_string())],
+    )
+        .into_response()
 }

@@ -44,8 +44,9 @@ pub(crate) struct Limits {
     pub(crate) trusted_proxies: Vec<String>,
     /// Requests per second and burst; `None` turns rate limiting off.
     pub(crate) rate: Option<(u32, u32)>,
-    /// `PORTCULLIS_REDIS_URL` (it may hold a password: never printed).
-    pub(crate) redis_url: Option<String>,
+    /// `PORTCULLIS_REDIS_URL` or `PORTCULLIS_REDIS_CLUSTER`: which one is
+    /// set, and its value (it may hold a password: never printed).
+    pub(crate) redis_url: Option<(&'static str, String)>,
     /// The shared store, once connected.
     #[cfg(feature = "redis")]
     pub(crate) redis: Option<portcullis::lockout::RedisStore>,
@@ -89,22 +90,26 @@ impl Limits {
             client_ip,
             trusted_proxies,
             rate,
-            redis_url: env("PORTCULLIS_REDIS_URL")?,
+            redis_url: redis_from_env()?,
             #[cfg(feature = "redis")]
             redis: None,
         })
     }
 
-    /// Connects to `PORTCULLIS_REDIS_URL`, when it is set.
+    /// Connects to `PORTCULLIS_REDIS_URL` (one server) or
+    /// `PORTCULLIS_REDIS_CLUSTER` (a Redis Cluster), when one is set.
     #[cfg(feature = "redis")]
     pub(crate) async fn connect_redis(&mut self) -> Result<(), String> {
-        if let Some(url) = &self.redis_url {
-            // The error names what failed, never the URL (it may hold a
-            // password).
-            let store = portcullis::lockout::RedisStore::connect(url)
-                .await
-                .map_err(|e| format!("PORTCULLIS_REDIS_URL: cannot connect: {:?}", e.kind()))?;
-            self.redis = Some(store);
+        use portcullis::lockout::RedisStore;
+        if let Some((var, value)) = &self.redis_url {
+            let store = if *var == "PORTCULLIS_REDIS_CLUSTER" {
+                RedisStore::connect_cluster(value.split(',').map(str::trim)).await
+            } else {
+                RedisStore::connect(value).await
+            };
+            // The error names the node by host and port, never by its URL
+            // (it may hold a password).
+            self.redis = Some(store.map_err(|e| format!("{var}: {e}"))?);
         }
         Ok(())
     }
@@ -186,15 +191,16 @@ impl Limits {
              same server; each falls back to counting on its own while redis is unavailable)"
                 .to_owned()
         } else {
-            "shared state: off (set PORTCULLIS_REDIS_URL to share the limiters with other \
-             instances)"
+            "shared state: off (set PORTCULLIS_REDIS_URL or PORTCULLIS_REDIS_CLUSTER to share \
+             the limiters with other instances)"
                 .to_owned()
         });
         #[cfg(not(feature = "redis"))]
-        lines.push(if self.redis_url.is_some() {
-            "shared state: PORTCULLIS_REDIS_URL is set, but this build has no Redis support, so \
-             this instance counts on its own; run with `--features redis` to share the limiters"
-                .to_owned()
+        lines.push(if let Some((var, _)) = &self.redis_url {
+            format!(
+                "shared state: {var} is set, but this build has no Redis support, so this \
+                 instance counts on its own; run with `--features redis` to share the limiters"
+            )
         } else {
             "shared state: off (build with `--features redis` and set PORTCULLIS_REDIS_URL to \
              share the limiters with other instances)"
@@ -212,6 +218,25 @@ impl Limits {
 }
 
 /// Reads variable `name`; unset and empty are both `None`.
+/// `PORTCULLIS_REDIS_CLUSTER` (the comma-separated URLs of a Redis
+/// Cluster's nodes) or `PORTCULLIS_REDIS_URL` (one server): which one is set,
+/// and its value.
+fn redis_from_env() -> Result<Option<(&'static str, String)>, String> {
+    match (
+        env("PORTCULLIS_REDIS_URL")?,
+        env("PORTCULLIS_REDIS_CLUSTER")?,
+    ) {
+        (Some(_), Some(_)) => Err(
+            "set PORTCULLIS_REDIS_URL (one server) or PORTCULLIS_REDIS_CLUSTER (a cluster), \
+             not both"
+                .to_owned(),
+        ),
+        (Some(url), None) => Ok(Some(("PORTCULLIS_REDIS_URL", url))),
+        (None, Some(nodes)) => Ok(Some(("PORTCULLIS_REDIS_CLUSTER", nodes))),
+        (None, None) => Ok(None),
+    }
+}
+
 pub(crate) fn env(name: &str) -> Result<Option<String>, String> {
     match std::env::var(name) {
         Ok(value) if value.is_empty() => Ok(None),

@@ -14,12 +14,15 @@ const MIN_KEY_LEN: usize = 32;
 /// random on first use.
 static PROCESS_KEY: OnceLock<FingerprintKey> = OnceLock::new();
 
-/// A short, keyed fingerprint of a secret: the first 32 bits of its
-/// HMAC-SHA-256 under the process's [`FingerprintKey`], printed as 8 hex
-/// digits.
+/// A short, keyed fingerprint of a secret: the first 32 bits of the
+/// HMAC-SHA-256 of its SHA-256 digest under the process's
+/// [`FingerprintKey`], printed as 8 hex digits.
 ///
 /// Enough to tell credentials apart in logs, not enough to recover or
-/// replay one.
+/// replay one. One secret has one fingerprint everywhere (SECURITY.md L5):
+/// in rejections, lockout events and revocations, which know a secret by
+/// its digest only ([`KeyDigest`](crate::validate::KeyDigest)), so an
+/// operator can match a revocation with the requests it refuses.
 ///
 /// # Security
 ///
@@ -47,6 +50,12 @@ impl Fingerprint {
     /// (a random one, chosen on first use, unless one was installed).
     pub fn of(secret: &[u8]) -> Self {
         FingerprintKey::process().fingerprint(secret)
+    }
+
+    /// The fingerprint of the secret whose SHA-256 digest is `digest`: the
+    /// same as [`of`](Self::of) the secret.
+    pub(crate) fn of_digest(digest: &[u8; 32]) -> Self {
+        FingerprintKey::process().fingerprint_digest(digest)
     }
 }
 
@@ -138,12 +147,18 @@ impl FingerprintKey {
         Ok(Self::from_bytes(&key))
     }
 
-    /// Fingerprints `secret` with this key.
+    /// Fingerprints `secret` with this key: the HMAC of its SHA-256 digest,
+    /// so that what knows a secret by its digest alone (a revocation) gives
+    /// it the same fingerprint.
     pub fn fingerprint(&self, secret: &[u8]) -> Fingerprint {
+        self.fingerprint_digest(&Sha256::digest(secret).into())
+    }
+
+    fn fingerprint_digest(&self, digest: &[u8; 32]) -> Fingerprint {
         // Cloning copies the precomputed inner and outer states: no
         // allocation, and the key itself is not hashed again.
         let mut mac = self.mac.clone();
-        mac.update(secret);
+        mac.update(digest);
         let tag = mac.finalize().into_bytes();
         Fingerprint([tag[0], tag[1], tag[2], tag[3]])
     }
@@ -258,17 +273,33 @@ mod tests {
                 );
             }
         }
-        // The known HMAC-SHA-256 of "password" under that key (computed
-        // independently), so the construction is the standard one.
+        // The known HMAC-SHA-256 of the SHA-256 of "password" under that key
+        // (computed independently), so the construction is the standard one.
         assert_eq!(
             configured.fingerprint(b"password").to_string(),
             HMAC_PASSWORD
         );
     }
 
-    /// `printf password | openssl dgst -sha256 -hmac 0123456789abcdef0123456789abcdef`,
-    /// first 8 hex digits.
-    const HMAC_PASSWORD: &str = "1737f81a";
+    /// `printf password | openssl dgst -sha256 -binary | openssl dgst -sha256
+    /// -hmac 0123456789abcdef0123456789abcdef`, first 8 hex digits.
+    const HMAC_PASSWORD: &str = "9a9c2709";
+
+    // L5: a secret and its digest have one fingerprint.
+    #[test]
+    fn a_secret_and_its_digest_have_one_fingerprint() {
+        let key = FingerprintKey::new([5u8; 32]).unwrap();
+        let digest: [u8; 32] = Sha256::digest(b"alice-token").into();
+        assert_eq!(
+            key.fingerprint(b"alice-token"),
+            key.fingerprint_digest(&digest)
+        );
+        assert_eq!(
+            Fingerprint::of(b"alice-token"),
+            Fingerprint::of_digest(&digest)
+        );
+        assert_ne!(key.fingerprint(&digest), key.fingerprint(b"alice-token"));
+    }
 
     #[test]
     fn a_short_key_is_refused_and_debug_never_prints_the_key() {

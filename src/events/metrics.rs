@@ -17,7 +17,9 @@
 //! | `portcullis_validator_seconds` | histogram | `source` | time the validator took |
 //! | `portcullis_lockout_tracked`, `portcullis_lockout_locked_out` | gauge | | table sizes, from [`record_lockout_stats`] |
 //! | `portcullis_rate_limit_entries`, `portcullis_rate_limit_limited` | gauge | | table sizes, from [`record_rate_limit_stats`] |
-//! | `portcullis_revocations_entries`, `portcullis_revocations_in_sync`, `portcullis_revocations_backlog` | gauge | | revocations in effect, whether the list is in sync with its shared store (1 or 0: alert on 0), revocations not stored yet, from [`record_revocation_stats`] |
+//! | `portcullis_revocations_entries`, `portcullis_revocations_in_sync`, `portcullis_revocations_backlog` | gauge | | revocations in effect, whether the list is in sync with its shared store (1 or 0), revocations not stored yet, from [`record_revocation_stats`] |
+//! | `portcullis_revocations_state` | gauge | `state` | 1 for the list's [`SyncState`](crate::revoke::SyncState), 0 for the others (alert on `refusing`, warn on `stale`), from [`record_revocation_stats`] |
+//! | `portcullis_revocations_refused`, `portcullis_revocations_dropped` | gauge | | revocations refused by a table full of live ones, revocations that never reached the shared store (queue full), from [`record_revocation_stats`] |
 //!
 //! Label values come from fixed sets, so cardinality is bounded:
 //!
@@ -28,6 +30,7 @@
 //! - `source`: `bearer`, `cookie`, `header`, `query`, `websocket_protocol`,
 //!   `none`;
 //! - `reason`: `locked_out`, `crowded`;
+//! - `state`: `in_sync`, `catching_up`, `stale`, `refusing`, `serving`;
 //! - `limiter`: `lockout`, `rate_limit`;
 //! - `target`: `secret`, `id`, `subject`;
 //! - `origin`: `here`, `replica`, `catch_up`.
@@ -88,11 +91,21 @@ pub const RATE_LIMIT_LIMITED: &str = "portcullis_rate_limit_limited";
 /// The gauge of revocations in effect.
 pub const REVOCATIONS_ENTRIES: &str = "portcullis_revocations_entries";
 /// The gauge that is 1 while the revocation list is in sync with its shared
-/// store, 0 while it is not (and every check answers unavailable).
+/// store, 0 while it is not (see [`REVOCATIONS_STATE`] for what it answers
+/// meanwhile).
 pub const REVOCATIONS_IN_SYNC: &str = "portcullis_revocations_in_sync";
 /// The gauge of revocations made here that the shared store has not stored
 /// yet.
 pub const REVOCATIONS_BACKLOG: &str = "portcullis_revocations_backlog";
+/// The gauge, labelled `state`, that is 1 for the revocation list's
+/// [`SyncState`](crate::revoke::SyncState) and 0 for the others.
+pub const REVOCATIONS_STATE: &str = "portcullis_revocations_state";
+/// The gauge of revocations refused because the table was full of live
+/// ones.
+pub const REVOCATIONS_REFUSED: &str = "portcullis_revocations_refused";
+/// The gauge of revocations made here that never reached the shared store
+/// (its queue was full).
+pub const REVOCATIONS_DROPPED: &str = "portcullis_revocations_dropped";
 
 /// Subscribes the metrics to the audit events (once per process; further
 /// calls do nothing) and describes every metric to the recorder.
@@ -140,11 +153,23 @@ fn describe() {
     describe_gauge!(REVOCATIONS_ENTRIES, "revocations in effect");
     describe_gauge!(
         REVOCATIONS_IN_SYNC,
-        "1 while the revocation list is in sync with its shared store, 0 while every check answers unavailable"
+        "1 while the revocation list is in sync with its shared store, 0 while it is not"
     );
     describe_gauge!(
         REVOCATIONS_BACKLOG,
         "revocations made here that the shared store has not stored yet"
+    );
+    describe_gauge!(
+        REVOCATIONS_STATE,
+        "1 for the revocation list's state with its shared store (in_sync, catching_up, stale, refusing, serving), 0 for the others"
+    );
+    describe_gauge!(
+        REVOCATIONS_REFUSED,
+        "revocations refused because the table was full of live ones"
+    );
+    describe_gauge!(
+        REVOCATIONS_DROPPED,
+        "revocations made here that never reached the shared store (queue full)"
     );
 }
 
@@ -166,9 +191,10 @@ pub fn record_rate_limit_stats(stats: &rate_limit::Stats) {
 }
 
 /// Sets the revocation list's gauges from
-/// [`Revocations::stats`](crate::revoke::Revocations::stats): alert on
-/// `portcullis_revocations_in_sync` at 0 (the list lost its shared store,
-/// and requests it decides are answered 503 until it catches up).
+/// [`Revocations::stats`](crate::revoke::Revocations::stats): warn on
+/// `portcullis_revocations_state{state="stale"}` at 1 (the list lost its
+/// shared store and serves its local copy), alert on `refusing` at 1
+/// (requests it decides are answered 503 until it catches up).
 ///
 /// # Example
 ///
@@ -183,6 +209,12 @@ pub fn record_revocation_stats(stats: &revoke::Stats) {
     gauge!(REVOCATIONS_ENTRIES).set(stats.entries as f64);
     gauge!(REVOCATIONS_IN_SYNC).set(if stats.in_sync { 1.0 } else { 0.0 });
     gauge!(REVOCATIONS_BACKLOG).set(stats.backlog as f64);
+    gauge!(REVOCATIONS_REFUSED).set(stats.refused as f64);
+    gauge!(REVOCATIONS_DROPPED).set(stats.dropped as f64);
+    for &state in revoke::SyncState::ALL {
+        let on = if state == stats.state { 1.0 } else { 0.0 };
+        gauge!(REVOCATIONS_STATE, "state" => state.as_str()).set(on);
+    }
 }
 
 /// Credential sources, as labels: their kind, never their name.

@@ -139,11 +139,11 @@ pub enum Event {
 pub enum RevocationTarget {
     /// One secret, in every carrier it can arrive in.
     Secret {
-        /// The keyed fingerprint of the secret's SHA-256 digest (lists
-        /// hold digests only, and receive nothing else from other
-        /// replicas): `Fingerprint::of(KeyDigest::of(secret).as_bytes())`,
-        /// the same on every replica that installed the same
-        /// [`FingerprintKey`](crate::FingerprintKey).
+        /// The keyed fingerprint of the secret, computed from its digest
+        /// (lists hold digests only, and receive nothing else from other
+        /// replicas): `Fingerprint::of(secret)`, the fingerprint rejections
+        /// and `Credential` print, the same on every replica that installed
+        /// the same [`FingerprintKey`](crate::FingerprintKey).
         fingerprint: Fingerprint,
     },
     /// A token id (`jti`) or session id (`sid`).
@@ -278,7 +278,7 @@ impl Record<'_> {
             } => Event::Revoked {
                 target: match target {
                     Target::Secret(digest) => RevocationTarget::Secret {
-                        fingerprint: Fingerprint::of(digest.as_bytes()),
+                        fingerprint: Fingerprint::of_digest(digest.as_bytes()),
                     },
                     Target::Id(id) => RevocationTarget::Id { id: id.to_string() },
                     Target::Subject(subject) => RevocationTarget::Subject {

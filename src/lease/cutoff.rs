@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::{End, Lease, watch::Watch};
 use crate::{
-    ResponseBody,
+    BoxError, ResponseBody,
     gate::Hook,
     reject::{
         Protocol, RejectionKind, connect_end_of_stream, grpc_percent_encode, grpc_web_trailers,
@@ -59,7 +59,9 @@ enum State {
 /// protocol: a gRPC body with trailers (`grpc-status` 16, or 14 when
 /// revocations are unavailable), a gRPC-Web body with the same trailers as
 /// its last frame, a Connect stream with an end-of-stream message holding
-/// the error; any other body by ending it.
+/// the error; any other body with a [`Truncated`] error, so that the
+/// server aborts it (no terminating chunk on HTTP/1.1, a stream reset on
+/// HTTP/2) and the client sees a cut, never a complete download.
 ///
 /// A body that completes without waiting costs nothing beyond the lease
 /// itself: the lease is looked at before each frame after the first (a
@@ -116,8 +118,8 @@ impl Cutoff {
         self.lease.revocation_end()
     }
 
-    /// Ends the body: the frame to send last, if any.
-    fn close<E>(&mut self, end: End) -> Option<Result<Frame<Bytes>, E>> {
+    /// Ends the body: the frame to send last, or the error that aborts it.
+    fn close(&mut self, end: End) -> Option<Result<Frame<Bytes>, BoxError>> {
         self.state = State::Closed;
         let credential = self.lease.credential();
         tracing::info!(
@@ -127,7 +129,11 @@ impl Cutoff {
             protocol = self.protocol.map_or("http", Protocol::as_str),
             "response stream ended with its lease"
         );
-        let last = match self.protocol? {
+        let Some(protocol) = self.protocol else {
+            // A plain body: only an error tells its client it was cut.
+            return Some(Err(Box::new(Truncated { end })));
+        };
+        let last = match protocol {
             Protocol::Grpc => Frame::trailers(grpc_trailers(end)),
             text @ (Protocol::GrpcWeb | Protocol::GrpcWebText) => {
                 let trailers = grpc_trailers(end);
@@ -145,7 +151,7 @@ impl Cutoff {
                 };
                 Frame::data(connect_end_of_stream(kind, end.message()))
             }
-            _ => return None,
+            _ => return Some(Err(Box::new(Truncated { end }))),
         };
         Some(Ok(last))
     }
@@ -154,9 +160,10 @@ impl Cutoff {
         &mut self,
         mut body: Pin<&mut B>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>>
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
     where
         B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
     {
         match self.state {
             State::Closed => return Poll::Ready(None),
@@ -170,7 +177,7 @@ impl Cutoff {
         match body.as_mut().poll_frame(cx) {
             Poll::Ready(Some(frame)) => {
                 self.state = State::Open;
-                Poll::Ready(Some(frame))
+                Poll::Ready(Some(frame.map_err(Into::into)))
             }
             Poll::Ready(None) => {
                 self.state = State::Closed;
@@ -188,6 +195,39 @@ impl Cutoff {
                 Poll::Pending
             }
         }
+    }
+}
+
+/// The error that ends a plain response body (SSE, a chunked download, a
+/// body with a `Content-Length`) whose lease ended before the body did.
+///
+/// The server aborts the response when its body fails: hyper sends no
+/// terminating chunk on HTTP/1.1 (and closes the connection) and resets the
+/// stream on HTTP/2 (`RST_STREAM`), so the client sees an incomplete
+/// response rather than a complete download (SECURITY.md V5). It is the
+/// error of the [`ResponseBody`](crate::ResponseBody); the server logs it
+/// and the client reports a truncated transfer.
+///
+/// # Example
+///
+/// ```
+/// use portcullis::lease::{End, Truncated};
+///
+/// fn why(error: &(dyn std::error::Error + 'static)) -> Option<End> {
+///     error.downcast_ref::<Truncated>().map(Truncated::end)
+/// }
+/// # let _ = why;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the response was cut short: {end}")]
+pub struct Truncated {
+    end: End,
+}
+
+impl Truncated {
+    /// Why the lease ended.
+    pub fn end(&self) -> End {
+        self.end
     }
 }
 

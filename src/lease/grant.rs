@@ -114,13 +114,15 @@ impl Lease {
 
     /// A future that resolves when the lease ends, with the reason: at its
     /// expiry, or as soon as its credential is revoked (or the revocation
-    /// list loses its shared store).
+    /// list stops answering: past its staleness bound without its shared store).
     pub fn ended(&self) -> Ended {
         Ended::new(self.clone())
     }
 
     /// Revokes the credential this lease was granted for, in every carrier,
-    /// until it would have expired: a sign-out. Ends this lease and every
+    /// until it would have expired (plus the list's
+    /// [leeway](crate::revoke::RevocationsBuilder::leeway), so it lasts as
+    /// long as any validator honouring the list accepts it): a sign-out. Ends this lease and every
     /// other request's lease for the same credential.
     pub fn revoke(&self) -> Revoked {
         let digest = KeyDigest::of(self.inner.credential.secret());
@@ -148,7 +150,7 @@ impl Lease {
     pub(crate) fn revocation_end(&self) -> Option<End> {
         let terms = &*self.inner;
         let list = &*terms.revocations.inner;
-        if !list.is_in_sync() {
+        if !list.answers() {
             return Some(End::Unavailable);
         }
         if list.is_empty() {

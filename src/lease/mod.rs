@@ -13,7 +13,7 @@
 //! | gRPC (`content-type: application/grpc*`) | trailers `grpc-status: 16` (UNAUTHENTICATED) and a `grpc-message` saying expired or revoked, so the client signs in again instead of retrying the call; `14` (UNAVAILABLE) when revocations lost their shared store |
 //! | gRPC-Web (`application/grpc-web*`, `-text`) | the same trailers, as the body's last frame (base64 for `-text`) |
 //! | Connect streaming (`application/connect+*`) | an end-of-stream message with the error (`unauthenticated`, or `unavailable`) |
-//! | any other body (SSE, chunked) | the body ends: an SSE client reconnects and is refused; a body with a `Content-Length` is cut short, which its client sees; a chunked body of unknown length ends as if it were complete, so carry a length or a checksum in what you stream when truncation matters |
+//! | any other body (SSE, chunked, with a `Content-Length`) | the body fails with [`Truncated`], so the server aborts it: no terminating chunk on HTTP/1.1 (the connection closes), `RST_STREAM` on HTTP/2; the client reports a truncated transfer, never a complete download (an SSE client reconnects and is refused) |
 //! | a WebSocket | the handler holds the [`Lease`] and `select!`s on [`Lease::ended`]; close with code 1008 (policy violation) and the [`End`] as reason |
 //!
 //! Bodies end within a second of the expiry or revocation: at the expiry,
@@ -71,6 +71,7 @@ mod cutoff;
 mod grant;
 mod watch;
 
+pub use cutoff::Truncated;
 pub(crate) use cutoff::{Cut, Cutoff};
 pub use grant::Lease;
 pub(crate) use grant::Leases;

@@ -23,8 +23,9 @@ pub enum End {
     Expired,
     /// Its credential was revoked.
     Revoked,
-    /// The revocation list lost its shared store: it can no longer tell
-    /// whether the credential was revoked.
+    /// The revocation list cannot tell whether the credential was revoked:
+    /// it lost its shared store past its staleness bound and refuses (see
+    /// [`SyncState`](crate::revoke::SyncState)).
     Unavailable,
 }
 

@@ -164,7 +164,7 @@ mod store;
 mod tracker;
 
 #[cfg(feature = "redis")]
-pub use crate::redis::RedisStore;
+pub use crate::redis::{RedisConnectError, RedisStore};
 pub use attempt::{Acquire, Attempt, FailureOutcome, Locked, Refused};
 pub use classify::{Classifier, DefaultClassifier, Failed, Outcome, Succeeded};
 #[cfg(feature = "cookie")]

@@ -107,7 +107,7 @@ mod service;
 mod store;
 
 #[cfg(feature = "redis")]
-pub use crate::redis::RedisStore;
+pub use crate::redis::{RedisConnectError, RedisStore};
 
 pub(crate) use self::headers::LockoutFields;
 pub use self::{

@@ -3,23 +3,37 @@
 //! Redis does not answer.
 
 mod fallback;
+mod link;
 mod pubsub;
 pub(crate) mod unlock;
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use ::redis::{Client, FromRedisValue, Script, ScriptInvocation, aio::ConnectionManager};
+use ::redis::{
+    Client, FromRedisValue, RedisError, Script, ScriptInvocation,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    cluster::ClusterClientBuilder,
+};
 
-pub(crate) use self::fallback::Fallback;
-pub(crate) use self::pubsub::{Handler, keep};
+pub(crate) use self::fallback::{Fallback, Primary};
+use self::link::Link;
+pub(crate) use self::pubsub::{Handler, Nodes, keep};
 pub(crate) use self::unlock::Unlocks;
 use crate::gate::BoxFuture;
 
-/// A Redis server that holds limiter state shared by several replicas.
+/// How long connecting to a node, and any one reply, may take inside the
+/// Redis client; every call also has the store's own [timeout](RedisStore::timeout).
+const CLIENT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Redis, a single node or a Redis Cluster, that holds the state shared by
+/// several replicas: lockouts, rate limits, revocations and sessions.
 ///
-/// Hand one (cloned: clones share one connection) to
-/// [`Tracker::with_redis`](crate::lockout::Tracker::with_redis) and to
-/// [`RateLimitBuilder::redis`](crate::rate_limit::RateLimitBuilder::redis).
+/// Connect with [`connect`](Self::connect) (one node) or
+/// [`connect_cluster`](Self::connect_cluster) (a Redis Cluster), then hand
+/// the store (cloned: clones share one connection) to
+/// [`Tracker::with_redis`](crate::lockout::Tracker::with_redis), to
+/// [`RateLimitBuilder::redis`](crate::rate_limit::RateLimitBuilder::redis),
+/// to `Revocations::with_redis` and to `SessionsBuilder::build_with_redis`.
 ///
 /// Every decision is one Lua script that checks, reserves or counts, and
 /// sets the TTLs of the keys it touches, so a key never exists without a
@@ -29,10 +43,22 @@ use crate::gate::BoxFuture;
 /// matter.
 ///
 /// Keys are `{prefix}{key}:…` with the limiter key in a hash tag, so a
-/// key's entries share a cluster slot; the prefix defaults to
-/// `portcullis:lockout:` for a tracker and `portcullis:rate:` for a rate
-/// limiter. A limiter key is written with its `Debug` form: never key on a
-/// credential.
+/// key's entries share a cluster slot and every script touches one slot;
+/// the prefix defaults to `portcullis:lockout:` for a tracker and
+/// `portcullis:rate:` for a rate limiter. A limiter key is written with its
+/// `Debug` form: never key on a credential. A prefix should hold no braces:
+/// a hash tag in the prefix puts every key of the store in one slot, on one
+/// master.
+///
+/// # Redis Cluster
+///
+/// A store made with [`connect_cluster`](Self::connect_cluster) sends each
+/// script to the master of its keys' slot, follows `MOVED` and `ASK`
+/// redirections while slots move (resharding, failover), and loads scripts
+/// on a node that does not know them. Unlocks and revocations are
+/// published with a plain `PUBLISH`, which the cluster carries to every
+/// node: each listener subscribes on one of the nodes named when
+/// connecting, and moves to the next one when its node is lost.
 ///
 /// # When Redis fails
 ///
@@ -41,14 +67,21 @@ use crate::gate::BoxFuture;
 /// limit"), logs a warning once, counts the fallback, and tries Redis again
 /// a second later.
 ///
+/// On a cluster this is decided per slot: when a master goes down, only
+/// the keys of its slots are decided locally, each slot from its first
+/// unanswered call on, and the keys of the other masters keep deciding
+/// through Redis. Redis itself refuses every key once the cluster marks a
+/// master as failed (`cluster-node-timeout`) unless the nodes run with
+/// `cluster-require-full-coverage no`, or a replica takes over; with full
+/// coverage required, every key falls back until then.
+///
 /// # Messages between replicas
 ///
-/// A store made with [`connect`](Self::connect) also opens a pub/sub
-/// connection per user (kept alive with a ping every 250 ms, reopened when
-/// lost): [`Tracker::unlock`](crate::lockout::Tracker::unlock) is published
-/// so that every replica forgets its cached lockout within a second, and
-/// revocations (`Revocations::with_redis`) reach every replica the same way.
-/// A store made with [`from_manager`](Self::from_manager) cannot subscribe.
+/// The store opens a pub/sub connection per user (kept alive with a ping
+/// every 250 ms, reopened when lost): [`Tracker::unlock`](crate::lockout::Tracker::unlock)
+/// is published so that every replica forgets its cached lockout within a
+/// second, and revocations (`Revocations::with_redis`) reach every replica
+/// the same way.
 ///
 /// # Reservations
 ///
@@ -65,18 +98,28 @@ use crate::gate::BoxFuture;
 /// ```no_run
 /// use portcullis::lockout::{Policy, RedisStore, Tracker};
 ///
-/// # async fn run() -> redis::RedisResult<()> {
+/// # async fn run() -> Result<(), portcullis::lockout::RedisConnectError> {
+/// // One node:
 /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?.prefix("myapp:lockout:");
+/// let tracker: Tracker<std::net::IpAddr> = Tracker::with_redis(Policy::default(), store);
+///
+/// // A Redis Cluster, named by some of its nodes:
+/// let store = RedisStore::connect_cluster([
+///     "redis://10.0.0.1:6379",
+///     "redis://10.0.0.2:6379",
+///     "redis://10.0.0.3:6379",
+/// ])
+/// .await?;
 /// let tracker: Tracker<std::net::IpAddr> = Tracker::with_redis(Policy::default(), store);
 /// # Ok(()) }
 /// ```
 #[must_use]
 #[derive(Clone)]
 pub struct RedisStore {
-    manager: ConnectionManager,
-    /// For the pub/sub connections that carry unlocks and revocations to
-    /// the other replicas; unknown for a store made from a manager.
-    client: Option<Client>,
+    link: Link,
+    /// Where the pub/sub connections that carry unlocks and revocations to
+    /// the other replicas go.
+    nodes: Nodes,
     prefix: Option<String>,
     timeout: Duration,
     lease: Duration,
@@ -85,6 +128,8 @@ pub struct RedisStore {
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
+            .field("cluster", &self.link.is_cluster())
+            .field("nodes", &self.nodes.len())
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("reservation_lease", &self.lease)
@@ -92,34 +137,144 @@ impl fmt::Debug for RedisStore {
     }
 }
 
+/// Connecting to Redis failed: a URL that does not parse, a server that
+/// cannot be reached, or a server of the wrong kind (a cluster node given
+/// to [`RedisStore::connect`], a server without cluster support given to
+/// [`RedisStore::connect_cluster`]).
+///
+/// The message names the node by host and port, never by its URL, which
+/// may hold a password.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot connect to redis: {message}")]
+pub struct RedisConnectError {
+    message: String,
+}
+
+impl RedisConnectError {
+    fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+
+    /// `error` of the Redis client, about `node`, without the secrets a URL
+    /// may hold.
+    fn client(node: &str, error: &RedisError, urls: &[&str]) -> Self {
+        let mut detail = error.to_string();
+        for url in urls {
+            if let Some(password) = password_of(url) {
+                detail = detail.replace(password, "***");
+            }
+        }
+        Self::new(format!("{node}: {detail}"))
+    }
+}
+
+/// The password of a `redis://user:password@host` URL, if any.
+fn password_of(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let userinfo = rest.split_once('@')?.0;
+    let password = userinfo.split_once(':')?.1;
+    (!password.is_empty()).then_some(password)
+}
+
+/// A client for `url`, and its node as `host:port` for messages.
+fn open(url: &str, urls: &[&str]) -> Result<(Client, String), RedisConnectError> {
+    let client = Client::open(url)
+        .map_err(|e| RedisConnectError::client("an invalid redis url", &e, urls))?;
+    let node = client.get_connection_info().addr().to_string();
+    Ok((client, node))
+}
+
 impl RedisStore {
-    /// Connects to the Redis server at `url`.
+    /// Connects to the single Redis server at `url`
+    /// (`redis://[user:password@]host:port[/db]`, or `rediss://` with TLS
+    /// when the `redis` crate is built with it).
     ///
     /// # Errors
     ///
-    /// When the URL is invalid or the server cannot be reached.
-    pub async fn connect(url: &str) -> ::redis::RedisResult<Self> {
-        let client = ::redis::Client::open(url)?;
-        let config = ::redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(500)))
-            .set_response_timeout(Some(Duration::from_millis(500)))
+    /// When the URL is invalid, the server cannot be reached within half a
+    /// second, or it is a node of a Redis Cluster (use
+    /// [`connect_cluster`](Self::connect_cluster)).
+    pub async fn connect(url: &str) -> Result<Self, RedisConnectError> {
+        let (client, node) = open(url, &[url])?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CLIENT_TIMEOUT))
+            .set_response_timeout(Some(CLIENT_TIMEOUT))
             .set_number_of_retries(1);
-        let manager = ConnectionManager::new_with_config(client.clone(), config).await?;
-        Ok(Self {
-            client: Some(client),
-            ..Self::from_manager(manager)
-        })
+        let mut manager = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(|e| RedisConnectError::client(&node, &e, &[url]))?;
+        // A cluster node answers only for its own slots: every other key
+        // would fail, and quietly fall back. (A server that does not let
+        // this user run INFO is taken as it is.)
+        let info: Option<String> = ::redis::cmd("INFO")
+            .arg("cluster")
+            .query_async(&mut manager)
+            .await
+            .ok();
+        if info.is_some_and(|info| info.contains("cluster_enabled:1")) {
+            return Err(RedisConnectError::new(format!(
+                "{node} is a node of a redis cluster: use RedisStore::connect_cluster"
+            )));
+        }
+        Ok(Self::new(Link::Node(manager), Arc::from([client])))
     }
 
-    /// Uses an existing connection manager.
+    /// Connects to the Redis Cluster that `nodes` belong to (URLs as for
+    /// [`connect`](Self::connect); naming every master, or several nodes,
+    /// lets the store start and subscribe while some are down).
     ///
-    /// A store made this way cannot open the pub/sub connections that tell
-    /// the other replicas of unlocks and revocations (they warn once):
-    /// prefer [`connect`](Self::connect).
-    pub fn from_manager(manager: ConnectionManager) -> Self {
+    /// The cluster's other nodes are found from the ones named. Scripts go
+    /// to the master of their keys' slot; see [Redis Cluster](Self#redis-cluster).
+    ///
+    /// # Errors
+    ///
+    /// When `nodes` is empty, a URL is invalid, no node can be reached, or
+    /// the servers are not a cluster (use [`connect`](Self::connect)).
+    pub async fn connect_cluster<I>(nodes: I) -> Result<Self, RedisConnectError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let urls: Vec<String> = nodes.into_iter().map(|n| n.as_ref().to_owned()).collect();
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        if urls.is_empty() {
+            return Err(RedisConnectError::new("no cluster nodes were named"));
+        }
+        let mut clients = Vec::with_capacity(urls.len());
+        let mut names = Vec::with_capacity(urls.len());
+        for url in &urls {
+            let (client, node) = open(url, &urls)?;
+            clients.push(client);
+            names.push(node);
+        }
+        let names = names.join(", ");
+        let cluster = ClusterClientBuilder::new(
+            clients
+                .iter()
+                .map(|client| client.get_connection_info().clone()),
+        )
+        .connection_timeout(CLIENT_TIMEOUT)
+        .response_timeout(CLIENT_TIMEOUT)
+        // A call has the store's timeout anyway: a redirection or a
+        // reconnection is retried, briefly.
+        .retries(2)
+        .min_retry_wait(10)
+        .max_retry_wait(100)
+        .build()
+        .map_err(|e| RedisConnectError::client(&names, &e, &urls))?;
+        let connection = cluster
+            .get_async_connection()
+            .await
+            .map_err(|e| RedisConnectError::client(&names, &e, &urls))?;
+        Ok(Self::new(Link::Cluster(connection), clients.into()))
+    }
+
+    fn new(link: Link, nodes: Nodes) -> Self {
         Self {
-            manager,
-            client: None,
+            link,
+            nodes,
             prefix: None,
             timeout: Duration::from_millis(100),
             lease: Duration::from_secs(10),
@@ -157,8 +312,8 @@ impl RedisStore {
 /// prefix and the timeout of a call.
 #[derive(Clone)]
 pub(crate) struct Connection {
-    manager: ConnectionManager,
-    client: Option<Client>,
+    link: Link,
+    nodes: Nodes,
     prefix: Arc<str>,
     timeout: Duration,
     pub(crate) lease: Duration,
@@ -167,17 +322,22 @@ pub(crate) struct Connection {
 impl Connection {
     pub(crate) fn new(store: RedisStore, default_prefix: &str) -> Self {
         Self {
-            manager: store.manager,
-            client: store.client,
+            link: store.link,
+            nodes: store.nodes,
             prefix: store.prefix.as_deref().unwrap_or(default_prefix).into(),
             timeout: store.timeout,
             lease: store.lease,
         }
     }
 
-    /// The client to open a pub/sub connection with, if known.
-    pub(crate) fn client(&self) -> Option<&Client> {
-        self.client.as_ref()
+    /// The nodes to open a pub/sub connection on.
+    pub(crate) fn client(&self) -> &Nodes {
+        &self.nodes
+    }
+
+    /// Whether this is a connection to a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.link.is_cluster()
     }
 
     /// The prefix of every key.
@@ -191,10 +351,10 @@ impl Connection {
         self
     }
 
-    /// `{prefix}{key}`, the key in a hash tag so that a key's entries share a
-    /// cluster slot.
+    /// `{prefix}{key}`, the key in a hash tag so that a key's entries (this
+    /// base and a suffix without braces) share a cluster slot.
     pub(crate) fn key_base(&self, key: &impl fmt::Debug) -> String {
-        format!("{}{{{key:?}}}", self.prefix)
+        link::key_base(&self.prefix, key)
     }
 
     /// Runs `script`, with the keys and arguments `prepare` adds, within
@@ -207,7 +367,7 @@ impl Connection {
     where
         T: FromRedisValue + Send + 'static,
     {
-        let mut con = self.manager.clone();
+        let mut con = self.link.clone();
         let script = script.clone();
         let timeout = self.timeout;
         Box::pin(async move {
@@ -225,15 +385,16 @@ impl Connection {
 impl Connection {
     /// Sends `command` in the background, for work nobody waits for (a
     /// release, an unlock). It follows the calls sent before it on the same
-    /// connection, and gets the reservation lease (at least the timeout) to
-    /// be answered. A plain command, not a script: a script unknown to a
+    /// connection (on a cluster, to the same master, unless a redirection
+    /// sent one of them elsewhere; the lease frees what a release misses),
+    /// and gets the reservation lease (at least the timeout) to be answered. A plain command, not a script: a script unknown to a
     /// restarted server costs a second round trip, which a timeout could
     /// cut.
     pub(crate) fn send(&self, command: ::redis::Cmd) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let mut con = self.manager.clone();
+        let mut con = self.link.clone();
         let patience = self.lease.max(self.timeout);
         runtime.spawn(async move {
             let call = command.exec_async(&mut con);

@@ -1,6 +1,13 @@
 //! Messages between replicas: a Redis pub/sub connection per listener, kept
-//! alive (pinged, reopened), that tells its handler when it has caught up
-//! and when it is lost.
+//! alive (pinged, reopened, on another node of a cluster when its node is
+//! lost), that tells its handler when it has caught up and when it is lost.
+//!
+//! On a Redis Cluster a plain `PUBLISH` reaches every node over the cluster
+//! bus, so a subscriber on any node hears every message. Sharded pub/sub
+//! (`SSUBSCRIBE`) would spare the other nodes that traffic, but a
+//! subscriber would then have to follow its channel's slot from master to
+//! master; unlocks and revocations are rare, so the broadcast costs little
+//! and any reachable node will do.
 
 use std::{
     convert::Infallible,
@@ -51,9 +58,13 @@ enum Stop {
     Lost(&'static str),
 }
 
+/// The servers a listener may subscribe on: the one node, or the nodes of a
+/// cluster named when connecting, tried in turn.
+pub(crate) type Nodes = Arc<[Client]>;
+
 /// Keeps `handler` subscribed to its channel for as long as it lives, on a
 /// task of the current runtime.
-fn subscribe(client: Client, handler: Weak<dyn Handler>) {
+fn subscribe(nodes: Nodes, handler: Weak<dyn Handler>) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         tracing::error!(
             target: "portcullis::redis",
@@ -64,12 +75,19 @@ fn subscribe(client: Client, handler: Weak<dyn Handler>) {
         }
         return;
     };
-    runtime.spawn(run(client, handler));
+    runtime.spawn(run(nodes, handler));
 }
 
-async fn run(client: Client, handler: Weak<dyn Handler>) {
+async fn run(nodes: Nodes, handler: Weak<dyn Handler>) {
+    // The first node named that answers, then the next one whenever the
+    // connection is lost: on a cluster every node carries every message.
+    let mut next = 0usize;
     loop {
-        let why = match session(&client, &handler).await {
+        let Some(client) = nodes.get(next % nodes.len().max(1)) else {
+            return;
+        };
+        next = next.wrapping_add(1);
+        let why = match session(client, &handler).await {
             Stop::Gone => return,
             Stop::Lost(why) => why,
         };
@@ -131,23 +149,12 @@ async fn next(stream: &mut PubSubStream) -> Option<::redis::Msg> {
     poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
 }
 
-/// Keeps a handler alive as long as its owner, and subscribed meanwhile.
-pub(crate) fn keep<H: Handler>(client: Option<&Client>, handler: H, what: &str) -> Arc<H> {
+/// Keeps a handler alive as long as its owner, and subscribed meanwhile
+/// (`what` names it in logs).
+pub(crate) fn keep<H: Handler>(nodes: &Nodes, handler: H, what: &'static str) -> Arc<H> {
     let handler = Arc::new(handler);
-    match client {
-        Some(client) => {
-            let weak = Arc::downgrade(&handler) as Weak<dyn Handler>;
-            subscribe(client.clone(), weak);
-        }
-        None => {
-            tracing::warn!(
-                target: "portcullis::redis",
-                what,
-                "this RedisStore was made from a connection manager: it cannot subscribe, so \
-                 other replicas' messages do not reach this one; use RedisStore::connect"
-            );
-            handler.lost("the store cannot subscribe");
-        }
-    }
+    tracing::debug!(target: "portcullis::redis", what, nodes = nodes.len(), "subscribing");
+    let weak = Arc::downgrade(&handler) as Weak<dyn Handler>;
+    subscribe(Arc::clone(nodes), weak);
     handler
 }

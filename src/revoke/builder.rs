@@ -2,15 +2,56 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{Revocations, engine::Inner};
+use super::{
+    Revocations,
+    engine::{Inner, Settings},
+};
 use crate::ConfigError;
+
+/// The longest [`max_lifetime`](RevocationsBuilder::max_lifetime) plus
+/// [`leeway`](RevocationsBuilder::leeway): ten years, far from what any
+/// clock can add without overflowing.
+pub(super) const LONGEST: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
 
 /// Configures [`Revocations`].
 #[must_use]
 #[derive(Debug, Clone)]
 pub struct RevocationsBuilder {
-    capacity: u64,
+    pub(super) capacity: u64,
     max_lifetime: Duration,
+    leeway: Duration,
+    staleness: Duration,
+    when_stale: WhenStale,
+}
+
+/// What a list shared through Redis answers once Redis has been unreachable
+/// for longer than its [`staleness`](RevocationsBuilder::staleness) bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WhenStale {
+    /// Every check answers [`unavailable`](crate::ValidationError::unavailable)
+    /// (503 with `Retry-After: 1`) and open streams end, until the list
+    /// has caught up again (the default). A revocation made on another
+    /// replica during the outage is never missed; every client is refused
+    /// while Redis is away.
+    #[default]
+    Refuse,
+    /// The list keeps answering from its local copy: revocations made on
+    /// this replica are honoured, those made on other replicas reach it
+    /// only when Redis is back. Clients keep being served; a credential
+    /// revoked on another replica during the outage is accepted here until
+    /// then.
+    Serve,
+}
+
+impl WhenStale {
+    /// `refuse` or `serve`, for logs.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Refuse => "refuse",
+            Self::Serve => "serve",
+        }
+    }
 }
 
 impl RevocationsBuilder {
@@ -18,6 +59,9 @@ impl RevocationsBuilder {
         Self {
             capacity: 100_000,
             max_lifetime: Duration::from_secs(24 * 3600),
+            leeway: Duration::ZERO,
+            staleness: Duration::from_secs(30),
+            when_stale: WhenStale::Refuse,
         }
     }
 
@@ -36,12 +80,52 @@ impl RevocationsBuilder {
         self
     }
 
+    /// How long after its expiry a credential may still be accepted by a
+    /// validator that honours the list (clock skew tolerated on `exp`;
+    /// default zero). A revocation with a known end lasts that much
+    /// longer, so that it lasts as long as any validator would accept what
+    /// it revokes (SECURITY.md V5).
+    ///
+    /// Validators that honour the list raise it to their own leeway when
+    /// they are built: a `JwtValidator` (feature `jwt`) built with
+    /// `revocations(&list)` and a leeway of 30 s makes every revocation
+    /// with a known end last at least 30 s past it. Set it here for
+    /// validators of your own that accept credentials past their expiry.
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// With Redis (feature `redis`): how long the list keeps answering from
+    /// its local copy once Redis is unreachable (default 30 s: enough for a
+    /// restart or a failover). Revocations made on this replica meanwhile
+    /// take effect here at once and reach Redis when it is back; those made
+    /// on other replicas reach this one only then. Past the bound the list
+    /// does what [`when_stale`](Self::when_stale) says. Zero refuses (or
+    /// serves) at once.
+    pub fn staleness(mut self, staleness: Duration) -> Self {
+        self.staleness = staleness;
+        self
+    }
+
+    /// With Redis (feature `redis`): what the list answers once Redis has
+    /// been unreachable for longer than the [`staleness`](Self::staleness)
+    /// bound: [`WhenStale::Refuse`] (the default: 503, never a credential
+    /// that may have been revoked elsewhere) or [`WhenStale::Serve`]
+    /// (clients keep being served from the local copy).
+    pub fn when_stale(mut self, when_stale: WhenStale) -> Self {
+        self.when_stale = when_stale;
+        self
+    }
+
     /// Builds an in-memory list.
     ///
     /// # Errors
     ///
     /// [`ConfigError::OutOfRange`] when the capacity or the maximum
-    /// lifetime is zero.
+    /// lifetime is zero, when the leeway is longer than the maximum
+    /// lifetime, or when both together are longer than ten years (they
+    /// are added to the clock).
     pub fn build(self) -> Result<Revocations, ConfigError> {
         self.build_in_sync(true)
     }
@@ -56,8 +140,38 @@ impl RevocationsBuilder {
                 "must be longer than zero",
             ));
         }
+        check_leeway(self.leeway, self.max_lifetime)?;
         Ok(Revocations {
-            inner: Arc::new(Inner::new(self.capacity, self.max_lifetime, in_sync)),
+            inner: Arc::new(Inner::new(Settings {
+                capacity: self.capacity,
+                max_lifetime: self.max_lifetime,
+                leeway: self.leeway,
+                staleness: self.staleness,
+                when_stale: self.when_stale,
+                in_sync,
+            })),
         })
     }
+}
+
+/// A leeway longer than the maximum lifetime, or both together too long
+/// for the clock, is a configuration error.
+pub(crate) fn check_leeway(leeway: Duration, max_lifetime: Duration) -> Result<(), ConfigError> {
+    if max_lifetime > LONGEST
+        || max_lifetime
+            .checked_add(leeway)
+            .is_none_or(|total| total > LONGEST)
+    {
+        return Err(ConfigError::out_of_range(
+            "max_lifetime",
+            "max_lifetime and leeway together must be at most 10 years: longer overflows clocks",
+        ));
+    }
+    if leeway > max_lifetime {
+        return Err(ConfigError::out_of_range(
+            "leeway",
+            "must be at most the revocation list's max_lifetime",
+        ));
+    }
+    Ok(())
 }

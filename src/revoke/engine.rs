@@ -13,12 +13,13 @@ use std::{
 use tokio::{sync::Notify, time::Instant};
 
 use super::{
-    Revoked,
+    Revoked, WhenStale,
+    builder::check_leeway,
     revocable::Facts,
     table::{Entry, Table},
 };
 use crate::{
-    Fingerprint, ValidationError,
+    ConfigError, Fingerprint, ValidationError,
     events::{self, Record, RevocationOrigin},
     validate::KeyDigest,
 };
@@ -67,6 +68,10 @@ pub(crate) trait Remote: Send + Sync {
 
     /// Revocations waiting to be stored.
     fn backlog(&self) -> u64;
+
+    /// Revocations made here that the shared store never got: the queue
+    /// of revocations waiting for it was full.
+    fn dropped(&self) -> u64;
 }
 
 /// The identity facts of a lease, hashed once so that they can be checked
@@ -92,31 +97,93 @@ pub(crate) struct Inner {
     changed: Arc<Notify>,
     pub(super) listeners: Mutex<Vec<Weak<dyn Listener>>>,
     pub(super) max_lifetime: Duration,
+    /// How long past its known end a revocation is held, in milliseconds:
+    /// the longest leeway of the validators that honour the list.
+    leeway: AtomicU64,
     pub(super) in_sync: AtomicBool,
+    /// Whether the list has caught up with its shared store once: its
+    /// local copy is worth serving while the store is unreachable.
+    pub(super) ever_synced: AtomicBool,
+    /// Since when the shared store is unreachable, while the list serves
+    /// its local copy (`None` while in sync).
+    pub(super) lost_at: Mutex<Option<Instant>>,
+    /// Counts outages: the timer of one outage ends nothing of the next.
+    pub(super) outages: AtomicU64,
+    pub(super) staleness: Duration,
+    pub(super) when_stale: WhenStale,
     /// Whether being out of sync was logged since the list was last in
     /// sync (once per outage, and once before the first catch-up).
-    complained: AtomicBool,
+    pub(super) complained: AtomicBool,
     pub(super) synced: Notify,
     pub(super) catch_ups: AtomicU64,
     pub(super) applied: AtomicU64,
+    /// Revocations refused because the table was full of live ones.
+    pub(super) refused: AtomicU64,
     pub(crate) remote: OnceLock<Box<dyn Remote>>,
 }
 
+/// How a list is configured.
+pub(super) struct Settings {
+    pub(super) capacity: u64,
+    pub(super) max_lifetime: Duration,
+    pub(super) leeway: Duration,
+    pub(super) staleness: Duration,
+    pub(super) when_stale: WhenStale,
+    pub(super) in_sync: bool,
+}
+
 impl Inner {
-    pub(super) fn new(capacity: u64, max_lifetime: Duration, in_sync: bool) -> Self {
+    pub(super) fn new(settings: Settings) -> Self {
         Self {
-            table: Table::new(capacity),
+            table: Table::new(settings.capacity),
             hashers: [RandomState::new(), RandomState::new(), RandomState::new()],
             generation: AtomicU64::new(0),
             changed: Arc::new(Notify::new()),
             listeners: Mutex::new(Vec::new()),
-            max_lifetime,
-            in_sync: AtomicBool::new(in_sync),
+            max_lifetime: settings.max_lifetime,
+            leeway: AtomicU64::new(as_millis(settings.leeway)),
+            in_sync: AtomicBool::new(settings.in_sync),
+            ever_synced: AtomicBool::new(settings.in_sync),
+            lost_at: Mutex::new(None),
+            outages: AtomicU64::new(0),
+            staleness: settings.staleness,
+            when_stale: settings.when_stale,
             complained: AtomicBool::new(false),
             synced: Notify::new(),
             catch_ups: AtomicU64::new(0),
             applied: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             remote: OnceLock::new(),
+        }
+    }
+
+    /// Makes revocations with a known end last `leeway` longer, if that is
+    /// longer than what they last past it now: for a validator that accepts
+    /// credentials that long past their expiry.
+    ///
+    /// # Errors
+    ///
+    /// As [`check_leeway`]: a leeway longer than the maximum lifetime.
+    #[cfg_attr(not(feature = "jwt"), allow(dead_code))] // the validators with a leeway
+    pub(crate) fn accept_leeway(&self, leeway: Duration) -> Result<(), ConfigError> {
+        check_leeway(leeway, self.max_lifetime)?;
+        self.leeway.fetch_max(as_millis(leeway), Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// How long past its known end a revocation is held.
+    pub(crate) fn leeway(&self) -> Duration {
+        Duration::from_millis(self.leeway.load(Ordering::SeqCst))
+    }
+
+    /// When a revocation made at `now` that revokes what would have
+    /// expired at `until` (`None`: unknown) ends: its end plus the leeway,
+    /// at most the maximum lifetime from now.
+    pub(super) fn ends(&self, now: Instant, until: Option<Instant>) -> Instant {
+        let horizon = later(now, self.max_lifetime);
+        match until {
+            Some(until) => later(until, self.leeway()).min(horizon),
+            None => horizon,
         }
     }
 
@@ -151,11 +218,6 @@ impl Inner {
         }
     }
 
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // remote revocations are capped by it
-    pub(crate) fn max_lifetime(&self) -> Duration {
-        self.max_lifetime
-    }
-
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
     }
@@ -174,28 +236,32 @@ impl Inner {
     }
 
     /// Applies `revocation` here: the table first, then the open streams and
-    /// the listeners.
-    pub(crate) fn apply(&self, revocation: &Revocation, origin: RevocationOrigin) {
+    /// the listeners. `false` when the table is full of live revocations:
+    /// nothing was applied (logged, counted).
+    pub(crate) fn apply(&self, revocation: &Revocation, origin: RevocationOrigin) -> bool {
         let now = Instant::now();
         let hash = self.hash_target(&revocation.target);
         let entry = Entry {
             until: revocation.until,
             cutoff: revocation.cutoff,
         };
-        let inserted = self.table.insert(hash, entry, now);
-        if inserted.evicted_live {
-            tracing::warn!(
+        if !self.table.insert(hash, entry, now) {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
                 target: "portcullis::revoke",
-                capacity = self.table.held(),
-                "the revocation table is full: the revocation that ends soonest was dropped \
-                 to make room; raise RevocationsBuilder::capacity"
+                held = self.table.held(),
+                origin = origin.as_str(),
+                "the revocation table is full of revocations still in effect: this revocation \
+                 is refused (live revocations are never dropped); raise \
+                 RevocationsBuilder::capacity"
             );
+            return false;
         }
         self.applied.fetch_add(1, Ordering::Relaxed);
         let for_secs = revocation.until.saturating_duration_since(now).as_secs();
         match &revocation.target {
             Target::Secret(digest) => {
-                let fingerprint = Fingerprint::of(digest.as_bytes());
+                let fingerprint = Fingerprint::of_digest(digest.as_bytes());
                 tracing::info!(target: "portcullis::revoke", %fingerprint, for_secs, "secret revoked");
             }
             Target::Id(id) => {
@@ -214,59 +280,21 @@ impl Inner {
         for listener in self.listeners() {
             listener.revoked(revocation);
         }
+        true
     }
 
-    fn bump(&self) {
+    pub(super) fn bump(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_waiters();
     }
 
-    fn listeners(&self) -> Vec<Arc<dyn Listener>> {
+    pub(super) fn listeners(&self) -> Vec<Arc<dyn Listener>> {
         self.listeners
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .filter_map(Weak::upgrade)
             .collect()
-    }
-
-    /// The list lost its shared store: every check answers unavailable
-    /// until [`caught_up`](Self::caught_up), and open streams end.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a shared store is lost
-    pub(crate) fn lost(&self, why: &str) {
-        let was_in_sync = self.in_sync.swap(false, Ordering::SeqCst);
-        if !self.complained.swap(true, Ordering::SeqCst) {
-            tracing::warn!(
-                target: "portcullis::revoke",
-                why,
-                "revocations are out of sync with redis: every credential is answered \
-                 unavailable until they have caught up"
-            );
-        }
-        if was_in_sync {
-            self.bump();
-        }
-    }
-
-    /// The list has applied every revocation the shared store holds.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a shared store is caught up with
-    pub(crate) fn caught_up(&self, revocations: usize) {
-        // Caches forget what they learned while out of sync, before anything
-        // is answered from them again.
-        for listener in self.listeners() {
-            listener.resynced();
-        }
-        let catch_ups = self.catch_ups.fetch_add(1, Ordering::Relaxed) + 1;
-        self.complained.store(false, Ordering::SeqCst);
-        self.in_sync.store(true, Ordering::SeqCst);
-        self.synced.notify_waiters();
-        self.bump();
-        tracing::info!(
-            target: "portcullis::revoke",
-            revocations,
-            catch_ups,
-            "revocations caught up with redis"
-        );
     }
 
     /// The checks of a validator: `digest` is computed only when something
@@ -276,7 +304,7 @@ impl Inner {
         digest: impl FnOnce() -> KeyDigest,
         facts: &Facts<'_>,
     ) -> Result<(), ValidationError> {
-        if !self.is_in_sync() {
+        if !self.answers() {
             return Err(unavailable());
         }
         if self.is_empty() {
@@ -323,9 +351,24 @@ const SECRET: usize = 0;
 const ID: usize = 1;
 const SUBJECT: usize = 2;
 
+/// `at` plus `d`, or as much of `d` as the clock can add: a revocation is
+/// never dropped because its end overflows the clock.
+pub(super) fn later(at: Instant, mut d: Duration) -> Instant {
+    loop {
+        if let Some(later) = at.checked_add(d) {
+            return later;
+        }
+        d /= 2;
+    }
+}
+
+fn as_millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The answer of a list that cannot vouch for anything.
 fn unavailable() -> ValidationError {
     ValidationError::unavailable()
         .with_retry_after(RETRY_AFTER)
-        .with_reason("revocations are out of sync with the shared store")
+        .with_reason("revocations are out of sync with the shared store (past the staleness bound, or not caught up yet)")
 }

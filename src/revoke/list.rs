@@ -9,7 +9,7 @@ use std::{
 use tokio::time::Instant;
 
 use super::{
-    Revocable, RevocationsBuilder, Revoked,
+    Revocable, RevocationsBuilder, RevokeError, RevokeErrorKind, Revoked, SyncState,
     engine::{Inner, Listener, Revocation, Target},
     revocable::Facts,
 };
@@ -62,18 +62,29 @@ use crate::{Credential, ValidationError, events::RevocationOrigin, validate::Key
 ///   listen to the list have forgotten it.
 /// - **Everywhere, with Redis.** The [`Revoked`] it returns resolves once
 ///   the shared store holds it; replicas in sync apply it within a second.
-///   A replica out of sync with the shared store (disconnected, or catching
-///   up after a reconnect) answers [`unavailable`](ValidationError::unavailable)
-///   to every check, never "valid", logs it, and reports it in
-///   [`stats`](Self::stats), until it has caught up.
+///   While Redis is unreachable a revocation made here is in effect here at
+///   once, answered at once ([`RevokeErrorKind::Queued`]) and queued; it
+///   reaches every replica when Redis is back. A replica that lost Redis
+///   serves its local copy for the [staleness](RevocationsBuilder::staleness)
+///   bound (default 30 s), then refuses with
+///   [`unavailable`](ValidationError::unavailable) (or keeps serving, as
+///   [`when_stale`](RevocationsBuilder::when_stale) says); before its first
+///   catch-up it answers unavailable, never "valid". It logs each change and
+///   reports its [`SyncState`] in [`stats`](Self::stats).
+/// - **Long enough.** A revocation with a known end lasts past it by the
+///   [leeway](RevocationsBuilder::leeway) of the validators that honour the
+///   list, so it lasts as long as any of them would accept what it revokes.
 /// - **Bounded.** At most [`capacity`](RevocationsBuilder::capacity)
 ///   revocations are held (default 100,000). Each is held until what it
-///   revokes would have expired: the credential's expiry, given when it is
-///   revoked, and at most [`max_lifetime`](RevocationsBuilder::max_lifetime)
-///   (default 24 hours), which is also how long a subject's cutoff lasts.
-///   When the table is full, ended revocations make room first, then the
-///   one that ends soonest goes (counted in [`Stats::evictions`], logged
-///   as a warning): size the capacity above the revocations alive at once.
+///   revokes would have expired: the credential's expiry (plus the
+///   leeway), given when it is revoked, and at most
+///   [`max_lifetime`](RevocationsBuilder::max_lifetime) (default 24 hours),
+///   which is also how long a subject's cutoff lasts. When the table is
+///   full, ended revocations make room; a table full of revocations still
+///   in effect refuses new ones ([`RevokeErrorKind::Full`], counted in
+///   [`Stats::refused`], logged as an error) and never drops a live one to
+///   make room, so nobody's sign-outs can push out another's revocation:
+///   size the capacity above the revocations alive at once.
 /// - **Time.** Ends are on tokio's clock; a subject's cutoff is compared
 ///   with the credential's issue time, on the wall clock (JWT `iat`).
 ///
@@ -102,17 +113,22 @@ pub struct Stats {
     /// Revocations applied: made here, received from other replicas, and
     /// read again while catching up.
     pub applied: u64,
-    /// Revocations still in effect that were dropped because the table
-    /// was full.
-    pub evictions: u64,
+    /// Revocations refused because the table was full of revocations still
+    /// in effect ([`RevokeErrorKind::Full`]).
+    pub refused: u64,
     /// Whether the list is in sync with the shared store (always, without
-    /// one). Out of sync, every check answers unavailable.
+    /// one). See [`state`](Self::state) for what it answers meanwhile.
     pub in_sync: bool,
+    /// Where the list stands with its shared store.
+    pub state: SyncState,
     /// Times the list caught up with the shared store (the first time
     /// included).
     pub catch_ups: u64,
     /// Revocations made here that the shared store has not stored yet.
     pub backlog: u64,
+    /// Revocations made here that never reached the shared store because
+    /// too many were waiting for it ([`RevokeErrorKind::Overflow`]).
+    pub dropped: u64,
 }
 
 impl Default for Revocations {
@@ -148,7 +164,8 @@ impl Revocations {
 
     /// Revokes a secret in every carrier it can arrive in (a header, a
     /// cookie, a query parameter…), until `until` (its expiry, on tokio's
-    /// clock; `None` for "unknown": [`max_lifetime`](RevocationsBuilder::max_lifetime)).
+    /// clock, to which the [leeway](RevocationsBuilder::leeway) is added;
+    /// `None` for "unknown": [`max_lifetime`](RevocationsBuilder::max_lifetime)).
     pub fn revoke_secret(&self, secret: &str, until: Option<Instant>) -> Revoked {
         self.revoke_digest(&KeyDigest::of(secret), until)
     }
@@ -160,7 +177,8 @@ impl Revocations {
     }
 
     /// Revokes a token id (`jti`) or session id (`sid`): every credential
-    /// whose identity has it as either is refused, until `until` (`None`:
+    /// whose identity has it as either is refused, until `until` plus the
+    /// [leeway](RevocationsBuilder::leeway) (`None`:
     /// [`max_lifetime`](RevocationsBuilder::max_lifetime)).
     pub fn revoke_id(&self, id: &str, until: Option<Instant>) -> Revoked {
         self.revoke(Target::Id(id.into()), None, until)
@@ -187,8 +205,7 @@ impl Revocations {
         until: Option<Instant>,
     ) -> Revoked {
         let now = Instant::now();
-        let horizon = now.checked_add(self.inner.max_lifetime).unwrap_or(now);
-        let until = until.map_or(horizon, |until| until.min(horizon));
+        let until = self.inner.ends(now, until);
         if until <= now {
             // What it would revoke has expired already.
             return Revoked::done();
@@ -198,7 +215,12 @@ impl Revocations {
             cutoff,
             until,
         };
-        self.inner.apply(&revocation, RevocationOrigin::Here);
+        if !self.inner.apply(&revocation, RevocationOrigin::Here) {
+            return Revoked::failed(RevokeError::new(
+                RevokeErrorKind::Full,
+                "the revocation table is full of revocations still in effect",
+            ));
+        }
         match self.inner.remote.get() {
             Some(remote) => remote.publish(&revocation),
             None => Revoked::done(),
@@ -213,8 +235,9 @@ impl Revocations {
     /// [`revoked`](ValidationError::revoked) when its secret, its token or
     /// session id, or its subject (issued at or before the cutoff) is
     /// revoked; [`unavailable`](ValidationError::unavailable) (with
-    /// `Retry-After: 1`) while the list is out of sync with its shared
-    /// store.
+    /// `Retry-After: 1`) while the list does not answer from its copy
+    /// ([`SyncState::answers`]: not caught up yet, or stale past its bound
+    /// and refusing).
     ///
     /// # Example
     ///
@@ -281,16 +304,30 @@ impl Revocations {
         self.inner.max_lifetime
     }
 
+    /// How long past its known end a revocation is held: the longest
+    /// leeway of the list and of the validators that honour it.
+    pub fn leeway(&self) -> Duration {
+        self.inner.leeway()
+    }
+
+    /// Where the list stands with its shared store.
+    pub fn state(&self) -> SyncState {
+        self.inner.state(Instant::now())
+    }
+
     /// Counts and size. Walks the table: linear in the revocations held.
     pub fn stats(&self) -> Stats {
         let inner = &self.inner;
+        let now = Instant::now();
         Stats {
-            entries: inner.table.live(Instant::now()),
+            entries: inner.table.live(now),
             applied: inner.applied.load(Ordering::Relaxed),
-            evictions: inner.table.evictions(),
+            refused: inner.refused.load(Ordering::Relaxed),
             in_sync: self.is_in_sync(),
+            state: inner.state(now),
             catch_ups: inner.catch_ups.load(Ordering::Relaxed),
             backlog: inner.remote.get().map_or(0, |remote| remote.backlog()),
+            dropped: inner.remote.get().map_or(0, |remote| remote.dropped()),
         }
     }
 

@@ -17,8 +17,9 @@
 //! ([`AuthLayer::leases`](crate::AuthLayer::leases)), open streams end too:
 //! see [`lease`](crate::lease). With Redis (feature `redis`,
 //! `Revocations::with_redis`) a revocation reaches every replica within a
-//! second, and a replica that lost Redis answers `unavailable` until it has
-//! caught up, never "valid".
+//! second; a replica that lost Redis serves its local copy for a bounded
+//! staleness, then answers `unavailable` (or keeps serving, as configured)
+//! until it has caught up ([`SyncState`]).
 //!
 //! What the list can reach an identity by (its subject, ids and issue
 //! time) is read through the [`Revocable`] trait.
@@ -75,11 +76,13 @@ mod list;
 mod redis;
 mod revocable;
 mod revoked;
+mod sync;
 mod table;
 
-pub use builder::RevocationsBuilder;
+pub use builder::{RevocationsBuilder, WhenStale};
 pub(crate) use engine::{Hashed, Listener, Revocation, Target};
 pub use list::{Revocations, Stats};
 pub(crate) use revocable::Facts;
 pub use revocable::Revocable;
-pub use revoked::{NotShared, Revoked};
+pub use revoked::{RevokeError, RevokeErrorKind, Revoked};
+pub use sync::SyncState;

@@ -22,19 +22,26 @@ use tokio::sync::oneshot;
 ///
 /// # Errors
 ///
-/// [`NotShared`] when the shared store did not take the revocation: it is
-/// in effect on this replica only, for now. It is retried in the
-/// background until it is stored or what it revokes expires; a caller that
-/// must know (a sign-out endpoint) can answer 503 and let the client try
-/// again.
+/// A [`RevokeError`] says what happened instead:
+///
+/// - [`Queued`](RevokeErrorKind::Queued): the shared store is unreachable
+///   (or did not answer within its timeout). The revocation is in effect on
+///   this replica and queued; it reaches the store, and every replica, when
+///   Redis is back. Answered at once while the list knows Redis is away,
+///   never later than one store timeout: a sign-out need not wait for Redis.
+/// - [`Overflow`](RevokeErrorKind::Overflow): too many revocations were
+///   waiting for the store. In effect on this replica only.
+/// - [`Full`](RevokeErrorKind::Full): the table is full of revocations still
+///   in effect. Nothing was revoked; answer 503 and let the client try again
+///   (SECURITY.md V5: a live revocation is never dropped to make room).
 #[must_use = "a revocation is in effect here at once; await it to know the other replicas have it"]
 pub struct Revoked {
     state: State,
 }
 
 enum State {
-    Done(Option<Result<(), NotShared>>),
-    Storing(oneshot::Receiver<Result<(), NotShared>>),
+    Done(Option<Result<(), RevokeError>>),
+    Storing(oneshot::Receiver<Result<(), RevokeError>>),
 }
 
 impl Revoked {
@@ -45,17 +52,16 @@ impl Revoked {
         }
     }
 
-    /// Not stored in the shared store, for `reason`.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a shared store fails
-    pub(crate) fn failed(reason: &'static str) -> Self {
+    /// Resolved at once with `error`.
+    pub(crate) fn failed(error: RevokeError) -> Self {
         Self {
-            state: State::Done(Some(Err(NotShared { reason }))),
+            state: State::Done(Some(Err(error))),
         }
     }
 
     /// Resolved by whoever stores it.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a shared store answers later
-    pub(crate) fn storing(receiver: oneshot::Receiver<Result<(), NotShared>>) -> Self {
+    pub(crate) fn storing(receiver: oneshot::Receiver<Result<(), RevokeError>>) -> Self {
         Self {
             state: State::Storing(receiver),
         }
@@ -63,7 +69,7 @@ impl Revoked {
 }
 
 impl Future for Revoked {
-    type Output = Result<(), NotShared>;
+    type Output = Result<(), RevokeError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.state {
@@ -71,9 +77,10 @@ impl Future for Revoked {
             State::Storing(receiver) => {
                 Poll::Ready(match std::task::ready!(Pin::new(receiver).poll(cx)) {
                     Ok(result) => result,
-                    Err(_) => Err(NotShared {
-                        reason: "the revocation list was dropped before the revocation was stored",
-                    }),
+                    Err(_) => Err(RevokeError::new(
+                        RevokeErrorKind::Queued,
+                        "the revocation list was dropped before the revocation was stored",
+                    )),
                 })
             }
         }
@@ -90,17 +97,58 @@ impl fmt::Debug for Revoked {
     }
 }
 
-/// The shared store did not take a revocation: it is in effect on this
-/// replica only, for now.
+/// A revocation that is not (yet) where [`Revoked`] promises: see
+/// [`kind`](Self::kind).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the revocation is in effect here but not stored for the other replicas: {reason}")]
-pub struct NotShared {
+#[error("{}: {reason}", kind.describe())]
+pub struct RevokeError {
+    kind: RevokeErrorKind,
     reason: &'static str,
 }
 
-impl NotShared {
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a shared store fails
-    pub(crate) fn new(reason: &'static str) -> Self {
-        Self { reason }
+/// What happened to a revocation that the shared store does not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RevokeErrorKind {
+    /// In effect on this replica, queued for the shared store: it reaches
+    /// every replica when the store answers again.
+    Queued,
+    /// In effect on this replica only: the queue of revocations waiting for
+    /// the shared store was full (counted in
+    /// [`Stats::dropped`](super::Stats::dropped), logged).
+    Overflow,
+    /// Not in effect anywhere: the table is full of revocations still in
+    /// effect (counted in [`Stats::refused`](super::Stats::refused),
+    /// logged).
+    Full,
+}
+
+impl RevokeErrorKind {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Queued => "the revocation is in effect here and queued for the other replicas",
+            Self::Overflow => {
+                "the revocation is in effect here but not shared with the other replicas"
+            }
+            Self::Full => "the revocation is not in effect",
+        }
+    }
+}
+
+impl RevokeError {
+    pub(crate) fn new(kind: RevokeErrorKind, reason: &'static str) -> Self {
+        Self { kind, reason }
+    }
+
+    /// What happened.
+    pub fn kind(&self) -> RevokeErrorKind {
+        self.kind
+    }
+
+    /// Whether the revocation is in effect on this replica (everything but
+    /// [`Full`](RevokeErrorKind::Full)): a sign-out may answer success for
+    /// this replica's clients.
+    pub fn in_effect_here(&self) -> bool {
+        self.kind != RevokeErrorKind::Full
     }
 }

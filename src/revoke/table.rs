@@ -7,7 +7,7 @@ use std::{
     collections::BinaryHeap,
     sync::{
         PoisonError, RwLock,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
     },
     time::SystemTime,
 };
@@ -36,13 +36,6 @@ impl Entry {
             cutoff: self.cutoff.max(other.cutoff),
         }
     }
-}
-
-/// What an insertion did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Inserted {
-    /// A live revocation of another target was dropped to make room.
-    pub(super) evicted_live: bool,
 }
 
 /// One shard: the entries by hash, and their ends in order for eviction.
@@ -78,20 +71,6 @@ impl Shard {
         }
         purged
     }
-
-    /// Drops the entry that ends soonest; returns whether there was one.
-    fn evict(&mut self) -> bool {
-        while let Some(Reverse((until, hash))) = self.due.pop() {
-            if let Ok(entry) = self
-                .map
-                .find_entry(hash, |(h, e)| *h == hash && e.until == until)
-            {
-                entry.remove();
-                return true;
-            }
-        }
-        false
-    }
 }
 
 /// At most `capacity` revocations, split over shards by hash.
@@ -105,7 +84,6 @@ pub(super) struct Table {
     /// Entries held, ended ones not yet purged included: zero means nothing
     /// is revoked, which the request path checks first.
     len: AtomicUsize,
-    evictions: AtomicU64,
 }
 
 impl Table {
@@ -123,7 +101,6 @@ impl Table {
         Self {
             shards,
             len: AtomicUsize::new(0),
-            evictions: AtomicU64::new(0),
         }
     }
 
@@ -148,9 +125,10 @@ impl Table {
     }
 
     /// Records `entry` for `hash`, merged with what is there. Ended entries
-    /// make room first; when the shard is still full, the entry that ends
-    /// soonest goes.
-    pub(super) fn insert(&self, hash: u64, entry: Entry, now: Instant) -> Inserted {
+    /// make room first; when the shard is still full of live entries, a new
+    /// target is refused (`false`): a live revocation is never dropped to
+    /// make room for another (SECURITY.md V5).
+    pub(super) fn insert(&self, hash: u64, entry: Entry, now: Instant) -> bool {
         // Every critical section leaves the shard consistent after each
         // single map operation, so a poisoned lock is still usable.
         let mut shard = self
@@ -159,9 +137,6 @@ impl Table {
             .unwrap_or_else(PoisonError::into_inner);
         let purged = shard.purge(now);
         self.len.fetch_sub(purged, Ordering::SeqCst);
-        let mut inserted = Inserted {
-            evicted_live: false,
-        };
         // The `until` the entry's end must be queued at, when it changed: a
         // target revoked again with the same or an earlier end (a lease
         // revoked twice, a catch-up) queues nothing, so the queue stays
@@ -173,11 +148,9 @@ impl Table {
                 (existing.until > before).then_some(existing.until)
             }
             None => {
-                if shard.map.len() >= shard.capacity && shard.evict() {
-                    // Ended entries were purged above: this one was live.
-                    inserted.evicted_live = true;
-                    self.evictions.fetch_add(1, Ordering::Relaxed);
-                    self.len.fetch_sub(1, Ordering::SeqCst);
+                if shard.map.len() >= shard.capacity {
+                    // Ended entries were purged above: every one is live.
+                    return false;
                 }
                 shard.map.insert_unique(hash, (hash, entry), |(h, _)| *h);
                 self.len.fetch_add(1, Ordering::SeqCst);
@@ -194,7 +167,7 @@ impl Table {
                     .is_some()
             });
         }
-        inserted
+        true
     }
 
     /// Live entries at `now`.
@@ -212,10 +185,6 @@ impl Table {
     pub(super) fn held(&self) -> u64 {
         self.len.load(Ordering::SeqCst) as u64
     }
-
-    pub(super) fn evictions(&self) -> u64 {
-        self.evictions.load(Ordering::Relaxed)
-    }
 }
 
 #[cfg(test)]
@@ -232,22 +201,27 @@ mod tests {
     }
 
     #[test]
-    fn a_full_table_drops_ended_entries_first_then_the_one_ending_soonest() {
+    fn a_full_table_drops_ended_entries_first_then_refuses_new_targets() {
+        // V5: a live revocation is never dropped to make room.
         let now = Instant::now();
         let table = Table::new(3);
         for (hash, secs) in [(1, 10), (2, 30), (3, 20)] {
-            assert!(!table.insert(hash, entry(now, secs), now).evicted_live);
+            assert!(table.insert(hash, entry(now, secs), now));
         }
         // Entry 1 has ended at 15 s: it makes room.
         let later = now + Duration::from_secs(15);
-        assert!(!table.insert(4, entry(now, 40), later).evicted_live);
+        assert!(table.insert(4, entry(now, 40), later));
         assert_eq!(table.held(), 3);
-        // All live: the one ending soonest (3, at 20 s) goes.
-        assert!(table.insert(5, entry(now, 50), later).evicted_live);
-        assert!(table.get(3, later).is_none());
-        assert!(table.get(2, later).is_some());
+        // All live: a new target is refused, and every live one is kept.
+        assert!(!table.insert(5, entry(now, 50), later));
+        assert!(table.get(5, later).is_none());
+        for hash in [2, 3, 4] {
+            assert!(table.get(hash, later).is_some());
+        }
+        // A target held already is still extended.
+        assert!(table.insert(3, entry(now, 60), later));
+        assert!(table.get(3, now + Duration::from_secs(50)).is_some());
         assert_eq!(table.held(), 3);
-        assert_eq!(table.evictions(), 1);
     }
 
     #[test]
@@ -315,10 +289,11 @@ mod tests {
         let table = Table::new(1_000);
         for i in 0..20_000u64 {
             let hash = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            table.insert(hash, entry(now, 60 + i % 7), now);
+            // Each ends before the next comes: room is made.
+            let at = now + Duration::from_secs(i);
+            table.insert(hash, entry(at, 60 + i % 7), at);
             assert!(table.held() <= 1_000);
         }
-        assert_eq!(table.live(now), 1_000);
         for shard in &table.shards {
             let shard = shard.read().unwrap();
             assert!(shard.due.len() <= shard.capacity * 2 + 17);

@@ -31,8 +31,8 @@ use crate::{
 };
 
 /// How much longer than an access token's lifetime the revocation of its
-/// session is held: the validator's leeway on `exp` (30 s by default), and
-/// more.
+/// session is held, besides the list's leeway (the validator's leeway on
+/// `exp`, which the list adds to every revocation with a known end).
 const REVOCATION_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// How long a sign-out waits for its revocation to reach the shared store.

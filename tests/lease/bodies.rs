@@ -16,8 +16,9 @@ async fn a_streaming_body_ends_at_its_identitys_expiry() {
     assert_eq!(data(&mut body).await, "event 2");
     assert!(poll_now(&mut body).is_pending());
 
-    // The body ends at the expiry, without another event to wake it.
-    assert!(next(&mut body).await.is_none());
+    // The body ends at the expiry, without another event to wake it, as an
+    // error (V5: a cut, never a complete body).
+    assert_eq!(cut(&mut body).await, End::Expired);
     let ended = Instant::now() - opened;
     assert!(
         ended >= Duration::from_secs(30) && ended < Duration::from_secs(31),
@@ -39,7 +40,7 @@ async fn a_streaming_body_ends_as_soon_as_its_credential_is_revoked() {
 
     let at = Instant::now();
     revocations.revoke_secret("alice-1", None).await.unwrap();
-    assert!(next(&mut revoked).await.is_none());
+    assert_eq!(cut(&mut revoked).await, End::Revoked);
     assert_eq!(Instant::now(), at, "ended at once, not at a timer");
 
     // The other credential's stream goes on.
@@ -56,8 +57,8 @@ async fn signing_a_subject_out_everywhere_ends_every_stream_issued_before() {
     let (mut laptop, _l, _) = open_stream(&mut service, &seen, "alice-laptop").await;
     let (mut phone, _p, _) = open_stream(&mut service, &seen, "alice-phone").await;
     revocations.revoke_subject("alice").await.unwrap();
-    assert!(next(&mut laptop).await.is_none());
-    assert!(next(&mut phone).await.is_none());
+    assert_eq!(cut(&mut laptop).await, End::Revoked);
+    assert_eq!(cut(&mut phone).await, End::Revoked);
     assert_eq!(
         seen.lock().unwrap()[0].lease.as_ref().unwrap().end(),
         Some(End::Revoked)
@@ -201,8 +202,7 @@ async fn a_body_that_never_waits_still_ends_with_its_lease() {
     }
     assert_eq!(data(&mut body).await, "x");
     revocations.revoke_secret("alice-1", None).await.unwrap();
-    assert!(
-        next(&mut body).await.is_none(),
-        "the frames still queued are not sent"
-    );
+    // The frames still queued are not sent.
+    assert_eq!(cut(&mut body).await, End::Revoked);
+    assert!(next(&mut body).await.is_none());
 }

@@ -7,6 +7,7 @@ mod bodies;
 mod extractor;
 #[cfg(feature = "tonic")]
 mod grpc;
+mod truncation;
 #[cfg(feature = "axum")]
 mod websocket;
 
@@ -24,7 +25,7 @@ use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use portcullis::{
     AuthLayer, Credential, ResponseBody, ValidationError,
-    lease::{End, Lease},
+    lease::{End, Lease, Truncated},
     revoke::{Revocable, Revocations},
     validate::ExpiresAt,
 };
@@ -159,6 +160,19 @@ where
         .unwrap()
         .into_data()
         .expect("a data frame")
+}
+
+/// The next frame is the error of a body its lease cut (V5): why it was
+/// cut.
+async fn cut(body: &mut ResponseBody<Chunks>) -> End {
+    let error = next(body)
+        .await
+        .expect("a last frame")
+        .expect_err("a plain body is cut with an error, not ended as complete");
+    error
+        .downcast_ref::<Truncated>()
+        .expect("a Truncated error")
+        .end()
 }
 
 async fn open_stream(

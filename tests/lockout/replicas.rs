@@ -233,7 +233,8 @@ async fn admitted_at_once(
     tracker: &Tracker<String>,
     k: &str,
 ) -> portcullis::lockout::Attempt<String> {
-    tokio::time::timeout(Duration::from_secs(3), tracker.attempt(key(k)))
+    // Half the lease: a loaded machine may take a few retries of 250 ms.
+    tokio::time::timeout(LEASE / 2, tracker.attempt(key(k)))
         .await
         .expect("a leaked reservation holds the only slot")
         .unwrap()

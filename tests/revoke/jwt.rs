@@ -5,9 +5,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{EncodingKey, Header, encode};
 use portcullis::{
-    ValidationErrorKind,
+    ValidationErrorKind, Validator,
     revoke::Revocations,
-    validate::jwt::{Algorithm, JwtKey, JwtValidator},
+    validate::{
+        ExpiresAt,
+        jwt::{Algorithm, JwtKey, JwtValidator},
+    },
 };
 use serde_json::{Value, json};
 
@@ -119,4 +122,115 @@ async fn a_jwt_that_would_outlive_its_revocation_is_refused() {
         kind(&jwt, &bearer(&long)).await,
         Some(ValidationErrorKind::Invalid)
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revoked_jwt_stays_refused_for_as_long_as_the_leeway_accepts_it() {
+    // V5: `exp` passed 10 s ago, and the 30 s leeway still accepts the
+    // token. A sign-out until its expiry (what `Lease::revoke` does) must
+    // outlast the leeway.
+    let revocations = Revocations::new();
+    let jwt = validator(&revocations);
+    assert_eq!(revocations.leeway(), Duration::from_secs(30));
+    let late = token(json!({ "sub": "alice", "exp": now() - 10, "jti": "late-1" }));
+    let claims = jwt
+        .validate(&bearer(&late))
+        .await
+        .expect("within the leeway");
+    revocations
+        .revoke_secret(&late, claims.expires_at())
+        .await
+        .unwrap();
+    assert_eq!(revocations.stats().entries, 1);
+    assert_eq!(
+        kind(&jwt, &bearer(&late)).await,
+        Some(ValidationErrorKind::Revoked)
+    );
+    // Held as long as the leeway (30 s past the expiry, here at most 30 s
+    // from now), then gone with the token's acceptance.
+    tokio::time::advance(Duration::from_secs(29)).await;
+    assert_eq!(revocations.stats().entries, 1);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(revocations.stats().entries, 0);
+}
+
+#[test]
+fn a_leeway_longer_than_what_the_list_remembers_is_a_configuration_error() {
+    // V5: the leeway is bounded by the list's max_lifetime, at build time.
+    let revocations = Revocations::builder()
+        .max_lifetime(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let built = JwtValidator::<Value>::builder()
+        .algorithm(Algorithm::HS256)
+        .key(JwtKey::secret(SECRET))
+        .leeway(Duration::from_secs(61))
+        .revocations(&revocations)
+        .build();
+    let Err(error) = built else { panic!("refused") };
+    assert!(error.to_string().contains("leeway"), "{error}");
+    assert_eq!(revocations.leeway(), Duration::ZERO);
+    // A list of its own can be given a leeway too, within the same bound.
+    assert!(
+        Revocations::builder()
+            .max_lifetime(Duration::from_secs(60))
+            .leeway(Duration::from_secs(61))
+            .build()
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_token_whose_exp_plus_leeway_outlives_the_list_is_refused() {
+    // V5: a revocation is held at most max_lifetime; a token the leeway
+    // accepts past that could outlive its revocation.
+    let revocations = Revocations::builder()
+        .max_lifetime(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let jwt = validator(&revocations);
+    let within = token(json!({ "sub": "alice", "exp": now() + 560 }));
+    let past = token(json!({ "sub": "alice", "exp": now() + 585 }));
+    assert_eq!(kind(&jwt, &bearer(&within)).await, None);
+    assert_eq!(
+        kind(&jwt, &bearer(&past)).await,
+        Some(ValidationErrorKind::Invalid)
+    );
+}
+
+#[cfg(feature = "sessions")]
+#[tokio::test(start_paused = true)]
+async fn a_sessions_revocation_lasts_as_long_as_a_long_leeway_accepts_its_tokens() {
+    // V5: sessions revoke an access token's session until its lifetime
+    // (15 minutes) plus a fixed margin (5 minutes) from now; a leeway above
+    // that made the revocation end while the validator still accepted the
+    // token. The list now holds it the validator's leeway longer.
+    use portcullis::session::{AccessTokens, Sessions};
+    let revocations = Revocations::new();
+    let sessions = Sessions::builder(AccessTokens::hs256(SECRET).unwrap(), &revocations)
+        .build()
+        .unwrap();
+    let _validator = sessions
+        .validator::<Value>()
+        .leeway(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    assert_eq!(revocations.leeway(), Duration::from_secs(600));
+    sessions.revoke_session("session-1").await.unwrap();
+    // 15 min + 5 min + 10 min of leeway, less a second: still revoked.
+    tokio::time::advance(Duration::from_secs(30 * 60 - 1)).await;
+    assert!(revocations.check(&bearer("t"), &Sid("session-1")).is_err());
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(revocations.check(&bearer("t"), &Sid("session-1")).is_ok());
+}
+
+/// An identity with a session id only.
+#[cfg(feature = "sessions")]
+struct Sid(&'static str);
+
+#[cfg(feature = "sessions")]
+impl portcullis::revoke::Revocable for Sid {
+    fn session_id(&self) -> Option<&str> {
+        Some(self.0)
+    }
 }

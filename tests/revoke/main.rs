@@ -11,6 +11,8 @@ mod api_keys;
 #[cfg(feature = "jwt")]
 mod jwt;
 #[cfg(feature = "redis")]
+mod outages;
+#[cfg(feature = "redis")]
 mod replicas;
 mod secrets;
 mod subjects;

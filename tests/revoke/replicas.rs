@@ -11,7 +11,7 @@ use portcullis::{
     events::{self, Event, RevocationOrigin, RevocationTarget},
     lease::{End, Lease},
     lockout::RedisStore,
-    revoke::Revocations,
+    revoke::{Revocations, SyncState},
 };
 use tokio::time::{Instant, timeout};
 use tower::{Layer, ServiceExt, service_fn};
@@ -70,7 +70,9 @@ async fn a_revocation_on_one_replica_reaches_the_other_within_a_second() {
 
     // The audit events tell where a revocation was made: here on a, from a
     // replica on b. (Subscriptions are process-wide: look for this id.)
-    let mut audit = events::subscribe(1024);
+    // Room for the events of every test of this binary running meanwhile
+    // (one writes 100,000 revocations): none of these may be dropped.
+    let mut audit = events::subscribe(1 << 20);
     a.revoke_id(&prefix, None).await.unwrap();
     let mut origins = Vec::new();
     while origins.len() < 2 {
@@ -106,8 +108,10 @@ async fn a_revocation_on_one_replica_reaches_the_other_within_a_second() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_disconnected_replica_answers_unavailable_then_catches_up_and_says_so() {
-    // V2, V1: never "valid" while it cannot know.
+async fn a_disconnected_replica_past_its_staleness_answers_unavailable_then_catches_up_and_says_so()
+{
+    // V2, V1, D6: never "valid" past the staleness bound (zero here) with
+    // the default choice (refuse).
     let Some(url) = redis_url() else { return };
     let logs = capture();
     let upstream: SocketAddr = url
@@ -118,7 +122,10 @@ async fn a_disconnected_replica_answers_unavailable_then_catches_up_and_says_so(
     let proxy = Proxy::start(upstream).await;
     let prefix = unique_prefix();
     let a = Revocations::with_redis(store(&url, &prefix).await);
-    let b = Revocations::with_redis(store(&proxy.url(), &prefix).await);
+    let b = Revocations::builder()
+        .staleness(Duration::ZERO)
+        .build_with_redis(store(&proxy.url(), &prefix).await)
+        .unwrap();
     in_sync(&a).await;
     in_sync(&b).await;
     let on_b = cached(&Sessions::new(), &b);
@@ -131,6 +138,7 @@ async fn a_disconnected_replica_answers_unavailable_then_catches_up_and_says_so(
     until("b to notice it lost redis", || !b.is_in_sync()).await;
     assert!(lost.elapsed() < Duration::from_secs(1));
     assert!(!b.stats().in_sync);
+    assert_eq!(b.stats().state, SyncState::Refusing);
     assert!(
         logs.text()
             .contains("revocations are out of sync with redis")
@@ -141,7 +149,9 @@ async fn a_disconnected_replica_answers_unavailable_then_catches_up_and_says_so(
     assert_eq!(answer.retry_after(), Some(Duration::from_secs(1)));
 
     // Revoked elsewhere while b cannot hear it.
-    let mut audit = events::subscribe(1024);
+    // Room for the events of every test of this binary running meanwhile
+    // (one writes 100,000 revocations): none of these may be dropped.
+    let mut audit = events::subscribe(1 << 20);
     a.revoke_secret("alice-1", None).await.unwrap();
     a.revoke_id(&prefix, None).await.unwrap();
     proxy.restore();
@@ -165,8 +175,8 @@ async fn a_disconnected_replica_answers_unavailable_then_catches_up_and_says_so(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_killed_ends_open_leases_and_refuses_with_503_until_it_is_back() {
-    // V1, V2, V3, B2
+async fn redis_killed_past_the_staleness_ends_open_leases_and_refuses_with_503_until_it_is_back() {
+    // V1, V2, V3, B2, D6 (a staleness bound of zero, refusing)
     if redis_url().is_none() {
         return;
     }
@@ -179,7 +189,10 @@ async fn redis_killed_ends_open_leases_and_refuses_with_503_until_it_is_back() {
         .await
         .unwrap()
         .prefix(unique_prefix());
-    let revocations = Revocations::with_redis(redis);
+    let revocations = Revocations::builder()
+        .staleness(Duration::ZERO)
+        .build_with_redis(redis)
+        .unwrap();
     in_sync(&revocations).await;
     let leases = Arc::new(std::sync::Mutex::new(Vec::<Lease>::new()));
     let seen = leases.clone();

@@ -31,7 +31,7 @@ use crate::{
     gate::BoxFuture,
     lockout::{Outcome, Policy, Stats, Tracker, attempt::ASK_AGAIN},
     redis::{
-        Connection, Fallback, RedisStore, Unlocks, millis,
+        Connection, Fallback, Primary, RedisStore, Unlocks, millis,
         unlock::{WANTED, Wanted},
     },
 };
@@ -588,6 +588,12 @@ fn ms(value: i64) -> Duration {
     Duration::from_millis(value.max(1).unsigned_abs())
 }
 
+impl<K> Primary for RedisLockout<K> {
+    fn connection(&self) -> &Connection {
+        &self.inner.conn
+    }
+}
+
 type Shared<K> = Fallback<RedisLockout<K>, MemoryStore<K>>;
 
 impl<K> Tracker<K>
@@ -620,7 +626,7 @@ where
     K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
 {
     fn admit(&self, k: Hashed<'_, K>) -> Admission {
-        if self.health.is_down() {
+        if self.health.is_down(k.key) {
             if let Some((record, now)) = self.primary.cached(k.key) {
                 return Admission::Locked(record, now);
             }
@@ -633,7 +639,7 @@ where
                 Admission::Ask(Box::pin(async move {
                     match asking.await {
                         Admission::Unavailable => {
-                            health.fell_back();
+                            health.fell_back(&key);
                             secondary.admit(Hashed { key: &key, hash })
                         }
                         admission => admission,
@@ -645,7 +651,7 @@ where
     }
 
     fn wait(&self, k: Hashed<'_, K>, waiter: &mut Waiter<'_>) -> Admission {
-        if self.health.is_down() {
+        if self.health.is_down(k.key) {
             self.secondary.wait(k, waiter)
         } else {
             self.primary.wait(k, waiter)
@@ -667,7 +673,7 @@ where
                 Some(recorded) => Some(recorded),
                 // Redis could not record it: record it here, once.
                 None => {
-                    health.fell_back();
+                    health.fell_back(&key);
                     Some(secondary.record(Hashed { key: &key, hash }, outcome))
                 }
             }

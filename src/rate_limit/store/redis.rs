@@ -22,7 +22,7 @@ use super::{Decision, Store, Verdict, memory::MemoryStore};
 use crate::{
     gate::BoxFuture,
     rate_limit::{RateLimitBuilder, Stats},
-    redis::{Connection, Fallback, RedisStore},
+    redis::{Connection, Fallback, Primary, RedisStore},
     table::{ClockQueue, Hand, Hashed, Table, shard_capacities},
 };
 
@@ -342,6 +342,12 @@ impl<K: Clone + Eq> Shard<K> {
     }
 }
 
+impl<K> Primary for RedisRate<K> {
+    fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
 /// The shared store with its local fallback, for the builder.
 pub(crate) fn with_fallback<K>(
     store: RedisStore,
@@ -365,7 +371,7 @@ where
     K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
 {
     fn decide(&self, key: &K) -> Decision {
-        if self.health.is_down() {
+        if self.health.is_down(key) {
             return self.secondary.decide(key);
         }
         let rate = &self.primary;
@@ -415,7 +421,7 @@ where
                     true,
                 ),
                 None => {
-                    health.fell_back();
+                    health.fell_back(&key);
                     secondary.verdict(&key)
                 }
             }

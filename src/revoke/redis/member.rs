@@ -3,6 +3,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sha2::{Digest as _, Sha256};
+
 use crate::{
     revoke::engine::{Revocation, Target},
     validate::KeyDigest,
@@ -43,6 +45,22 @@ pub(super) fn decode(member: &str) -> Option<(Target, Option<SystemTime>)> {
     }
 }
 
+/// How many sorted sets hold the revocations, each under its own hash tag
+/// (so in its own cluster slot).
+pub(super) const BUCKETS: usize = 16;
+
+/// The bucket of a member: the same on every replica.
+pub(super) fn bucket(member: &str) -> usize {
+    usize::from(Sha256::digest(member.as_bytes())[0]) % BUCKETS
+}
+
+/// The key of every bucket under `prefix`: `{prefix}{revocations:<i>}`.
+pub(super) fn bucket_keys(prefix: &str) -> Vec<String> {
+    (0..BUCKETS)
+        .map(|i| format!("{prefix}{{revocations:{i}}}"))
+        .collect()
+}
+
 /// `a b rest` → `(a, b, rest)`.
 pub(super) fn split3(s: &str) -> Option<(&str, &str, &str)> {
     let (a, rest) = s.split_once(' ')?;
@@ -77,5 +95,25 @@ mod tests {
         assert_eq!(decode("x:1"), None);
         assert_eq!(decode("s:not-a-digest"), None);
         assert_eq!(split3("a 1 u:2:b c"), Some(("a", "1", "u:2:b c")));
+    }
+
+    #[test]
+    fn members_spread_over_every_bucket_under_their_own_hash_tags() {
+        // D7: no single key (or cluster slot) holds every revocation.
+        let mut counts = [0usize; BUCKETS];
+        for i in 0..16_000 {
+            counts[bucket(&format!("i:{i}"))] += 1;
+        }
+        assert!(
+            counts.iter().all(|&n| (700..1300).contains(&n)),
+            "{counts:?}"
+        );
+        let keys = bucket_keys("p:");
+        assert_eq!(keys[3], "p:{revocations:3}");
+        let tags: std::collections::HashSet<_> = keys
+            .iter()
+            .map(|k| &k[k.find('{').unwrap()..=k.find('}').unwrap()])
+            .collect();
+        assert_eq!(tags.len(), BUCKETS);
     }
 }

@@ -11,9 +11,10 @@ impl ApiKeysBuilder {
     /// revoked is refused, and removed from the table for good on every
     /// replica the list reaches, so that it stays refused after the
     /// revocation expires. A key with an [issue time](super::ApiKeyIdentity::with_issued_at)
-    /// after a subject's cutoff is kept. While the list is out of sync with
-    /// its shared store, known keys are answered
-    /// [`unavailable`](crate::ValidationError::unavailable).
+    /// after a subject's cutoff is kept. While the list does not answer
+    /// (not caught up with its shared store yet, or stale past its bound and
+    /// refusing: see [`SyncState`](crate::revoke::SyncState)), known keys
+    /// are answered [`unavailable`](crate::ValidationError::unavailable).
     ///
     /// See [`Revocations`] for an example.
     pub fn revocations(mut self, revocations: &Revocations) -> Self {

@@ -28,7 +28,9 @@ where
     /// or from the backend, is checked against the list (by secret, token
     /// or session id, and subject with its cutoff, see [`Revocable`]), and
     /// what a revocation reaches is forgotten at once (B12). While the list
-    /// is out of sync with its shared store, accepted credentials are
+    /// does not answer (not caught up with its shared store yet, or stale
+    /// past its bound and refusing: see
+    /// [`SyncState`](crate::revoke::SyncState)), accepted credentials are
     /// answered [`unavailable`](crate::ValidationError::unavailable); when it
     /// has caught up, the cache forgets everything it held before answering
     /// from it again.

@@ -110,6 +110,13 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
 
     /// Clock skew tolerated on `exp` and `nbf` (default 30 seconds, rounded
     /// up to whole seconds).
+    ///
+    /// With [`revocations`](Self::revocations), the list holds every
+    /// revocation with a known end this much longer (it raises its
+    /// [leeway](crate::revoke::RevocationsBuilder::leeway) when the
+    /// validator is built), so a revoked token is refused for as long as
+    /// this validator would accept it; the leeway must be at most the
+    /// list's [`max_lifetime`](crate::revoke::RevocationsBuilder::max_lifetime).
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
         self
@@ -125,16 +132,19 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
     /// revokes the token itself (by its digest, whatever carrier it came
     /// in), its `jti` or `sid`, or its `sub` with an `iat` at or before the
     /// subject's cutoff (a token without `iat` counts as issued before).
-    /// While the list is out of sync with its shared store, verified tokens
-    /// are answered [`unavailable`](crate::ValidationError::unavailable).
+    /// While the list does not answer (not caught up with its shared store
+    /// yet, or stale past its bound and refusing: see
+    /// [`SyncState`](crate::revoke::SyncState)), verified tokens are
+    /// answered [`unavailable`](crate::ValidationError::unavailable).
     ///
     /// # Security
     ///
     /// A revocation is held at most the list's
     /// [`max_lifetime`](crate::revoke::RevocationsBuilder::max_lifetime), so
-    /// a token whose `exp` is further away than that is refused
-    /// ([`invalid`](crate::ValidationError::invalid)): it could outlive its
-    /// revocation.
+    /// a token whose `exp` plus the leeway is further away than that is
+    /// refused ([`invalid`](crate::ValidationError::invalid)): it could
+    /// outlive its revocation. A revocation with a known end lasts the
+    /// leeway past it (SECURITY.md V5).
     ///
     /// # Example
     ///
@@ -165,7 +175,9 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
     /// - [`ConfigError::OutOfRange`] (`keys`) when there is no key, or a key
     ///   fits none of the algorithms;
     /// - [`ConfigError::InvalidKey`] when an HMAC secret is shorter than the
-    ///   hash output of an HMAC algorithm it would verify.
+    ///   hash output of an HMAC algorithm it would verify;
+    /// - [`ConfigError::OutOfRange`] (`leeway`) when the leeway is longer
+    ///   than the [`revocations`](Self::revocations) list's `max_lifetime`.
     pub fn build(self) -> Result<JwtValidator<T>, ConfigError> {
         if self.algorithms.is_empty() {
             return Err(ConfigError::out_of_range(
@@ -211,14 +223,15 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
                 }
             }
         }
+        let leeway = self
+            .leeway
+            .as_secs()
+            .saturating_add(u64::from(self.leeway.subsec_nanos() > 0));
         let policy = Policy {
             algorithms: self.algorithms,
             issuers: self.issuers,
             audiences: self.audiences,
-            leeway: self
-                .leeway
-                .as_secs()
-                .saturating_add(u64::from(self.leeway.subsec_nanos() > 0)),
+            leeway,
             require_nbf: self.require_nbf,
         };
         #[cfg(feature = "jwks")]
@@ -240,14 +253,7 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
                     "keys from a JWKS URL are public keys: HMAC algorithms cannot be used",
                 ));
             }
-            return Ok(JwtValidator {
-                inner: Arc::new(Inner {
-                    policy,
-                    keys: Keys::Remote(jwks),
-                    revocations: self.revocations,
-                }),
-                _claims: PhantomData,
-            });
+            return finish(policy, Keys::Remote(jwks), self.revocations);
         }
         if self.keys.is_empty() {
             return Err(ConfigError::out_of_range(
@@ -255,13 +261,32 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidatorBuilder<T> {
                 "configure at least one key",
             ));
         }
-        Ok(JwtValidator {
-            inner: Arc::new(Inner {
-                policy,
-                keys: Keys::Static(KeySet::new(self.keys)),
-                revocations: self.revocations,
-            }),
-            _claims: PhantomData,
-        })
+        finish(
+            policy,
+            Keys::Static(KeySet::new(self.keys)),
+            self.revocations,
+        )
     }
+}
+
+/// The validator, once everything else checked out: the revocation list it
+/// honours holds revocations its leeway longer (V5).
+fn finish<T>(
+    policy: Policy,
+    keys: Keys,
+    revocations: Option<Revocations>,
+) -> Result<JwtValidator<T>, ConfigError> {
+    if let Some(revocations) = &revocations {
+        revocations
+            .inner
+            .accept_leeway(Duration::from_secs(policy.leeway))?;
+    }
+    Ok(JwtValidator {
+        inner: Arc::new(Inner {
+            policy,
+            keys,
+            revocations,
+        }),
+        _claims: PhantomData,
+    })
 }

@@ -118,7 +118,8 @@ impl<T: DeserializeOwned + Send + Sync + 'static> JwtValidator<T> {
             .unwrap_or_default();
         let exp = self.inner.policy.check(&registered, now.as_secs())?;
         if let Some(revocations) = &self.inner.revocations
-            && Duration::from_secs(exp).saturating_sub(now) > revocations.max_lifetime()
+            && Duration::from_secs(exp.saturating_add(self.inner.policy.leeway)).saturating_sub(now)
+                > revocations.max_lifetime()
         {
             return Err(ValidationError::invalid()
                 .with_reason("token outlives what the revocation list remembers (max_lifetime)"));
