@@ -14,15 +14,25 @@
 //!   access tokens stop working, its streams end. Within the grace window
 //!   (racing refreshes of two tabs) it gets the same new cookie.
 //! - `POST /auth/logout` with the cookie: 204, the cookie cleared, the
-//!   session revoked.
+//!   session revoked. `POST /auth/logout?all=1`: every session of the user
+//!   ends, for good: their refresh cookies never refresh again.
+//! - `GET /auth/sessions` with the access token: 200, the user's live
+//!   sessions, most recently used first: `[{"id": …, "created_at": …,
+//!   "last_used_at": … (Unix seconds), "current": true (the caller's own),
+//!   "user_agent": … or null, "address": …, "label": null}, …]`.
+//! - `DELETE /auth/sessions/{id}` with the access token: 204, that session
+//!   ends (its refresh cookie, access tokens and streams); an id that is
+//!   not one of the user's sessions is 404.
 //! - `GET /me` with `Authorization: Bearer <access token>`: `{"subject": …}`.
 //! - `GET /events` with the access token: Server-Sent Events, a `tick`
 //!   every 250 ms, until the session ends.
 //!
-//! The three `/auth` endpoints refuse cross-site browser posts (403) and,
-//! like every route, sit behind a lockout per client address: five failed
-//! attempts (wrong passwords, unknown refresh cookies) lock the address out
-//! for a minute.
+//! The `/auth` endpoints that change sessions (sign-in included: login
+//! CSRF) refuse cross-site browser requests (403) and, like every route,
+//! sit behind a lockout per client address: five failed attempts (wrong
+//! passwords, unknown refresh cookies) lock the address out for a minute.
+//! A user has at most `PORTCULLIS_MAX_SESSIONS` live sessions: signing in
+//! once more ends the least recently used one.
 //!
 //! Configuration, from the environment:
 //!
@@ -31,6 +41,7 @@
 //! | `PORTCULLIS_ADDR` | listen address (default `127.0.0.1:3000`; port 0 picks a free port) |
 //! | `PORTCULLIS_JWT_SECRET` | HS256 secret of the access tokens, at least 32 bytes, the same on every instance. Unset: a random one (tokens end with the process) |
 //! | `PORTCULLIS_REFRESH_GRACE_SECS` | the grace window, in seconds (default 5; 0 revokes on any second use) |
+//! | `PORTCULLIS_MAX_SESSIONS` | the most live sessions per user (default 32) |
 //! | `PORTCULLIS_REDIS_URL` | Redis (`redis://host:port`) that keeps the sessions, the revocations and the lockout, shared by every instance and kept across restarts; needs `--features redis` |
 //! | `PORTCULLIS_REDIS_CLUSTER` | instead of `PORTCULLIS_REDIS_URL`: the comma-separated URLs of Redis Cluster nodes, used the same way |
 //!
@@ -48,6 +59,11 @@
 //! curl -i -b jar -c jar -X POST http://localhost:3000/auth/refresh          # 200, a new cookie in jar
 //! sleep 6; curl -i -b old -X POST http://localhost:3000/auth/refresh        # 401: the session is revoked
 //! curl -i -b jar -X POST http://localhost:3000/auth/refresh                 # 401: its newest cookie too
+//!
+//! curl -s -c jar -d 'username=alice&password=wonderland' http://localhost:3000/auth/login
+//! curl -H "Authorization: Bearer $TOKEN" http://localhost:3000/auth/sessions  # [{"id":"…","current":true,…}]
+//! curl -i -X DELETE -H "Authorization: Bearer $TOKEN" http://localhost:3000/auth/sessions/$ID   # 204
+//! curl -i -b jar -X POST 'http://localhost:3000/auth/logout?all=1'          # 204: signed out everywhere
 //! ```
 //!
 //! (The refresh cookie is `Secure`: browsers and curl send it to
@@ -64,12 +80,12 @@ use std::{
 
 use axum::{
     Form, Json, Router,
-    extract::State,
+    extract::{Path, Query, State},
     response::{
         IntoResponse, Response,
         sse::{Event, Sse},
     },
-    routing::{get, post},
+    routing::{delete, get, post},
 };
 use http::{StatusCode, request::Parts};
 use portcullis::{
@@ -77,7 +93,7 @@ use portcullis::{
     integration::axum::Identity,
     lockout::{Failed, LockoutLayer, Policy, Tracker},
     reject::DefaultRenderer,
-    revoke::Revocations,
+    revoke::{Revocable, Revocations},
     session::{AccessTokens, Sessions},
     validate::Claims,
 };
@@ -98,10 +114,21 @@ struct LoginForm {
 
 /// `POST /auth/login`: alice's password starts a session; anything else is
 /// a failed attempt (a repeated wrong password counts once). A real service
-/// checks a password hash (argon2, scrypt) here.
-async fn login(State(sessions): State<Sessions>, Form(form): Form<LoginForm>) -> Response {
+/// checks a password hash (argon2, scrypt) here. Cross-site posts are
+/// refused first (login CSRF).
+async fn login(
+    State(sessions): State<Sessions>,
+    parts: Parts,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    if let Err(refused) = sessions.check_origin(&parts) {
+        return refused.into_response();
+    }
     if form.username == "alice" && form.password == "wonderland" {
-        return sessions.sign_in(&form.username).await.into_response();
+        return sessions
+            .sign_in_from(&parts, &form.username)
+            .await
+            .into_response();
     }
     let failed = Failed::guess(&form.username, &form.password);
     (
@@ -117,9 +144,54 @@ async fn refresh(State(sessions): State<Sessions>, parts: Parts) -> Response {
     sessions.refresh(&parts).await.into_response()
 }
 
-/// `POST /auth/logout`.
-async fn logout(State(sessions): State<Sessions>, parts: Parts) -> Response {
+#[derive(Deserialize)]
+struct LogoutQuery {
+    all: Option<String>,
+}
+
+/// `POST /auth/logout`, and `?all=1` to sign out everywhere.
+async fn logout(
+    State(sessions): State<Sessions>,
+    Query(query): Query<LogoutQuery>,
+    parts: Parts,
+) -> Response {
+    if query.all.as_deref() == Some("1") {
+        return sessions
+            .sign_out_everywhere_from(&parts)
+            .await
+            .into_response();
+    }
     sessions.sign_out(&parts).await.into_response()
+}
+
+/// `GET /auth/sessions`: the caller's live sessions, theirs marked current.
+async fn list_sessions(
+    State(sessions): State<Sessions>,
+    Identity(user): Identity<User>,
+) -> Response {
+    let subject = user.subject().unwrap_or_default();
+    sessions
+        .list(subject, user.session_id())
+        .await
+        .into_response()
+}
+
+/// `DELETE /auth/sessions/{id}`: ends one of the caller's sessions; any
+/// other id is 404.
+async fn end_session(
+    State(sessions): State<Sessions>,
+    Identity(user): Identity<User>,
+    parts: Parts,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(refused) = sessions.check_origin(&parts) {
+        return refused.into_response();
+    }
+    match sessions.end(user.subject().unwrap_or_default(), &id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => StatusCode::NOT_FOUND.into_response(),
+        Err(error) => error.into_response(),
+    }
 }
 
 async fn me(Identity(user): Identity<User>) -> Json<Value> {
@@ -148,6 +220,7 @@ struct Settings {
     tokens: AccessTokens,
     generated_key: bool,
     grace: Duration,
+    max_sessions: u32,
     /// `PORTCULLIS_REDIS_URL` or `PORTCULLIS_REDIS_CLUSTER`, and its value.
     redis: Option<(&'static str, String)>,
 }
@@ -178,6 +251,17 @@ fn settings() -> Result<Settings, String> {
             format!("PORTCULLIS_REFRESH_GRACE_SECS must be a whole number of seconds; got {secs:?}")
         })?,
     };
+    let max_sessions = match var("PORTCULLIS_MAX_SESSIONS")? {
+        None => 32,
+        Some(max) => max
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|max| *max > 0)
+            .ok_or_else(|| {
+                format!("PORTCULLIS_MAX_SESSIONS must be a whole number above 0; got {max:?}")
+            })?,
+    };
     let redis = match (
         var("PORTCULLIS_REDIS_URL")?,
         var("PORTCULLIS_REDIS_CLUSTER")?,
@@ -200,6 +284,7 @@ fn settings() -> Result<Settings, String> {
         tokens: tokens.issuer("portcullis-sessions").audience("memos"),
         generated_key,
         grace: Duration::from_secs(grace),
+        max_sessions,
         redis,
     })
 }
@@ -216,8 +301,11 @@ async fn state(
     let builder = |revocations: &Revocations| {
         Sessions::builder(settings.tokens.clone(), revocations)
             .grace(settings.grace)
+            .max_sessions(settings.max_sessions)
             .renderer(DefaultRenderer::new().realm("memos"))
     };
+    // One store, a single server or a Redis Cluster, for the sessions, the
+    // revocations and the lockout.
     #[cfg(feature = "redis")]
     if let Some((name, value)) = &settings.redis {
         use portcullis::lockout::RedisStore;
@@ -257,7 +345,10 @@ fn app(
     let api = Router::new()
         .route("/me", get(me))
         .route("/events", get(events))
-        .route_layer(auth);
+        .route("/auth/sessions", get(list_sessions))
+        .route("/auth/sessions/{id}", delete(end_session))
+        .route_layer(auth)
+        .with_state(sessions.clone());
     let endpoints = Router::new()
         .route("/auth/login", post(login))
         .route("/auth/refresh", post(refresh))

@@ -1808,6 +1808,167 @@ async fn sessions_gives_racing_refreshes_one_successor_and_signing_out_ends_the_
     assert_none_of(&output, &[&token, &b_token]);
 }
 
+/// Signs alice in on the `sessions` example from a browser that calls
+/// itself `agent`; returns the access token and the refresh cookie.
+#[cfg(all(feature = "sessions", feature = "axum"))]
+async fn session_login_as(addr: SocketAddr, agent: &str) -> (String, String) {
+    let (status, headers, body) = post_form_with(
+        addr,
+        "/auth/login",
+        "username=alice&password=wonderland",
+        &[("user-agent", agent)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    session_grant(&headers, &body)
+}
+
+/// The user's sessions as `GET /auth/sessions` lists them, after checking
+/// the shape of each.
+#[cfg(all(feature = "sessions", feature = "axum"))]
+async fn session_list(addr: SocketAddr, token: &str) -> Vec<serde_json::Value> {
+    let (status, headers, body) = get(
+        addr,
+        "/auth/sessions",
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(headers["cache-control"], "no-store");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    for session in &list {
+        assert!(session["id"].is_string(), "{session}");
+        assert!(session["created_at"].is_u64(), "{session}");
+        assert!(session["last_used_at"].is_u64(), "{session}");
+        assert!(
+            session["last_used_at"].as_u64() >= session["created_at"].as_u64(),
+            "{session}"
+        );
+        assert!(session["current"].is_boolean(), "{session}");
+        assert!(
+            session["user_agent"].is_string() || session["user_agent"].is_null(),
+            "{session}"
+        );
+    }
+    list
+}
+
+#[cfg(all(feature = "sessions", feature = "axum"))]
+#[tokio::test]
+async fn sessions_lists_the_users_sessions_and_ends_one_or_all_of_them() {
+    // S5, S6, S7, V3
+    let server = Server::start_with("sessions", &[("PORTCULLIS_MAX_SESSIONS", "3")]).await;
+    let addr = server.addr;
+    let bearer = |token: &str| format!("Bearer {token}");
+    // A cross-site sign-in is refused: no login CSRF.
+    let (status, headers, _) = post_form_with(
+        addr,
+        "/auth/login",
+        "username=alice&password=wonderland",
+        &[("sec-fetch-site", "cross-site")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(!headers.contains_key("set-cookie"));
+
+    let (phone, phone_cookie) = session_login_as(addr, "Phone/1.0").await;
+    let (laptop, laptop_cookie) = session_login_as(addr, "Laptop/2.0").await;
+    let list = session_list(addr, &laptop).await;
+    assert_eq!(list.len(), 2, "{list:?}");
+    let current: Vec<_> = list.iter().filter(|s| s["current"] == true).collect();
+    assert_eq!(current.len(), 1, "{list:?}");
+    assert_eq!(current[0]["user_agent"], "Laptop/2.0");
+    let phone_id = list
+        .iter()
+        .find(|s| s["user_agent"] == "Phone/1.0")
+        .and_then(|s| s["id"].as_str())
+        .unwrap()
+        .to_owned();
+    let (status, _, _) = get(addr, "/auth/sessions", &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // The laptop ends the phone's session: its stream, access token and
+    // refresh cookie end.
+    let mut events = open_events(addr, &[("authorization", &bearer(&phone))]).await;
+    assert!(next_event(&mut events).await.is_some());
+    let delete = |path: String, headers: Vec<(&'static str, String)>| async move {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        read(send(http::Method::DELETE, addr, &path, &headers).await).await
+    };
+    let auth = ("authorization", bearer(&laptop));
+    let (status, _, _) = delete(
+        format!("/auth/sessions/{}", "A".repeat(22)),
+        vec![auth.clone()],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "not one of alice's sessions");
+    let (status, _, _) = delete(
+        format!("/auth/sessions/{phone_id}"),
+        vec![auth.clone(), ("sec-fetch-site", "cross-site".to_owned())],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(next_event(&mut events).await.is_some(), "still open");
+    let (status, _, _) = delete(format!("/auth/sessions/{phone_id}"), vec![auth.clone()]).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let after = ended(&mut events).await;
+    assert!(after < Duration::from_secs(1), "{after:?}");
+    let (status, _, _) = get(addr, "/me", &[("authorization", &bearer(&phone))]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = session_post(addr, "/auth/refresh", &phone_cookie).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = delete(format!("/auth/sessions/{phone_id}"), vec![auth]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "ended already");
+    assert_eq!(session_list(addr, &laptop).await.len(), 1);
+
+    // The cap (3): the third new sign-in ends the laptop, the least
+    // recently used.
+    let mut newest = Vec::new();
+    for agent in ["A/1", "B/1", "C/1"] {
+        newest.push(session_login_as(addr, agent).await);
+    }
+    let (status, _, _) = session_post(addr, "/auth/refresh", &laptop_cookie).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let list = session_list(addr, &newest[2].0).await;
+    let mut agents: Vec<&str> = list
+        .iter()
+        .filter_map(|s| s["user_agent"].as_str())
+        .collect();
+    agents.sort_unstable();
+    assert_eq!(agents, ["A/1", "B/1", "C/1"]);
+
+    // Signing out everywhere, with the newest cookie: every other cookie
+    // is refused from now on.
+    let (status, headers, _) = session_post(addr, "/auth/logout?all=1", &newest[2].1).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(
+        headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let (status, _, _) = session_post(addr, "/auth/refresh", &newest[0].1).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = get(addr, "/me", &[("authorization", &bearer(&newest[1].0))]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    assert!(output.contains("signed out everywhere"), "{output}");
+    assert!(output.contains("session ended by its owner"), "{output}");
+    let secret = |cookie: &str| cookie.split_once('.').unwrap().1.to_owned();
+    assert_none_of(
+        &output,
+        &[
+            &phone,
+            &laptop,
+            &secret(&phone_cookie),
+            &secret(&laptop_cookie),
+        ],
+    );
+}
+
 #[cfg(all(feature = "sessions", feature = "axum"))]
 #[tokio::test]
 async fn sessions_refuses_unusable_settings_with_exit_code_2() {
@@ -1818,6 +1979,7 @@ async fn sessions_refuses_unusable_settings_with_exit_code_2() {
             ("PORTCULLIS_REFRESH_GRACE_SECS", "soon"),
             "PORTCULLIS_REFRESH_GRACE_SECS",
         ),
+        (("PORTCULLIS_MAX_SESSIONS", "0"), "PORTCULLIS_MAX_SESSIONS"),
     ] {
         let output = timeout(WATCHDOG, example_command("sessions", &[env]).output())
             .await
@@ -1931,10 +2093,66 @@ async fn sessions_instances_sharing_redis_detect_a_reuse_across_instances() {
         }
     }
 
+    // Signed out everywhere on one instance: a fresh process over the same
+    // redis refuses the ended sessions (S5).
+    let (status, headers, body) = send(
+        "POST",
+        first.addr,
+        "/auth/login",
+        None,
+        "username=alice&password=wonderland",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, kept) = session_grant(&headers, &body);
+    let (status, headers, body) = send(
+        "POST",
+        second.addr,
+        "/auth/login",
+        None,
+        "username=alice&password=wonderland",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (other, signing_out) = session_grant(&headers, &body);
+    let (status, headers, body) = send(
+        "GET",
+        first.addr,
+        "/auth/sessions",
+        Some(("authorization", format!("Bearer {other}"))),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(list.len(), 2, "{body}");
+    assert_eq!(headers["content-type"], "application/json");
+    let (status, _, _) = send(
+        "POST",
+        second.addr,
+        "/auth/logout?all=1",
+        Some(("cookie", signing_out)),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
     for server in [first, second] {
         let (exit, output) = server.terminate().await;
         assert!(exit.success(), "{exit}\n{output}");
         assert!(output.contains("sessions shared through redis"), "{output}");
         assert_none_of(&output, &[secret, &token]);
     }
+    let fresh = Server::start_with("sessions", &env).await;
+    let (status, _, _) = send(
+        "POST",
+        fresh.addr,
+        "/auth/refresh",
+        Some(("cookie", kept)),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (exit, output) = fresh.terminate().await;
+    assert!(exit.success(), "{exit}\n{output}");
 }

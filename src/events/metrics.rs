@@ -14,6 +14,7 @@
 //! | `portcullis_redis_fallbacks_total` | counter | `limiter` | decisions made locally because Redis did not answer |
 //! | `portcullis_revocations_total` | counter | `target`, `origin` | revocations applied to a revocation list |
 //! | `portcullis_session_reuses_total` | counter | | refresh tokens presented again after use: sessions revoked (feature `sessions`) |
+//! | `portcullis_sessions_ended_total` | counter | `reason` | sessions ended (feature `sessions`) |
 //! | `portcullis_validator_seconds` | histogram | `source` | time the validator took |
 //! | `portcullis_lockout_tracked`, `portcullis_lockout_locked_out` | gauge | | table sizes, from [`record_lockout_stats`] |
 //! | `portcullis_rate_limit_entries`, `portcullis_rate_limit_limited` | gauge | | table sizes, from [`record_rate_limit_stats`] |
@@ -33,7 +34,9 @@
 //! - `state`: `in_sync`, `catching_up`, `stale`, `refusing`, `serving`;
 //! - `limiter`: `lockout`, `rate_limit`;
 //! - `target`: `secret`, `id`, `subject`;
-//! - `origin`: `here`, `replica`, `catch_up`.
+//! - `origin`: `here`, `replica`, `catch_up`;
+//! - `reason` of a session's end: `signed_out`, `ended_by_user`,
+//!   `signed_out_everywhere`, `cap`, `reuse`, `expired`.
 //!
 //! # Security
 //!
@@ -54,7 +57,7 @@ use metrics::{
     histogram,
 };
 
-use super::{Record, RevocationOrigin, Sink};
+use super::{Record, RevocationOrigin, SessionEndReason, Sink};
 use crate::{
     CredentialSource, lockout, rate_limit,
     reject::RejectionKind,
@@ -78,6 +81,8 @@ pub const REVOCATIONS: &str = "portcullis_revocations_total";
 /// The counter of refresh tokens presented again after use (each revoked
 /// its session).
 pub const SESSION_REUSES: &str = "portcullis_session_reuses_total";
+/// The counter of sessions ended, by reason.
+pub const SESSIONS_ENDED: &str = "portcullis_sessions_ended_total";
 /// The histogram of validator latency, in seconds.
 pub const VALIDATOR_SECONDS: &str = "portcullis_validator_seconds";
 /// The gauge of failure counters held by a tracker.
@@ -142,6 +147,7 @@ fn describe() {
         SESSION_REUSES,
         "refresh tokens presented again after use: sessions revoked"
     );
+    describe_counter!(SESSIONS_ENDED, "sessions ended, by reason");
     describe_histogram!(VALIDATOR_SECONDS, Unit::Seconds, "time the validator took");
     describe_gauge!(LOCKOUT_TRACKED, "failure counters held by the lockout");
     describe_gauge!(LOCKOUT_LOCKED_OUT, "keys locked out");
@@ -302,7 +308,19 @@ struct Metrics {
     /// By target, then origin.
     revocations: [[Counter; 3]; 3],
     session_reuses: Counter,
+    /// By [`SESSION_END_REASONS`].
+    sessions_ended: [Counter; 6],
 }
+
+/// Every reason a session ends, in the order of `Metrics::sessions_ended`.
+const SESSION_END_REASONS: [SessionEndReason; 6] = [
+    SessionEndReason::SignedOut,
+    SessionEndReason::EndedByUser,
+    SessionEndReason::SignedOutEverywhere,
+    SessionEndReason::Cap,
+    SessionEndReason::Reuse,
+    SessionEndReason::Expired,
+];
 
 impl Metrics {
     fn register() -> Self {
@@ -334,6 +352,8 @@ impl Metrics {
                 )
             }),
             session_reuses: counter!(SESSION_REUSES),
+            sessions_ended: SESSION_END_REASONS
+                .map(|reason| counter!(SESSIONS_ENDED, "reason" => reason.as_str())),
         }
     }
 
@@ -383,9 +403,55 @@ impl Sink for Metrics {
                 self.revocations[target][origin].increment(1);
             }
             Record::SessionReused { .. } => self.session_reuses.increment(1),
+            Record::SessionEnded { reason, .. } => {
+                let reason = SESSION_END_REASONS
+                    .iter()
+                    .position(|r| *r == reason)
+                    .unwrap_or_default();
+                self.sessions_ended[reason].increment(1);
+            }
             Record::Validated { source: s, elapsed } => {
                 self.validator[source(Some(s))].record(elapsed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::*;
+
+    #[test]
+    fn sessions_ended_are_counted_by_reason() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let metrics = ::metrics::with_local_recorder(&recorder, Metrics::register);
+        for reason in [
+            SessionEndReason::Cap,
+            SessionEndReason::Cap,
+            SessionEndReason::Expired,
+        ] {
+            metrics.record(Record::SessionEnded {
+                subject: "alice",
+                session: "s",
+                reason,
+            });
+        }
+        // A snapshot takes the counts (they start again from zero).
+        let snapshot = snapshotter.snapshot().into_vec();
+        let count = |reason: &str| {
+            snapshot
+                .iter()
+                .find(|(key, ..)| {
+                    key.key().name() == SESSIONS_ENDED
+                        && key.key().labels().any(|l| l.value() == reason)
+                })
+                .map(|(.., value)| value)
+        };
+        assert_eq!(count("cap"), Some(&DebugValue::Counter(2)));
+        assert_eq!(count("expired"), Some(&DebugValue::Counter(1)));
+        assert_eq!(count("reuse"), Some(&DebugValue::Counter(0)));
     }
 }

@@ -3,7 +3,7 @@
 //! Every decision that matters to an operator (a credential accepted or
 //! rejected, a key locked out or unlocked, a request refused by a limiter,
 //! a limiter deciding locally because Redis did not answer, a credential
-//! revoked, a refresh token reused) is an
+//! revoked, a refresh token reused, a session ended) is an
 //! [`Event`]. Subscribe with [`subscribe`]: each subscription is a bounded
 //! queue that the request path fills with `try_send`, so a slow or stuck
 //! subscriber never blocks a request; events that find its queue full are
@@ -131,6 +131,51 @@ pub enum Event {
         /// The session id (`sid`), which is not a secret.
         session: String,
     },
+    /// A session ended before its time, or was found ended
+    /// (`session::Sessions`, SECURITY.md S5, S6).
+    SessionEnded {
+        /// The session's subject.
+        subject: String,
+        /// The session id (`sid`), which is not a secret.
+        session: String,
+        /// Why.
+        reason: SessionEndReason,
+    },
+}
+
+/// Why a session ended, in an [`Event::SessionEnded`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SessionEndReason {
+    /// Signed out with its refresh token.
+    SignedOut,
+    /// Ended by its owner from the list of their sessions.
+    EndedByUser,
+    /// Its subject signed out everywhere.
+    SignedOutEverywhere,
+    /// Its subject signed in once more than its cap allows, and it was the
+    /// least recently used.
+    Cap,
+    /// A used refresh token of it was presented again.
+    Reuse,
+    /// Its idle or absolute lifetime ended (reported when the in-memory
+    /// store drops it; Redis expires sessions silently).
+    Expired,
+}
+
+impl SessionEndReason {
+    /// The reason as a metric label: `signed_out`, `ended_by_user`,
+    /// `signed_out_everywhere`, `cap`, `reuse` or `expired`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SignedOut => "signed_out",
+            Self::EndedByUser => "ended_by_user",
+            Self::SignedOutEverywhere => "signed_out_everywhere",
+            Self::Cap => "cap",
+            Self::Reuse => "reuse",
+            Self::Expired => "expired",
+        }
+    }
 }
 
 /// What a revocation reaches, in an [`Event::Revoked`].
@@ -225,6 +270,12 @@ pub(crate) enum Record<'a> {
         subject: &'a str,
         session: &'a str,
     },
+    #[cfg_attr(not(feature = "sessions"), allow(dead_code))] // only sessions end
+    SessionEnded {
+        subject: &'a str,
+        session: &'a str,
+        reason: SessionEndReason,
+    },
     /// How long a validator took: for the metrics only, not an event.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     Validated {
@@ -291,6 +342,15 @@ impl Record<'_> {
             Self::SessionReused { subject, session } => Event::SessionReused {
                 subject: subject.to_owned(),
                 session: session.to_owned(),
+            },
+            Self::SessionEnded {
+                subject,
+                session,
+                reason,
+            } => Event::SessionEnded {
+                subject: subject.to_owned(),
+                session: session.to_owned(),
+                reason,
             },
             Self::Validated { .. } => return None,
         })

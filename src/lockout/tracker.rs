@@ -54,8 +54,11 @@ type Hook<K> = Arc<dyn Fn(&K, Instant) + Send + Sync>;
 ///   until a reservation ends.
 /// - Memory is bounded: at most `capacity` failure counters, `capacity`
 ///   lockouts and `capacity` escalation records (the last one a moka cache,
-///   which may briefly hold a few more between maintenance runs), plus one
-///   small entry per key with reservations. No background task is needed.
+///   which may briefly hold a few more between maintenance runs), plus
+///   small entries for the `capacity` clients seen most recently (so a
+///   returning client's request costs a lookup, not an insert and a removal;
+///   they cannot push a failure counter out) and for keys with reservations.
+///   No background task is needed.
 ///
 /// # Security
 ///
@@ -436,7 +439,6 @@ where
     /// Logs what a recorded outcome did, counts it and calls the hook on
     /// lockout.
     fn report(&self, key: &K, recorded: Recorded) -> Option<FailureOutcome> {
-        let now = Instant::now();
         match recorded {
             Recorded::Counted { failures } => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
@@ -456,7 +458,7 @@ where
             Recorded::LockedOut { record, failures } => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 self.lockouts.fetch_add(1, Ordering::Relaxed);
-                let locked = Locked::new(record, now);
+                let locked = Locked::new(record, Instant::now());
                 let until_unix = (SystemTime::now() + locked.retry_after())
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
@@ -484,9 +486,10 @@ where
                 }
                 Some(FailureOutcome::LockedOut(locked))
             }
-            Recorded::AlreadyLocked { record } => {
-                Some(FailureOutcome::AlreadyLocked(Locked::new(record, now)))
-            }
+            Recorded::AlreadyLocked { record } => Some(FailureOutcome::AlreadyLocked(Locked::new(
+                record,
+                Instant::now(),
+            ))),
             Recorded::NotAFailure => None,
         }
     }
@@ -576,6 +579,8 @@ where
         outcome: Outcome,
     ) -> Option<FailureOutcome> {
         match self.store.finish(Hashed { key, hash }, ticket, outcome) {
+            // The common case: nothing to report.
+            Finished::Now(Recorded::NotAFailure) => None,
             Finished::Now(recorded) => self.report(key, recorded),
             Finished::Later(recording) => {
                 let Ok(runtime) = tokio::runtime::Handle::try_current() else {

@@ -340,6 +340,11 @@ impl Connection {
         self.link.is_cluster()
     }
 
+    /// The timeout of a call.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The prefix of every key.
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix

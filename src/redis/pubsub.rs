@@ -32,6 +32,8 @@ const PING_TIMEOUT: Duration = Duration::from_millis(500);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long to wait before connecting again.
 const RETRY: Duration = Duration::from_millis(250);
+/// How often a catch-up that failed is tried again on a live subscription.
+const CATCH_UP_AGAIN: Duration = Duration::from_secs(1);
 
 /// What listens on one channel.
 pub(crate) trait Handler: Send + Sync + 'static {
@@ -117,14 +119,20 @@ async fn session(client: &Client, handler: &Weak<dyn Handler>) -> Stop {
         ) {
             return Err(Stop::Lost("cannot subscribe"));
         }
-        let catching_up = alive(handler)?.subscribed();
-        if !catching_up.await {
-            return Err(Stop::Lost("cannot catch up"));
-        }
+        // A catch-up that fails (on a cluster, a master that holds part of
+        // what is read is down) keeps the subscription: messages are still
+        // relayed, and the catch-up is tried again every second.
+        let mut caught_up = alive(handler)?.subscribed().await;
+        let mut catch_up = interval(CATCH_UP_AGAIN);
+        catch_up.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        catch_up.tick().await;
         let mut ping = interval(PING_EVERY);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = catch_up.tick(), if !caught_up => {
+                    caught_up = alive(handler)?.subscribed().await;
+                }
                 message = next(&mut stream) => match message {
                     Some(message) => alive(handler)?.message(message.get_payload_bytes()),
                     None => return Err(Stop::Lost("the connection to redis closed")),

@@ -5,7 +5,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{Grant, SessionError, SignedOut};
+use super::{Grant, SessionError, SessionList, SignedOut};
 
 impl IntoResponse for Grant {
     fn into_response(self) -> Response {
@@ -20,6 +20,12 @@ impl IntoResponse for SignedOut {
 }
 
 impl IntoResponse for SessionError {
+    fn into_response(self) -> Response {
+        http::Response::<bytes::Bytes>::from(self).map(Body::from)
+    }
+}
+
+impl IntoResponse for SessionList {
     fn into_response(self) -> Response {
         http::Response::<bytes::Bytes>::from(self).map(Body::from)
     }

@@ -7,7 +7,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header, request::Parts};
 
-use super::{SessionError, SessionErrorKind, Sessions, secret::Presented, token::Signed};
+use super::{Device, SessionError, SessionErrorKind, Sessions, secret::Presented, token::Signed};
 use crate::{
     AuthRejection, Fingerprint,
     cross_origin::CrossOriginProtection,
@@ -156,21 +156,63 @@ impl From<SignedOut> for Response<Bytes> {
 }
 
 impl Sessions {
+    /// Refuses a cross-site browser request (SECURITY.md C1): 403, not a
+    /// failed attempt. [`sign_in_from`](Self::sign_in_from), the refresh
+    /// and sign-out helpers call it first; call it in a sign-in handler
+    /// before checking the password, and in every endpoint that changes
+    /// sessions with an access token ([`end`](Self::end), sign-out
+    /// everywhere).
+    ///
+    /// # Errors
+    ///
+    /// [`CrossOrigin`](SessionErrorKind::CrossOrigin).
+    pub fn check_origin(&self, request: &Parts) -> Result<(), SessionError> {
+        let inner = &self.inner;
+        if inner.cross_origin.allows(request) {
+            return Ok(());
+        }
+        let rejection = CrossOriginProtection::refuse(request);
+        let response = reject::render(&*inner.renderer, rejection, request);
+        Err(SessionError::new(SessionErrorKind::CrossOrigin, response))
+    }
+
+    /// How `request` signs in, as its session's owner will see it: its
+    /// `User-Agent`, and its client address as the configured
+    /// [`ClientIp`](crate::ClientIp) resolves it (unless
+    /// [`record_address`](super::SessionsBuilder::record_address) is off).
+    pub fn device(&self, request: &Parts) -> Device {
+        let mut device = Device::new();
+        if let Some(user_agent) = request
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
+            device = device.with_user_agent(user_agent);
+        }
+        if let Some(address) = self
+            .inner
+            .client_ip
+            .as_ref()
+            .and_then(|client_ip| client_ip.resolve(request))
+        {
+            device = device.with_address(address);
+        }
+        device
+    }
+
     /// The refresh token of an endpoint request, after the cross-origin
     /// check.
     pub(super) fn presented(&self, request: &Parts) -> Result<String, SessionError> {
         let inner = &self.inner;
-        if !inner.cross_origin.allows(request) {
-            let rejection = CrossOriginProtection::refuse(request);
-            let response = reject::render(&*inner.renderer, rejection, request);
-            return Err(SessionError::new(SessionErrorKind::CrossOrigin, response));
-        }
+        self.check_origin(request)?;
         match inner.cookie.read(request) {
             Ok(Some(credential)) => Ok(credential.secret().to_owned()),
             Ok(None) => Err(self.refuse(SessionErrorKind::Missing, Some(request), None)),
             Err(error) => {
-                let rejection =
-                    AuthRejection::from(&error).with_cleared_cookie(inner.cookie.clear());
+                // Nothing is cleared (S7): of two cookies of the same name
+                // (a sibling subdomain can set one) the real one may be
+                // either, and a cleared real cookie signs its owner out.
+                let rejection = AuthRejection::from(&error);
                 tracing::info!(target: "portcullis::session", %error, "refresh cookie refused");
                 let response = reject::render(&*inner.renderer, rejection, request);
                 Err(SessionError::new(SessionErrorKind::Malformed, response))
@@ -186,6 +228,19 @@ impl Sessions {
         kind: SessionErrorKind,
         request: Option<&Parts>,
         token: Option<&str>,
+    ) -> SessionError {
+        self.refuse_clearing(kind, request, token, true)
+    }
+
+    /// As [`refuse`](Self::refuse); the cookie is removed only when
+    /// `clear` (a token not shaped like a refresh token may not be the
+    /// cookie this service set: it is left alone, S7).
+    pub(super) fn refuse_clearing(
+        &self,
+        kind: SessionErrorKind,
+        request: Option<&Parts>,
+        token: Option<&str>,
+        clear: bool,
     ) -> SessionError {
         let inner = &self.inner;
         let fingerprint = token.map(|token| Fingerprint::of(token.as_bytes()));
@@ -211,11 +266,12 @@ impl Sessions {
                 AuthRejection::new(RejectionKind::Unavailable).with_retry_after(RETRY_AFTER)
             }
         };
-        let rejection = match (fingerprint, token) {
-            (Some(fingerprint), Some(_)) => rejection
+        let rejection = match fingerprint {
+            Some(fingerprint) if clear => rejection
                 .with_fingerprint(fingerprint)
                 .with_cleared_cookie(inner.cookie.clear()),
-            _ => rejection,
+            Some(fingerprint) => rejection.with_fingerprint(fingerprint),
+            None => rejection,
         };
         let response = match request {
             Some(request) => reject::render(&*inner.renderer, rejection, request),

@@ -12,7 +12,7 @@ use std::{sync::Arc, time::Duration, time::SystemTime};
 
 use crate::validate::KeyDigest;
 
-use super::secret::SECRET_BYTES;
+use super::{list::Device, secret::SECRET_BYTES};
 
 /// How many used tokens of a family are remembered besides the last one.
 /// An older token presented again is unknown: refused (a failed attempt),
@@ -30,6 +30,18 @@ pub(crate) struct NewFamily {
     pub(crate) token: KeyDigest,
     pub(crate) absolute: Duration,
     pub(crate) idle: Duration,
+    /// How it signed in, for the list.
+    pub(crate) device: Device,
+}
+
+/// A live family, as a store lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Listed {
+    pub(crate) sid: Box<str>,
+    pub(crate) created: SystemTime,
+    /// On the wall clock: the sign-in or the last refresh.
+    pub(crate) last_used: SystemTime,
+    pub(crate) device: Device,
 }
 
 /// What a store tells of a family along with an answer.
@@ -84,9 +96,11 @@ pub(crate) enum Ending {
 }
 
 /// A store's answer at sign-in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Created {
-    Created,
+    /// Recorded; `evicted` are the subject's least recently used families
+    /// that it ended to stay within its cap.
+    Created { evicted: Vec<Box<str>> },
     /// The store holds as many live families as it may.
     Full,
 }

@@ -1,8 +1,11 @@
 //! Refresh tokens and the random ids of sessions and access tokens.
 //!
-//! A refresh token is `<session id>.<secret>`: the session id (16 random
-//! bytes, 22 characters of base64url) names the family, the secret is 32
-//! random bytes (256 bits, 43 characters). Stores keep its SHA-256 digest
+//! A refresh token is `<session id>.<secret>`: the session id (16 bytes,
+//! 22 characters of base64url) names the family, the secret is 32 random
+//! bytes (256 bits, 43 characters). A session id starts with its subject's
+//! *tag* (3 bytes of a hash of the subject, 4 characters) and ends with 13
+//! random bytes (104 bits): the Redis store keys a subject's sessions and
+//! its index by the tag, so that they share a cluster slot. Stores keep its SHA-256 digest
 //! only. The successor of a token is kept for the grace window *wrapped*
 //! under the token it replaces (XOR with an HMAC keyed by that token), so
 //! that a racing refresh of the same token can be given the same successor
@@ -13,7 +16,7 @@ use std::fmt;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::validate::KeyDigest;
@@ -28,6 +31,13 @@ pub(crate) const SECRET_BYTES: usize = 32;
 const SECRET_LEN: usize = 43;
 /// Separates the successor's wrapping key from any other use of a token.
 const WRAP_DOMAIN: &[u8] = b"portcullis session successor v1";
+/// Bytes of a subject's tag at the start of its session ids.
+const TAG_BYTES: usize = 3;
+/// Characters of a subject's tag (base64url of [`TAG_BYTES`]).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // the redis store
+pub(crate) const TAG_LEN: usize = 4;
+/// Separates a subject's tag from any other hash of it.
+const TAG_DOMAIN: &[u8] = b"portcullis session subject tag v1";
 
 /// `N` random bytes from the operating system.
 pub(crate) fn random<const N: usize>() -> Result<[u8; N], getrandom::Error> {
@@ -39,6 +49,40 @@ pub(crate) fn random<const N: usize>() -> Result<[u8; N], getrandom::Error> {
 /// A fresh random id (a session id, a `jti`): 16 bytes in base64url.
 pub(crate) fn new_id() -> Result<String, getrandom::Error> {
     Ok(URL_SAFE_NO_PAD.encode(random::<ID_BYTES>()?))
+}
+
+/// A fresh session id of `subject`: its tag, then 13 random bytes.
+pub(crate) fn new_session_id(subject: &str) -> Result<String, getrandom::Error> {
+    let mut bytes = [0; ID_BYTES];
+    bytes[..TAG_BYTES].copy_from_slice(&tag_bytes(subject));
+    bytes[TAG_BYTES..].copy_from_slice(&random::<{ ID_BYTES - TAG_BYTES }>()?);
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The tag that starts every session id of `subject` (4 characters of
+/// base64url): the same on every replica and across restarts.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // the redis store
+pub(crate) fn subject_tag(subject: &str) -> String {
+    URL_SAFE_NO_PAD.encode(tag_bytes(subject))
+}
+
+fn tag_bytes(subject: &str) -> [u8; TAG_BYTES] {
+    let digest = Sha256::new()
+        .chain_update(TAG_DOMAIN)
+        .chain_update(subject.as_bytes())
+        .finalize();
+    let mut tag = [0; TAG_BYTES];
+    tag.copy_from_slice(&digest[..TAG_BYTES]);
+    tag
+}
+
+/// Whether `sid` is shaped like a session id (22 characters of base64url
+/// encoding 16 bytes): ids from a request are checked before they name a
+/// key.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // the redis store
+pub(crate) fn is_session_id(sid: &str) -> bool {
+    let mut id = [0; ID_BYTES];
+    sid.len() == ID_LEN && URL_SAFE_NO_PAD.decode_slice(sid, &mut id) == Ok(ID_BYTES)
 }
 
 /// A refresh token this process made (or recovered): the token and its
@@ -172,8 +216,12 @@ mod tests {
 
     #[test]
     fn tokens_have_a_session_id_and_256_random_bits() {
-        let sid = new_id().unwrap();
+        let sid = new_session_id("alice").unwrap();
         assert_eq!(sid.len(), ID_LEN);
+        assert!(is_session_id(&sid));
+        assert!(sid.starts_with(&subject_tag("alice")));
+        assert_ne!(subject_tag("alice"), subject_tag("bob"));
+        assert_ne!(new_session_id("alice").unwrap(), sid);
         let token = RefreshToken::generate(&sid).unwrap();
         let presented = Presented::parse(token.as_str()).unwrap();
         assert_eq!(presented.sid(), sid);

@@ -15,19 +15,19 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::{
-    AccessTokens, Grant, SessionError, SessionErrorKind, SignedOut,
+    AccessTokens, Device, Grant, SessionError, SessionErrorKind, SignedOut,
     cookie::RefreshCookie,
     family::{Created, Ending, Family, NewFamily, Next, Rotation},
-    secret::{Presented, RefreshToken, new_id},
+    secret::{Presented, RefreshToken, new_session_id},
     store::{Store, Unreachable, memory::MemoryStore},
 };
 use crate::{
-    ConfigError, ValidationErrorKind,
+    ClientIp, ConfigError, ValidationErrorKind,
     cross_origin::CrossOriginProtection,
-    events::{self, Record},
+    events::{self, Record, SessionEndReason},
     reject::{DefaultRenderer, Renderer},
     revoke::{Facts, Revocations},
-    validate::jwt::JwtValidatorBuilder,
+    validate::{KeyDigest, jwt::JwtValidatorBuilder},
 };
 
 /// How much longer than an access token's lifetime the revocation of its
@@ -36,7 +36,7 @@ use crate::{
 const REVOCATION_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// How long a sign-out waits for its revocation to reach the shared store.
-const PROPAGATION: Duration = Duration::from_secs(1);
+pub(super) const PROPAGATION: Duration = Duration::from_secs(1);
 
 /// Sessions: sign-in issues a short access token and a refresh cookie;
 /// each refresh rotates the refresh token; a used refresh token presented
@@ -50,15 +50,18 @@ pub struct Sessions {
 }
 
 pub(super) struct Inner {
-    store: Box<dyn Store>,
+    pub(super) store: Box<dyn Store>,
     tokens: AccessTokens,
-    revocations: Revocations,
-    absolute: Duration,
+    pub(super) revocations: Revocations,
+    pub(super) absolute: Duration,
     idle: Duration,
     grace: Duration,
     pub(super) cookie: RefreshCookie,
     pub(super) cross_origin: CrossOriginProtection,
     pub(super) renderer: Arc<dyn Renderer>,
+    /// Resolves the address a session signed in from; `None` when
+    /// addresses are not recorded.
+    pub(super) client_ip: Option<ClientIp>,
     counts: Counts,
     shared: bool,
 }
@@ -114,6 +117,9 @@ impl Sessions {
             idle: Duration::from_secs(7 * 24 * 3600),
             grace: Duration::from_secs(5),
             capacity: 100_000,
+            max_sessions: 32,
+            client_ip: ClientIp::new(),
+            record_address: true,
             cookie_name: "refresh".to_owned(),
             cookie_path: "/auth".to_owned(),
             secure: true,
@@ -141,17 +147,57 @@ impl Sessions {
 
     /// Starts a session for `subject`, whom the caller has just
     /// authenticated (a password, a passkey…): an access token and a
-    /// refresh cookie.
+    /// refresh cookie. The session records no device; an endpoint uses
+    /// [`sign_in_from`](Self::sign_in_from).
+    ///
+    /// # Errors
+    ///
+    /// As [`sign_in_with`](Self::sign_in_with).
+    pub async fn sign_in(&self, subject: &str) -> Result<Grant, SessionError> {
+        self.sign_in_with(subject, Device::new()).await
+    }
+
+    /// Signs in `subject` from the sign-in `request`, after the
+    /// cross-origin check (login CSRF, SECURITY.md S7): the endpoint
+    /// helper. The session records the request's [`device`](Self::device).
+    ///
+    /// Call [`check_origin`](Self::check_origin) before checking the
+    /// password too, so that a cross-site post costs no password hash and
+    /// no failed attempt.
+    ///
+    /// # Errors
+    ///
+    /// [`CrossOrigin`](SessionErrorKind::CrossOrigin) (403) for a
+    /// cross-site browser request: a page of another site must not sign
+    /// the victim's browser into the attacker's account. Otherwise as
+    /// [`sign_in_with`](Self::sign_in_with).
+    pub async fn sign_in_from(
+        &self,
+        request: &Parts,
+        subject: &str,
+    ) -> Result<Grant, SessionError> {
+        self.check_origin(request)?;
+        self.sign_in_with(subject, self.device(request)).await
+    }
+
+    /// Starts a session for `subject` that signed in from `device` (shown
+    /// in [`list`](Self::list)).
+    ///
+    /// When `subject` already has [`max_sessions`](SessionsBuilder::max_sessions)
+    /// live sessions, its least recently used one ends (its refresh token,
+    /// its access tokens and its streams, with an
+    /// [`Event::SessionEnded`](crate::events::Event::SessionEnded) whose
+    /// reason is `cap`): a sign-in never fails because of the cap.
     ///
     /// # Errors
     ///
     /// [`Full`](SessionErrorKind::Full) when the in-memory store holds as
     /// many live sessions as it may; [`Unavailable`](SessionErrorKind::Unavailable)
     /// when the store did not answer.
-    pub async fn sign_in(&self, subject: &str) -> Result<Grant, SessionError> {
+    pub async fn sign_in_with(&self, subject: &str, device: Device) -> Result<Grant, SessionError> {
         let inner = &self.inner;
-        let Ok((sid, token)) =
-            new_id().and_then(|sid| RefreshToken::generate(&sid).map(|token| (sid, token)))
+        let Ok((sid, token)) = new_session_id(subject)
+            .and_then(|sid| RefreshToken::generate(&sid).map(|token| (sid, token)))
         else {
             return Err(self.refuse(SessionErrorKind::Unavailable, None, None));
         };
@@ -164,9 +210,20 @@ impl Sessions {
             token: token.digest(),
             absolute: inner.absolute,
             idle: inner.idle,
+            device,
         };
         match inner.store.create(family).await {
-            Ok(Created::Created) => {}
+            Ok(Created::Created { evicted }) => {
+                for old in &evicted {
+                    tracing::info!(target: "portcullis::session", session = %old, subject = %subject, "the least recently used session ended: the subject signed in past its cap");
+                    drop(self.revoke_id(old));
+                    events::emit(Record::SessionEnded {
+                        subject: &subject,
+                        session: old,
+                        reason: SessionEndReason::Cap,
+                    });
+                }
+            }
             Ok(Created::Full) => {
                 inner.counts.full.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
@@ -233,7 +290,12 @@ impl Sessions {
     ) -> Result<Grant, SessionError> {
         let inner = &self.inner;
         let Some(presented) = Presented::parse(token) else {
-            return Err(self.refuse(SessionErrorKind::Unknown, request, Some(token)));
+            return Err(self.refuse_clearing(
+                SessionErrorKind::Unknown,
+                request,
+                Some(token),
+                false,
+            ));
         };
         let sid = presented.sid();
         // Before anything changes: a list out of sync must not cost the
@@ -242,13 +304,18 @@ impl Sessions {
         let Ok(next) = RefreshToken::generate(sid) else {
             return Err(self.refuse(SessionErrorKind::Unavailable, request, None));
         };
+        let successor = next.digest();
         let proposed = Next {
-            digest: next.digest(),
+            digest: successor,
             wrapped: presented.wrap(&next),
         };
         let rotation = inner.store.rotate(sid, presented.digest(), proposed).await;
+        let mut rotated = false;
         let (token_out, family) = match rotation {
-            Ok(Rotation::Rotated(family)) => (next, family),
+            Ok(Rotation::Rotated(family)) => {
+                rotated = true;
+                (next, family)
+            }
             Ok(Rotation::Again {
                 family,
                 wrapped,
@@ -273,12 +340,41 @@ impl Sessions {
             Ok(Rotation::Unknown) => {
                 return Err(self.refuse(SessionErrorKind::Unknown, request, Some(token)));
             }
-            Err(Unreachable) => return Err(self.unreachable(request)),
+            Err(Unreachable) => {
+                // The rotation may run after the timeout: the 503 must
+                // leave the token usable (S7).
+                self.undo(sid, presented.digest(), successor).await;
+                return Err(self.unreachable(request));
+            }
         };
-        self.check(&presented, Some(&family), request, token)
-            .await?;
-        inner.counts.refreshed.fetch_add(1, Ordering::Relaxed);
-        self.grant(token_out, sid, &family, request)
+        let granted = match self.check(&presented, Some(&family), request, token).await {
+            Ok(()) => self.grant(token_out, sid, &family, request),
+            Err(error) => Err(error),
+        };
+        match granted {
+            Ok(grant) => {
+                inner.counts.refreshed.fetch_add(1, Ordering::Relaxed);
+                Ok(grant)
+            }
+            Err(error) => {
+                if rotated && error.kind() == SessionErrorKind::Unavailable {
+                    self.undo(sid, presented.digest(), successor).await;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Undoes the rotation of `token` to `successor` whose answer says
+    /// nothing changed: sent now, after the rotation (the stores do it, or
+    /// send it, when asked).
+    async fn undo(&self, sid: &str, token: KeyDigest, successor: KeyDigest) {
+        tracing::info!(target: "portcullis::session", session = %sid, "refresh not answered: its rotation is undone");
+        if self.inner.store.undo(sid, token, successor).await.is_err() {
+            tracing::warn!(target: "portcullis::session", session = %sid, "a rotation could not be undone");
+        }
+        // Let an undo sent in the background go out before the answer.
+        tokio::task::yield_now().await;
     }
 
     /// Signs out with the refresh token the request's cookie carries, after
@@ -314,12 +410,22 @@ impl Sessions {
         request: Option<&Parts>,
     ) -> Result<SignedOut, SessionError> {
         let Some(presented) = Presented::parse(token) else {
-            return Err(self.refuse(SessionErrorKind::Unknown, request, Some(token)));
+            return Err(self.refuse_clearing(
+                SessionErrorKind::Unknown,
+                request,
+                Some(token),
+                false,
+            ));
         };
         let sid = presented.sid();
         match self.inner.store.end(sid, presented.digest()).await {
             Ok(Ending::Ended { subject }) => {
                 tracing::info!(target: "portcullis::session", session = %sid, subject = %subject, "signed out");
+                events::emit(Record::SessionEnded {
+                    subject: &subject,
+                    session: sid,
+                    reason: SessionEndReason::SignedOut,
+                });
                 self.revoke_and_wait(sid).await;
                 Ok(SignedOut::new(self.inner.cookie.clear()))
             }
@@ -331,25 +437,6 @@ impl Sessions {
                 Err(self.refuse(SessionErrorKind::Unknown, request, Some(token)))
             }
             Err(Unreachable) => Err(self.unreachable(request)),
-        }
-    }
-
-    /// Ends session `session_id` (the `sid` of its access tokens) whatever
-    /// its tokens: for an operator, or "sign out that device". Returns
-    /// whether the session was live.
-    ///
-    /// # Errors
-    ///
-    /// [`Unavailable`](SessionErrorKind::Unavailable) when the store did not
-    /// answer; the session's access tokens are revoked all the same.
-    pub async fn revoke_session(&self, session_id: &str) -> Result<bool, SessionError> {
-        drop(self.revoke_id(session_id));
-        match self.inner.store.remove(session_id).await {
-            Ok(live) => {
-                tracing::info!(target: "portcullis::session", session = %session_id, live, "session revoked");
-                Ok(live)
-            }
-            Err(Unreachable) => Err(self.unreachable(None)),
         }
     }
 
@@ -401,7 +488,7 @@ impl Sessions {
 
     /// A used token came back: the family is gone from the store; its
     /// access tokens and streams go through the revocation list.
-    fn reused(&self, sid: &str, subject: &str) {
+    pub(super) fn reused(&self, sid: &str, subject: &str) {
         self.inner.counts.reused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             target: "portcullis::session",
@@ -413,17 +500,22 @@ impl Sessions {
             subject,
             session: sid,
         });
+        events::emit(Record::SessionEnded {
+            subject,
+            session: sid,
+            reason: SessionEndReason::Reuse,
+        });
         // In effect here at once; stored for the other replicas in the
         // background.
         drop(self.revoke_id(sid));
     }
 
-    fn revoke_id(&self, sid: &str) -> crate::revoke::Revoked {
+    pub(super) fn revoke_id(&self, sid: &str) -> crate::revoke::Revoked {
         let until = Instant::now() + self.inner.tokens.ttl() + REVOCATION_MARGIN;
         self.inner.revocations.revoke_id(sid, Some(until))
     }
 
-    async fn revoke_and_wait(&self, sid: &str) {
+    pub(super) async fn revoke_and_wait(&self, sid: &str) {
         match tokio::time::timeout(PROPAGATION, self.revoke_id(sid)).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
@@ -461,7 +553,7 @@ impl Sessions {
         ))
     }
 
-    fn unreachable(&self, request: Option<&Parts>) -> SessionError {
+    pub(super) fn unreachable(&self, request: Option<&Parts>) -> SessionError {
         tracing::warn!(target: "portcullis::session", "the session store did not answer");
         self.refuse(SessionErrorKind::Unavailable, request, None)
     }
@@ -480,6 +572,9 @@ pub struct SessionsBuilder {
     idle: Duration,
     pub(super) grace: Duration,
     capacity: u64,
+    pub(super) max_sessions: u32,
+    client_ip: ClientIp,
+    record_address: bool,
     cookie_name: String,
     cookie_path: String,
     secure: bool,
@@ -495,6 +590,8 @@ impl fmt::Debug for SessionsBuilder {
             .field("idle", &self.idle)
             .field("grace", &self.grace)
             .field("capacity", &self.capacity)
+            .field("max_sessions", &self.max_sessions)
+            .field("record_address", &self.record_address)
             .field("cookie_name", &self.cookie_name)
             .field("cookie_path", &self.cookie_path)
             .field("secure", &self.secure)
@@ -531,6 +628,31 @@ impl SessionsBuilder {
     /// past it sign-ins are refused. Not used with Redis.
     pub fn capacity(mut self, capacity: u64) -> Self {
         self.capacity = capacity;
+        self
+    }
+
+    /// The most live sessions one subject may have (default 32, at least
+    /// 1): a sign-in past it ends the subject's least recently used
+    /// session. In memory and in Redis alike, one account can never hold
+    /// more, so it cannot fill the store.
+    pub fn max_sessions(mut self, max: u32) -> Self {
+        self.max_sessions = max;
+        self
+    }
+
+    /// How [`Sessions::device`] resolves the address a session signed in
+    /// from (default [`ClientIp::new`]: the socket peer; configure the
+    /// same trusted proxies as your lockout).
+    pub fn client_ip(mut self, client_ip: ClientIp) -> Self {
+        self.client_ip = client_ip;
+        self
+    }
+
+    /// Whether sessions record the address they signed in from (default
+    /// true), for their owner's list. Turn it off when you must not keep
+    /// addresses: the list then shows the user agent and label only.
+    pub fn record_address(mut self, record: bool) -> Self {
+        self.record_address = record;
         self
     }
 
@@ -573,7 +695,8 @@ impl SessionsBuilder {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::OutOfRange`] for a zero lifetime or capacity, a grace
+    /// [`ConfigError::OutOfRange`] for a zero lifetime, capacity or
+    /// [`max_sessions`](Self::max_sessions), a grace
     /// window not shorter than the idle lifetime, or access tokens that
     /// live longer than the revocation list remembers
     /// ([`max_lifetime`](crate::revoke::RevocationsBuilder::max_lifetime));
@@ -584,7 +707,8 @@ impl SessionsBuilder {
             return Err(ConfigError::out_of_range("capacity", "must be at least 1"));
         }
         let capacity = usize::try_from(self.capacity).unwrap_or(usize::MAX);
-        let store = MemoryStore::new(capacity, self.grace);
+        let cap = usize::try_from(self.max_sessions).unwrap_or(usize::MAX);
+        let store = MemoryStore::new(capacity, cap, self.grace);
         self.build_on(Box::new(store), false)
     }
 
@@ -593,6 +717,12 @@ impl SessionsBuilder {
         store: Box<dyn Store>,
         shared: bool,
     ) -> Result<Sessions, ConfigError> {
+        if self.max_sessions == 0 {
+            return Err(ConfigError::out_of_range(
+                "max_sessions",
+                "must be at least 1",
+            ));
+        }
         if self.absolute.is_zero() || self.idle.is_zero() {
             return Err(ConfigError::out_of_range(
                 "lifetime",
@@ -632,6 +762,7 @@ impl SessionsBuilder {
                 cookie,
                 cross_origin: self.cross_origin,
                 renderer: self.renderer,
+                client_ip: self.record_address.then_some(self.client_ip),
                 counts: Counts::default(),
                 shared,
             }),

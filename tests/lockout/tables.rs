@@ -109,3 +109,32 @@ async fn b5_a_new_attacker_key_is_limited_while_the_table_is_full_of_hot_keys() 
     }
     assert_eq!(attacker_calls, 5);
 }
+
+#[tokio::test(start_paused = true)]
+async fn b5_a_flood_of_clients_that_never_fail_does_not_push_a_count_out() {
+    // B5, R3: returning clients keep their entries between requests, in a
+    // bounded set of their own; a count is pushed out only by other counts.
+    const CAPACITY: u64 = 1_000;
+    let (svc, tracker, calls) = setup(Policy::builder().capacity(CAPACITY).build().unwrap());
+    for _ in 0..4 {
+        send(&svc, "attacker", "invalid").await;
+    }
+    for n in 0..10 * CAPACITY {
+        let res = send(&svc, &format!("visitor-{n}"), "ok").await;
+        assert_eq!(res.status(), StatusCode::OK);
+        if n % 500 == 499 {
+            assert_eq!(tracker.failures(&key("attacker")), 4, "dropped after {n}");
+            assert_eq!(tracker.stats().tracked, 1);
+        }
+    }
+    let before = calls.load(Ordering::SeqCst);
+    assert_eq!(
+        send(&svc, "attacker", "invalid").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&svc, "attacker", "ok").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(calls.load(Ordering::SeqCst) - before, 1);
+}

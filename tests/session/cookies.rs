@@ -309,29 +309,44 @@ async fn unknown_reused_and_revoked_refresh_tokens_get_identical_answers() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_malformed_or_doubled_refresh_cookie_is_a_bad_request_not_a_failure() {
-    // S3, B1
+async fn a_malformed_or_doubled_refresh_cookie_is_refused_without_clearing_anything() {
+    // S3, B1, S7: a sibling subdomain can add a second `refresh` cookie;
+    // clearing "the" cookie then signs its owner out.
     let (sessions, _) = sessions(Duration::ZERO);
-    let (app, tracker) = locked(sessions.clone(), 1);
+    let (app, tracker) = locked(sessions.clone(), 3);
     let grant = sessions.sign_in("alice").await.unwrap();
-    for cookie in [
-        format!("refresh={0}; refresh={0}", grant.refresh_token()),
-        "refresh=\"unbalanced".to_owned(),
+    let planted = format!("{}.{}A", "A".repeat(22), "B".repeat(42));
+    for (cookie, status) in [
+        (
+            format!("refresh={}; refresh={planted}", grant.refresh_token()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("refresh={0}; refresh={0}", grant.refresh_token()),
+            StatusCode::BAD_REQUEST,
+        ),
+        ("refresh=\"unbalanced".to_owned(), StatusCode::BAD_REQUEST),
+        // Not shaped like a refresh token: not this service's cookie.
+        ("refresh=junk".to_owned(), StatusCode::UNAUTHORIZED),
     ] {
-        let response = app
-            .clone()
-            .oneshot(post("/auth/refresh", Some(&cookie)))
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{cookie}");
-        assert!(
-            response.headers()[header::SET_COOKIE]
-                .to_str()
-                .unwrap()
-                .contains("Max-Age=0")
-        );
+        for path in ["/auth/refresh", "/auth/logout"] {
+            let response = app
+                .clone()
+                .oneshot(post(path, Some(&cookie)))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status, "{path} {cookie}");
+            assert!(
+                response.headers().get(header::SET_COOKIE).is_none(),
+                "{path} {cookie}: {:?}",
+                response.headers()
+            );
+        }
     }
-    assert_eq!(tracker.failures(&"192.0.2.1".to_owned()), 0);
+    // Not a failed attempt, except the junk token (counted once).
+    assert_eq!(tracker.failures(&"192.0.2.1".to_owned()), 1);
+    // The real session lives on.
+    sessions.refresh_with(grant.refresh_token()).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]

@@ -7,6 +7,8 @@
 mod support;
 
 mod cookies;
+mod devices;
+mod everywhere;
 mod lifetimes;
 #[cfg(feature = "redis")]
 mod replicas;
@@ -57,8 +59,8 @@ async fn access(
 
 /// A service answering the three endpoints under `/auth` with the helpers:
 /// `POST /auth/login` signs in the subject named by the body
-/// (`alice:wonderland` only; anything else is 401), `/auth/refresh` and
-/// `/auth/logout` read the refresh cookie.
+/// (`alice:wonderland` only; anything else is 401) with `sign_in_from`,
+/// `/auth/refresh` and `/auth/logout` read the refresh cookie.
 type Endpoints = BoxCloneService<Request<String>, Response<Full<Bytes>>, Infallible>;
 
 fn endpoints(sessions: Sessions) -> Endpoints {
@@ -68,7 +70,7 @@ fn endpoints(sessions: Sessions) -> Endpoints {
             let (parts, body) = request.into_parts();
             let response: Response<Bytes> = match parts.uri.path() {
                 "/auth/login" if body == "alice:wonderland" => {
-                    answer(sessions.sign_in("alice").await)
+                    answer(sessions.sign_in_from(&parts, "alice").await)
                 }
                 "/auth/login" => Response::builder()
                     .status(StatusCode::UNAUTHORIZED)

@@ -671,6 +671,9 @@ mod tests {
         grants.granted(h(&1), third, reply(0), false);
         grants.release(h(&1), epoch, true, false);
         grants.release(h(&1), epoch, true, false);
+        // The store had none to give: asked again after a while (D4).
+        assert_eq!(grants.take(h(&1)), Take::Wait);
+        tokio::time::advance(ASK_AGAIN).await;
         assert!(matches!(grants.take(h(&1)), Take::Ask(_)), "both consumed");
 
         let Take::Ask(ask) = grants.take(h(&2)) else {

@@ -35,6 +35,16 @@ struct Slot {
 }
 
 impl Slot {
+    /// The state of a key not seen yet (queued by the caller).
+    fn new() -> Self {
+        Self {
+            tat: 0,
+            ticket: 0,
+            referenced: false,
+            pinned: false,
+        }
+    }
+
     /// Whether the state equals a fresh one at `now` (its whole burst is
     /// back): forgetting it loses nothing.
     fn is_fresh(&self, now: u64) -> bool {
@@ -63,12 +73,14 @@ impl<K: Clone + Eq> Shard<K> {
         }
     }
 
-    /// Frees one slot: one whose state equals a fresh one, else the first
-    /// one the CLOCK hand finds neither used since it last passed nor
-    /// pinned (pinned slots go only when nothing else can).
+    /// Frees one slot for the new slot of a key, inserted already but not
+    /// queued: one whose state equals a fresh one, else the first one the
+    /// CLOCK hand finds neither used since it last passed nor pinned
+    /// (pinned slots go only when nothing else can).
     fn evict_one(&mut self, now: u64) {
-        // Pinned slots are spared as long as another slot can go.
-        let spare_pinned = self.pinned < self.slots.len();
+        // Pinned slots are spared as long as another slot can go (the new
+        // one cannot: the hand does not see it).
+        let spare_pinned = self.pinned < self.slots.len().saturating_sub(1);
         let slots = &mut self.slots;
         let victim = self.clock.evict(|k, ticket, chance| {
             let Some(slot) = slots.get_mut(k) else {
@@ -97,33 +109,37 @@ impl<K: Clone + Eq> Shard<K> {
         }
     }
 
-    /// The slot of `k`, created (making room first) if the key is new. A
-    /// slot used again gets its second chance; a new one has none yet, so
-    /// keys seen once (a flood) go before keys in use.
-    fn slot(&mut self, k: Hashed<'_, K>, now: impl FnOnce() -> u64) -> &mut Slot {
-        if let Some(slot) = self.slots.get_mut(k) {
+    /// Runs `f` on the slot of `k`, created (making room) if the key is
+    /// new: a returning key's slot is found with one lookup. A slot used
+    /// again gets its second chance; a new one has none yet, so keys seen
+    /// once (a flood) go before keys in use.
+    fn with_slot<R>(
+        &mut self,
+        k: Hashed<'_, K>,
+        now: impl FnOnce() -> u64,
+        f: impl FnOnce(&mut Slot) -> R,
+    ) -> R {
+        let mut created = false;
+        let slot = self.slots.get_or_insert_with(k, || {
+            created = true;
+            Slot::new()
+        });
+        if !created {
             slot.referenced = true;
-        } else {
-            if self.slots.len() >= self.capacity {
-                self.evict_one(now());
-            }
-            let slots = &self.slots;
-            let ticket = self.clock.push(k, |k, ticket| {
-                slots.get(k).is_some_and(|s| s.ticket == ticket)
-            });
-            self.slots.insert_new(
-                k,
-                Slot {
-                    tat: 0,
-                    ticket,
-                    referenced: false,
-                    pinned: false,
-                },
-            );
+            return f(slot);
         }
-        self.slots
-            .get_mut(k)
-            .expect("the slot was inserted just above if it was missing")
+        if self.slots.len() > self.capacity {
+            self.evict_one(now());
+        }
+        let slots = &self.slots;
+        let ticket = self.clock.push(k, |k, ticket| {
+            slots.get(k).is_some_and(|s| s.ticket == ticket)
+        });
+        // Found again: making room removed another key, never this one
+        // (not queued yet).
+        let slot = self.slots.get_or_insert_with(k, Slot::new);
+        slot.ticket = ticket;
+        f(slot)
     }
 }
 
@@ -221,26 +237,25 @@ impl<K: Clone + Eq + Hash> ClockTable<K> {
         };
         let mut shard = self.shard(k.hash);
         let now = || self.clock.now().as_u64();
-        let slot = shard.slot(k, now);
-        let previous = (slot.tat > 0).then(|| Nanos::new(slot.tat));
-        match f(previous) {
-            Ok((outcome, tat)) => {
-                slot.tat = tat.as_u64().max(1);
-                Ok(outcome)
-            }
-            Err(refused) => {
-                let pin = !slot.pinned;
-                if pin && shard.pinned < shard.pin_capacity {
-                    shard.pinned += 1;
-                    shard
-                        .slots
-                        .get_mut(k)
-                        .expect("the slot was taken above")
-                        .pinned = true;
+        let (result, unpinned) = shard.with_slot(k, now, |slot| {
+            let previous = (slot.tat > 0).then(|| Nanos::new(slot.tat));
+            match f(previous) {
+                Ok((outcome, tat)) => {
+                    slot.tat = tat.as_u64().max(1);
+                    (Ok(outcome), false)
                 }
-                Err(refused)
+                Err(refused) => (Err(refused), !slot.pinned),
             }
+        });
+        let shard = &mut *shard;
+        if unpinned
+            && shard.pinned < shard.pin_capacity
+            && let Some(slot) = shard.slots.get_mut(k)
+        {
+            slot.pinned = true;
+            shard.pinned += 1;
         }
+        result
     }
 }
 

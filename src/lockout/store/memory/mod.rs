@@ -5,10 +5,13 @@
 //! shard, which makes check-and-reserve atomic per key.
 //!
 //! - **Counters and reservations**, per shard ([`shard`]). A key holds an
-//!   entry while it has failures within the window or reservations; a
-//!   client without failures holds one only while its requests are
-//!   undecided. Counters are evicted by CLOCK (second-chance LRU): a new
-//!   counter always gets in and the least recently used one goes. (moka's
+//!   entry while it has failures within the window or reservations, and
+//!   recent clients keep theirs between requests, so that a returning
+//!   client takes and ends a reservation with a lookup each, not an insert
+//!   and a removal. Counters are evicted by CLOCK (second-chance LRU): a new
+//!   counter always gets in and the least recently used one goes. The
+//!   entries kept for recent clients have a CLOCK and a bound of their own:
+//!   clients that never fail cannot push a counter out. (moka's
 //!   default TinyLFU admission would instead drop a new, rarely seen key at
 //!   once when the table is full of frequently used ones, silently
 //!   resetting an attacker's count; and a moka insert costs several times a
@@ -39,7 +42,7 @@ use std::{
 use moka::{Expiry, notification::RemovalCause, policy::EvictionPolicy, sync::Cache};
 use tokio::time::Instant;
 
-use self::shard::{Entry, Shard};
+use self::shard::Shard;
 use super::{Admission, Finished, Hashed, Record, Recorded, Store, Ticket, Waiter};
 use crate::{
     lockout::{Outcome, Policy, Stats},
@@ -218,31 +221,33 @@ where
         if let Some((record, at)) = shard.lockouts.get(k, Instant::now) {
             return Admission::Locked(record, at);
         }
-        // One lookup: a key without state gets a fresh entry, which admits.
-        let entry = shard.entries.get_or_insert_with(k, Entry::new);
-        let failures = if entry.failures > 0 {
-            entry.live_failures(Instant::now())
-        } else {
-            0
-        };
-        if entry.in_flight < self.policy.in_flight_limit(failures) {
-            entry.in_flight += 1;
-            entry.referenced = true;
-            return Admission::Admitted(Ticket::LOCAL, failures);
-        }
-        // failures < max always holds (reaching max locks the key out and
-        // clears its counter), so in_flight >= 1 here: a release will come
-        // and wake the waiter.
-        let notify = entry.waiters.get_or_insert_with(Default::default);
-        // Every waiter holds a clone of the notifier: the count is exact.
-        let waiting = Arc::strong_count(notify) - 1;
-        if waiting >= self.policy.max_waiting() as usize {
-            return Admission::Crowded;
-        }
-        if let Some(waiter) = waiter {
-            waiter.wait_on(notify);
-        }
-        Admission::Full
+        // One lookup for a returning client; a new key gets a fresh entry,
+        // which admits.
+        shard.with_entry(k, |entry| {
+            let failures = if entry.failures > 0 {
+                entry.live_failures(Instant::now())
+            } else {
+                0
+            };
+            if entry.in_flight < self.policy.in_flight_limit(failures) {
+                entry.in_flight += 1;
+                entry.referenced = true;
+                return Admission::Admitted(Ticket::LOCAL, failures);
+            }
+            // failures < max always holds (reaching max locks the key out
+            // and clears its counter), so in_flight >= 1 here: a release
+            // will come and wake the waiter.
+            let notify = entry.waiters.get_or_insert_with(Default::default);
+            // Every waiter holds a clone of the notifier: the count is exact.
+            let waiting = Arc::strong_count(notify) - 1;
+            if waiting >= self.policy.max_waiting() as usize {
+                return Admission::Crowded;
+            }
+            if let Some(waiter) = waiter {
+                waiter.wait_on(notify);
+            }
+            Admission::Full
+        })
     }
 }
 
@@ -277,7 +282,7 @@ where
                 } else {
                     entry.waiters.clone()
                 };
-                (waiters.map(|n| (n, everyone)), entry.is_idle())
+                (waiters.map(|n| (n, everyone)), entry.is_spent())
             })
             .flatten();
         drop(shard);
@@ -431,15 +436,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn entries_are_removed_when_the_last_reservation_ends() {
-        let store = MemoryStore::new(Policy::default());
-        let k = key(&7);
-        assert!(matches!(store.admit(k), Admission::Admitted(..)));
-        assert!(matches!(store.admit(k), Admission::Admitted(..)));
-        store.finish(k, Ticket::LOCAL, Outcome::Neutral);
-        assert_eq!(store.shard(k).entries.len(), 1);
-        store.finish(k, Ticket::LOCAL, Outcome::Success);
-        assert_eq!(store.shard(k).entries.len(), 0);
+    async fn a_returning_client_keeps_its_entry_and_entries_stay_within_capacity() {
+        // R3: at most `capacity` entries are kept for clients between their
+        // requests; the most recent client's is one of them.
+        let store = MemoryStore::new(Policy::builder().capacity(4).build().unwrap());
+        let hasher = RandomState::new();
+        let keys: Vec<u32> = (0..100).collect();
+        for key in &keys {
+            let k = Hashed {
+                key,
+                hash: hasher.hash_one(key),
+            };
+            assert!(matches!(store.admit(k), Admission::Admitted(..)));
+            assert!(matches!(store.admit(k), Admission::Admitted(..)));
+            store.finish(k, Ticket::LOCAL, Outcome::Neutral);
+            store.finish(k, Ticket::LOCAL, Outcome::Success);
+            let shard = store.shard(k);
+            assert!(shard.entries.len() <= 4, "{} entries", shard.entries.len());
+            assert!(shard.entries.get(k).is_some_and(|e| e.in_flight == 0));
+        }
     }
 
     #[tokio::test(start_paused = true)]

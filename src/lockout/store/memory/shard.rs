@@ -1,5 +1,12 @@
 //! One shard of the in-memory store: failure counters with CLOCK
-//! eviction, reservations in flight and waiters, and the shard's lockouts.
+//! eviction, reservations in flight and waiters, the entries of recent
+//! clients kept between their requests, and the shard's lockouts.
+//!
+//! A returning client finds its entry and takes a reservation with a
+//! lookup and an increment: the entry is not inserted at admission and
+//! removed at release on every request. Entries kept this way (*resident*)
+//! are bounded by the shard's capacity on their own, with a CLOCK of their
+//! own, so clients that never fail cannot push failure counters out.
 
 use std::sync::Arc;
 
@@ -8,8 +15,8 @@ use tokio::{sync::Notify, time::Instant};
 use super::lockouts::Lockouts;
 use crate::table::{ClockQueue, Hand, Hashed, Table};
 
-/// Room for the reservations of a busy shard up front: an entry is inserted
-/// and removed by every request of a client without failures.
+/// Room for the entries of a busy shard up front; the table grows with the
+/// clients it keeps, up to twice the capacity plus the keys in flight.
 const ENTRIES_UP_FRONT: usize = 32;
 
 /// The state of one key in its shard.
@@ -21,8 +28,11 @@ pub(super) struct Entry {
     forget_at: Option<Instant>,
     /// Identifies this counter's place in the CLOCK queue.
     ticket: u64,
-    /// Used since the CLOCK hand last passed (second chance).
+    /// Used since a CLOCK hand last passed (second chance).
     pub(super) referenced: bool,
+    /// Identifies this entry's place in the queue of resident entries; 0
+    /// when it is not resident (removed once idle).
+    resident: u64,
     pub(super) in_flight: u32,
     /// Created when a request has to wait for this key.
     pub(super) waiters: Option<Arc<Notify>>,
@@ -35,6 +45,7 @@ impl Entry {
             forget_at: None,
             ticket: 0,
             referenced: false,
+            resident: 0,
             in_flight: 0,
             waiters: None,
         }
@@ -51,9 +62,14 @@ impl Entry {
         self.live_failures(now) > 0
     }
 
-    /// Neither a counter nor an attempt in flight: the entry can go.
+    /// Neither a counter nor an attempt in flight.
     pub(super) fn is_idle(&self) -> bool {
         self.failures == 0 && self.in_flight == 0
+    }
+
+    /// Idle and not kept for the client's next request: the entry can go.
+    pub(super) fn is_spent(&self) -> bool {
+        self.is_idle() && self.resident == 0
     }
 }
 
@@ -67,18 +83,23 @@ pub(super) struct Shard<K> {
     clock: ClockQueue<K>,
     /// Entries with `failures > 0`; at most `capacity`.
     pub(super) counters: usize,
+    /// Resident entries, in CLOCK order.
+    kept: ClockQueue<K>,
+    /// Resident entries; at most `capacity`.
+    pub(super) residents: usize,
     capacity: usize,
 }
 
 impl<K: Clone + Eq> Shard<K> {
     pub(super) fn new(capacity: usize) -> Self {
         Self {
-            // Room for the attempts in flight of a busy shard up front: an
-            // entry is inserted and removed by every request.
+            // Room for the clients of a busy shard up front.
             entries: Table::with_capacity(capacity.min(ENTRIES_UP_FRONT)),
             lockouts: Lockouts::new(capacity),
             clock: ClockQueue::new(capacity),
             counters: 0,
+            kept: ClockQueue::new(capacity),
+            residents: 0,
             capacity,
         }
     }
@@ -87,18 +108,79 @@ impl<K: Clone + Eq> Shard<K> {
         self.entries.get(k).map_or(0, |e| e.live_failures(now))
     }
 
+    /// Runs `f` on the entry of `k`, made resident if it is new: a
+    /// returning client's entry is found with one lookup. Room for a new
+    /// one is made by dropping (or no longer keeping) a resident entry that
+    /// was not used recently.
+    pub(super) fn with_entry<R>(&mut self, k: Hashed<'_, K>, f: impl FnOnce(&mut Entry) -> R) -> R {
+        let mut created = false;
+        let entry = self.entries.get_or_insert_with(k, || {
+            created = true;
+            Entry::new()
+        });
+        if !created {
+            return f(entry);
+        }
+        if self.residents >= self.capacity {
+            self.release_one();
+        }
+        self.residents += 1;
+        let entries = &self.entries;
+        let ticket = self.kept.push(k, |k, ticket| {
+            entries.get(k).is_some_and(|e| e.resident == ticket)
+        });
+        // Found again: making room removed another key, never this one
+        // (not queued yet).
+        let entry = self.entries.get_or_insert_with(k, Entry::new);
+        entry.resident = ticket;
+        f(entry)
+    }
+
+    /// Frees one resident slot: the first resident entry the hand finds that
+    /// was not used since it last passed. An idle one is dropped; one in
+    /// use (a counter, attempts in flight) is no longer kept, and goes once
+    /// it is idle.
+    fn release_one(&mut self) {
+        let entries = &mut self.entries;
+        let victim = self.kept.evict(|k, ticket, chance| {
+            let Some(entry) = entries.get_mut(k) else {
+                return Hand::Stale;
+            };
+            if entry.resident != ticket {
+                return Hand::Stale;
+            }
+            if entry.referenced && chance {
+                entry.referenced = false;
+                return Hand::Spare;
+            }
+            Hand::Evict
+        });
+        let Some((hash, key)) = victim else {
+            return;
+        };
+        let k = Hashed { key: &key, hash };
+        self.residents -= 1;
+        let spent = self.entries.get_mut(k).is_some_and(|entry| {
+            entry.resident = 0;
+            entry.is_spent()
+        });
+        if spent {
+            self.entries.remove(k);
+        }
+    }
+
     /// Drops the counter of `k`, and its entry when nothing else holds it.
     pub(super) fn clear(&mut self, k: Hashed<'_, K>) {
-        let mut idle = false;
+        let mut spent = false;
         if let Some(entry) = self.entries.get_mut(k) {
             if entry.failures > 0 {
                 entry.failures = 0;
                 entry.forget_at = None;
                 self.counters -= 1;
             }
-            idle = entry.is_idle();
+            spent = entry.is_spent();
         }
-        if idle {
+        if spent {
             self.entries.remove(k);
         }
     }
@@ -161,13 +243,13 @@ impl<K: Clone + Eq> Shard<K> {
             return false;
         };
         let k = Hashed { key: &key, hash };
-        let idle = self.entries.get_mut(k).is_some_and(|entry| {
+        let spent = self.entries.get_mut(k).is_some_and(|entry| {
             entry.failures = 0;
             entry.forget_at = None;
-            entry.is_idle()
+            entry.is_spent()
         });
         self.counters -= 1;
-        if idle {
+        if spent {
             self.entries.remove(k);
         }
         live
@@ -249,5 +331,67 @@ mod tests {
         assert_eq!(shard.counters, 0);
         assert!(shard.entries.is_empty());
         assert!(shard.clock.len() <= 2 * 8 + 16);
+    }
+
+    /// An admission and its release, as the store makes them.
+    fn visit(shard: &mut Shard<u32>, key: &u32) {
+        shard.with_entry(h(key), |e| e.in_flight += 1);
+        let spent = shard.entries.update(h(key), |e| {
+            e.in_flight -= 1;
+            ((), e.is_spent())
+        });
+        assert!(spent.is_some());
+    }
+
+    #[test]
+    fn resident_entries_stay_between_requests_within_capacity() {
+        let mut shard = Shard::new(4);
+        for key in 0..100u32 {
+            visit(&mut shard, &key);
+            assert!(
+                shard.entries.get(h(&key)).is_some(),
+                "key {key} was not kept"
+            );
+            assert!(shard.residents <= 4);
+            assert!(shard.entries.len() <= 4);
+        }
+        assert!(shard.kept.len() <= 2 * 4 + 16);
+    }
+
+    #[test]
+    fn clients_that_never_fail_cannot_push_a_counter_out() {
+        // B5: resident entries have a bound of their own.
+        let now = t0();
+        let later = now + Duration::from_secs(60);
+        let mut shard = Shard::new(4);
+        shard.set_failures(h(&1000), 3, later, now);
+        for key in 0..100u32 {
+            visit(&mut shard, &key);
+        }
+        assert_eq!(shard.failures(h(&1000), now), 3);
+        assert_eq!(shard.counters, 1);
+    }
+
+    #[test]
+    fn an_entry_in_use_that_is_no_longer_kept_goes_once_idle() {
+        let mut shard = Shard::new(1);
+        shard.with_entry(h(&1), |e| e.in_flight += 1);
+        // A new client takes key 1's resident slot while key 1 is in
+        // flight: its entry stays, no longer kept.
+        visit(&mut shard, &2);
+        assert!(
+            shard
+                .entries
+                .get(h(&1))
+                .is_some_and(|e| e.in_flight == 1 && e.resident == 0)
+        );
+        assert_eq!(shard.residents, 1);
+        let released = shard.entries.update(h(&1), |e| {
+            e.in_flight -= 1;
+            ((), e.is_spent())
+        });
+        assert!(released.is_some());
+        assert!(shard.entries.get(h(&1)).is_none());
+        assert!(shard.entries.get(h(&2)).is_some());
     }
 }
