@@ -11,6 +11,9 @@
 //! ```text
 //! redis-server --port 6390 --save '' --appendonly no &
 //! PORTCULLIS_REDIS_URL=redis://127.0.0.1:6390 cargo bench --bench e2e_redis --features redis
+//! # with a cluster too (three masters), measured beside the single node:
+//! PORTCULLIS_REDIS_URL=… PORTCULLIS_REDIS_CLUSTER=redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002 \
+//!     cargo bench --bench e2e_redis --features redis
 //! ```
 //!
 //! Settings (environment): `PORTCULLIS_E2E_SECS` (measured seconds, default
@@ -70,6 +73,7 @@ impl Validator for OneToken {
 enum Mode {
     Memory,
     Redis,
+    Cluster,
 }
 
 impl Mode {
@@ -77,11 +81,18 @@ impl Mode {
         match self {
             Self::Memory => "portcullis, in memory",
             Self::Redis => "portcullis, on Redis",
+            Self::Cluster => "portcullis, on a Redis Cluster",
         }
     }
 }
 
-async fn app(mode: Mode, url: &str, prefix: &str) -> Router {
+/// Where the shared state lives: one node's URL, and a cluster's nodes.
+struct Servers {
+    node: String,
+    cluster: Vec<String>,
+}
+
+async fn app(mode: Mode, servers: &Servers, prefix: &str) -> Router {
     let routes = Router::new().route("/now", get(|| async { "ok" }));
     let rate_limit = RateLimitLayer::builder()
         .per_second(1_000_000)
@@ -92,12 +103,14 @@ async fn app(mode: Mode, url: &str, prefix: &str) -> Router {
             rate_limit.build().expect("a valid rate"),
             LockoutLayer::new(Policy::default()),
         ),
-        Mode::Redis => {
+        Mode::Redis | Mode::Cluster => {
             let store = || async {
-                RedisStore::connect(url)
-                    .await
-                    .expect("redis-server answers")
-                    .prefix(prefix)
+                let store = if mode == Mode::Cluster {
+                    RedisStore::connect_cluster(&servers.cluster).await
+                } else {
+                    RedisStore::connect(&servers.node).await
+                };
+                store.expect("redis-server answers").prefix(prefix)
             };
             let tracker = Tracker::with_redis(Policy::default(), store().await);
             (
@@ -140,7 +153,16 @@ struct Sample {
     failed: u64,
 }
 
-fn measure(client: &Runtime, mode: Mode, url: &str, conns: usize, secs: f64) -> Sample {
+/// Commands run so far by every node of `admins`.
+async fn all_commands(admins: &mut [redis::aio::MultiplexedConnection]) -> u64 {
+    let mut sum = 0;
+    for admin in admins {
+        sum += commands(admin).await;
+    }
+    sum
+}
+
+fn measure(client: &Runtime, mode: Mode, servers: &Servers, conns: usize, secs: f64) -> Sample {
     let server = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -149,7 +171,7 @@ fn measure(client: &Runtime, mode: Mode, url: &str, conns: usize, secs: f64) -> 
     let prefix = format!("e2e:{}:", std::process::id());
     let (listener, app) = server.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        (listener, app(mode, url, &prefix).await)
+        (listener, app(mode, servers, &prefix).await)
     });
     let addr = listener.local_addr().expect("an address");
     let listener = listener.tap_io(|tcp| {
@@ -163,13 +185,22 @@ fn measure(client: &Runtime, mode: Mode, url: &str, conns: usize, secs: f64) -> 
         .await
         .expect("the server runs");
     });
-    let url = url.to_owned();
+    let urls = if mode == Mode::Cluster {
+        servers.cluster.clone()
+    } else {
+        vec![servers.node.clone()]
+    };
     let sample = client.block_on(async move {
-        let mut admin = redis::Client::open(url.as_str())
-            .expect("a redis url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis answers");
+        let mut admins = Vec::new();
+        for url in &urls {
+            admins.push(
+                redis::Client::open(url.as_str())
+                    .expect("a redis url")
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("redis answers"),
+            );
+        }
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let counting = Arc::new(AtomicBool::new(false));
@@ -214,13 +245,13 @@ fn measure(client: &Runtime, mode: Mode, url: &str, conns: usize, secs: f64) -> 
         }
         // Warm-up: first contacts, batches grown.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let before = commands(&mut admin).await;
+        let before = all_commands(&mut admins).await;
         counting.store(true, Ordering::Relaxed);
         let started = Instant::now();
         tokio::time::sleep(Duration::from_secs_f64(secs)).await;
         counting.store(false, Ordering::Relaxed);
         let elapsed = started.elapsed().as_secs_f64();
-        let after = commands(&mut admin).await;
+        let after = all_commands(&mut admins).await;
         stop.store(true, Ordering::Relaxed);
         for task in tasks {
             let _ = task.await;
@@ -248,10 +279,18 @@ fn main() -> ExitCode {
     if !env::args().any(|a| a == "--bench") {
         return ExitCode::SUCCESS;
     }
-    let Ok(url) = env::var("PORTCULLIS_REDIS_URL") else {
+    let Ok(node) = env::var("PORTCULLIS_REDIS_URL") else {
         eprintln!("skipped: set PORTCULLIS_REDIS_URL to a redis-server to compare against");
         return ExitCode::SUCCESS;
     };
+    let cluster: Vec<String> = env::var("PORTCULLIS_REDIS_CLUSTER")
+        .map(|nodes| nodes.split(',').map(|n| n.trim().to_owned()).collect())
+        .unwrap_or_default();
+    let mut modes = vec![Mode::Memory, Mode::Redis];
+    if !cluster.is_empty() {
+        modes.push(Mode::Cluster);
+    }
+    let servers = Servers { node, cluster };
     let setting = |name: &str, default: f64| {
         env::var(name)
             .ok()
@@ -266,32 +305,33 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a client runtime");
-    let mut rates = [Vec::new(), Vec::new()];
-    let mut commands = Vec::new();
+    let mut rates = vec![Vec::new(); modes.len()];
+    let mut commands = vec![Vec::new(); modes.len()];
     let mut failed = 0;
     for round in 0..rounds {
-        for i in 0..2 {
-            let mode = [Mode::Memory, Mode::Redis][(round + i) % 2];
-            let sample = measure(&client, mode, &url, conns, secs);
+        for i in 0..modes.len() {
+            let slot = (round + i) % modes.len();
+            let mode = modes[slot];
+            let sample = measure(&client, mode, &servers, conns, secs);
             eprintln!(
-                "  round {}: {:<24} {:>9.0} req/s, {:.4} redis commands/request",
+                "  round {}: {:<32} {:>9.0} req/s, {:.4} redis commands/request",
                 round + 1,
                 mode.label(),
                 sample.per_sec,
                 sample.commands_per_request
             );
             failed += sample.failed;
-            let slot = usize::from(mode == Mode::Redis);
             rates[slot].push(sample.per_sec);
-            if mode == Mode::Redis {
-                commands.push(sample.commands_per_request);
-            }
+            commands[slot].push(sample.commands_per_request);
         }
     }
-    let [memory, redis] = rates.map(median);
+    let rates: Vec<f64> = rates.into_iter().map(median).collect();
+    let commands: Vec<f64> = commands.into_iter().map(median).collect();
     println!();
     println!("```sh");
-    println!("PORTCULLIS_REDIS_URL=… cargo bench --bench e2e_redis --features redis");
+    println!(
+        "PORTCULLIS_REDIS_URL=… [PORTCULLIS_REDIS_CLUSTER=…] cargo bench --bench e2e_redis --features redis"
+    );
     println!("```");
     println!();
     println!(
@@ -299,14 +339,24 @@ fn main() -> ExitCode {
          immediate handler; median."
     );
     println!();
-    println!("| full stack | requests/s | vs in memory | Redis commands per request |");
-    println!("|---|---|---|---|");
-    println!("| in memory | {memory:.0} | 1.00× | 0 |");
     println!(
-        "| on Redis | {redis:.0} | **{:.2}×** | {:.4} |",
-        redis / memory,
-        median(commands)
+        "| full stack | requests/s | vs in memory | vs one node | Redis commands per request |"
     );
+    println!("|---|---|---|---|---|");
+    for (i, mode) in modes.iter().enumerate() {
+        println!(
+            "| {} | {:.0} | {:.2}× | {} | {:.4} |",
+            mode.label(),
+            rates[i],
+            rates[i] / rates[0],
+            if i == 0 {
+                "".to_owned()
+            } else {
+                format!("{:.2}×", rates[i] / rates[1])
+            },
+            commands[i],
+        );
+    }
     if failed > 0 {
         println!("!!! {failed} requests failed or were refused");
         return ExitCode::FAILURE;
