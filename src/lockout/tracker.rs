@@ -501,9 +501,9 @@ where
 {
     /// B20: an outcome that came after its reservation was released. A
     /// failure is counted as an attempt of its own, reserved and ended at
-    /// once, so that a shared store counts it like any other failure; a
-    /// key whose slots are all in flight counts it in this replica's
-    /// tables, and a locked-out key not at all (B7).
+    /// once (waiting for a slot in the background when none is free), so
+    /// that a shared store counts it like any other failure; a locked-out
+    /// key does not count it (B7).
     fn record(&self, key: &K, hash: u64, outcome: Outcome, guess: Option<Fingerprint>) {
         let k = Hashed { key, hash };
         if outcome != Outcome::Failure {
@@ -518,7 +518,14 @@ where
                 self.finish_as(key, hash, ticket, outcome);
             }
             Admission::Locked(..) => {}
-            Admission::Ask(asking) => {
+            Admission::Crowded => {
+                let recorded = self.store.record(k, outcome);
+                self.report(key, recorded);
+            }
+            // A round trip, or every slot of the key in flight: wait for
+            // one in the background (the guess was checked above, so the
+            // attempt fails without it).
+            admission => {
                 let (Ok(runtime), Some(engine)) =
                     (tokio::runtime::Handle::try_current(), self.this.upgrade())
                 else {
@@ -526,23 +533,16 @@ where
                     self.report(key, recorded);
                     return;
                 };
-                let key = key.clone();
+                let asking = match admission {
+                    Admission::Ask(asking) => Some(asking),
+                    _ => None,
+                };
+                let acquire = Acquire::new(Tracker { engine }, key.clone(), hash, asking);
                 runtime.spawn(async move {
-                    match asking.await {
-                        Admission::Admitted(ticket, _) => {
-                            engine.finish_as(&key, hash, ticket, outcome);
-                        }
-                        Admission::Locked(..) => {}
-                        _ => {
-                            let recorded = engine.store.record(Hashed { key: &key, hash }, outcome);
-                            engine.report(&key, recorded);
-                        }
+                    if let Ok(attempt) = acquire.await {
+                        attempt.failed();
                     }
                 });
-            }
-            Admission::Full | Admission::Crowded | Admission::Unavailable => {
-                let recorded = self.store.record(k, outcome);
-                self.report(key, recorded);
             }
         }
     }
