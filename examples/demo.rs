@@ -194,7 +194,9 @@ fn app() -> Router {
                 auth.public(|parts| parts.uri.path() == "/health" || parts.uri.path() == "/login"),
             )
             .lockout(lockout)
-            .body_key(BodyKeyLayer::new("username")),
+            .body_key(BodyKeyLayer::new("username", |parts| {
+                parts.uri.path() == "/login"
+            })),
         )
 }
 
@@ -202,7 +204,7 @@ fn app() -> Router {
 mod login {
     use axum::{Extension, Form, Router, extract::State, response::IntoResponse, routing::post};
     use http::{StatusCode, header};
-    use portcullis::lockout::{DeviceCookies, Failed, LockoutLayer, Policy};
+    use portcullis::lockout::{DeviceCookies, Failed, LockoutLayer, Policy, Succeeded};
     use serde::Deserialize;
 
     /// Failed logins that lock an account for clients without its device
@@ -247,7 +249,12 @@ mod login {
     async fn login(State(login): State<Login>, Form(form): Form<Credentials>) -> impl IntoResponse {
         if form.username == "alice" && form.password == "wonderland" {
             let device = login.devices.issue(&form.username).expect("random source");
-            Ok(([(header::SET_COOKIE, device)], StatusCode::OK))
+            // The account's sign-in: the only success the lockout counts.
+            Ok((
+                [(header::SET_COOKIE, device)],
+                Extension(Succeeded),
+                StatusCode::OK,
+            ))
         } else {
             Err((
                 StatusCode::UNAUTHORIZED,

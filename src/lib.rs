@@ -147,6 +147,10 @@
 //!   extensions, which outer layers use to count failed attempts.
 //! - Login protection: one [`lockout::LockoutLayer`] enforces several keys
 //!   (address, account from the body with [`body_key`], device cookies);
+//!   a body the account key cannot be read from is refused, never passed
+//!   on without it; only a sign-in the handler marks
+//!   [`Succeeded`](lockout::Succeeded) clears an account, and a failure
+//!   counts whatever valid credential came with it;
 //!   a repeated wrong guess counts once; cookie credentials are refused on
 //!   cross-site unsafe requests ([`cross_origin`]) and removed when stale;
 //!   [`stack::Stack`] assembles the layers in the one order that works.

@@ -13,7 +13,8 @@
 //! 2. [`CrossOriginLayer`](crate::cross_origin::CrossOriginLayer):
 //!    cross-site form posts are refused and never counted;
 //! 3. [`BodyKeyLayer`](crate::body_key::BodyKeyLayer): the account of a
-//!    login request is read before the lockout needs it;
+//!    login request is read before the lockout needs it (on the login
+//!    route the layer is given: other bodies are never buffered);
 //! 4. [`LockoutLayer`](crate::lockout::LockoutLayer): locked-out keys are
 //!    refused before a validator or handler runs, and failures are counted;
 //! 5. [`AuthLayer`](crate::AuthLayer): the credential is checked.

@@ -32,7 +32,7 @@ use http::{Method, StatusCode, header, request::Parts};
 use portcullis::{
     body_key::BodyKeyLayer,
     cross_origin::{CrossOriginLayer, CrossOriginProtection},
-    lockout::{DeviceCookies, Failed, LockoutLayer, Policy, Tracker},
+    lockout::{DeviceCookies, Failed, LockoutLayer, Policy, Succeeded, Tracker},
     reject::DefaultRenderer,
 };
 use serde::Deserialize;
@@ -79,7 +79,8 @@ impl Login {
             .lockout(limits.lockout)
             .max_lockout(limits.lockout.max(Duration::from_secs(24 * 3600)))
             .capacity(limits.capacity)
-            // The account's owner signing in clears its count.
+            // The account's owner signing in (the handler marks it
+            // `Succeeded`) clears its count.
             .reset_on_success(true)
             .build()
             .map_err(|e| format!("PORTCULLIS_ACCOUNT_MAX_FAILURES: {e}"))?;
@@ -96,9 +97,7 @@ impl Login {
 
     /// Reads the username of `POST /login` forms, for the account key.
     pub(crate) fn body_key() -> BodyKeyLayer {
-        BodyKeyLayer::new("username")
-            .when(is_login)
-            .renderer(DefaultRenderer::new().realm("portcullis"))
+        BodyKeyLayer::new("username", is_login).renderer(DefaultRenderer::new().realm("portcullis"))
     }
 
     /// `POST /login` and `POST /logout`, behind cross-origin protection.
@@ -154,8 +153,11 @@ async fn login(
         let Some(session) = sessions.sign_in("alice", &["admin"]) else {
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         };
+        // `Succeeded`: alice's sign-in, which clears her account's count (a
+        // 2xx alone clears nothing).
         let mut response = (
             [(header::SET_COOKIE, session)],
+            Extension(Succeeded),
             Json(json!({ "subject": "alice" })),
         )
             .into_response();

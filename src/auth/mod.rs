@@ -10,11 +10,17 @@
 //!    None → 401 (or, [optional](AuthLayer::optional), through as anonymous);
 //!    malformed or several → 400; too large → 431.
 //! 3. The [`Validator`](crate::Validator) decides. Success inserts its
-//!    `Identity` into the request extensions, settles the reservations of
+//!    `Identity` into the request extensions, releases the reservations of
 //!    the [`LockoutLayer`](crate::lockout::LockoutLayer)s outside (the
-//!    credential was accepted: nothing is left to guess, so your handler
-//!    runs without holding one), and calls your service; a failure is
-//!    answered per the table in [`reject`](crate::reject).
+//!    credential was accepted, so your handler runs without holding one,
+//!    B11), and calls your service; a failure is answered per the table in
+//!    [`reject`](crate::reject). A released request is still judged by its
+//!    response: a 401 or a [`Failed`](crate::lockout::Failed) marker from
+//!    your handler counts on every key of the lockout, whatever credential
+//!    was accepted (B20). A sign-in attempt (a request whose body names an
+//!    account, read by a [`BodyKeyLayer`](crate::body_key::BodyKeyLayer))
+//!    keeps its reservations until the response, so parallel guesses stay
+//!    bounded (B6).
 //!
 //! A validator that answers without waiting (an in-memory table, a cache
 //! hit) is answered in `call` itself: the request goes on without a

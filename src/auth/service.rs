@@ -12,11 +12,12 @@ use tower_service::Service;
 use super::{Anonymous, Authenticated, ResponseFuture, Shared};
 use crate::{
     AuthRejection, Credential, CredentialSource, ResponseBody, ValidationError, Validator,
+    body_key::BodyField,
     cross_origin::CrossOriginProtection,
     events::{self, Record},
     gate::{self, Admit, BoxFuture, Gate, Refusal},
     lease::{Cut, Leases},
-    lockout::{Outcome, Reservation},
+    lockout::Reservation,
     reject::{self, RejectionKind, Renderer},
 };
 
@@ -198,8 +199,9 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
     where
         S: Service<Request<ReqBody>> + Clone,
     {
-        // The reservations go with the validation, which settles them.
-        let reservation = Reservation::take(&mut parts.extensions);
+        // The reservations go with the validation, which releases them
+        // (sign-in attempts keep them).
+        let reservation = releasable(&mut parts.extensions);
         let shared = Arc::clone(&self.shared);
         let decision = Box::pin(async move {
             let (credential, outcome) = validation.await;
@@ -210,7 +212,7 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
                     });
                     let mut extensions = Extensions::new();
                     if let Some(reservation) = reservation {
-                        reservation.settle(Outcome::Success);
+                        reservation.release();
                     }
                     let hook = grant(
                         shared.leases.as_ref(),
@@ -258,6 +260,24 @@ fn grant(
         extensions.insert(lease.clone());
     }
     Cut(lease)
+}
+
+/// The reservations of the lockout layers outside, to release once the
+/// credential is accepted (B11). The outcome of the request is still
+/// recorded from its response (B20).
+///
+/// A sign-in attempt (a request whose body names an account, read by a
+/// `BodyKeyLayer`) keeps them until the response, whatever credential it
+/// carries: its outcome is the handler's password check, and parallel
+/// guesses must stay bounded (B6).
+fn releasable(extensions: &mut Extensions) -> Option<Reservation> {
+    // Without a lockout outside, one lookup.
+    let reservation = Reservation::take(extensions)?;
+    if extensions.get::<BodyField>().is_some() {
+        extensions.insert(reservation);
+        return None;
+    }
+    Some(reservation)
 }
 
 /// A CORS preflight: `OPTIONS` with `Access-Control-Request-Method`.
@@ -333,8 +353,8 @@ impl<V: Validator, R: Renderer> Shared<V, R> {
         credential: &Credential,
         identity: V::Identity,
     ) -> Cut {
-        if let Some(reservation) = Reservation::take(extensions) {
-            reservation.settle(Outcome::Success);
+        if let Some(reservation) = releasable(extensions) {
+            reservation.release();
         }
         let hook = grant(self.leases.as_ref(), extensions, credential, &identity);
         extensions.insert(identity);

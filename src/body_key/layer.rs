@@ -24,20 +24,31 @@ pub struct BodyKeyLayer {
 pub(super) struct Config {
     pub(super) field: Arc<str>,
     pub(super) limit: usize,
-    pub(super) when: Option<Predicate>,
+    pub(super) when: Predicate,
     pub(super) case_sensitive: bool,
     pub(super) renderer: Arc<dyn Renderer>,
 }
 
 impl BodyKeyLayer {
     /// Reads field `field` (`username`, `email`) of form bodies, and with
-    /// feature `json` of JSON bodies.
-    pub fn new(field: &str) -> Self {
+    /// feature `json` of JSON bodies, in the requests `when` selects: the
+    /// login route (`|req| req.uri.path() == "/login"`, say).
+    ///
+    /// The route is required: a body key for every request would buffer
+    /// every form or JSON body of the application, and refuse the larger
+    /// ones (an API call over the limit) with 413. Requests with a safe
+    /// method (`GET`, `HEAD`, `OPTIONS`, `TRACE`) are never read, whatever
+    /// `when` says; every other request `when` selects must carry a body
+    /// the layer can read (see the [module docs](super)).
+    pub fn new<F>(field: &str, when: F) -> Self
+    where
+        F: Fn(&Parts) -> bool + Send + Sync + 'static,
+    {
         Self {
             config: Arc::new(Config {
                 field: field.into(),
                 limit: DEFAULT_LIMIT,
-                when: None,
+                when: Arc::new(when),
                 case_sensitive: false,
                 renderer: Arc::new(DefaultRenderer::new()),
             }),
@@ -49,7 +60,7 @@ impl BodyKeyLayer {
         let mut config = Config {
             field: Arc::clone(&c.field),
             limit: c.limit,
-            when: c.when.clone(),
+            when: Arc::clone(&c.when),
             case_sensitive: c.case_sensitive,
             renderer: Arc::clone(&c.renderer),
         };
@@ -63,15 +74,6 @@ impl BodyKeyLayer {
     /// answered 413.
     pub fn limit(self, bytes: usize) -> Self {
         self.edit(|c| c.limit = bytes)
-    }
-
-    /// Reads bodies only of the requests `predicate` accepts (the login
-    /// route, say); others pass untouched and unbuffered.
-    pub fn when<F>(self, predicate: F) -> Self
-    where
-        F: Fn(&Parts) -> bool + Send + Sync + 'static,
-    {
-        self.edit(|c| c.when = Some(Arc::new(predicate)))
     }
 
     /// Keeps the field's case (default: lowercased, so `Alice` and `alice`
@@ -92,7 +94,6 @@ impl fmt::Debug for BodyKeyLayer {
         f.debug_struct("BodyKeyLayer")
             .field("field", &self.config.field)
             .field("limit", &self.config.limit)
-            .field("when", &self.config.when.is_some())
             .field("case_sensitive", &self.config.case_sensitive)
             .finish()
     }

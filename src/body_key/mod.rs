@@ -5,17 +5,19 @@
 //! login form carries the username in its body. [`BodyKeyLayer`] reads it
 //! there, ahead of the [`LockoutLayer`](crate::lockout::LockoutLayer):
 //!
-//! 1. It buffers the body of the requests it applies to (by default every
-//!    request with a form body, `application/x-www-form-urlencoded`, and
-//!    with feature `json` a JSON one; narrow it with
-//!    [`when`](BodyKeyLayer::when)) up to a small
-//!    [limit](BodyKeyLayer::limit) (default 16 KiB). A larger body, by
-//!    `Content-Length` or as it arrives, is answered 413 at once: the layer
-//!    never holds more than the limit.
-//! 2. It reads the field (`username`, say), trims it and lowercases it
+//! 1. It reads the bodies of the requests its route predicate selects (the
+//!    login route: the predicate is required, so API calls elsewhere are
+//!    never buffered), except those with a safe method (`GET`, `HEAD`,
+//!    `OPTIONS`, `TRACE`), which pass untouched and without a key.
+//! 2. It buffers the body, a form (`application/x-www-form-urlencoded`)
+//!    or, with feature `json`, a JSON one (`application/json`, `*/*+json`),
+//!    up to a small [limit](BodyKeyLayer::limit) (default 16 KiB). A larger
+//!    body, by `Content-Length` or as it arrives, is answered 413 at once:
+//!    the layer never holds more than the limit.
+//! 3. It reads the field (`username`, say), trims it and lowercases it
 //!    (unless [`case_sensitive`](BodyKeyLayer::case_sensitive)), and puts
 //!    it into the request extensions as a [`BodyField`].
-//! 3. It hands the body on intact, as the bytes it read: the handler's
+//! 4. It hands the body on intact, as the bytes it read: the handler's
 //!    `Form` or `Json` extractor reads exactly what the layer read.
 //!
 //! [`BodyField::key`] is the key extractor for the lockout: `Some(account)`
@@ -24,15 +26,27 @@
 //!
 //! # Security
 //!
+//! - A selected request never goes on without its key (SECURITY.md B18).
+//!   It is refused with 400 ([`RejectionKind::MalformedBody`], not a
+//!   failure) when the layer cannot read its body: another format or none;
+//!   a form whose field is not UTF-8 once decoded; JSON that is not a
+//!   single object, not UTF-8, or invalid anywhere (a bad escape, a lone
+//!   surrogate, a control character in a string, bad number syntax, nesting
+//!   deeper than 128), or whose field is not a string; the field twice (in
+//!   JSON too, however its name is escaped), since a handler might read the
+//!   other one. JSON numbers are checked for syntax only, never converted,
+//!   so no value elsewhere in the body (`1e400`) keeps the field from being
+//!   read.
 //! - The field's value is the key whether or not such an account exists:
 //!   the layer looks nothing up, so an unknown username is counted exactly
 //!   like a known one and a lockout says nothing about which accounts exist.
-//! - A field present twice is refused (400): a handler might read the other
-//!   one. A field longer than 256 bytes is refused (413): keys are logged
-//!   and kept in bounded tables, and no username is that long.
-//! - A body in another format is not read and gets no key: make sure your
-//!   handler accepts only the formats the layer reads (axum's `Form` and
-//!   `Json` check the content type).
+//! - A field longer than 256 bytes is refused (413): keys are logged and
+//!   kept in bounded tables, and no username is that long.
+//! - Safe methods are never read: a login page served to `GET /login` with
+//!   a body naming an account says nothing about that account. Let the
+//!   login handler take `POST` only (axum's `post(..)`).
+//!
+//! [`RejectionKind::MalformedBody`]: crate::reject::RejectionKind::MalformedBody
 //!
 //! # Example
 //!
@@ -48,7 +62,7 @@
 //! let per_account = Policy::builder().max_failures(2).build().unwrap();
 //! let lockout = LockoutLayer::new(Policy::default()).key(BodyField::key, per_account);
 //! let login = ServiceBuilder::new()
-//!     .layer(BodyKeyLayer::new("username"))
+//!     .layer(BodyKeyLayer::new("username", |req| req.uri.path() == "/login"))
 //!     .layer(lockout)
 //!     .service_fn(|_req: Request<_>| async {
 //!         let res = Response::builder().status(StatusCode::UNAUTHORIZED).body(String::new());
@@ -77,7 +91,7 @@ mod layer;
 mod parse;
 mod service;
 
-use std::sync::Arc;
+use std::{fmt, sync::Arc};
 
 use http::request::Parts;
 
@@ -93,14 +107,37 @@ pub type Body<B> = http_body_util::Either<B, http_body_util::Full<bytes::Bytes>>
 
 /// The value of the body field a [`BodyKeyLayer`] read, normalized; in the
 /// request extensions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BodyField(Arc<str>);
+#[derive(Clone, PartialEq, Eq)]
+pub struct BodyField {
+    value: Arc<str>,
+    case_sensitive: bool,
+}
+
+impl fmt::Debug for BodyField {
+    /// The value, as `BodyField("alice")`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("BodyField").field(&self.value).finish()
+    }
+}
 
 impl BodyField {
+    pub(crate) fn new(value: impl Into<Arc<str>>, case_sensitive: bool) -> Self {
+        Self {
+            value: value.into(),
+            case_sensitive,
+        }
+    }
+
     /// The field's value, trimmed (and lowercased unless the layer is
     /// [case-sensitive](BodyKeyLayer::case_sensitive)).
     pub fn value(&self) -> &str {
-        &self.0
+        &self.value
+    }
+
+    /// Whether the layer that read the field keeps its case
+    /// ([`BodyKeyLayer::case_sensitive`]).
+    pub fn is_case_sensitive(&self) -> bool {
+        self.case_sensitive
     }
 
     /// The field of `request`, if a [`BodyKeyLayer`] read one.

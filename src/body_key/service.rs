@@ -9,7 +9,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, Response, header, request::Parts};
+use http::{Method, Request, Response, header, request::Parts};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited, combinators::Collect};
 use pin_project_lite::pin_project;
 use tower_service::Service;
@@ -76,13 +76,18 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (parts, body) = request.into_parts();
         let config = &self.config;
-        let format = parse::format(&parts.headers)
-            .filter(|_| config.when.as_ref().is_none_or(|when| when(&parts)));
-        let Some(format) = format else {
+        // B18: safe methods are never body-keyed (a `GET` with a body is no
+        // sign-in, and its answer clears nothing).
+        if is_safe(&parts.method) || !(config.when)(&parts) {
             let future = self
                 .inner
                 .call(Request::from_parts(parts, Either::Left(body)));
             return ResponseFuture::inner(future);
+        }
+        // B18: a selected request in a format the layer cannot read would
+        // reach a handler that reads it without its key.
+        let Some(format) = parse::format(&parts.headers) else {
+            return ResponseFuture::refused(config, RejectionKind::MalformedBody, &parts);
         };
         let declared = parts
             .headers
@@ -106,6 +111,12 @@ where
             },
         }
     }
+}
+
+/// `GET`, `HEAD`, `OPTIONS` and `TRACE`: methods whose requests are never
+/// a sign-in, so never body-keyed (B18).
+fn is_safe(method: &Method) -> bool {
+    [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE].contains(method)
 }
 
 /// A request whose body is being read.
@@ -214,7 +225,7 @@ where
                             let reason = if too_large {
                                 RejectionKind::BodyTooLarge
                             } else {
-                                RejectionKind::Malformed
+                                RejectionKind::MalformedBody
                             };
                             kind.set(Self::refused(&config, reason, &parts).kind);
                             continue;
@@ -223,11 +234,15 @@ where
                     match parse::field(format, &bytes, &config.field) {
                         Field::Value(value) => {
                             let key = parse::normalize(&value, config.case_sensitive);
-                            parts.extensions.insert(BodyField(key.into()));
+                            let field = BodyField::new(key, config.case_sensitive);
+                            parts.extensions.insert(field);
                         }
                         Field::Absent => {}
-                        Field::Ambiguous => {
-                            kind.set(Self::refused(&config, RejectionKind::Malformed, &parts).kind);
+                        // B18: never passed on without its key.
+                        Field::Ambiguous | Field::Unreadable => {
+                            let refused =
+                                Self::refused(&config, RejectionKind::MalformedBody, &parts);
+                            kind.set(refused.kind);
                             continue;
                         }
                         Field::TooLong => {

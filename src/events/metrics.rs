@@ -27,7 +27,7 @@
 //! - `outcome`: `authenticated`, `missing`, `malformed`, `ambiguous`,
 //!   `too_large`, `invalid`, `expired`, `revoked`, `insufficient_scope`,
 //!   `unavailable`, `no_client_address`, `locked_out`, `rate_limited`,
-//!   `cross_origin`, `denied`, `body_too_large`;
+//!   `cross_origin`, `denied`, `body_too_large`, `malformed_body`;
 //! - `source`: `bearer`, `cookie`, `header`, `query`, `websocket_protocol`,
 //!   `none`;
 //! - `reason`: `locked_out`, `crowded`;
@@ -252,7 +252,7 @@ const ORIGINS: [RevocationOrigin; 3] = [
 ];
 
 /// Decision outcomes, as labels.
-const OUTCOMES: [&str; 16] = [
+const OUTCOMES: [&str; 17] = [
     "authenticated",
     "missing",
     "malformed",
@@ -269,6 +269,7 @@ const OUTCOMES: [&str; 16] = [
     "cross_origin",
     "denied",
     "body_too_large",
+    "malformed_body",
 ];
 
 fn outcome(kind: RejectionKind) -> usize {
@@ -288,6 +289,7 @@ fn outcome(kind: RejectionKind) -> usize {
         RejectionKind::CrossOrigin => 13,
         RejectionKind::Denied => 14,
         RejectionKind::BodyTooLarge => 15,
+        RejectionKind::MalformedBody => 16,
     }
 }
 

@@ -168,6 +168,10 @@ pub(crate) trait Finisher<K>: Send + Sync {
         outcome: Outcome,
         guess: Option<Fingerprint>,
     ) -> Option<FailureOutcome>;
+
+    /// Records `outcome` of `key` outside of any reservation (one released
+    /// early, B20), as the direct API does.
+    fn record(&self, key: &K, hash: u64, outcome: Outcome, guess: Option<Fingerprint>);
 }
 
 /// A reservation held in a store, ended once.
@@ -200,6 +204,11 @@ impl<K> Reserved<K> {
     ) -> Option<FailureOutcome> {
         self.finisher
             .finish(&self.key, self.hash, self.ticket, outcome, guess)
+    }
+
+    /// Records `outcome` for the key after the reservation ended (B20).
+    pub(crate) fn record(&self, outcome: Outcome, guess: Option<Fingerprint>) {
+        self.finisher.record(&self.key, self.hash, outcome, guess);
     }
 }
 

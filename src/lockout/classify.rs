@@ -12,10 +12,13 @@ const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 pub enum Outcome {
     /// A failed guess: it counts towards a lockout.
     Failure,
-    /// A success: clears the key's failures when the policy resets on
-    /// success.
+    /// A sign-in that succeeded: clears the key's failures when the policy
+    /// [resets on success](super::PolicyBuilder::reset_on_success). Only
+    /// the [`Succeeded`] marker (or a classifier of yours) says so; a 2xx
+    /// alone is [`Neutral`](Self::Neutral) (SECURITY.md B19).
     Success,
-    /// Neither (a missing credential, a server error, a public page).
+    /// Neither (a missing credential, an accepted credential, a server
+    /// error, a public page, any other answer).
     Neutral,
 }
 
@@ -27,6 +30,11 @@ pub enum Outcome {
 /// keyed fingerprint of the account and the wrong password, so the lockout
 /// counts the same wrong password repeated by one key once (smart counting,
 /// SECURITY.md B14).
+///
+/// It always counts, on every key of the request, whatever credential the
+/// request carried: even when an `AuthLayer` accepted a credential and
+/// released the request's reservation before the handler ran (B11), the
+/// failure is still recorded (SECURITY.md B20).
 ///
 /// # Example
 ///
@@ -77,13 +85,54 @@ impl Failed {
     }
 }
 
-/// Classifies responses that carry neither an
-/// [`AuthRejection`](crate::AuthRejection) nor the [`Failed`] marker.
+/// A response marker that says the request signed its account in: the
+/// password (or other secret) it carried for the account it names was
+/// right.
 ///
-/// The [`LockoutLayer`](super::LockoutLayer) decides those two itself, before
+/// Keys whose policy [resets on success](super::PolicyBuilder::reset_on_success)
+/// forget their failures when a response carries it, on every key of the
+/// request; nothing else resets them. A 2xx alone does not (SECURITY.md
+/// B19): a request that merely names an account (a login page, a
+/// password-reset form, a sign-in with the attacker's own token attached)
+/// is answered 2xx without proving anything about the account.
+///
+/// # Security
+///
+/// Insert it only from the handler that checked the account's secret, and
+/// only when it was right: with an account key that resets on success, a
+/// response marked for the wrong reason hands an attacker a fresh budget
+/// of guesses for that account. A response that carries [`Failed`] as well
+/// counts as a failure.
+///
+/// # Example
+///
+/// ```
+/// use http::Response;
+/// use portcullis::lockout::Succeeded;
+///
+/// // In the login handler, once the password checked out:
+/// let mut res = Response::new("welcome");
+/// res.extensions_mut().insert(Succeeded);
+/// # assert!(res.extensions().get::<Succeeded>().is_some());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Succeeded;
+
+/// Classifies responses that carry neither an
+/// [`AuthRejection`](crate::AuthRejection) nor a [`Failed`] or
+/// [`Succeeded`] marker.
+///
+/// The [`LockoutLayer`](super::LockoutLayer) decides those itself, before
 /// any classifier runs, so a classifier cannot make a missing credential or
 /// an unavailable validator count, nor miss a rejected credential. Closures
 /// `Fn(&http::response::Parts) -> Outcome` are classifiers.
+///
+/// # Security
+///
+/// [`Outcome::Success`] resets keys whose policy resets on success: return
+/// it only for responses that prove the sign-in of the account the request
+/// names, never for any 2xx (SECURITY.md B19). The [`Succeeded`] marker is
+/// the simpler way.
 ///
 /// # Example
 ///
@@ -94,7 +143,6 @@ impl Failed {
 /// // A login form that answers a wrong password with 422.
 /// let form = |res: &Parts| match res.status {
 ///     StatusCode::UNPROCESSABLE_ENTITY => Outcome::Failure,
-///     s if s.is_success() => Outcome::Success,
 ///     _ => Outcome::Neutral,
 /// };
 /// let (parts, ()) = http::Response::builder().status(422).body(()).unwrap().into_parts();
@@ -120,10 +168,10 @@ where
 /// |---|---|
 /// | 401 | failure (a login handler rejecting a password) |
 /// | gRPC or gRPC-Web, trailers-only with `grpc-status: 16` (`UNAUTHENTICATED`) | failure |
-/// | gRPC or gRPC-Web, trailers-only with another error status | neutral |
-/// | gRPC or gRPC-Web, anything else (the status comes in trailers, after the head) | success |
-/// | 2xx, 3xx | success |
-/// | anything else | neutral |
+/// | anything else (2xx included) | neutral |
+///
+/// It never answers [`Outcome::Success`]: a 2xx says nothing about whose
+/// sign-in it was (SECURITY.md B19). Mark real sign-ins with [`Succeeded`].
 ///
 /// A unary Connect error is an HTTP status (`unauthenticated` is 401), so it
 /// is classified like HTTP. A streaming Connect call answers 200 and puts
@@ -134,27 +182,21 @@ pub struct DefaultClassifier;
 
 impl Classifier for DefaultClassifier {
     fn classify(&self, response: &Parts) -> Outcome {
-        if response.status == StatusCode::UNAUTHORIZED {
-            return Outcome::Failure;
-        }
-        if Protocol::from_content_type(&response.headers).is_some_and(Protocol::has_grpc_status) {
-            return match response.headers.get(GRPC_STATUS).map(HeaderValue::as_bytes) {
-                None | Some(b"0") => Outcome::Success,
-                Some(b"16") => Outcome::Failure,
-                Some(_) => Outcome::Neutral,
-            };
-        }
-        if response.status.is_success() || response.status.is_redirection() {
-            Outcome::Success
+        let unauthenticated = response.status == StatusCode::UNAUTHORIZED
+            || (Protocol::from_content_type(&response.headers)
+                .is_some_and(Protocol::has_grpc_status)
+                && response.headers.get(GRPC_STATUS).map(HeaderValue::as_bytes) == Some(b"16"));
+        if unauthenticated {
+            Outcome::Failure
         } else {
             Outcome::Neutral
         }
     }
 }
 
-/// The layer's decision: rejections and the marker first, then the
-/// classifier. A failure comes with the fingerprint of its guess, when
-/// known (B14).
+/// The layer's decision: rejections and the markers first (a failure before
+/// a success), then the classifier. A failure comes with the fingerprint of
+/// its guess, when known (B14).
 pub(crate) fn judge(
     response: &Parts,
     classifier: Option<&dyn Classifier>,
@@ -170,6 +212,8 @@ pub(crate) fn judge(
         }
     } else if let Some(failed) = response.extensions.get::<Failed>() {
         (Outcome::Failure, failed.fingerprint())
+    } else if response.extensions.get::<Succeeded>().is_some() {
+        (Outcome::Success, None)
     } else {
         let outcome = match classifier {
             Some(classifier) => classifier.classify(response),
@@ -201,14 +245,15 @@ mod tests {
     #[test]
     fn default_classifier_counts_401_and_grpc_unauthenticated() {
         assert_eq!(DefaultClassifier.classify(&parts(401)), Outcome::Failure);
-        assert_eq!(DefaultClassifier.classify(&parts(200)), Outcome::Success);
-        assert_eq!(DefaultClassifier.classify(&parts(302)), Outcome::Success);
+        // B19: a 2xx is no proof of a sign-in.
+        assert_eq!(DefaultClassifier.classify(&parts(200)), Outcome::Neutral);
+        assert_eq!(DefaultClassifier.classify(&parts(302)), Outcome::Neutral);
         assert_eq!(DefaultClassifier.classify(&parts(403)), Outcome::Neutral);
         assert_eq!(DefaultClassifier.classify(&parts(500)), Outcome::Neutral);
         let mut grpc = parts(200);
         grpc.headers
             .insert("content-type", "application/grpc".parse().unwrap());
-        assert_eq!(DefaultClassifier.classify(&grpc), Outcome::Success);
+        assert_eq!(DefaultClassifier.classify(&grpc), Outcome::Neutral);
         grpc.headers.insert("grpc-status", "16".parse().unwrap());
         assert_eq!(DefaultClassifier.classify(&grpc), Outcome::Failure);
         grpc.headers.insert("grpc-status", "14".parse().unwrap());
@@ -218,7 +263,7 @@ mod tests {
             "content-type",
             "application/grpc-web+proto".parse().unwrap(),
         );
-        assert_eq!(DefaultClassifier.classify(&web), Outcome::Success);
+        assert_eq!(DefaultClassifier.classify(&web), Outcome::Neutral);
         web.headers.insert("grpc-status", "16".parse().unwrap());
         assert_eq!(DefaultClassifier.classify(&web), Outcome::Failure);
         let mut connect = parts(401);
@@ -243,6 +288,16 @@ mod tests {
     #[test]
     fn the_marker_counts_whatever_the_status() {
         let mut res = parts(200);
+        res.extensions.insert(Failed::new());
+        assert_eq!(outcome(&res, None), Outcome::Failure);
+    }
+
+    #[test]
+    fn only_the_success_marker_is_a_success_and_a_failure_wins() {
+        let mut res = parts(200);
+        assert_eq!(outcome(&res, None), Outcome::Neutral);
+        res.extensions.insert(Succeeded);
+        assert_eq!(outcome(&res, None), Outcome::Success);
         res.extensions.insert(Failed::new());
         assert_eq!(outcome(&res, None), Outcome::Failure);
     }

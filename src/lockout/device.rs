@@ -28,7 +28,7 @@ const DOMAIN: &[u8] = b"portcullis device cookie v1\0";
 ///
 /// A successful login [issues](DeviceCookies::issue) a device cookie: a
 /// random nonce and an HMAC-SHA-256 tag over the account and the nonce,
-/// `HttpOnly`, `SameSite=Strict`, for a year by default. On later login
+/// `Secure`, `HttpOnly`, `SameSite=Strict`, for a year by default. On later login
 /// attempts for the same account (the account comes from a
 /// [`BodyKeyLayer`](crate::body_key::BodyKeyLayer)), a valid device cookie
 /// makes the client *trusted* for that account:
@@ -53,6 +53,16 @@ const DOMAIN: &[u8] = b"portcullis device cookie v1\0";
 ///   a stolen device cookie is worth `max_failures` guesses, no more.
 /// - The key must be secret, at least 32 bytes, and the same on every
 ///   replica; rotating it makes every device untrusted again.
+/// - The cookie is `Secure` (SECURITY.md B21): a device cookie sniffed from
+///   plain HTTP would be a way past the account's lockout. Turn it off
+///   ([`secure(false)`](Self::secure)) only for a development server
+///   reached over plain HTTP from elsewhere than `localhost`.
+/// - Accounts are compared as the [`BodyKeyLayer`](crate::body_key::BodyKeyLayer)
+///   keys them: trimmed and lowercased, or trimmed only with
+///   [`case_sensitive(true)`](Self::case_sensitive), which must match the
+///   layer's setting. If they differ, no device cookie is trusted (the
+///   untrusted key applies to everyone): a device cookie of `Alice` must
+///   never pass for `alice` where those are two accounts.
 ///
 /// # Example
 ///
@@ -79,6 +89,7 @@ pub struct DeviceCookies {
     cookie: Cookie,
     mac: Hmac<Sha256>,
     max_age: Duration,
+    case_sensitive: bool,
 }
 
 /// A device that presented a valid device cookie for an account: the key of
@@ -129,10 +140,13 @@ impl DeviceCookies {
             ));
         }
         Ok(Self {
-            cookie: Cookie::try_new(name)?,
+            // B21: a device cookie is worth guesses; it never travels in
+            // clear by default.
+            cookie: Cookie::try_new(name)?.secure(true),
             mac: <Hmac<Sha256> as Mac>::new_from_slice(key)
                 .expect("HMAC accepts keys of every length"),
             max_age: Duration::from_secs(365 * 24 * 3600),
+            case_sensitive: false,
         })
     }
 
@@ -154,24 +168,40 @@ impl DeviceCookies {
         self
     }
 
-    /// Sets the cookie `Secure` (default: only for `__Host-` and
-    /// `__Secure-` names).
+    /// Whether the cookie is set `Secure` (default: yes). Only for a
+    /// development server reached over plain HTTP: anyone who sees a device
+    /// cookie on the wire gets its device's guesses at the account. Names
+    /// with a `__Host-` or `__Secure-` prefix stay `Secure`.
     #[must_use]
     pub fn secure(mut self, secure: bool) -> Self {
-        self.cookie = self.cookie.secure(secure);
+        let name = self.cookie.name();
+        let prefixed = name.starts_with("__Host-") || name.starts_with("__Secure-");
+        self.cookie = self.cookie.secure(secure || prefixed);
         self
     }
 
-    /// A `Set-Cookie` value with a new device cookie for `account` (trimmed
-    /// and lowercased, as [`BodyKeyLayer`](crate::body_key::BodyKeyLayer)
-    /// keys it): send it with a successful login.
+    /// Keeps the account's case (default: lowercased, so `Alice` and
+    /// `alice` are one account). Set it as the
+    /// [`BodyKeyLayer`](crate::body_key::BodyKeyLayer)'s
+    /// [`case_sensitive`](crate::body_key::BodyKeyLayer::case_sensitive):
+    /// when the two differ, no device is trusted.
+    #[must_use]
+    pub fn case_sensitive(mut self, case_sensitive: bool) -> Self {
+        self.case_sensitive = case_sensitive;
+        self
+    }
+
+    /// A `Set-Cookie` value with a new device cookie for `account` (trimmed,
+    /// and lowercased unless [case-sensitive](Self::case_sensitive), as
+    /// [`BodyKeyLayer`](crate::body_key::BodyKeyLayer) keys it): send it
+    /// with a successful login.
     ///
     /// # Errors
     ///
     /// [`ConfigError::InvalidKey`] when the random source fails.
     pub fn issue(&self, account: &str) -> Result<HeaderValue, ConfigError> {
         let nonce = random::<NONCE_LEN>()?;
-        let tag = self.tag(&normalize(account), &nonce);
+        let tag = self.tag(&self.normalize(account), &nonce);
         let value = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(nonce),
@@ -189,7 +219,8 @@ impl DeviceCookies {
     }
 
     /// The device of `request`, when it carries a valid device cookie for
-    /// `account` (compared trimmed and lowercased).
+    /// `account` (compared trimmed, and lowercased unless
+    /// [case-sensitive](Self::case_sensitive)).
     pub fn device(&self, request: &Parts, account: &str) -> Option<Device> {
         let credential = Extractor::new(self.cookie.clone())
             .extract(request)
@@ -197,7 +228,7 @@ impl DeviceCookies {
         let (nonce, tag) = credential.secret().split_once('.')?;
         let nonce: [u8; NONCE_LEN] = URL_SAFE_NO_PAD.decode(nonce).ok()?.try_into().ok()?;
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-        let account = normalize(account);
+        let account = self.normalize(account);
         let expected = self.tag(&account, &nonce);
         bool::from(expected.ct_eq(&tag[..])).then(|| Device {
             account: account.into(),
@@ -219,6 +250,30 @@ impl DeviceCookies {
         UntrustedKey(self.clone())
     }
 
+    /// The device of a request whose account is `field`: `None` when the
+    /// field was read with another case sensitivity than these cookies
+    /// compare with (B21: never trust a cookie across two accounts).
+    fn device_for(&self, request: &Parts, field: &BodyField) -> Option<Device> {
+        if field.is_case_sensitive() != self.case_sensitive {
+            tracing::debug!(
+                target: "portcullis::lockout",
+                "device cookies and the body key differ in case sensitivity: no device is trusted"
+            );
+            return None;
+        }
+        self.device(request, field.value())
+    }
+
+    /// The account as keys and tags hold it.
+    fn normalize(&self, account: &str) -> String {
+        let account = account.trim();
+        if self.case_sensitive {
+            account.to_owned()
+        } else {
+            account.to_lowercase()
+        }
+    }
+
     fn tag(&self, account: &str, nonce: &[u8; NONCE_LEN]) -> [u8; TAG_LEN] {
         let mut mac = self.mac.clone();
         mac.update(DOMAIN);
@@ -237,6 +292,7 @@ impl fmt::Debug for DeviceCookies {
         f.debug_struct("DeviceCookies")
             .field("name", &self.cookie.name())
             .field("max_age", &self.max_age)
+            .field("case_sensitive", &self.case_sensitive)
             .finish_non_exhaustive()
     }
 }
@@ -250,12 +306,14 @@ impl KeyExtractor for DeviceKey {
     type Key = Option<Device>;
 
     fn extract(&self, request: &Parts) -> Result<Option<Device>, AuthRejection> {
-        Ok(BodyField::of(request).and_then(|field| self.0.device(request, field.value())))
+        Ok(BodyField::of(request).and_then(|field| self.0.device_for(request, field)))
     }
 }
 
 /// The key of attempts without a valid device cookie; see
-/// [`DeviceCookies::untrusted_key`].
+/// [`DeviceCookies::untrusted_key`]. The key is the account as the
+/// [`BodyKeyLayer`](crate::body_key::BodyKeyLayer) read it, so it honours
+/// the layer's case sensitivity (B21).
 #[derive(Clone, Debug)]
 pub struct UntrustedKey(DeviceCookies);
 
@@ -264,13 +322,9 @@ impl KeyExtractor for UntrustedKey {
 
     fn extract(&self, request: &Parts) -> Result<Option<String>, AuthRejection> {
         Ok(BodyField::of(request)
-            .filter(|field| self.0.device(request, field.value()).is_none())
-            .map(|field| normalize(field.value())))
+            .filter(|field| self.0.device_for(request, field).is_none())
+            .map(|field| field.value().to_owned()))
     }
-}
-
-fn normalize(account: &str) -> String {
-    account.trim().to_lowercase()
 }
 
 fn random<const N: usize>() -> Result<[u8; N], ConfigError> {

@@ -11,7 +11,13 @@
 //!   (default: a 401, or a gRPC `UNAUTHENTICATED` in the headers).
 //!   Responses carrying any other rejection never count, even when they are
 //!   401: a missing or malformed credential, a missing scope, an expired
-//!   token, an unavailable validator.
+//!   token, an unavailable validator. A failure counts on every key of the
+//!   request even when an `AuthLayer` released its reservation before the
+//!   handler ran (B20).
+//! - **What resets** (B19): with
+//!   [`reset_on_success`](PolicyBuilder::reset_on_success), a response
+//!   carrying the [`Succeeded`] marker, which a login handler inserts when
+//!   the password was right. A 2xx alone resets nothing.
 //! - **When a client is blocked** (B3): after `max_failures` failures within
 //!   the window it is answered `429 Too Many Requests` with `Retry-After`
 //!   (gRPC: `RESOURCE_EXHAUSTED`) before the inner service runs, so a
@@ -118,14 +124,20 @@
 //!
 //! - **Several keys** ([`LockoutLayer::key`], B13): the address, the
 //!   account of a login (read from the body by
-//!   [`BodyKeyLayer`](crate::body_key::BodyKeyLayer)), both together, a
-//!   device; each with its own policy; the most restrictive answer wins.
+//!   [`BodyKeyLayer`](crate::body_key::BodyKeyLayer), which refuses a body
+//!   it cannot read rather than let it go on without its key, B18), both
+//!   together, a device; each with its own policy; the most restrictive
+//!   answer wins.
+//! - **Only a sign-in clears an account** ([`Succeeded`], B19), and a
+//!   valid credential attached to a sign-in attempt hides none of its
+//!   failures (B20).
 //! - **Smart counting** ([`PolicyBuilder::remember_guesses`], B14): the same
 //!   wrong credential or password (by keyed fingerprint, see
 //!   [`Failed::guess`]) repeated by one key within the window counts once.
-//! - **Device cookies** ([`DeviceCookies`], feature `cookie`, B15): a
+//! - **Device cookies** ([`DeviceCookies`], feature `cookie`, B15, B21): a
 //!   browser the account signed in from is counted on its own and not
-//!   refused by the account's lockout for untrusted clients.
+//!   refused by the account's lockout for untrusted clients; the cookie is
+//!   `Secure`, and accounts keep the body key's case sensitivity.
 //! - **Progressive delay** ([`PolicyBuilder::delay_after`]): slow a key
 //!   down before locking it out.
 //! - **Allow- and deny-lists, shadow mode** ([`LockoutLayer::allow`],
@@ -154,7 +166,7 @@ mod tracker;
 #[cfg(feature = "redis")]
 pub use crate::redis::{RedisConnectError, RedisStore};
 pub use attempt::{Acquire, Attempt, FailureOutcome, Locked, Refused};
-pub use classify::{Classifier, DefaultClassifier, Failed, Outcome};
+pub use classify::{Classifier, DefaultClassifier, Failed, Outcome, Succeeded};
 #[cfg(feature = "cookie")]
 pub use device::{Device, DeviceCookies, DeviceKey, UntrustedKey};
 pub use future::ResponseFuture;

@@ -18,7 +18,7 @@ const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 /// | [`lockout`](PolicyBuilder::lockout) | 30 min | the first lockout |
 /// | [`multiplier`](PolicyBuilder::multiplier) | 2 | each further lockout lasts this much longer… |
 /// | [`max_lockout`](PolicyBuilder::max_lockout) | 24 h | …up to this cap |
-/// | [`reset_on_success`](PolicyBuilder::reset_on_success) | off | a success clears the failure count |
+/// | [`reset_on_success`](PolicyBuilder::reset_on_success) | off | a sign-in marked [`Succeeded`](super::Succeeded) clears the failure count |
 /// | [`capacity`](PolicyBuilder::capacity) | 100 000 | keys each table holds at most |
 /// | [`max_waiting`](PolicyBuilder::max_waiting) | 256 | requests of one key that may wait for a reservation; more get 429 |
 /// | [`remember_guesses`](PolicyBuilder::remember_guesses) | 4 | wrong guesses remembered per key: repeating one of them is not counted again (smart counting) |
@@ -117,7 +117,8 @@ impl Policy {
         self.max_lockout
     }
 
-    /// Whether a success clears the failure count of its key.
+    /// Whether a success ([`Succeeded`](super::Succeeded)) clears the
+    /// failure count of its key.
     pub fn reset_on_success(&self) -> bool {
         self.reset_on_success
     }
@@ -244,12 +245,21 @@ impl PolicyBuilder {
 
     /// Whether a success clears the failure count of its key.
     ///
+    /// A success is a response carrying the
+    /// [`Succeeded`](super::Succeeded) marker (or one your
+    /// [`Classifier`](super::Classifier) calls a success), or
+    /// [`Tracker::record_success`](super::Tracker::record_success) and
+    /// [`Attempt::succeeded`](super::Attempt::succeeded); never a 2xx
+    /// alone, nor a credential an `AuthLayer` accepted (SECURITY.md B19).
+    /// It never lifts a lockout.
+    ///
     /// # Security
     ///
     /// Leave this off when keys are client addresses: an attacker holding
     /// one valid credential could otherwise clear its own counter by
     /// interleaving it with its guesses. It suits per-account keys, where a
-    /// success proves the account's owner is present.
+    /// sign-in the login handler marks `Succeeded` proves the account's
+    /// owner is present.
     pub fn reset_on_success(mut self, reset: bool) -> Self {
         self.policy.reset_on_success = reset;
         self

@@ -6,15 +6,17 @@
 //! of its response future) and puts another ([`Reservation`]) into the
 //! request extensions. Whoever settles first decides:
 //!
-//! - `AuthLayer` settles it as a success as soon as the validator accepts
-//!   the credential, so the handler runs without holding a slot (B11);
+//! - `AuthLayer` releases it as soon as the validator accepts the
+//!   credential, so the handler runs without holding a slot (B11); the
+//!   response is still judged, and a failure (or a success) it shows is
+//!   recorded without a reservation (B20);
 //! - otherwise the response settles it, classified (a login handler's 401);
 //! - a request dropped before either (the client went away) settles it as
 //!   neutral.
 
 use std::sync::{
     Arc,
-    atomic::{AtomicBool, Ordering},
+    atomic::{AtomicU8, Ordering},
 };
 
 use http::{Extensions, response};
@@ -29,14 +31,26 @@ pub(crate) trait Settle: Send + Sync {
     fn settle(&self, outcome: Outcome, guess: Option<Fingerprint>);
 
     /// Ends the reservation with the outcome `response` shows, unless it
-    /// ended already.
+    /// ended already; after a [`release`](Self::release), records that
+    /// outcome without a reservation.
     fn settle_with(&self, response: &response::Parts);
+
+    /// Ends the reservation early, recording nothing yet (B11): the
+    /// response's outcome is still recorded when it comes (B20).
+    fn release(&self);
 }
+
+/// A [`Slot`] whose reservation is still held.
+const OPEN: u8 = 0;
+/// Released early: the response is still to be judged.
+const RELEASED: u8 = 1;
+/// Settled: nothing more to do.
+const SETTLED: u8 = 2;
 
 /// The reservation of one admitted request.
 pub(crate) struct Slot<K> {
     reserved: Reserved<K>,
-    open: AtomicBool,
+    state: AtomicU8,
     classifier: Option<Arc<dyn Classifier>>,
 }
 
@@ -48,7 +62,7 @@ impl<K: Send + Sync + 'static> Slot<K> {
     ) -> Arc<dyn Settle> {
         Arc::new(Self {
             reserved,
-            open: AtomicBool::new(true),
+            state: AtomicU8::new(OPEN),
             classifier,
         })
     }
@@ -56,15 +70,36 @@ impl<K: Send + Sync + 'static> Slot<K> {
 
 impl<K: Send + Sync> Settle for Slot<K> {
     fn settle(&self, outcome: Outcome, guess: Option<Fingerprint>) {
-        if self.open.swap(false, Ordering::AcqRel) {
+        if self.state.swap(SETTLED, Ordering::AcqRel) == OPEN {
             self.reserved.end(outcome, guess);
         }
     }
 
     fn settle_with(&self, response: &response::Parts) {
-        if self.open.load(Ordering::Acquire) {
-            let (outcome, guess) = classify::judge(response, self.classifier.as_deref());
-            self.settle(outcome, guess);
+        match self.state.load(Ordering::Acquire) {
+            OPEN => {
+                let (outcome, guess) = classify::judge(response, self.classifier.as_deref());
+                self.settle(outcome, guess);
+            }
+            RELEASED if self.state.swap(SETTLED, Ordering::AcqRel) == RELEASED => {
+                // B20: an early release never swallows what the handler
+                // answered (a `Failed` marker, a 401).
+                let (outcome, guess) = classify::judge(response, self.classifier.as_deref());
+                if outcome != Outcome::Neutral {
+                    self.reserved.record(outcome, guess);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn release(&self) {
+        if self
+            .state
+            .compare_exchange(OPEN, RELEASED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.reserved.end(Outcome::Neutral, None);
         }
     }
 }
@@ -73,7 +108,7 @@ impl<K> Drop for Slot<K> {
     /// A reservation nobody settled (a request refused by another key of
     /// the same layer, a decision abandoned) ends as neutral.
     fn drop(&mut self) {
-        if *self.open.get_mut() {
+        if *self.state.get_mut() == OPEN {
             self.reserved.end(Outcome::Neutral, None);
         }
     }
@@ -93,6 +128,12 @@ impl Settle for Slots {
     fn settle_with(&self, response: &response::Parts) {
         for slot in &self.0 {
             slot.settle_with(response);
+        }
+    }
+
+    fn release(&self) {
+        for slot in &self.0 {
+            slot.release();
         }
     }
 }
@@ -174,12 +215,12 @@ impl Reservation {
         extensions.remove::<Self>()
     }
 
-    /// Settles every reservation of the request with `outcome` (a success,
-    /// in practice: failures are settled by the response).
-    pub(crate) fn settle(self, outcome: Outcome) {
+    /// Releases every reservation of the request early (B11); their
+    /// responses are still judged (B20).
+    pub(crate) fn release(self) {
         let mut next = Some(self);
         while let Some(reservation) = next {
-            reservation.slot.settle(outcome, None);
+            reservation.slot.release();
             next = reservation.outer.map(|outer| *outer);
         }
     }

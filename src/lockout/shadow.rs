@@ -57,4 +57,8 @@ impl Settle for ShadowRecord {
         let (outcome, guess) = classify::judge(response, self.classifier.as_deref());
         self.settle(outcome, guess);
     }
+
+    /// Nothing is reserved in shadow mode; the response is recorded when
+    /// it comes.
+    fn release(&self) {}
 }

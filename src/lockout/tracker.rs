@@ -499,6 +499,54 @@ impl<K> Finisher<K> for Engine<K>
 where
     K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
 {
+    /// B20: an outcome that came after its reservation was released. A
+    /// failure is counted as an attempt of its own, reserved and ended at
+    /// once (waiting for a slot in the background when none is free), so
+    /// that a shared store counts it like any other failure; a locked-out
+    /// key does not count it (B7).
+    fn record(&self, key: &K, hash: u64, outcome: Outcome, guess: Option<Fingerprint>) {
+        let k = Hashed { key, hash };
+        if outcome != Outcome::Failure {
+            self.store.record(k, outcome);
+            return;
+        }
+        if self.repeated(key, guess) {
+            return;
+        }
+        match self.store.admit(k) {
+            Admission::Admitted(ticket, _) => {
+                self.finish_as(key, hash, ticket, outcome);
+            }
+            Admission::Locked(..) => {}
+            Admission::Crowded => {
+                let recorded = self.store.record(k, outcome);
+                self.report(key, recorded);
+            }
+            // A round trip, or every slot of the key in flight: wait for
+            // one in the background (the guess was checked above, so the
+            // attempt fails without it).
+            admission => {
+                let (Ok(runtime), Some(engine)) =
+                    (tokio::runtime::Handle::try_current(), self.this.upgrade())
+                else {
+                    let recorded = self.store.record(k, outcome);
+                    self.report(key, recorded);
+                    return;
+                };
+                let asking = match admission {
+                    Admission::Ask(asking) => Some(asking),
+                    _ => None,
+                };
+                let acquire = Acquire::new(Tracker { engine }, key.clone(), hash, asking);
+                runtime.spawn(async move {
+                    if let Ok(attempt) = acquire.await {
+                        attempt.failed();
+                    }
+                });
+            }
+        }
+    }
+
     fn finish(
         &self,
         key: &K,

@@ -109,6 +109,7 @@ pub(super) fn status(kind: RejectionKind) -> StatusCode {
         K::NoClientAddress => StatusCode::INTERNAL_SERVER_ERROR,
         K::CrossOrigin | K::Denied => StatusCode::FORBIDDEN,
         K::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        K::MalformedBody => StatusCode::BAD_REQUEST,
     }
 }
 

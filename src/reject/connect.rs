@@ -38,6 +38,7 @@ fn code(kind: RejectionKind) -> (&'static str, StatusCode) {
         // Connect pairs `resource_exhausted` with 429; the body was too
         // large, so the status says so.
         K::BodyTooLarge => ("resource_exhausted", StatusCode::PAYLOAD_TOO_LARGE),
+        K::MalformedBody => ("invalid_argument", StatusCode::BAD_REQUEST),
     }
 }
 

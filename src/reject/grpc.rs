@@ -15,6 +15,7 @@ pub(super) fn code(kind: RejectionKind) -> u16 {
     match kind {
         K::InsufficientScope | K::CrossOrigin | K::Denied => 7, // PERMISSION_DENIED
         K::LockedOut | K::RateLimited | K::BodyTooLarge => 8,   // RESOURCE_EXHAUSTED
+        K::MalformedBody => 3,                                  // INVALID_ARGUMENT
         K::NoClientAddress => 13,                               // INTERNAL
         K::Unavailable => 14,                                   // UNAVAILABLE
         _ => 16,                                                // UNAUTHENTICATED

@@ -20,6 +20,7 @@
 //! | [`NoClientAddress`](RejectionKind::NoClientAddress) | 500 (the fix goes to the server's log) | 13 `INTERNAL` | `internal` (500) |
 //! | [`CrossOrigin`](RejectionKind::CrossOrigin), [`Denied`](RejectionKind::Denied) | 403 | 7 `PERMISSION_DENIED` | `permission_denied` (403) |
 //! | [`BodyTooLarge`](RejectionKind::BodyTooLarge) | 413 | 8 `RESOURCE_EXHAUSTED` | `resource_exhausted` (413) |
+//! | [`MalformedBody`](RejectionKind::MalformedBody) | 400 | 3 `INVALID_ARGUMENT` | `invalid_argument` (400) |
 //!
 //! - **HTTP**: RFC 6750 challenges in `WWW-Authenticate`, a short
 //!   `text/plain` body.
@@ -159,6 +160,10 @@ pub enum RejectionKind {
     Denied,
     /// The request body is larger than a layer that reads it accepts.
     BodyTooLarge,
+    /// A layer that must read the request body cannot: not a form or JSON,
+    /// not valid in its format, or its key field twice (see
+    /// [`body_key`](crate::body_key)).
+    MalformedBody,
 }
 
 impl AuthRejection {
@@ -295,6 +300,7 @@ impl RejectionKind {
             Self::CrossOrigin => "cross-origin request refused",
             Self::Denied => "access denied",
             Self::BodyTooLarge => "the request body is too large",
+            Self::MalformedBody => "the request body cannot be read",
         }
     }
 }

@@ -20,7 +20,19 @@ const KEY: &[u8] = b"device cookie key of at least 32 bytes, for tests";
 /// anything else is a failed guess. Keys: the address (100), the account
 /// for untrusted clients (3), the device (2).
 fn app() -> (App, Tracker<String>, Arc<AtomicUsize>) {
-    let devices = DeviceCookies::new("device", KEY).unwrap();
+    app_with(false, false)
+}
+
+/// [`app`], with the body key and the device cookies case-sensitive or
+/// not; a case-sensitive app also has the account `Alice` (the attacker's
+/// own, password `mallory`).
+fn app_with(
+    layer_case_sensitive: bool,
+    devices_case_sensitive: bool,
+) -> (App, Tracker<String>, Arc<AtomicUsize>) {
+    let devices = DeviceCookies::new("device", KEY)
+        .unwrap()
+        .case_sensitive(devices_case_sensitive);
     let untrusted = Tracker::new(max(3));
     let lockout = LockoutLayer::keyed(by_client as ByClient, max(100))
         .key_with(devices.untrusted_key(), untrusted.clone())
@@ -41,7 +53,9 @@ fn app() -> (App, Tracker<String>, Arc<AtomicUsize>) {
                 let body = req.into_body().collect().await.unwrap().to_bytes();
                 let password = String::from_utf8(body.to_vec()).unwrap();
                 let password = password.split("password=").nth(1).unwrap_or("").to_owned();
-                if user == "alice" && password == "wonderland" {
+                if (user == "alice" && password == "wonderland")
+                    || (user == "Alice" && password == "mallory")
+                {
                     let mut res = Response::new("welcome".to_owned());
                     res.headers_mut()
                         .insert(header::SET_COOKIE, devices.issue(&user).unwrap());
@@ -55,7 +69,7 @@ fn app() -> (App, Tracker<String>, Arc<AtomicUsize>) {
         },
     );
     let svc = tower::ServiceBuilder::new()
-        .layer(BodyKeyLayer::new("username"))
+        .layer(BodyKeyLayer::new("username", |_: &Parts| true).case_sensitive(layer_case_sensitive))
         .layer(lockout)
         .service(handler);
     (BoxCloneService::new(svc), untrusted, calls)
@@ -254,4 +268,121 @@ async fn b15_device_cookies_are_signed_http_only_and_bound_to_the_account() {
         devices.issue("alice").unwrap(),
         devices.issue("alice").unwrap()
     );
+}
+
+// ---------------------------------------------------------------- B21
+
+#[test]
+fn b21_device_cookies_are_secure_by_default() {
+    // B21: a device cookie sniffed over plain HTTP is a way past the
+    // account's lockout.
+    let devices = DeviceCookies::new("device", KEY).unwrap();
+    let set_cookie = devices.issue("alice").unwrap();
+    assert!(
+        set_cookie.to_str().unwrap().contains("; Secure"),
+        "{set_cookie:?}"
+    );
+    let plain = devices.clone().secure(false).issue("alice").unwrap();
+    assert!(!plain.to_str().unwrap().contains("Secure"), "{plain:?}");
+    // A prefix that requires `Secure` keeps it.
+    let host = DeviceCookies::new("__Host-device", KEY)
+        .unwrap()
+        .secure(false);
+    let set_cookie = host.issue("alice").unwrap();
+    assert!(
+        set_cookie.to_str().unwrap().contains("; Secure"),
+        "{set_cookie:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn b21_the_untrusted_key_keeps_the_case_the_body_key_keeps() {
+    // B21: with case-sensitive usernames, `Alice` and `alice` are two
+    // accounts; failures of one never lock the other out.
+    let (app, untrusted, _) = app_with(true, true);
+    for n in 0..3 {
+        let res = app
+            .clone()
+            .oneshot(login(
+                &format!("bot-{n}"),
+                format!("username=Alice&password=guess{n}"),
+                None,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert!(untrusted.check(&key("Alice")).is_err());
+    assert!(untrusted.check(&key("alice")).is_ok());
+    assert_eq!(untrusted.failures(&key("alice")), 0);
+    let res = app
+        .clone()
+        .oneshot(login(
+            "phone",
+            "username=alice&password=wonderland".into(),
+            None,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+/// Signs in as `user` from `client` and returns the device cookie.
+async fn device_of(app: &App, client: &str, form: &str) -> String {
+    let res = app
+        .clone()
+        .oneshot(login(client, form.into(), None))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    cookie_pair(&res)
+}
+
+/// Guesses alice's password with `cookie` from three addresses.
+async fn guess_alice_with(app: &App, cookie: &str) {
+    for n in 0..3 {
+        app.clone()
+            .oneshot(login(
+                &format!("bot-{n}"),
+                format!("username=alice&password=guess{n}"),
+                Some(cookie),
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn b21_a_device_cookie_never_passes_for_an_account_that_differs_only_in_case() {
+    // B21: the attacker owns `Alice`; its device cookie must not make it a
+    // trusted client of `alice`, or every fresh cookie would buy a fresh
+    // budget of guesses at her password.
+    for devices_case_sensitive in [false, true] {
+        let (app, untrusted, _) = app_with(true, devices_case_sensitive);
+        let own = device_of(&app, "mallory", "username=Alice&password=mallory").await;
+        guess_alice_with(&app, &own).await;
+        assert!(
+            untrusted.check(&key("alice")).is_err(),
+            "counted on alice's untrusted key (devices case-sensitive: {devices_case_sensitive})"
+        );
+    }
+    // With both case-sensitive, alice's own device is still hers.
+    let (app, untrusted, _) = app_with(true, true);
+    let hers = device_of(&app, "laptop", "username=alice&password=wonderland").await;
+    guess_alice_with(
+        &app,
+        &device_of(&app, "mallory", "username=Alice&password=mallory").await,
+    )
+    .await;
+    assert!(untrusted.check(&key("alice")).is_err());
+    let res = app
+        .clone()
+        .oneshot(login(
+            "laptop",
+            "username=alice&password=wonderland".into(),
+            Some(&hers),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
 }

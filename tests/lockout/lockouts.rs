@@ -230,7 +230,7 @@ async fn b7_a_success_does_not_reset_the_count_by_default() {
 
 #[tokio::test(start_paused = true)]
 async fn b7_a_success_resets_the_count_when_the_policy_says_so() {
-    // B7
+    // B7, B19: a response marked `Succeeded` is a success.
     let policy = Policy::builder()
         .max_failures(3)
         .reset_on_success(true)
@@ -240,7 +240,7 @@ async fn b7_a_success_resets_the_count_when_the_policy_says_so() {
     for _ in 0..5 {
         send(&svc, "a", "invalid").await;
         send(&svc, "a", "invalid").await;
-        assert_eq!(send(&svc, "a", "ok").await.status(), StatusCode::OK);
+        assert_eq!(send(&svc, "a", "succeeded").await.status(), StatusCode::OK);
         assert_eq!(tracker.failures(&key("a")), 0);
     }
     // A success never lifts a lockout.
@@ -250,6 +250,28 @@ async fn b7_a_success_resets_the_count_when_the_policy_says_so() {
     tracker.record_success(&key("a"));
     assert_eq!(
         send(&svc, "a", "ok").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn b19_a_plain_2xx_is_no_success_and_resets_nothing() {
+    // B19: only an explicit success clears a key, never any 2xx.
+    let policy = Policy::builder()
+        .max_failures(3)
+        .reset_on_success(true)
+        .build()
+        .unwrap();
+    let (svc, tracker, _) = setup(policy);
+    send(&svc, "a", "invalid").await;
+    send(&svc, "a", "invalid").await;
+    for _ in 0..5 {
+        assert_eq!(send(&svc, "a", "ok").await.status(), StatusCode::OK);
+    }
+    assert_eq!(tracker.failures(&key("a")), 2);
+    send(&svc, "a", "invalid").await;
+    assert_eq!(
+        send(&svc, "a", "succeeded").await.status(),
         StatusCode::TOO_MANY_REQUESTS
     );
 }

@@ -12,6 +12,7 @@ mod devices;
 mod keys;
 mod lists;
 mod lockouts;
+mod login;
 mod logs;
 mod many_keys;
 mod order;
@@ -36,7 +37,7 @@ use http::{Request, Response, StatusCode, header, request::Parts};
 use http_body_util::BodyExt;
 use portcullis::{
     AuthRejection, PeerAddr, ResponseBody,
-    lockout::{Failed, FailureOutcome, LockoutLayer, Outcome, Policy, Tracker},
+    lockout::{Failed, FailureOutcome, LockoutLayer, Outcome, Policy, Succeeded, Tracker},
     reject::RejectionKind,
 };
 use tokio::{sync::Semaphore, time::advance};
@@ -95,6 +96,11 @@ fn answer(outcome: &str) -> Response<String> {
         "marker" => {
             let mut res = Response::new("try again".to_owned());
             res.extensions_mut().insert(Failed::new());
+            res
+        }
+        "succeeded" => {
+            let mut res = Response::new("welcome".to_owned());
+            res.extensions_mut().insert(Succeeded);
             res
         }
         _ => Response::new("welcome".to_owned()),

@@ -109,7 +109,7 @@ async fn b13_the_most_restrictive_key_wins_with_the_longest_retry_after() {
 
 #[tokio::test(start_paused = true)]
 async fn b13_each_key_counts_under_its_own_policy_and_a_success_resets_only_where_it_should() {
-    // B13
+    // B13, B19
     let account = Policy::builder()
         .max_failures(5)
         .reset_on_success(true)
@@ -129,8 +129,18 @@ async fn b13_each_key_counts_under_its_own_policy_and_a_success_resets_only_wher
         (address.failures(&key("a")), tracker.failures(&key("alice"))),
         (2, 2)
     );
+    // A 2xx that is no sign-in clears nothing…
     svc.clone()
         .oneshot(attempt("a", "alice", "ok"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (address.failures(&key("a")), tracker.failures(&key("alice"))),
+        (2, 2)
+    );
+    // …her sign-in clears her account's count.
+    svc.clone()
+        .oneshot(attempt("a", "alice", "succeeded"))
         .await
         .unwrap();
     assert_eq!(
@@ -219,7 +229,7 @@ fn login_app(per_account: u32) -> (LoginApp, Arc<AtomicUsize>) {
     let lockout =
         LockoutLayer::keyed(by_client as ByClient, max(100)).key(BodyField::key, max(per_account));
     let svc = tower::ServiceBuilder::new()
-        .layer(BodyKeyLayer::new("username").limit(64))
+        .layer(BodyKeyLayer::new("username", |_: &Parts| true).limit(64))
         .layer(lockout)
         .service(handler);
     (BoxCloneService::new(svc), calls)
@@ -311,7 +321,9 @@ async fn b13_a_body_past_the_limit_is_answered_413_and_never_buffered_whole() {
                 async { Ok::<_, Infallible>(Response::new(String::new())) }
             },
         ));
-    let svc2 = BodyKeyLayer::new("username").limit(64).layer(inner);
+    let svc2 = BodyKeyLayer::new("username", |_: &Parts| true)
+        .limit(64)
+        .layer(inner);
     let req = Request::post("/login")
         .header("x-client", "a")
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")

@@ -426,6 +426,57 @@ async fn b13_d2_an_account_key_shared_in_redis_locks_the_account_on_every_replic
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b20_a_failure_after_an_early_release_reaches_redis_on_every_key() {
+    // B20, D2: a failure recorded after its reservation was released
+    // (behind the attacker's own valid token) reaches the shared store for
+    // every key, so another replica refuses the keys too.
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix();
+    let (svc, _, _, checks) = super::login::optional_login_with(
+        true,
+        Tracker::with_redis(max(3), store(&url, &prefix).await),
+        Tracker::with_redis(max(3), store(&url, &prefix).await),
+    );
+    for i in 0..3 {
+        let req = Request::post("/login")
+            .header("x-client", "mallory")
+            .header("x-user", "alice")
+            .header(header::AUTHORIZATION, "Bearer mallory-token")
+            .body(format!("guess{i}"))
+            .unwrap();
+        assert_eq!(
+            svc.clone().oneshot(req).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(checks.load(Ordering::SeqCst), 3);
+    // Another replica, with nothing in its own tables.
+    let other = [
+        Tracker::with_redis(max(3), store(&url, &prefix).await),
+        Tracker::with_redis(max(3), store(&url, &prefix).await),
+    ];
+    for (tracker, key) in other.iter().zip(["mallory", "alice"]) {
+        let refused = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match tracker.attempt(key.to_owned()).await {
+                    Err(refused) => return refused,
+                    // Not recorded yet: give the reservation back and ask
+                    // again.
+                    Ok(attempt) => drop(attempt),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the failures of {key} never reached redis"));
+        assert!(matches!(
+            refused,
+            portcullis::lockout::Refused::LockedOut(_)
+        ));
+    }
+}
+
 // ---------------------------------------------------------------- D5
 
 impl Own {
