@@ -112,7 +112,9 @@ async fn app(mode: Mode, servers: &Servers, prefix: &str) -> Router {
                 };
                 store.expect("redis-server answers").prefix(prefix)
             };
-            let tracker = Tracker::with_redis(Policy::default(), store().await);
+            let tracker = Tracker::builder(Policy::default())
+                .redis(store().await)
+                .build();
             (
                 rate_limit
                     .redis(store().await)

@@ -81,7 +81,7 @@ async fn redis(url: &str, name: &str) -> Tracker<IpAddr> {
         .expect("redis is reachable")
         .prefix(prefix(name))
         .timeout(Duration::from_secs(1));
-    Tracker::with_redis(counting(), store)
+    Tracker::builder(counting()).redis(store).build()
 }
 
 async fn check_and_record_once(tracker: &Tracker<IpAddr>, n: u64) {
@@ -188,7 +188,7 @@ fn locked_out(c: &mut Criterion, rt: &Runtime, url: &str) {
             .expect("redis is reachable")
             .prefix(prefix("locked"))
             .timeout(Duration::from_secs(1));
-        let tracker = Tracker::with_redis(policy(), store);
+        let tracker = Tracker::builder(policy()).redis(store).build();
         tracker.attempt(ip(7)).await.unwrap().failed();
         // The failure is recorded in the background: wait for the lockout.
         while tracker.attempt(ip(7)).await.is_ok() {

@@ -133,7 +133,8 @@ fn refresh_redis(c: &mut Criterion) {
             .expect("redis is reachable")
             .prefix(format!("portcullis-bench:{nanos}:session:"));
         let sessions = Sessions::builder(AccessTokens::hs256(SECRET).unwrap(), &Revocations::new())
-            .build_with_redis(store)
+            .redis(store)
+            .build()
             .unwrap();
         for _ in 0..31 {
             sessions.sign_in("alice").await.unwrap();

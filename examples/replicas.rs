@@ -81,7 +81,7 @@ fn app(store: RedisStore, validations: Arc<AtomicUsize>) -> Router {
         .lockout(LOCKOUT)
         .build()
         .expect("the example policy is valid: 3 failures, a 30 s lockout");
-    let tracker = Tracker::with_redis(policy, store);
+    let tracker = Tracker::builder(policy).redis(store).build();
     let lockout = LockoutLayer::with_tracker(ClientIp::new(), tracker)
         .renderer(DefaultRenderer::new().realm("replicas"));
     Router::new()

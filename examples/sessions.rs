@@ -315,14 +315,22 @@ async fn state(
             RedisStore::connect(value).await
         };
         let store = store.map_err(|e| format!("{name}: {e}"))?;
-        let revocations = Revocations::with_redis(store.clone());
+        let revocations = Revocations::builder()
+            .redis(store.clone())
+            .build()
+            .expect("the default revocation settings are valid");
         tokio::time::timeout(Duration::from_secs(5), revocations.synced())
             .await
             .map_err(|_| format!("{name}: revocations could not catch up with redis"))?;
         let sessions = builder(&revocations)
-            .build_with_redis(store.clone())
+            .redis(store.clone())
+            .build()
             .map_err(|e| e.to_string())?;
-        return Ok((sessions, revocations, Tracker::with_redis(policy, store)));
+        return Ok((
+            sessions,
+            revocations,
+            Tracker::builder(policy).redis(store).build(),
+        ));
     }
     let revocations = Revocations::new();
     let sessions = builder(&revocations).build().map_err(|e| e.to_string())?;

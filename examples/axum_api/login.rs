@@ -120,7 +120,7 @@ where
 {
     #[cfg(feature = "redis")]
     if let Some(store) = &limits.redis {
-        return Tracker::with_redis(policy, store.clone());
+        return Tracker::builder(policy).redis(store.clone()).build();
     }
     let _ = limits;
     Tracker::new(policy)

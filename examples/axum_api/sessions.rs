@@ -179,7 +179,10 @@ async fn revocations(limits: &Limits) -> Result<(Revocations, bool), String> {
     let Some(store) = &limits.redis else {
         return Ok((Revocations::new(), false));
     };
-    let revocations = Revocations::with_redis(store.clone());
+    let revocations = Revocations::builder()
+        .redis(store.clone())
+        .build()
+        .expect("the default revocation settings are valid");
     tokio::time::timeout(Duration::from_secs(5), revocations.synced())
         .await
         .map_err(|_| "revocations could not catch up with redis".to_owned())?;

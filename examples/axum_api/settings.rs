@@ -135,7 +135,7 @@ impl Limits {
         #[cfg(feature = "redis")]
         let tracker = match &self.redis {
             // With the key prefix `portcullis:lockout:`.
-            Some(store) => Tracker::with_redis(policy, store.clone()),
+            Some(store) => Tracker::builder(policy).redis(store.clone()).build(),
             None => Tracker::new(policy),
         };
         #[cfg(not(feature = "redis"))]

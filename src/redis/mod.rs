@@ -30,14 +30,20 @@ const CLIENT_TIMEOUT: Duration = Duration::from_millis(500);
 ///
 /// Connect with [`connect`](Self::connect) (one node) or
 /// [`connect_cluster`](Self::connect_cluster) (a Redis Cluster), then hand
-/// the store (cloned: clones share one connection) to
-/// [`Tracker::with_redis`](crate::lockout::Tracker::with_redis), to
+/// the store (cloned: clones share one connection) the same way to every
+/// component, through its builder's `redis` method:
+/// [`TrackerBuilder::redis`](crate::lockout::TrackerBuilder::redis),
 /// [`RateLimitBuilder::redis`](crate::rate_limit::RateLimitBuilder::redis),
-/// to `Revocations::with_redis` and to `SessionsBuilder::build_with_redis`.
+/// [`RevocationsBuilder::redis`](crate::revoke::RevocationsBuilder::redis)
+/// and `SessionsBuilder::redis` (feature `sessions`).
 ///
-/// Every decision is one Lua script that checks, reserves or counts, and
-/// sets the TTLs of the keys it touches, so a key never exists without a
-/// TTL and two replicas cannot both take the last attempt. Lockouts,
+/// Redis is the authority, not the hot path: a lockout's replica admits
+/// attempts against admission credits Redis granted it (never more than a
+/// key has left), and a rate limiter spends tokens taken in batches, so a
+/// returning client costs no round trip. Every grant, batch and failure is
+/// one Lua script that checks and counts, and sets the TTLs of the keys it
+/// touches, so a key never exists without a TTL and two replicas cannot
+/// both take the last attempt. Lockouts,
 /// failure windows, reservation leases and rate-limit state are timed by
 /// the Redis server's clock (TTLs, `TIME`), so the replicas' clocks do not
 /// matter.
@@ -80,18 +86,19 @@ const CLIENT_TIMEOUT: Duration = Duration::from_millis(500);
 /// The store opens a pub/sub connection per user (kept alive with a ping
 /// every 250 ms, reopened when lost): [`Tracker::unlock`](crate::lockout::Tracker::unlock)
 /// is published so that every replica forgets its cached lockout within a
-/// second, and revocations (`Revocations::with_redis`) reach every replica
+/// second, and revocations (`RevocationsBuilder::redis`) reach every replica
 /// the same way.
 ///
-/// # Reservations
+/// # Admission credits
 ///
-/// A lockout reservation (an attempt whose outcome is undecided) is a member
-/// of a sorted set scored by its own deadline, the
-/// [lease](Self::reservation_lease) (default 10 s), and every admission
-/// trims the members whose deadline passed. A reservation whose reply never
-/// reached the replica, or whose request was dropped, is released at once
-/// when the replica can still send the release, and otherwise frees itself
-/// when its lease ends; traffic cannot keep it alive.
+/// A lockout's replica holds admission credits per key, granted by Redis
+/// for a [lease](Self::reservation_lease) (default 10 s) and renewed in the
+/// background while the key is in use. A replica that dies gives its
+/// credits back when their lease ends; a grant whose answer never reached
+/// the replica is given back when the replica can still send it, and
+/// otherwise lapses with its lease; traffic of other replicas cannot keep
+/// it alive. A replica that needs credits another one holds says so, and
+/// the holder gives back what it does not use.
 ///
 /// # Example
 ///
@@ -101,7 +108,7 @@ const CLIENT_TIMEOUT: Duration = Duration::from_millis(500);
 /// # async fn run() -> Result<(), portcullis::lockout::RedisConnectError> {
 /// // One node:
 /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?.prefix("myapp:lockout:");
-/// let tracker: Tracker<std::net::IpAddr> = Tracker::with_redis(Policy::default(), store);
+/// let tracker: Tracker<std::net::IpAddr> = Tracker::builder(Policy::default()).redis(store).build();
 ///
 /// // A Redis Cluster, named by some of its nodes:
 /// let store = RedisStore::connect_cluster([
@@ -110,7 +117,7 @@ const CLIENT_TIMEOUT: Duration = Duration::from_millis(500);
 ///     "redis://10.0.0.3:6379",
 /// ])
 /// .await?;
-/// let tracker: Tracker<std::net::IpAddr> = Tracker::with_redis(Policy::default(), store);
+/// let tracker: Tracker<std::net::IpAddr> = Tracker::builder(Policy::default()).redis(store).build();
 /// # Ok(()) }
 /// ```
 #[must_use]
@@ -294,14 +301,14 @@ impl RedisStore {
         self
     }
 
-    /// Sets how long a lockout reservation lives in Redis at most (default
-    /// 10 s, at least 1 ms).
+    /// Sets how long a lockout's admission credits live in Redis without a
+    /// renewal (default 10 s, at least 1 ms).
     ///
-    /// A reservation that its replica never released (the replica died, or
-    /// the release could not be sent) frees itself after this long. An
+    /// Credits that their replica never gave back (the replica died, or
+    /// the release could not be sent) come back after this long. An
     /// attempt still undecided after this long (a login handler slower than
-    /// the lease) no longer holds a slot, so the bound on parallel guesses
-    /// holds for attempts that decide within the lease.
+    /// the lease) no longer holds its credit, so the bound on parallel
+    /// guesses holds for attempts that decide within the lease.
     pub fn reservation_lease(mut self, lease: Duration) -> Self {
         self.lease = lease.max(Duration::from_millis(1));
         self

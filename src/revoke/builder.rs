@@ -22,6 +22,9 @@ pub struct RevocationsBuilder {
     leeway: Duration,
     staleness: Duration,
     when_stale: WhenStale,
+    /// The shared store of [`redis`](Self::redis).
+    #[cfg(feature = "redis")]
+    pub(super) shared: Option<crate::redis::RedisStore>,
 }
 
 /// What a list shared through Redis answers once Redis has been unreachable
@@ -62,6 +65,8 @@ impl RevocationsBuilder {
             leeway: Duration::ZERO,
             staleness: Duration::from_secs(30),
             when_stale: WhenStale::Refuse,
+            #[cfg(feature = "redis")]
+            shared: None,
         }
     }
 
@@ -127,6 +132,10 @@ impl RevocationsBuilder {
     /// lifetime, or when both together are longer than ten years (they
     /// are added to the clock).
     pub fn build(self) -> Result<Revocations, ConfigError> {
+        #[cfg(feature = "redis")]
+        if let Some(store) = self.shared.clone() {
+            return self.build_shared(store);
+        }
         self.build_in_sync(true)
     }
 

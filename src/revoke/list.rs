@@ -23,7 +23,7 @@ use crate::{Credential, ValidationError, events::RevocationOrigin, validate::Key
 /// [`ApiKeys`], `JwtValidator` (feature `jwt`), or yours through
 /// [`check`](Self::check))
 /// and every [`Lease`](crate::lease::Lease) (open streams end when their
-/// credential is revoked). With `Revocations::with_redis` (feature
+/// credential is revoked). With `RevocationsBuilder::redis` (feature
 /// `redis`) revocations reach every replica.
 ///
 /// [`CachingValidator`]: crate::validate::CachingValidator

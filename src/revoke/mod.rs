@@ -16,7 +16,7 @@
 //! `iat`), and yours through [`Revocations::check`]. With leases on
 //! ([`AuthLayer::leases`](crate::AuthLayer::leases)), open streams end too:
 //! see [`lease`](crate::lease). With Redis (feature `redis`,
-//! `Revocations::with_redis`) a revocation reaches every replica within a
+//! `RevocationsBuilder::redis`) a revocation reaches every replica within a
 //! second; a replica that lost Redis serves its local copy for a bounded
 //! staleness, then answers `unavailable` (or keeps serving, as configured)
 //! until it has caught up ([`SyncState`]).

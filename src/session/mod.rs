@@ -216,7 +216,7 @@
 //!   sign-in first drops ended sessions (at most once a second), then is
 //!   refused with [`Full`](SessionErrorKind::Full) — a live session of
 //!   another subject is never dropped to make room (a subject at its cap
-//!   replaces its own least recently used session instead). In Redis (`SessionsBuilder::build_with_redis`,
+//!   replaces its own least recently used session instead). In Redis (`SessionsBuilder::redis`,
 //!   feature `redis`): shared by every replica, kept across restarts,
 //!   expiring with their lifetimes.
 //!

@@ -125,6 +125,8 @@ impl Sessions {
             secure: true,
             cross_origin: CrossOriginProtection::new(),
             renderer: Arc::new(DefaultRenderer::new()),
+            #[cfg(feature = "redis")]
+            shared: None,
         }
     }
 
@@ -580,6 +582,9 @@ pub struct SessionsBuilder {
     secure: bool,
     cross_origin: CrossOriginProtection,
     renderer: Arc<dyn Renderer>,
+    /// The shared store of `redis` (feature `redis`).
+    #[cfg(feature = "redis")]
+    pub(super) shared: Option<crate::redis::RedisStore>,
 }
 
 impl fmt::Debug for SessionsBuilder {
@@ -703,6 +708,10 @@ impl SessionsBuilder {
     /// [`ConfigError::InvalidName`] for a cookie name or path that cannot
     /// be used.
     pub fn build(self) -> Result<Sessions, ConfigError> {
+        #[cfg(feature = "redis")]
+        if let Some(store) = self.shared.clone() {
+            return self.build_shared(store);
+        }
         if self.capacity == 0 {
             return Err(ConfigError::out_of_range("capacity", "must be at least 1"));
         }

@@ -9,8 +9,12 @@ async fn an_unlock_over_a_cluster_reaches_the_other_replica_within_a_second() {
     // D8, V2
     let Some(urls) = cluster_urls() else { return };
     let prefix = unique_prefix();
-    let a = Tracker::with_redis(max(2), cluster_store(&urls, &prefix).await);
-    let b = Tracker::with_redis(max(2), cluster_store(&urls, &prefix).await);
+    let a = Tracker::builder(max(2))
+        .redis(cluster_store(&urls, &prefix).await)
+        .build();
+    let b = Tracker::builder(max(2))
+        .redis(cluster_store(&urls, &prefix).await)
+        .build();
     fail(&a, "mallory", 2).await;
     // B learns the lockout from redis and caches it.
     let mut seen = false;
@@ -38,8 +42,14 @@ async fn a_revocation_over_a_cluster_reaches_the_other_replica_within_a_second()
     // D8, V2
     let Some(urls) = cluster_urls() else { return };
     let prefix = unique_prefix();
-    let a = Revocations::with_redis(cluster_store(&urls, &prefix).await);
-    let b = Revocations::with_redis(cluster_store(&urls, &prefix).await);
+    let a = Revocations::builder()
+        .redis(cluster_store(&urls, &prefix).await)
+        .build()
+        .unwrap();
+    let b = Revocations::builder()
+        .redis(cluster_store(&urls, &prefix).await)
+        .build()
+        .unwrap();
     in_sync(&a).await;
     in_sync(&b).await;
     assert!(!refused(&b, "alice-1"));
@@ -60,7 +70,10 @@ async fn a_revocation_over_a_cluster_reaches_the_other_replica_within_a_second()
     assert!(b.is_in_sync());
 
     // A replica that starts later reads what is stored.
-    let c = Revocations::with_redis(cluster_store(&urls, &prefix).await);
+    let c = Revocations::builder()
+        .redis(cluster_store(&urls, &prefix).await)
+        .build()
+        .unwrap();
     in_sync(&c).await;
     assert!(refused(&c, "alice-1"));
 }
@@ -91,10 +104,20 @@ async fn a_listener_whose_node_goes_down_moves_to_another_node_and_hears_again()
     let mut b_urls = vec![urls[stopped].clone()];
     b_urls.extend((0..3).filter(|&n| n != stopped).map(|n| urls[n].clone()));
     let fast = Duration::from_millis(500);
-    let a = Revocations::with_redis(store(&urls, &prefix, fast).await);
-    let b = Revocations::with_redis(store(&b_urls, &prefix, fast).await);
-    let a_tracker = Tracker::with_redis(max(1), store(&urls, &prefix, fast).await);
-    let b_tracker = Tracker::with_redis(max(1), store(&b_urls, &prefix, fast).await);
+    let a = Revocations::builder()
+        .redis(store(&urls, &prefix, fast).await)
+        .build()
+        .unwrap();
+    let b = Revocations::builder()
+        .redis(store(&b_urls, &prefix, fast).await)
+        .build()
+        .unwrap();
+    let a_tracker = Tracker::builder(max(1))
+        .redis(store(&urls, &prefix, fast).await)
+        .build();
+    let b_tracker = Tracker::builder(max(1))
+        .redis(store(&b_urls, &prefix, fast).await)
+        .build();
     in_sync(&a).await;
     in_sync(&b).await;
 

@@ -19,8 +19,12 @@ async fn two_trackers_over_a_cluster_with_32_concurrent_failures_each_accept_at_
     let Some(urls) = cluster_urls() else { return };
     let prefix = unique_prefix();
     let replicas = [
-        Tracker::with_redis(Policy::default(), cluster_store(&urls, &prefix).await),
-        Tracker::with_redis(Policy::default(), cluster_store(&urls, &prefix).await),
+        Tracker::builder(Policy::default())
+            .redis(cluster_store(&urls, &prefix).await)
+            .build(),
+        Tracker::builder(Policy::default())
+            .redis(cluster_store(&urls, &prefix).await)
+            .build(),
     ];
     let victims = ["victim-a", "victim-b", "victim-c", "victim-d"];
     let accepted: Arc<[AtomicUsize; 4]> = Arc::default();

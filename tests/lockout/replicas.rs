@@ -17,8 +17,12 @@ async fn d2_two_replicas_with_32_concurrent_failures_each_accept_at_most_max_fai
     let Some(url) = redis_url() else { return };
     let prefix = unique_prefix();
     let replicas = [
-        Tracker::with_redis(Policy::default(), store(&url, &prefix).await),
-        Tracker::with_redis(Policy::default(), store(&url, &prefix).await),
+        Tracker::builder(Policy::default())
+            .redis(store(&url, &prefix).await)
+            .build(),
+        Tracker::builder(Policy::default())
+            .redis(store(&url, &prefix).await)
+            .build(),
     ];
     let accepted = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -80,7 +84,7 @@ async fn r5_redis_killed_mid_run_falls_back_to_local_lockouts_and_recovers() {
         .unwrap()
         .prefix(&prefix)
         .timeout(Duration::from_millis(200));
-    let tracker = Tracker::with_redis(max(3), redis);
+    let tracker = Tracker::builder(max(3)).redis(redis).build();
     let (svc, calls) = guarded(LockoutLayer::with_tracker(
         by_client as ByClient,
         tracker.clone(),
@@ -165,7 +169,7 @@ impl Own {
     /// A tracker allowing one guess at a time, with a warm connection.
     async fn tracker(&self, timeout: Duration, lease: Duration) -> Tracker<String> {
         let store = self.store(timeout).await.reservation_lease(lease);
-        let tracker = Tracker::with_redis(max(1), store);
+        let tracker = Tracker::builder(max(1)).redis(store).build();
         drop(tracker.attempt(key("warm-up")).await.unwrap());
         tracker
     }
@@ -347,7 +351,7 @@ async fn d4_a_failure_whose_recording_is_retried_counts_once() {
         return;
     };
     let store = own.store(FAST).await;
-    let tracker = Tracker::with_redis(max(3), store);
+    let tracker = Tracker::builder(max(3)).redis(store).build();
     // The recording script is loaded first, so the late call runs whole
     // (an unknown script would cost a second round trip).
     tracker.attempt(key("warm")).await.unwrap().failed();
@@ -388,7 +392,9 @@ async fn b13_d2_an_account_key_shared_in_redis_locks_the_account_on_every_replic
     };
     let mut replicas = Vec::new();
     for _ in 0..2 {
-        let account = Tracker::with_redis(max(3), store(&url, &prefix).await);
+        let account = Tracker::builder(max(3))
+            .redis(store(&url, &prefix).await)
+            .build();
         let layer =
             LockoutLayer::keyed(by_client as ByClient, max(100)).key_with(by_account, account);
         replicas.push(guarded(layer));
@@ -435,8 +441,12 @@ async fn b20_a_failure_after_an_early_release_reaches_redis_on_every_key() {
     let prefix = unique_prefix();
     let (svc, _, _, checks) = super::login::optional_login_with(
         true,
-        Tracker::with_redis(max(3), store(&url, &prefix).await),
-        Tracker::with_redis(max(3), store(&url, &prefix).await),
+        Tracker::builder(max(3))
+            .redis(store(&url, &prefix).await)
+            .build(),
+        Tracker::builder(max(3))
+            .redis(store(&url, &prefix).await)
+            .build(),
     );
     for i in 0..3 {
         let req = Request::post("/login")
@@ -453,8 +463,12 @@ async fn b20_a_failure_after_an_early_release_reaches_redis_on_every_key() {
     assert_eq!(checks.load(Ordering::SeqCst), 3);
     // Another replica, with nothing in its own tables.
     let other = [
-        Tracker::with_redis(max(3), store(&url, &prefix).await),
-        Tracker::with_redis(max(3), store(&url, &prefix).await),
+        Tracker::builder(max(3))
+            .redis(store(&url, &prefix).await)
+            .build(),
+        Tracker::builder(max(3))
+            .redis(store(&url, &prefix).await)
+            .build(),
     ];
     for (tracker, key) in other.iter().zip(["mallory", "alice"]) {
         let refused = tokio::time::timeout(Duration::from_secs(5), async {
@@ -545,7 +559,7 @@ async fn d5_a_wrong_guess_is_answered_before_its_failure_reaches_redis() {
         return;
     };
     let store = own.store(SLOW).await;
-    let tracker = Tracker::with_redis(max(3), store);
+    let tracker = Tracker::builder(max(3)).redis(store).build();
     tracker.attempt(key("guess")).await.unwrap().succeeded();
     // Redis stops answering: the attempt is still admitted on the credits
     // held, and its failure answered at once.
@@ -596,7 +610,9 @@ async fn b6_d2_bad_passwords_on_a_login_handler_over_two_replicas_stop_at_max_fa
     let handled = Arc::new(AtomicUsize::new(0));
     let mut replicas = Vec::new();
     for _ in 0..2 {
-        let tracker = Tracker::with_redis(max(4), store(&url, &prefix).await);
+        let tracker = Tracker::builder(max(4))
+            .redis(store(&url, &prefix).await)
+            .build();
         let layer = LockoutLayer::with_tracker(by_client as ByClient, tracker);
         let handled = Arc::clone(&handled);
         let login = service_fn(move |_: Request<String>| {

@@ -14,8 +14,12 @@ async fn an_unlock_on_one_replica_lifts_the_lockout_on_every_replica_within_a_se
     let Some(url) = redis_url() else { return };
     let prefix = unique_prefix();
     let policy = Policy::builder().max_failures(2).build().unwrap();
-    let a = Tracker::with_redis(policy.clone(), store(&url, &prefix).await);
-    let b = Tracker::with_redis(policy, store(&url, &prefix).await);
+    let a = Tracker::builder(policy.clone())
+        .redis(store(&url, &prefix).await)
+        .build();
+    let b = Tracker::builder(policy)
+        .redis(store(&url, &prefix).await)
+        .build();
     for _ in 0..2 {
         a.attempt(key("mallory")).await.unwrap().failed();
     }

@@ -50,8 +50,14 @@ async fn redis_stopped_for_five_seconds_takes_nothing_down_and_a_sign_out_meanwh
     };
     let logs = capture();
     let prefix = unique_prefix();
-    let a = Revocations::with_redis(store(&server.url(), &prefix).await);
-    let b = Revocations::with_redis(store(&server.url(), &prefix).await);
+    let a = Revocations::builder()
+        .redis(store(&server.url(), &prefix).await)
+        .build()
+        .unwrap();
+    let b = Revocations::builder()
+        .redis(store(&server.url(), &prefix).await)
+        .build()
+        .unwrap();
     in_sync(&a).await;
     in_sync(&b).await;
     let (on_a, on_b) = (cached(&Sessions::new(), &a), cached(&Sessions::new(), &b));
@@ -139,7 +145,10 @@ async fn redis_stopped_for_five_seconds_takes_nothing_down_and_a_sign_out_meanwh
     assert_eq!(stats.catch_ups, 2);
     assert_eq!(a.stats().dropped, 0);
     // A replica that starts now reads all three from Redis.
-    let c = Revocations::with_redis(store(&server.url(), &prefix).await);
+    let c = Revocations::builder()
+        .redis(store(&server.url(), &prefix).await)
+        .build()
+        .unwrap();
     in_sync(&c).await;
     assert_eq!(c.stats().entries, 3);
 }
@@ -154,12 +163,14 @@ async fn past_the_staleness_bound_a_list_refuses_or_keeps_serving_as_configured(
     let prefix = unique_prefix();
     let refusing = Revocations::builder()
         .staleness(Duration::from_millis(500))
-        .build_with_redis(store(&server.url(), &prefix).await)
+        .redis(store(&server.url(), &prefix).await)
+        .build()
         .unwrap();
     let serving = Revocations::builder()
         .staleness(Duration::from_millis(500))
         .when_stale(WhenStale::Serve)
-        .build_with_redis(store(&server.url(), &prefix).await)
+        .redis(store(&server.url(), &prefix).await)
+        .build()
         .unwrap();
     in_sync(&refusing).await;
     in_sync(&serving).await;
@@ -191,8 +202,14 @@ async fn a_redis_that_restarted_empty_loses_no_live_revocation_a_replica_holds()
     let logs = capture();
     let port = server.port();
     let prefix = unique_prefix();
-    let a = Revocations::with_redis(store(&server.url(), &prefix).await);
-    let b = Revocations::with_redis(store(&server.url(), &prefix).await);
+    let a = Revocations::builder()
+        .redis(store(&server.url(), &prefix).await)
+        .build()
+        .unwrap();
+    let b = Revocations::builder()
+        .redis(store(&server.url(), &prefix).await)
+        .build()
+        .unwrap();
     in_sync(&a).await;
     in_sync(&b).await;
     a.revoke_secret("alice-1", None).await.unwrap();
@@ -209,7 +226,10 @@ async fn a_redis_that_restarted_empty_loses_no_live_revocation_a_replica_holds()
     .await;
     assert!(logs.text().contains("redis restarted (a new run id)"));
     // A replica that starts now knows nothing but what Redis holds.
-    let c = Revocations::with_redis(store(&server.url(), &prefix).await);
+    let c = Revocations::builder()
+        .redis(store(&server.url(), &prefix).await)
+        .build()
+        .unwrap();
     in_sync(&c).await;
     let on_c = cached(&Sessions::new(), &c);
     for secret in ["alice-1", "bob-1"] {
@@ -277,7 +297,8 @@ async fn a_hundred_thousand_revocations_stay_bounded_in_redis_and_are_read_in_pa
     let before = info(&mut con, "memory", "used_memory").await;
     let a = Revocations::builder()
         .capacity(2 * N)
-        .build_with_redis(store(&server.url(), &prefix).await)
+        .redis(store(&server.url(), &prefix).await)
+        .build()
         .unwrap();
     in_sync(&a).await;
     let writing = Instant::now();
@@ -313,7 +334,8 @@ async fn a_hundred_thousand_revocations_stay_bounded_in_redis_and_are_read_in_pa
     let reading = Instant::now();
     let c = Revocations::builder()
         .capacity(2 * N)
-        .build_with_redis(store(&server.url(), &prefix).await)
+        .redis(store(&server.url(), &prefix).await)
+        .build()
         .unwrap();
     in_sync(&c).await;
     let read = reading.elapsed();
@@ -330,7 +352,10 @@ async fn a_hundred_thousand_revocations_stay_bounded_in_redis_and_are_read_in_pa
 
     // Revocations that end leave Redis.
     let prefix = unique_prefix();
-    let short = Revocations::with_redis(store(&server.url(), &prefix).await);
+    let short = Revocations::builder()
+        .redis(store(&server.url(), &prefix).await)
+        .build()
+        .unwrap();
     in_sync(&short).await;
     for i in 0..1_000 {
         drop(short.revoke_id(

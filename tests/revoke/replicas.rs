@@ -47,8 +47,14 @@ async fn a_revocation_on_one_replica_reaches_the_other_within_a_second() {
     // V2
     let Some(url) = redis_url() else { return };
     let prefix = unique_prefix();
-    let a = Revocations::with_redis(store(&url, &prefix).await);
-    let b = Revocations::with_redis(store(&url, &prefix).await);
+    let a = Revocations::builder()
+        .redis(store(&url, &prefix).await)
+        .build()
+        .unwrap();
+    let b = Revocations::builder()
+        .redis(store(&url, &prefix).await)
+        .build()
+        .unwrap();
     in_sync(&a).await;
     in_sync(&b).await;
     let on_b = cached(&Sessions::new(), &b);
@@ -93,7 +99,10 @@ async fn a_revocation_on_one_replica_reaches_the_other_within_a_second() {
     assert_eq!(origins, [RevocationOrigin::Here, RevocationOrigin::Replica]);
 
     // A replica that starts later reads what is stored.
-    let c = Revocations::with_redis(store(&url, &prefix).await);
+    let c = Revocations::builder()
+        .redis(store(&url, &prefix).await)
+        .build()
+        .unwrap();
     in_sync(&c).await;
     let on_c = cached(&Sessions::new(), &c);
     assert_eq!(
@@ -121,10 +130,14 @@ async fn a_disconnected_replica_past_its_staleness_answers_unavailable_then_catc
         .expect("PORTCULLIS_REDIS_URL is redis://host:port");
     let proxy = Proxy::start(upstream).await;
     let prefix = unique_prefix();
-    let a = Revocations::with_redis(store(&url, &prefix).await);
+    let a = Revocations::builder()
+        .redis(store(&url, &prefix).await)
+        .build()
+        .unwrap();
     let b = Revocations::builder()
         .staleness(Duration::ZERO)
-        .build_with_redis(store(&proxy.url(), &prefix).await)
+        .redis(store(&proxy.url(), &prefix).await)
+        .build()
         .unwrap();
     in_sync(&a).await;
     in_sync(&b).await;
@@ -191,7 +204,8 @@ async fn redis_killed_past_the_staleness_ends_open_leases_and_refuses_with_503_u
         .prefix(unique_prefix());
     let revocations = Revocations::builder()
         .staleness(Duration::ZERO)
-        .build_with_redis(redis)
+        .redis(redis)
+        .build()
         .unwrap();
     in_sync(&revocations).await;
     let leases = Arc::new(std::sync::Mutex::new(Vec::<Lease>::new()));

@@ -18,7 +18,10 @@ use crate::support::redis::{Server, redis_url, store, unique_prefix};
 /// list, shared too.
 async fn replica(url: &str, prefix: &str, tokens: &AccessTokens, grace: Duration) -> Sessions {
     support::logs::capture();
-    let revocations = Revocations::with_redis(store(url, &format!("{prefix}revoke:")).await);
+    let revocations = Revocations::builder()
+        .redis(store(url, &format!("{prefix}revoke:")).await)
+        .build()
+        .unwrap();
     tokio::time::timeout(Duration::from_secs(5), revocations.synced())
         .await
         .expect("the revocation list catches up with redis");
@@ -26,7 +29,8 @@ async fn replica(url: &str, prefix: &str, tokens: &AccessTokens, grace: Duration
         .grace(grace)
         .idle_lifetime(Duration::from_secs(3600))
         .absolute_lifetime(Duration::from_secs(2 * 3600))
-        .build_with_redis(store(url, &format!("{prefix}session:")).await)
+        .redis(store(url, &format!("{prefix}session:")).await)
+        .build()
         .unwrap()
 }
 
@@ -165,11 +169,12 @@ async fn without_redis_a_refresh_is_unavailable_and_never_decided_locally() {
     let prefix = unique_prefix();
     let revocations = Revocations::new();
     let sessions = Sessions::builder(AccessTokens::generate().unwrap(), &revocations)
-        .build_with_redis(
+        .redis(
             store(&url, &prefix)
                 .await
                 .timeout(Duration::from_millis(200)),
         )
+        .build()
         .unwrap();
     let grant = sessions.sign_in("alice").await.unwrap();
     server.kill();
@@ -210,7 +215,8 @@ async fn signing_out_everywhere_is_for_good_on_every_replica_and_after_a_restart
     let later = Sessions::builder(tokens.clone(), &Revocations::new())
         .idle_lifetime(Duration::from_secs(3600))
         .absolute_lifetime(Duration::from_secs(2 * 3600))
-        .build_with_redis(store(&url, &format!("{prefix}session:")).await)
+        .redis(store(&url, &format!("{prefix}session:")).await)
+        .build()
         .unwrap();
     for grant in [&phone, &laptop, &stolen] {
         let refused = later.refresh_with(grant.refresh_token()).await.unwrap_err();
@@ -285,7 +291,8 @@ async fn two_replicas_keep_a_subject_within_its_cap_and_end_the_oldest() {
         async move {
             Sessions::builder(tokens, &revocations)
                 .max_sessions(3)
-                .build_with_redis(store(&url, &format!("{prefix}session:")).await)
+                .redis(store(&url, &format!("{prefix}session:")).await)
+                .build()
                 .unwrap()
         }
     };
@@ -338,11 +345,12 @@ async fn a_refresh_answered_503_leaves_its_token_usable_when_redis_runs_it_late(
     let mut audit = events::subscribe(1024);
     let sessions = Sessions::builder(AccessTokens::generate().unwrap(), &revocations)
         .grace(Duration::from_millis(60))
-        .build_with_redis(
+        .redis(
             store(&url, &prefix)
                 .await
                 .timeout(Duration::from_millis(50)),
         )
+        .build()
         .unwrap();
     let first = sessions.sign_in("alice").await.unwrap();
     // The rotation script is loaded: a paused server runs it late.
@@ -395,11 +403,12 @@ async fn a_grace_window_within_the_store_timeout_is_a_configuration_error() {
         async move {
             Sessions::builder(AccessTokens::generate().unwrap(), &Revocations::new())
                 .grace(grace)
-                .build_with_redis(
+                .redis(
                     store(&url, &prefix)
                         .await
                         .timeout(Duration::from_millis(100)),
                 )
+                .build()
         }
     };
     assert!(build(Duration::from_millis(100)).await.is_err());
@@ -424,11 +433,12 @@ async fn a_sign_out_everywhere_redis_did_not_take_is_kept_and_stored_when_it_ret
         let (tokens, prefix) = (tokens.clone(), prefix.clone());
         async move {
             Sessions::builder(tokens, &revocations)
-                .build_with_redis(
+                .redis(
                     store(&url, &format!("{prefix}session:"))
                         .await
                         .timeout(Duration::from_millis(200)),
                 )
+                .build()
                 .unwrap()
         }
     };

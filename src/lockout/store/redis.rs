@@ -602,7 +602,7 @@ where
 {
     /// A tracker whose state is shared with other replicas through Redis,
     /// with in-memory tables as the fallback while Redis is unavailable;
-    /// see [`RedisStore`].
+    /// see [`TrackerBuilder::redis`](crate::lockout::TrackerBuilder::redis).
     ///
     /// [`attempt`](Self::attempt), [`unlock`](Self::unlock) and the
     /// [`LockoutLayer`](crate::lockout::LockoutLayer) use Redis. The other
@@ -611,7 +611,7 @@ where
     /// [`record_success`](Self::record_success),
     /// [`failures`](Self::failures)) are synchronous and act on this
     /// replica's tables only (which include the lockouts seen in Redis).
-    pub fn with_redis(policy: Policy, store: RedisStore) -> Self {
+    pub(crate) fn shared(policy: Policy, store: RedisStore) -> Self {
         let shared: Shared<K> = Fallback::new(
             RedisLockout::new(store, policy.clone()),
             MemoryStore::new(policy.clone()),

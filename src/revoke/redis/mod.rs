@@ -24,9 +24,11 @@ use crate::{
 };
 
 impl RevocationsBuilder {
-    /// Builds a list shared with other replicas through `store` (feature
+    /// Shares the list with other replicas through `store` (feature
     /// `redis`; keys and channel under the prefix `portcullis:revoke:`
-    /// unless the store has its own). Call it inside a tokio runtime.
+    /// unless the store has its own), the same store handle the lockout,
+    /// the rate limiter and the sessions take. [`build`](Self::build) it
+    /// inside a tokio runtime.
     ///
     /// Revocations are applied here at once, stored in Redis, and published
     /// to every replica, which applies them within a second. Until the list
@@ -61,10 +63,24 @@ impl RevocationsBuilder {
     /// holds as Redis members (at most the capacity, about 100 bytes each),
     /// to write them back after a restart.
     ///
-    /// # Errors
+    /// # Example
     ///
-    /// As [`build`](Self::build).
-    pub fn build_with_redis(self, store: RedisStore) -> Result<Revocations, ConfigError> {
+    /// ```no_run
+    /// use portcullis::{lockout::RedisStore, revoke::Revocations};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+    /// let revocations = Revocations::builder().redis(store).build()?;
+    /// revocations.synced().await; // before serving
+    /// # Ok(()) }
+    /// ```
+    pub fn redis(mut self, store: RedisStore) -> Self {
+        self.shared = Some(store);
+        self
+    }
+
+    /// Builds the list over `store`; see [`redis`](Self::redis).
+    pub(super) fn build_shared(self, store: RedisStore) -> Result<Revocations, ConfigError> {
         let capacity = self.capacity;
         let list = self.build_in_sync(false)?;
         let conn = Connection::new(store, "portcullis:revoke:");
@@ -73,27 +89,5 @@ impl RevocationsBuilder {
             unreachable!("the list was built just now, without a remote");
         }
         Ok(list)
-    }
-}
-
-impl Revocations {
-    /// A list with the default settings, shared with other replicas through
-    /// `store`; see [`RevocationsBuilder::build_with_redis`].
-    ///
-    /// # Example
-    ///
-    /// ```no_run
-    /// use portcullis::{lockout::RedisStore, revoke::Revocations};
-    ///
-    /// # async fn run() -> Result<(), portcullis::lockout::RedisConnectError> {
-    /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
-    /// let revocations = Revocations::with_redis(store);
-    /// revocations.synced().await; // before serving
-    /// # Ok(()) }
-    /// ```
-    pub fn with_redis(store: RedisStore) -> Self {
-        Self::builder()
-            .build_with_redis(store)
-            .expect("the default capacity and lifetime are valid")
     }
 }

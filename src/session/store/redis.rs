@@ -533,10 +533,11 @@ fn malformed() -> Unreachable {
 }
 
 impl SessionsBuilder {
-    /// Builds sessions kept in Redis through `store` (feature `redis`; keys
+    /// Keeps the sessions in Redis through `store` (feature `redis`; keys
     /// under the prefix `portcullis:session:` unless the store has its
-    /// own): every replica refreshes and detects reuse of the same
-    /// sessions, and sessions survive restarts of the service.
+    /// own), the same store handle the lockout, the rate limiter and the
+    /// revocations take: every replica refreshes and detects reuse of the
+    /// same sessions, and sessions survive restarts of the service.
     ///
     /// Each sign-in, refresh and sign-out is one Lua script; a family's
     /// key expires when its idle or absolute lifetime ends, on the
@@ -555,16 +556,20 @@ impl SessionsBuilder {
     /// then an ordinary refresh.
     ///
     /// Use a revocation list shared through the same Redis
-    /// (`Revocations::with_redis`), so that a reuse detected on one
+    /// (`RevocationsBuilder::redis`), so that a reuse detected on one
     /// replica ends the session's access tokens and streams on all.
     ///
-    /// # Errors
-    ///
-    /// As [`build`](Self::build), and [`ConfigError::OutOfRange`] for a
-    /// grace window that is not zero and not longer than the store's
-    /// timeout: a racing refresh that waited for Redis would otherwise
-    /// read as a reuse.
-    pub fn build_with_redis(self, store: RedisStore) -> Result<Sessions, ConfigError> {
+    /// [`build`](Self::build) then also refuses
+    /// ([`ConfigError::OutOfRange`]) a grace window that is not zero and
+    /// not longer than the store's timeout: a racing refresh that waited
+    /// for Redis would otherwise read as a reuse.
+    pub fn redis(mut self, store: RedisStore) -> Self {
+        self.shared = Some(store);
+        self
+    }
+
+    /// Builds the sessions over `store`; see [`redis`](Self::redis).
+    pub(crate) fn build_shared(self, store: RedisStore) -> Result<Sessions, ConfigError> {
         let (grace, cap) = (self.grace, self.max_sessions);
         let sessions = RedisSessions::new(store, grace, cap);
         if !grace.is_zero() && grace <= sessions.conn.timeout() {
