@@ -9,7 +9,7 @@ use portcullis::lockout::RedisStore;
 
 use super::*;
 
-use crate::support::redis::{Server, redis_url, store, unique_prefix};
+use crate::support::redis::{Server, command_calls, redis_url, store, unique_prefix};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d2_two_replicas_with_32_concurrent_failures_each_accept_at_most_max_failures() {
@@ -209,22 +209,7 @@ impl Own {
 
     /// Scripts the server ran so far.
     async fn scripts_run(&mut self) -> u64 {
-        let info: String = ::redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut self.admin)
-            .await
-            .unwrap();
-        info.lines()
-            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-            .filter_map(|l| {
-                l.split("calls=")
-                    .nth(1)?
-                    .split(',')
-                    .next()?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .sum()
+        command_calls(&mut self.admin, |name| name == "evalsha" || name == "eval").await
     }
 }
 
@@ -497,22 +482,7 @@ impl Own {
     /// Commands the server ran so far, scripts' inner commands included,
     /// not counting the `INFO` calls that read it.
     async fn commands_run(&mut self) -> u64 {
-        let info: String = ::redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut self.admin)
-            .await
-            .unwrap();
-        info.lines()
-            .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
-            .filter_map(|l| {
-                l.split("calls=")
-                    .nth(1)?
-                    .split(',')
-                    .next()?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .sum()
+        command_calls(&mut self.admin, |name| name != "info").await
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::time::{Instant, timeout};
 use super::{Sessions, User, bearer, cached, kind};
 use crate::support::{
     logs::capture,
-    redis::{Server, redis_url, store, unique_prefix, until},
+    redis::{Server, command_calls, redis_url, store, unique_prefix, until},
 };
 
 /// A server of the test's own, ready; `None` when the Redis tests skip.
@@ -264,22 +264,7 @@ async fn info(con: &mut ::redis::aio::MultiplexedConnection, section: &str, name
 /// Script calls the server has run (`EVALSHA`, and `EVAL` for a script it
 /// did not know yet).
 async fn script_calls(con: &mut ::redis::aio::MultiplexedConnection) -> u64 {
-    let text: String = ::redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(con)
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
-        .filter_map(|line| {
-            line.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
+    command_calls(con, |name| name == "evalsha" || name == "eval").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -391,3 +391,31 @@ pub(crate) async fn slot_of(con: &mut ::redis::aio::MultiplexedConnection, key: 
         .await
         .unwrap()
 }
+
+/// Calls of the commands `counted` picks by name (`evalsha`, `hget`, …),
+/// as `INFO commandstats` reports them: scripts' inner commands included.
+pub(crate) async fn command_calls(
+    con: &mut ::redis::aio::MultiplexedConnection,
+    counted: impl Fn(&str) -> bool,
+) -> u64 {
+    let info: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(con)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            if !counted(name) {
+                return None;
+            }
+            stats
+                .split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
