@@ -106,7 +106,9 @@ impl Sessions {
                     session: session_id,
                     reason: SessionEndReason::EndedByUser,
                 });
-                self.revoke_and_wait(session_id).await;
+                if !self.revoke_and_wait(session_id).await {
+                    return Err(self.refuse(SessionErrorKind::Unavailable, None, None));
+                }
                 Ok(true)
             }
             Ok(false) => Ok(false),

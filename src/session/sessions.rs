@@ -428,7 +428,11 @@ impl Sessions {
                     session: sid,
                     reason: SessionEndReason::SignedOut,
                 });
-                self.revoke_and_wait(sid).await;
+                // S7: the session is gone from the store, but an answer of
+                // success would say its access tokens are refused too.
+                if !self.revoke_and_wait(sid).await {
+                    return Err(self.refuse(SessionErrorKind::Unavailable, request, None));
+                }
                 Ok(SignedOut::new(self.inner.cookie.clear()))
             }
             Ok(Ending::Reused { subject }) => {
@@ -517,14 +521,24 @@ impl Sessions {
         self.inner.revocations.revoke_id(sid, Some(until))
     }
 
-    pub(super) async fn revoke_and_wait(&self, sid: &str) {
+    /// Revokes the access tokens and streams of session `sid`, waiting up
+    /// to a second for the shared store. Returns whether the revocation is
+    /// in effect here: a list full of live revocations refuses it, and the
+    /// access tokens would still be accepted.
+    pub(super) async fn revoke_and_wait(&self, sid: &str) -> bool {
         match tokio::time::timeout(PROPAGATION, self.revoke_id(sid)).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => true,
+            Ok(Err(error)) if !error.in_effect_here() => {
+                tracing::error!(target: "portcullis::session", session = %sid, %error, "sign-out refused by the revocation list: its access tokens stay valid until they expire");
+                false
+            }
             Ok(Err(error)) => {
                 tracing::warn!(target: "portcullis::session", session = %sid, %error, "sign-out not shared yet");
+                true
             }
             Err(_) => {
                 tracing::warn!(target: "portcullis::session", session = %sid, "sign-out not shared within a second (retrying)");
+                true
             }
         }
     }

@@ -185,3 +185,28 @@ async fn an_operator_revokes_a_session_by_its_id() {
     assert!(access(&validator, &grant).await.is_err());
     assert!(sessions.refresh_with(grant.refresh_token()).await.is_err());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_sign_out_the_full_revocation_list_refused_is_not_answered_as_done() {
+    // S7, V5: a list full of live revocations refuses the sign-out's; the
+    // access token still works, so the answer is 503, not 204.
+    support::logs::capture();
+    let revocations = Revocations::builder().capacity(1).build().unwrap();
+    let sessions = Sessions::builder(AccessTokens::generate().unwrap(), &revocations)
+        .build()
+        .unwrap();
+    let validator = validator(&sessions);
+    let grant = sessions.sign_in("alice").await.unwrap();
+    // Another user's live revocation fills the list.
+    revocations.revoke_subject("mallory").await.unwrap();
+    let refused = sessions
+        .sign_out_with(grant.refresh_token())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), SessionErrorKind::Unavailable);
+    assert_eq!(refused.response().status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        access(&validator, &grant).await.is_ok(),
+        "nothing was revoked"
+    );
+}
