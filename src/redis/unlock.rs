@@ -2,7 +2,14 @@
 //! published on the store's channel, and every replica forgets the lockout
 //! of that key it had cached.
 
-use std::{fmt, hash::Hash, sync::Arc};
+use std::{
+    fmt,
+    hash::Hash,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use moka::sync::Cache;
 use tokio::sync::Notify;
@@ -30,6 +37,9 @@ pub(crate) struct Unlocks<K, V> {
     lockouts: Cache<K, V>,
     waiting: Cache<K, Arc<Notify>>,
     wanted: Wanted,
+    /// Moved on at every unlock heard, so that a lockout whose answer was
+    /// on its way meanwhile is not cached again.
+    generation: Arc<AtomicU64>,
 }
 
 impl<K, V> Unlocks<K, V>
@@ -45,6 +55,7 @@ where
         lockouts: Cache<K, V>,
         waiting: Cache<K, Arc<Notify>>,
         wanted: Wanted,
+        generation: Arc<AtomicU64>,
     ) -> Arc<Self> {
         let unlocks = Self {
             conn: conn.clone(),
@@ -52,6 +63,7 @@ where
             lockouts,
             waiting,
             wanted,
+            generation,
         };
         keep(conn.client(), unlocks, "lockout unlocks")
     }
@@ -90,6 +102,7 @@ where
             (self.wanted)(key);
             return;
         }
+        self.generation.fetch_add(1, Ordering::Relaxed);
         let matches = |key: &K| self.conn.key_base(key).as_bytes() == payload;
         for (key, _) in self.lockouts.iter() {
             if matches(&key) {
@@ -107,6 +120,7 @@ where
     fn subscribed(&self) -> BoxFuture<bool> {
         // Unlocks may have been missed meanwhile: ask redis again about
         // every key instead of trusting the cache.
+        self.generation.fetch_add(1, Ordering::Relaxed);
         self.lockouts.invalidate_all();
         Box::pin(std::future::ready(true))
     }

@@ -184,6 +184,10 @@ struct Inner<K> {
     channel: String,
     /// Failure ids, for the markers that count each failure once.
     next_failure: AtomicU64,
+    /// Moved on at every unlock, here or heard from another replica: a
+    /// lockout answered after an unlock that came meanwhile is not cached
+    /// (it would refuse a client Redis no longer locks out).
+    unlocked: Arc<AtomicU64>,
     grants: Grants<K>,
     /// Lockouts seen in Redis, so a locked-out client is refused without a
     /// round trip; deadlines in the value, on tokio time.
@@ -220,7 +224,9 @@ where
             policy.delay_after(),
             policy.max_waiting(),
         );
+        let unlocked = Arc::new(AtomicU64::new(0));
         let inner = Arc::new(Inner {
+            unlocked: Arc::clone(&unlocked),
             channel: Unlocks::<K, Record>::channel_of(&conn),
             conn: conn.clone(),
             grant: Script::new(GRANT),
@@ -241,7 +247,7 @@ where
             }
         });
         Self {
-            unlocks: Unlocks::start(&conn, lockouts, waiting, wanted),
+            unlocks: Unlocks::start(&conn, lockouts, waiting, wanted, unlocked),
             inner,
         }
     }
@@ -337,6 +343,7 @@ where
     fn unlock(&self, key: &K) -> bool {
         let inner = &self.inner;
         let was_locked = self.cached(key).is_some();
+        inner.unlocked.fetch_add(1, Ordering::Relaxed);
         inner.lockouts.invalidate(key);
         // Forgets the lockout, the failures and the history, and tells the
         // other replicas; credits in flight stay.
@@ -428,6 +435,7 @@ where
         });
         let inner = Arc::clone(this);
         let (key, hash) = (k.key.clone(), k.hash);
+        let generation = this.unlocked.load(Ordering::Relaxed);
         Some(runtime.spawn(async move {
             let k = Hashed { key: &key, hash };
             match call.await {
@@ -445,7 +453,7 @@ where
                 Some((_, ttl, lockouts_so_far, ..)) => {
                     let record =
                         Record::lasting(ms(ttl), u32::try_from(lockouts_so_far).unwrap_or(1));
-                    inner.remember_lockout(key.clone(), record);
+                    inner.remember_lockout(key.clone(), record, generation);
                     inner.grants.forget(k);
                     inner.grants.abandon(k, ask);
                     Answer::Locked
@@ -497,6 +505,7 @@ where
     fn record_failure(this: &Arc<Self>, key: K, epoch: u64) -> BoxFuture<Option<Recorded>> {
         let keys = Keys::new(&this.conn, &key);
         let id = this.next_failure.fetch_add(1, Ordering::Relaxed);
+        let generation = this.unlocked.load(Ordering::Relaxed);
         let counted = format!("{}:d:{:x}:{id:x}", this.conn.key_base(&key), this.replica);
         let policy = &this.policy;
         let args = [
@@ -546,7 +555,7 @@ where
                 (2, lockout, lockouts_so_far) => {
                     let record =
                         Record::lasting(ms(lockout), u32::try_from(lockouts_so_far).unwrap_or(1));
-                    inner.remember_lockout(key, record);
+                    inner.remember_lockout(key, record, generation);
                     Recorded::LockedOut {
                         record,
                         failures: max_failures,
@@ -554,7 +563,7 @@ where
                 }
                 (3, ttl, _) => {
                     let record = Record::lasting(ms(ttl), 1);
-                    inner.remember_lockout(key, record);
+                    inner.remember_lockout(key, record, generation);
                     Recorded::AlreadyLocked { record }
                 }
                 _ => Recorded::NotAFailure,
@@ -562,13 +571,17 @@ where
         })
     }
 
-    /// Caches a lockout seen in Redis and tells the waiting requests of the
-    /// key, which are refused now.
-    fn remember_lockout(&self, key: K, record: Record) {
+    /// Caches a lockout seen in Redis, asked for at unlock `generation`,
+    /// and tells the waiting requests of the key, which are refused now.
+    /// Not cached when an unlock came meanwhile: the next attempt asks
+    /// Redis, which knows.
+    fn remember_lockout(&self, key: K, record: Record, generation: u64) {
         if let Some(notify) = self.waiting.get(&key) {
             notify.notify_waiters();
         }
-        self.lockouts.insert(key, record);
+        if self.unlocked.load(Ordering::Relaxed) == generation {
+            self.lockouts.insert(key, record);
+        }
     }
 }
 
