@@ -347,7 +347,9 @@ impl Connection {
         self.link.is_cluster()
     }
 
-    /// The timeout of a call.
+    /// The timeout of a call (the sessions check their grace window
+    /// against it).
+    #[cfg(feature = "sessions")]
     pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }

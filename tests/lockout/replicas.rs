@@ -574,23 +574,26 @@ async fn d2_d5_credits_held_by_one_replica_come_back_when_another_needs_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b6_d2_bad_passwords_on_a_login_handler_over_two_replicas_stop_at_max_failures() {
     // B6, D2, D5: 32 parallel bad passwords on each of two replicas; the
-    // login handler (a plain 401) is reached at most max_failures times.
+    // login handler (a plain 401) is reached exactly max_failures times,
+    // those all at once (each replica holds half the credits), and no more
+    // while they are checked.
     let Some(url) = redis_url() else { return };
     let prefix = unique_prefix();
     let handled = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(0));
     let mut replicas = Vec::new();
     for _ in 0..2 {
         let tracker = Tracker::builder(max(4))
             .redis(store(&url, &prefix).await)
             .build();
         let layer = LockoutLayer::with_tracker(by_client as ByClient, tracker);
-        let handled = Arc::clone(&handled);
+        let (handled, gate) = (Arc::clone(&handled), Arc::clone(&gate));
         let login = service_fn(move |_: Request<String>| {
-            let handled = Arc::clone(&handled);
+            let (handled, gate) = (Arc::clone(&handled), Arc::clone(&gate));
             async move {
                 handled.fetch_add(1, Ordering::SeqCst);
-                // Checking the password takes a while.
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                // The password is checked once the test lets it.
+                gate.acquire().await.unwrap().forget();
                 Ok::<_, Infallible>(Response::builder().status(401).body(String::new()).unwrap())
             }
         });
@@ -611,12 +614,17 @@ async fn b6_d2_bad_passwords_on_a_login_handler_over_two_replicas_stop_at_max_fa
             }));
         }
     }
+    crate::support::redis::until("four guesses in the handler at once", || {
+        handled.load(Ordering::SeqCst) >= 4
+    })
+    .await;
+    gate.add_permits(64);
     let mut unauthorized = 0;
     for task in tasks {
         if task.await.unwrap() == StatusCode::UNAUTHORIZED {
             unauthorized += 1;
         }
     }
-    assert!(handled.load(Ordering::SeqCst) <= 4, "{handled:?}");
-    assert_eq!(unauthorized, handled.load(Ordering::SeqCst));
+    assert_eq!(handled.load(Ordering::SeqCst), 4);
+    assert_eq!(unauthorized, 4);
 }

@@ -248,12 +248,10 @@ impl<K: Clone + Eq> Grants<K> {
     pub(crate) fn take(&self, k: Hashed<'_, K>) -> Take {
         let now = Instant::now();
         let mut shard = self.shard(k);
-        if shard.entries.get(k).is_none()
-            && let Some(tag) = shard.insert(k, Grant::new(now), now)
-        {
+        let (entry, evicted) = shard.entry(k, now);
+        if let Some(tag) = evicted {
             self.untag(tag);
         }
-        let entry = shard.entries.get_mut(k).expect("inserted just above");
         entry.referenced = true;
         if entry.free(now, self.delay_after) > 0 {
             entry.in_use += 1;
@@ -467,12 +465,10 @@ impl<K: Clone + Eq> Grants<K> {
     pub(crate) fn wait(&self, k: Hashed<'_, K>, register: impl FnOnce(&Arc<Notify>)) -> Waiting {
         let now = Instant::now();
         let mut shard = self.shard(k);
-        if shard.entries.get(k).is_none()
-            && let Some(tag) = shard.insert(k, Grant::new(now), now)
-        {
+        let (entry, evicted) = shard.entry(k, now);
+        if let Some(tag) = evicted {
             self.untag(tag);
         }
-        let entry = shard.entries.get_mut(k).expect("inserted just above");
         if entry.free(now, self.delay_after) > 0 || (!entry.asking && now >= entry.ask_after) {
             return Waiting::Ready;
         }
@@ -550,6 +546,18 @@ impl<K: Clone + Eq> Grants<K> {
 
 impl<K: Clone + Eq> Shard<K> {
     /// Inserts a new entry, evicting one first when the shard is full.
+    /// The entry of `k`, made (evicting another first when the shard is
+    /// full) if it has none, with the tag of the entry evicted for it.
+    fn entry(&mut self, k: Hashed<'_, K>, now: Instant) -> (&mut Grant, Option<u64>) {
+        let evicted = if self.entries.get(k).is_none() {
+            self.insert(k, Grant::new(now), now)
+        } else {
+            None
+        };
+        let entry = self.entries.get_mut(k).expect("made just above");
+        (entry, evicted)
+    }
+
     /// Returns the tag of an entry evicted for it, if any.
     fn insert(&mut self, k: Hashed<'_, K>, grant: Grant, now: Instant) -> Option<u64> {
         let evicted = if self.entries.len() >= self.capacity {
