@@ -285,7 +285,11 @@ where
         let (granted, rest) = reply;
         if granted < 1 {
             let retry_after = Duration::from_micros(rest.max(1).unsigned_abs());
-            batch.refused_until = now + retry_after;
+            // Tokens taken before stay good until their lease ends: a
+            // refused refill refuses only once they are gone.
+            if batch.tokens == 0 || now >= batch.until {
+                batch.refused_until = now + retry_after;
+            }
             return Verdict::Refused { retry_after };
         }
         let granted = u32::try_from(granted).unwrap_or(u32::MAX);
