@@ -184,14 +184,14 @@ fn describe() {
 /// request path).
 ///
 /// [`Tracker::stats`]: crate::lockout::Tracker::stats
-pub fn record_lockout_stats(stats: &lockout::Stats) {
+pub fn record_lockout_stats(stats: &lockout::LockoutStats) {
     gauge!(LOCKOUT_TRACKED).set(stats.tracked as f64);
     gauge!(LOCKOUT_LOCKED_OUT).set(stats.locked_out as f64);
 }
 
 /// Sets the rate limiter's table-size gauges from
 /// [`RateLimitLayer::stats`](crate::rate_limit::RateLimitLayer::stats).
-pub fn record_rate_limit_stats(stats: &rate_limit::Stats) {
+pub fn record_rate_limit_stats(stats: &rate_limit::RateLimitStats) {
     gauge!(RATE_LIMIT_ENTRIES).set(stats.entries as f64);
     gauge!(RATE_LIMIT_LIMITED).set(stats.limited as f64);
 }
@@ -211,7 +211,7 @@ pub fn record_rate_limit_stats(stats: &rate_limit::Stats) {
 /// // In your scrape handler, before rendering:
 /// record_revocation_stats(&revocations.stats());
 /// ```
-pub fn record_revocation_stats(stats: &revoke::Stats) {
+pub fn record_revocation_stats(stats: &revoke::RevocationStats) {
     gauge!(REVOCATIONS_ENTRIES).set(stats.entries as f64);
     gauge!(REVOCATIONS_IN_SYNC).set(if stats.in_sync { 1.0 } else { 0.0 });
     gauge!(REVOCATIONS_BACKLOG).set(stats.backlog as f64);

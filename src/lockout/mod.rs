@@ -176,4 +176,4 @@ pub(crate) use reservation::Reservation;
 pub use service::Lockout;
 pub(crate) use service::ORDER_CHECKS;
 pub use shadow::Shadowed;
-pub use tracker::{LockedKey, Stats, Tracker, TrackerBuilder};
+pub use tracker::{LockedKey, LockoutStats, Tracker, TrackerBuilder};

@@ -140,7 +140,7 @@ impl<K> fmt::Debug for Tracker<K> {
 /// Counts since the tracker was created, and table sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub struct Stats {
+pub struct LockoutStats {
     /// Failure counters held (at most the capacity). May include counters
     /// whose window has passed and that were not reclaimed yet.
     pub tracked: u64,
@@ -373,11 +373,11 @@ where
 
     /// Counts and table sizes. Walks the lockout table, so this costs time
     /// linear in the number of keys locked out recently.
-    pub fn stats(&self) -> Stats {
-        let mut stats = Stats {
+    pub fn stats(&self) -> LockoutStats {
+        let mut stats = LockoutStats {
             failures: self.engine.failures.load(Ordering::Relaxed),
             lockouts: self.engine.lockouts.load(Ordering::Relaxed),
-            ..Stats::default()
+            ..LockoutStats::default()
         };
         self.engine.store.stats(&mut stats);
         stats

@@ -52,7 +52,7 @@ pub(crate) struct Shared<K: KeyExtractor, R> {
 /// Counts since the layer was built, and table sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub struct Stats {
+pub struct RateLimitStats {
     /// Keys the table holds (at most its capacity).
     pub entries: u64,
     /// Keys held because they were refused recently, which a flood of other
@@ -73,10 +73,10 @@ impl<K: KeyExtractor, R> RateLimitLayer<K, R> {
     }
 
     /// Counts and table sizes; exact, at the cost of visiting every shard.
-    pub fn stats(&self) -> Stats {
-        let mut stats = Stats {
+    pub fn stats(&self) -> RateLimitStats {
+        let mut stats = RateLimitStats {
             refused: self.shared.refused.load(Ordering::Relaxed),
-            ..Stats::default()
+            ..RateLimitStats::default()
         };
         self.shared.store.stats(&mut stats);
         stats

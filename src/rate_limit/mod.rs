@@ -114,6 +114,6 @@ pub use self::{
     builder::RateLimitBuilder,
     future::ResponseFuture,
     headers::HeaderFields,
-    layer::{RateLimitLayer, Stats},
+    layer::{RateLimitLayer, RateLimitStats},
     service::RateLimit,
 };

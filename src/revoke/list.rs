@@ -82,7 +82,7 @@ use crate::{Credential, ValidationError, events::RevocationOrigin, validate::Key
 ///   which is also how long a subject's cutoff lasts. When the table is
 ///   full, ended revocations make room; a table full of revocations still
 ///   in effect refuses new ones ([`RevokeErrorKind::Full`], counted in
-///   [`Stats::refused`], logged as an error) and never drops a live one to
+///   [`RevocationStats::refused`], logged as an error) and never drops a live one to
 ///   make room, so nobody's sign-outs can push out another's revocation:
 ///   size the capacity above the revocations alive at once.
 /// - **Time.** Ends are on tokio's clock; a subject's cutoff is compared
@@ -107,7 +107,7 @@ pub struct Revocations {
 /// Counts since the list was created, and its size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub struct Stats {
+pub struct RevocationStats {
     /// Revocations held that are still in effect.
     pub entries: u64,
     /// Revocations applied: made here, received from other replicas, and
@@ -316,10 +316,10 @@ impl Revocations {
     }
 
     /// Counts and size. Walks the table: linear in the revocations held.
-    pub fn stats(&self) -> Stats {
+    pub fn stats(&self) -> RevocationStats {
         let inner = &self.inner;
         let now = Instant::now();
-        Stats {
+        RevocationStats {
             entries: inner.table.live(now),
             applied: inner.applied.load(Ordering::Relaxed),
             refused: inner.refused.load(Ordering::Relaxed),

@@ -81,7 +81,7 @@ mod table;
 
 pub use builder::{RevocationsBuilder, WhenStale};
 pub(crate) use engine::{Hashed, Listener, Revocation, Target};
-pub use list::{Revocations, Stats};
+pub use list::{RevocationStats, Revocations};
 pub(crate) use revocable::Facts;
 pub use revocable::Revocable;
 pub use revoked::{RevokeError, RevokeErrorKind, Revoked};

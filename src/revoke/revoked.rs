@@ -115,10 +115,10 @@ pub enum RevokeErrorKind {
     Queued,
     /// In effect on this replica only: the queue of revocations waiting for
     /// the shared store was full (counted in
-    /// [`Stats::dropped`](super::Stats::dropped), logged).
+    /// [`RevocationStats::dropped`](super::RevocationStats::dropped), logged).
     Overflow,
     /// Not in effect anywhere: the table is full of revocations still in
-    /// effect (counted in [`Stats::refused`](super::Stats::refused),
+    /// effect (counted in [`RevocationStats::refused`](super::RevocationStats::refused),
     /// logged).
     Full,
 }

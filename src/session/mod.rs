@@ -261,5 +261,5 @@ mod token;
 pub use endpoints::{Grant, SignedOut};
 pub use error::{SessionError, SessionErrorKind};
 pub use list::{Device, SessionInfo, SessionList};
-pub use sessions::{Sessions, SessionsBuilder, Stats};
+pub use sessions::{SessionStats, Sessions, SessionsBuilder};
 pub use token::AccessTokens;

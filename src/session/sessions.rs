@@ -77,7 +77,7 @@ struct Counts {
 /// Counts since the sessions were built (on this replica).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub struct Stats {
+pub struct SessionStats {
     /// Live sessions held, for the in-memory store (`None` with Redis).
     pub families: Option<u64>,
     /// Sessions started.
@@ -448,9 +448,9 @@ impl Sessions {
 
     /// Counts, and the live sessions of an in-memory store (a walk of the
     /// table).
-    pub fn stats(&self) -> Stats {
+    pub fn stats(&self) -> SessionStats {
         let counts = &self.inner.counts;
-        Stats {
+        SessionStats {
             families: self.inner.store.families(),
             signed_in: counts.signed_in.load(Ordering::Relaxed),
             refreshed: counts.refreshed.load(Ordering::Relaxed),

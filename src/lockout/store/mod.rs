@@ -13,7 +13,7 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
-use super::{Outcome, Stats};
+use super::{LockoutStats, Outcome};
 use crate::gate::BoxFuture;
 pub(crate) use crate::table::Hashed;
 
@@ -182,5 +182,5 @@ pub(crate) trait Store<K>: Send + Sync + 'static {
     fn locked_keys(&self) -> Vec<(K, Record)>;
 
     /// Fills in the table sizes and the counts this store keeps.
-    fn stats(&self, stats: &mut Stats);
+    fn stats(&self, stats: &mut LockoutStats);
 }

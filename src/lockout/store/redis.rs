@@ -29,7 +29,7 @@ use super::{
 };
 use crate::{
     gate::BoxFuture,
-    lockout::{Outcome, Policy, Stats, Tracker, attempt::ASK_AGAIN},
+    lockout::{LockoutStats, Outcome, Policy, Tracker, attempt::ASK_AGAIN},
     redis::{
         Connection, Fallback, Primary, RedisStore, Unlocks, millis,
         unlock::{WANTED, Wanted},
@@ -718,7 +718,7 @@ where
         keys
     }
 
-    fn stats(&self, stats: &mut Stats) {
+    fn stats(&self, stats: &mut LockoutStats) {
         self.secondary.stats(stats);
         stats.locked_out += self.primary.locked_keys().len() as u64;
         stats.fallbacks = self.health.fallbacks();

@@ -15,7 +15,7 @@ use governor::{
 
 use super::{Decision, Store, Verdict};
 use crate::{
-    rate_limit::{Stats, clock::TokioClock},
+    rate_limit::{RateLimitStats, clock::TokioClock},
     table::{ClockQueue, Hand, Hashed, Table, shard_capacities},
 };
 
@@ -306,7 +306,7 @@ where
         Decision::Now(self.verdict(key))
     }
 
-    fn stats(&self, stats: &mut Stats) {
+    fn stats(&self, stats: &mut RateLimitStats) {
         let (entries, limited) = self.table.counts();
         stats.entries = entries;
         stats.limited = limited;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::Stats;
+use super::RateLimitStats;
 use crate::gate::BoxFuture;
 
 pub(crate) mod memory;
@@ -32,7 +32,7 @@ pub(crate) trait Store<K>: Send + Sync + 'static {
     fn decide(&self, key: &K) -> Decision;
 
     /// Fills in the table sizes and the counts this store keeps.
-    fn stats(&self, stats: &mut Stats);
+    fn stats(&self, stats: &mut RateLimitStats);
 }
 
 #[cfg(feature = "redis")]

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::{Decision, Store, Verdict, memory::MemoryStore};
 use crate::{
     gate::BoxFuture,
-    rate_limit::{RateLimitBuilder, Stats},
+    rate_limit::{RateLimitBuilder, RateLimitStats},
     redis::{Connection, Fallback, Primary, RedisStore},
     table::{ClockQueue, Hand, Hashed, Table, shard_capacities},
 };
@@ -95,7 +95,7 @@ impl<K, R> RateLimitBuilder<K, R> {
     /// Every call has the store's timeout (default 100 ms). When Redis does
     /// not answer, the request is decided with the local in-memory table
     /// (never "no limit"), a warning is logged, the fallback is counted in
-    /// [`Stats::fallbacks`](crate::rate_limit::Stats::fallbacks), and Redis is tried again a second
+    /// [`RateLimitStats::fallbacks`](crate::rate_limit::RateLimitStats::fallbacks), and Redis is tried again a second
     /// later. While Redis is away each replica limits on its own, so a
     /// client can get up to one burst per replica, and what it used in
     /// Redis is not known locally.
@@ -432,7 +432,7 @@ where
         }))
     }
 
-    fn stats(&self, stats: &mut Stats) {
+    fn stats(&self, stats: &mut RateLimitStats) {
         self.secondary.stats(stats);
         stats.fallbacks = self.health.fallbacks();
     }

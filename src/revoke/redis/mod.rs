@@ -46,11 +46,11 @@ impl RevocationsBuilder {
     /// meanwhile take effect here at once, answer at once
     /// ([`RevokeErrorKind::Queued`](super::RevokeErrorKind::Queued)) and
     /// wait in a bounded queue (4,096; past it they stay local, counted in
-    /// [`Stats::dropped`](super::Stats::dropped) and logged) until Redis
+    /// [`RevocationStats::dropped`](super::RevocationStats::dropped) and logged) until Redis
     /// takes them. On reconnecting the list writes back what it holds if the
     /// server's run id changed (a Redis that restarted empty loses nothing
     /// a replica still holds), reads every revocation again, and the caches
-    /// that listen to it forget what they held. [`Stats::state`](super::Stats::state)
+    /// that listen to it forget what they held. [`RevocationStats::state`](super::RevocationStats::state)
     /// says where it stands.
     ///
     /// # Redis state

@@ -45,7 +45,7 @@ use tokio::time::Instant;
 use self::shard::Shard;
 use super::{Admission, Finished, Hashed, Record, Recorded, Store, Ticket, Waiter};
 use crate::{
-    lockout::{Outcome, Policy, Stats},
+    lockout::{LockoutStats, Outcome, Policy},
     table::shard_capacities,
 };
 
@@ -337,7 +337,7 @@ where
         keys
     }
 
-    fn stats(&self, stats: &mut Stats) {
+    fn stats(&self, stats: &mut LockoutStats) {
         let now = Instant::now();
         stats.tracked = self.tracked();
         stats.locked_out = self
