@@ -40,7 +40,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use portcullis::{
     AuthLayer, ClientIp, Credential, ValidationError, Validator,
-    lockout::{LockoutLayer, Policy, RedisStore, Tracker},
+    lockout::{LockoutLayer, Policy, RedisStore},
     rate_limit::RateLimitLayer,
 };
 use tokio::{
@@ -112,15 +112,16 @@ async fn app(mode: Mode, servers: &Servers, prefix: &str) -> Router {
                 };
                 store.expect("redis-server answers").prefix(prefix)
             };
-            let tracker = Tracker::builder(Policy::default())
+            let lockout = LockoutLayer::builder(Policy::default())
                 .redis(store().await)
-                .build();
+                .build()
+                .expect("a valid lockout");
             (
                 rate_limit
                     .redis(store().await)
                     .build()
                     .expect("a valid rate"),
-                LockoutLayer::with_tracker(ClientIp::new(), tracker),
+                lockout,
             )
         }
     };

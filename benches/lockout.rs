@@ -116,11 +116,17 @@ type NoAccount = fn(&Parts) -> Result<Option<String>, AuthRejection>;
 type EveryRequest = fn(&Parts) -> Result<Option<usize>, AuthRejection>;
 
 fn two_keys_idle() -> LockoutLayer {
-    LockoutLayer::new(Policy::default()).key(no_account as NoAccount, Policy::default())
+    LockoutLayer::builder(Policy::default())
+        .also_key(no_account as NoAccount, Policy::default())
+        .build()
+        .unwrap()
 }
 
 fn two_keys_both() -> LockoutLayer {
-    LockoutLayer::new(Policy::default()).key(every_request as EveryRequest, Policy::default())
+    LockoutLayer::builder(Policy::default())
+        .also_key(every_request as EveryRequest, Policy::default())
+        .build()
+        .unwrap()
 }
 
 fn success_path(c: &mut Criterion) {

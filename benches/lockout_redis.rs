@@ -81,7 +81,12 @@ async fn redis(url: &str, name: &str) -> Tracker<IpAddr> {
         .expect("redis is reachable")
         .prefix(prefix(name))
         .timeout(Duration::from_secs(1));
-    Tracker::builder(counting()).redis(store).build()
+    LockoutLayer::builder(counting())
+        .redis(store)
+        .build()
+        .expect("a valid lockout")
+        .tracker()
+        .clone()
 }
 
 async fn check_and_record_once(tracker: &Tracker<IpAddr>, n: u64) {
@@ -181,28 +186,32 @@ fn locked_request() -> Request<()> {
 
 fn locked_out(c: &mut Criterion, rt: &Runtime, url: &str) {
     let policy = || Policy::builder().max_failures(1).build().unwrap();
-    let memory = Tracker::new(policy());
-    let redis = rt.block_on(async {
+    let memory_layer = LockoutLayer::new(policy());
+    let memory = memory_layer.tracker().clone();
+    let redis_layer = rt.block_on(async {
         let store = RedisStore::connect(url)
             .await
             .expect("redis is reachable")
             .prefix(prefix("locked"))
             .timeout(Duration::from_secs(1));
-        let tracker = Tracker::builder(policy()).redis(store).build();
+        let layer = LockoutLayer::builder(policy())
+            .redis(store)
+            .build()
+            .expect("a valid lockout");
+        let tracker = layer.tracker();
         tracker.attempt(ip(7)).await.unwrap().failed();
         // The failure is recorded in the background: wait for the lockout.
         while tracker.attempt(ip(7)).await.is_ok() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tracker
+        layer
     });
     rt.block_on(async { memory.attempt(ip(7)).await.unwrap().failed() });
     let inner = || service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
     let _guard = rt.enter();
-    let mut cached =
-        LockoutLayer::with_tracker(portcullis::ClientIp::new(), redis.clone()).layer(inner());
-    let mut in_memory =
-        LockoutLayer::with_tracker(portcullis::ClientIp::new(), memory.clone()).layer(inner());
+    let redis = redis_layer.tracker().clone();
+    let mut cached = redis_layer.layer(inner());
+    let mut in_memory = memory_layer.layer(inner());
 
     let mut group = c.benchmark_group("locked_out");
     group.throughput(Throughput::Elements(1));

@@ -173,7 +173,7 @@ fn app() -> Router {
         .lockout(LOCKOUT)
         .build()
         .expect("the demo policy is valid: 3 failures, a 30 s lockout");
-    let lockout = LockoutLayer::new(policy).renderer(DefaultRenderer::new().realm("demo"));
+    let lockout = LockoutLayer::builder(policy).renderer(DefaultRenderer::new().realm("demo"));
 
     // Login protection: the account a login is for, from the form, limits
     // clients without a device cookie for it; a device cookie is counted
@@ -204,7 +204,11 @@ fn app() -> Router {
 mod login {
     use axum::{Extension, Form, Router, extract::State, response::IntoResponse, routing::post};
     use http::{StatusCode, header};
-    use portcullis::lockout::{DeviceCookies, Failed, LockoutLayer, Policy, Succeeded};
+    use portcullis::{
+        ClientIp,
+        lockout::{DeviceCookies, Failed, LockoutBuilder, LockoutLayer, Policy, Succeeded},
+        reject::DefaultRenderer,
+    };
     use serde::Deserialize;
 
     /// Failed logins that lock an account for clients without its device
@@ -229,14 +233,19 @@ mod login {
             }
         }
 
-        pub(super) fn protect(&self, lockout: LockoutLayer) -> LockoutLayer {
+        pub(super) fn protect(
+            &self,
+            lockout: LockoutBuilder<ClientIp, DefaultRenderer>,
+        ) -> LockoutLayer<ClientIp, DefaultRenderer> {
             let account = Policy::builder()
                 .max_failures(ACCOUNT_MAX_FAILURES)
                 .build()
                 .expect("the demo policy is valid");
             lockout
-                .key(self.devices.untrusted_key(), account)
-                .key(self.devices.key(), Policy::default())
+                .also_key(self.devices.untrusted_key(), account)
+                .also_key(self.devices.key(), Policy::default())
+                .build()
+                .expect("the demo lockout is valid")
         }
 
         pub(super) fn routes(&self) -> Router {

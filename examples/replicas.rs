@@ -42,9 +42,9 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use portcullis::{
-    AuthLayer, ClientIp, Credential, ValidationError,
+    AuthLayer, Credential, ValidationError,
     integration::axum::Identity,
-    lockout::{LockoutLayer, Policy, RedisConnectError, RedisStore, Tracker},
+    lockout::{LockoutLayer, Policy, RedisConnectError, RedisStore},
     reject::DefaultRenderer,
 };
 use serde_json::{Value, json};
@@ -81,9 +81,11 @@ fn app(store: RedisStore, validations: Arc<AtomicUsize>) -> Router {
         .lockout(LOCKOUT)
         .build()
         .expect("the example policy is valid: 3 failures, a 30 s lockout");
-    let tracker = Tracker::builder(policy).redis(store).build();
-    let lockout = LockoutLayer::with_tracker(ClientIp::new(), tracker)
-        .renderer(DefaultRenderer::new().realm("replicas"));
+    let lockout = LockoutLayer::builder(policy)
+        .redis(store)
+        .renderer(DefaultRenderer::new().realm("replicas"))
+        .build()
+        .expect("the example lockout is valid");
     Router::new()
         .route("/me", get(me))
         .layer(auth)

@@ -89,9 +89,9 @@ use axum::{
 };
 use http::{StatusCode, request::Parts};
 use portcullis::{
-    AuthLayer, ClientIp,
+    AuthLayer,
     integration::axum::Identity,
-    lockout::{Failed, LockoutLayer, Policy, Tracker},
+    lockout::{Failed, LockoutBuilder, LockoutLayer, Policy},
     reject::DefaultRenderer,
     revoke::{Revocable, Revocations},
     session::{AccessTokens, Sessions},
@@ -291,9 +291,7 @@ fn settings() -> Result<Settings, String> {
 
 /// The sessions, the revocation list and the lockout: in memory, or shared
 /// through Redis.
-async fn state(
-    settings: &Settings,
-) -> Result<(Sessions, Revocations, Tracker<std::net::IpAddr>), String> {
+async fn state(settings: &Settings) -> Result<(Sessions, Revocations, LockoutBuilder), String> {
     let policy = Policy::builder()
         .max_failures(5)
         .build()
@@ -329,18 +327,18 @@ async fn state(
         return Ok((
             sessions,
             revocations,
-            Tracker::builder(policy).redis(store).build(),
+            LockoutLayer::builder(policy).redis(store),
         ));
     }
     let revocations = Revocations::new();
     let sessions = builder(&revocations).build().map_err(|e| e.to_string())?;
-    Ok((sessions, revocations, Tracker::new(policy)))
+    Ok((sessions, revocations, LockoutLayer::builder(policy)))
 }
 
 fn app(
     sessions: Sessions,
     revocations: &Revocations,
-    tracker: Tracker<std::net::IpAddr>,
+    lockout: LockoutBuilder,
 ) -> Result<Router, String> {
     let renderer = DefaultRenderer::new().realm("memos");
     let validator = sessions
@@ -362,9 +360,12 @@ fn app(
         .route("/auth/refresh", post(refresh))
         .route("/auth/logout", post(logout))
         .with_state(sessions);
-    Ok(api
-        .merge(endpoints)
-        .layer(LockoutLayer::with_tracker(ClientIp::new(), tracker).renderer(renderer)))
+    Ok(api.merge(endpoints).layer(
+        lockout
+            .renderer(renderer)
+            .build()
+            .map_err(|e| e.to_string())?,
+    ))
 }
 
 #[tokio::main]
@@ -386,7 +387,7 @@ async fn main() -> ExitCode {
     };
     let app = match state(&settings)
         .await
-        .and_then(|(sessions, revocations, tracker)| app(sessions, &revocations, tracker))
+        .and_then(|(sessions, revocations, lockout)| app(sessions, &revocations, lockout))
     {
         Ok(app) => app,
         Err(message) => {

@@ -73,7 +73,7 @@ use std::{
 
 use portcullis::{
     AuthLayer, ClientIp, Credential, ValidationError,
-    lockout::{LockoutLayer, Policy, Tracker},
+    lockout::{LockoutLayer, Policy},
     rate_limit::RateLimitLayer,
     revoke::{Revocable, Revocations},
     validate::{Chain, ExpiresAt},
@@ -193,8 +193,9 @@ impl Limits {
             max_failures: number("PORTCULLIS_MAX_FAILURES", 1)?.unwrap_or(5),
             lockout: Duration::from_secs(number("PORTCULLIS_LOCKOUT_SECS", 1)?.unwrap_or(60)),
             capacity: number("PORTCULLIS_CAPACITY", 1)?.unwrap_or(100_000),
-            client_ip: ClientIp::new()
+            client_ip: ClientIp::builder()
                 .trust_proxies(&trusted_proxies)
+                .build()
                 .map_err(|e| format!("PORTCULLIS_TRUSTED_PROXIES: {e}"))?,
             rate,
         })
@@ -208,10 +209,10 @@ impl Limits {
             .capacity(self.capacity)
             .build()
             .map_err(|e| format!("PORTCULLIS_LOCKOUT_SECS / PORTCULLIS_CAPACITY: {e}"))?;
-        Ok(LockoutLayer::with_tracker(
-            self.client_ip.clone(),
-            Tracker::new(policy),
-        ))
+        LockoutLayer::builder(policy)
+            .key(self.client_ip.clone())
+            .build()
+            .map_err(|e| format!("the lockout: {e}"))
     }
 
     fn rate_limit(&self) -> Result<Option<RateLimitLayer>, String> {

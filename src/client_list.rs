@@ -3,8 +3,8 @@
 //! A [`ClientList`] matches requests by client address (CIDR ranges,
 //! resolved by a [`ClientIp`] so that trusted proxies are honoured) or by a
 //! predicate over the request head. Give one to
-//! [`LockoutLayer::allow`](crate::lockout::LockoutLayer::allow) /
-//! [`deny`](crate::lockout::LockoutLayer::deny) or
+//! [`LockoutBuilder::allow`](crate::lockout::LockoutBuilder::allow) /
+//! [`deny`](crate::lockout::LockoutBuilder::deny) or
 //! [`RateLimitBuilder::allow`](crate::rate_limit::RateLimitBuilder::allow) /
 //! [`deny`](crate::rate_limit::RateLimitBuilder::deny):
 //!
@@ -56,7 +56,7 @@ impl ClientList {
     /// # Errors
     ///
     /// [`ConfigError::InvalidCidr`] for anything that is not a range in CIDR
-    /// notation, as [`ClientIp::trust_proxies`] checks it.
+    /// notation, as [`ClientIpBuilder::trust_proxies`](crate::client_ip::ClientIpBuilder::trust_proxies) checks it.
     pub fn cidrs<I, S>(client_ip: ClientIp, cidrs: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = S>,

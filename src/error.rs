@@ -37,6 +37,15 @@ pub enum ConfigError {
         /// Why the value cannot work.
         reason: Cow<'static, str>,
     },
+    /// Two settings cannot work together, or one was given where it cannot
+    /// apply.
+    #[error("invalid {setting}: {reason}")]
+    Incompatible {
+        /// The setting, e.g. `"on_lockout"`.
+        setting: &'static str,
+        /// Why it cannot work with the others.
+        reason: &'static str,
+    },
     /// A key, certificate or other cryptographic input could not be used.
     #[error("invalid key material: {0}")]
     InvalidKey(Cow<'static, str>),

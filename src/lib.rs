@@ -70,10 +70,10 @@
 //!
 //! # fn main() -> Result<(), portcullis::ConfigError> {
 //! let validate = |_: Credential| async { Err::<(), _>(ValidationError::invalid()) };
-//! let clients = ClientIp::new().trust_proxies(["10.0.0.0/8"])?;
+//! let clients = ClientIp::builder().trust_proxies(["10.0.0.0/8"]).build()?;
 //! let policy = Policy::builder().max_failures(5).build()?;
 //! let stack = ServiceBuilder::new()
-//!     .layer(LockoutLayer::keyed(clients, policy))
+//!     .layer(LockoutLayer::builder(policy).key(clients).build()?)
 //!     .layer(AuthLayer::new(validate));
 //! # let _ = stack;
 //! # Ok(())

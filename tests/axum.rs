@@ -18,7 +18,7 @@ use axum::{
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 use portcullis::{
-    AuthLayer, ClientIp, Credential, ValidationError,
+    AuthLayer, Credential, ValidationError,
     extract::{Bearer, Extractor, Query},
     integration::axum::Identity,
     lockout::{LockoutLayer, Policy},
@@ -168,7 +168,7 @@ async fn anonymous_requests_refused_by_identity_never_count_as_failures() {
     // B1: `Identity` answers an anonymous request 401 with a `Missing`
     // rejection, which the lockout in front does not count.
     let policy = Policy::builder().max_failures(3).build().unwrap();
-    let lockout = LockoutLayer::keyed(ClientIp::new(), policy);
+    let lockout = LockoutLayer::new(policy);
     let tracker = lockout.tracker().clone();
     let app = Router::new()
         .route("/me", get(me))

@@ -10,7 +10,7 @@ use std::{
 use http::{HeaderValue, Request, request::Parts};
 use portcullis::{
     ClientIp, ConfigError, KeyExtractor, PeerAddr,
-    client_ip::ForwardedHeader,
+    client_ip::{ClientIpBuilder, ForwardedHeader},
     reject::{DefaultRenderer, RejectionKind, Renderer},
 };
 use proptest::prelude::*;
@@ -33,15 +33,20 @@ fn request(peer: &str, headers: &[(&str, &str)]) -> Parts {
     builder.body(()).unwrap().into_parts().0
 }
 
+fn proxies() -> ClientIpBuilder {
+    ClientIp::builder().trust_proxies(["10.0.0.0/8", "fd00::/8", "192.0.2.1"])
+}
+
 fn behind_proxies() -> ClientIp {
-    ClientIp::new()
-        .trust_proxies(["10.0.0.0/8", "fd00::/8", "192.0.2.1"])
-        .unwrap()
+    proxies().build().unwrap()
 }
 
 /// The same proxies, writing `Forwarded` (RFC 7239).
 fn behind_rfc7239_proxies() -> ClientIp {
-    behind_proxies().forwarded_header(ForwardedHeader::Forwarded)
+    proxies()
+        .forwarded_header(ForwardedHeader::Forwarded)
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -356,10 +361,10 @@ fn one_slash_64_is_one_key() {
 #[test]
 fn prefixes_can_be_changed() {
     // B9
-    let client_ip = ClientIp::new()
+    let client_ip = ClientIp::builder()
         .ipv6_prefix(48)
-        .unwrap()
         .ipv4_prefix(24)
+        .build()
         .unwrap();
     assert_eq!(client_ip.key(ip("2001:db8:1:2::9")), ip("2001:db8:1::"));
     assert_eq!(client_ip.key(ip("198.51.100.77")), ip("198.51.100.0"));
@@ -368,8 +373,9 @@ fn prefixes_can_be_changed() {
         ip("198.51.100.77")
     );
     assert_eq!(
-        ClientIp::new()
+        ClientIp::builder()
             .ipv6_prefix(128)
+            .build()
             .unwrap()
             .key(ip("2001:db8::9")),
         ip("2001:db8::9")
@@ -380,7 +386,7 @@ fn prefixes_can_be_changed() {
 fn out_of_range_prefixes_are_refused() {
     for bits in [0, 129, 255] {
         assert!(matches!(
-            ClientIp::new().ipv6_prefix(bits),
+            ClientIp::builder().ipv6_prefix(bits).build(),
             Err(ConfigError::OutOfRange {
                 setting: "ipv6_prefix",
                 ..
@@ -389,7 +395,7 @@ fn out_of_range_prefixes_are_refused() {
     }
     for bits in [0, 33] {
         assert!(matches!(
-            ClientIp::new().ipv4_prefix(bits),
+            ClientIp::builder().ipv4_prefix(bits).build(),
             Err(ConfigError::OutOfRange {
                 setting: "ipv4_prefix",
                 ..
@@ -413,7 +419,10 @@ fn invalid_cidrs_are_refused() {
         "::ffff:10.1.0.0/104",
     ] {
         assert_eq!(
-            ClientIp::new().trust_proxies([cidr]).unwrap_err(),
+            ClientIp::builder()
+                .trust_proxies([cidr])
+                .build()
+                .unwrap_err(),
             ConfigError::InvalidCidr(cidr.to_owned()),
             "{cidr:?}"
         );
@@ -422,10 +431,10 @@ fn invalid_cidrs_are_refused() {
 
 #[test]
 fn trusting_more_proxies_adds_to_the_list() {
-    let client_ip = ClientIp::new()
+    let client_ip = ClientIp::builder()
         .trust_proxies(["10.0.0.0/8"])
-        .unwrap()
         .trust_proxies(vec![String::from("::ffff:172.16.0.0/108")])
+        .build()
         .unwrap();
     for peer in ["10.0.0.2:1", "172.16.0.9:1", "[::ffff:172.16.0.9]:1"] {
         let parts = request(peer, &[("x-forwarded-for", "203.0.113.9")]);

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use portcullis::{
-    AuthLayer, AuthRejection, ClientIp, PeerAddr,
+    AuthLayer, AuthRejection, PeerAddr,
     lockout::{LockoutLayer, Policy},
     reject::{DefaultRenderer, RejectionKind, Renderer},
 };
@@ -283,7 +283,7 @@ async fn rejected_connect_calls_count_and_a_locked_out_client_gets_resource_exha
         .lockout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let lockout = LockoutLayer::keyed(ClientIp::new(), policy);
+    let lockout = LockoutLayer::new(policy);
     let tracker = lockout.tracker().clone();
     let mut svc = ServiceBuilder::new()
         .layer(lockout)
@@ -315,7 +315,7 @@ async fn rejected_connect_calls_count_and_a_locked_out_client_gets_resource_exha
 #[tokio::test(start_paused = true)]
 async fn an_inner_connect_unauthenticated_error_counts_as_a_failure() {
     let policy = Policy::builder().max_failures(1).build().unwrap();
-    let lockout = LockoutLayer::keyed(ClientIp::new(), policy);
+    let lockout = LockoutLayer::new(policy);
     let tracker = lockout.tracker().clone();
     let mut svc =
         ServiceBuilder::new()

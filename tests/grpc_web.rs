@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use portcullis::{
-    AuthRejection, ClientIp, PeerAddr,
+    AuthRejection, PeerAddr,
     lockout::{LockoutLayer, Policy},
     reject::{DefaultRenderer, Protocol, RejectionKind, Renderer, is_grpc},
 };
@@ -205,7 +205,7 @@ fn native_grpc_is_not_answered_with_grpc_web_frames() {
 #[tokio::test(start_paused = true)]
 async fn an_inner_grpc_web_unauthenticated_status_counts_as_a_failure() {
     let policy = Policy::builder().max_failures(2).build().unwrap();
-    let lockout = LockoutLayer::keyed(ClientIp::new(), policy);
+    let lockout = LockoutLayer::new(policy);
     let tracker = lockout.tracker().clone();
     let mut svc =
         ServiceBuilder::new()

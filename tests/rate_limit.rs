@@ -199,7 +199,12 @@ async fn clients_behind_a_trusted_proxy_have_separate_budgets() {
     // B8: the key is the forwarded client, not the proxy.
     let layer = RateLimitLayer::builder()
         .per_minute(1)
-        .key(ClientIp::new().trust_proxies(["10.0.0.0/8"]).unwrap())
+        .key(
+            ClientIp::builder()
+                .trust_proxies(["10.0.0.0/8"])
+                .build()
+                .unwrap(),
+        )
         .build()
         .unwrap();
     let mut svc = layer.layer(Inner::default().service());

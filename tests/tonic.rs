@@ -12,7 +12,7 @@ use std::{
 };
 
 use portcullis::{
-    AuthLayer, ClientIp, Credential, ValidationError,
+    AuthLayer, Credential, ValidationError,
     integration::{rejection, tonic::identity},
     lockout::{LockoutLayer, Policy},
     reject::RejectionKind,
@@ -373,7 +373,7 @@ async fn anonymous_calls_refused_by_identity_never_count_as_failures() {
     // (and everyone behind their address) would be locked out.
     let policy = Policy::builder().max_failures(3).build().unwrap();
     // Keyed by `ClientIp`, which reads tonic's connect info (feature `tonic`).
-    let lockout = LockoutLayer::keyed(ClientIp::new(), policy);
+    let lockout = LockoutLayer::new(policy);
     let tracker = lockout.tracker().clone();
     let who = WhoAmI::default();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -30,9 +30,10 @@ use axum::{
 };
 use http::{Method, StatusCode, header, request::Parts};
 use portcullis::{
+    ClientIp,
     body_key::BodyKeyLayer,
     cross_origin::{CrossOriginLayer, CrossOriginProtection},
-    lockout::{DeviceCookies, Failed, LockoutLayer, Policy, Succeeded, Tracker},
+    lockout::{DeviceCookies, Failed, LockoutBuilder, LockoutLayer, Policy, Succeeded},
     reject::DefaultRenderer,
 };
 use serde::Deserialize;
@@ -71,7 +72,7 @@ impl Login {
     /// untrusted clients and the device key.
     pub(crate) fn protect(
         &self,
-        lockout: LockoutLayer,
+        lockout: LockoutBuilder<ClientIp>,
         limits: &Limits,
     ) -> Result<LockoutLayer, String> {
         let account = Policy::builder()
@@ -90,9 +91,11 @@ impl Login {
             .capacity(limits.capacity)
             .build()
             .map_err(|e| format!("PORTCULLIS_MAX_FAILURES: {e}"))?;
-        Ok(lockout
-            .key_with(self.devices.untrusted_key(), tracker(account, limits))
-            .key_with(self.devices.key(), tracker(device, limits)))
+        lockout
+            .also_key(self.devices.untrusted_key(), account)
+            .also_key(self.devices.key(), device)
+            .build()
+            .map_err(|e| format!("the lockout: {e}"))
     }
 
     /// Reads the username of `POST /login` forms, for the account key.
@@ -111,19 +114,6 @@ impl Login {
             )
             .with_state(Arc::new(self))
     }
-}
-
-/// A tracker on Redis when the limiters share state, else in memory.
-fn tracker<K>(policy: Policy, limits: &Limits) -> Tracker<K>
-where
-    K: Clone + Eq + std::hash::Hash + std::fmt::Debug + Send + Sync + 'static,
-{
-    #[cfg(feature = "redis")]
-    if let Some(store) = &limits.redis {
-        return Tracker::builder(policy).redis(store.clone()).build();
-    }
-    let _ = limits;
-    Tracker::new(policy)
 }
 
 fn is_login(parts: &Parts) -> bool {

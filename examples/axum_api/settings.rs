@@ -4,7 +4,7 @@ use std::{fmt::Display, str::FromStr, time::Duration};
 
 use portcullis::{
     ClientIp,
-    lockout::{LockoutLayer, Policy, Tracker},
+    lockout::{LockoutBuilder, LockoutLayer, Policy},
     rate_limit::RateLimitLayer,
     reject::DefaultRenderer,
     validate::{GeneratedKey, KeyDigest},
@@ -66,8 +66,9 @@ impl Limits {
                     .collect()
             })
             .unwrap_or_default();
-        let client_ip = ClientIp::new()
+        let client_ip = ClientIp::builder()
             .trust_proxies(&trusted_proxies)
+            .build()
             .map_err(|e| format!("PORTCULLIS_TRUSTED_PROXIES: {e}"))?;
         let rate = match (
             optional_number::<u32>("PORTCULLIS_RATE_PER_SEC", 1)?,
@@ -120,9 +121,12 @@ impl Limits {
         Ok(())
     }
 
-    /// The `LockoutLayer`: keyed by the client's address, it counts the
-    /// credentials `AuthLayer` rejects and the 401s of `/login`.
-    pub(crate) fn lockout(&self, renderer: &DefaultRenderer) -> Result<LockoutLayer, String> {
+    /// The `LockoutLayer`'s settings: keyed by the client's address, it
+    /// counts the credentials `AuthLayer` rejects and the 401s of `/login`.
+    pub(crate) fn lockout(
+        &self,
+        renderer: &DefaultRenderer,
+    ) -> Result<LockoutBuilder<ClientIp>, String> {
         let policy = Policy::builder()
             .max_failures(self.max_failures)
             .lockout(self.lockout)
@@ -132,15 +136,15 @@ impl Limits {
             .capacity(self.capacity)
             .build()
             .map_err(|e| format!("PORTCULLIS_LOCKOUT_SECS / PORTCULLIS_CAPACITY: {e}"))?;
+        let lockout = LockoutLayer::builder(policy)
+            .key(self.client_ip.clone())
+            .renderer(renderer.clone());
+        // With the key prefix `portcullis:lockout:`.
         #[cfg(feature = "redis")]
-        let tracker = match &self.redis {
-            // With the key prefix `portcullis:lockout:`.
-            Some(store) => Tracker::builder(policy).redis(store.clone()).build(),
-            None => Tracker::new(policy),
-        };
-        #[cfg(not(feature = "redis"))]
-        let tracker = Tracker::new(policy);
-        Ok(LockoutLayer::with_tracker(self.client_ip.clone(), tracker).renderer(renderer.clone()))
+        if let Some(store) = &self.redis {
+            return Ok(lockout.redis(store.clone()));
+        }
+        Ok(lockout)
     }
 
     /// A `RateLimitLayer`, when rate limiting is on.

@@ -60,7 +60,10 @@
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 //! let per_account = Policy::builder().max_failures(2).build().unwrap();
-//! let lockout = LockoutLayer::new(Policy::default()).key(BodyField::key, per_account);
+//! let lockout = LockoutLayer::builder(Policy::default())
+//!     .also_key(BodyField::key, per_account)
+//!     .build()
+//!     .unwrap();
 //! let login = ServiceBuilder::new()
 //!     .layer(BodyKeyLayer::new("username", |req| req.uri.path() == "/login"))
 //!     .layer(lockout)
@@ -146,7 +149,7 @@ impl BodyField {
     }
 
     /// A key extractor: the field's value, or `None` for a request without
-    /// one. Give it to [`LockoutLayer::key`](crate::lockout::LockoutLayer::key).
+    /// one. Give it to [`LockoutBuilder::also_key`](crate::lockout::LockoutBuilder::also_key).
     ///
     /// # Errors
     ///

@@ -34,10 +34,14 @@ use http::{HeaderMap, HeaderName};
 /// let client: IpAddr = "198.51.100.7".parse().unwrap();
 ///
 /// // By default only X-Forwarded-For is read: the client is the proxy itself.
-/// let default = ClientIp::new().trust_proxies(["10.0.0.0/8"]).unwrap();
+/// let default = ClientIp::builder().trust_proxies(["10.0.0.0/8"]).build().unwrap();
 /// assert_eq!(default.resolve(&parts), Some(proxy));
 ///
-/// let rfc7239 = default.forwarded_header(ForwardedHeader::Forwarded);
+/// let rfc7239 = ClientIp::builder()
+///     .trust_proxies(["10.0.0.0/8"])
+///     .forwarded_header(ForwardedHeader::Forwarded)
+///     .build()
+///     .unwrap();
 /// assert_eq!(rfc7239.resolve(&parts), Some(client));
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]

@@ -11,7 +11,7 @@
 //! 2. If the peer is one of your trusted proxies, the client is found by
 //!    walking the forwarding header your proxies write from the right,
 //!    skipping trusted hops: `X-Forwarded-For` by default, or `Forwarded`
-//!    (RFC 7239) when you say so with [`ClientIp::forwarded_header`]. The
+//!    (RFC 7239) when you say so with [`ClientIpBuilder::forwarded_header`]. The
 //!    other header is never read, and neither is read when the peer is not
 //!    trusted.
 //! 3. The address is made canonical (`::ffff:192.0.2.1` is `192.0.2.1`, ports
@@ -111,7 +111,7 @@
 //! use http::Request;
 //! use portcullis::{ClientIp, KeyExtractor, PeerAddr};
 //!
-//! let client_ip = ClientIp::new().trust_proxies(["10.0.0.0/8"]).unwrap();
+//! let client_ip = ClientIp::builder().trust_proxies(["10.0.0.0/8"]).build().unwrap();
 //!
 //! let req = Request::builder()
 //!     .header("x-forwarded-for", "198.51.100.7, 10.1.2.3")
@@ -125,6 +125,7 @@
 //! assert_eq!(client_ip.extract(&parts).unwrap(), expected);
 //! ```
 
+mod builder;
 pub(crate) mod cidr;
 mod forwarded;
 
@@ -139,12 +140,12 @@ use std::{
 
 use http::request::Parts;
 
-pub use self::forwarded::ForwardedHeader;
+pub use self::{builder::ClientIpBuilder, forwarded::ForwardedHeader};
 use self::{
     cidr::{Trusted, mask_u32, mask_u128},
     forwarded::Walk,
 };
-use crate::{AuthRejection, ConfigError, KeyExtractor, reject::RejectionKind};
+use crate::{AuthRejection, KeyExtractor, reject::RejectionKind};
 
 /// The socket address of the connection a request arrived on.
 ///
@@ -212,122 +213,24 @@ tonic: enable portcullis' `tonic` feature (tonic's `Server` records the peer); \
 plain hyper: insert `portcullis::PeerAddr(peer)` into each request's extensions";
 
 impl ClientIp {
-    /// A resolver that trusts no proxy, keys IPv4 by /32 and IPv6 by /64, and
-    /// would read `X-Forwarded-For` once proxies are trusted.
+    /// A resolver that trusts no proxy and keys IPv4 by /32 and IPv6 by
+    /// /64: the socket peer is the client. Use [`builder`](Self::builder)
+    /// behind proxies or to group clients otherwise.
     pub fn new() -> Self {
+        Self::with(Trusted::default(), ForwardedHeader::default(), 32, 64)
+    }
+
+    /// A resolver with checked settings.
+    fn with(trusted: Trusted, header: ForwardedHeader, v4_prefix: u8, v6_prefix: u8) -> Self {
         Self {
-            trusted: Arc::new(Trusted::default()),
-            header: ForwardedHeader::default(),
-            v4_prefix: 32,
-            v6_prefix: 64,
-            v4_mask: mask_u32(32),
-            v6_mask: mask_u128(64),
+            trusted: Arc::new(trusted),
+            header,
+            v4_prefix,
+            v6_prefix,
+            v4_mask: mask_u32(v4_prefix),
+            v6_mask: mask_u128(v6_prefix),
             logged: Arc::default(),
         }
-    }
-
-    /// Adds proxies whose forwarding header is believed, as CIDR ranges
-    /// (`10.0.0.0/8`, `fd00::/8`) or single addresses (`192.0.2.1`, `::1`).
-    ///
-    /// Ranges written as IPv4-mapped IPv6 (`::ffff:10.0.0.0/104`) match the
-    /// IPv4 addresses they map. Calling it again adds to the list.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::InvalidCidr`] for anything that is not an address
-    /// optionally followed by `/prefix` within the family's bit length, and
-    /// for ranges with bits set past the prefix (`10.1.2.3/8`): such a typo
-    /// would trust a range other than the one meant.
-    pub fn trust_proxies<I, S>(self, cidrs: I) -> Result<Self, ConfigError>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        let mut trusted = Trusted::clone(&self.trusted);
-        for cidr in cidrs {
-            trusted.add(cidr.as_ref())?;
-        }
-        Ok(Self {
-            trusted: Arc::new(trusted),
-            ..self
-        })
-    }
-
-    /// Chooses the forwarding header trusted proxies write (default
-    /// [`ForwardedHeader::XForwardedFor`]). The other header is never read.
-    ///
-    /// # Security
-    ///
-    /// Name the header your proxy appends to. A proxy passes headers it does
-    /// not write through untouched, so a client controls them completely;
-    /// believing one would let it pick a fresh key per request (escaping the
-    /// limiters) or name a victim's address (locking the victim out).
-    ///
-    /// # Example
-    ///
-    /// ```
-    /// use std::net::{IpAddr, SocketAddr};
-    /// use http::Request;
-    /// use portcullis::{ClientIp, PeerAddr, client_ip::ForwardedHeader};
-    ///
-    /// // HAProxy with `option forwarded` in front.
-    /// let client_ip = ClientIp::new()
-    ///     .trust_proxies(["10.0.0.0/8"])?
-    ///     .forwarded_header(ForwardedHeader::Forwarded);
-    ///
-    /// let (parts, ()) = Request::builder()
-    ///     .header("x-forwarded-for", "203.0.113.66") // the client's own, passed through
-    ///     .header("forwarded", "for=198.51.100.7")   // appended by the proxy
-    ///     .extension(PeerAddr("10.0.0.2:55000".parse::<SocketAddr>().unwrap()))
-    ///     .body(())
-    ///     .unwrap()
-    ///     .into_parts();
-    /// assert_eq!(client_ip.resolve(&parts), Some("198.51.100.7".parse::<IpAddr>().unwrap()));
-    /// # Ok::<(), portcullis::ConfigError>(())
-    /// ```
-    #[must_use]
-    pub fn forwarded_header(self, header: ForwardedHeader) -> Self {
-        Self { header, ..self }
-    }
-
-    /// Groups IPv6 clients by this prefix length (default 64): every address
-    /// in one `/bits` network counts as one client.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::OutOfRange`] unless `1 <= bits <= 128`.
-    pub fn ipv6_prefix(self, bits: u8) -> Result<Self, ConfigError> {
-        if !(1..=128).contains(&bits) {
-            return Err(ConfigError::out_of_range(
-                "ipv6_prefix",
-                "must be between 1 and 128 bits",
-            ));
-        }
-        Ok(Self {
-            v6_prefix: bits,
-            v6_mask: mask_u128(bits),
-            ..self
-        })
-    }
-
-    /// Groups IPv4 clients by this prefix length (default 32, one address
-    /// per client).
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::OutOfRange`] unless `1 <= bits <= 32`.
-    pub fn ipv4_prefix(self, bits: u8) -> Result<Self, ConfigError> {
-        if !(1..=32).contains(&bits) {
-            return Err(ConfigError::out_of_range(
-                "ipv4_prefix",
-                "must be between 1 and 32 bits",
-            ));
-        }
-        Ok(Self {
-            v4_prefix: bits,
-            v4_mask: mask_u32(bits),
-            ..self
-        })
     }
 
     /// The socket peer of the request, canonical (`::ffff:192.0.2.1` is
@@ -342,7 +245,7 @@ impl ClientIp {
 
     /// The client address: the socket peer, or, when the peer is a trusted
     /// proxy, the first untrusted hop of the configured
-    /// [forwarding header](Self::forwarded_header) (every field line, read
+    /// [forwarding header](ClientIpBuilder::forwarded_header) (every field line, read
     /// from the right).
     ///
     /// If every hop is trusted the leftmost one is the client. When the
@@ -375,7 +278,7 @@ impl ClientIp {
                 "a request from trusted proxy {peer} {problem} {header} header: counting it as \
                  the proxy's own (every client behind that proxy shares one key until this is \
                  fixed); make the proxy append the client address, or choose the header it \
-                 writes with ClientIp::forwarded_header (logged once)"
+                 writes with ClientIpBuilder::forwarded_header (logged once)"
             );
         } else {
             tracing::debug!(

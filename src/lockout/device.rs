@@ -78,9 +78,10 @@ const DOMAIN: &[u8] = b"portcullis device cookie v1\0";
 /// assert!(devices.device(&parts, "Alice").is_some());
 /// assert!(devices.device(&parts, "bob").is_none());
 ///
-/// let layer = LockoutLayer::new(Policy::default())
-///     .key(devices.untrusted_key(), Policy::builder().max_failures(10).build()?)
-///     .key(devices.key(), Policy::builder().max_failures(5).build()?);
+/// let layer = LockoutLayer::builder(Policy::default())
+///     .also_key(devices.untrusted_key(), Policy::builder().max_failures(10).build()?)
+///     .also_key(devices.key(), Policy::builder().max_failures(5).build()?)
+///     .build()?;
 /// # let _ = layer;
 /// # Ok::<(), portcullis::ConfigError>(())
 /// ```

@@ -1,38 +1,34 @@
 //! [`LockoutLayer`]: configuration shared by every service it builds.
 
 use std::{
+    any::Any,
     fmt,
-    hash::Hash,
     sync::{Arc, atomic::AtomicU32},
 };
 
-use tokio::time::Instant;
 use tower_layer::Layer;
 
-use super::{
-    Classifier, Lockout, Policy, Tracker,
-    keys::{KeyRule, Optional, Required, Rule},
-};
+use super::{Classifier, Lockout, Policy, Tracker, keys::Rule};
 use crate::{
-    ClientIp, KeyExtractor,
-    client_list::{ClientList, Lists},
-    rate_limit::LockoutFields,
-    reject::DefaultRenderer,
+    ClientIp, KeyExtractor, client_list::Lists, rate_limit::LockoutFields, reject::DefaultRenderer,
 };
 
 /// Applies the failed-attempt limiter to a service; see the
 /// [module docs](super) for what counts and what a blocked client sees.
 ///
-/// Build one with [`new`](Self::new) (keyed by [`ClientIp`]),
-/// [`keyed`](Self::keyed) (any key extractor and a policy) or
-/// [`with_tracker`](Self::with_tracker) (a key extractor and a [`Tracker`]
-/// shared with handlers or operator endpoints).
+/// Build one with [`new`](Self::new) (keyed by [`ClientIp`], in memory) or
+/// [`builder`](Self::builder) (other or further keys, Redis, lists, shadow
+/// mode, a classifier, a renderer). Its [`tracker`](Self::tracker) is the
+/// handle for handlers and operator endpoints.
 #[must_use]
 pub struct LockoutLayer<K = ClientIp, R = DefaultRenderer>
 where
     K: KeyExtractor,
 {
     config: Arc<Config<K, R>>,
+    /// The tracker of every key (a `Tracker<Key>` each), for
+    /// [`key_tracker`](Self::key_tracker).
+    trackers: Arc<[Arc<dyn Any + Send + Sync>]>,
 }
 
 /// What every service built by one layer shares.
@@ -78,91 +74,40 @@ impl<K: KeyExtractor, R> Clone for Config<K, R> {
 
 impl LockoutLayer {
     /// A layer keyed by the client's address (a [`ClientIp`] that trusts no
-    /// proxy), with a new [`Tracker`] for `policy`. Use
-    /// [`with_tracker`](Self::with_tracker) with a configured [`ClientIp`]
-    /// behind proxies.
+    /// proxy), with `policy`, in memory. Use [`builder`](Self::builder)
+    /// behind proxies, for other or further keys, or to share the state
+    /// through Redis.
     pub fn new(policy: Policy) -> Self {
-        Self::keyed(ClientIp::new(), policy)
-    }
-}
-
-impl<K: KeyExtractor> LockoutLayer<K> {
-    /// A layer keyed by `extractor`, with a new [`Tracker`] for `policy`.
-    pub fn keyed(extractor: K, policy: Policy) -> Self {
-        Self::with_tracker(extractor, Tracker::new(policy))
-    }
-
-    /// A layer keyed by `extractor` that records into `tracker`.
-    pub fn with_tracker(extractor: K, tracker: Tracker<K::Key>) -> Self {
-        let extractor = Arc::new(extractor);
-        let first: Arc<dyn Rule> = Arc::new(KeyRule {
-            key: Required(Arc::clone(&extractor)),
-            tracker: tracker.clone(),
-        });
-        Self {
-            config: Arc::new(Config {
-                extractor,
-                tracker,
-                renderer: Arc::new(LockoutFields(Arc::new(DefaultRenderer::new()))),
-                classifier: None,
-                rules: vec![first],
-                lists: Lists::default(),
-                shadow: false,
-                order_checks: Arc::new(AtomicU32::new(0)),
-            }),
-        }
+        // `build` fails only on an `on_lockout` hook, which is not set here.
+        Self::builder(policy)
+            .build()
+            .expect("a layer with nothing but a policy is always valid")
     }
 }
 
 impl<K: KeyExtractor, R> LockoutLayer<K, R> {
-    fn edit(self, edit: impl FnOnce(&mut Config<K, R>)) -> Self {
-        let mut config = Config::clone(&self.config);
-        edit(&mut config);
+    /// A layer over `config`; `trackers` holds the tracker of every key, in
+    /// the order of `config.rules`.
+    pub(super) fn from_config(
+        config: Config<K, R>,
+        trackers: Vec<Arc<dyn Any + Send + Sync>>,
+    ) -> Self {
         Self {
             config: Arc::new(config),
+            trackers: trackers.into(),
         }
     }
 
-    /// Renders rejections with `renderer` instead of the [`DefaultRenderer`].
-    pub fn renderer<R2>(self, renderer: R2) -> LockoutLayer<K, R2> {
-        let config = Config::clone(&self.config);
-        LockoutLayer {
-            config: Arc::new(Config {
-                extractor: config.extractor,
-                tracker: config.tracker,
-                renderer: Arc::new(LockoutFields(Arc::new(renderer))),
-                classifier: config.classifier,
-                rules: config.rules,
-                lists: config.lists,
-                shadow: config.shadow,
-                order_checks: config.order_checks,
-            }),
-        }
+    /// The tracker of the first key, for handlers and operator endpoints
+    /// ([`unlock`](Tracker::unlock), [`stats`](Tracker::stats),
+    /// [`locked_keys`](Tracker::locked_keys)).
+    pub fn tracker(&self) -> &Tracker<K::Key> {
+        &self.config.tracker
     }
 
-    /// Also enforces the key `extractor` derives, with a new [`Tracker`]
-    /// for `policy` (SECURITY.md B13); see [`key_with`](Self::key_with).
-    pub fn key<E, K2>(self, extractor: E, policy: Policy) -> Self
-    where
-        E: KeyExtractor<Key = Option<K2>>,
-        K2: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
-    {
-        self.key_with(extractor, Tracker::new(policy))
-    }
-
-    /// Also enforces the key `extractor` derives, recording into `tracker`
-    /// (SECURITY.md B13).
-    ///
-    /// The extractor answers `Ok(None)` for requests the key does not apply
-    /// to (a request without an account name, say); an error refuses the
-    /// request. A request is admitted only when every key that applies
-    /// admits it, and the most restrictive answer wins: a lockout of any
-    /// key refuses it, with the longest `Retry-After` among its keys. Each
-    /// key holds its own reservation, so the exact bound under concurrency
-    /// (B6) holds per key, and each counts the request's outcome under its
-    /// own policy (a success resets an account key with
-    /// [`reset_on_success`](super::PolicyBuilder::reset_on_success), say,
-    /// while the address key keeps its count).
+    /// The tracker of key `index` (0 is the first key, 1 the first
+    /// [`also_key`](super::LockoutBuilder::also_key), and so on), when the
+    /// layer has that many keys and that key's type is `K2`.
     ///
     /// # Example
     ///
@@ -170,69 +115,22 @@ impl<K: KeyExtractor, R> LockoutLayer<K, R> {
     /// use http::request::Parts;
     /// use portcullis::{AuthRejection, lockout::{LockoutLayer, Policy}};
     ///
-    /// // The account a login request is for, when there is one.
     /// let account = |req: &Parts| -> Result<Option<String>, AuthRejection> {
     ///     Ok(req.headers.get("x-user").and_then(|v| v.to_str().ok()).map(str::to_owned))
     /// };
-    /// let layer = LockoutLayer::new(Policy::default()) // per address
-    ///     .key(account, Policy::builder().max_failures(10).build().unwrap());
-    /// # let _ = layer;
+    /// let layer = LockoutLayer::builder(Policy::default())
+    ///     .also_key(account, Policy::default())
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(layer.key_tracker::<String>(1).is_some());
+    /// assert!(layer.key_tracker::<String>(0).is_none()); // an address key
+    /// assert!(layer.key_tracker::<String>(2).is_none());
     /// ```
-    pub fn key_with<E, K2>(self, extractor: E, tracker: Tracker<K2>) -> Self
-    where
-        E: KeyExtractor<Key = Option<K2>>,
-        K2: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
-    {
-        let rule: Arc<dyn Rule> = Arc::new(KeyRule {
-            key: Optional(extractor),
-            tracker,
-        });
-        self.edit(|c| c.rules.push(rule))
-    }
-
-    /// Lets the requests on `list` through untouched: neither limited nor
-    /// counted (SECURITY.md B16). See [`client_list`](crate::client_list).
-    pub fn allow(self, list: ClientList) -> Self {
-        self.edit(|c| c.lists.allow = Some(list))
-    }
-
-    /// Refuses the requests on `list` with 403 (gRPC `PERMISSION_DENIED`)
-    /// before anything else runs; the deny list wins over the allow list
-    /// (SECURITY.md B16).
-    pub fn deny(self, list: ClientList) -> Self {
-        self.edit(|c| c.lists.deny = Some(list))
-    }
-
-    /// Shadow mode (SECURITY.md B16): the layer decides, counts failures and
-    /// logs as usual, but lets every request through, marking the response
-    /// of each request it would have refused with a
-    /// [`Shadowed`](super::Shadowed) extension and logging it at `warn`
-    /// (target `portcullis::lockout`). Requests hold no reservation in
-    /// shadow mode, so nothing waits either. Use it to roll a policy out:
-    /// watch what it would refuse, then turn it off.
-    pub fn shadow(self, shadow: bool) -> Self {
-        self.edit(|c| c.shadow = shadow)
-    }
-
-    /// Classifies responses that carry neither an
-    /// [`AuthRejection`](crate::AuthRejection) nor the
-    /// [`Failed`](super::Failed) marker (default: [`DefaultClassifier`](super::DefaultClassifier)).
-    pub fn classifier(self, classifier: impl Classifier) -> Self {
-        self.edit(|c| c.classifier = Some(Arc::new(classifier)))
-    }
-
-    /// Calls `hook` on every lockout of the layer's tracker; see
-    /// [`Tracker::on_lockout`].
-    pub fn on_lockout(self, hook: impl Fn(&K::Key, Instant) + Send + Sync + 'static) -> Self {
-        let tracker = self.config.tracker.clone().on_lockout(hook);
-        self.edit(|c| c.tracker = tracker)
-    }
-
-    /// The tracker, for handlers and operator endpoints
-    /// ([`unlock`](Tracker::unlock), [`stats`](Tracker::stats),
-    /// [`locked_keys`](Tracker::locked_keys)).
-    pub fn tracker(&self) -> &Tracker<K::Key> {
-        &self.config.tracker
+    pub fn key_tracker<K2: 'static>(&self, index: usize) -> Option<Tracker<K2>> {
+        self.trackers
+            .get(index)?
+            .downcast_ref::<Tracker<K2>>()
+            .cloned()
     }
 }
 
@@ -240,6 +138,7 @@ impl<K: KeyExtractor, R> Clone for LockoutLayer<K, R> {
     fn clone(&self) -> Self {
         Self {
             config: Arc::clone(&self.config),
+            trackers: Arc::clone(&self.trackers),
         }
     }
 }

@@ -114,7 +114,7 @@
 //!         .ok_or_else(|| AuthRejection::new(RejectionKind::Malformed))
 //! };
 //! let policy = Policy::builder().max_failures(10).reset_on_success(true).build().unwrap();
-//! let layer = LockoutLayer::keyed(by_account, policy);
+//! let layer = LockoutLayer::builder(policy).key(by_account).build().unwrap();
 //! let tracker = layer.tracker().clone();
 //! tracker.record_failure(&"alice".to_owned());
 //! assert_eq!(tracker.failures(&"alice".to_owned()), 1);
@@ -122,7 +122,7 @@
 //!
 //! # Login protection
 //!
-//! - **Several keys** ([`LockoutLayer::key`], B13): the address, the
+//! - **Several keys** ([`LockoutBuilder::also_key`], B13): the address, the
 //!   account of a login (read from the body by
 //!   [`BodyKeyLayer`](crate::body_key::BodyKeyLayer), which refuses a body
 //!   it cannot read rather than let it go on without its key, B18), both
@@ -140,8 +140,8 @@
 //!   `Secure`, and accounts keep the body key's case sensitivity.
 //! - **Progressive delay** ([`PolicyBuilder::delay_after`]): slow a key
 //!   down before locking it out.
-//! - **Allow- and deny-lists, shadow mode** ([`LockoutLayer::allow`],
-//!   [`LockoutLayer::deny`], [`LockoutLayer::shadow`], B16).
+//! - **Allow- and deny-lists, shadow mode** ([`LockoutBuilder::allow`],
+//!   [`LockoutBuilder::deny`], [`LockoutBuilder::shadow`], B16).
 //! - **Order** (B17): the layer belongs outside `AuthLayer`;
 //!   [`Stack`](crate::stack::Stack) puts it there, and a layer that finds
 //!   itself inside logs a warning once.
@@ -149,6 +149,7 @@
 //! [`AuthRejection`]: crate::AuthRejection
 
 mod attempt;
+mod builder;
 mod classify;
 #[cfg(feature = "cookie")]
 mod device;
@@ -166,6 +167,7 @@ mod tracker;
 #[cfg(feature = "redis")]
 pub use crate::redis::{RedisConnectError, RedisStore};
 pub use attempt::{Acquire, Attempt, FailureOutcome, Locked, Refused};
+pub use builder::LockoutBuilder;
 pub use classify::{Classifier, DefaultClassifier, Failed, Outcome, Succeeded};
 #[cfg(feature = "cookie")]
 pub use device::{Device, DeviceCookies, DeviceKey, UntrustedKey};
@@ -176,4 +178,4 @@ pub(crate) use reservation::Reservation;
 pub use service::Lockout;
 pub(crate) use service::ORDER_CHECKS;
 pub use shadow::Shadowed;
-pub use tracker::{LockedKey, LockoutStats, Tracker, TrackerBuilder};
+pub use tracker::{LockedKey, LockoutStats, Tracker};

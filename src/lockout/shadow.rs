@@ -10,7 +10,7 @@ use super::{Classifier, Outcome, classify, keys::Record, reservation::Settle};
 use crate::{AuthRejection, Fingerprint};
 
 /// Marks a response that a [`LockoutLayer`](super::LockoutLayer) in
-/// [shadow mode](super::LockoutLayer::shadow) would have refused: it sits in
+/// [shadow mode](super::LockoutBuilder::shadow) would have refused: it sits in
 /// the response extensions, with the rejection the layer would have
 /// answered with.
 ///

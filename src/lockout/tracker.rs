@@ -179,26 +179,12 @@ impl<K> Tracker<K>
 where
     K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
 {
-    /// A tracker with `policy` and in-memory tables.
+    /// A tracker with `policy` and in-memory tables, for direct use without
+    /// a layer. A layer makes its own trackers (shared through Redis with
+    /// [`LockoutBuilder::redis`](super::LockoutBuilder::redis)) and hands
+    /// them out with [`LockoutLayer::tracker`](super::LockoutLayer::tracker).
     pub fn new(policy: Policy) -> Self {
         Self::with_store(policy.clone(), MemoryStore::new(policy))
-    }
-
-    /// A builder of a tracker with `policy`: in memory, or with its state
-    /// shared through Redis ([`TrackerBuilder::redis`]).
-    ///
-    /// ```
-    /// use portcullis::lockout::{Policy, Tracker};
-    ///
-    /// let tracker: Tracker<std::net::IpAddr> = Tracker::builder(Policy::default()).build();
-    /// ```
-    pub fn builder(policy: Policy) -> TrackerBuilder<K> {
-        TrackerBuilder {
-            policy,
-            #[cfg(feature = "redis")]
-            shared: None,
-            key: std::marker::PhantomData,
-        }
     }
 
     /// A tracker over `store`.
@@ -620,73 +606,5 @@ where
                 (outcome == Outcome::Failure).then_some(FailureOutcome::Deferred)
             }
         }
-    }
-}
-
-/// Builds a [`Tracker`]; see [`Tracker::builder`].
-#[must_use]
-pub struct TrackerBuilder<K> {
-    policy: Policy,
-    #[cfg(feature = "redis")]
-    shared: Option<crate::redis::RedisStore>,
-    key: std::marker::PhantomData<fn() -> K>,
-}
-
-impl<K> fmt::Debug for TrackerBuilder<K> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut debug = f.debug_struct("TrackerBuilder");
-        debug.field("policy", &self.policy);
-        #[cfg(feature = "redis")]
-        debug.field("shared", &self.shared);
-        debug.finish()
-    }
-}
-
-impl<K> TrackerBuilder<K>
-where
-    K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
-{
-    /// Shares the tracker's state with other replicas through `store`
-    /// (feature `redis`), the same store handle the rate limiter, the
-    /// revocations and the sessions take, with in-memory tables as the
-    /// fallback while Redis is unavailable. Build it inside a tokio
-    /// runtime.
-    ///
-    /// Redis grants each replica admission credits per key, never more
-    /// than the key has left (`failures + credits ≤ max_failures`), and
-    /// the replica admits attempts against them without a round trip; see
-    /// [`RedisStore`](crate::lockout::RedisStore) and the README's
-    /// "Several replicas".
-    ///
-    /// [`attempt`](Tracker::attempt), [`unlock`](Tracker::unlock) and the
-    /// [`LockoutLayer`](crate::lockout::LockoutLayer) use Redis. The other
-    /// direct methods ([`check`](Tracker::check),
-    /// [`record_failure`](Tracker::record_failure),
-    /// [`record_success`](Tracker::record_success),
-    /// [`failures`](Tracker::failures)) are synchronous and act on this
-    /// replica's tables only (which include the lockouts seen in Redis).
-    ///
-    /// ```no_run
-    /// use portcullis::lockout::{Policy, RedisStore, Tracker};
-    ///
-    /// # async fn run() -> Result<(), portcullis::lockout::RedisConnectError> {
-    /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
-    /// let tracker: Tracker<std::net::IpAddr> =
-    ///     Tracker::builder(Policy::default()).redis(store).build();
-    /// # Ok(()) }
-    /// ```
-    #[cfg(feature = "redis")]
-    pub fn redis(mut self, store: crate::redis::RedisStore) -> Self {
-        self.shared = Some(store);
-        self
-    }
-
-    /// The tracker.
-    pub fn build(self) -> Tracker<K> {
-        #[cfg(feature = "redis")]
-        if let Some(store) = self.shared {
-            return Tracker::shared(self.policy, store);
-        }
-        Tracker::new(self.policy)
     }
 }

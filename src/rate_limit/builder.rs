@@ -62,7 +62,7 @@ impl RateLimitLayer {
 /// let layer = RateLimitLayer::builder()
 ///     .rate(100, Duration::from_secs(60)) // 100 a minute, one every 600 ms
 ///     .burst(20)
-///     .key(ClientIp::new().trust_proxies(["10.0.0.0/8"]).unwrap())
+///     .key(ClientIp::builder().trust_proxies(["10.0.0.0/8"]).build().unwrap())
 ///     .rate_limit_headers(true)
 ///     .build()
 ///     .unwrap();

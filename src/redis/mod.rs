@@ -32,7 +32,7 @@ const CLIENT_TIMEOUT: Duration = Duration::from_millis(500);
 /// [`connect_cluster`](Self::connect_cluster) (a Redis Cluster), then hand
 /// the store (cloned: clones share one connection) the same way to every
 /// component, through its builder's `redis` method:
-/// [`TrackerBuilder::redis`](crate::lockout::TrackerBuilder::redis),
+/// [`LockoutBuilder::redis`](crate::lockout::LockoutBuilder::redis),
 /// [`RateLimitBuilder::redis`](crate::rate_limit::RateLimitBuilder::redis),
 /// [`RevocationsBuilder::redis`](crate::revoke::RevocationsBuilder::redis)
 /// and `SessionsBuilder::redis` (feature `sessions`).
@@ -50,7 +50,7 @@ const CLIENT_TIMEOUT: Duration = Duration::from_millis(500);
 ///
 /// Keys are `{prefix}{key}:…` with the limiter key in a hash tag, so a
 /// key's entries share a cluster slot and every script touches one slot;
-/// the prefix defaults to `portcullis:lockout:` for a tracker and
+/// the prefix defaults to `portcullis:lockout:` for a lockout and
 /// `portcullis:rate:` for a rate limiter. A limiter key is written with its
 /// `Debug` form: never key on a credential. A prefix should hold no braces:
 /// a hash tag in the prefix puts every key of the store in one slot, on one
@@ -103,12 +103,12 @@ const CLIENT_TIMEOUT: Duration = Duration::from_millis(500);
 /// # Example
 ///
 /// ```no_run
-/// use portcullis::lockout::{Policy, RedisStore, Tracker};
+/// use portcullis::lockout::{LockoutLayer, Policy, RedisStore};
 ///
-/// # async fn run() -> Result<(), portcullis::lockout::RedisConnectError> {
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// // One node:
 /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?.prefix("myapp:lockout:");
-/// let tracker: Tracker<std::net::IpAddr> = Tracker::builder(Policy::default()).redis(store).build();
+/// let lockout = LockoutLayer::builder(Policy::default()).redis(store).build()?;
 ///
 /// // A Redis Cluster, named by some of its nodes:
 /// let store = RedisStore::connect_cluster([
@@ -117,7 +117,7 @@ const CLIENT_TIMEOUT: Duration = Duration::from_millis(500);
 ///     "redis://10.0.0.3:6379",
 /// ])
 /// .await?;
-/// let tracker: Tracker<std::net::IpAddr> = Tracker::builder(Policy::default()).redis(store).build();
+/// let lockout = LockoutLayer::builder(Policy::default()).redis(store).build()?;
 /// # Ok(()) }
 /// ```
 #[must_use]

@@ -94,7 +94,7 @@
 //! use axum::{Form, Router, extract::{Path, State}, response::{IntoResponse, Response}};
 //! use axum::routing::{delete, get, post};
 //! use http::{StatusCode, request::Parts};
-//! use portcullis::{ClientIp, integration::axum::Identity, lockout::{LockoutLayer, Policy}};
+//! use portcullis::{integration::axum::Identity, lockout::{LockoutLayer, Policy}};
 //! use portcullis::{revoke::Revocable, session::Sessions, validate::Claims};
 //!
 //! #[derive(serde::Deserialize)]
@@ -152,7 +152,7 @@
 //!         .route("/auth/sessions", get(list))
 //!         .route("/auth/sessions/{id}", delete(end))
 //!         .with_state(sessions)
-//!         .layer(LockoutLayer::keyed(ClientIp::new(), Policy::default()))
+//!         .layer(LockoutLayer::new(Policy::default()))
 //! }
 //! # }
 //! ```

@@ -39,10 +39,10 @@ async fn a_cluster_store_starts_and_decides_while_a_named_node_is_unreachable() 
         .expect("the reachable nodes are enough")
         .prefix(&prefix)
         .timeout(Duration::from_secs(1));
-    let tracker = Tracker::builder(max(1)).redis(store).build();
+    let tracker = shared_tracker(max(1), store);
     fail(&tracker, "mallory", 1).await;
     let other = crate::support::redis::cluster_store(&urls, &prefix).await;
-    let other = Tracker::builder(max(1)).redis(other).build();
+    let other = shared_tracker(max(1), other);
     let started = Instant::now();
     while !locked_out(&other, "mallory").await {
         assert!(started.elapsed() < Duration::from_secs(5), "never shared");

@@ -9,12 +9,8 @@ async fn an_unlock_over_a_cluster_reaches_the_other_replica_within_a_second() {
     // D8, V2
     let Some(urls) = cluster_urls() else { return };
     let prefix = unique_prefix();
-    let a = Tracker::builder(max(2))
-        .redis(cluster_store(&urls, &prefix).await)
-        .build();
-    let b = Tracker::builder(max(2))
-        .redis(cluster_store(&urls, &prefix).await)
-        .build();
+    let a = shared_tracker(max(2), cluster_store(&urls, &prefix).await);
+    let b = shared_tracker(max(2), cluster_store(&urls, &prefix).await);
     fail(&a, "mallory", 2).await;
     // B learns the lockout from redis and caches it.
     let mut seen = false;
@@ -112,12 +108,8 @@ async fn a_listener_whose_node_goes_down_moves_to_another_node_and_hears_again()
         .redis(store(&b_urls, &prefix, fast).await)
         .build()
         .unwrap();
-    let a_tracker = Tracker::builder(max(1))
-        .redis(store(&urls, &prefix, fast).await)
-        .build();
-    let b_tracker = Tracker::builder(max(1))
-        .redis(store(&b_urls, &prefix, fast).await)
-        .build();
+    let a_tracker = shared_tracker(max(1), store(&urls, &prefix, fast).await);
+    let b_tracker = shared_tracker(max(1), store(&b_urls, &prefix, fast).await);
     in_sync(&a).await;
     in_sync(&b).await;
 

@@ -19,12 +19,8 @@ async fn two_trackers_over_a_cluster_with_32_concurrent_failures_each_accept_at_
     let Some(urls) = cluster_urls() else { return };
     let prefix = unique_prefix();
     let replicas = [
-        Tracker::builder(Policy::default())
-            .redis(cluster_store(&urls, &prefix).await)
-            .build(),
-        Tracker::builder(Policy::default())
-            .redis(cluster_store(&urls, &prefix).await)
-            .build(),
+        shared_tracker(Policy::default(), cluster_store(&urls, &prefix).await),
+        shared_tracker(Policy::default(), cluster_store(&urls, &prefix).await),
     ];
     let victims = ["victim-a", "victim-b", "victim-c", "victim-d"];
     let accepted: Arc<[AtomicUsize; 4]> = Arc::default();

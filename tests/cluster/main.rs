@@ -26,7 +26,7 @@ use portcullis::{
 };
 use tokio::time::{Instant, timeout};
 
-use crate::support::redis::slot_of;
+use crate::support::redis::{shared_tracker, slot_of};
 
 /// A limiter key.
 fn key(s: &str) -> String {

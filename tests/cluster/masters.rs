@@ -41,12 +41,8 @@ async fn a_master_that_goes_down_puts_only_its_keys_on_the_local_fallback() {
     let prefix = unique_prefix();
     let urls = cluster.urls();
     let timeout = Duration::from_millis(200);
-    let a = Tracker::builder(max(1))
-        .redis(store(&urls, &prefix, timeout).await)
-        .build();
-    let b = Tracker::builder(max(1))
-        .redis(store(&urls, &prefix, timeout).await)
-        .build();
+    let a = shared_tracker(max(1), store(&urls, &prefix, timeout).await);
+    let b = shared_tracker(max(1), store(&urls, &prefix, timeout).await);
     let mut up = Vec::new();
     for (n, stem) in ["up-a", "up-b", "up-c", "up-d"].into_iter().enumerate() {
         up.push(key_on(&cluster, &prefix, stem, n % 2).await);
@@ -198,12 +194,8 @@ async fn a_lockout_count_survives_its_slot_moving_to_another_master() {
     let prefix = unique_prefix();
     let urls = cluster.urls();
     let timeout = Duration::from_secs(1);
-    let a = Tracker::builder(max(4))
-        .redis(store(&urls, &prefix, timeout).await)
-        .build();
-    let b = Tracker::builder(max(4))
-        .redis(store(&urls, &prefix, timeout).await)
-        .build();
+    let a = shared_tracker(max(4), store(&urls, &prefix, timeout).await);
+    let b = shared_tracker(max(4), store(&urls, &prefix, timeout).await);
     let victim = key_on(&cluster, &prefix, "victim", 0).await;
     let slot = slot(&mut cluster.admin(0).await, &prefix, &victim).await;
     let failures = format!("{prefix}{{{victim:?}}}:f");

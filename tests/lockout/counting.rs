@@ -98,13 +98,16 @@ async fn b1_successes_and_other_statuses_never_count_by_default() {
 #[tokio::test(start_paused = true)]
 async fn b1_a_custom_classifier_decides_unmarked_responses_but_not_rejections() {
     // B1
-    let layer = layer(max(2)).classifier(|res: &http::response::Parts| {
-        if res.status == StatusCode::UNPROCESSABLE_ENTITY {
-            Outcome::Failure
-        } else {
-            Outcome::Neutral
-        }
-    });
+    let layer = builder(max(2))
+        .classifier(|res: &http::response::Parts| {
+            if res.status == StatusCode::UNPROCESSABLE_ENTITY {
+                Outcome::Failure
+            } else {
+                Outcome::Neutral
+            }
+        })
+        .build()
+        .unwrap();
     let tracker = layer.tracker().clone();
     let (svc, _) = guarded(layer);
     // A rejection that does not count stays neutral whatever the classifier.

@@ -33,10 +33,12 @@ fn app_with(
     let devices = DeviceCookies::new("device", KEY)
         .unwrap()
         .case_sensitive(devices_case_sensitive);
-    let untrusted = Tracker::new(max(3));
-    let lockout = LockoutLayer::keyed(by_client as ByClient, max(100))
-        .key_with(devices.untrusted_key(), untrusted.clone())
-        .key(devices.key(), max(2));
+    let lockout = builder(max(100))
+        .also_key(devices.untrusted_key(), max(3))
+        .also_key(devices.key(), max(2))
+        .build()
+        .unwrap();
+    let untrusted = lockout.key_tracker(1).unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
     let handler = service_fn(

@@ -21,7 +21,7 @@ fn from(peer: &str, outcome: &str) -> Request<String> {
 async fn b16_an_allowed_client_is_neither_limited_nor_counted_by_the_lockout() {
     // B16
     let office = ClientList::cidrs(ClientIp::new(), ["192.0.2.0/24"]).unwrap();
-    let layer = layer(max(2)).allow(office);
+    let layer = builder(max(2)).allow(office).build().unwrap();
     let tracker = layer.tracker().clone();
     let (svc, calls) = guarded(layer);
     for _ in 0..10 {
@@ -54,7 +54,7 @@ async fn b16_a_denied_client_is_refused_403_before_anything_runs_and_deny_wins()
     // B16
     let bad = ClientList::cidrs(ClientIp::new(), ["203.0.113.0/24"]).unwrap();
     let everyone = ClientList::matching(|_| true);
-    let layer = layer(max(2)).allow(everyone).deny(bad);
+    let layer = builder(max(2)).allow(everyone).deny(bad).build().unwrap();
     let tracker = layer.tracker().clone();
     let (svc, calls) = guarded(layer);
     let res = svc
@@ -116,7 +116,7 @@ async fn b16_the_rate_limiter_lets_allowed_clients_through_and_refuses_denied_on
 async fn b16_shadow_mode_decides_counts_and_logs_but_lets_the_request_through_marked() {
     // B16
     let logs = support::logs::capture();
-    let layer = layer(max(2)).shadow(true);
+    let layer = builder(max(2)).shadow(true).build().unwrap();
     let tracker = layer.tracker().clone();
     let (svc, calls) = guarded(layer);
     for _ in 0..2 {

@@ -281,8 +281,10 @@ async fn lockout_hook_receives_the_key_and_the_end_of_the_lockout() {
     // B7
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
-    let layer =
-        layer(max(2)).on_lockout(move |key, until| log.lock().unwrap().push((key.clone(), until)));
+    let layer = builder(max(2))
+        .on_lockout(move |key, until| log.lock().unwrap().push((key.clone(), until)))
+        .build()
+        .unwrap();
     let tracker = layer.tracker().clone();
     let (svc, _) = guarded(layer);
     send(&svc, "a", "invalid").await;

@@ -90,9 +90,11 @@ fn is_login(parts: &Parts) -> bool {
 /// `BodyKeyLayer` → `LockoutLayer` (per address: 100; per account:
 /// `account`) → the login handler.
 fn app(account: Policy) -> App {
-    let account = Tracker::new(account);
-    let lockout = LockoutLayer::keyed(by_client as ByClient, max(100))
-        .key_with(BodyField::key, account.clone());
+    let lockout = builder(max(100))
+        .also_key(BodyField::key, account)
+        .build()
+        .unwrap();
+    let account = lockout.key_tracker(1).unwrap();
     let checks = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&checks);
     let handler = service_fn(move |req| login_handler(req, Arc::clone(&counter)));
@@ -320,7 +322,7 @@ type ByUser = fn(&Parts) -> Result<Option<String>, AuthRejection>;
 /// optional mode → a login handler that answers every password 401, with
 /// the `Failed` marker when `marked`.
 fn optional_login(marked: bool) -> (Optional, Tracker<String>, Tracker<String>, Arc<AtomicUsize>) {
-    optional_login_with(marked, Tracker::new(max(3)), Tracker::new(max(3)))
+    optional_login_with(marked, builder(max(3)))
 }
 
 /// The app of [`optional_login_with`], with a validator that answers later
@@ -330,35 +332,29 @@ fn optional_login_slow() -> (Optional, Tracker<String>, Tracker<String>, Arc<Ato
         tokio::task::yield_now().await;
         mallory(c).await
     };
-    optional_login_behind(
-        AuthLayer::new(slow),
-        true,
-        Tracker::new(max(3)),
-        Tracker::new(max(3)),
-    )
+    optional_login_behind(AuthLayer::new(slow), true, builder(max(3)))
 }
 
-/// [`optional_login`] recording into `address` and `users`.
+/// [`optional_login`] with the address key of `lockout` (and where it
+/// keeps its state).
 pub(super) fn optional_login_with(
     marked: bool,
-    address: Tracker<String>,
-    users: Tracker<String>,
+    lockout: LockoutBuilder<ByClient>,
 ) -> (Optional, Tracker<String>, Tracker<String>, Arc<AtomicUsize>) {
-    optional_login_behind(AuthLayer::new(mallory), marked, address, users)
+    optional_login_behind(AuthLayer::new(mallory), marked, lockout)
 }
 
 fn optional_login_behind<V>(
     auth: AuthLayer<V>,
     marked: bool,
-    address: Tracker<String>,
-    users: Tracker<String>,
+    lockout: LockoutBuilder<ByClient>,
 ) -> (Optional, Tracker<String>, Tracker<String>, Arc<AtomicUsize>)
 where
     V: portcullis::Validator<Identity = String>,
 {
     support::logs::capture();
-    let lockout = LockoutLayer::with_tracker(by_client as ByClient, address.clone())
-        .key_with(by_user as ByUser, users.clone());
+    let lockout = lockout.also_key(by_user as ByUser, max(3)).build().unwrap();
+    let (address, users) = (lockout.tracker().clone(), lockout.key_tracker(1).unwrap());
     let checks = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&checks);
     let handler = service_fn(move |req: Request<String>| {
@@ -444,9 +440,11 @@ async fn b20_parallel_sign_in_attempts_with_a_valid_token_stay_bounded() {
             Ok::<_, Infallible>(Response::builder().status(401).body(String::new()).unwrap())
         }
     });
-    let account = Tracker::new(max(3));
-    let lockout = LockoutLayer::keyed(by_client as ByClient, max(100))
-        .key_with(BodyField::key, account.clone());
+    let lockout = builder(max(100))
+        .also_key(BodyField::key, max(3))
+        .build()
+        .unwrap();
+    let account: Tracker<String> = lockout.key_tracker(1).unwrap();
     let svc = tower::ServiceBuilder::new()
         .layer(BodyKeyLayer::new("username", is_login))
         .layer(lockout)
@@ -497,7 +495,12 @@ async fn b13_a_stack_with_a_body_key_reads_the_login_route_only() {
         }
     });
     let stack = portcullis::stack::Stack::new(AuthLayer::new(mallory).optional())
-        .lockout(layer(max(3)).key(BodyField::key, max(3)))
+        .lockout(
+            builder(max(3))
+                .also_key(BodyField::key, max(3))
+                .build()
+                .unwrap(),
+        )
         .body_key(BodyKeyLayer::new("username", is_login));
     let svc = stack.layer(handler);
     let large = format!(

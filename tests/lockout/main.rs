@@ -37,7 +37,9 @@ use http::{Request, Response, StatusCode, header, request::Parts};
 use http_body_util::BodyExt;
 use portcullis::{
     AuthRejection, PeerAddr, ResponseBody,
-    lockout::{Failed, FailureOutcome, LockoutLayer, Outcome, Policy, Succeeded, Tracker},
+    lockout::{
+        Failed, FailureOutcome, LockoutBuilder, LockoutLayer, Outcome, Policy, Succeeded, Tracker,
+    },
     reject::RejectionKind,
 };
 use tokio::{sync::Semaphore, time::advance};
@@ -128,8 +130,13 @@ fn guarded(layer: TestLayer) -> (Svc, Arc<AtomicUsize>) {
 }
 
 fn layer(policy: Policy) -> TestLayer {
+    builder(policy).build().unwrap()
+}
+
+/// The builder of [`layer`], for the tests that set more.
+fn builder(policy: Policy) -> LockoutBuilder<ByClient> {
     support::logs::capture();
-    LockoutLayer::keyed(by_client as ByClient, policy)
+    LockoutLayer::builder(policy).key(by_client as ByClient)
 }
 
 fn setup(policy: Policy) -> (Svc, Tracker<String>, Arc<AtomicUsize>) {

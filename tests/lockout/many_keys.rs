@@ -28,8 +28,11 @@ fn attempt(client: &str, account: &str, outcome: &str) -> Request<String> {
 
 /// Address key (max `per_address`) and account key (max `per_account`).
 fn two_keys(per_address: u32, per_account: Policy) -> (Svc, Tracker<String>, Arc<AtomicUsize>) {
-    let account = Tracker::new(per_account);
-    let layer = layer(max(per_address)).key_with(by_account as ByAccount, account.clone());
+    let layer = builder(max(per_address))
+        .also_key(by_account as ByAccount, per_account)
+        .build()
+        .unwrap();
+    let account = layer.key_tracker(1).unwrap();
     let (svc, calls) = guarded(layer);
     (svc, account, calls)
 }
@@ -77,7 +80,12 @@ async fn b13_the_most_restrictive_key_wins_with_the_longest_retry_after() {
         .lockout(HOUR)
         .build()
         .unwrap();
-    let (svc, calls) = guarded(layer(address).key(by_account as ByAccount, account));
+    let (svc, calls) = guarded(
+        builder(address)
+            .also_key(by_account as ByAccount, account)
+            .build()
+            .unwrap(),
+    );
     for _ in 0..2 {
         svc.clone()
             .oneshot(attempt("a", "alice", "invalid"))
@@ -115,8 +123,11 @@ async fn b13_each_key_counts_under_its_own_policy_and_a_success_resets_only_wher
         .reset_on_success(true)
         .build()
         .unwrap();
-    let tracker = Tracker::new(account);
-    let layer = layer(max(5)).key_with(by_account as ByAccount, tracker.clone());
+    let layer = builder(max(5))
+        .also_key(by_account as ByAccount, account)
+        .build()
+        .unwrap();
+    let tracker: Tracker<String> = layer.key_tracker(1).unwrap();
     let address = layer.tracker().clone();
     let (svc, _) = guarded(layer);
     for _ in 0..2 {
@@ -165,7 +176,10 @@ async fn b13_b6_sixty_four_concurrent_guesses_from_sixty_four_addresses_reach_th
             Ok::<_, Infallible>(answer(&outcome))
         }
     });
-    let layer = layer(max(5)).key(by_account as ByAccount, max(3));
+    let layer = builder(max(5))
+        .also_key(by_account as ByAccount, max(3))
+        .build()
+        .unwrap();
     let svc = BoxCloneService::new(layer.layer(inner));
     let tasks: Vec<_> = (0..64)
         .map(|n| {
@@ -195,7 +209,7 @@ async fn b13_a_key_that_fails_to_derive_refuses_the_request() {
     let no_key = |_: &Parts| -> Result<Option<String>, AuthRejection> {
         Err(AuthRejection::new(RejectionKind::NoClientAddress))
     };
-    let (svc, calls) = guarded(layer(max(3)).key(no_key, max(3)));
+    let (svc, calls) = guarded(builder(max(3)).also_key(no_key, max(3)).build().unwrap());
     let res = send(&svc, "a", "ok").await;
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(calls.load(Ordering::SeqCst), 0);
@@ -226,8 +240,10 @@ fn login_app(per_account: u32) -> (LoginApp, Arc<AtomicUsize>) {
             Ok::<_, Infallible>(res)
         }
     });
-    let lockout =
-        LockoutLayer::keyed(by_client as ByClient, max(100)).key(BodyField::key, max(per_account));
+    let lockout = builder(max(100))
+        .also_key(BodyField::key, max(per_account))
+        .build()
+        .unwrap();
     let svc = tower::ServiceBuilder::new()
         .layer(BodyKeyLayer::new("username", |_: &Parts| true).limit(64))
         .layer(lockout)
@@ -313,8 +329,10 @@ async fn b13_a_body_past_the_limit_is_answered_413_and_never_buffered_whole() {
     };
     let handled = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&handled);
-    let inner = LockoutLayer::keyed(by_client as ByClient, max(100))
-        .key(BodyField::key, max(3))
+    let inner = builder(max(100))
+        .also_key(BodyField::key, max(3))
+        .build()
+        .unwrap()
         .layer(service_fn(
             move |_: Request<portcullis::body_key::Body<_>>| {
                 counter.fetch_add(1, Ordering::SeqCst);

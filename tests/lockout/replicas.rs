@@ -9,7 +9,9 @@ use portcullis::lockout::RedisStore;
 
 use super::*;
 
-use crate::support::redis::{Server, command_calls, redis_url, store, unique_prefix};
+use crate::support::redis::{
+    Server, command_calls, redis_url, shared_tracker, store, unique_prefix,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d2_two_replicas_with_32_concurrent_failures_each_accept_at_most_max_failures() {
@@ -17,12 +19,8 @@ async fn d2_two_replicas_with_32_concurrent_failures_each_accept_at_most_max_fai
     let Some(url) = redis_url() else { return };
     let prefix = unique_prefix();
     let replicas = [
-        Tracker::builder(Policy::default())
-            .redis(store(&url, &prefix).await)
-            .build(),
-        Tracker::builder(Policy::default())
-            .redis(store(&url, &prefix).await)
-            .build(),
+        shared_tracker(Policy::default(), store(&url, &prefix).await),
+        shared_tracker(Policy::default(), store(&url, &prefix).await),
     ];
     let accepted = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -84,11 +82,13 @@ async fn r5_redis_killed_mid_run_falls_back_to_local_lockouts_and_recovers() {
         .unwrap()
         .prefix(&prefix)
         .timeout(Duration::from_millis(200));
-    let tracker = Tracker::builder(max(3)).redis(redis).build();
-    let (svc, calls) = guarded(LockoutLayer::with_tracker(
-        by_client as ByClient,
-        tracker.clone(),
-    ));
+    let layer = LockoutLayer::builder(max(3))
+        .key(by_client as ByClient)
+        .redis(redis)
+        .build()
+        .unwrap();
+    let tracker = layer.tracker().clone();
+    let (svc, calls) = guarded(layer);
     let send = |client: &str| {
         let svc = svc.clone();
         let req = request(client, "invalid");
@@ -169,7 +169,7 @@ impl Own {
     /// A tracker allowing one guess at a time, with a warm connection.
     async fn tracker(&self, timeout: Duration, lease: Duration) -> Tracker<String> {
         let store = self.store(timeout).await.reservation_lease(lease);
-        let tracker = Tracker::builder(max(1)).redis(store).build();
+        let tracker = shared_tracker(max(1), store);
         drop(tracker.attempt(key("warm-up")).await.unwrap());
         tracker
     }
@@ -336,7 +336,7 @@ async fn d4_a_failure_whose_recording_is_retried_counts_once() {
         return;
     };
     let store = own.store(FAST).await;
-    let tracker = Tracker::builder(max(3)).redis(store).build();
+    let tracker = shared_tracker(max(3), store);
     // The recording script is loaded first, so the late call runs whole
     // (an unknown script would cost a second round trip).
     tracker.attempt(key("warm")).await.unwrap().failed();
@@ -363,9 +363,8 @@ async fn d4_a_failure_whose_recording_is_retried_counts_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b13_d2_an_account_key_shared_in_redis_locks_the_account_on_every_replica() {
-    // B13, D2: the account key of two replicas lives in Redis, the address
-    // keys in each replica's memory; guesses from many addresses through
-    // both replicas lock the account everywhere.
+    // B13, D2: the keys of two replicas live in Redis; guesses from many
+    // addresses through both replicas lock the account everywhere.
     let Some(url) = redis_url() else { return };
     let prefix = unique_prefix();
     let by_account = |parts: &Parts| -> Result<Option<String>, AuthRejection> {
@@ -377,11 +376,12 @@ async fn b13_d2_an_account_key_shared_in_redis_locks_the_account_on_every_replic
     };
     let mut replicas = Vec::new();
     for _ in 0..2 {
-        let account = Tracker::builder(max(3))
+        let layer = LockoutLayer::builder(max(100))
+            .key(by_client as ByClient)
+            .also_key(by_account, max(3))
             .redis(store(&url, &prefix).await)
-            .build();
-        let layer =
-            LockoutLayer::keyed(by_client as ByClient, max(100)).key_with(by_account, account);
+            .build()
+            .unwrap();
         replicas.push(guarded(layer));
     }
     let attempt = |client: String, account: &str, outcome: &str| {
@@ -424,15 +424,8 @@ async fn b20_a_failure_after_an_early_release_reaches_redis_on_every_key() {
     // every key, so another replica refuses the keys too.
     let Some(url) = redis_url() else { return };
     let prefix = unique_prefix();
-    let (svc, _, _, checks) = super::login::optional_login_with(
-        true,
-        Tracker::builder(max(3))
-            .redis(store(&url, &prefix).await)
-            .build(),
-        Tracker::builder(max(3))
-            .redis(store(&url, &prefix).await)
-            .build(),
-    );
+    let (svc, _, _, checks) =
+        super::login::optional_login_with(true, builder(max(3)).redis(store(&url, &prefix).await));
     for i in 0..3 {
         let req = Request::post("/login")
             .header("x-client", "mallory")
@@ -448,12 +441,8 @@ async fn b20_a_failure_after_an_early_release_reaches_redis_on_every_key() {
     assert_eq!(checks.load(Ordering::SeqCst), 3);
     // Another replica, with nothing in its own tables.
     let other = [
-        Tracker::builder(max(3))
-            .redis(store(&url, &prefix).await)
-            .build(),
-        Tracker::builder(max(3))
-            .redis(store(&url, &prefix).await)
-            .build(),
+        shared_tracker(max(3), store(&url, &prefix).await),
+        shared_tracker(max(3), store(&url, &prefix).await),
     ];
     for (tracker, key) in other.iter().zip(["mallory", "alice"]) {
         let refused = tokio::time::timeout(Duration::from_secs(5), async {
@@ -529,7 +518,7 @@ async fn d5_a_wrong_guess_is_answered_before_its_failure_reaches_redis() {
         return;
     };
     let store = own.store(SLOW).await;
-    let tracker = Tracker::builder(max(3)).redis(store).build();
+    let tracker = shared_tracker(max(3), store);
     tracker.attempt(key("guess")).await.unwrap().succeeded();
     // Redis stops answering: the attempt is still admitted on the credits
     // held, and its failure answered at once.
@@ -583,10 +572,11 @@ async fn b6_d2_bad_passwords_on_a_login_handler_over_two_replicas_stop_at_max_fa
     let gate = Arc::new(Semaphore::new(0));
     let mut replicas = Vec::new();
     for _ in 0..2 {
-        let tracker = Tracker::builder(max(4))
+        let layer = LockoutLayer::builder(max(4))
+            .key(by_client as ByClient)
             .redis(store(&url, &prefix).await)
-            .build();
-        let layer = LockoutLayer::with_tracker(by_client as ByClient, tracker);
+            .build()
+            .unwrap();
         let (handled, gate) = (Arc::clone(&handled), Arc::clone(&gate));
         let login = service_fn(move |_: Request<String>| {
             let (handled, gate) = (Arc::clone(&handled), Arc::clone(&gate));

@@ -6,7 +6,7 @@ use tokio::time::{Instant, timeout};
 
 use super::*;
 
-use crate::support::redis::{redis_url, store, unique_prefix, until};
+use crate::support::redis::{redis_url, shared_tracker, store, unique_prefix, until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unlock_on_one_replica_lifts_the_lockout_on_every_replica_within_a_second() {
@@ -14,12 +14,8 @@ async fn an_unlock_on_one_replica_lifts_the_lockout_on_every_replica_within_a_se
     let Some(url) = redis_url() else { return };
     let prefix = unique_prefix();
     let policy = Policy::builder().max_failures(2).build().unwrap();
-    let a = Tracker::builder(policy.clone())
-        .redis(store(&url, &prefix).await)
-        .build();
-    let b = Tracker::builder(policy)
-        .redis(store(&url, &prefix).await)
-        .build();
+    let a = shared_tracker(policy.clone(), store(&url, &prefix).await);
+    let b = shared_tracker(policy, store(&url, &prefix).await);
     for _ in 0..2 {
         a.attempt(key("mallory")).await.unwrap().failed();
     }

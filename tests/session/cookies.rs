@@ -33,7 +33,10 @@ fn locked(sessions: Sessions, max_failures: u32) -> (Locked, Tracker<String>) {
         .max_failures(max_failures)
         .build()
         .unwrap();
-    let layer = LockoutLayer::keyed(by_client as ByClient, policy);
+    let layer = LockoutLayer::builder(policy)
+        .key(by_client as ByClient)
+        .build()
+        .unwrap();
     let tracker = layer.tracker().clone();
     (
         BoxCloneService::new(layer.layer(endpoints(sessions))),

@@ -14,7 +14,11 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use portcullis::lockout::RedisStore;
+use http::request::Parts;
+use portcullis::{
+    AuthRejection,
+    lockout::{LockoutLayer, Policy, RedisStore, Tracker},
+};
 
 /// The shared server's URL, or `None` (with a notice) when tests should skip.
 ///
@@ -32,6 +36,26 @@ pub(crate) fn redis_url() -> Option<String> {
             None
         }
     }
+}
+
+/// A tracker of string keys whose state is shared through `store`: the
+/// tracker of a lockout built with `redis(store)`, used directly.
+pub(crate) fn shared_tracker(policy: Policy, store: RedisStore) -> Tracker<String> {
+    fn by_header(parts: &Parts) -> Result<String, AuthRejection> {
+        parts
+            .headers
+            .get("x-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| AuthRejection::new(portcullis::reject::RejectionKind::Malformed))
+    }
+    LockoutLayer::builder(policy)
+        .key(by_header as fn(&Parts) -> Result<String, AuthRejection>)
+        .redis(store)
+        .build()
+        .expect("a lockout on Redis")
+        .tracker()
+        .clone()
 }
 
 /// A key prefix no other run or test uses.

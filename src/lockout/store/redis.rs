@@ -615,7 +615,7 @@ where
 {
     /// A tracker whose state is shared with other replicas through Redis,
     /// with in-memory tables as the fallback while Redis is unavailable;
-    /// see [`TrackerBuilder::redis`](crate::lockout::TrackerBuilder::redis).
+    /// see [`LockoutBuilder::redis`](crate::lockout::LockoutBuilder::redis).
     ///
     /// [`attempt`](Self::attempt), [`unlock`](Self::unlock) and the
     /// [`LockoutLayer`](crate::lockout::LockoutLayer) use Redis. The other
