@@ -12,7 +12,7 @@
 //!    so it is checked like an unsafe method.
 //! 2. `Sec-Fetch-Site: same-origin` or `none` (the user typed the URL)
 //!    passes; any other value (`same-site`, `cross-site`) is refused unless
-//!    the `Origin` is [trusted](CrossOriginProtection::trust_origin).
+//!    the `Origin` is [trusted](CrossOriginBuilder::trust_origin).
 //! 3. Without `Sec-Fetch-Site` (older browsers), a request without `Origin`
 //!    passes (not a browser, or a same-origin request of an old one); an
 //!    `Origin` whose host equals the request's host (`Host`, or the
@@ -25,15 +25,22 @@
 //!
 //! # Where it applies
 //!
+//! It is configured in one place, [`CrossOriginLayer`], and on by default
+//! where cookies are read:
+//!
+//! - **[`CrossOriginLayer`]** applies the check to every request it sees,
+//!   cookie or not: put it on public routes that act on ambient state, such
+//!   as a login form (login CSRF) or a sign-out, or around a whole router.
 //! - **On by default in [`AuthLayer`](crate::AuthLayer) for cookie
-//!   credentials.** `AuthLayer` checks every request whose credential came
-//!   from a cookie source (and only those: a bearer token or API key is not
-//!   sent by the browser on its own, so it needs no such check). Configure
-//!   trusted origins with [`AuthLayer::cross_origin`](crate::AuthLayer::cross_origin),
-//!   or turn the check off with [`CrossOriginProtection::disabled`].
-//! - **[`CrossOriginLayer`]** applies the same check to every request it
-//!   sees, cookie or not: put it on public routes that act on ambient
-//!   state, such as a login form (login CSRF) or a sign-out.
+//!   credentials, and in the session endpoints** (feature `sessions`).
+//!   `AuthLayer` checks every request whose credential came from a cookie
+//!   source (and only those: a bearer token or API key is not sent by the
+//!   browser on its own, so it needs no such check) with
+//!   [`CrossOriginProtection::new`], no trusted origin. A request that
+//!   passed a [`CrossOriginLayer`] on its way in is not checked again: to
+//!   trust origins, or to turn the check off
+//!   ([`CrossOriginProtection::disabled`]), put a [`CrossOriginLayer`]
+//!   configured that way in front.
 //!
 //! Non-browser clients (curl, SDKs, servers) send neither header and pass.
 //!
@@ -43,7 +50,9 @@
 //! use http::{Method, Request};
 //! use portcullis::cross_origin::CrossOriginProtection;
 //!
-//! let protection = CrossOriginProtection::new().trust_origin("https://admin.example.com")?;
+//! let protection = CrossOriginProtection::builder()
+//!     .trust_origin("https://admin.example.com")
+//!     .build()?;
 //! let req = |site: &str, origin: &str| {
 //!     Request::builder()
 //!         .method(Method::POST)
@@ -107,29 +116,9 @@ impl CrossOriginProtection {
         }
     }
 
-    /// Lets requests from `origin` (`scheme://host[:port]`, exactly as
-    /// browsers send it in `Origin`) through even when they are cross-site:
-    /// your other front end, say.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::InvalidName`] when `origin` is not a scheme, `://`
-    /// and a host with an optional port, without a path, query or
-    /// trailing slash.
-    pub fn trust_origin(self, origin: &str) -> Result<Self, ConfigError> {
-        if !is_origin(origin) {
-            return Err(ConfigError::InvalidName {
-                what: "origin",
-                name: origin.to_owned(),
-                reason: "an origin is scheme://host[:port], with nothing after the host or port",
-            });
-        }
-        let mut trusted = HashSet::clone(&self.trusted);
-        trusted.insert(origin.to_owned());
-        Ok(Self {
-            trusted: Arc::new(trusted),
-            ..self
-        })
+    /// A builder of a check that trusts some origins.
+    pub fn builder() -> CrossOriginBuilder {
+        CrossOriginBuilder::default()
     }
 
     /// Whether `request` may go on: not a cross-origin browser request with
@@ -185,6 +174,57 @@ impl CrossOriginProtection {
         );
         AuthRejection::new(RejectionKind::CrossOrigin)
     }
+}
+
+/// Configures a [`CrossOriginProtection`]; see
+/// [`CrossOriginProtection::builder`].
+#[must_use]
+#[derive(Debug, Clone, Default)]
+pub struct CrossOriginBuilder {
+    trusted: Vec<String>,
+}
+
+impl CrossOriginBuilder {
+    /// Lets requests from `origin` (`scheme://host[:port]`, exactly as
+    /// browsers send it in `Origin`) through even when they are cross-site:
+    /// your other front end, say. Calling it again adds to the list.
+    pub fn trust_origin(mut self, origin: &str) -> Self {
+        self.trusted.push(origin.to_owned());
+        self
+    }
+
+    /// The check.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidName`] when a trusted origin is not a scheme,
+    /// `://` and a host with an optional port, without a path, query or
+    /// trailing slash.
+    pub fn build(self) -> Result<CrossOriginProtection, ConfigError> {
+        if let Some(origin) = self.trusted.iter().find(|o| !is_origin(o)) {
+            return Err(ConfigError::InvalidName {
+                what: "origin",
+                name: origin.clone(),
+                reason: "an origin is scheme://host[:port], with nothing after the host or port",
+            });
+        }
+        Ok(CrossOriginProtection {
+            trusted: Arc::new(self.trusted.into_iter().collect()),
+            disabled: false,
+        })
+    }
+}
+
+/// The mark a [`CrossOrigin`] service leaves on the requests it let
+/// through, so that the checks built into `AuthLayer` and the session
+/// endpoints leave them to it.
+#[derive(Debug, Clone, Copy)]
+struct Checked;
+
+/// Whether a [`CrossOriginLayer`] let `request` through on its way in; the
+/// built-in checks then do not check it again.
+pub(crate) fn checked_outside(request: &Parts) -> bool {
+    request.extensions.get::<Checked>().is_some()
 }
 
 impl fmt::Debug for CrossOriginProtection {
@@ -323,8 +363,9 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         if self.check.allows(&parts) {
+            parts.extensions.insert(Checked);
             let future = self.inner.call(Request::from_parts(parts, body));
             return ResponseFuture::new(Gate::pass(future, ()));
         }

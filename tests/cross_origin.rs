@@ -1,5 +1,6 @@
 //! Cross-origin protection (C1): on by default in `AuthLayer` for cookie
-//! credentials, and as a layer of its own for public routes.
+//! credentials, and configured in a layer of its own, which also protects
+//! public routes.
 #![cfg(feature = "cookie")]
 
 use std::{
@@ -10,7 +11,10 @@ use std::{
     },
 };
 
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, combinators::UnsyncBoxBody};
+use portcullis::BoxError;
 use portcullis::{
     AuthLayer, AuthRejection, Credential, PeerAddr, ValidationError,
     cross_origin::{CrossOriginLayer, CrossOriginProtection},
@@ -18,16 +22,13 @@ use portcullis::{
     lockout::{LockoutLayer, Policy},
     reject::RejectionKind,
 };
-use tower::{ServiceBuilder, ServiceExt, util::BoxCloneService};
+use tower::{Layer, ServiceBuilder, ServiceExt, util::BoxCloneService};
 
-type Svc = BoxCloneService<
-    Request<String>,
-    Response<portcullis::ResponseBody<portcullis::ResponseBody<String>>>,
-    Infallible,
->;
+type Svc = BoxCloneService<Request<String>, Response<UnsyncBoxBody<Bytes, BoxError>>, Infallible>;
 
 /// `AuthLayer` (session cookie or bearer token, both "alice-token") behind
-/// a lockout of one failure; counts validator calls.
+/// a lockout of one failure, behind a `CrossOriginLayer` with `protection`
+/// when there is one; counts validator calls.
 fn app(
     protection: Option<CrossOriginProtection>,
 ) -> (
@@ -48,11 +49,8 @@ fn app(
             }
         }
     };
-    let mut auth = AuthLayer::new(validate)
+    let auth = AuthLayer::new(validate)
         .extractor(Extractor::new(Bearer::new()).or(Cookie::new("session")));
-    if let Some(protection) = protection {
-        auth = auth.cross_origin(protection);
-    }
     let lockout = LockoutLayer::new(Policy::builder().max_failures(1).build().unwrap());
     let tracker = lockout.tracker().clone();
     let svc =
@@ -62,7 +60,15 @@ fn app(
             .service_fn(|_: Request<String>| async {
                 Ok::<_, Infallible>(Response::new("done".to_owned()))
             });
-    (BoxCloneService::new(svc), calls, tracker)
+    let svc = match protection {
+        Some(protection) => BoxCloneService::new(
+            CrossOriginLayer::new(protection)
+                .layer(svc)
+                .map_response(|res| res.map(|body| body.boxed_unsync())),
+        ),
+        None => BoxCloneService::new(svc.map_response(|res| res.map(|body| body.boxed_unsync()))),
+    };
+    (svc, calls, tracker)
 }
 
 fn post(headers: &[(&str, &str)]) -> Request<String> {
@@ -204,8 +210,9 @@ async fn c1_a_cross_site_websocket_handshake_with_the_session_cookie_is_refused(
 #[tokio::test]
 async fn c1_trusted_origins_pass_and_the_check_can_be_turned_off() {
     // C1
-    let trusted = CrossOriginProtection::new()
+    let trusted = CrossOriginProtection::builder()
         .trust_origin("https://admin.example")
+        .build()
         .unwrap();
     let (svc, _, _) = app(Some(trusted));
     let from = |origin: &'static str| {
@@ -228,8 +235,9 @@ async fn c1_trusted_origins_pass_and_the_check_can_be_turned_off() {
         StatusCode::FORBIDDEN
     );
     assert!(
-        CrossOriginProtection::new()
+        CrossOriginProtection::builder()
             .trust_origin("https://a.example/path")
+            .build()
             .is_err()
     );
 

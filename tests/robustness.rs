@@ -73,7 +73,7 @@ proptest! {
         // Safe methods always pass.
         prop_assert!(allowed || method == Method::POST);
         let trusted = std::str::from_utf8(&origin).unwrap_or("");
-        let _ = CrossOriginProtection::new().trust_origin(trusted);
+        let _ = CrossOriginProtection::builder().trust_origin(trusted).build();
     }
 
     // R2, P9: whatever the content type says, a rejection is rendered in

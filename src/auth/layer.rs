@@ -137,21 +137,6 @@ impl<V, R> AuthLayer<V, R> {
     /// Configures the cross-origin check of requests authenticated by a
     /// cookie (SECURITY.md C1).
     ///
-    /// The check is on by default and applies exactly to the requests whose
-    /// credential came from a [`Cookie`](crate::extract::Cookie) source: a
-    /// cross-site browser request with an unsafe method (a form posted from
-    /// another site) is answered 403 before the validator runs, and is not
-    /// counted as a failed attempt. Bearer tokens and API keys are never
-    /// checked: a browser does not send them on its own. Pass
-    /// [`CrossOriginProtection::new`] with
-    /// [trusted origins](CrossOriginProtection::trust_origin), or
-    /// [`CrossOriginProtection::disabled`]; see
-    /// [`cross_origin`](crate::cross_origin).
-    pub fn cross_origin(mut self, protection: CrossOriginProtection) -> Self {
-        self.cross_origin = protection;
-        self
-    }
-
     /// Whether to remove a credential cookie the validator rejected
     /// (default on): the rejection carries a `Set-Cookie` with the same
     /// name, path and attributes and `Max-Age=0`

@@ -13,7 +13,7 @@ use super::{Anonymous, Authenticated, ResponseFuture, Shared};
 use crate::{
     AuthRejection, Credential, CredentialSource, ResponseBody, ValidationError, Validator,
     body_key::BodyField,
-    cross_origin::CrossOriginProtection,
+    cross_origin::{self, CrossOriginProtection},
     events::{self, Record},
     gate::{self, Admit, BoxFuture, Gate, Refusal},
     lease::{Cut, Leases},
@@ -91,8 +91,10 @@ where
         match shared.extractor.extract(&parts) {
             Ok(Some(credential)) => {
                 // C1: a cookie credential on a cross-site unsafe request is
-                // refused before validation, and never counted.
+                // refused before validation, and never counted, unless a
+                // `CrossOriginLayer` let the request in.
                 if matches!(credential.source(), CredentialSource::Cookie(_))
+                    && !cross_origin::checked_outside(&parts)
                     && !shared.cross_origin.allows(&parts)
                 {
                     let rejection = CrossOriginProtection::refuse(&parts);

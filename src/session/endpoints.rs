@@ -10,7 +10,7 @@ use http::{HeaderValue, Response, StatusCode, header, request::Parts};
 use super::{Device, SessionError, SessionErrorKind, Sessions, secret::Presented, token::Signed};
 use crate::{
     AuthRejection, Fingerprint,
-    cross_origin::CrossOriginProtection,
+    cross_origin::{self, CrossOriginProtection},
     reject::{self, RejectionKind},
 };
 
@@ -168,7 +168,7 @@ impl Sessions {
     /// [`CrossOrigin`](SessionErrorKind::CrossOrigin).
     pub fn check_origin(&self, request: &Parts) -> Result<(), SessionError> {
         let inner = &self.inner;
-        if inner.cross_origin.allows(request) {
+        if cross_origin::checked_outside(request) || inner.cross_origin.allows(request) {
             return Ok(());
         }
         let rejection = CrossOriginProtection::refuse(request);

@@ -123,7 +123,6 @@ impl Sessions {
             cookie_name: "refresh".to_owned(),
             cookie_path: "/auth".to_owned(),
             secure: true,
-            cross_origin: CrossOriginProtection::new(),
             renderer: Arc::new(DefaultRenderer::new()),
             #[cfg(feature = "redis")]
             shared: None,
@@ -594,7 +593,6 @@ pub struct SessionsBuilder {
     cookie_name: String,
     cookie_path: String,
     secure: bool,
-    cross_origin: CrossOriginProtection,
     renderer: Arc<dyn Renderer>,
     /// The shared store of `redis` (feature `redis`).
     #[cfg(feature = "redis")]
@@ -614,7 +612,6 @@ impl fmt::Debug for SessionsBuilder {
             .field("cookie_name", &self.cookie_name)
             .field("cookie_path", &self.cookie_path)
             .field("secure", &self.secure)
-            .field("cross_origin", &self.cross_origin)
             .finish_non_exhaustive()
     }
 }
@@ -697,13 +694,6 @@ impl SessionsBuilder {
         self
     }
 
-    /// The cross-origin check of the refresh and sign-out endpoints
-    /// (default: [`CrossOriginProtection::new`], no trusted origin).
-    pub fn cross_origin(mut self, protection: CrossOriginProtection) -> Self {
-        self.cross_origin = protection;
-        self
-    }
-
     /// Renders refusals with `renderer` (default [`DefaultRenderer`]).
     pub fn renderer(mut self, renderer: impl Renderer) -> Self {
         self.renderer = Arc::new(renderer);
@@ -783,7 +773,7 @@ impl SessionsBuilder {
                 idle: self.idle,
                 grace: self.grace,
                 cookie,
-                cross_origin: self.cross_origin,
+                cross_origin: CrossOriginProtection::new(),
                 renderer: self.renderer,
                 client_ip: self.record_address.then_some(self.client_ip),
                 counts: Counts::default(),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use portcullis::{
-    cross_origin::CrossOriginProtection,
+    cross_origin::{CrossOriginLayer, CrossOriginProtection},
     lockout::{LockoutLayer, Policy, Tracker},
     reject::RejectionKind,
 };
@@ -183,25 +183,47 @@ async fn cross_site_refreshes_and_sign_outs_are_refused_uncounted_and_change_not
 }
 
 #[tokio::test(start_paused = true)]
-async fn trusted_origins_may_refresh_cross_site() {
-    // C1
+async fn origins_trusted_by_a_cross_origin_layer_may_refresh_cross_site() {
+    // C1: the endpoints' own check trusts no origin; a `CrossOriginLayer`
+    // in front decides for them.
     let revocations = Revocations::new();
     let sessions = Sessions::builder(AccessTokens::generate().unwrap(), &revocations)
-        .cross_origin(
-            CrossOriginProtection::new()
-                .trust_origin("https://app.memos.example")
-                .unwrap(),
-        )
         .build()
         .unwrap();
     let grant = sessions.sign_in("alice").await.unwrap();
-    let request = Request::post("/auth/refresh")
-        .header("sec-fetch-site", "same-site")
-        .header(header::ORIGIN, "https://app.memos.example")
-        .header(header::COOKIE, format!("refresh={}", grant.refresh_token()))
-        .body(())
+    let request = |origin: &str| {
+        Request::post("/auth/refresh")
+            .header("sec-fetch-site", "same-site")
+            .header(header::ORIGIN, origin)
+            .header(header::COOKIE, format!("refresh={}", grant.refresh_token()))
+            .body(String::new())
+            .unwrap()
+    };
+    let refused = sessions
+        .refresh(&request("https://app.memos.example").into_parts().0)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        portcullis::session::SessionErrorKind::CrossOrigin
+    );
+
+    let trusted = CrossOriginProtection::builder()
+        .trust_origin("https://app.memos.example")
+        .build()
         .unwrap();
-    assert!(sessions.refresh(&request.into_parts().0).await.is_ok());
+    let app = CrossOriginLayer::new(trusted).layer(endpoints(sessions));
+    let response = app
+        .clone()
+        .oneshot(request("https://evil.example"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = app
+        .oneshot(request("https://app.memos.example"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
 }
 
 #[tokio::test(start_paused = true)]
