@@ -96,24 +96,26 @@ pub struct DeviceCookies {
 /// A device that presented a valid device cookie for an account: the key of
 /// its attempts.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Device {
+pub struct TrustedDevice {
     account: Arc<str>,
     nonce: [u8; NONCE_LEN],
 }
 
-impl Device {
+impl TrustedDevice {
     /// The account the device cookie is bound to.
     pub fn account(&self) -> &str {
         &self.account
     }
 }
 
-impl fmt::Debug for Device {
+impl fmt::Debug for TrustedDevice {
     /// The account and the nonce: they tell devices apart in logs and in
     /// Redis keys, and do not let anyone forge a cookie (that takes the
     /// key).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let id: String = self.nonce.iter().map(|b| format!("{b:02x}")).collect();
+        // Written `Device`: this form is the device's key in Redis, which
+        // must stay the same from one version to the next.
         f.debug_struct("Device")
             .field("account", &self.account)
             .field("id", &id)
@@ -222,7 +224,7 @@ impl DeviceCookies {
     /// The device of `request`, when it carries a valid device cookie for
     /// `account` (compared trimmed, and lowercased unless
     /// [case-sensitive](Self::case_sensitive)).
-    pub fn device(&self, request: &Parts, account: &str) -> Option<Device> {
+    pub fn device(&self, request: &Parts, account: &str) -> Option<TrustedDevice> {
         let credential = Extractor::new(self.cookie.clone())
             .extract(request)
             .ok()??;
@@ -231,13 +233,13 @@ impl DeviceCookies {
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
         let account = self.normalize(account);
         let expected = self.tag(&account, &nonce);
-        bool::from(expected.ct_eq(&tag[..])).then(|| Device {
+        bool::from(expected.ct_eq(&tag[..])).then(|| TrustedDevice {
             account: account.into(),
             nonce,
         })
     }
 
-    /// The key of attempts from trusted clients: the [`Device`], for a
+    /// The key of attempts from trusted clients: the [`TrustedDevice`], for a
     /// request with a [`BodyField`] (the account) and a valid device cookie
     /// for it; `None` otherwise.
     pub fn key(&self) -> DeviceKey {
@@ -254,7 +256,7 @@ impl DeviceCookies {
     /// The device of a request whose account is `field`: `None` when the
     /// field was read with another case sensitivity than these cookies
     /// compare with (B21: never trust a cookie across two accounts).
-    fn device_for(&self, request: &Parts, field: &BodyField) -> Option<Device> {
+    fn device_for(&self, request: &Parts, field: &BodyField) -> Option<TrustedDevice> {
         if field.is_case_sensitive() != self.case_sensitive {
             tracing::debug!(
                 target: "portcullis::lockout",
@@ -304,9 +306,9 @@ impl fmt::Debug for DeviceCookies {
 pub struct DeviceKey(DeviceCookies);
 
 impl KeyExtractor for DeviceKey {
-    type Key = Option<Device>;
+    type Key = Option<TrustedDevice>;
 
-    fn extract(&self, request: &Parts) -> Result<Option<Device>, AuthRejection> {
+    fn extract(&self, request: &Parts) -> Result<Option<TrustedDevice>, AuthRejection> {
         Ok(BodyField::of(request).and_then(|field| self.0.device_for(request, field)))
     }
 }

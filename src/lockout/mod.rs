@@ -170,7 +170,7 @@ pub use attempt::{Acquire, Attempt, FailureOutcome, Locked, Refused};
 pub use builder::LockoutBuilder;
 pub use classify::{Classifier, DefaultClassifier, Failed, Outcome, Succeeded};
 #[cfg(feature = "cookie")]
-pub use device::{Device, DeviceCookies, DeviceKey, UntrustedKey};
+pub use device::{DeviceCookies, DeviceKey, TrustedDevice, UntrustedKey};
 pub use future::ResponseFuture;
 pub use layer::LockoutLayer;
 pub use policy::{Policy, PolicyBuilder};

@@ -16,7 +16,7 @@ use super::{
     Revoked, WhenStale,
     builder::check_leeway,
     revocable::Facts,
-    table::{Entry, Table},
+    table::{Entry, RevocationTable},
 };
 use crate::{
     ConfigError, Fingerprint, ValidationError,
@@ -86,7 +86,7 @@ pub(crate) struct Hashed {
 /// What every clone of a [`Revocations`](super::Revocations) shares: the table, the sync
 /// state, and who listens.
 pub(crate) struct Inner {
-    pub(super) table: Table,
+    pub(super) table: RevocationTable,
     /// One key per kind of target, so that a secret, an id and a subject
     /// never share a hash by construction.
     hashers: [RandomState; 3],
@@ -135,7 +135,7 @@ pub(super) struct Settings {
 impl Inner {
     pub(super) fn new(settings: Settings) -> Self {
         Self {
-            table: Table::new(settings.capacity),
+            table: RevocationTable::new(settings.capacity),
             hashers: [RandomState::new(), RandomState::new(), RandomState::new()],
             generation: AtomicU64::new(0),
             changed: Arc::new(Notify::new()),

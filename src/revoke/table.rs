@@ -79,14 +79,14 @@ impl Shard {
 /// hashes collide (about one chance in 2⁶⁴ per pair) share an entry, which
 /// revokes both — never accepts either.
 #[derive(Debug)]
-pub(super) struct Table {
+pub(super) struct RevocationTable {
     shards: Box<[RwLock<Shard>]>,
     /// Entries held, ended ones not yet purged included: zero means nothing
     /// is revoked, which the request path checks first.
     len: AtomicUsize,
 }
 
-impl Table {
+impl RevocationTable {
     pub(super) fn new(capacity: u64) -> Self {
         let shards = shard_capacities(capacity)
             .into_iter()
@@ -204,7 +204,7 @@ mod tests {
     fn a_full_table_drops_ended_entries_first_then_refuses_new_targets() {
         // V5: a live revocation is never dropped to make room.
         let now = Instant::now();
-        let table = Table::new(3);
+        let table = RevocationTable::new(3);
         for (hash, secs) in [(1, 10), (2, 30), (3, 20)] {
             assert!(table.insert(hash, entry(now, secs), now));
         }
@@ -229,13 +229,13 @@ mod tests {
         // V1: bounded; a lease revoked again and again (same end) or a
         // catch-up (an earlier end) must not grow the queue of ends.
         let now = Instant::now();
-        let table = Table::new(10);
+        let table = RevocationTable::new(10);
         for secs in [60, 60, 30, 60, 59] {
             for _ in 0..1000 {
                 table.insert(7, entry(now, secs), now);
             }
         }
-        let due = |table: &Table| {
+        let due = |table: &RevocationTable| {
             table
                 .shards
                 .iter()
@@ -253,7 +253,7 @@ mod tests {
     #[test]
     fn revoking_again_merges_the_later_end_and_cutoff() {
         let now = Instant::now();
-        let table = Table::new(10);
+        let table = RevocationTable::new(10);
         let early = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
         let late = SystemTime::UNIX_EPOCH + Duration::from_secs(200);
         table.insert(
@@ -286,7 +286,7 @@ mod tests {
     #[test]
     fn the_table_never_holds_more_than_its_capacity() {
         let now = Instant::now();
-        let table = Table::new(1_000);
+        let table = RevocationTable::new(1_000);
         for i in 0..20_000u64 {
             let hash = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
             // Each ends before the next comes: room is made.
