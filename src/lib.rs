@@ -114,6 +114,31 @@
 //! # }
 //! ```
 //!
+//! # Configuration
+//!
+//! Every component is built one way, the same way:
+//!
+//! - `new(..)` builds the common case and cannot fail:
+//!   [`ClientIp::new`], [`lockout::LockoutLayer::new`],
+//!   [`revoke::Revocations::new`], [`AuthLayer::new`].
+//! - `builder(..)` takes every other setting, and its `build()` checks
+//!   them all at once and returns `Result<_, ConfigError>`:
+//!   [`ClientIp::builder`], [`lockout::LockoutLayer::builder`],
+//!   [`rate_limit::RateLimitLayer::builder`],
+//!   [`revoke::Revocations::builder`],
+//!   [`cross_origin::CrossOriginProtection::builder`]. No method partway
+//!   through a chain returns a `Result`.
+//! - A value made from input that must be parsed (a key, a PEM file, a
+//!   cookie name) comes from a constructor that returns
+//!   `Result<_, ConfigError>` (`Cookie::try_new`, `DeviceCookies::new`,
+//!   `AccessTokens::hs256`).
+//! - Options that cannot fail and only shape a value (`optional`,
+//!   `renderer`, `realm`, `max_age`) return `Self`: on the builder when the
+//!   component has one, otherwise on the value itself, the tower-http way.
+//! - State shared between replicas is one `RedisStore` (feature `redis`), given
+//!   the same way to every component that keeps state: `redis(store.clone())`
+//!   on its builder.
+//!
 //! # Features
 //!
 //! | feature | default | what it adds |
