@@ -342,3 +342,20 @@ async fn b3_a_lockout_429_carries_the_ratelimit_field_with_t_equal_to_retry_afte
             .is_none()
     );
 }
+
+#[test]
+fn a_hook_given_before_the_key_it_takes_is_refused_by_build() {
+    // B7: the hook takes the first key's type; given for the default
+    // address key and then re-keyed by string, it could never be called.
+    let built = LockoutLayer::builder(max(2))
+        .on_lockout(|_: &std::net::IpAddr, _| {})
+        .key(by_client as ByClient)
+        .build();
+    assert!(matches!(
+        built,
+        Err(portcullis::ConfigError::Incompatible {
+            setting: "on_lockout",
+            ..
+        })
+    ));
+}

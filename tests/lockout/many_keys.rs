@@ -386,3 +386,28 @@ impl http_body::Body for Chunks {
         std::task::Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn b13_the_tracker_of_each_key_is_handed_out_by_position_and_type() {
+    // B13
+    let layer = builder(max(5))
+        .also_key(by_account as ByAccount, max(2))
+        .build()
+        .unwrap();
+    assert!(layer.key_tracker::<String>(2).is_none());
+    assert!(layer.key_tracker::<u32>(1).is_none());
+    let account: Tracker<String> = layer.key_tracker(1).unwrap();
+    let address: Tracker<String> = layer.key_tracker(0).unwrap();
+    let (svc, _) = guarded(layer);
+    for client in ["a", "b"] {
+        svc.clone()
+            .oneshot(attempt(client, "alice", "invalid"))
+            .await
+            .unwrap();
+    }
+    assert!(account.check(&key("alice")).is_err());
+    assert_eq!(address.failures(&key("a")), 1);
+    assert!(account.unlock(&key("alice")));
+    let res = svc.oneshot(attempt("c", "alice", "ok")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
