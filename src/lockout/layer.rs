@@ -57,21 +57,6 @@ impl<K: KeyExtractor, R> Config<K, R> {
     }
 }
 
-impl<K: KeyExtractor, R> Clone for Config<K, R> {
-    fn clone(&self) -> Self {
-        Self {
-            extractor: Arc::clone(&self.extractor),
-            tracker: self.tracker.clone(),
-            renderer: Arc::clone(&self.renderer),
-            classifier: self.classifier.clone(),
-            rules: self.rules.clone(),
-            lists: self.lists.clone(),
-            shadow: self.shadow,
-            order_checks: Arc::clone(&self.order_checks),
-        }
-    }
-}
-
 impl LockoutLayer {
     /// A layer keyed by the client's address (a [`ClientIp`] that trusts no
     /// proxy), with `policy`, in memory. Use [`builder`](Self::builder)
