@@ -39,8 +39,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use portcullis::{
-    AuthLayer, ClientIp, Credential, ValidationError, Validator,
-    lockout::{LockoutLayer, Policy, RedisStore},
+    AuthLayer, ClientIp, Credential, RedisStore, ValidationError, Validator,
+    lockout::{LockoutLayer, Policy},
     rate_limit::RateLimitLayer,
 };
 use tokio::{

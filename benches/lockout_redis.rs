@@ -36,8 +36,8 @@ use std::{
 use criterion::{Criterion, Throughput, criterion_group};
 use http::{Request, Response, StatusCode};
 use portcullis::{
-    PeerAddr,
-    lockout::{LockoutLayer, Policy, RedisStore, Tracker},
+    PeerAddr, RedisStore,
+    lockout::{LockoutLayer, Policy, Tracker},
 };
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, service_fn};

@@ -22,7 +22,7 @@ use std::{
 
 use criterion::{Criterion, Throughput, criterion_group};
 use http::{Request, Response, StatusCode};
-use portcullis::{PeerAddr, lockout::RedisStore, rate_limit::RateLimitLayer};
+use portcullis::{PeerAddr, RedisStore, rate_limit::RateLimitLayer};
 use tower::{Layer, ServiceExt, service_fn};
 
 const CLIENTS: u32 = 1024;

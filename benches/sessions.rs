@@ -112,7 +112,7 @@ fn refresh_memory(c: &mut Criterion) {
 
 #[cfg(feature = "redis")]
 fn refresh_redis(c: &mut Criterion) {
-    use portcullis::lockout::RedisStore;
+    use portcullis::RedisStore;
 
     let Ok(url) = std::env::var("PORTCULLIS_REDIS_URL") else {
         eprintln!("refresh/redis skipped: set PORTCULLIS_REDIS_URL");

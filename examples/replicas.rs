@@ -42,9 +42,9 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use portcullis::{
-    AuthLayer, Credential, ValidationError,
+    AuthLayer, Credential, RedisConnectError, RedisStore, ValidationError,
     integration::axum::Identity,
-    lockout::{LockoutLayer, Policy, RedisConnectError, RedisStore},
+    lockout::{LockoutLayer, Policy},
     reject::DefaultRenderer,
 };
 use serde_json::{Value, json};

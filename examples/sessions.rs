@@ -306,7 +306,7 @@ async fn state(settings: &Settings) -> Result<(Sessions, Revocations, LockoutBui
     // revocations and the lockout.
     #[cfg(feature = "redis")]
     if let Some((name, value)) = &settings.redis {
-        use portcullis::lockout::RedisStore;
+        use portcullis::RedisStore;
         let store = if *name == "PORTCULLIS_REDIS_CLUSTER" {
             RedisStore::connect_cluster(value.split(',').map(str::trim)).await
         } else {

@@ -217,6 +217,8 @@ pub use client_ip::{ClientIp, PeerAddr};
 pub use credential::{Credential, CredentialSource, Fingerprint, FingerprintKey};
 pub use error::ConfigError;
 pub use key::KeyExtractor;
+#[cfg(feature = "redis")]
+pub use redis::{RedisConnectError, RedisStore};
 pub use reject::AuthRejection;
 pub use validate::{ValidationError, ValidationErrorKind, Validator};
 

@@ -652,7 +652,7 @@ mod shared_store {
     //! Against a real redis-server: `PORTCULLIS_REDIS_URL` names one; without
     //! it these tests say they are skipped, except in CI, where that fails.
 
-    use portcullis::rate_limit::RedisStore;
+    use portcullis::RedisStore;
     use redis::AsyncCommands;
 
     use super::*;

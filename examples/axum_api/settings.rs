@@ -49,7 +49,7 @@ pub(crate) struct Limits {
     pub(crate) redis_url: Option<(&'static str, String)>,
     /// The shared store, once connected.
     #[cfg(feature = "redis")]
-    pub(crate) redis: Option<portcullis::lockout::RedisStore>,
+    pub(crate) redis: Option<portcullis::RedisStore>,
 }
 
 impl Limits {
@@ -101,7 +101,7 @@ impl Limits {
     /// `PORTCULLIS_REDIS_CLUSTER` (a Redis Cluster), when one is set.
     #[cfg(feature = "redis")]
     pub(crate) async fn connect_redis(&mut self) -> Result<(), String> {
-        use portcullis::lockout::RedisStore;
+        use portcullis::RedisStore;
         if let Some((var, value)) = &self.redis_url {
             let store = if *var == "PORTCULLIS_REDIS_CLUSTER" {
                 RedisStore::connect_cluster(value.split(',').map(str::trim)).await

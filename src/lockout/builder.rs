@@ -180,7 +180,7 @@ impl<K: KeyExtractor, R> LockoutBuilder<K, R> {
     /// Redis grants each replica admission credits per key, never more
     /// than the key has left (`failures + credits ≤ max_failures`), and
     /// the replica admits attempts against them without a round trip; see
-    /// [`RedisStore`](crate::lockout::RedisStore) and the README's
+    /// [`RedisStore`](crate::RedisStore) and the README's
     /// "Several replicas".
     ///
     /// Through the layer's [`Tracker`], [`attempt`](Tracker::attempt) and
@@ -191,7 +191,7 @@ impl<K: KeyExtractor, R> LockoutBuilder<K, R> {
     /// replica's tables only (which include the lockouts seen in Redis).
     ///
     /// ```no_run
-    /// use portcullis::lockout::{LockoutLayer, Policy, RedisStore};
+    /// use portcullis::{RedisStore, lockout::{LockoutLayer, Policy}};
     ///
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;

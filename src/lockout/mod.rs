@@ -164,8 +164,6 @@ mod shadow;
 mod store;
 mod tracker;
 
-#[cfg(feature = "redis")]
-pub use crate::redis::{RedisConnectError, RedisStore};
 pub use attempt::{Acquire, Attempt, FailureOutcome, Locked, Refused};
 pub use builder::LockoutBuilder;
 pub use classify::{Classifier, DefaultClassifier, Failed, Outcome, Succeeded};

@@ -106,9 +106,6 @@ mod layer;
 mod service;
 mod store;
 
-#[cfg(feature = "redis")]
-pub use crate::redis::{RedisConnectError, RedisStore};
-
 pub(crate) use self::headers::LockoutFields;
 pub use self::{
     builder::RateLimitBuilder,

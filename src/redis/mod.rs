@@ -103,7 +103,7 @@ const CLIENT_TIMEOUT: Duration = Duration::from_millis(500);
 /// # Example
 ///
 /// ```no_run
-/// use portcullis::lockout::{LockoutLayer, Policy, RedisStore};
+/// use portcullis::{RedisStore, lockout::{LockoutLayer, Policy}};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// // One node:

@@ -20,8 +20,8 @@ mod masters;
 use std::time::Duration;
 
 use portcullis::{
-    Credential, CredentialSource,
-    lockout::{Policy, RedisStore, Tracker},
+    Credential, CredentialSource, RedisStore,
+    lockout::{Policy, Tracker},
     revoke::{Revocable, Revocations},
 };
 use tokio::time::{Instant, timeout};

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use ::redis::AsyncCommands;
-use portcullis::lockout::RedisStore;
+use portcullis::RedisStore;
 
 use super::*;
 

@@ -7,10 +7,9 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{Request, Response, StatusCode, header};
 use portcullis::{
-    AuthLayer, ValidationErrorKind, Validator,
+    AuthLayer, RedisStore, ValidationErrorKind, Validator,
     events::{self, Event, RevocationOrigin, RevocationTarget},
     lease::{End, Lease},
-    lockout::RedisStore,
     revoke::{Revocations, SyncState},
 };
 use tokio::time::{Instant, timeout};

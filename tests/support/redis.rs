@@ -16,8 +16,8 @@ use std::{
 
 use http::request::Parts;
 use portcullis::{
-    AuthRejection,
-    lockout::{LockoutLayer, Policy, RedisStore, Tracker},
+    AuthRejection, RedisStore,
+    lockout::{LockoutLayer, Policy, Tracker},
 };
 
 /// The shared server's URL, or `None` (with a notice) when tests should skip.

@@ -103,7 +103,7 @@ impl<K, R> RateLimitBuilder<K, R> {
     /// # Example
     ///
     /// ```no_run
-    /// use portcullis::{lockout::RedisStore, rate_limit::RateLimitLayer};
+    /// use portcullis::{RedisStore, rate_limit::RateLimitLayer};
     ///
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;

@@ -66,7 +66,7 @@ impl RevocationsBuilder {
     /// # Example
     ///
     /// ```no_run
-    /// use portcullis::{lockout::RedisStore, revoke::Revocations};
+    /// use portcullis::{RedisStore, revoke::Revocations};
     ///
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
