@@ -103,7 +103,9 @@ impl CrossOriginProtection {
         Self::default()
     }
 
-    /// No check at all: every request passes.
+    /// No check at all: every request passes. A [`CrossOriginLayer`] with
+    /// it in front of `AuthLayer` or the session endpoints turns their
+    /// built-in check off too.
     ///
     /// # Security
     ///
