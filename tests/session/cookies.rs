@@ -298,8 +298,11 @@ async fn unknown_reused_and_revoked_refresh_tokens_get_identical_answers() {
     assert_eq!(unknown.0, StatusCode::UNAUTHORIZED);
     assert_eq!(
         unknown.1[header::WWW_AUTHENTICATE],
-        r#"Bearer realm="api", error="invalid_token", error_description="the access token is invalid""#
+        r#"Bearer realm="api", error="invalid_token", error_description="the refresh token is invalid""#
     );
+    // The answer names the refresh token: a client that reads "the access
+    // token is invalid" refreshes again instead of signing in.
+    assert_eq!(unknown.2, "the refresh token is invalid");
     assert_eq!(
         unknown.1[header::SET_COOKIE],
         "refresh=; HttpOnly; SameSite=Strict; Secure; Path=/auth; Max-Age=0"
@@ -372,4 +375,27 @@ async fn no_refresh_or_access_token_reaches_the_logs() {
         assert!(!text.contains(token.access_token()));
     }
     assert!(!text.contains(&"C".repeat(43)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_refresh_cookie_names_the_refresh_token_in_every_protocol() {
+    let (sessions, _) = sessions(Duration::ZERO);
+    let app = endpoints(sessions);
+    let unknown = format!("refresh={}.{}A", "A".repeat(22), "B".repeat(42));
+    let mut request = post("/auth/refresh", Some(&unknown));
+    request
+        .headers_mut()
+        .insert("connect-protocol-version", "1".parse().unwrap());
+    let (status, _, body) = read(app.clone().oneshot(request).await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        body,
+        r#"{"code":"unauthenticated","message":"the refresh token is invalid"}"#
+    );
+    // No cookie at all: still about the refresh token, and not counted.
+    let (status, headers, body) =
+        read(app.oneshot(post("/auth/refresh", None)).await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body, "no refresh token was presented");
+    assert_eq!(headers[header::WWW_AUTHENTICATE], r#"Bearer realm="api""#);
 }
