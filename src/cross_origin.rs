@@ -32,7 +32,8 @@
 //!   trusted origins with [`AuthLayer::cross_origin`](crate::AuthLayer::cross_origin),
 //!   or turn the check off with [`CrossOriginProtection::disabled`].
 //! - **[`CrossOriginLayer`]** applies the same check to every request it
-//!   sees, cookie or not: put it on public routes that act on ambient
+//!   sees, cookie or not, or to those its [`when`](CrossOriginLayer::when)
+//!   predicate selects: put it on public routes that act on ambient
 //!   state, such as a login form (login CSRF) or a sign-out.
 //!
 //! Non-browser clients (curl, SDKs, servers) send neither header and pass.
@@ -253,12 +254,16 @@ fn origin_host(origin: &[u8]) -> Option<&[u8]> {
 /// assert_eq!(svc.oneshot(forged).await.unwrap().status(), StatusCode::FORBIDDEN);
 /// # });
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[must_use]
 pub struct CrossOriginLayer<R = DefaultRenderer> {
     check: CrossOriginProtection,
     renderer: Arc<R>,
+    when: Option<Predicate>,
 }
+
+/// Which requests a [`CrossOriginLayer`] checks.
+type Predicate = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
 
 impl CrossOriginLayer {
     /// A layer applying `check`, answering with the [`DefaultRenderer`].
@@ -266,6 +271,7 @@ impl CrossOriginLayer {
         Self {
             check,
             renderer: Arc::new(DefaultRenderer::new()),
+            when: None,
         }
     }
 }
@@ -276,7 +282,61 @@ impl<R> CrossOriginLayer<R> {
         CrossOriginLayer {
             check: self.check,
             renderer: Arc::new(renderer),
+            when: self.when,
         }
+    }
+
+    /// Checks only the requests `when` selects (the login route:
+    /// `|req| req.uri.path() == "/login"`, say); the others pass unchecked.
+    /// Without it, every request is checked.
+    ///
+    /// The predicate is the same kind as
+    /// [`BodyKeyLayer::new`](crate::body_key::BodyKeyLayer::new)'s and
+    /// [`AuthLayer::public`](crate::AuthLayer::public)'s, so one route can
+    /// be given to all three; [`Stack::login_route`](crate::stack::Stack::login_route)
+    /// does that for you. Safe methods pass whatever `when` says (see the
+    /// [module docs](self)).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use http::{Method, Request, Response, StatusCode};
+    /// use portcullis::cross_origin::{CrossOriginProtection, CrossOriginLayer};
+    /// use tower::{ServiceBuilder, ServiceExt};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(CrossOriginLayer::new(CrossOriginProtection::new()).when(|req| req.uri.path() == "/login"))
+    ///     .service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(String::new())) });
+    /// let post = |path: &str| {
+    ///     Request::builder()
+    ///         .method(Method::POST)
+    ///         .uri(path)
+    ///         .header("sec-fetch-site", "cross-site")
+    ///         .body(())
+    ///         .unwrap()
+    /// };
+    /// assert_eq!(svc.clone().oneshot(post("/login")).await.unwrap().status(), StatusCode::FORBIDDEN);
+    /// // A cross-origin API call elsewhere (a webhook, say) is not checked.
+    /// assert_eq!(svc.oneshot(post("/webhook")).await.unwrap().status(), StatusCode::OK);
+    /// # });
+    /// ```
+    pub fn when<F>(mut self, when: F) -> Self
+    where
+        F: Fn(&Parts) -> bool + Send + Sync + 'static,
+    {
+        self.when = Some(Arc::new(when));
+        self
+    }
+}
+
+impl<R> fmt::Debug for CrossOriginLayer<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CrossOriginLayer")
+            .field("check", &self.check)
+            .field("when", &self.when.as_ref().map(|_| ".."))
+            .finish_non_exhaustive()
     }
 }
 
@@ -288,16 +348,27 @@ impl<S, R> Layer<S> for CrossOriginLayer<R> {
             inner,
             check: self.check.clone(),
             renderer: Arc::clone(&self.renderer),
+            when: self.when.clone(),
         }
     }
 }
 
 /// The service built by [`CrossOriginLayer`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CrossOrigin<S, R = DefaultRenderer> {
     inner: S,
     check: CrossOriginProtection,
     renderer: Arc<R>,
+    when: Option<Predicate>,
+}
+
+impl<S: fmt::Debug, R> fmt::Debug for CrossOrigin<S, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CrossOrigin")
+            .field("inner", &self.inner)
+            .field("check", &self.check)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S, R> CrossOrigin<S, R> {
@@ -324,7 +395,8 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (parts, body) = request.into_parts();
-        if self.check.allows(&parts) {
+        let selected = self.when.as_ref().is_none_or(|when| when(&parts));
+        if !selected || self.check.allows(&parts) {
             let future = self.inner.call(Request::from_parts(parts, body));
             return ResponseFuture::new(Gate::pass(future, ()));
         }

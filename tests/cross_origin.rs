@@ -270,3 +270,36 @@ async fn c1_the_layer_protects_a_public_login_form_and_answers_grpc_with_permiss
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["grpc-status"], "7");
 }
+
+#[tokio::test]
+async fn c1_the_layer_with_when_checks_only_the_requests_it_selects() {
+    // C1: the login form is checked; a cross-origin API call elsewhere (a
+    // webhook a partner posts) is not.
+    let svc = ServiceBuilder::new()
+        .layer(
+            CrossOriginLayer::new(CrossOriginProtection::new())
+                .when(|req| req.uri.path() == "/login"),
+        )
+        .service_fn(|_: Request<String>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        });
+    let cross_site = |path: &str| {
+        let mut req = post(&[("sec-fetch-site", "cross-site")]);
+        *req.uri_mut() = path.parse().unwrap();
+        req
+    };
+    let res = svc.clone().oneshot(cross_site("/login")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        res.extensions()
+            .get::<AuthRejection>()
+            .map(AuthRejection::kind),
+        Some(RejectionKind::CrossOrigin)
+    );
+    let res = svc.clone().oneshot(cross_site("/webhook")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // Same-origin requests to the selected route still pass.
+    let mut login = post(&[("sec-fetch-site", "same-origin")]);
+    *login.uri_mut() = "/login".parse().unwrap();
+    assert_eq!(svc.oneshot(login).await.unwrap().status(), StatusCode::OK);
+}

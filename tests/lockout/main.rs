@@ -19,6 +19,8 @@ mod order;
 #[cfg(feature = "redis")]
 mod replicas;
 mod smart;
+#[cfg(feature = "axum")]
+mod stack;
 mod tables;
 #[cfg(feature = "redis")]
 mod unlock;
