@@ -9,6 +9,7 @@ mod counting;
 mod delay;
 #[cfg(feature = "cookie")]
 mod devices;
+mod events;
 mod keys;
 mod lists;
 mod lockouts;

@@ -399,3 +399,34 @@ async fn a_refused_refresh_cookie_names_the_refresh_token_in_every_protocol() {
     assert_eq!(body, "no refresh token was presented");
     assert_eq!(headers[header::WWW_AUTHENTICATE], r#"Bearer realm="api""#);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_refresh_token_is_an_audit_event_of_a_counted_failure() {
+    // S3, B1: the lockout counts it, and operators see it counted.
+    let mut audit = portcullis::events::subscribe(4096);
+    let (sessions, _) = sessions(Duration::ZERO);
+    let (app, tracker) = locked(sessions, 3);
+    let mut request = post(
+        "/auth/refresh",
+        Some(&format!("refresh={}.{}A", "A".repeat(22), "B".repeat(42))),
+    );
+    request
+        .headers_mut()
+        .insert("x-client", "ops-refresh-client".parse().unwrap());
+    let (status, _, _) = read(app.oneshot(request).await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(tracker.failures(&"ops-refresh-client".to_owned()), 1);
+    let seen: Vec<_> = std::iter::from_fn(|| audit.try_recv())
+        .filter(|e| {
+            matches!(e, portcullis::events::Event::FailureCounted { key, .. } if key == "ops-refresh-client")
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [portcullis::events::Event::FailureCounted {
+            key: "ops-refresh-client".to_owned(),
+            failures: 1,
+            remaining: 2,
+        }]
+    );
+}
