@@ -138,8 +138,9 @@ impl Sessions {
     ///
     /// The identity it produces is
     /// [`Claims<T>`](crate::validate::Claims): the standard claims (`sub`,
-    /// `sid`, `jti`, `exp`…) through its accessors, and `T` for claims of
-    /// your own (`serde_json::Value`, or `()` when there are none).
+    /// `sid`, `jti`, `exp`…) through its accessors, and `T`, the whole
+    /// payload deserialized (`serde_json::Value`, or a struct of the claims
+    /// you read).
     /// Handlers extract it as `Identity<Claims<T>>` (feature `axum`); an
     /// extractor of another type finds no identity and answers 500.
     ///
