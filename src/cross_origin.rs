@@ -36,11 +36,16 @@
 //!   `AuthLayer` checks every request whose credential came from a cookie
 //!   source (and only those: a bearer token or API key is not sent by the
 //!   browser on its own, so it needs no such check) with
-//!   [`CrossOriginProtection::new`], no trusted origin. A request that
-//!   passed a [`CrossOriginLayer`] on its way in is not checked again: to
-//!   trust origins, or to turn the check off
+//!   [`CrossOriginProtection::new`], no trusted origin. A request that a
+//!   [`CrossOriginLayer`] checked and let in is not checked again: to trust
+//!   origins, or to turn the check off
 //!   ([`CrossOriginProtection::disabled`]), put a [`CrossOriginLayer`]
-//!   configured that way in front.
+//!   configured that way in front. Requests its
+//!   [`when`](CrossOriginLayer::when) predicate leaves out are still
+//!   checked by the built-in checks. Of several `CrossOriginLayer`s, the
+//!   first one that checks a request decides (one around the whole
+//!   router that trusts an origin, say, and the one
+//!   [`Stack::login_route`](crate::stack::Stack::login_route) adds).
 //!
 //! Non-browser clients (curl, SDKs, servers) send neither header and pass.
 //!
@@ -217,9 +222,9 @@ impl CrossOriginBuilder {
     }
 }
 
-/// The mark a [`CrossOrigin`] service leaves on the requests it let
-/// through, so that the checks built into `AuthLayer` and the session
-/// endpoints leave them to it.
+/// The mark a [`CrossOrigin`] service leaves on the requests it checked and
+/// let through, so that the checks built into `AuthLayer` and the session
+/// endpoints, and any `CrossOriginLayer` further in, leave them to it.
 #[derive(Debug, Clone, Copy)]
 struct Checked;
 
@@ -295,12 +300,16 @@ fn origin_host(origin: &[u8]) -> Option<&[u8]> {
 /// assert_eq!(svc.oneshot(forged).await.unwrap().status(), StatusCode::FORBIDDEN);
 /// # });
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[must_use]
 pub struct CrossOriginLayer<R = DefaultRenderer> {
     check: CrossOriginProtection,
     renderer: Arc<R>,
+    when: Option<Predicate>,
 }
+
+/// Which requests a [`CrossOriginLayer`] checks.
+type Predicate = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
 
 impl CrossOriginLayer {
     /// A layer applying `check`, answering with the [`DefaultRenderer`].
@@ -308,6 +317,7 @@ impl CrossOriginLayer {
         Self {
             check,
             renderer: Arc::new(DefaultRenderer::new()),
+            when: None,
         }
     }
 }
@@ -318,7 +328,61 @@ impl<R> CrossOriginLayer<R> {
         CrossOriginLayer {
             check: self.check,
             renderer: Arc::new(renderer),
+            when: self.when,
         }
+    }
+
+    /// Checks only the requests `when` selects (the login route:
+    /// `|req| req.uri.path() == "/login"`, say); the others pass unchecked.
+    /// Without it, every request is checked.
+    ///
+    /// The predicate is the same kind as
+    /// [`BodyKeyLayer::new`](crate::body_key::BodyKeyLayer::new)'s and
+    /// [`AuthLayer::public`](crate::AuthLayer::public)'s, so one route can
+    /// be given to all three; [`Stack::login_route`](crate::stack::Stack::login_route)
+    /// does that for you. Safe methods pass whatever `when` says (see the
+    /// [module docs](self)).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use http::{Method, Request, Response, StatusCode};
+    /// use portcullis::cross_origin::{CrossOriginProtection, CrossOriginLayer};
+    /// use tower::{ServiceBuilder, ServiceExt};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(CrossOriginLayer::new(CrossOriginProtection::new()).when(|req| req.uri.path() == "/login"))
+    ///     .service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(String::new())) });
+    /// let post = |path: &str| {
+    ///     Request::builder()
+    ///         .method(Method::POST)
+    ///         .uri(path)
+    ///         .header("sec-fetch-site", "cross-site")
+    ///         .body(())
+    ///         .unwrap()
+    /// };
+    /// assert_eq!(svc.clone().oneshot(post("/login")).await.unwrap().status(), StatusCode::FORBIDDEN);
+    /// // A cross-origin API call elsewhere (a webhook, say) is not checked.
+    /// assert_eq!(svc.oneshot(post("/webhook")).await.unwrap().status(), StatusCode::OK);
+    /// # });
+    /// ```
+    pub fn when<F>(mut self, when: F) -> Self
+    where
+        F: Fn(&Parts) -> bool + Send + Sync + 'static,
+    {
+        self.when = Some(Arc::new(when));
+        self
+    }
+}
+
+impl<R> fmt::Debug for CrossOriginLayer<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CrossOriginLayer")
+            .field("check", &self.check)
+            .field("when", &self.when.as_ref().map(|_| ".."))
+            .finish_non_exhaustive()
     }
 }
 
@@ -330,16 +394,27 @@ impl<S, R> Layer<S> for CrossOriginLayer<R> {
             inner,
             check: self.check.clone(),
             renderer: Arc::clone(&self.renderer),
+            when: self.when.clone(),
         }
     }
 }
 
 /// The service built by [`CrossOriginLayer`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CrossOrigin<S, R = DefaultRenderer> {
     inner: S,
     check: CrossOriginProtection,
     renderer: Arc<R>,
+    when: Option<Predicate>,
+}
+
+impl<S: fmt::Debug, R> fmt::Debug for CrossOrigin<S, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CrossOrigin")
+            .field("inner", &self.inner)
+            .field("check", &self.check)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S, R> CrossOrigin<S, R> {
@@ -366,8 +441,13 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (mut parts, body) = request.into_parts();
-        if self.check.allows(&parts) {
-            parts.extensions.insert(Checked);
+        let selected = self.when.as_ref().is_none_or(|when| when(&parts));
+        // A `CrossOriginLayer` further out checked the request already: the
+        // first one a request passes decides.
+        if !selected || checked_outside(&parts) || self.check.allows(&parts) {
+            if selected {
+                parts.extensions.insert(Checked);
+            }
             let future = self.inner.call(Request::from_parts(parts, body));
             return ResponseFuture::new(Gate::pass(future, ()));
         }

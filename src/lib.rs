@@ -8,6 +8,32 @@
 //! gRPC, gRPC-Web and Connect clients understand them. It works with any hyper-based service: axum
 //! routers, tonic servers and plain hyper.
 //!
+//! # Which piece for which job
+//!
+//! Each common job takes at most five portcullis types, besides your
+//! [`Validator`] (an async function from a [`Credential`] to the caller's
+//! identity or a [`ValidationError`]). The layers go together one way:
+//! `Router::layer(Stack::new(auth)…)`, in the order that works.
+//!
+//! | job | portcullis types |
+//! |---|---|
+//! | bearer auth on an axum router | [`AuthLayer`], `integration::axum::Identity` (the handler's extractor, feature `axum`) |
+//! | the same, with a lockout of clients that keep failing | [`stack::Stack`], [`AuthLayer`], [`lockout::LockoutLayer`], [`lockout::Policy`], [`ClientIp`] (behind a load balancer) |
+//! | login protection: a password form, guesses limited per address and per account | [`Stack`](stack::Stack) ([`login_route`](stack::Stack::login_route)), [`AuthLayer`], [`LockoutLayer`](lockout::LockoutLayer), [`Policy`](lockout::Policy), [`body_key::BodyField`] (and [`lockout::Failed`] to count a repeated password once) |
+//! | sessions: short access tokens, rotated refresh cookies, sign-out (feature `sessions`) | `session::Sessions`, `session::AccessTokens`, [`revoke::Revocations`], [`AuthLayer`], `validate::Claims` (the identity `Sessions::validator` produces) |
+//! | all of it behind a load balancer | the last two rows, and [`ClientIp::trust_proxies`]; `cargo run --example login_sessions --features sessions` |
+//!
+//! To install, with sessions and what an axum app needs beside:
+//!
+//! ```toml
+//! [dependencies]
+//! portcullis = { version = "0.1", features = ["sessions"] } # default features: axum, cookie
+//! axum = "0.8"
+//! tokio = { version = "1", features = ["macros", "rt-multi-thread", "net", "signal"] }
+//! serde = { version = "1", features = ["derive"] } # your login form (axum's `Form`)
+//! serde_json = "1"                                  # `Claims<serde_json::Value>`, JSON answers
+//! ```
+//!
 //! # Quick start
 //!
 //! ```
@@ -65,16 +91,14 @@
 //! - [`rate_limit::RateLimitLayer`] limits requests per client (GCRA).
 //!
 //! ```
-//! use portcullis::{AuthLayer, ClientIp, Credential, ValidationError, lockout::{LockoutLayer, Policy}};
-//! use tower::ServiceBuilder;
+//! use portcullis::{AuthLayer, ClientIp, Credential, ValidationError, lockout::{LockoutLayer, Policy}, stack::Stack};
 //!
 //! # fn main() -> Result<(), portcullis::ConfigError> {
 //! let validate = |_: Credential| async { Err::<(), _>(ValidationError::invalid()) };
 //! let clients = ClientIp::builder().trust_proxies(["10.0.0.0/8"]).build()?;
 //! let policy = Policy::builder().max_failures(5).build()?;
-//! let stack = ServiceBuilder::new()
-//!     .layer(LockoutLayer::builder(policy).key(clients).build()?)
-//!     .layer(AuthLayer::new(validate));
+//! let stack = Stack::new(AuthLayer::new(validate))
+//!     .lockout(LockoutLayer::builder(policy).key(clients).build()?);
 //! # let _ = stack;
 //! # Ok(())
 //! # }

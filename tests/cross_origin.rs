@@ -278,3 +278,82 @@ async fn c1_the_layer_protects_a_public_login_form_and_answers_grpc_with_permiss
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["grpc-status"], "7");
 }
+
+#[tokio::test]
+async fn c1_the_layer_with_when_checks_only_the_requests_it_selects() {
+    // C1: the login form is checked; a cross-origin API call elsewhere (a
+    // webhook a partner posts) is not.
+    let svc = ServiceBuilder::new()
+        .layer(
+            CrossOriginLayer::new(CrossOriginProtection::new())
+                .when(|req| req.uri.path() == "/login"),
+        )
+        .service_fn(|_: Request<String>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        });
+    let cross_site = |path: &str| {
+        let mut req = post(&[("sec-fetch-site", "cross-site")]);
+        *req.uri_mut() = path.parse().unwrap();
+        req
+    };
+    let res = svc.clone().oneshot(cross_site("/login")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        res.extensions()
+            .get::<AuthRejection>()
+            .map(AuthRejection::kind),
+        Some(RejectionKind::CrossOrigin)
+    );
+    let res = svc.clone().oneshot(cross_site("/webhook")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // Same-origin requests to the selected route still pass.
+    let mut login = post(&[("sec-fetch-site", "same-origin")]);
+    *login.uri_mut() = "/login".parse().unwrap();
+    assert_eq!(svc.oneshot(login).await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn c1_the_first_cross_origin_layer_that_checks_a_request_decides() {
+    // C1: a layer around everything that trusts an origin decides for the
+    // strict one on the login route; a request it leaves out is checked by
+    // the login route's own layer.
+    let app = |outer_checks_login: bool| {
+        let trusted = CrossOriginProtection::builder()
+            .trust_origin("https://admin.example")
+            .build()
+            .unwrap();
+        ServiceBuilder::new()
+            .layer(
+                CrossOriginLayer::new(trusted)
+                    .when(move |req| outer_checks_login || req.uri.path() != "/login"),
+            )
+            .layer(
+                CrossOriginLayer::new(CrossOriginProtection::new())
+                    .when(|req| req.uri.path() == "/login"),
+            )
+            .service_fn(|_: Request<String>| async {
+                Ok::<_, Infallible>(Response::new(String::new()))
+            })
+    };
+    let login = |origin: &'static str| {
+        let mut req = post(&[("sec-fetch-site", "cross-site"), ("origin", origin)]);
+        *req.uri_mut() = "/login".parse().unwrap();
+        req
+    };
+    let status = |outer_checks_login: bool, origin: &'static str| async move {
+        app(outer_checks_login)
+            .oneshot(login(origin))
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(status(true, "https://admin.example").await, StatusCode::OK);
+    assert_eq!(
+        status(true, "https://evil.example").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status(false, "https://admin.example").await,
+        StatusCode::FORBIDDEN
+    );
+}

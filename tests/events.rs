@@ -124,6 +124,7 @@ async fn a_scripted_sequence_shows_up_in_the_events_and_the_metrics() {
         count("portcullis_auth_decisions_total{outcome=invalid,source=bearer}"),
         1
     );
+    assert_eq!(count(&format!("{FAILED_ATTEMPTS}{{}}")), 2);
     assert_eq!(count(&format!("{LOCKOUTS}{{}}")), 1);
     assert_eq!(count(&format!("{UNLOCKS}{{}}")), 1);
     assert_eq!(
@@ -185,9 +186,22 @@ async fn a_scripted_sequence_shows_up_in_the_events_and_the_metrics() {
         .expect("a lockout event");
     assert_eq!(locked, ("192.0.2.1".to_owned(), 1));
     assert!(seen.contains(&Event::LockoutRefused {
-        key: Some("192.0.2.1".to_owned()),
+        key: "192.0.2.1".to_owned(),
         crowded: false
     }));
+    // Each counted failure ("old", then "wrong", which locked the key out).
+    let failures: Vec<_> = seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::FailureCounted {
+                key,
+                failures,
+                remaining,
+            } => Some((key.as_str(), *failures, *remaining)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failures, [("192.0.2.1", 1, 1), ("192.0.2.1", 2, 0)]);
     assert!(seen.iter().any(|e| matches!(e, Event::RateLimited { .. })));
     assert!(seen.contains(&Event::Unlocked {
         key: "192.0.2.1".to_owned()

@@ -2156,3 +2156,148 @@ async fn sessions_instances_sharing_redis_detect_a_reuse_across_instances() {
     let (exit, output) = fresh.terminate().await;
     assert!(exit.success(), "{exit}\n{output}");
 }
+
+// The first hour: the `login_sessions` example, a password login with
+// sessions behind a trusted proxy.
+
+#[cfg(all(feature = "sessions", feature = "axum"))]
+#[tokio::test]
+async fn login_sessions_signs_in_counts_failures_locks_an_account_refreshes_and_signs_out() {
+    // B8, B13, B14, C1, S1, S3
+    let server = Server::start_with(
+        "login_sessions",
+        &[("PORTCULLIS_TRUSTED_PROXIES", "127.0.0.1/32")],
+    )
+    .await;
+    let addr = server.addr;
+    let client = |ip: &'static str| [("x-forwarded-for", ip)];
+    let login = |form: &'static str, ip: &'static str| async move {
+        post_form_with(addr, "/auth/login", form, &client(ip)).await
+    };
+
+    // Sign-in: the username is keyed trimmed and lowercased.
+    let (status, headers, body) =
+        login("username=%20Alice&password=wonderland", "203.0.113.1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (access, cookie) = session_grant(&headers, &body);
+    let bearer = format!("Bearer {access}");
+    let (status, _, body) = get(addr, "/me", &[("authorization", &bearer)]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"subject":"alice"}"#)
+    );
+    // Without a token, /me is refused; the login route is public.
+    let (status, _, _) = get(addr, "/me", &client("203.0.113.1")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // A wrong password: 401, counted (on the address and on the account).
+    let (status, _, body) = login("username=alice&password=nope", "203.0.113.2").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body, "wrong username or password");
+
+    // Bob's account: three wrong passwords from three addresses lock it,
+    // so his right password from a fourth is refused.
+    for (form, ip) in [
+        ("username=bob&password=a", "203.0.113.3"),
+        ("username=bob&password=b", "203.0.113.4"),
+        ("username=BOB&password=c", "203.0.113.5"),
+    ] {
+        let (status, _, _) = login(form, ip).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, headers, _) = login("username=bob&password=builder", "203.0.113.6").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(headers["retry-after"], "300");
+
+    // The proxy's X-Forwarded-For is believed: one address spraying
+    // accounts is locked out after five, another address is not.
+    for form in [
+        "username=carol&password=x",
+        "username=dave&password=x",
+        "username=erin&password=x",
+        "username=frank&password=x",
+        "username=grace&password=x",
+    ] {
+        let (status, _, _) = login(form, "203.0.113.9").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _, _) = login("username=alice&password=wonderland", "203.0.113.9").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let (status, _, _) = login("username=alice&password=wonderland", "203.0.113.10").await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Login CSRF: a cross-site post is refused, and not counted.
+    let (status, _, _) = post_form_with(
+        addr,
+        "/auth/login",
+        "username=alice&password=wonderland",
+        &[
+            ("x-forwarded-for", "203.0.113.11"),
+            ("sec-fetch-site", "cross-site"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Refresh: a new access token and a new cookie.
+    let (status, headers, body) = post(
+        addr,
+        "/auth/refresh",
+        &[("cookie", &cookie), ("x-forwarded-for", "203.0.113.1")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, newest) = session_grant(&headers, &body);
+    assert_ne!(newest, cookie);
+
+    // Sign-out ends the session: its cookie no longer refreshes, and the
+    // answer names the refresh token.
+    let (status, _, _) = post(
+        addr,
+        "/auth/logout",
+        &[("cookie", &newest), ("x-forwarded-for", "203.0.113.1")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, headers, body) = post(
+        addr,
+        "/auth/refresh",
+        &[("cookie", &newest), ("x-forwarded-for", "203.0.113.1")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body, "the refresh token is invalid");
+    assert!(challenge(&headers).contains("the refresh token is invalid"));
+
+    let (status, output) = server.terminate().await;
+    assert!(status.success(), "{status}\n{output}");
+    // What operators see: each counted failure with its key, accounts
+    // without quotes, and the account lockout.
+    assert!(
+        output.contains("failed attempt counted key=alice failures=1"),
+        "{output}"
+    );
+    assert!(
+        output.contains("failed attempt counted key=203.0.113.2 failures=1"),
+        "{output}"
+    );
+    assert!(
+        output.contains("key locked out after too many failed attempts key=bob"),
+        "{output}"
+    );
+    assert!(
+        output.contains("key locked out after too many failed attempts key=203.0.113.9"),
+        "{output}"
+    );
+    let secret = |cookie: &str| cookie.split_once('.').unwrap().1.to_owned();
+    assert_none_of(
+        &output,
+        &[
+            &access,
+            &secret(&cookie),
+            &secret(&newest),
+            "wonderland",
+            "builder",
+        ],
+    );
+}

@@ -81,6 +81,23 @@ impl<V, R> AuthLayer<V, R> {
         self
     }
 
+    /// Adds `predicate` to the public requests: a request either predicate
+    /// selects is public ([`Stack::login_route`](crate::stack::Stack::login_route)).
+    pub(crate) fn also_public<F>(self, predicate: F) -> Self
+    where
+        F: Fn(&Parts) -> bool + Send + Sync + 'static,
+    {
+        match self.public.clone() {
+            None => self.public(predicate),
+            Some(before) => self.public(move |req| before(req) || predicate(req)),
+        }
+    }
+
+    /// The cross-origin check of cookie credentials.
+    pub(crate) fn cross_origin_protection(&self) -> &CrossOriginProtection {
+        &self.cross_origin
+    }
+
     /// Answers CORS preflight requests (`OPTIONS` with
     /// `Access-Control-Request-Method`) with `responder` instead of
     /// authenticating them.

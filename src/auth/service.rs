@@ -1,7 +1,10 @@
 use std::{
     any::Any,
     fmt,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll, Waker},
 };
 
@@ -126,6 +129,7 @@ where
             }
             Ok(None) => {
                 tracing::debug!(target: "portcullis::auth", "no credential presented");
+                warn_if_login_not_public(&parts);
                 let rejection = AuthRejection::new(RejectionKind::Missing);
                 events::emit(Record::Rejected {
                     kind: rejection.kind(),
@@ -288,6 +292,23 @@ fn is_preflight(parts: &Parts) -> bool {
         && parts
             .headers
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// A sign-in request (its body named an account) refused for a missing
+/// credential: its route is not public, so the right password gets a bare
+/// 401 and the handler never runs. Says so once per process.
+fn warn_if_login_not_public(parts: &Parts) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if parts.extensions.get::<BodyField>().is_some() && !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            target: "portcullis::auth",
+            path = parts.uri.path(),
+            "a sign-in request (its body names an account) was refused for a missing credential: \
+             its route is not public, so no password reaches the login handler. Mark the route \
+             public (AuthLayer::public) or build the layers with portcullis::stack::Stack and \
+             its login_route (logged once)"
+        );
+    }
 }
 
 /// The rejection of a credential the validator refused, logged with its

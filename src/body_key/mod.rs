@@ -151,6 +151,23 @@ impl BodyField {
     /// A key extractor: the field's value, or `None` for a request without
     /// one. Give it to [`LockoutBuilder::also_key`](crate::lockout::LockoutBuilder::also_key).
     ///
+    /// There are two ways to key a lockout on the account:
+    ///
+    /// - `BodyField::key` (this one): every attempt at the account counts
+    ///   on it, from any client. Use it when you issue no device cookies:
+    ///   an API login, a service without browsers. Whoever guesses against
+    ///   an account locks it for everyone, the user included, so keep its
+    ///   lockout short and [reset it on success](crate::lockout::PolicyBuilder::reset_on_success).
+    /// - [`DeviceCookies::untrusted_key`](crate::lockout::DeviceCookies::untrusted_key):
+    ///   the account too, but only for clients without a valid device
+    ///   cookie for it; add [`DeviceCookies::key`](crate::lockout::DeviceCookies::key)
+    ///   beside it. Use it when browsers sign in and you can send a cookie
+    ///   at each successful sign-in: an attacker then locks out only the
+    ///   clients the account never used, never the user's own browser.
+    ///
+    /// Use one of the two, not both: both would count every untrusted
+    /// attempt twice against one account.
+    ///
     /// # Errors
     ///
     /// Never; the signature is that of a key extractor.

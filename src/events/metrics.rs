@@ -7,6 +7,7 @@
 //! | name | kind | labels | what |
 //! |---|---|---|---|
 //! | `portcullis_auth_decisions_total` | counter | `outcome`, `source` | every decision of `AuthLayer` and of the scope check |
+//! | `portcullis_failed_attempts_total` | counter | | failed attempts counted, one per key of the request |
 //! | `portcullis_lockouts_total` | counter | | keys locked out |
 //! | `portcullis_unlocks_total` | counter | | lockouts lifted by an operator |
 //! | `portcullis_lockout_refusals_total` | counter | `reason` | requests the lockout refused |
@@ -66,6 +67,8 @@ use crate::{
 
 /// The counter of `AuthLayer` decisions.
 pub const AUTH_DECISIONS: &str = "portcullis_auth_decisions_total";
+/// The counter of failed attempts counted (one per key).
+pub const FAILED_ATTEMPTS: &str = "portcullis_failed_attempts_total";
 /// The counter of lockouts started.
 pub const LOCKOUTS: &str = "portcullis_lockouts_total";
 /// The counter of lockouts lifted by an operator.
@@ -130,6 +133,10 @@ fn describe() {
     describe_counter!(
         AUTH_DECISIONS,
         "authentication decisions by outcome and credential source"
+    );
+    describe_counter!(
+        FAILED_ATTEMPTS,
+        "failed attempts counted, one per key of the request"
     );
     describe_counter!(LOCKOUTS, "keys locked out after too many failed attempts");
     describe_counter!(UNLOCKS, "lockouts lifted by an operator");
@@ -298,6 +305,7 @@ fn outcome(kind: RejectionKind) -> usize {
 struct Metrics {
     decisions: Vec<Counter>,
     validator: Vec<Histogram>,
+    failed_attempts: Counter,
     lockouts: Counter,
     unlocks: Counter,
     locked_out: Counter,
@@ -339,6 +347,7 @@ impl Metrics {
         Self {
             decisions,
             validator,
+            failed_attempts: counter!(FAILED_ATTEMPTS),
             lockouts: counter!(LOCKOUTS),
             unlocks: counter!(UNLOCKS),
             locked_out: counter!(LOCKOUT_REFUSALS, "reason" => "locked_out"),
@@ -373,6 +382,7 @@ impl Sink for Metrics {
             } => {
                 self.decision(outcome(kind), source(s)).increment(1);
             }
+            Record::FailureCounted { .. } => self.failed_attempts.increment(1),
             Record::LockedOut { .. } => self.lockouts.increment(1),
             Record::Unlocked { .. } => self.unlocks.increment(1),
             Record::LockoutRefused { crowded, .. } => {

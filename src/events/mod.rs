@@ -1,7 +1,8 @@
 //! Audit events: one typed stream of what portcullis decided.
 //!
 //! Every decision that matters to an operator (a credential accepted or
-//! rejected, a key locked out or unlocked, a request refused by a limiter,
+//! rejected, a failed attempt counted, a key locked out or unlocked, a
+//! request refused by a limiter,
 //! a limiter deciding locally because Redis did not answer, a credential
 //! revoked, a refresh token reused, a session ended) is an
 //! [`Event`]. Subscribe with [`subscribe`]: each subscription is a bounded
@@ -20,6 +21,12 @@
 //! Events never carry a secret: a credential appears as its source and its
 //! keyed [`Fingerprint`]. Limiter keys (client addresses, account names)
 //! appear in events, as they do in logs; the metrics never carry them.
+//!
+//! A key is written as its `Debug` form, except that a key which is a plain
+//! string (an account) is written without quotes: `alice`, not `"alice"`.
+//! A string that `Debug` has to escape (a quote, a backslash, a control
+//! character) keeps its quotes and escapes, so a key can never forge a line
+//! or a field of a log.
 //!
 //! # Example
 //!
@@ -75,6 +82,22 @@ pub enum Event {
         /// The keyed fingerprint of the credential, when one was presented.
         fingerprint: Option<Fingerprint>,
     },
+    /// A failed attempt was counted against a key: a credential the
+    /// validator rejected, a [`Failed`](crate::lockout::Failed) marker or a
+    /// 401 from a login handler, a refused refresh token
+    /// (`session::Sessions`). One event per key of the request that counted
+    /// it; a wrong guess the key repeats within its window is not counted
+    /// again, and makes no event (SECURITY.md B14).
+    FailureCounted {
+        /// The key (a client address, an account, a device), as in the
+        /// logs.
+        key: String,
+        /// The key's failures within its window, this one included.
+        failures: u32,
+        /// Failures left before the key is locked out (0: this one locked
+        /// it out, and an [`Event::LockedOut`] follows).
+        remaining: u32,
+    },
     /// A key was locked out after too many failed attempts.
     LockedOut {
         /// The key (a client address, an account), as in the logs.
@@ -92,9 +115,10 @@ pub enum Event {
     /// The lockout refused a request: its key is locked out, or too many of
     /// its requests wait already.
     LockoutRefused {
-        /// The key, for a lockout with one key; `None` for a lockout that
-        /// decides on several.
-        key: Option<String>,
+        /// The key that refused it. With several keys (address, account,
+        /// device), the one whose answer was sent: the lockout with the
+        /// longest `Retry-After`.
+        key: String,
         /// Refused because the queue of waiting requests was full, not
         /// because the key is locked out.
         crowded: bool,
@@ -240,6 +264,11 @@ pub(crate) enum Record<'a> {
         source: Option<&'a CredentialSource>,
         fingerprint: Option<Fingerprint>,
     },
+    FailureCounted {
+        key: &'a dyn fmt::Debug,
+        failures: u32,
+        remaining: u32,
+    },
     LockedOut {
         key: &'a dyn fmt::Debug,
         lockout: Duration,
@@ -249,7 +278,7 @@ pub(crate) enum Record<'a> {
         key: &'a dyn fmt::Debug,
     },
     LockoutRefused {
-        key: Option<&'a dyn fmt::Debug>,
+        key: &'a dyn fmt::Debug,
         crowded: bool,
     },
     RateLimited {
@@ -286,7 +315,7 @@ pub(crate) enum Record<'a> {
 
 impl Record<'_> {
     fn to_event(self) -> Option<Event> {
-        let key = |key: &dyn fmt::Debug| format!("{key:?}");
+        let key = |key: &dyn fmt::Debug| KeyText(key).to_string();
         Some(match self {
             Self::Authenticated { source } => Event::Authenticated {
                 source: source.clone(),
@@ -300,6 +329,15 @@ impl Record<'_> {
                 source: source.cloned(),
                 fingerprint,
             },
+            Self::FailureCounted {
+                key: k,
+                failures,
+                remaining,
+            } => Event::FailureCounted {
+                key: key(k),
+                failures,
+                remaining,
+            },
             Self::LockedOut {
                 key: k,
                 lockout,
@@ -311,7 +349,7 @@ impl Record<'_> {
             },
             Self::Unlocked { key: k } => Event::Unlocked { key: key(k) },
             Self::LockoutRefused { key: k, crowded } => Event::LockoutRefused {
-                key: k.map(key),
+                key: key(k),
                 crowded,
             },
             Self::RateLimited {
@@ -354,6 +392,31 @@ impl Record<'_> {
             },
             Self::Validated { .. } => return None,
         })
+    }
+}
+
+/// A limiter key as events and logs write it: its `Debug` form, without the
+/// quotes of a plain string (`alice`, not `"alice"`). A string that `Debug`
+/// escapes keeps its quotes and escapes, so no key can forge a log line.
+pub(crate) struct KeyText<'a>(pub(crate) &'a dyn fmt::Debug);
+
+impl fmt::Display for KeyText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = format!("{:?}", self.0);
+        match text
+            .strip_prefix('"')
+            .and_then(|rest| rest.strip_suffix('"'))
+        {
+            // Nothing escaped: the quotes held exactly the string.
+            Some(inner) if !inner.contains(['"', '\\']) => f.write_str(inner),
+            _ => f.write_str(&text),
+        }
+    }
+}
+
+impl fmt::Debug for KeyText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -489,5 +552,25 @@ impl Subscription {
     /// Events dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeyText;
+
+    #[test]
+    fn keys_are_written_without_the_quotes_of_a_plain_string() {
+        let text = |key: &dyn std::fmt::Debug| KeyText(key).to_string();
+        assert_eq!(text(&"alice".to_owned()), "alice");
+        assert_eq!(text(&"Alice Liddell"), "Alice Liddell");
+        let ip: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(text(&ip), "192.0.2.1");
+        // Escaped strings keep their quotes: no key forges a log line.
+        assert_eq!(text(&"a\nb"), r#""a\nb""#);
+        assert_eq!(text(&"say \"hi\""), r#""say \"hi\"""#);
+        assert_eq!(text(&"back\\slash"), r#""back\\slash""#);
+        // Anything else is its Debug form.
+        assert_eq!(text(&("alice", 7)), r#"("alice", 7)"#);
     }
 }

@@ -64,6 +64,16 @@ impl Failed {
     /// keyed fingerprint of the pair is kept, never the secret; the account
     /// is part of it, so one password sprayed over many accounts is a new
     /// guess for every account.
+    ///
+    /// The account is taken as given, not normalised. Pass it as the
+    /// account key has it, so that `Alice` and ` alice` retyping one wrong
+    /// password count once: the value of the request's
+    /// [`BodyField`](crate::body_key::BodyField), which
+    /// [`BodyKeyLayer`](crate::body_key::BodyKeyLayer) trims and lowercases
+    /// (unless [case-sensitive](crate::body_key::BodyKeyLayer::case_sensitive)),
+    /// as [`DeviceCookies`](super::DeviceCookies) compare accounts too. An
+    /// account passed in another spelling still counts, only as a new
+    /// guess.
     pub fn guess(account: &str, secret: &str) -> Self {
         let mut bytes = Vec::with_capacity(8 + account.len() + secret.len());
         bytes.extend_from_slice(&(account.len() as u64).to_le_bytes());

@@ -249,6 +249,11 @@ impl DeviceCookies {
     /// The key of attempts from untrusted clients: the account, for a
     /// request with a [`BodyField`] and no valid device cookie for it;
     /// `None` otherwise.
+    ///
+    /// Use it instead of [`BodyField::key`] when you issue device cookies
+    /// (browsers sign in); use [`BodyField::key`] when you do not (every
+    /// client then counts on the account). See [`BodyField::key`] for the
+    /// choice.
     pub fn untrusted_key(&self) -> UntrustedKey {
         UntrustedKey(self.clone())
     }

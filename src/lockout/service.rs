@@ -14,7 +14,7 @@ use super::{
     Refused, Shadowed,
     attempt::Acquire,
     future::ResponseFuture,
-    keys::{Rule, Step, Waiting},
+    keys::{KeyName, Rule, Step, Waiting},
     layer::Config,
     reservation::{Held, Reservation, Settle, Slot, Slots},
     shadow::ShadowRecord,
@@ -24,7 +24,7 @@ use crate::{
     AuthRejection, ClientIp, KeyExtractor, ResponseBody,
     auth::Authenticated,
     client_list::Listed,
-    events::{self, Record},
+    events::{self, KeyText, Record},
     gate::{self, Admit, BoxFuture, Decision, Gate, Refusal},
     reject::{self, DefaultRenderer, RejectionKind, Renderer},
 };
@@ -195,11 +195,11 @@ where
             // runs.
             Admission::Locked(record, now) => {
                 let refused = Refused::LockedOut(super::Locked::new(record, now));
-                refused_event(Some(&key), &refused);
+                refused_event(&key, &refused);
                 return self.refuse(refused.to_rejection(), &parts);
             }
             Admission::Crowded => {
-                refused_event(Some(&key), &Refused::Crowded);
+                refused_event(&key, &Refused::Crowded);
                 return self.refuse(Refused::Crowded.to_rejection(), &parts);
             }
             Admission::Ask(asking) => Some(asking),
@@ -219,7 +219,7 @@ where
                 // B3: locked out while waiting; the inner service is never
                 // called.
                 Err(refused) => {
-                    refused_event(Some(&key), &refused);
+                    refused_event(&key, &refused);
                     Err(Refusal {
                         rejection: refused.to_rejection(),
                         hook: Held::NONE,
@@ -252,9 +252,8 @@ where
                     slots.push(slot);
                     delay = delay.max(wait);
                 }
-                Step::Refused(refused) => {
-                    refused_event(None, &refused);
-                    let rejection = most_restrictive(refused, &config.rules[i + 1..], &parts);
+                Step::Refused(refused, key) => {
+                    let rejection = most_restrictive(refused, key, &config.rules[i + 1..], &parts);
                     return self.refuse(rejection, &parts);
                 }
                 Step::Wait(first) => {
@@ -374,8 +373,8 @@ fn acquire_in_order(
         for waiting in later {
             match waiting.await {
                 Ok(slot) => slots.push(slot),
-                Err(refused) => {
-                    refused_event(None, &refused);
+                Err((refused, key)) => {
+                    refused_event(&*key, &refused);
                     return Err(Refusal {
                         rejection: refused.to_rejection(),
                         hook: Held::NONE,
@@ -400,18 +399,25 @@ fn combined(mut slots: Vec<Arc<dyn Settle>>) -> Arc<dyn Settle> {
     }
 }
 
-/// The refusal with the longest `Retry-After` among `refused` and the
-/// lockouts of the keys not asked yet.
-fn most_restrictive(refused: Refused, rest: &[Arc<dyn Rule>], parts: &Parts) -> AuthRejection {
-    let mut worst = refused;
+/// The refusal with the longest `Retry-After` among `refused` (by `key`)
+/// and the lockouts of the keys not asked yet; reported to the audit events
+/// with the key whose answer is sent.
+fn most_restrictive(
+    refused: Refused,
+    key: KeyName,
+    rest: &[Arc<dyn Rule>],
+    parts: &Parts,
+) -> AuthRejection {
+    let mut worst = (refused, key);
     for rule in rest {
-        if let Some(locked) = rule.locked(parts)
-            && locked.retry_after() > worst.retry_after()
+        if let Some((locked, key)) = rule.locked(parts)
+            && locked.retry_after() > worst.0.retry_after()
         {
-            worst = Refused::LockedOut(locked);
+            worst = (Refused::LockedOut(locked), key);
         }
     }
-    worst.to_rejection()
+    refused_event(&*worst.1, &worst.0);
+    worst.0.to_rejection()
 }
 
 /// How many requests a layer checks for the wrong order: the order is a
@@ -445,9 +451,15 @@ fn warn_if_inside_auth<K: KeyExtractor, R>(config: &Config<K, R>, parts: &Parts)
     }
 }
 
-/// Reports a refusal to the audit events; `key` is `None` for a layer with
-/// several keys.
-fn refused_event(key: Option<&dyn fmt::Debug>, refused: &Refused) {
+/// Reports a refusal, and the key that refused, to the audit events and
+/// the log.
+fn refused_event(key: &dyn fmt::Debug, refused: &Refused) {
+    tracing::debug!(
+        target: "portcullis::lockout",
+        key = %KeyText(key),
+        crowded = matches!(refused, Refused::Crowded),
+        "request refused by the lockout"
+    );
     events::emit(Record::LockoutRefused {
         key,
         crowded: matches!(refused, Refused::Crowded),

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     Fingerprint,
-    events::{self, Record},
+    events::{self, KeyText, Record},
     reject::retry_after_secs,
 };
 
@@ -315,7 +315,7 @@ where
         }
         tracing::info!(
             target: "portcullis::lockout",
-            key = ?key,
+            key = %KeyText(key),
             was_locked,
             "lockout lifted by an operator"
         );
@@ -431,7 +431,7 @@ where
         if repeated {
             tracing::debug!(
                 target: "portcullis::lockout",
-                key = ?key,
+                key = %KeyText(key),
                 guess = %guess,
                 "repeated wrong guess not counted again"
             );
@@ -446,13 +446,18 @@ where
             Recorded::Counted { failures } => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 let remaining = self.policy.max_failures().saturating_sub(failures);
-                tracing::debug!(
+                tracing::info!(
                     target: "portcullis::lockout",
-                    key = ?key,
+                    key = %KeyText(key),
                     failures,
                     remaining,
                     "failed attempt counted"
                 );
+                events::emit(Record::FailureCounted {
+                    key,
+                    failures,
+                    remaining,
+                });
                 Some(FailureOutcome::Counted {
                     failures,
                     remaining,
@@ -465,9 +470,21 @@ where
                 let until_unix = (SystemTime::now() + locked.retry_after())
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
+                tracing::info!(
+                    target: "portcullis::lockout",
+                    key = %KeyText(key),
+                    failures,
+                    remaining = 0,
+                    "failed attempt counted"
+                );
+                events::emit(Record::FailureCounted {
+                    key,
+                    failures,
+                    remaining: 0,
+                });
                 tracing::warn!(
                     target: "portcullis::lockout",
-                    key = ?key,
+                    key = %KeyText(key),
                     failures,
                     lockouts = record.lockouts,
                     locked_for_secs = retry_after_secs(locked.retry_after()),

@@ -20,7 +20,7 @@ use super::{
 use crate::{
     ClientIp, KeyExtractor,
     client_list::Lists,
-    events::{self, Record},
+    events::{self, KeyText, Record},
     reject::DefaultRenderer,
 };
 
@@ -92,7 +92,7 @@ impl<K: KeyExtractor, R> Shared<K, R> {
     /// Counts and logs a refusal; the `RateLimit-*` fields, when enabled.
     pub(crate) fn refused(&self, key: &K::Key, retry_after: Duration) -> Option<Headers> {
         self.refused.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(target: "portcullis::rate_limit", ?key, ?retry_after, "rate limited");
+        tracing::debug!(target: "portcullis::rate_limit", key = %KeyText(key), ?retry_after, "rate limited");
         events::emit(Record::RateLimited { key, retry_after });
         self.headers.as_ref().map(|h| h.refused(retry_after))
     }

@@ -14,6 +14,8 @@ pub(super) struct Challenges {
     ambiguous: HeaderValue,
     invalid_token: HeaderValue,
     expired: HeaderValue,
+    /// `invalid_token` for a refresh token.
+    invalid_refresh: HeaderValue,
 }
 
 impl Challenges {
@@ -46,6 +48,15 @@ impl Challenges {
                 ("error", "invalid_token"),
                 ("error_description", RejectionKind::Expired.message()),
             ]),
+            invalid_refresh: challenge(&[
+                ("error", "invalid_token"),
+                (
+                    "error_description",
+                    AuthRejection::new(RejectionKind::Invalid)
+                        .refresh_token()
+                        .message(),
+                ),
+            ]),
             realm,
         }
     }
@@ -68,6 +79,9 @@ impl Challenges {
             K::Missing => Some(self.missing.clone()),
             K::Malformed => Some(self.invalid_request.clone()),
             K::Ambiguous => Some(self.ambiguous.clone()),
+            K::Invalid | K::Revoked if rejection.is_refresh_token() => {
+                Some(self.invalid_refresh.clone())
+            }
             K::Invalid | K::Revoked => Some(self.invalid_token.clone()),
             K::Expired => Some(self.expired.clone()),
             K::InsufficientScope => {
@@ -81,7 +95,7 @@ impl Challenges {
     /// a short `text/plain` body.
     pub(super) fn render(&self, rejection: &AuthRejection) -> Response<Bytes> {
         let kind = rejection.kind();
-        let mut res = Response::new(Bytes::from_static(kind.message().as_bytes()));
+        let mut res = Response::new(Bytes::from_static(rejection.message().as_bytes()));
         *res.status_mut() = status(kind);
         let headers = res.headers_mut();
         headers.insert(

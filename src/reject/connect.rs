@@ -54,7 +54,7 @@ fn error_json(out: &mut BytesMut, kind: RejectionKind, message: &str) {
 /// A unary Connect error.
 pub(super) fn unary(rejection: &AuthRejection, challenges: &Challenges) -> Response<Bytes> {
     let mut body = BytesMut::new();
-    error_json(&mut body, rejection.kind(), rejection.kind().message());
+    error_json(&mut body, rejection.kind(), rejection.message());
     let mut res = Response::new(body.freeze());
     *res.status_mut() = code(rejection.kind()).1;
     let headers = res.headers_mut();
@@ -72,7 +72,7 @@ pub(super) fn unary(rejection: &AuthRejection, challenges: &Challenges) -> Respo
 /// A streaming Connect response that is only its end: HTTP 200 and one
 /// end-of-stream message holding the error.
 pub(super) fn streaming(rejection: &AuthRejection, request: &Parts) -> Response<Bytes> {
-    let mut res = Response::new(end_of_stream(rejection.kind(), rejection.kind().message()));
+    let mut res = Response::new(end_of_stream(rejection.kind(), rejection.message()));
     let headers = res.headers_mut();
     // The client checks that the answer is in its own codec (`+proto` or
     // `+json`); detection made sure this is a Connect streaming type.

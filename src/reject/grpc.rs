@@ -24,7 +24,7 @@ pub(super) fn code(kind: RejectionKind) -> u16 {
 
 /// The `grpc-status` and percent-encoded `grpc-message` of a rejection.
 pub(super) fn status_message(rejection: &AuthRejection) -> (HeaderValue, HeaderValue) {
-    let message = HeaderValue::try_from(percent_encode(rejection.kind().message()))
+    let message = HeaderValue::try_from(percent_encode(rejection.message()))
         .expect("percent-encoding leaves only visible ASCII");
     (HeaderValue::from(code(rejection.kind())), message)
 }

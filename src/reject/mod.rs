@@ -123,6 +123,8 @@ pub struct AuthRejection {
     fingerprint: Option<Fingerprint>,
     /// A `Set-Cookie` that removes a stale credential cookie.
     clear_cookie: Option<HeaderValue>,
+    /// The rejected credential is a refresh token, not an access token.
+    refresh_token: bool,
 }
 
 /// The reason behind an [`AuthRejection`].
@@ -175,7 +177,57 @@ impl AuthRejection {
             scope: None,
             fingerprint: None,
             clear_cookie: None,
+            refresh_token: false,
         }
+    }
+
+    /// Says that the rejected credential is a refresh token: the messages
+    /// clients see name it (`the refresh token is invalid`), not an access
+    /// token. [`Sessions`](crate::session) refusals of a refresh cookie
+    /// carry it; the status, the `error` code and what counts as a failed
+    /// attempt stay those of the kind.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use portcullis::reject::{AuthRejection, RejectionKind};
+    ///
+    /// let access = AuthRejection::new(RejectionKind::Invalid);
+    /// assert_eq!(access.message(), "the access token is invalid");
+    /// let refresh = AuthRejection::new(RejectionKind::Invalid).refresh_token();
+    /// assert_eq!(refresh.message(), "the refresh token is invalid");
+    /// assert!(refresh.counts_as_failure());
+    /// ```
+    #[must_use]
+    pub fn refresh_token(mut self) -> Self {
+        self.refresh_token = true;
+        self
+    }
+
+    /// Whether the rejected credential is a refresh token
+    /// ([`refresh_token`](Self::refresh_token)).
+    pub fn is_refresh_token(&self) -> bool {
+        self.refresh_token
+    }
+
+    /// The message every protocol shows the client (`error_description`,
+    /// `grpc-message`, the Connect `message`, the plain-text body): fixed
+    /// per kind, never the credential, the same for unknown and revoked
+    /// credentials, and naming the refresh token for a
+    /// [refresh token's](Self::refresh_token) rejection.
+    pub fn message(&self) -> &'static str {
+        if self.refresh_token {
+            match self.kind {
+                RejectionKind::Missing => return "no refresh token was presented",
+                RejectionKind::Malformed => return "the refresh token is malformed",
+                RejectionKind::Invalid | RejectionKind::Revoked => {
+                    return "the refresh token is invalid";
+                }
+                RejectionKind::Expired => return "the refresh token expired",
+                _ => {}
+            }
+        }
+        self.kind.message()
     }
 
     /// Records the [`Fingerprint`] of the rejected credential, so a
@@ -269,13 +321,14 @@ impl From<&ValidationError> for AuthRejection {
             scope: error.scope_arc(),
             fingerprint: None,
             clear_cookie: None,
+            refresh_token: false,
         }
     }
 }
 
 impl fmt::Display for AuthRejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.kind.message())
+        f.write_str(self.message())
     }
 }
 

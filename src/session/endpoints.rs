@@ -254,12 +254,16 @@ impl Sessions {
         );
         let rejection = match kind {
             SessionErrorKind::Conflict => return SessionError::new(kind, conflict()),
-            SessionErrorKind::Missing => AuthRejection::new(RejectionKind::Missing),
-            SessionErrorKind::Malformed => AuthRejection::new(RejectionKind::Malformed),
-            SessionErrorKind::Unknown | SessionErrorKind::Reused => {
-                AuthRejection::new(RejectionKind::Invalid)
+            // The refresh token's own refusals name it: a client must not
+            // read them as a refused access token.
+            SessionErrorKind::Missing => AuthRejection::new(RejectionKind::Missing).refresh_token(),
+            SessionErrorKind::Malformed => {
+                AuthRejection::new(RejectionKind::Malformed).refresh_token()
             }
-            SessionErrorKind::Revoked => AuthRejection::new(RejectionKind::Revoked),
+            SessionErrorKind::Unknown | SessionErrorKind::Reused => {
+                AuthRejection::new(RejectionKind::Invalid).refresh_token()
+            }
+            SessionErrorKind::Revoked => AuthRejection::new(RejectionKind::Revoked).refresh_token(),
             SessionErrorKind::CrossOrigin => AuthRejection::new(RejectionKind::CrossOrigin),
             SessionErrorKind::Full => AuthRejection::new(RejectionKind::Unavailable),
             SessionErrorKind::Unavailable => {

@@ -134,6 +134,32 @@ impl Sessions {
     /// the revocation list. Put it in an [`AuthLayer`](crate::AuthLayer)
     /// with [leases](crate::AuthLayer::leases) on the same list, and open
     /// streams end with their session.
+    ///
+    /// The identity it produces is
+    /// [`Claims<T>`](crate::validate::Claims): the standard claims (`sub`,
+    /// `sid`, `jti`, `exp`…) through its accessors, and `T`, the whole
+    /// payload deserialized (`serde_json::Value`, or a struct of the claims
+    /// you read).
+    /// Handlers extract it as `Identity<Claims<T>>` (feature `axum`); an
+    /// extractor of another type finds no identity and answers 500.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use portcullis::{AuthLayer, revoke::Revocations, session::{AccessTokens, Sessions}, validate::Claims};
+    ///
+    /// # fn main() -> Result<(), portcullis::ConfigError> {
+    /// let revocations = Revocations::new();
+    /// let sessions = Sessions::builder(AccessTokens::hs256(&[7; 32])?, &revocations).build()?;
+    /// let validator = sessions.validator::<serde_json::Value>().build()?;
+    /// let auth = AuthLayer::new(validator).leases(&revocations);
+    /// // Handlers take `Identity<Claims<serde_json::Value>>`:
+    /// type User = Claims<serde_json::Value>;
+    /// # let _: Option<User> = None;
+    /// # let _ = auth;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn validator<T: DeserializeOwned + Send + Sync + 'static>(&self) -> JwtValidatorBuilder<T> {
         self.inner
             .tokens
@@ -150,6 +176,16 @@ impl Sessions {
     /// authenticated (a password, a passkey…): an access token and a
     /// refresh cookie. The session records no device; an endpoint uses
     /// [`sign_in_from`](Self::sign_in_from).
+    ///
+    /// `subject` is taken as given (the `sub` of the access tokens, the
+    /// owner in [`list`](Self::list) and
+    /// [`sign_out_everywhere`](Self::sign_out_everywhere)): nothing trims or
+    /// lowercases it, unlike the account keys of the lockout
+    /// ([`BodyKeyLayer`](crate::body_key::BodyKeyLayer) and
+    /// [`DeviceCookies`](crate::lockout::DeviceCookies) trim and lowercase
+    /// a typed username). Pass your user's stable id, or the username
+    /// normalised the same way every time, so that `Alice` and `alice` are
+    /// one subject whose sessions all end together.
     ///
     /// # Errors
     ///

@@ -9,6 +9,7 @@ mod counting;
 mod delay;
 #[cfg(feature = "cookie")]
 mod devices;
+mod events;
 mod keys;
 mod lists;
 mod lockouts;
@@ -19,6 +20,8 @@ mod order;
 #[cfg(feature = "redis")]
 mod replicas;
 mod smart;
+#[cfg(feature = "axum")]
+mod stack;
 mod tables;
 #[cfg(feature = "redis")]
 mod unlock;

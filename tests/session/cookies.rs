@@ -323,8 +323,11 @@ async fn unknown_reused_and_revoked_refresh_tokens_get_identical_answers() {
     assert_eq!(unknown.0, StatusCode::UNAUTHORIZED);
     assert_eq!(
         unknown.1[header::WWW_AUTHENTICATE],
-        r#"Bearer realm="api", error="invalid_token", error_description="the access token is invalid""#
+        r#"Bearer realm="api", error="invalid_token", error_description="the refresh token is invalid""#
     );
+    // The answer names the refresh token: a client that reads "the access
+    // token is invalid" refreshes again instead of signing in.
+    assert_eq!(unknown.2, "the refresh token is invalid");
     assert_eq!(
         unknown.1[header::SET_COOKIE],
         "refresh=; HttpOnly; SameSite=Strict; Secure; Path=/auth; Max-Age=0"
@@ -397,4 +400,58 @@ async fn no_refresh_or_access_token_reaches_the_logs() {
         assert!(!text.contains(token.access_token()));
     }
     assert!(!text.contains(&"C".repeat(43)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_refresh_cookie_names_the_refresh_token_in_every_protocol() {
+    let (sessions, _) = sessions(Duration::ZERO);
+    let app = endpoints(sessions);
+    let unknown = format!("refresh={}.{}A", "A".repeat(22), "B".repeat(42));
+    let mut request = post("/auth/refresh", Some(&unknown));
+    request
+        .headers_mut()
+        .insert("connect-protocol-version", "1".parse().unwrap());
+    let (status, _, body) = read(app.clone().oneshot(request).await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        body,
+        r#"{"code":"unauthenticated","message":"the refresh token is invalid"}"#
+    );
+    // No cookie at all: still about the refresh token, and not counted.
+    let (status, headers, body) =
+        read(app.oneshot(post("/auth/refresh", None)).await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body, "no refresh token was presented");
+    assert_eq!(headers[header::WWW_AUTHENTICATE], r#"Bearer realm="api""#);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_refresh_token_is_an_audit_event_of_a_counted_failure() {
+    // S3, B1: the lockout counts it, and operators see it counted.
+    let mut audit = portcullis::events::subscribe(4096);
+    let (sessions, _) = sessions(Duration::ZERO);
+    let (app, tracker) = locked(sessions, 3);
+    let mut request = post(
+        "/auth/refresh",
+        Some(&format!("refresh={}.{}A", "A".repeat(22), "B".repeat(42))),
+    );
+    request
+        .headers_mut()
+        .insert("x-client", "ops-refresh-client".parse().unwrap());
+    let (status, _, _) = read(app.oneshot(request).await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(tracker.failures(&"ops-refresh-client".to_owned()), 1);
+    let seen: Vec<_> = std::iter::from_fn(|| audit.try_recv())
+        .filter(|e| {
+            matches!(e, portcullis::events::Event::FailureCounted { key, .. } if key == "ops-refresh-client")
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [portcullis::events::Event::FailureCounted {
+            key: "ops-refresh-client".to_owned(),
+            failures: 1,
+            remaining: 2,
+        }]
+    );
 }
