@@ -1,23 +1,17 @@
 //! [`LockoutBuilder`]: the settings of a [`LockoutLayer`].
 
-use std::{
-    any::Any,
-    fmt,
-    hash::Hash,
-    sync::{Arc, atomic::AtomicU32},
-};
+use std::{any::Any, fmt, hash::Hash, sync::Arc};
 
 use tokio::time::Instant;
 
 use super::{
     Classifier, LockoutLayer, Policy, Tracker,
-    keys::{KeyRule, Optional, Required, Rule},
-    layer::Config,
+    keys::{KeyRule, Optional, Rule},
+    layer::Settings,
 };
 use crate::{
     ClientIp, ConfigError, KeyExtractor,
     client_list::{ClientList, Lists},
-    rate_limit::LockoutFields,
     reject::DefaultRenderer,
 };
 
@@ -282,31 +276,23 @@ impl<K: KeyExtractor, R> LockoutBuilder<K, R> {
             };
             tracker = tracker.on_lockout(move |key: &K::Key, until| hook(key, until));
         }
-        let extractor = Arc::new(self.extractor);
-        let first: Arc<dyn Rule> = Arc::new(KeyRule {
-            key: Required(Arc::clone(&extractor)),
-            tracker: tracker.clone(),
-        });
-        let mut rules = vec![first];
+        let mut more = Vec::with_capacity(self.keys.len());
         let mut trackers: Vec<Arc<dyn Any + Send + Sync>> = vec![Arc::new(tracker.clone())];
         for make in self.keys {
             let (rule, tracker) = make(&self.shared);
-            rules.push(rule);
+            more.push(rule);
             trackers.push(tracker);
         }
-        Ok(LockoutLayer::from_config(
-            Config {
-                extractor,
-                tracker,
-                renderer: Arc::new(LockoutFields(Arc::new(self.renderer))),
-                classifier: self.classifier,
-                rules,
-                lists: self.lists,
-                shadow: self.shadow,
-                order_checks: Arc::new(AtomicU32::new(0)),
-            },
-            trackers,
-        ))
+        let settings = Settings {
+            extractor: self.extractor,
+            tracker,
+            more,
+            renderer: self.renderer,
+            classifier: self.classifier,
+            lists: self.lists,
+            shadow: self.shadow,
+        };
+        Ok(LockoutLayer::assemble(settings, trackers))
     }
 }
 

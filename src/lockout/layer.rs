@@ -8,7 +8,10 @@ use std::{
 
 use tower_layer::Layer;
 
-use super::{Classifier, Lockout, Policy, Tracker, keys::Rule};
+use super::{
+    Classifier, Lockout, Policy, Tracker,
+    keys::{KeyRule, Required, Rule},
+};
 use crate::{
     ClientIp, KeyExtractor, client_list::Lists, rate_limit::LockoutFields, reject::DefaultRenderer,
 };
@@ -70,13 +73,43 @@ impl LockoutLayer {
     }
 }
 
+/// What a [`LockoutBuilder`](super::LockoutBuilder) hands to
+/// [`LockoutLayer::assemble`].
+pub(super) struct Settings<K: KeyExtractor, R> {
+    pub(super) extractor: K,
+    pub(super) tracker: Tracker<K::Key>,
+    /// The further keys, in the order they were added.
+    pub(super) more: Vec<Arc<dyn Rule>>,
+    pub(super) renderer: R,
+    pub(super) classifier: Option<Arc<dyn Classifier>>,
+    pub(super) lists: Lists,
+    pub(super) shadow: bool,
+}
+
 impl<K: KeyExtractor, R> LockoutLayer<K, R> {
-    /// A layer over `config`; `trackers` holds the tracker of every key, in
-    /// the order of `config.rules`.
-    pub(super) fn from_config(
-        config: Config<K, R>,
+    /// A layer with `settings`; `trackers` holds the tracker of every key,
+    /// the first one first.
+    pub(super) fn assemble(
+        settings: Settings<K, R>,
         trackers: Vec<Arc<dyn Any + Send + Sync>>,
     ) -> Self {
+        let extractor = Arc::new(settings.extractor);
+        let first: Arc<dyn Rule> = Arc::new(KeyRule {
+            key: Required(Arc::clone(&extractor)),
+            tracker: settings.tracker.clone(),
+        });
+        let mut rules = vec![first];
+        rules.extend(settings.more);
+        let config = Config {
+            extractor,
+            tracker: settings.tracker,
+            renderer: Arc::new(LockoutFields(Arc::new(settings.renderer))),
+            classifier: settings.classifier,
+            rules,
+            lists: settings.lists,
+            shadow: settings.shadow,
+            order_checks: Arc::new(AtomicU32::new(0)),
+        };
         Self {
             config: Arc::new(config),
             trackers: trackers.into(),
