@@ -4,8 +4,10 @@ use std::{fmt, sync::Arc};
 
 use http::HeaderName;
 
+mod digest;
 mod fingerprint;
 
+pub use digest::KeyDigest;
 pub use fingerprint::{Fingerprint, FingerprintKey};
 
 /// A secret found in a request, together with where it was found.

@@ -167,6 +167,7 @@ pub mod cross_origin;
 mod error;
 pub mod events;
 pub mod extract;
+mod future;
 mod gate;
 pub mod integration;
 mod key;
@@ -190,10 +191,10 @@ pub use auth::AuthLayer;
 pub use body::{BoxError, ResponseBody};
 pub use client_ip::{ClientIp, PeerAddr};
 pub use credential::{Credential, CredentialSource, Fingerprint, FingerprintKey};
-pub use error::ConfigError;
+pub use error::{ConfigError, ValidationError, ValidationErrorKind};
 pub use key::KeyExtractor;
 pub use reject::AuthRejection;
-pub use validate::{ValidationError, ValidationErrorKind, Validator};
+pub use validate::Validator;
 
 /// The README's code blocks, compiled and run as doctests (they use the
 /// `axum`, `redis` and `sessions` features).

@@ -9,14 +9,14 @@ use bytes::Bytes;
 use http::{Extensions, Method, Request, Response, header, request::Parts};
 use tower_service::Service;
 
-use super::{Anonymous, Authenticated, ResponseFuture, Shared};
+use super::{Anonymous, Authenticated, ResponseFuture, Shared, future::Cut};
 use crate::{
     AuthRejection, Credential, CredentialSource, ResponseBody, ValidationError, Validator,
     body_key::BodyField,
     cross_origin::CrossOriginProtection,
     events::{self, Record},
     gate::{self, Admit, BoxFuture, Gate, Refusal},
-    lease::{Cut, Leases},
+    lease::Leases,
     lockout::Reservation,
     reject::{self, RejectionKind, Renderer},
 };

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     AuthRejection, Fingerprint,
-    gate::BoxFuture,
+    future::BoxFuture,
     reject::{RejectionKind, retry_after_secs},
 };
 

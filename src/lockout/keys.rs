@@ -19,7 +19,7 @@ use super::{
     reservation::{Settle, Slot},
     store::Admission,
 };
-use crate::{AuthRejection, Fingerprint, KeyExtractor, gate::BoxFuture};
+use crate::{AuthRejection, Fingerprint, KeyExtractor, future::BoxFuture};
 
 /// A slot reserved under one key, with the progressive delay to wait out.
 pub(crate) type Reserved = (Arc<dyn Settle>, Option<Duration>);

@@ -20,8 +20,8 @@ use super::{
 };
 use crate::{
     ConfigError, Fingerprint, ValidationError,
+    credential::KeyDigest,
     events::{self, Record, RevocationOrigin},
-    validate::KeyDigest,
 };
 
 /// How long a client is told to wait while the list is out of sync.

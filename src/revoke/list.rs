@@ -13,7 +13,7 @@ use super::{
     engine::{Inner, Listener, Revocation, Target},
     revocable::Facts,
 };
-use crate::{Credential, ValidationError, events::RevocationOrigin, validate::KeyDigest};
+use crate::{Credential, ValidationError, credential::KeyDigest, events::RevocationOrigin};
 
 /// Credentials that are no longer accepted, though their signature or
 /// digest still matches: revoked by secret, by token or session id, or by

@@ -14,7 +14,7 @@ use tokio::{
 };
 
 use super::{Outcome, Stats};
-use crate::gate::BoxFuture;
+use crate::future::BoxFuture;
 pub(crate) use crate::table::Hashed;
 
 #[cfg(feature = "redis")]

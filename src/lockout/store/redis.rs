@@ -28,7 +28,7 @@ use super::{
     memory::MemoryStore,
 };
 use crate::{
-    gate::BoxFuture,
+    future::BoxFuture,
     lockout::{Outcome, Policy, Stats, Tracker, attempt::ASK_AGAIN},
     redis::{
         Connection, Fallback, Primary, RedisStore, Unlocks, millis,

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     events::RevocationOrigin,
-    gate::BoxFuture,
+    future::BoxFuture,
     redis::{Connection, Handler},
     revoke::engine::{Inner, Revocation},
 };

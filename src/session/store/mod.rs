@@ -8,7 +8,7 @@
 use std::time::SystemTime;
 
 use super::family::{Created, Ending, Listed, NewFamily, Next, Rotation};
-use crate::{gate::BoxFuture, validate::KeyDigest};
+use crate::{credential::KeyDigest, future::BoxFuture};
 
 pub(crate) mod memory;
 #[cfg(feature = "redis")]

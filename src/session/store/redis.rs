@@ -31,7 +31,8 @@ use ::redis::Script;
 use super::{Store, Unreachable};
 use crate::{
     ConfigError,
-    gate::BoxFuture,
+    credential::KeyDigest,
+    future::BoxFuture,
     redis::{Connection, RedisStore, millis},
     session::{
         Sessions, SessionsBuilder,
@@ -39,7 +40,6 @@ use crate::{
         list::Device,
         secret::{TAG_LEN, is_session_id, subject_tag},
     },
-    validate::KeyDigest,
 };
 
 /// The server's time in ms (and µs, as a string), as every script starts.

@@ -10,12 +10,12 @@ use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
 use super::{
-    digest::KeyDigest,
     generated::{GeneratedKey, check_prefix},
     identity::ApiKeyIdentity,
 };
 use crate::{
     ConfigError, Credential, ValidationError, Validator,
+    credential::KeyDigest,
     revoke::{Facts, Revocations},
 };
 

@@ -10,8 +10,8 @@ use super::{
 };
 use crate::{
     Validator,
+    credential::KeyDigest,
     revoke::{Facts, Listener, Revocable, Revocation, Revocations, Target},
-    validate::KeyDigest,
 };
 
 /// A revocation list and how to read an identity's facts for it.

@@ -17,7 +17,7 @@ use super::{
     invalidation::{Invalidations, Target},
     revoke::Honour,
 };
-use crate::{Credential, CredentialSource, ValidationError, Validator, validate::KeyDigest};
+use crate::{Credential, CredentialSource, ValidationError, Validator, credential::KeyDigest};
 
 /// Where single-flight backend calls are found: the secret and its carrier.
 pub(super) type FlightKey = (KeyDigest, CredentialSource);

@@ -1,6 +1,10 @@
-//! Configuration errors.
+//! Configuration errors, and why a credential was not accepted.
+
+mod validation;
 
 use std::borrow::Cow;
+
+pub use validation::{ValidationError, ValidationErrorKind};
 
 /// A layer, policy or validator was configured with values that cannot work.
 ///
