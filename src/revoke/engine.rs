@@ -21,7 +21,7 @@ use super::{
 use crate::{
     ConfigError, Fingerprint, ValidationError,
     credential::KeyDigest,
-    events::{self, Record, RevocationOrigin},
+    events::{self, Reaches, Record, RevocationOrigin},
 };
 
 /// How long a client is told to wait while the list is out of sync.
@@ -36,6 +36,17 @@ pub(crate) enum Target {
     Id(Box<str>),
     /// Every credential of a subject issued at or before the cutoff.
     Subject(Box<str>),
+}
+
+impl Target {
+    /// What the revocation reaches, for its audit event.
+    fn reaches(&self) -> Reaches<'_> {
+        match self {
+            Self::Secret(digest) => Reaches::Secret(digest),
+            Self::Id(id) => Reaches::Id(id),
+            Self::Subject(subject) => Reaches::Subject(subject),
+        }
+    }
 }
 
 /// One revocation, as it is applied on every replica.
@@ -272,7 +283,7 @@ impl Inner {
             }
         }
         events::emit(Record::Revoked {
-            target: &revocation.target,
+            target: revocation.target.reaches(),
             origin,
             lasts: revocation.until.saturating_duration_since(now),
         });

@@ -13,7 +13,11 @@ use super::{
     engine::{Inner, Listener, Revocation, Target},
     revocable::Facts,
 };
-use crate::{Credential, ValidationError, credential::KeyDigest, events::RevocationOrigin};
+use crate::{
+    Credential, ValidationError,
+    credential::KeyDigest,
+    events::{Gauge, Gauges, RevocationOrigin},
+};
 
 /// Credentials that are no longer accepted, though their signature or
 /// digest still matches: revoked by secret, by token or session id, or by
@@ -341,5 +345,22 @@ impl Revocations {
             .unwrap_or_else(PoisonError::into_inner);
         listeners.retain(|listener| listener.strong_count() > 0);
         listeners.push(listener);
+    }
+}
+
+impl Gauges for Stats {
+    fn gauges(&self, set: &mut dyn FnMut(Gauge, f64)) {
+        set(Gauge::RevocationsEntries, self.entries as f64);
+        set(
+            Gauge::RevocationsInSync,
+            if self.in_sync { 1.0 } else { 0.0 },
+        );
+        set(Gauge::RevocationsBacklog, self.backlog as f64);
+        set(Gauge::RevocationsRefused, self.refused as f64);
+        set(Gauge::RevocationsDropped, self.dropped as f64);
+        for &state in SyncState::ALL {
+            let on = if state == self.state { 1.0 } else { 0.0 };
+            set(Gauge::RevocationsState(state.as_str()), on);
+        }
     }
 }
