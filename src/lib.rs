@@ -169,6 +169,7 @@ pub mod events;
 pub mod extract;
 mod future;
 mod gate;
+mod handoff;
 pub mod integration;
 mod key;
 pub mod lease;

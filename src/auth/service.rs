@@ -9,15 +9,15 @@ use bytes::Bytes;
 use http::{Extensions, Method, Request, Response, header, request::Parts};
 use tower_service::Service;
 
-use super::{Anonymous, Authenticated, ResponseFuture, Shared, future::Cut};
+use super::{Anonymous, ResponseFuture, Shared, future::Cut};
 use crate::{
     AuthRejection, Credential, CredentialSource, ResponseBody, ValidationError, Validator,
     body_key::BodyField,
     cross_origin::CrossOriginProtection,
     events::{self, Record},
     gate::{self, Admit, BoxFuture, Gate, Refusal},
+    handoff::{Authenticated, Reservation},
     lease::Leases,
-    lockout::Reservation,
     reject::{self, RejectionKind, Renderer},
 };
 

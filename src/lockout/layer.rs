@@ -16,8 +16,7 @@ use super::{
 use crate::{
     ClientIp, KeyExtractor,
     client_list::{ClientList, Lists},
-    rate_limit::LockoutFields,
-    reject::DefaultRenderer,
+    reject::{DefaultRenderer, LockoutFields},
 };
 
 /// Applies the failed-attempt limiter to a service; see the

@@ -16,16 +16,16 @@ use super::{
     future::ResponseFuture,
     keys::{Rule, Step, Waiting},
     layer::Config,
-    reservation::{Held, Reservation, Settle, Slot, Slots},
+    reservation::{Held, Settle, Slot, Slots},
     shadow::ShadowRecord,
     store::Admission,
 };
 use crate::{
     AuthRejection, ClientIp, KeyExtractor, ResponseBody,
-    auth::Authenticated,
     client_list::Listed,
     events::{self, Record},
     gate::{self, Admit, BoxFuture, Decision, Gate, Refusal},
+    handoff::{Authenticated, ORDER_CHECKS, Reservation},
     reject::{self, DefaultRenderer, RejectionKind, Renderer},
 };
 
@@ -185,7 +185,7 @@ where
                     tracker.reserved(key, hash, ticket),
                     config.classifier.clone(),
                 );
-                Reservation::push(&mut parts.extensions, Arc::clone(&slot));
+                Reservation::push(&mut parts.extensions, Arc::<dyn Settle>::clone(&slot));
                 return match tracker.policy().delay_for(failures) {
                     None => self.pass(parts, body, Held::slot(slot)),
                     Some(delay) => self.wait(delayed(slot, delay), parts, body),
@@ -277,11 +277,11 @@ where
         let slot = combined(slots);
         match delay {
             None => {
-                Reservation::push(&mut parts.extensions, Arc::clone(&slot));
+                Reservation::push(&mut parts.extensions, Arc::<dyn Settle>::clone(&slot));
                 self.pass(parts, body, Held::slot(slot))
             }
             Some(delay) => {
-                Reservation::push(&mut parts.extensions, Arc::clone(&slot));
+                Reservation::push(&mut parts.extensions, Arc::<dyn Settle>::clone(&slot));
                 self.wait(delayed(slot, delay), parts, body)
             }
         }
@@ -342,7 +342,7 @@ where
 /// (after those of outer lockout layers).
 fn admit(outer: Option<Reservation>, slot: Arc<dyn Settle>) -> Admit<Held> {
     let mut extensions = Extensions::new();
-    extensions.insert(Reservation::with(outer, Arc::clone(&slot)));
+    extensions.insert(Reservation::with(outer, Arc::<dyn Settle>::clone(&slot)));
     Admit {
         hook: Held::slot(slot),
         extensions: Some(extensions),
@@ -414,11 +414,6 @@ fn most_restrictive(refused: Refused, rest: &[Arc<dyn Rule>], parts: &Parts) -> 
     worst.to_rejection()
 }
 
-/// How many requests a layer checks for the wrong order: the order is a
-/// property of the stack, so the first requests tell; after them the check
-/// costs one relaxed load.
-pub(crate) const ORDER_CHECKS: u32 = 4096;
-
 /// B17: a lockout inside `AuthLayer` sees requests that were authenticated
 /// already, and would never see a rejected credential; says so once.
 fn warn_if_inside_auth<K: KeyExtractor, R>(config: &Config<K, R>, parts: &Parts) {
@@ -429,7 +424,7 @@ fn warn_if_inside_auth<K: KeyExtractor, R>(config: &Config<K, R>, parts: &Parts)
     // Only accepted credentials tell: an anonymous request (a public login
     // route) may well meet a lockout inside the `AuthLayer`, which then
     // counts the handler's refusals as it should.
-    if parts.extensions.get::<Authenticated>().is_none() {
+    if !Authenticated::marked(&parts.extensions) {
         checks.fetch_add(1, Ordering::Relaxed);
         return;
     }
