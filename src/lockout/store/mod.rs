@@ -23,6 +23,10 @@ pub(crate) mod memory;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 
+/// How soon a request that found its key full asks a shared store again,
+/// unless a reservation ending on this replica wakes it first.
+pub(crate) const ASK_AGAIN: Duration = Duration::from_millis(250);
+
 /// A lockout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Record {

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::{
     held::Held,
     member::{BUCKETS, bucket, decode, split3},
-    outbox::{BATCH, REVOKE, write},
+    write::{BATCH, REVOKE, write},
 };
 use crate::{
     events::RevocationOrigin,
