@@ -189,10 +189,10 @@ pub mod test_util;
 pub mod validate;
 
 pub use auth::AuthLayer;
-pub use body::{BoxError, ResponseBody};
+pub use body::ResponseBody;
 pub use client_ip::{ClientIp, PeerAddr};
 pub use credential::{Credential, CredentialSource, Fingerprint, FingerprintKey};
-pub use error::{ConfigError, ValidationError, ValidationErrorKind};
+pub use error::{BoxError, ConfigError, ValidationError, ValidationErrorKind};
 pub use key::KeyExtractor;
 pub use reject::AuthRejection;
 pub use validate::Validator;
