@@ -185,7 +185,7 @@ async fn a_scripted_sequence_shows_up_in_the_events_and_the_metrics() {
         .expect("a lockout event");
     assert_eq!(locked, ("192.0.2.1".to_owned(), 1));
     assert!(seen.contains(&Event::LockoutRefused {
-        key: Some("192.0.2.1".to_owned()),
+        key: "192.0.2.1".to_owned(),
         crowded: false
     }));
     assert!(seen.iter().any(|e| matches!(e, Event::RateLimited { .. })));

@@ -94,9 +94,10 @@ pub enum Event {
     /// The lockout refused a request: its key is locked out, or too many of
     /// its requests wait already.
     LockoutRefused {
-        /// The key, for a lockout with one key; `None` for a lockout that
-        /// decides on several.
-        key: Option<String>,
+        /// The key that refused it. With several keys (address, account,
+        /// device), the one whose answer was sent: the lockout with the
+        /// longest `Retry-After`.
+        key: String,
         /// Refused because the queue of waiting requests was full, not
         /// because the key is locked out.
         crowded: bool,
@@ -251,7 +252,7 @@ pub(crate) enum Record<'a> {
         key: &'a dyn fmt::Debug,
     },
     LockoutRefused {
-        key: Option<&'a dyn fmt::Debug>,
+        key: &'a dyn fmt::Debug,
         crowded: bool,
     },
     RateLimited {
@@ -378,7 +379,7 @@ impl Record<'_> {
             },
             Self::Unlocked { key: k } => Event::Unlocked { key: key(k) },
             Self::LockoutRefused { key: k, crowded } => Event::LockoutRefused {
-                key: k.map(key),
+                key: key(k),
                 crowded,
             },
             Self::RateLimited {

@@ -24,8 +24,11 @@ use crate::{AuthRejection, Fingerprint, KeyExtractor, future::BoxFuture};
 /// A slot reserved under one key, with the progressive delay to wait out.
 pub(crate) type Reserved = (Arc<dyn Settle>, Option<Duration>);
 
-/// Waits for a slot under one key.
-pub(crate) type Waiting = BoxFuture<Result<Arc<dyn Settle>, Refused>>;
+/// A key as the refusal event names it (allocated only for a refusal).
+pub(crate) type KeyName = Arc<dyn fmt::Debug + Send + Sync>;
+
+/// Waits for a slot under one key; a refusal names its key.
+pub(crate) type Waiting = BoxFuture<Result<Arc<dyn Settle>, (Refused, KeyName)>>;
 
 /// What one key says about a request, without waiting.
 pub(crate) enum Step {
@@ -34,7 +37,7 @@ pub(crate) enum Step {
     /// A slot was reserved.
     Admitted(Reserved),
     /// The key refuses the request.
-    Refused(Refused),
+    Refused(Refused, KeyName),
     /// The key's answer needs waiting (a round trip, a free slot, a delay).
     Wait(Waiting),
 }
@@ -62,8 +65,8 @@ pub(crate) trait Rule: Send + Sync + 'static {
         classifier: Option<&Arc<dyn Classifier>>,
     ) -> Result<Option<Waiting>, AuthRejection>;
 
-    /// The key's lockout, if it is locked out.
-    fn locked(&self, parts: &Parts) -> Option<Locked>;
+    /// The key's lockout, if it is locked out, and the key.
+    fn locked(&self, parts: &Parts) -> Option<(Locked, KeyName)>;
 
     /// Shadow mode: the key's lockout, if any, and a recorder of the
     /// request's outcome; `None` when the key does not apply.
@@ -113,6 +116,15 @@ pub(crate) struct KeyRule<E: KeyOf> {
     pub(crate) tracker: Tracker<E::Key>,
 }
 
+impl<E: KeyExtractor> Clone for KeyRule<Required<E>> {
+    fn clone(&self) -> Self {
+        Self {
+            key: Required(Arc::clone(&self.key.0)),
+            tracker: self.tracker.clone(),
+        }
+    }
+}
+
 impl<E: KeyOf> Rule for KeyRule<E> {
     fn admit(
         &self,
@@ -130,15 +142,18 @@ impl<E: KeyOf> Rule for KeyRule<E> {
                 let delay = tracker.policy().delay_for(failures);
                 return Ok(Step::Admitted((slot, delay)));
             }
+            // B3: a locked-out key is answered before the inner service
+            // runs.
             Admission::Locked(record, now) => {
-                return Ok(Step::Refused(Refused::LockedOut(Locked::new(record, now))));
+                let locked = Refused::LockedOut(Locked::new(record, now));
+                return Ok(Step::Refused(locked, Arc::new(key)));
             }
-            Admission::Crowded => return Ok(Step::Refused(Refused::Crowded)),
+            Admission::Crowded => return Ok(Step::Refused(Refused::Crowded, Arc::new(key))),
             Admission::Ask(asking) => Some(asking),
             Admission::Full | Admission::Unavailable => None,
         };
-        let acquire = Acquire::new(tracker.clone(), key, hash, asking);
-        Ok(Step::Wait(waiting(acquire, classifier.cloned())))
+        let acquire = Acquire::new(tracker.clone(), key.clone(), hash, asking);
+        Ok(Step::Wait(waiting(acquire, key, classifier.cloned())))
     }
 
     fn acquire(
@@ -150,13 +165,14 @@ impl<E: KeyOf> Rule for KeyRule<E> {
             return Ok(None);
         };
         let hash = self.tracker.hash(&key);
-        let acquire = Acquire::new(self.tracker.clone(), key, hash, None);
-        Ok(Some(waiting(acquire, classifier.cloned())))
+        let acquire = Acquire::new(self.tracker.clone(), key.clone(), hash, None);
+        Ok(Some(waiting(acquire, key, classifier.cloned())))
     }
 
-    fn locked(&self, parts: &Parts) -> Option<Locked> {
+    fn locked(&self, parts: &Parts) -> Option<(Locked, KeyName)> {
         let key = self.key.key_of(parts).ok()??;
-        self.tracker.check(&key).err()
+        let locked = self.tracker.check(&key).err()?;
+        Some((locked, Arc::new(key)))
     }
 
     fn shadow(
@@ -175,13 +191,15 @@ impl<E: KeyOf> Rule for KeyRule<E> {
     }
 }
 
-fn waiting<K>(acquire: Acquire<K>, classifier: Option<Arc<dyn Classifier>>) -> Waiting
+fn waiting<K>(acquire: Acquire<K>, key: K, classifier: Option<Arc<dyn Classifier>>) -> Waiting
 where
     K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
 {
     Box::pin(async move {
-        let attempt = acquire.await?;
-        Ok(Slot::shared(attempt.into_reserved(), classifier))
+        match acquire.await {
+            Ok(attempt) => Ok(Slot::shared(attempt.into_reserved(), classifier)),
+            Err(refused) => Err((refused, Arc::new(key) as KeyName)),
+        }
     })
 }
 
