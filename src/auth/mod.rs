@@ -125,6 +125,41 @@ pub(crate) struct Shared<V, R> {
     leases: Option<Leases>,
 }
 
+impl<V, R> Shared<V, R> {
+    /// The same configuration, rendering with `renderer`.
+    fn with_renderer<R2>(self, renderer: Arc<R2>) -> Shared<V, R2> {
+        Shared {
+            validator: self.validator,
+            extractor: self.extractor,
+            renderer,
+            optional: self.optional,
+            public: self.public,
+            preflight: self.preflight,
+            timeout: self.timeout,
+            cross_origin: self.cross_origin,
+            clear_stale_cookies: self.clear_stale_cookies,
+            leases: self.leases,
+        }
+    }
+}
+
+impl<V, R> Clone for Shared<V, R> {
+    fn clone(&self) -> Self {
+        Self {
+            validator: Arc::clone(&self.validator),
+            extractor: self.extractor.clone(),
+            renderer: Arc::clone(&self.renderer),
+            optional: self.optional,
+            public: self.public.clone(),
+            preflight: self.preflight.clone(),
+            timeout: self.timeout,
+            cross_origin: self.cross_origin.clone(),
+            clear_stale_cookies: self.clear_stale_cookies,
+            leases: self.leases.clone(),
+        }
+    }
+}
+
 /// Inserted into the extensions of requests the layer let through without
 /// an identity (optional mode, public requests), so extractors
 /// can tell "anonymous" from "the layer is missing".
