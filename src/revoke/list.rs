@@ -279,8 +279,7 @@ impl Revocations {
         credential: &Credential,
         identity: &I,
     ) -> Result<(), ValidationError> {
-        self.inner
-            .check(|| KeyDigest::of(credential.secret()), &Facts::of(identity))
+        self.check_digest(|| KeyDigest::of(credential.secret()), &Facts::of(identity))
     }
 
     /// Whether the list is in sync with its shared store (always true for
@@ -333,6 +332,17 @@ impl Revocations {
             backlog: inner.remote.get().map_or(0, |remote| remote.backlog()),
             dropped: inner.remote.get().map_or(0, |remote| remote.dropped()),
         }
+    }
+
+    /// [`check`](Self::check) for a secret known by its digest (computed
+    /// only when needed) and facts read already: a stored refresh token, a
+    /// cached or stored key.
+    pub(crate) fn check_digest(
+        &self,
+        digest: impl FnOnce() -> KeyDigest,
+        facts: &Facts<'_>,
+    ) -> Result<(), ValidationError> {
+        self.inner.check(digest, facts)
     }
 
     /// Tells `listener` of every revocation from now on, as long as it

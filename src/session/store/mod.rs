@@ -18,6 +18,16 @@ pub(crate) mod redis;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Unreachable;
 
+/// Where the session families live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Families {
+    /// In this process ([`SessionsBuilder::build`](crate::session::SessionsBuilder::build) without a shared store).
+    InMemory,
+    /// In Redis, shared by every replica.
+    #[cfg(feature = "redis")]
+    InRedis,
+}
+
 /// One store of session families.
 ///
 /// Every method is one atomic step: two refreshes of one token never both

@@ -28,7 +28,7 @@ use std::{
 
 use ::redis::Script;
 
-use super::{Store, Unreachable};
+use super::{Families, Store, Unreachable};
 use crate::{
     ConfigError,
     credential::KeyDigest,
@@ -578,6 +578,6 @@ impl SessionsBuilder {
                 "with redis, the grace window must be zero or longer than the store's timeout",
             ));
         }
-        self.build_on(Box::new(sessions), true)
+        self.build_on(Box::new(sessions), Families::InRedis)
     }
 }

@@ -26,7 +26,8 @@ impl<I> Honour<I> {
     /// refused; any other outcome stands.
     pub(super) fn check(&self, digest: &KeyDigest, outcome: Outcome<I>) -> Outcome<I> {
         if let Ok(identity) = &outcome {
-            self.list.inner.check(|| *digest, &(self.facts)(identity))?;
+            self.list
+                .check_digest(|| *digest, &(self.facts)(identity))?;
         }
         outcome
     }
