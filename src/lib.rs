@@ -154,6 +154,33 @@
 //!   a repeated wrong guess counts once; cookie credentials are refused on
 //!   cross-site unsafe requests ([`cross_origin`]) and removed when stale;
 //!   [`stack::Stack`] assembles the layers in the one order that works.
+//!
+//! # Layers of the crate
+//!
+//! Modules import downwards only, and the files of a folder too
+//! (`.ci/check-layers` fails on any import cycle). From the bottom:
+//!
+//! 1. Vocabulary: `error` (`ConfigError`, `ValidationError`, `BoxError`),
+//!    `credential` (credentials, fingerprints, `KeyDigest`, the key-length
+//!    floor), [`reject`] (rejection kinds and their rendering for every
+//!    protocol), `key` ([`KeyExtractor`]), `table`, `future`, and
+//!    [`events`], the audit stream everything above reports into (its
+//!    metrics read gauges through [`events::Gauges`], knowing no limiter).
+//! 2. Shared state and revocation: `redis` (the shared store, its
+//!    connections and fallback) and [`revoke`] (the revocation list, which
+//!    the validators above honour).
+//! 3. Extraction and validation: [`extract`], [`client_ip`],
+//!    [`client_list`], [`validate`] (validators, caches, JWT) and [`lease`]
+//!    (how long an accepted identity may go on).
+//! 4. Tower layers over their decision engines: `body` and `gate` (the
+//!    response body and the one request path every layer shares),
+//!    `handoff` (the one place [`auth`] and [`lockout`] meet: reservations
+//!    released on acceptance, the mark of an accepted request),
+//!    [`cross_origin`], [`body_key`], [`scope`], [`rate_limit`],
+//!    [`lockout`], [`auth`], and `session` (feature `sessions`), built on
+//!    them.
+//! 5. Integration: [`integration`] (axum, tonic), [`stack`] and
+//!    `test_util`.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
