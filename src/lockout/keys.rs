@@ -126,6 +126,7 @@ impl<E: KeyExtractor> Clone for KeyRule<Required<E>> {
 }
 
 impl<E: KeyOf> Rule for KeyRule<E> {
+    #[inline]
     fn admit(
         &self,
         parts: &Parts,

@@ -1,7 +1,7 @@
 //! [`Lockout`]: the service built by [`LockoutLayer`](super::LockoutLayer).
 
 use std::{
-    fmt,
+    fmt, iter,
     sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
     time::Duration,
@@ -125,6 +125,7 @@ where
         ResponseFuture::new(Gate::refuse(response, Held::NONE))
     }
 
+    #[inline(always)]
     fn pass<ReqBody>(
         &mut self,
         parts: Parts,
@@ -161,19 +162,35 @@ where
     /// Every key that applies must admit the request (B13), asked in
     /// order; the most restrictive answer wins. A layer with one key takes
     /// the same path, without allocating for it.
+    #[inline(always)]
     fn call_keys<ReqBody>(&mut self, mut parts: Parts, body: ReqBody) -> ResponseFuture<S, ReqBody>
     where
         S: Service<Request<ReqBody>> + Clone,
     {
         let config = &*self.config;
         let classifier = config.classifier.as_ref();
+        // The first key is asked directly (no dynamic call on the path of a
+        // layer with one key), the others in turn, each only when the keys
+        // before it admitted the request.
+        let first = match config.first.admit(&parts, classifier) {
+            // One key that admits: its slot is the request's (the common
+            // case, answered without gathering slots).
+            Ok(Step::Admitted((slot, delay))) if config.more.is_empty() => {
+                return self.admitted(parts, body, slot, delay);
+            }
+            first => first,
+        };
         let mut taken = Taken::default();
         let mut delay: Option<Duration> = None;
-        for (i, rule) in config.rules().enumerate() {
+        let more = config
+            .more
+            .iter()
+            .map(|rule| rule.admit(&parts, classifier));
+        for (i, step) in iter::once(first).chain(more).enumerate() {
             // B10: a key that cannot be found (no client address) refuses
             // the request, never a bucket shared by everyone. The slots
             // taken so far are released as they drop.
-            let step = match rule.admit(&parts, classifier) {
+            let step = match step {
                 Ok(step) => step,
                 Err(rejection) => return self.refuse(rejection, &parts),
             };
@@ -208,9 +225,25 @@ where
                 }
             }
         }
-        let Some(slot) = taken.combined() else {
-            return self.pass(parts, body, Held::NONE);
-        };
+        match taken.combined() {
+            Some(slot) => self.admitted(parts, body, slot, delay),
+            None => self.pass(parts, body, Held::NONE),
+        }
+    }
+
+    /// The request holds `slot` (its reservations under every key): it
+    /// goes on, after `delay` when its failures call for one.
+    #[inline(always)]
+    fn admitted<ReqBody>(
+        &mut self,
+        mut parts: Parts,
+        body: ReqBody,
+        slot: Arc<dyn Settle>,
+        delay: Option<Duration>,
+    ) -> ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>> + Clone,
+    {
         Reservation::push(&mut parts.extensions, Arc::<dyn Settle>::clone(&slot));
         match delay {
             None => self.pass(parts, body, Held::slot(slot)),
@@ -335,6 +368,7 @@ struct Taken {
 }
 
 impl Taken {
+    #[inline]
     fn push(&mut self, slot: Arc<dyn Settle>) {
         if self.first.is_none() {
             self.first = Some(slot);
@@ -344,6 +378,7 @@ impl Taken {
     }
 
     /// One handle for them all; `None` when no key applied.
+    #[inline]
     fn combined(self) -> Option<Arc<dyn Settle>> {
         let first = self.first?;
         if self.more.is_empty() {
