@@ -157,8 +157,9 @@
 //!
 //! # Layers of the crate
 //!
-//! Modules import downwards only, and the files of a folder too
-//! (`.ci/check-layers` fails on any import cycle). From the bottom:
+//! Modules import downwards only, and the files of a folder import each
+//! other without cycles (`.ci/check-layers` fails on an import cycle).
+//! From the bottom:
 //!
 //! 1. Vocabulary: `error` (`ConfigError`, `ValidationError`, `BoxError`),
 //!    `credential` (credentials, fingerprints, `KeyDigest`, the key-length
