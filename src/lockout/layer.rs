@@ -3,6 +3,7 @@
 use std::{
     fmt,
     hash::Hash,
+    iter, slice,
     sync::{Arc, atomic::AtomicU32},
 };
 
@@ -16,8 +17,7 @@ use super::{
 use crate::{
     ClientIp, KeyExtractor,
     client_list::{ClientList, Lists},
-    rate_limit::LockoutFields,
-    reject::DefaultRenderer,
+    reject::{DefaultRenderer, LockoutFields},
 };
 
 /// Applies the failed-attempt limiter to a service; see the
@@ -35,19 +35,27 @@ where
     config: Arc<Config<K, R>>,
 }
 
+/// The keys of a layer, in order.
+pub(crate) type Rules<'a> = iter::Chain<
+    iter::Once<&'a dyn Rule>,
+    iter::Map<slice::Iter<'a, Arc<dyn Rule>>, fn(&Arc<dyn Rule>) -> &dyn Rule>,
+>;
+
 /// What every service built by one layer shares.
 pub(crate) struct Config<K, R>
 where
     K: KeyExtractor,
 {
-    pub(crate) extractor: Arc<K>,
-    pub(crate) tracker: Tracker<K::Key>,
+    /// The layer's first key, which every request has (or is refused
+    /// without), and its tracker.
+    pub(crate) first: KeyRule<Required<K>>,
+    /// The further keys (B13), asked after the first, in the order they
+    /// were added.
+    pub(crate) more: Vec<Arc<dyn Rule>>,
     /// The renderer, adding the `RateLimit` field to lockout refusals;
     /// built once, shared by every refusal and every waiting request.
     pub(crate) renderer: Arc<LockoutFields<R>>,
     pub(crate) classifier: Option<Arc<dyn Classifier>>,
-    /// Every key, the first one (`extractor`, `tracker`) included.
-    pub(crate) rules: Vec<Arc<dyn Rule>>,
     pub(crate) lists: Lists,
     pub(crate) shadow: bool,
     /// Requests checked for the wrong layer order so far (B17).
@@ -55,20 +63,27 @@ where
 }
 
 impl<K: KeyExtractor, R> Config<K, R> {
-    /// Whether requests take the path of a plain single-key layer.
-    pub(crate) fn is_simple(&self) -> bool {
-        self.rules.len() == 1 && !self.shadow && self.lists.is_empty()
+    /// Every key of the layer, the first one first. (A named iterator, not
+    /// `impl Iterator`: it has no destructor, so a request path may return
+    /// from inside a loop over it.)
+    pub(crate) fn rules(&self) -> Rules<'_> {
+        let deref: fn(&Arc<dyn Rule>) -> &dyn Rule = |rule| &**rule;
+        iter::once(&self.first as &dyn Rule).chain(self.more.iter().map(deref))
+    }
+
+    /// The layer's tracker: its first key's.
+    pub(crate) fn tracker(&self) -> &Tracker<K::Key> {
+        &self.first.tracker
     }
 }
 
 impl<K: KeyExtractor, R> Clone for Config<K, R> {
     fn clone(&self) -> Self {
         Self {
-            extractor: Arc::clone(&self.extractor),
-            tracker: self.tracker.clone(),
+            first: self.first.clone(),
+            more: self.more.clone(),
             renderer: Arc::clone(&self.renderer),
             classifier: self.classifier.clone(),
-            rules: self.rules.clone(),
             lists: self.lists.clone(),
             shadow: self.shadow,
             order_checks: Arc::clone(&self.order_checks),
@@ -94,18 +109,15 @@ impl<K: KeyExtractor> LockoutLayer<K> {
 
     /// A layer keyed by `extractor` that records into `tracker`.
     pub fn with_tracker(extractor: K, tracker: Tracker<K::Key>) -> Self {
-        let extractor = Arc::new(extractor);
-        let first: Arc<dyn Rule> = Arc::new(KeyRule {
-            key: Required(Arc::clone(&extractor)),
-            tracker: tracker.clone(),
-        });
         Self {
             config: Arc::new(Config {
-                extractor,
-                tracker,
+                first: KeyRule {
+                    key: Required(Arc::new(extractor)),
+                    tracker,
+                },
+                more: Vec::new(),
                 renderer: Arc::new(LockoutFields(Arc::new(DefaultRenderer::new()))),
                 classifier: None,
-                rules: vec![first],
                 lists: Lists::default(),
                 shadow: false,
                 order_checks: Arc::new(AtomicU32::new(0)),
@@ -128,11 +140,10 @@ impl<K: KeyExtractor, R> LockoutLayer<K, R> {
         let config = Config::clone(&self.config);
         LockoutLayer {
             config: Arc::new(Config {
-                extractor: config.extractor,
-                tracker: config.tracker,
+                first: config.first,
+                more: config.more,
                 renderer: Arc::new(LockoutFields(Arc::new(renderer))),
                 classifier: config.classifier,
-                rules: config.rules,
                 lists: config.lists,
                 shadow: config.shadow,
                 order_checks: config.order_checks,
@@ -187,7 +198,7 @@ impl<K: KeyExtractor, R> LockoutLayer<K, R> {
             key: Optional(extractor),
             tracker,
         });
-        self.edit(|c| c.rules.push(rule))
+        self.edit(|c| c.more.push(rule))
     }
 
     /// Lets the requests on `list` through untouched: neither limited nor
@@ -224,15 +235,15 @@ impl<K: KeyExtractor, R> LockoutLayer<K, R> {
     /// Calls `hook` on every lockout of the layer's tracker; see
     /// [`Tracker::on_lockout`].
     pub fn on_lockout(self, hook: impl Fn(&K::Key, Instant) + Send + Sync + 'static) -> Self {
-        let tracker = self.config.tracker.clone().on_lockout(hook);
-        self.edit(|c| c.tracker = tracker)
+        let tracker = self.config.tracker().clone().on_lockout(hook);
+        self.edit(|c| c.first.tracker = tracker)
     }
 
     /// The tracker, for handlers and operator endpoints
     /// ([`unlock`](Tracker::unlock), [`stats`](Tracker::stats),
     /// [`locked_keys`](Tracker::locked_keys)).
     pub fn tracker(&self) -> &Tracker<K::Key> {
-        &self.config.tracker
+        self.config.tracker()
     }
 }
 
@@ -247,11 +258,11 @@ impl<K: KeyExtractor, R> Clone for LockoutLayer<K, R> {
 impl<K: KeyExtractor, R> fmt::Debug for LockoutLayer<K, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LockoutLayer")
-            .field("tracker", &self.config.tracker)
+            .field("tracker", self.config.tracker())
             .field("key", &std::any::type_name::<K>())
             .field("renderer", &std::any::type_name::<R>())
             .field("custom_classifier", &self.config.classifier.is_some())
-            .field("keys", &self.config.rules.len())
+            .field("keys", &(1 + self.config.more.len()))
             .field("lists", &self.config.lists)
             .field("shadow", &self.config.shadow)
             .finish()

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     Fingerprint,
-    events::{self, KeyText, Record},
+    events::{self, Gauge, Gauges, KeyText, Record},
     reject::retry_after_secs,
 };
 
@@ -705,5 +705,12 @@ where
             return Tracker::shared(self.policy, store);
         }
         Tracker::new(self.policy)
+    }
+}
+
+impl Gauges for Stats {
+    fn gauges(&self, set: &mut dyn FnMut(Gauge, f64)) {
+        set(Gauge::LockoutTracked, self.tracked as f64);
+        set(Gauge::LockoutLockedOut, self.locked_out as f64);
     }
 }

@@ -109,7 +109,6 @@ mod store;
 #[cfg(feature = "redis")]
 pub use crate::redis::{RedisConnectError, RedisStore};
 
-pub(crate) use self::headers::LockoutFields;
 pub use self::{
     builder::RateLimitBuilder,
     future::ResponseFuture,
