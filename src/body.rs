@@ -10,12 +10,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::lease::Cutoff;
-
-/// The error of a [`ResponseBody`]: the inner body's, or
-/// [`Truncated`](crate::lease::Truncated) when a lease cut a plain body
-/// short.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::{BoxError, lease::Cutoff};
 
 pin_project! {
     /// The body of a response that went through a portcullis layer: either

@@ -4,9 +4,13 @@ use std::{fmt, sync::Arc};
 
 use http::HeaderName;
 
+mod digest;
 mod fingerprint;
+mod secret_key;
 
+pub use digest::KeyDigest;
 pub use fingerprint::{Fingerprint, FingerprintKey};
+pub(crate) use secret_key::{MIN_KEY_BYTES, check_key_len, random_bytes};
 
 /// A secret found in a request, together with where it was found.
 ///

@@ -35,8 +35,7 @@ use crate::{
     reject::{self, Renderer},
 };
 
-/// A boxed, sendable future: what a layer waits for.
-pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+pub(crate) use crate::future::BoxFuture;
 
 /// Sees the head of every response a request produced (the inner service's
 /// or a refusal), once. Dropped without being called when the request is

@@ -21,7 +21,7 @@
 //! | the same, with a lockout of clients that keep failing | [`stack::Stack`], [`AuthLayer`], [`lockout::LockoutLayer`], [`lockout::Policy`], [`ClientIp`] (behind a load balancer) |
 //! | login protection: a password form, guesses limited per address and per account | [`Stack`](stack::Stack) ([`login_route`](stack::Stack::login_route)), [`AuthLayer`], [`LockoutLayer`](lockout::LockoutLayer), [`Policy`](lockout::Policy), [`body_key::BodyField`] (and [`lockout::Failed`] to count a repeated password once) |
 //! | sessions: short access tokens, rotated refresh cookies, sign-out (feature `sessions`) | `session::Sessions`, `session::AccessTokens`, [`revoke::Revocations`], [`AuthLayer`], `validate::Claims` (the identity `Sessions::validator` produces) |
-//! | all of it behind a load balancer | the last two rows, and [`ClientIp::trust_proxies`]; `cargo run --example login_sessions --features sessions` |
+//! | all of it behind a load balancer | the last two rows, and [`ClientIpBuilder::trust_proxies`](client_ip::ClientIpBuilder::trust_proxies); `cargo run --example login_sessions --features sessions` |
 //!
 //! To install, with sessions and what an axum app needs beside:
 //!
@@ -203,6 +203,34 @@
 //!   a repeated wrong guess counts once; cookie credentials are refused on
 //!   cross-site unsafe requests ([`cross_origin`]) and removed when stale;
 //!   [`stack::Stack`] assembles the layers in the one order that works.
+//!
+//! # Layers of the crate
+//!
+//! Modules import downwards only, and the files of a folder import each
+//! other without cycles (`.ci/check-layers` fails on an import cycle).
+//! From the bottom:
+//!
+//! 1. Vocabulary: `error` (`ConfigError`, `ValidationError`, `BoxError`),
+//!    `credential` (credentials, fingerprints, `KeyDigest`, the key-length
+//!    floor), [`reject`] (rejection kinds and their rendering for every
+//!    protocol), `key` ([`KeyExtractor`]), `table`, `future`, and
+//!    [`events`], the audit stream everything above reports into (its
+//!    metrics read gauges through [`events::Gauges`], knowing no limiter).
+//! 2. Shared state and revocation: `redis` (the shared store, its
+//!    connections and fallback) and [`revoke`] (the revocation list, which
+//!    the validators above honour).
+//! 3. Extraction and validation: [`extract`], [`client_ip`],
+//!    [`client_list`], [`validate`] (validators, caches, JWT) and [`lease`]
+//!    (how long an accepted identity may go on).
+//! 4. Tower layers over their decision engines: `body` and `gate` (the
+//!    response body and the one request path every layer shares),
+//!    `handoff` (the one place [`auth`] and [`lockout`] meet: reservations
+//!    released on acceptance, the mark of an accepted request),
+//!    [`cross_origin`], [`body_key`], [`scope`], [`rate_limit`],
+//!    [`lockout`], [`auth`], and `session` (feature `sessions`), built on
+//!    them.
+//! 5. Integration: [`integration`] (axum, tonic), [`stack`] and
+//!    `test_util`.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -216,7 +244,9 @@ pub mod cross_origin;
 mod error;
 pub mod events;
 pub mod extract;
+mod future;
 mod gate;
+mod handoff;
 pub mod integration;
 mod key;
 pub mod lease;
@@ -236,15 +266,15 @@ pub mod test_util;
 pub mod validate;
 
 pub use auth::AuthLayer;
-pub use body::{BoxError, ResponseBody};
+pub use body::ResponseBody;
 pub use client_ip::{ClientIp, PeerAddr};
 pub use credential::{Credential, CredentialSource, Fingerprint, FingerprintKey};
-pub use error::ConfigError;
+pub use error::{BoxError, ConfigError, ValidationError, ValidationErrorKind};
 pub use key::KeyExtractor;
 #[cfg(feature = "redis")]
 pub use redis::{RedisConnectError, RedisStore};
 pub use reject::AuthRejection;
-pub use validate::{ValidationError, ValidationErrorKind, Validator};
+pub use validate::Validator;
 
 /// The README's code blocks, compiled and run as doctests (they use the
 /// `axum`, `redis` and `sessions` features).

@@ -143,8 +143,8 @@ async fn a_scripted_sequence_shows_up_in_the_events_and_the_metrics() {
         assert!(!name.contains("good") && !name.contains("wrong"), "{name}");
     }
 
-    record_lockout_stats(&tracker.stats());
-    record_rate_limit_stats(&rate.stats());
+    record_stats(&tracker.stats());
+    record_stats(&rate.stats());
     let got = counters(&snapshotter);
     assert_eq!(
         got.get(&format!("{RATE_LIMIT_ENTRIES}{{}}#gauge")),
@@ -251,7 +251,7 @@ async fn a_scripted_sequence_shows_up_in_the_events_and_the_metrics() {
         );
     }
     // The list's health, as gauges.
-    record_revocation_stats(&revocations.stats());
+    record_stats(&revocations.stats());
     let got = counters(&snapshotter);
     assert_eq!(
         got.get(&format!("{REVOCATIONS_ENTRIES}{{}}#gauge")),

@@ -23,14 +23,12 @@ pub(crate) struct Gauges {
 #[cfg(feature = "metrics")]
 impl Gauges {
     fn record(&self) {
-        use portcullis::events::metrics::{
-            record_lockout_stats, record_rate_limit_stats, record_revocation_stats,
-        };
-        record_lockout_stats(&self.lockout.stats());
+        use portcullis::events::metrics::record_stats;
+        record_stats(&self.lockout.stats());
         if let Some(rate_limit) = &self.rate_limit {
-            record_rate_limit_stats(&rate_limit.stats());
+            record_stats(&rate_limit.stats());
         }
-        record_revocation_stats(&self.revocations.stats());
+        record_stats(&self.revocations.stats());
     }
 }
 

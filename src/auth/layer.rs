@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http::{Response, request::Parts};
 use tower_layer::Layer;
 
-use super::{Auth, Predicate, Preflight, Shared};
+use super::{Auth, Shared};
 use crate::{
     Validator,
     cross_origin::CrossOriginProtection,
@@ -21,50 +21,43 @@ use crate::{
 /// See the [module docs](crate::auth) for what happens to each request.
 #[must_use]
 pub struct AuthLayer<V, R = DefaultRenderer> {
-    validator: Arc<V>,
-    extractor: Extractor,
-    renderer: Arc<R>,
-    optional: bool,
-    public: Option<Predicate>,
-    preflight: Option<Preflight>,
-    timeout: Option<Duration>,
-    cross_origin: CrossOriginProtection,
-    clear_stale_cookies: bool,
-    leases: Option<Leases>,
+    /// What every service the layer builds shares: a service is the inner
+    /// service plus this `Arc`.
+    shared: Arc<Shared<V, R>>,
 }
 
 impl<V: Validator> AuthLayer<V> {
     /// Validates `Authorization: Bearer` credentials with `validator`.
     pub fn new(validator: V) -> Self {
         Self {
-            validator: Arc::new(validator),
-            extractor: Extractor::default(),
-            renderer: Arc::new(DefaultRenderer::new()),
-            optional: false,
-            public: None,
-            preflight: None,
-            timeout: None,
-            cross_origin: CrossOriginProtection::new(),
-            clear_stale_cookies: true,
-            leases: None,
+            shared: Arc::new(Shared {
+                validator: Arc::new(validator),
+                extractor: Extractor::default(),
+                renderer: Arc::new(DefaultRenderer::new()),
+                optional: false,
+                public: None,
+                preflight: None,
+                timeout: None,
+                cross_origin: CrossOriginProtection::new(),
+                clear_stale_cookies: true,
+                leases: None,
+            }),
         }
     }
 }
 
 impl<V, R> AuthLayer<V, R> {
     /// Where to look for the credential (default: `Authorization: Bearer`).
-    pub fn extractor(mut self, extractor: Extractor) -> Self {
-        self.extractor = extractor;
-        self
+    pub fn extractor(self, extractor: Extractor) -> Self {
+        self.edit(|shared| shared.extractor = extractor)
     }
 
     /// Lets requests without any credential through, anonymous.
     ///
     /// A credential that *is* presented is still validated, and a bad one is
     /// still rejected: optional means "may be absent", not "may be wrong".
-    pub fn optional(mut self) -> Self {
-        self.optional = true;
-        self
+    pub fn optional(self) -> Self {
+        self.edit(|shared| shared.optional = true)
     }
 
     /// Marks requests that need no credential (health checks, a login page).
@@ -73,12 +66,11 @@ impl<V, R> AuthLayer<V, R> {
     /// validation, holding the reservations of the lockout layers outside
     /// until their response (a public login handler is judged by its
     /// answer).
-    pub fn public<F>(mut self, predicate: F) -> Self
+    pub fn public<F>(self, predicate: F) -> Self
     where
         F: Fn(&Parts) -> bool + Send + Sync + 'static,
     {
-        self.public = Some(Arc::new(predicate));
-        self
+        self.edit(|shared| shared.public = Some(Arc::new(predicate)))
     }
 
     /// Adds `predicate` to the public requests: a request either predicate
@@ -87,7 +79,7 @@ impl<V, R> AuthLayer<V, R> {
     where
         F: Fn(&Parts) -> bool + Send + Sync + 'static,
     {
-        match self.public.clone() {
+        match self.shared.public.clone() {
             None => self.public(predicate),
             Some(before) => self.public(move |req| before(req) || predicate(req)),
         }
@@ -95,7 +87,7 @@ impl<V, R> AuthLayer<V, R> {
 
     /// The cross-origin check of cookie credentials.
     pub(crate) fn cross_origin_protection(&self) -> &CrossOriginProtection {
-        &self.cross_origin
+        &self.shared.cross_origin
     }
 
     /// Answers CORS preflight requests (`OPTIONS` with
@@ -135,20 +127,18 @@ impl<V, R> AuthLayer<V, R> {
     /// });
     /// # let _ = layer;
     /// ```
-    pub fn preflight<F>(mut self, responder: F) -> Self
+    pub fn preflight<F>(self, responder: F) -> Self
     where
         F: Fn(&Parts) -> Response<Bytes> + Send + Sync + 'static,
     {
-        self.preflight = Some(Arc::new(responder));
-        self
+        self.edit(|shared| shared.preflight = Some(Arc::new(responder)))
     }
 
     /// Gives the validator at most `timeout` per credential; a validator
     /// that takes longer is [unavailable](crate::ValidationError::unavailable)
     /// (503), so a slow backend cannot hold requests forever.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.edit(|shared| shared.timeout = Some(timeout))
     }
 
     /// Configures the cross-origin check of requests authenticated by a
@@ -160,25 +150,21 @@ impl<V, R> AuthLayer<V, R> {
     /// ([`Cookie::removal`](crate::extract::Cookie::removal)), so a browser
     /// stops sending a session that was signed out elsewhere, expired, or
     /// forgotten by a restart, instead of failing with it on every page.
-    pub fn clear_stale_cookies(mut self, clear: bool) -> Self {
-        self.clear_stale_cookies = clear;
-        self
+    pub fn clear_stale_cookies(self, clear: bool) -> Self {
+        self.edit(|shared| shared.clear_stale_cookies = clear)
     }
 
     /// Renders rejections with `renderer` instead of the [`DefaultRenderer`].
     pub fn renderer<R2>(self, renderer: R2) -> AuthLayer<V, R2> {
         AuthLayer {
-            validator: self.validator,
-            extractor: self.extractor,
-            renderer: Arc::new(renderer),
-            optional: self.optional,
-            public: self.public,
-            preflight: self.preflight,
-            timeout: self.timeout,
-            cross_origin: self.cross_origin,
-            clear_stale_cookies: self.clear_stale_cookies,
-            leases: self.leases,
+            shared: Arc::new(Shared::clone(&self.shared).with_renderer(Arc::new(renderer))),
         }
+    }
+
+    /// Changes the configuration; the services already built keep theirs.
+    fn edit(mut self, edit: impl FnOnce(&mut Shared<V, R>)) -> Self {
+        edit(Arc::make_mut(&mut self.shared));
+        self
     }
 }
 
@@ -231,25 +217,16 @@ where
     /// let layer = AuthLayer::new(validate).leases(&revocations);
     /// # let _ = layer;
     /// ```
-    pub fn leases(mut self, revocations: &Revocations) -> Self {
-        self.leases = Some(Leases::new::<V::Identity>(revocations));
-        self
+    pub fn leases(self, revocations: &Revocations) -> Self {
+        let leases = Leases::new::<V::Identity>(revocations);
+        self.edit(|shared| shared.leases = Some(leases))
     }
 }
 
 impl<V, R> Clone for AuthLayer<V, R> {
     fn clone(&self) -> Self {
         Self {
-            validator: self.validator.clone(),
-            extractor: self.extractor.clone(),
-            renderer: self.renderer.clone(),
-            optional: self.optional,
-            public: self.public.clone(),
-            preflight: self.preflight.clone(),
-            timeout: self.timeout,
-            cross_origin: self.cross_origin.clone(),
-            clear_stale_cookies: self.clear_stale_cookies,
-            leases: self.leases.clone(),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -258,15 +235,15 @@ impl<V, R: fmt::Debug> fmt::Debug for AuthLayer<V, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthLayer")
             .field("validator", &std::any::type_name::<V>())
-            .field("extractor", &self.extractor)
-            .field("renderer", &self.renderer)
-            .field("optional", &self.optional)
-            .field("public", &self.public.is_some())
-            .field("preflight", &self.preflight.is_some())
-            .field("timeout", &self.timeout)
-            .field("cross_origin", &self.cross_origin)
-            .field("clear_stale_cookies", &self.clear_stale_cookies)
-            .field("leases", &self.leases.is_some())
+            .field("extractor", &self.shared.extractor)
+            .field("renderer", &self.shared.renderer)
+            .field("optional", &self.shared.optional)
+            .field("public", &self.shared.public.is_some())
+            .field("preflight", &self.shared.preflight.is_some())
+            .field("timeout", &self.shared.timeout)
+            .field("cross_origin", &self.shared.cross_origin)
+            .field("clear_stale_cookies", &self.shared.clear_stale_cookies)
+            .field("leases", &self.shared.leases.is_some())
             .finish()
     }
 }
@@ -275,20 +252,6 @@ impl<S, V, R> Layer<S> for AuthLayer<V, R> {
     type Service = Auth<S, V, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Auth::new(
-            inner,
-            Arc::new(Shared {
-                validator: self.validator.clone(),
-                extractor: self.extractor.clone(),
-                renderer: self.renderer.clone(),
-                optional: self.optional,
-                public: self.public.clone(),
-                preflight: self.preflight.clone(),
-                timeout: self.timeout,
-                cross_origin: self.cross_origin.clone(),
-                clear_stale_cookies: self.clear_stale_cookies,
-                leases: self.leases.clone(),
-            }),
-        )
+        Auth::new(inner, Arc::clone(&self.shared))
     }
 }

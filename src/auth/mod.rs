@@ -125,33 +125,37 @@ pub(crate) struct Shared<V, R> {
     leases: Option<Leases>,
 }
 
-/// Inserted into the extensions of requests whose credential the layer
-/// accepted, so that a lockout layer placed inside it by mistake can say so
-/// (SECURITY.md B17).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Authenticated;
-
-impl Authenticated {
-    /// Marks an accepted request: each thread's first
-    /// [`ORDER_CHECKS`](crate::lockout::ORDER_CHECKS) of them, then one in
-    /// 64.
-    ///
-    /// The order of the layers is a property of the stack, and a lockout
-    /// looks for the mark among its own first `ORDER_CHECKS` requests, so
-    /// the first accepted requests tell; the sampled ones after them cover
-    /// a lockout that sees only some routes. The steady state costs a
-    /// thread-local increment instead of an extensions insert.
-    pub(crate) fn mark(extensions: &mut http::Extensions) {
-        thread_local! {
-            static ACCEPTED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+impl<V, R> Shared<V, R> {
+    /// The same configuration, rendering with `renderer`.
+    fn with_renderer<R2>(self, renderer: Arc<R2>) -> Shared<V, R2> {
+        Shared {
+            validator: self.validator,
+            extractor: self.extractor,
+            renderer,
+            optional: self.optional,
+            public: self.public,
+            preflight: self.preflight,
+            timeout: self.timeout,
+            cross_origin: self.cross_origin,
+            clear_stale_cookies: self.clear_stale_cookies,
+            leases: self.leases,
         }
-        let n = ACCEPTED.with(|accepted| {
-            let n = accepted.get();
-            accepted.set(n.wrapping_add(1));
-            n
-        });
-        if n < crate::lockout::ORDER_CHECKS || n.is_multiple_of(64) {
-            extensions.insert(Self);
+    }
+}
+
+impl<V, R> Clone for Shared<V, R> {
+    fn clone(&self) -> Self {
+        Self {
+            validator: Arc::clone(&self.validator),
+            extractor: self.extractor.clone(),
+            renderer: Arc::clone(&self.renderer),
+            optional: self.optional,
+            public: self.public.clone(),
+            preflight: self.preflight.clone(),
+            timeout: self.timeout,
+            cross_origin: self.cross_origin.clone(),
+            clear_stale_cookies: self.clear_stale_cookies,
+            leases: self.leases.clone(),
         }
     }
 }

@@ -12,15 +12,15 @@ use bytes::Bytes;
 use http::{Extensions, Method, Request, Response, header, request::Parts};
 use tower_service::Service;
 
-use super::{Anonymous, Authenticated, ResponseFuture, Shared};
+use super::{Anonymous, ResponseFuture, Shared, future::Cut};
 use crate::{
     AuthRejection, Credential, CredentialSource, ResponseBody, ValidationError, Validator,
     body_key::BodyField,
     cross_origin::{self, CrossOriginProtection},
     events::{self, Record},
     gate::{self, Admit, BoxFuture, Gate, Refusal},
-    lease::{Cut, Leases},
-    lockout::Reservation,
+    handoff::{Authenticated, Reservation},
+    lease::Leases,
     reject::{self, RejectionKind, Renderer},
 };
 
@@ -168,15 +168,12 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
         let shared = &self.shared;
         match outcome {
             Ok(identity) => {
-                events::emit(Record::Authenticated {
-                    source: credential.source(),
-                });
-                let hook = shared.accept(&mut parts.extensions, credential, identity);
+                let reservation = releasable(&mut parts.extensions);
+                let hook = shared.accept(reservation, &mut parts.extensions, credential, identity);
                 self.pass(parts, body, hook)
             }
             Err(error) => {
-                let rejection = reject_credential(credential, &error)
-                    .clear_cookie(shared.stale_cookie(credential));
+                let rejection = shared.reject(credential, &error);
                 ResponseFuture::new(Gate::refuse(shared.render(rejection, &parts), ()))
             }
         }
@@ -213,21 +210,8 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
             let (credential, outcome) = validation.await;
             match outcome {
                 Ok(identity) => {
-                    events::emit(Record::Authenticated {
-                        source: credential.source(),
-                    });
                     let mut extensions = Extensions::new();
-                    if let Some(reservation) = reservation {
-                        reservation.release();
-                    }
-                    let hook = grant(
-                        shared.leases.as_ref(),
-                        &mut extensions,
-                        &credential,
-                        &identity,
-                    );
-                    extensions.insert(identity);
-                    Authenticated::mark(&mut extensions);
+                    let hook = shared.accept(reservation, &mut extensions, &credential, identity);
                     Ok(Admit {
                         hook,
                         extensions: Some(extensions),
@@ -236,8 +220,7 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
                 // The reservations are not settled here: the lockout layers
                 // count the rejection attached to the response.
                 Err(error) => Err(Refusal {
-                    rejection: reject_credential(&credential, &error)
-                        .clear_cookie(shared.stale_cookie(&credential)),
+                    rejection: shared.reject(&credential, &error),
                     hook: ().into(),
                 }),
             }
@@ -366,17 +349,22 @@ impl<V: Validator, R: Renderer> Shared<V, R> {
         }
     }
 
-    /// The credential was accepted: the identity (and, with leases on, its
-    /// lease) goes to the inner service, and the lockout layers outside need
-    /// not hold a reservation any longer (B11).
+    /// The credential was accepted, now or after waiting for the validator:
+    /// the identity (and, with leases on, its lease) goes into `extensions`
+    /// for the inner service, and the lockout layers outside need not hold
+    /// `reservation` any longer (B11). Returns the hook of the response.
     #[inline]
     fn accept(
         &self,
+        reservation: Option<Reservation>,
         extensions: &mut Extensions,
         credential: &Credential,
         identity: V::Identity,
     ) -> Cut {
-        if let Some(reservation) = releasable(extensions) {
+        events::emit(Record::Authenticated {
+            source: credential.source(),
+        });
+        if let Some(reservation) = reservation {
             reservation.release();
         }
         let hook = grant(self.leases.as_ref(), extensions, credential, &identity);
@@ -385,6 +373,12 @@ impl<V: Validator, R: Renderer> Shared<V, R> {
         // place.
         Authenticated::mark(extensions);
         hook
+    }
+
+    /// The credential was refused: its rejection, with the removal of its
+    /// cookie when it is stale.
+    fn reject(&self, credential: &Credential, error: &ValidationError) -> AuthRejection {
+        reject_credential(credential, error).clear_cookie(self.stale_cookie(credential))
     }
 
     fn render(&self, rejection: AuthRejection, parts: &Parts) -> Response<Bytes> {

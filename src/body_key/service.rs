@@ -20,12 +20,10 @@ use super::{
     parse::{self, Field, Format},
 };
 use crate::{
-    AuthRejection, ResponseBody,
+    AuthRejection, BoxError, ResponseBody,
     gate::{self, take_ready},
     reject::{self, RejectionKind},
 };
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The service built by [`BodyKeyLayer`](super::BodyKeyLayer).
 pub struct BodyKey<S> {

@@ -5,10 +5,8 @@ use std::{fmt, sync::OnceLock};
 use hmac::{Hmac, Mac};
 use sha2::{Digest as _, Sha256};
 
+use super::{MIN_KEY_BYTES, check_key_len, random_bytes};
 use crate::ConfigError;
-
-/// The shortest key [`FingerprintKey::new`] accepts, in bytes.
-const MIN_KEY_LEN: usize = 32;
 
 /// The key every [`Fingerprint::of`] uses: installed once, or chosen at
 /// random on first use.
@@ -122,15 +120,7 @@ impl FingerprintKey {
     /// [`ConfigError::InvalidKey`] when the key is shorter than 32 bytes.
     pub fn new(key: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
         let key = key.as_ref();
-        if key.len() < MIN_KEY_LEN {
-            return Err(ConfigError::InvalidKey(
-                format!(
-                    "a fingerprint key needs at least {MIN_KEY_LEN} bytes, got {}",
-                    key.len()
-                )
-                .into(),
-            ));
-        }
+        check_key_len("a fingerprint key", key)?;
         Ok(Self::from_bytes(key))
     }
 
@@ -140,11 +130,7 @@ impl FingerprintKey {
     ///
     /// [`ConfigError::InvalidKey`] when the random source fails.
     pub fn random() -> Result<Self, ConfigError> {
-        let mut key = [0u8; MIN_KEY_LEN];
-        getrandom::fill(&mut key).map_err(|e| {
-            ConfigError::InvalidKey(format!("the random source failed: {e}").into())
-        })?;
-        Ok(Self::from_bytes(&key))
+        Ok(Self::from_bytes(&random_bytes::<MIN_KEY_BYTES>()?))
     }
 
     /// Fingerprints `secret` with this key: the HMAC of its SHA-256 digest,

@@ -17,11 +17,11 @@
 //! | `portcullis_session_reuses_total` | counter | | refresh tokens presented again after use: sessions revoked (feature `sessions`) |
 //! | `portcullis_sessions_ended_total` | counter | `reason` | sessions ended (feature `sessions`) |
 //! | `portcullis_validator_seconds` | histogram | `source` | time the validator took |
-//! | `portcullis_lockout_tracked`, `portcullis_lockout_locked_out` | gauge | | table sizes, from [`record_lockout_stats`] |
-//! | `portcullis_rate_limit_entries`, `portcullis_rate_limit_limited` | gauge | | table sizes, from [`record_rate_limit_stats`] |
-//! | `portcullis_revocations_entries`, `portcullis_revocations_in_sync`, `portcullis_revocations_backlog` | gauge | | revocations in effect, whether the list is in sync with its shared store (1 or 0), revocations not stored yet, from [`record_revocation_stats`] |
-//! | `portcullis_revocations_state` | gauge | `state` | 1 for the list's [`SyncState`](crate::revoke::SyncState), 0 for the others (alert on `refusing`, warn on `stale`), from [`record_revocation_stats`] |
-//! | `portcullis_revocations_refused`, `portcullis_revocations_dropped` | gauge | | revocations refused by a table full of live ones, revocations that never reached the shared store (queue full), from [`record_revocation_stats`] |
+//! | `portcullis_lockout_tracked`, `portcullis_lockout_locked_out` | gauge | | table sizes, from [`record_stats`] |
+//! | `portcullis_rate_limit_entries`, `portcullis_rate_limit_limited` | gauge | | table sizes, from [`record_stats`] |
+//! | `portcullis_revocations_entries`, `portcullis_revocations_in_sync`, `portcullis_revocations_backlog` | gauge | | revocations in effect, whether the list is in sync with its shared store (1 or 0), revocations not stored yet, from [`record_stats`] |
+//! | `portcullis_revocations_state` | gauge | `state` | 1 for the list's [`SyncState`](crate::revoke::SyncState), 0 for the others (alert on `refusing`, warn on `stale`), from [`record_stats`] |
+//! | `portcullis_revocations_refused`, `portcullis_revocations_dropped` | gauge | | revocations refused by a table full of live ones, revocations that never reached the shared store (queue full), from [`record_stats`] |
 //!
 //! Label values come from fixed sets, so cardinality is bounded:
 //!
@@ -58,12 +58,8 @@ use metrics::{
     histogram,
 };
 
-use super::{Record, RevocationOrigin, SessionEndReason, Sink};
-use crate::{
-    CredentialSource, lockout, rate_limit,
-    reject::RejectionKind,
-    revoke::{self, Target},
-};
+use super::{Gauge, Gauges, Reaches, Record, RevocationOrigin, SessionEndReason, Sink};
+use crate::{CredentialSource, reject::RejectionKind};
 
 /// The counter of `AuthLayer` decisions.
 pub const AUTH_DECISIONS: &str = "portcullis_auth_decisions_total";
@@ -186,24 +182,12 @@ fn describe() {
     );
 }
 
-/// Sets the lockout's table-size gauges from [`Tracker::stats`]
-/// (call it when the metrics are scraped; the tables are not walked on the
-/// request path).
-///
-/// [`Tracker::stats`]: crate::lockout::Tracker::stats
-pub fn record_lockout_stats(stats: &lockout::LockoutStats) {
-    gauge!(LOCKOUT_TRACKED).set(stats.tracked as f64);
-    gauge!(LOCKOUT_LOCKED_OUT).set(stats.locked_out as f64);
-}
-
-/// Sets the rate limiter's table-size gauges from
-/// [`RateLimitLayer::stats`](crate::rate_limit::RateLimitLayer::stats).
-pub fn record_rate_limit_stats(stats: &rate_limit::RateLimitStats) {
-    gauge!(RATE_LIMIT_ENTRIES).set(stats.entries as f64);
-    gauge!(RATE_LIMIT_LIMITED).set(stats.limited as f64);
-}
-
-/// Sets the revocation list's gauges from
+/// Sets the gauges of a component from its stats (call it when the metrics
+/// are scraped; the tables are not walked on the request path): the lockout's
+/// table sizes from [`Tracker::stats`](crate::lockout::Tracker::stats), the
+/// rate limiter's from
+/// [`RateLimitLayer::stats`](crate::rate_limit::RateLimitLayer::stats), the
+/// revocation list's from
 /// [`Revocations::stats`](crate::revoke::Revocations::stats): warn on
 /// `portcullis_revocations_state{state="stale"}` at 1 (the list lost its
 /// shared store and serves its local copy), alert on `refusing` at 1
@@ -212,22 +196,31 @@ pub fn record_rate_limit_stats(stats: &rate_limit::RateLimitStats) {
 /// # Example
 ///
 /// ```
-/// use portcullis::{events::metrics::record_revocation_stats, revoke::Revocations};
+/// use portcullis::{events::metrics::record_stats, revoke::Revocations};
 ///
 /// let revocations = Revocations::new();
 /// // In your scrape handler, before rendering:
-/// record_revocation_stats(&revocations.stats());
+/// record_stats(&revocations.stats());
 /// ```
-pub fn record_revocation_stats(stats: &revoke::RevocationStats) {
-    gauge!(REVOCATIONS_ENTRIES).set(stats.entries as f64);
-    gauge!(REVOCATIONS_IN_SYNC).set(if stats.in_sync { 1.0 } else { 0.0 });
-    gauge!(REVOCATIONS_BACKLOG).set(stats.backlog as f64);
-    gauge!(REVOCATIONS_REFUSED).set(stats.refused as f64);
-    gauge!(REVOCATIONS_DROPPED).set(stats.dropped as f64);
-    for &state in revoke::SyncState::ALL {
-        let on = if state == stats.state { 1.0 } else { 0.0 };
-        gauge!(REVOCATIONS_STATE, "state" => state.as_str()).set(on);
-    }
+pub fn record_stats(stats: &impl Gauges) {
+    stats.gauges(&mut |which, value| {
+        let name = match which {
+            Gauge::LockoutTracked => LOCKOUT_TRACKED,
+            Gauge::LockoutLockedOut => LOCKOUT_LOCKED_OUT,
+            Gauge::RateLimitEntries => RATE_LIMIT_ENTRIES,
+            Gauge::RateLimitLimited => RATE_LIMIT_LIMITED,
+            Gauge::RevocationsEntries => REVOCATIONS_ENTRIES,
+            Gauge::RevocationsInSync => REVOCATIONS_IN_SYNC,
+            Gauge::RevocationsBacklog => REVOCATIONS_BACKLOG,
+            Gauge::RevocationsRefused => REVOCATIONS_REFUSED,
+            Gauge::RevocationsDropped => REVOCATIONS_DROPPED,
+            Gauge::RevocationsState(state) => {
+                gauge!(REVOCATIONS_STATE, "state" => state).set(value);
+                return;
+            }
+        };
+        gauge!(name).set(value);
+    });
 }
 
 /// Credential sources, as labels: their kind, never their name.
@@ -402,9 +395,9 @@ impl Sink for Metrics {
             }
             Record::Revoked { target, origin, .. } => {
                 let target = match target {
-                    Target::Secret(_) => 0,
-                    Target::Id(_) => 1,
-                    Target::Subject(_) => 2,
+                    Reaches::Secret(_) => 0,
+                    Reaches::Id(_) => 1,
+                    Reaches::Subject(_) => 2,
                 };
                 let origin = ORIGINS
                     .iter()

@@ -11,7 +11,9 @@
 //! dropped and counted ([`Subscription::dropped`]).
 //!
 //! With the `metrics` feature, [`metrics::install`] turns the same events
-//! into counters and histograms through the `metrics` facade.
+//! into counters and histograms through the `metrics` facade, and
+//! [`metrics::record_stats`] sets gauges from the stats of any component
+//! that reports them ([`Gauges`]).
 //!
 //! Nothing is built or sent while nobody listens: the request path checks
 //! one atomic and moves on.
@@ -60,7 +62,7 @@ use std::{
 
 use tokio::sync::mpsc;
 
-use crate::{CredentialSource, Fingerprint, reject::RejectionKind, revoke::Target};
+use crate::{CredentialSource, Fingerprint, credential::KeyDigest, reject::RejectionKind};
 
 /// Something portcullis decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,7 +292,7 @@ pub(crate) enum Record<'a> {
         limiter: &'static str,
     },
     Revoked {
-        target: &'a Target,
+        target: Reaches<'a>,
         origin: RevocationOrigin,
         lasts: Duration,
     },
@@ -311,6 +313,71 @@ pub(crate) enum Record<'a> {
         source: &'a CredentialSource,
         elapsed: Duration,
     },
+}
+
+/// A gauge a component reports when the metrics are scraped: what its
+/// tables hold, and where it stands with its shared store.
+///
+/// The metrics subscriber maps each to its metric
+/// (`portcullis_lockout_tracked`, …, see `events::metrics`, feature
+/// `metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Gauge {
+    /// Failure counters the lockout holds.
+    LockoutTracked,
+    /// Keys the lockout refuses.
+    LockoutLockedOut,
+    /// Keys in the rate limiter's table.
+    RateLimitEntries,
+    /// Keys the rate limiter keeps because they were refused.
+    RateLimitLimited,
+    /// Revocations in effect.
+    RevocationsEntries,
+    /// 1 while the revocation list is in sync with its shared store.
+    RevocationsInSync,
+    /// Revocations made here that the shared store has not stored yet.
+    RevocationsBacklog,
+    /// Revocations refused because the table was full of live ones.
+    RevocationsRefused,
+    /// Revocations made here that never reached the shared store.
+    RevocationsDropped,
+    /// 1 for the revocation list's state with its shared store (named by
+    /// [`SyncState::as_str`](crate::revoke::SyncState::as_str)), 0 for the
+    /// others.
+    RevocationsState(&'static str),
+}
+
+/// The stats of a component, read as [`Gauge`]s: implemented by the stats of
+/// the lockout ([`Tracker::stats`](crate::lockout::Tracker::stats)), the
+/// rate limiter and the revocation list, so that a metrics subscriber reads
+/// them without knowing the components.
+///
+/// # Example
+///
+/// ```
+/// use portcullis::{events::{Gauge, Gauges}, revoke::Revocations};
+///
+/// let mut entries = None;
+/// Revocations::new().stats().gauges(&mut |gauge, value| {
+///     if gauge == Gauge::RevocationsEntries {
+///         entries = Some(value);
+///     }
+/// });
+/// assert_eq!(entries, Some(0.0));
+/// ```
+pub trait Gauges {
+    /// Calls `set` once for each gauge, with its value.
+    fn gauges(&self, set: &mut dyn FnMut(Gauge, f64));
+}
+
+/// What a revocation reaches, borrowed from the list that applied it: made
+/// into a [`RevocationTarget`] only when a subscriber listens.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reaches<'a> {
+    Secret(&'a KeyDigest),
+    Id(&'a str),
+    Subject(&'a str),
 }
 
 impl Record<'_> {
@@ -366,12 +433,12 @@ impl Record<'_> {
                 lasts,
             } => Event::Revoked {
                 target: match target {
-                    Target::Secret(digest) => RevocationTarget::Secret {
+                    Reaches::Secret(digest) => RevocationTarget::Secret {
                         fingerprint: Fingerprint::of_digest(digest.as_bytes()),
                     },
-                    Target::Id(id) => RevocationTarget::Id { id: id.to_string() },
-                    Target::Subject(subject) => RevocationTarget::Subject {
-                        subject: subject.to_string(),
+                    Reaches::Id(id) => RevocationTarget::Id { id: id.to_owned() },
+                    Reaches::Subject(subject) => RevocationTarget::Subject {
+                        subject: subject.to_owned(),
                     },
                 },
                 origin,

@@ -48,14 +48,7 @@ use crate::AuthRejection;
 /// assert_eq!(rejection(res.extensions()).unwrap().kind(), RejectionKind::Missing);
 /// ```
 pub fn rejection(extensions: &Extensions) -> Option<&AuthRejection> {
-    if let Some(rejection) = extensions.get::<AuthRejection>() {
-        return Some(rejection);
-    }
-    #[cfg(feature = "tonic")]
-    if let Some(status) = extensions.get::<::tonic::Status>() {
-        return self::tonic::status_rejection(status);
-    }
-    None
+    crate::reject::carried(extensions)
 }
 
 /// Explains a missing identity when the request was never authenticated.

@@ -22,7 +22,7 @@
 //! assert_eq!(identity::<User, _>(&bare).unwrap_err().code(), Code::Internal);
 //! ```
 
-use std::{error::Error, sync::Arc};
+use std::sync::Arc;
 
 use tonic::{Request, Status};
 
@@ -34,7 +34,7 @@ use crate::{
 
 /// The `Status` the [`DefaultRenderer`] answers gRPC calls with (code,
 /// message, `retry-after` metadata), with the rejection as its
-/// [source](Error::source), so a handler answers a refusal in one line and
+/// [source](std::error::Error::source), so a handler answers a refusal in one line and
 /// a [`LockoutLayer`](crate::lockout::LockoutLayer) in front counts it as
 /// the layers' own rejections (see [`rejection`](super::rejection)).
 ///
@@ -73,7 +73,7 @@ impl From<AuthRejection> for Status {
 /// - `UNAUTHENTICATED` when the layer let the request through anonymous
 ///   (optional mode or a public method). The `Status` carries an
 ///   [`AuthRejection`] of kind [`Missing`](RejectionKind::Missing) as its
-///   [source](Error::source), so a
+///   [source](std::error::Error::source), so a
 ///   [`LockoutLayer`](crate::lockout::LockoutLayer) in front does not count
 ///   the call as a failed attempt (see [`rejection`](super::rejection)); the
 ///   client sees only the code and message.
@@ -96,16 +96,4 @@ where
     let message = super::layer_missing::<T>();
     tracing::error!(target: "portcullis::tonic", "{message}");
     Err(Status::internal(message))
-}
-
-/// The [`AuthRejection`] in the source chain of `status`, if any.
-pub(super) fn status_rejection(status: &Status) -> Option<&AuthRejection> {
-    let mut source = status.source();
-    while let Some(error) = source {
-        if let Some(rejection) = error.downcast_ref::<AuthRejection>() {
-            return Some(rejection);
-        }
-        source = error.source();
-    }
-    None
 }

@@ -6,43 +6,17 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, response};
+use http::{HeaderMap, HeaderValue};
 use http_body::{Body, Frame};
 use tokio::time::Instant;
 
 use super::{End, Lease, watch::Watch};
 use crate::{
-    BoxError, ResponseBody,
-    gate::Hook,
+    BoxError,
     reject::{
         Protocol, RejectionKind, connect_end_of_stream, grpc_percent_encode, grpc_web_trailers,
     },
 };
-
-/// The hook of an `AuthLayer` request: with a lease, its response body
-/// ends with it. `()` (a refusal, an anonymous request) has none.
-#[derive(Default)]
-pub(crate) struct Cut(pub(crate) Option<Lease>);
-
-impl From<()> for Cut {
-    fn from((): ()) -> Self {
-        Self(None)
-    }
-}
-
-impl Hook for Cut {
-    fn on_response(self, _: &mut response::Parts) {}
-
-    fn respond<B>(self, head: &mut response::Parts, body: B) -> ResponseBody<B> {
-        match self.0 {
-            Some(lease) => {
-                let protocol = Protocol::from_content_type(&head.headers);
-                ResponseBody::leased(body, Cutoff::new(lease, protocol))
-            }
-            None => ResponseBody::inner(body),
-        }
-    }
-}
 
 /// The state of a leased body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,8 +11,9 @@ use tokio::time::Instant;
 use super::{End, Ended};
 use crate::{
     Credential,
+    credential::KeyDigest,
     revoke::{Facts, Hashed, Revocable, Revocations, Revoked},
-    validate::{ExpiresAt, KeyDigest},
+    validate::ExpiresAt,
 };
 
 /// How long an authenticated request may go on: until its identity

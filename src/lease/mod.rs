@@ -71,8 +71,8 @@ mod cutoff;
 mod grant;
 mod watch;
 
+pub(crate) use cutoff::Cutoff;
 pub use cutoff::Truncated;
-pub(crate) use cutoff::{Cut, Cutoff};
 pub use grant::Lease;
 pub(crate) use grant::Leases;
 pub use watch::{End, Ended};

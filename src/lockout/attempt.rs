@@ -19,17 +19,13 @@ use tokio::{
 
 use super::{
     Failed, Outcome, Tracker,
-    store::{Admission, Hashed, Record, Ticket, Waiter},
+    store::{ASK_AGAIN, Admission, Hashed, Record, Ticket, Waiter},
 };
 use crate::{
     AuthRejection, Fingerprint,
-    gate::BoxFuture,
+    future::BoxFuture,
     reject::{RejectionKind, retry_after_secs},
 };
-
-/// How soon a request that found its key full asks a shared store again,
-/// unless a reservation ending on this replica wakes it first.
-pub(crate) const ASK_AGAIN: Duration = Duration::from_millis(250);
 
 /// A key is locked out.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -211,7 +211,7 @@ pub(crate) fn judge(
     response: &Parts,
     classifier: Option<&dyn Classifier>,
 ) -> (Outcome, Option<Fingerprint>) {
-    if let Some(rejection) = crate::integration::rejection(&response.extensions) {
+    if let Some(rejection) = crate::reject::carried(&response.extensions) {
         // B1: only presented-and-rejected credentials count; a missing or
         // malformed credential, a missing scope, an expired token or an
         // unavailable validator never does, whatever the status.

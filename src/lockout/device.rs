@@ -11,11 +11,10 @@ use subtle::ConstantTimeEq;
 use crate::{
     AuthRejection, ConfigError, KeyExtractor,
     body_key::BodyField,
+    credential::{MIN_KEY_BYTES, check_key_len, random_bytes},
     extract::{Cookie, Extractor},
 };
 
-/// The shortest key accepted, in bytes.
-const MIN_KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 16;
 const TAG_LEN: usize = 16;
 /// Separates these tags from any other use of the key.
@@ -133,15 +132,7 @@ impl DeviceCookies {
     /// [`ConfigError::InvalidName`] for a name that is not a cookie name.
     pub fn new(name: &str, key: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
         let key = key.as_ref();
-        if key.len() < MIN_KEY_LEN {
-            return Err(ConfigError::InvalidKey(
-                format!(
-                    "a device cookie key needs at least {MIN_KEY_LEN} bytes, got {}",
-                    key.len()
-                )
-                .into(),
-            ));
-        }
+        check_key_len("a device cookie key", key)?;
         Ok(Self {
             // B21: a device cookie is worth guesses; it never travels in
             // clear by default.
@@ -161,7 +152,7 @@ impl DeviceCookies {
     /// [`ConfigError::InvalidKey`] when the random source fails, and as
     /// [`new`](Self::new).
     pub fn random(name: &str) -> Result<Self, ConfigError> {
-        Self::new(name, random::<MIN_KEY_LEN>()?)
+        Self::new(name, random_bytes::<MIN_KEY_BYTES>()?)
     }
 
     /// How long a device cookie lasts (default a year).
@@ -203,7 +194,7 @@ impl DeviceCookies {
     ///
     /// [`ConfigError::InvalidKey`] when the random source fails.
     pub fn issue(&self, account: &str) -> Result<HeaderValue, ConfigError> {
-        let nonce = random::<NONCE_LEN>()?;
+        let nonce = random_bytes::<NONCE_LEN>()?;
         let tag = self.tag(&self.normalize(account), &nonce);
         let value = format!(
             "{}.{}",
@@ -333,11 +324,4 @@ impl KeyExtractor for UntrustedKey {
             .filter(|field| self.0.device_for(request, field).is_none())
             .map(|field| field.value().to_owned()))
     }
-}
-
-fn random<const N: usize>() -> Result<[u8; N], ConfigError> {
-    let mut bytes = [0; N];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| ConfigError::InvalidKey(format!("the random source failed: {e}").into()))?;
-    Ok(bytes)
 }

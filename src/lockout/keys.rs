@@ -19,7 +19,7 @@ use super::{
     reservation::{Settle, Slot},
     store::Admission,
 };
-use crate::{AuthRejection, Fingerprint, KeyExtractor, gate::BoxFuture};
+use crate::{AuthRejection, Fingerprint, KeyExtractor, future::BoxFuture};
 
 /// A slot reserved under one key, with the progressive delay to wait out.
 pub(crate) type Reserved = (Arc<dyn Settle>, Option<Duration>);
@@ -116,7 +116,17 @@ pub(crate) struct KeyRule<E: KeyOf> {
     pub(crate) tracker: Tracker<E::Key>,
 }
 
+impl<E: KeyExtractor> Clone for KeyRule<Required<E>> {
+    fn clone(&self) -> Self {
+        Self {
+            key: Required(Arc::clone(&self.key.0)),
+            tracker: self.tracker.clone(),
+        }
+    }
+}
+
 impl<E: KeyOf> Rule for KeyRule<E> {
+    #[inline]
     fn admit(
         &self,
         parts: &Parts,
@@ -133,6 +143,8 @@ impl<E: KeyOf> Rule for KeyRule<E> {
                 let delay = tracker.policy().delay_for(failures);
                 return Ok(Step::Admitted((slot, delay)));
             }
+            // B3: a locked-out key is answered before the inner service
+            // runs.
             Admission::Locked(record, now) => {
                 let locked = Refused::LockedOut(Locked::new(record, now));
                 return Ok(Step::Refused(locked, Arc::new(key)));

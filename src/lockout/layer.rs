@@ -2,7 +2,7 @@
 
 use std::{
     any::Any,
-    fmt,
+    fmt, iter, slice,
     sync::{Arc, atomic::AtomicU32},
 };
 
@@ -13,7 +13,9 @@ use super::{
     keys::{KeyRule, Required, Rule},
 };
 use crate::{
-    ClientIp, KeyExtractor, client_list::Lists, rate_limit::LockoutFields, reject::DefaultRenderer,
+    ClientIp, KeyExtractor,
+    client_list::Lists,
+    reject::{DefaultRenderer, LockoutFields},
 };
 
 /// Applies the failed-attempt limiter to a service; see the
@@ -34,19 +36,27 @@ where
     trackers: Arc<[Arc<dyn Any + Send + Sync>]>,
 }
 
+/// The keys of a layer, in order.
+pub(crate) type Rules<'a> = iter::Chain<
+    iter::Once<&'a dyn Rule>,
+    iter::Map<slice::Iter<'a, Arc<dyn Rule>>, fn(&Arc<dyn Rule>) -> &dyn Rule>,
+>;
+
 /// What every service built by one layer shares.
 pub(crate) struct Config<K, R>
 where
     K: KeyExtractor,
 {
-    pub(crate) extractor: Arc<K>,
-    pub(crate) tracker: Tracker<K::Key>,
+    /// The layer's first key, which every request has (or is refused
+    /// without), and its tracker.
+    pub(crate) first: KeyRule<Required<K>>,
+    /// The further keys (B13), asked after the first, in the order they
+    /// were added.
+    pub(crate) more: Vec<Arc<dyn Rule>>,
     /// The renderer, adding the `RateLimit` field to lockout refusals;
     /// built once, shared by every refusal and every waiting request.
     pub(crate) renderer: Arc<LockoutFields<R>>,
     pub(crate) classifier: Option<Arc<dyn Classifier>>,
-    /// Every key, the first one (`extractor`, `tracker`) included.
-    pub(crate) rules: Vec<Arc<dyn Rule>>,
     pub(crate) lists: Lists,
     pub(crate) shadow: bool,
     /// Requests checked for the wrong layer order so far (B17).
@@ -54,9 +64,17 @@ where
 }
 
 impl<K: KeyExtractor, R> Config<K, R> {
-    /// Whether requests take the path of a plain single-key layer.
-    pub(crate) fn is_simple(&self) -> bool {
-        self.rules.len() == 1 && !self.shadow && self.lists.is_empty()
+    /// Every key of the layer, the first one first. (A named iterator, not
+    /// `impl Iterator`: it has no destructor, so a request path may return
+    /// from inside a loop over it.)
+    pub(crate) fn rules(&self) -> Rules<'_> {
+        let deref: fn(&Arc<dyn Rule>) -> &dyn Rule = |rule| &**rule;
+        iter::once(&self.first as &dyn Rule).chain(self.more.iter().map(deref))
+    }
+
+    /// The layer's tracker: its first key's.
+    pub(crate) fn tracker(&self) -> &Tracker<K::Key> {
+        &self.first.tracker
     }
 }
 
@@ -93,19 +111,14 @@ impl<K: KeyExtractor, R> LockoutLayer<K, R> {
         settings: Settings<K, R>,
         trackers: Vec<Arc<dyn Any + Send + Sync>>,
     ) -> Self {
-        let extractor = Arc::new(settings.extractor);
-        let first: Arc<dyn Rule> = Arc::new(KeyRule {
-            key: Required(Arc::clone(&extractor)),
-            tracker: settings.tracker.clone(),
-        });
-        let mut rules = vec![first];
-        rules.extend(settings.more);
         let config = Config {
-            extractor,
-            tracker: settings.tracker,
+            first: KeyRule {
+                key: Required(Arc::new(settings.extractor)),
+                tracker: settings.tracker,
+            },
+            more: settings.more,
             renderer: Arc::new(LockoutFields(Arc::new(settings.renderer))),
             classifier: settings.classifier,
-            rules,
             lists: settings.lists,
             shadow: settings.shadow,
             order_checks: Arc::new(AtomicU32::new(0)),
@@ -120,7 +133,7 @@ impl<K: KeyExtractor, R> LockoutLayer<K, R> {
     /// ([`unlock`](Tracker::unlock), [`stats`](Tracker::stats),
     /// [`locked_keys`](Tracker::locked_keys)).
     pub fn tracker(&self) -> &Tracker<K::Key> {
-        &self.config.tracker
+        self.config.tracker()
     }
 
     /// The tracker of key `index` (0 is the first key, 1 the first
@@ -164,11 +177,11 @@ impl<K: KeyExtractor, R> Clone for LockoutLayer<K, R> {
 impl<K: KeyExtractor, R> fmt::Debug for LockoutLayer<K, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LockoutLayer")
-            .field("tracker", &self.config.tracker)
+            .field("tracker", self.config.tracker())
             .field("key", &std::any::type_name::<K>())
             .field("renderer", &std::any::type_name::<R>())
             .field("custom_classifier", &self.config.classifier.is_some())
-            .field("keys", &self.config.rules.len())
+            .field("keys", &(1 + self.config.more.len()))
             .field("lists", &self.config.lists)
             .field("shadow", &self.config.shadow)
             .finish()

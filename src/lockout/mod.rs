@@ -172,8 +172,6 @@ pub use device::{DeviceCookies, DeviceKey, TrustedDevice, UntrustedKey};
 pub use future::ResponseFuture;
 pub use layer::LockoutLayer;
 pub use policy::{Policy, PolicyBuilder};
-pub(crate) use reservation::Reservation;
 pub use service::Lockout;
-pub(crate) use service::ORDER_CHECKS;
 pub use shadow::Shadowed;
 pub use tracker::{LockedKey, LockoutStats, Tracker};

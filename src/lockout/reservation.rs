@@ -1,10 +1,11 @@
-//! The hand-over of a request's reservation between the
-//! [`LockoutLayer`](super::LockoutLayer) and the layers inside it.
+//! A request's reservation in the [`LockoutLayer`](super::LockoutLayer),
+//! and its two handles.
 //!
 //! An admitted request holds a reservation while its outcome can still
 //! become a failure. The lockout layer keeps one handle (the [`Held`] hook
-//! of its response future) and puts another ([`Reservation`]) into the
-//! request extensions. Whoever settles first decides:
+//! of its response future) and puts another (a
+//! [`Reservation`](crate::handoff::Reservation)) into the request
+//! extensions. Whoever settles first decides:
 //!
 //! - `AuthLayer` releases it as soon as the validator accepts the
 //!   credential, so the handler runs without holding a slot (B11); the
@@ -19,13 +20,14 @@ use std::sync::{
     atomic::{AtomicU8, Ordering},
 };
 
-use http::{Extensions, response};
+use http::response;
 
 use super::{Classifier, Outcome, Shadowed, attempt::Reserved, classify};
-use crate::{Fingerprint, gate::Hook};
+use crate::{Fingerprint, gate::Hook, handoff::Release};
 
-/// A reservation that can be settled once, from either handle.
-pub(crate) trait Settle: Send + Sync {
+/// A reservation that can be settled once, from either handle (or released
+/// early by the layers inside).
+pub(crate) trait Settle: Release {
     /// Ends the reservation with `outcome` (a failure with the fingerprint
     /// of its guess, when known), unless it ended already.
     fn settle(&self, outcome: Outcome, guess: Option<Fingerprint>);
@@ -34,10 +36,6 @@ pub(crate) trait Settle: Send + Sync {
     /// ended already; after a [`release`](Self::release), records that
     /// outcome without a reservation.
     fn settle_with(&self, response: &response::Parts);
-
-    /// Ends the reservation early, recording nothing yet (B11): the
-    /// response's outcome is still recorded when it comes (B20).
-    fn release(&self);
 }
 
 /// A [`Slot`] whose reservation is still held.
@@ -92,7 +90,9 @@ impl<K: Send + Sync> Settle for Slot<K> {
             _ => {}
         }
     }
+}
 
+impl<K: Send + Sync> Release for Slot<K> {
     fn release(&self) {
         if self
             .state
@@ -130,7 +130,9 @@ impl Settle for Slots {
             slot.settle_with(response);
         }
     }
+}
 
+impl Release for Slots {
     fn release(&self) {
         for slot in &self.0 {
             slot.release();
@@ -185,51 +187,6 @@ impl Drop for Held {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
             slot.settle(Outcome::Neutral, None);
-        }
-    }
-}
-
-/// The handle in the request extensions: every reservation the request
-/// holds (one per lockout layer it passed), for the layers inside to
-/// settle.
-#[derive(Clone)]
-pub(crate) struct Reservation {
-    slot: Arc<dyn Settle>,
-    outer: Option<Box<Reservation>>,
-}
-
-impl Reservation {
-    /// Adds `slot` to the reservations in `extensions`.
-    pub(crate) fn push(extensions: &mut Extensions, slot: Arc<dyn Settle>) {
-        // One lookup in the common case (no outer lockout layer): the
-        // insert tells whether reservations were there.
-        if let Some(outer) = extensions.insert(Self { slot, outer: None })
-            && let Some(this) = extensions.get_mut::<Self>()
-        {
-            this.outer = Some(Box::new(outer));
-        }
-    }
-
-    /// Takes the reservations out of `extensions`, to be settled later.
-    pub(crate) fn take(extensions: &mut Extensions) -> Option<Self> {
-        extensions.remove::<Self>()
-    }
-
-    /// Releases every reservation of the request early (B11); their
-    /// responses are still judged (B20).
-    pub(crate) fn release(self) {
-        let mut next = Some(self);
-        while let Some(reservation) = next {
-            reservation.slot.release();
-            next = reservation.outer.map(|outer| *outer);
-        }
-    }
-
-    /// Chains `slot` in front of these reservations.
-    pub(crate) fn with(outer: Option<Self>, slot: Arc<dyn Settle>) -> Self {
-        Self {
-            slot,
-            outer: outer.map(Box::new),
         }
     }
 }

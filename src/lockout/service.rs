@@ -1,7 +1,7 @@
 //! [`Lockout`]: the service built by [`LockoutLayer`](super::LockoutLayer).
 
 use std::{
-    fmt,
+    fmt, iter,
     sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
     time::Duration,
@@ -12,20 +12,18 @@ use tower_service::Service;
 
 use super::{
     Refused, Shadowed,
-    attempt::Acquire,
     future::ResponseFuture,
     keys::{KeyName, Rule, Step, Waiting},
     layer::Config,
-    reservation::{Held, Reservation, Settle, Slot, Slots},
+    reservation::{Held, Settle, Slots},
     shadow::ShadowRecord,
-    store::Admission,
 };
 use crate::{
     AuthRejection, ClientIp, KeyExtractor, ResponseBody,
-    auth::Authenticated,
     client_list::Listed,
     events::{self, KeyText, Record},
     gate::{self, Admit, BoxFuture, Decision, Gate, Refusal},
+    handoff::{Authenticated, ORDER_CHECKS, Reservation},
     reject::{self, DefaultRenderer, RejectionKind, Renderer},
 };
 
@@ -48,7 +46,7 @@ impl<S, K: KeyExtractor, R> Lockout<S, K, R> {
 
     /// The tracker this service records into.
     pub fn tracker(&self) -> &super::Tracker<K::Key> {
-        &self.config.tracker
+        self.config.tracker()
     }
 }
 
@@ -65,7 +63,7 @@ impl<S: fmt::Debug, K: KeyExtractor, R> fmt::Debug for Lockout<S, K, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lockout")
             .field("inner", &self.inner)
-            .field("tracker", &self.config.tracker)
+            .field("tracker", self.config.tracker())
             .finish_non_exhaustive()
     }
 }
@@ -87,22 +85,23 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (parts, body) = request.into_parts();
         warn_if_inside_auth(&self.config, &parts);
-        if self.config.is_simple() {
-            return self.call_one_key(parts, body);
-        }
+        // Borrowed, not cloned: a clone per request is two atomic updates of
+        // one counter that every core shares.
         let config = &*self.config;
         let mut mark = None;
-        match config.lists.check(&parts) {
-            // B16: allowed requests are neither limited nor counted.
-            Listed::Allowed => return self.pass(parts, body, Held::NONE),
-            Listed::Denied => {
-                let rejection = AuthRejection::new(RejectionKind::Denied);
-                if !config.shadow {
-                    return self.refuse(rejection, &parts);
+        if !config.lists.is_empty() {
+            match config.lists.check(&parts) {
+                // B16: allowed requests are neither limited nor counted.
+                Listed::Allowed => return self.pass(parts, body, Held::NONE),
+                Listed::Denied => {
+                    let rejection = AuthRejection::new(RejectionKind::Denied);
+                    if !config.shadow {
+                        return self.refuse(rejection, &parts);
+                    }
+                    mark = Some(rejection);
                 }
-                mark = Some(rejection);
+                Listed::Neither => {}
             }
-            Listed::Neither => {}
         }
         if config.shadow {
             self.call_shadow(parts, body, mark)
@@ -126,6 +125,7 @@ where
         ResponseFuture::new(Gate::refuse(response, Held::NONE))
     }
 
+    #[inline(always)]
     fn pass<ReqBody>(
         &mut self,
         parts: Parts,
@@ -159,130 +159,95 @@ where
         ))
     }
 
-    /// The path of a layer with one key, no lists and no shadow mode.
-    fn call_one_key<ReqBody>(
-        &mut self,
-        mut parts: Parts,
-        body: ReqBody,
-    ) -> ResponseFuture<S, ReqBody>
-    where
-        S: Service<Request<ReqBody>> + Clone,
-    {
-        // Borrowed, not cloned: a clone per request is two atomic updates of
-        // one counter that every core shares.
-        let config = &*self.config;
-        let key = match config.extractor.extract(&parts) {
-            Ok(key) => key,
-            // B10: no key (no client address) is an error, never a bucket
-            // shared by everyone.
-            Err(rejection) => return self.refuse(rejection, &parts),
-        };
-        let tracker = &config.tracker;
-        let hash = tracker.hash(&key);
-        let asking = match tracker.admit(&key, hash) {
-            Admission::Admitted(ticket, failures) => {
-                let slot = Slot::shared(
-                    tracker.reserved(key, hash, ticket),
-                    config.classifier.clone(),
-                );
-                Reservation::push(&mut parts.extensions, Arc::clone(&slot));
-                return match tracker.policy().delay_for(failures) {
-                    None => self.pass(parts, body, Held::slot(slot)),
-                    Some(delay) => self.wait(delayed(slot, delay), parts, body),
-                };
-            }
-            // B3: a locked-out client is answered before the inner service
-            // runs.
-            Admission::Locked(record, now) => {
-                let refused = Refused::LockedOut(super::Locked::new(record, now));
-                refused_event(&key, &refused);
-                return self.refuse(refused.to_rejection(), &parts);
-            }
-            Admission::Crowded => {
-                refused_event(&key, &Refused::Crowded);
-                return self.refuse(Refused::Crowded.to_rejection(), &parts);
-            }
-            Admission::Ask(asking) => Some(asking),
-            Admission::Full | Admission::Unavailable => None,
-        };
-        // The request waits for a reservation. Reservations of outer
-        // lockout layers go with it and are put back with this one.
-        let outer = Reservation::take(&mut parts.extensions);
-        let acquire = Acquire::new(tracker.clone(), key.clone(), hash, asking);
-        let classifier = config.classifier.clone();
-        let decision = Box::pin(async move {
-            match acquire.await {
-                Ok(attempt) => {
-                    let slot = Slot::shared(attempt.into_reserved(), classifier);
-                    Ok(admit(outer, slot))
-                }
-                // B3: locked out while waiting; the inner service is never
-                // called.
-                Err(refused) => {
-                    refused_event(&key, &refused);
-                    Err(Refusal {
-                        rejection: refused.to_rejection(),
-                        hook: Held::NONE,
-                    })
-                }
-            }
-        });
-        self.wait(decision, parts, body)
-    }
-
-    /// Several keys (B13): every key that applies must admit the request,
-    /// asked in order; the most restrictive answer wins.
+    /// Every key that applies must admit the request (B13), asked in
+    /// order; the most restrictive answer wins. A layer with one key takes
+    /// the same path, without allocating for it.
+    #[inline(always)]
     fn call_keys<ReqBody>(&mut self, mut parts: Parts, body: ReqBody) -> ResponseFuture<S, ReqBody>
     where
         S: Service<Request<ReqBody>> + Clone,
     {
         let config = &*self.config;
         let classifier = config.classifier.as_ref();
-        let mut slots: Vec<Arc<dyn Settle>> = Vec::with_capacity(config.rules.len());
+        // The first key is asked directly (no dynamic call on the path of a
+        // layer with one key), the others in turn, each only when the keys
+        // before it admitted the request.
+        let first = match config.first.admit(&parts, classifier) {
+            // One key that admits: its slot is the request's (the common
+            // case, answered without gathering slots).
+            Ok(Step::Admitted((slot, delay))) if config.more.is_empty() => {
+                return self.admitted(parts, body, slot, delay);
+            }
+            first => first,
+        };
+        let mut taken = Taken::default();
         let mut delay: Option<Duration> = None;
-        for (i, rule) in config.rules.iter().enumerate() {
-            let step = match rule.admit(&parts, classifier) {
+        let more = config
+            .more
+            .iter()
+            .map(|rule| rule.admit(&parts, classifier));
+        for (i, step) in iter::once(first).chain(more).enumerate() {
+            // B10: a key that cannot be found (no client address) refuses
+            // the request, never a bucket shared by everyone. The slots
+            // taken so far are released as they drop.
+            let step = match step {
                 Ok(step) => step,
-                // The slots taken so far are released as they drop.
                 Err(rejection) => return self.refuse(rejection, &parts),
             };
             match step {
                 Step::Skip => {}
                 Step::Admitted((slot, wait)) => {
-                    slots.push(slot);
+                    taken.push(slot);
                     delay = delay.max(wait);
                 }
+                // B3: a refused request never reaches the inner service.
                 Step::Refused(refused, key) => {
-                    let rejection = most_restrictive(refused, key, &config.rules[i + 1..], &parts);
+                    let rest = config.rules().skip(i + 1);
+                    let rejection = most_restrictive(refused, key, rest, &parts);
                     return self.refuse(rejection, &parts);
                 }
                 Step::Wait(first) => {
                     // The keys after this one are acquired once it admits,
                     // in order (see `keys` for why this cannot deadlock).
                     let mut later = vec![first];
-                    for rule in &config.rules[i + 1..] {
+                    for rule in config.rules().skip(i + 1) {
                         match rule.acquire(&parts, classifier) {
                             Ok(Some(waiting)) => later.push(waiting),
                             Ok(None) => {}
                             Err(rejection) => return self.refuse(rejection, &parts),
                         }
                     }
+                    // Reservations of outer lockout layers go with the
+                    // request and are put back with these.
                     let outer = Reservation::take(&mut parts.extensions);
-                    let decision = acquire_in_order(slots, later, delay, outer);
+                    let decision = acquire_in_order(taken, later, delay, outer);
                     return self.wait(decision, parts, body);
                 }
             }
         }
-        let slot = combined(slots);
+        match taken.combined() {
+            Some(slot) => self.admitted(parts, body, slot, delay),
+            None => self.pass(parts, body, Held::NONE),
+        }
+    }
+
+    /// The request holds `slot` (its reservations under every key): it
+    /// goes on, after `delay` when its failures call for one.
+    #[inline(always)]
+    fn admitted<ReqBody>(
+        &mut self,
+        mut parts: Parts,
+        body: ReqBody,
+        slot: Arc<dyn Settle>,
+        delay: Option<Duration>,
+    ) -> ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>> + Clone,
+    {
+        Reservation::push(&mut parts.extensions, Arc::<dyn Settle>::clone(&slot));
         match delay {
-            None => {
-                Reservation::push(&mut parts.extensions, Arc::clone(&slot));
-                self.pass(parts, body, Held::slot(slot))
-            }
-            Some(delay) => {
-                Reservation::push(&mut parts.extensions, Arc::clone(&slot));
-                self.wait(delayed(slot, delay), parts, body)
-            }
+            None => self.pass(parts, body, Held::slot(slot)),
+            Some(delay) => self.wait(delayed(slot, delay), parts, body),
         }
     }
 
@@ -298,9 +263,9 @@ where
         S: Service<Request<ReqBody>>,
     {
         let config = &*self.config;
-        let mut keys = Vec::with_capacity(config.rules.len());
+        let mut keys = Vec::with_capacity(1 + config.more.len());
         let mut worst: Option<Refused> = None;
-        for rule in &config.rules {
+        for rule in config.rules() {
             match rule.shadow(&parts) {
                 Ok(Some((locked, record))) => {
                     keys.push(record);
@@ -341,7 +306,7 @@ where
 /// (after those of outer lockout layers).
 fn admit(outer: Option<Reservation>, slot: Arc<dyn Settle>) -> Admit<Held> {
     let mut extensions = Extensions::new();
-    extensions.insert(Reservation::with(outer, Arc::clone(&slot)));
+    extensions.insert(Reservation::with(outer, Arc::<dyn Settle>::clone(&slot)));
     Admit {
         hook: Held::slot(slot),
         extensions: Some(extensions),
@@ -364,7 +329,7 @@ fn delayed(slot: Arc<dyn Settle>, delay: Duration) -> Decision<Held> {
 /// of the keys before them; then the longest delay of those admitted at
 /// once.
 fn acquire_in_order(
-    mut slots: Vec<Arc<dyn Settle>>,
+    mut taken: Taken,
     later: Vec<Waiting>,
     delay: Option<Duration>,
     outer: Option<Reservation>,
@@ -372,7 +337,9 @@ fn acquire_in_order(
     let decision: BoxFuture<_> = Box::pin(async move {
         for waiting in later {
             match waiting.await {
-                Ok(slot) => slots.push(slot),
+                Ok(slot) => taken.push(slot),
+                // B3: locked out while waiting; the inner service is never
+                // called.
                 Err((refused, key)) => {
                     refused_event(&*key, &refused);
                     return Err(Refusal {
@@ -385,45 +352,65 @@ fn acquire_in_order(
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
         }
-        Ok(admit(outer, combined(slots)))
+        // `later` is never empty, so a slot was taken.
+        let slot = taken.combined().expect("a waiting key took a slot");
+        Ok(admit(outer, slot))
     });
     decision
 }
 
-/// One handle for the slots of all keys of a request.
-fn combined(mut slots: Vec<Arc<dyn Settle>>) -> Arc<dyn Settle> {
-    if slots.len() == 1 {
-        slots.pop().expect("one slot")
-    } else {
-        Arc::new(Slots(slots))
+/// The slots a request took, one per key that admitted it: one key's slot
+/// costs no allocation.
+#[derive(Default)]
+struct Taken {
+    first: Option<Arc<dyn Settle>>,
+    more: Vec<Arc<dyn Settle>>,
+}
+
+impl Taken {
+    #[inline]
+    fn push(&mut self, slot: Arc<dyn Settle>) {
+        if self.first.is_none() {
+            self.first = Some(slot);
+        } else {
+            self.more.push(slot);
+        }
+    }
+
+    /// One handle for them all; `None` when no key applied.
+    #[inline]
+    fn combined(self) -> Option<Arc<dyn Settle>> {
+        let first = self.first?;
+        if self.more.is_empty() {
+            return Some(first);
+        }
+        let mut all = Vec::with_capacity(1 + self.more.len());
+        all.push(first);
+        all.extend(self.more);
+        Some(Arc::new(Slots(all)))
     }
 }
 
 /// The refusal with the longest `Retry-After` among `refused` (by `key`)
 /// and the lockouts of the keys not asked yet; reported to the audit events
 /// with the key whose answer is sent.
-fn most_restrictive(
+fn most_restrictive<'a>(
     refused: Refused,
     key: KeyName,
-    rest: &[Arc<dyn Rule>],
+    rest: impl Iterator<Item = &'a dyn Rule>,
     parts: &Parts,
 ) -> AuthRejection {
-    let mut worst = (refused, key);
+    let (mut worst, mut by) = (refused, key);
     for rule in rest {
         if let Some((locked, key)) = rule.locked(parts)
-            && locked.retry_after() > worst.0.retry_after()
+            && locked.retry_after() > worst.retry_after()
         {
-            worst = (Refused::LockedOut(locked), key);
+            (worst, by) = (Refused::LockedOut(locked), key);
         }
     }
-    refused_event(&*worst.1, &worst.0);
-    worst.0.to_rejection()
+    refused_event(&*by, &worst);
+    worst.to_rejection()
 }
-
-/// How many requests a layer checks for the wrong order: the order is a
-/// property of the stack, so the first requests tell; after them the check
-/// costs one relaxed load.
-pub(crate) const ORDER_CHECKS: u32 = 4096;
 
 /// B17: a lockout inside `AuthLayer` sees requests that were authenticated
 /// already, and would never see a rejected credential; says so once.
@@ -435,7 +422,7 @@ fn warn_if_inside_auth<K: KeyExtractor, R>(config: &Config<K, R>, parts: &Parts)
     // Only accepted credentials tell: an anonymous request (a public login
     // route) may well meet a lockout inside the `AuthLayer`, which then
     // counts the handler's refusals as it should.
-    if parts.extensions.get::<Authenticated>().is_none() {
+    if !Authenticated::marked(&parts.extensions) {
         checks.fetch_add(1, Ordering::Relaxed);
         return;
     }

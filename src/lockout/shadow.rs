@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::response;
 
 use super::{Classifier, Outcome, classify, keys::Record, reservation::Settle};
-use crate::{AuthRejection, Fingerprint};
+use crate::{AuthRejection, Fingerprint, handoff::Release};
 
 /// Marks a response that a [`LockoutLayer`](super::LockoutLayer) in
 /// [shadow mode](super::LockoutBuilder::shadow) would have refused: it sits in
@@ -57,7 +57,9 @@ impl Settle for ShadowRecord {
         let (outcome, guess) = classify::judge(response, self.classifier.as_deref());
         self.settle(outcome, guess);
     }
+}
 
+impl Release for ShadowRecord {
     /// Nothing is reserved in shadow mode; the response is recorded when
     /// it comes.
     fn release(&self) {}

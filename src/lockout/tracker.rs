@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     Fingerprint,
-    events::{self, KeyText, Record},
+    events::{self, Gauge, Gauges, KeyText, Record},
     reject::retry_after_secs,
 };
 
@@ -623,5 +623,12 @@ where
                 (outcome == Outcome::Failure).then_some(FailureOutcome::Deferred)
             }
         }
+    }
+}
+
+impl Gauges for LockoutStats {
+    fn gauges(&self, set: &mut dyn FnMut(Gauge, f64)) {
+        set(Gauge::LockoutTracked, self.tracked as f64);
+        set(Gauge::LockoutLockedOut, self.locked_out as f64);
     }
 }

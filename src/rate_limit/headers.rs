@@ -5,20 +5,18 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Response, request::Parts, response};
+use http::{HeaderName, HeaderValue, response};
 
 use crate::{
-    AuthRejection, ConfigError,
+    ConfigError,
     gate::Hook,
-    reject::{RejectionKind, Renderer, retry_after_secs},
+    reject::{RATELIMIT, retry_after_secs, service_limit, sf_string},
 };
 
 const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// Which `RateLimit` response fields a
 /// [`RateLimitLayer`](super::RateLimitLayer) sends; see
@@ -186,57 +184,6 @@ impl Hook for Headers {
             headers.insert(RATELIMIT, service_limit(&config.name, self.remaining, next));
         }
     }
-}
-
-/// `"NAME";r=REMAINING;t=NEXT` (`t` left out when `next` is `None`).
-fn service_limit(name: &str, remaining: u32, next: Option<u64>) -> HeaderValue {
-    let value = match next {
-        Some(next) => format!("{name};r={remaining};t={next}"),
-        None => format!("{name};r={remaining}"),
-    };
-    HeaderValue::try_from(value).expect("the name is a checked structured-field string")
-}
-
-/// The lockout's renderer: adds `RateLimit: "lockout";r=0;t=SECONDS` to
-/// its 429s (a lockout, or a key with too many requests waiting), `t` equal
-/// to `Retry-After`.
-///
-/// No `RateLimit-Policy` goes with it: the lockout's quota is failed
-/// attempts, which none of the draft's quota units (requests, content
-/// bytes, concurrent requests) can express.
-pub(crate) struct LockoutFields<R: ?Sized>(pub(crate) Arc<R>);
-
-impl<R: Renderer + ?Sized> Renderer for LockoutFields<R> {
-    fn render(&self, rejection: &AuthRejection, request: &Parts) -> Response<Bytes> {
-        let mut response = self.0.render(rejection, request);
-        if let RejectionKind::LockedOut | RejectionKind::RateLimited = rejection.kind() {
-            let retry_after = rejection.retry_after().unwrap_or(Duration::ZERO);
-            response.headers_mut().insert(
-                RATELIMIT,
-                service_limit("\"lockout\"", 0, Some(retry_after_secs(retry_after))),
-            );
-        }
-        response
-    }
-}
-
-/// `s` as an RFC 9651 String (`"…"`, with `"` and `\` escaped), or `None`
-/// when it holds a character a String cannot carry.
-fn sf_string(s: &str) -> Option<String> {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            ' '..='~' => out.push(c),
-            _ => return None,
-        }
-    }
-    out.push('"');
-    Some(out)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use super::{
 use crate::{
     ClientIp, KeyExtractor,
     client_list::Lists,
-    events::{self, KeyText, Record},
+    events::{self, Gauge, Gauges, KeyText, Record},
     reject::DefaultRenderer,
 };
 
@@ -123,5 +123,12 @@ impl<S, K: KeyExtractor, R> Layer<S> for RateLimitLayer<K, R> {
 
     fn layer(&self, inner: S) -> Self::Service {
         RateLimit::new(inner, Arc::clone(&self.shared))
+    }
+}
+
+impl Gauges for RateLimitStats {
+    fn gauges(&self, set: &mut dyn FnMut(Gauge, f64)) {
+        set(Gauge::RateLimitEntries, self.entries as f64);
+        set(Gauge::RateLimitLimited, self.limited as f64);
     }
 }

@@ -106,7 +106,6 @@ mod layer;
 mod service;
 mod store;
 
-pub(crate) use self::headers::LockoutFields;
 pub use self::{
     builder::RateLimitBuilder,
     future::ResponseFuture,

@@ -19,7 +19,7 @@ pub(crate) use self::fallback::{Fallback, Primary};
 use self::link::Link;
 pub(crate) use self::pubsub::{Handler, Nodes, keep};
 pub(crate) use self::unlock::Unlocks;
-use crate::gate::BoxFuture;
+use crate::future::BoxFuture;
 
 /// How long connecting to a node, and any one reply, may take inside the
 /// Redis client; every call also has the store's own [timeout](RedisStore::timeout).

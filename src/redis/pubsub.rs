@@ -21,7 +21,7 @@ use ::redis::{Client, Value, aio::PubSubStream};
 use futures_core::Stream;
 use tokio::time::{MissedTickBehavior, interval, sleep, timeout};
 
-use crate::gate::BoxFuture;
+use crate::future::BoxFuture;
 
 /// How often the connection is pinged.
 const PING_EVERY: Duration = Duration::from_millis(250);

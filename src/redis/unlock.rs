@@ -15,7 +15,7 @@ use moka::sync::Cache;
 use tokio::sync::Notify;
 
 use super::{Connection, Handler, keep};
-use crate::gate::BoxFuture;
+use crate::future::BoxFuture;
 
 /// Deletes the keys of a lockout and tells every replica, in one step, so
 /// that no replica hears of the unlock before the keys are gone.

@@ -80,12 +80,16 @@
 
 mod challenge;
 mod connect;
+mod fields;
 mod grpc;
 mod grpc_web;
 mod protocol;
 mod renderer;
+#[cfg(feature = "tonic")]
+mod status;
 
 pub(crate) use connect::end_of_stream as connect_end_of_stream;
+pub(crate) use fields::{LockoutFields, RATELIMIT, service_limit, sf_string};
 pub(crate) use grpc::percent_encode as grpc_percent_encode;
 pub(crate) use grpc_web::trailers_body as grpc_web_trailers;
 pub use protocol::{Protocol, is_grpc};
@@ -94,9 +98,9 @@ pub use renderer::DefaultRenderer;
 use std::{fmt, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, header, request::Parts};
+use http::{Extensions, HeaderMap, HeaderValue, Response, header, request::Parts};
 
-use crate::{Fingerprint, ResponseBody, ValidationError, validate::ValidationErrorKind};
+use crate::{Fingerprint, ValidationError, ValidationErrorKind};
 
 /// Why a request was refused.
 ///
@@ -436,6 +440,20 @@ fn insert_retry_after(headers: &mut HeaderMap, rejection: &AuthRejection) {
     }
 }
 
+/// The [`AuthRejection`] a response carries, wherever portcullis put it: in
+/// the extensions, or (feature `tonic`) as the source of the `tonic::Status`
+/// tonic stores there (`integration::rejection` says more).
+pub(crate) fn carried(extensions: &Extensions) -> Option<&AuthRejection> {
+    if let Some(rejection) = extensions.get::<AuthRejection>() {
+        return Some(rejection);
+    }
+    #[cfg(feature = "tonic")]
+    if let Some(status) = extensions.get::<::tonic::Status>() {
+        return status::rejection(status);
+    }
+    None
+}
+
 /// Renders `rejection` and attaches it to the response extensions.
 ///
 /// Every layer refuses through this function, after its decision and
@@ -453,17 +471,6 @@ pub(crate) fn render<R: Renderer + ?Sized>(
     }
     res.extensions_mut().insert(rejection);
     res
-}
-
-/// Renders `rejection`, attaches it to the response extensions and wraps the
-/// body for a layer whose inner body type is `B`.
-#[allow(dead_code)] // used by every layer
-pub(crate) fn respond<R: Renderer + ?Sized, B>(
-    renderer: &R,
-    rejection: AuthRejection,
-    request: &Parts,
-) -> Response<ResponseBody<B>> {
-    render(renderer, rejection, request).map(ResponseBody::rejection)
 }
 
 #[cfg(test)]

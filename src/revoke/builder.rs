@@ -4,14 +4,9 @@ use std::{sync::Arc, time::Duration};
 
 use super::{
     Revocations,
-    engine::{Inner, Settings},
+    engine::{Inner, Settings, check_leeway},
 };
 use crate::ConfigError;
-
-/// The longest [`max_lifetime`](RevocationsBuilder::max_lifetime) plus
-/// [`leeway`](RevocationsBuilder::leeway): ten years, far from what any
-/// clock can add without overflowing.
-pub(super) const LONGEST: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
 
 /// Configures [`Revocations`].
 #[must_use]
@@ -161,26 +156,4 @@ impl RevocationsBuilder {
             })),
         })
     }
-}
-
-/// A leeway longer than the maximum lifetime, or both together too long
-/// for the clock, is a configuration error.
-pub(crate) fn check_leeway(leeway: Duration, max_lifetime: Duration) -> Result<(), ConfigError> {
-    if max_lifetime > LONGEST
-        || max_lifetime
-            .checked_add(leeway)
-            .is_none_or(|total| total > LONGEST)
-    {
-        return Err(ConfigError::out_of_range(
-            "max_lifetime",
-            "max_lifetime and leeway together must be at most 10 years: longer overflows clocks",
-        ));
-    }
-    if leeway > max_lifetime {
-        return Err(ConfigError::out_of_range(
-            "leeway",
-            "must be at most the revocation list's max_lifetime",
-        ));
-    }
-    Ok(())
 }

@@ -14,15 +14,19 @@ use tokio::{sync::Notify, time::Instant};
 
 use super::{
     Revoked, WhenStale,
-    builder::check_leeway,
     revocable::Facts,
     table::{Entry, RevocationTable},
 };
 use crate::{
     ConfigError, Fingerprint, ValidationError,
-    events::{self, Record, RevocationOrigin},
-    validate::KeyDigest,
+    credential::KeyDigest,
+    events::{self, Reaches, Record, RevocationOrigin},
 };
+
+/// The longest [`max_lifetime`](super::RevocationsBuilder::max_lifetime) plus
+/// [`leeway`](super::RevocationsBuilder::leeway): ten years, far from what any
+/// clock can add without overflowing.
+const LONGEST: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
 
 /// How long a client is told to wait while the list is out of sync.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -36,6 +40,17 @@ pub(crate) enum Target {
     Id(Box<str>),
     /// Every credential of a subject issued at or before the cutoff.
     Subject(Box<str>),
+}
+
+impl Target {
+    /// What the revocation reaches, for its audit event.
+    fn reaches(&self) -> Reaches<'_> {
+        match self {
+            Self::Secret(digest) => Reaches::Secret(digest),
+            Self::Id(id) => Reaches::Id(id),
+            Self::Subject(subject) => Reaches::Subject(subject),
+        }
+    }
 }
 
 /// One revocation, as it is applied on every replica.
@@ -272,7 +287,7 @@ impl Inner {
             }
         }
         events::emit(Record::Revoked {
-            target: &revocation.target,
+            target: revocation.target.reaches(),
             origin,
             lasts: revocation.until.saturating_duration_since(now),
         });
@@ -371,4 +386,26 @@ fn unavailable() -> ValidationError {
     ValidationError::unavailable()
         .with_retry_after(RETRY_AFTER)
         .with_reason("revocations are out of sync with the shared store (past the staleness bound, or not caught up yet)")
+}
+
+/// A leeway longer than the maximum lifetime, or both together too long
+/// for the clock, is a configuration error.
+pub(crate) fn check_leeway(leeway: Duration, max_lifetime: Duration) -> Result<(), ConfigError> {
+    if max_lifetime > LONGEST
+        || max_lifetime
+            .checked_add(leeway)
+            .is_none_or(|total| total > LONGEST)
+    {
+        return Err(ConfigError::out_of_range(
+            "max_lifetime",
+            "max_lifetime and leeway together must be at most 10 years: longer overflows clocks",
+        ));
+    }
+    if leeway > max_lifetime {
+        return Err(ConfigError::out_of_range(
+            "leeway",
+            "must be at most the revocation list's max_lifetime",
+        ));
+    }
+    Ok(())
 }

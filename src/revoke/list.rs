@@ -13,7 +13,11 @@ use super::{
     engine::{Inner, Listener, Revocation, Target},
     revocable::Facts,
 };
-use crate::{Credential, ValidationError, events::RevocationOrigin, validate::KeyDigest};
+use crate::{
+    Credential, ValidationError,
+    credential::KeyDigest,
+    events::{Gauge, Gauges, RevocationOrigin},
+};
 
 /// Credentials that are no longer accepted, though their signature or
 /// digest still matches: revoked by secret, by token or session id, or by
@@ -275,8 +279,7 @@ impl Revocations {
         credential: &Credential,
         identity: &I,
     ) -> Result<(), ValidationError> {
-        self.inner
-            .check(|| KeyDigest::of(credential.secret()), &Facts::of(identity))
+        self.check_digest(|| KeyDigest::of(credential.secret()), &Facts::of(identity))
     }
 
     /// Whether the list is in sync with its shared store (always true for
@@ -331,6 +334,17 @@ impl Revocations {
         }
     }
 
+    /// [`check`](Self::check) for a secret known by its digest (computed
+    /// only when needed) and facts read already: a stored refresh token, a
+    /// cached or stored key.
+    pub(crate) fn check_digest(
+        &self,
+        digest: impl FnOnce() -> KeyDigest,
+        facts: &Facts<'_>,
+    ) -> Result<(), ValidationError> {
+        self.inner.check(digest, facts)
+    }
+
     /// Tells `listener` of every revocation from now on, as long as it
     /// lives.
     pub(crate) fn listen(&self, listener: Weak<dyn Listener>) {
@@ -341,5 +355,22 @@ impl Revocations {
             .unwrap_or_else(PoisonError::into_inner);
         listeners.retain(|listener| listener.strong_count() > 0);
         listeners.push(listener);
+    }
+}
+
+impl Gauges for RevocationStats {
+    fn gauges(&self, set: &mut dyn FnMut(Gauge, f64)) {
+        set(Gauge::RevocationsEntries, self.entries as f64);
+        set(
+            Gauge::RevocationsInSync,
+            if self.in_sync { 1.0 } else { 0.0 },
+        );
+        set(Gauge::RevocationsBacklog, self.backlog as f64);
+        set(Gauge::RevocationsRefused, self.refused as f64);
+        set(Gauge::RevocationsDropped, self.dropped as f64);
+        for &state in SyncState::ALL {
+            let on = if state == self.state { 1.0 } else { 0.0 };
+            set(Gauge::RevocationsState(state.as_str()), on);
+        }
     }
 }

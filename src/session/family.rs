@@ -10,7 +10,7 @@
 
 use std::{sync::Arc, time::Duration, time::SystemTime};
 
-use crate::validate::KeyDigest;
+use crate::credential::KeyDigest;
 
 use super::{list::Device, secret::SECRET_BYTES};
 

@@ -19,7 +19,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::validate::KeyDigest;
+use crate::credential::KeyDigest;
 
 /// Random bytes of a session id.
 const ID_BYTES: usize = 16;

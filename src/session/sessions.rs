@@ -19,7 +19,7 @@ use super::{
     cookie::RefreshCookie,
     family::{Created, Ending, Family, NewFamily, Next, Rotation},
     secret::{Presented, RefreshToken, new_session_id},
-    store::{Store, Unreachable, memory::MemoryStore},
+    store::{Families, Store, Unreachable, memory::MemoryStore},
 };
 use crate::{
     ClientIp, ConfigError, ValidationErrorKind,
@@ -63,7 +63,7 @@ pub(super) struct Inner {
     /// addresses are not recorded.
     pub(super) client_ip: Option<ClientIp>,
     counts: Counts,
-    shared: bool,
+    families: Families,
 }
 
 #[derive(Default)]
@@ -100,7 +100,7 @@ impl fmt::Debug for Sessions {
             .field("idle", &inner.idle)
             .field("grace", &inner.grace)
             .field("cookie", &inner.cookie)
-            .field("shared", &inner.shared)
+            .field("families", &inner.families)
             .finish_non_exhaustive()
     }
 }
@@ -513,8 +513,7 @@ impl Sessions {
         let Err(error) = self
             .inner
             .revocations
-            .inner
-            .check(|| presented.digest(), &facts)
+            .check_digest(|| presented.digest(), &facts)
         else {
             return Ok(());
         };
@@ -758,13 +757,13 @@ impl SessionsBuilder {
         let capacity = usize::try_from(self.capacity).unwrap_or(usize::MAX);
         let cap = usize::try_from(self.max_sessions).unwrap_or(usize::MAX);
         let store = MemoryStore::new(capacity, cap, self.grace);
-        self.build_on(Box::new(store), false)
+        self.build_on(Box::new(store), Families::InMemory)
     }
 
     pub(crate) fn build_on(
         self,
         store: Box<dyn Store>,
-        shared: bool,
+        families: Families,
     ) -> Result<Sessions, ConfigError> {
         if self.max_sessions == 0 {
             return Err(ConfigError::out_of_range(
@@ -813,7 +812,7 @@ impl SessionsBuilder {
                 renderer: self.renderer,
                 client_ip: self.record_address.then_some(self.client_ip),
                 counts: Counts::default(),
-                shared,
+                families,
             }),
         })
     }

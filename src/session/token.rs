@@ -10,11 +10,9 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     ConfigError,
+    credential::{MIN_KEY_BYTES, check_key_len, random_bytes},
     validate::jwt::{JwtKey, JwtValidatorBuilder},
 };
-
-/// The shortest HS256 secret accepted (RFC 7518 §3.2).
-const MIN_SECRET_LEN: usize = 32;
 
 /// Signs the access tokens of [`Sessions`](super::Sessions): short-lived
 /// JWTs carrying `sub`, `sid` (the session), `jti` (the token), `iat`,
@@ -83,15 +81,7 @@ impl AccessTokens {
     /// error gives the length, never the secret).
     pub fn hs256(secret: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
         let secret = secret.as_ref();
-        if secret.len() < MIN_SECRET_LEN {
-            return Err(ConfigError::InvalidKey(
-                format!(
-                    "an HS256 secret needs at least {MIN_SECRET_LEN} bytes, got {}",
-                    secret.len()
-                )
-                .into(),
-            ));
-        }
+        check_key_len("an HS256 secret", secret)?;
         Ok(Self::with_keys(
             Algorithm::HS256,
             EncodingKey::from_secret(secret),
@@ -106,10 +96,7 @@ impl AccessTokens {
     ///
     /// [`ConfigError::InvalidKey`] when the random source fails.
     pub fn generate() -> Result<Self, ConfigError> {
-        let secret = super::secret::random::<MIN_SECRET_LEN>().map_err(|e| {
-            ConfigError::InvalidKey(format!("the random source failed: {e}").into())
-        })?;
-        Self::hs256(secret)
+        Self::hs256(random_bytes::<MIN_KEY_BYTES>()?)
     }
 
     /// ES256 (P-256) with a private key in PEM (PKCS#8, `BEGIN PRIVATE

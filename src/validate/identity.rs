@@ -48,3 +48,38 @@ pub(crate) fn deadline_after(now: Instant, after: Duration) -> Instant {
     // fallback only keeps this function total.
     now.checked_add(after.min(HORIZON)).unwrap_or(now)
 }
+
+/// An identity that carries scopes (OAuth 2.0 `scope`, API-key grants).
+///
+/// # Example
+///
+/// ```
+/// use portcullis::scope::Scopes;
+///
+/// #[derive(Clone)]
+/// struct User { admin: bool }
+///
+/// impl Scopes for User {
+///     fn has_scope(&self, scope: &str) -> bool {
+///         scope == "admin" && self.admin
+///     }
+/// }
+/// assert!(User { admin: true }.has_scope("admin"));
+/// ```
+pub trait Scopes {
+    /// Whether the identity was granted `scope` (compared case-sensitively,
+    /// as RFC 6749 §3.3 says).
+    fn has_scope(&self, scope: &str) -> bool;
+}
+
+impl<T: Scopes + ?Sized> Scopes for Arc<T> {
+    fn has_scope(&self, scope: &str) -> bool {
+        (**self).has_scope(scope)
+    }
+}
+
+impl<T: Scopes + ?Sized> Scopes for Box<T> {
+    fn has_scope(&self, scope: &str) -> bool {
+        (**self).has_scope(scope)
+    }
+}

@@ -57,16 +57,16 @@ use crate::Credential;
 mod api_key;
 mod cache;
 mod chain;
-mod error;
 mod identity;
 #[cfg(feature = "jwt")]
 pub mod jwt;
 
-pub use api_key::{ApiKeyIdentity, ApiKeys, ApiKeysBuilder, GeneratedKey, KeyDigest};
+pub use crate::credential::KeyDigest;
+pub use crate::error::{ValidationError, ValidationErrorKind};
+pub use api_key::{ApiKeyIdentity, ApiKeys, ApiKeysBuilder, GeneratedKey};
 pub use cache::{CachingValidator, CachingValidatorBuilder};
 pub use chain::{Chain, MapIdentity, ValidatorExt};
-pub use error::{ValidationError, ValidationErrorKind};
-pub use identity::ExpiresAt;
+pub use identity::{ExpiresAt, Scopes};
 #[cfg(feature = "jwt")]
 pub use jwt::{Claims, JwtKey, JwtValidator};
 

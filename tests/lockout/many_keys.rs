@@ -116,6 +116,56 @@ async fn b13_the_most_restrictive_key_wins_with_the_longest_retry_after() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn b13_a_refusal_names_the_key_whose_answer_was_sent() {
+    // B13: the audit event of a refusal names the key that refused, with
+    // several keys as with one: the one with the longest `Retry-After`.
+    let mut audit = portcullis::events::subscribe(1 << 16);
+    let address = Policy::builder()
+        .max_failures(2)
+        .lockout(MINUTE)
+        .build()
+        .unwrap();
+    let account = Policy::builder()
+        .max_failures(2)
+        .lockout(HOUR)
+        .build()
+        .unwrap();
+    let (svc, _) = guarded(
+        builder(address)
+            .also_key(by_account as ByAccount, account)
+            .build()
+            .unwrap(),
+    );
+    for _ in 0..2 {
+        let guess = attempt("named-client", "named-account", "invalid");
+        svc.clone().oneshot(guess).await.unwrap();
+    }
+    let res = svc
+        .clone()
+        .oneshot(attempt("named-client", "named-account", "ok"))
+        .await
+        .unwrap();
+    assert_eq!(res.headers()[header::RETRY_AFTER], "3600");
+    // Without the account, the address refuses.
+    let res = send(&svc, "named-client", "ok").await;
+    assert_eq!(res.headers()[header::RETRY_AFTER], "60");
+
+    // Other tests of this binary emit events too: only ours count.
+    let mut named = Vec::new();
+    while let Some(event) = audit.try_recv() {
+        if let portcullis::events::Event::LockoutRefused { key, crowded } = event
+            && key.contains("named-")
+        {
+            assert!(!crowded);
+            named.push(key);
+        }
+    }
+    assert_eq!(named.len(), 2, "{named:?}");
+    assert!(named[0].contains("named-account"), "{named:?}");
+    assert!(named[1].contains("named-client"), "{named:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn b13_each_key_counts_under_its_own_policy_and_a_success_resets_only_where_it_should() {
     // B13, B19
     let account = Policy::builder()

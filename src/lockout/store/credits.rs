@@ -28,10 +28,8 @@ use std::{
 
 use tokio::{sync::Notify, time::Instant};
 
-use crate::{
-    lockout::attempt::ASK_AGAIN,
-    table::{ClockQueue, Hand, Hashed, Table, shard_capacities},
-};
+use super::ASK_AGAIN;
+use crate::table::{ClockQueue, Hand, Hashed, Table, shard_capacities};
 
 /// The share of a lease after which a grant in use is renewed (in the
 /// background, by the request that finds it so).

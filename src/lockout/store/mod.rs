@@ -14,7 +14,7 @@ use tokio::{
 };
 
 use super::{LockoutStats, Outcome};
-use crate::gate::BoxFuture;
+use crate::future::BoxFuture;
 pub(crate) use crate::table::Hashed;
 
 #[cfg(feature = "redis")]
@@ -22,6 +22,10 @@ mod credits;
 pub(crate) mod memory;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
+
+/// How soon a request that found its key full asks a shared store again,
+/// unless a reservation ending on this replica wakes it first.
+pub(crate) const ASK_AGAIN: Duration = Duration::from_millis(250);
 
 /// A lockout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

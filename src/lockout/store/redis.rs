@@ -23,13 +23,13 @@ use moka::{policy::EvictionPolicy, sync::Cache};
 use tokio::{sync::Notify, time::Instant};
 
 use super::{
-    Admission, Finished, Hashed, Record, Recorded, Store, Ticket, Waiter,
+    ASK_AGAIN, Admission, Finished, Hashed, Record, Recorded, Store, Ticket, Waiter,
     credits::{Ask, Grants, Reply, Take, Waiting},
     memory::MemoryStore,
 };
 use crate::{
-    gate::BoxFuture,
-    lockout::{LockoutStats, Outcome, Policy, Tracker, attempt::ASK_AGAIN},
+    future::BoxFuture,
+    lockout::{LockoutStats, Outcome, Policy, Tracker},
     redis::{
         Connection, Fallback, Primary, RedisStore, Unlocks, millis,
         unlock::{WANTED, Wanted},

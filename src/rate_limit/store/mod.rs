@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::RateLimitStats;
-use crate::gate::BoxFuture;
+use crate::future::BoxFuture;
 
 pub(crate) mod memory;
 #[cfg(feature = "redis")]

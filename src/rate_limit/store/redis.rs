@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::{Decision, Store, Verdict, memory::MemoryStore};
 use crate::{
-    gate::BoxFuture,
+    future::BoxFuture,
     rate_limit::{RateLimitBuilder, RateLimitStats},
     redis::{Connection, Fallback, Primary, RedisStore},
     table::{ClockQueue, Hand, Hashed, Table, shard_capacities},

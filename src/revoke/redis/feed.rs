@@ -13,11 +13,11 @@ use tokio::time::Instant;
 use super::{
     held::Held,
     member::{BUCKETS, bucket, decode, split3},
-    outbox::{BATCH, REVOKE, write},
+    write::{BATCH, REVOKE, write},
 };
 use crate::{
     events::RevocationOrigin,
-    gate::BoxFuture,
+    future::BoxFuture,
     redis::{Connection, Handler},
     revoke::engine::{Inner, Revocation},
 };

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sha2::{Digest as _, Sha256};
 
 use crate::{
+    credential::KeyDigest,
     revoke::engine::{Revocation, Target},
-    validate::KeyDigest,
 };
 
 /// What a revocation reaches, as a member of the set: `s:<digest hex>`,

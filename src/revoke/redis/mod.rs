@@ -13,6 +13,7 @@ mod feed;
 mod held;
 mod member;
 mod outbox;
+mod write;
 
 use std::sync::Arc;
 

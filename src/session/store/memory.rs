@@ -11,14 +11,14 @@ use tokio::time::Instant;
 
 use super::{Store, Unreachable};
 use crate::{
+    credential::KeyDigest,
     events::{self, Record, SessionEndReason},
-    gate::BoxFuture,
+    future::BoxFuture,
     session::{
         family::{Created, Ending, Family, Listed, NewFamily, Next, REMEMBERED, Rotation},
         list::Device,
         secret::{SECRET_BYTES, same},
     },
-    validate::KeyDigest,
 };
 
 /// How often a full store walks its families to drop the ended ones, at

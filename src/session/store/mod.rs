@@ -8,7 +8,7 @@
 use std::time::SystemTime;
 
 use super::family::{Created, Ending, Listed, NewFamily, Next, Rotation};
-use crate::{gate::BoxFuture, validate::KeyDigest};
+use crate::{credential::KeyDigest, future::BoxFuture};
 
 pub(crate) mod memory;
 #[cfg(feature = "redis")]
@@ -17,6 +17,16 @@ pub(crate) mod redis;
 /// The store did not answer (only a shared store).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Unreachable;
+
+/// Where the session families live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Families {
+    /// In this process ([`SessionsBuilder::build`](crate::session::SessionsBuilder::build) without a shared store).
+    InMemory,
+    /// In Redis, shared by every replica.
+    #[cfg(feature = "redis")]
+    InRedis,
+}
 
 /// One store of session families.
 ///

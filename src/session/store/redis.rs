@@ -28,10 +28,11 @@ use std::{
 
 use ::redis::Script;
 
-use super::{Store, Unreachable};
+use super::{Families, Store, Unreachable};
 use crate::{
     ConfigError,
-    gate::BoxFuture,
+    credential::KeyDigest,
+    future::BoxFuture,
     redis::{Connection, RedisStore, millis},
     session::{
         Sessions, SessionsBuilder,
@@ -39,7 +40,6 @@ use crate::{
         list::Device,
         secret::{TAG_LEN, is_session_id, subject_tag},
     },
-    validate::KeyDigest,
 };
 
 /// The server's time in ms (and µs, as a string), as every script starts.
@@ -578,6 +578,6 @@ impl SessionsBuilder {
                 "with redis, the grace window must be zero or longer than the store's timeout",
             ));
         }
-        self.build_on(Box::new(sessions), true)
+        self.build_on(Box::new(sessions), Families::InRedis)
     }
 }

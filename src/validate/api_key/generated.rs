@@ -4,8 +4,8 @@ use std::fmt;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 
-use super::digest::KeyDigest;
 use crate::ConfigError;
+use crate::credential::KeyDigest;
 
 /// Random bytes in a generated key.
 const KEY_BYTES: usize = 32;

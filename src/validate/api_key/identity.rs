@@ -4,7 +4,10 @@ use std::{sync::Arc, time::SystemTime};
 
 use tokio::time::Instant;
 
-use crate::{revoke::Revocable, scope::Scopes, validate::identity::ExpiresAt};
+use crate::{
+    revoke::Revocable,
+    validate::identity::{ExpiresAt, Scopes},
+};
 
 /// Who an API key belongs to: an id, its scopes and an optional expiry.
 ///

@@ -10,12 +10,12 @@ use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
 use super::{
-    digest::KeyDigest,
     generated::{GeneratedKey, check_prefix},
     identity::ApiKeyIdentity,
 };
 use crate::{
     ConfigError, Credential, ValidationError, Validator,
+    credential::KeyDigest,
     revoke::{Facts, Revocations},
 };
 
@@ -196,8 +196,7 @@ impl ApiKeys {
             // A key revoked through the list is gone from the table; the
             // list still says why (for logs: the client sees `invalid` alike).
             let revoked = self.inner.revocations.as_ref().is_some_and(|list| {
-                list.inner.is_in_sync()
-                    && list.inner.check(|| presented, &Facts::default()).is_err()
+                list.is_in_sync() && list.check_digest(|| presented, &Facts::default()).is_err()
             });
             return Err(if revoked {
                 ValidationError::revoked().with_reason("revoked api key")

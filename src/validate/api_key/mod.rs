@@ -4,13 +4,11 @@
 //! [`KeyDigest`] is what is stored instead of a key, and
 //! [`ApiKeyIdentity`] is who a key belongs to.
 
-mod digest;
 mod generated;
 mod identity;
 mod keys;
 mod revoke;
 
-pub use digest::KeyDigest;
 pub use generated::GeneratedKey;
 pub use identity::ApiKeyIdentity;
 pub use keys::{ApiKeys, ApiKeysBuilder};

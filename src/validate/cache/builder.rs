@@ -5,7 +5,7 @@ use std::{fmt, time::Duration};
 use tokio::time::Instant;
 
 use super::{
-    revoke::Honour,
+    honour::Honour,
     validator::{CachingValidator, Shared, SubjectOf},
 };
 use crate::{ConfigError, Validator, validate::ExpiresAt};

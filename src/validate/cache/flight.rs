@@ -11,7 +11,8 @@ use super::{
 };
 use crate::{
     Credential, CredentialSource, ValidationError, Validator,
-    validate::{KeyDigest, ValidationErrorKind, identity::deadline_after},
+    credential::KeyDigest,
+    validate::{ValidationErrorKind, identity::deadline_after},
 };
 
 /// How many times one request asks the backend when each answer is

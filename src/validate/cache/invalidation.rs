@@ -17,7 +17,7 @@ use std::{
     },
 };
 
-use crate::validate::KeyDigest;
+use crate::credential::KeyDigest;
 
 /// How many invalidations are remembered for the calls in flight. A call
 /// that spans more is treated as invalidated.

@@ -10,6 +10,7 @@
 mod builder;
 mod entry;
 mod flight;
+mod honour;
 mod invalidation;
 mod revoke;
 mod validator;

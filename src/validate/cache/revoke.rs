@@ -1,24 +1,11 @@
 //! The cache honours a revocation list: it refuses what the list revokes,
 //! and forgets what a revocation reaches.
 
-use std::sync::{Arc, Weak};
-
-use super::{
-    builder::CachingValidatorBuilder,
-    entry::Outcome,
-    validator::{CachingValidator, Shared},
-};
+use super::{builder::CachingValidatorBuilder, honour::Honour, validator::Shared};
 use crate::{
     Validator,
-    revoke::{Facts, Listener, Revocable, Revocation, Revocations, Target},
-    validate::KeyDigest,
+    revoke::{Listener, Revocable, Revocation, Revocations, Target},
 };
-
-/// A revocation list and how to read an identity's facts for it.
-pub(super) struct Honour<I> {
-    list: Revocations,
-    facts: fn(&I) -> Facts<'_>,
-}
 
 impl<V: Validator> CachingValidatorBuilder<V>
 where
@@ -51,40 +38,8 @@ where
     /// # Ok::<(), portcullis::ConfigError>(())
     /// ```
     pub fn revocations(mut self, revocations: &Revocations) -> Self {
-        self.revocations = Some(Honour {
-            list: revocations.clone(),
-            facts: Facts::of::<V::Identity>,
-        });
+        self.revocations = Some(Honour::new(revocations));
         self
-    }
-}
-
-impl<V: Validator> CachingValidator<V> {
-    /// Registers the cache with the list it honours, if any.
-    pub(super) fn listen(self) -> Self {
-        if let Some(honour) = &self.shared.revocations {
-            let weak: Weak<Shared<V>> = Arc::downgrade(&self.shared);
-            honour.list.listen(weak);
-        }
-        self
-    }
-}
-
-impl<V: Validator> Shared<V> {
-    /// An accepted credential the list revokes (or cannot vouch for) is
-    /// refused; any other outcome stands.
-    pub(super) fn honour(
-        &self,
-        digest: &KeyDigest,
-        outcome: Outcome<V::Identity>,
-    ) -> Outcome<V::Identity> {
-        if let (Some(honour), Ok(identity)) = (&self.revocations, &outcome) {
-            honour
-                .list
-                .inner
-                .check(|| *digest, &(honour.facts)(identity))?;
-        }
-        outcome
     }
 }
 

@@ -4,7 +4,7 @@ use std::{
     collections::HashMap,
     fmt,
     sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
+        Arc, Mutex, MutexGuard, PoisonError, Weak,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
@@ -13,11 +13,11 @@ use std::{
 use tokio::{sync::OnceCell, time::Instant};
 
 use super::{
-    entry::{Settled, Slot},
+    entry::{Outcome, Settled, Slot},
+    honour::Honour,
     invalidation::{Invalidations, Target},
-    revoke::Honour,
 };
-use crate::{Credential, CredentialSource, ValidationError, Validator, validate::KeyDigest};
+use crate::{Credential, CredentialSource, ValidationError, Validator, credential::KeyDigest};
 
 /// Where single-flight backend calls are found: the secret and its carrier.
 pub(super) type FlightKey = (KeyDigest, CredentialSource);
@@ -245,6 +245,15 @@ impl<V: Validator> CachingValidator<V> {
         }
     }
 
+    /// Registers the cache with the list it honours, if any.
+    pub(super) fn listen(self) -> Self {
+        if let Some(honour) = &self.shared.revocations {
+            let weak: Weak<Shared<V>> = Arc::downgrade(&self.shared);
+            honour.list.listen(weak);
+        }
+        self
+    }
+
     /// The wrapped validator.
     pub fn get_ref(&self) -> &V {
         &self.shared.inner
@@ -293,6 +302,15 @@ impl<V: Validator> CachingValidator<V> {
 }
 
 impl<V: Validator> Shared<V> {
+    /// An accepted credential the list the cache honours revokes (or cannot
+    /// vouch for) is refused; any other outcome stands.
+    fn honour(&self, digest: &KeyDigest, outcome: Outcome<V::Identity>) -> Outcome<V::Identity> {
+        match &self.revocations {
+            Some(honour) => honour.check(digest, outcome),
+            None => outcome,
+        }
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, State<V::Identity>> {
         // Every critical section leaves the state consistent after each
         // single map operation, and calls no user code, so a poisoned lock

@@ -14,8 +14,7 @@ use tokio::time::Instant;
 use crate::{
     ValidationError,
     revoke::Revocable,
-    scope::Scopes,
-    validate::identity::{ExpiresAt, deadline_after},
+    validate::identity::{ExpiresAt, Scopes, deadline_after},
 };
 
 /// The verified claims of a JWT: your claims type `T`, plus the registered

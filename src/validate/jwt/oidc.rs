@@ -10,13 +10,14 @@
 
 use std::{
     fmt,
+    future::Future,
     net::IpAddr,
     sync::{Mutex, PoisonError},
 };
 
+use bytes::Bytes;
 use http::Uri;
 
-use super::jwks::{JwksError, Shared};
 use crate::ConfigError;
 
 const WELL_KNOWN: &str = "/.well-known/openid-configuration";
@@ -77,8 +78,13 @@ impl Source {
     }
 
     /// The URL of the keys: the configured one, or the discovered one
-    /// (reading the discovery document when none is known).
-    pub(super) async fn jwks_uri(&self, shared: &Shared) -> Result<Uri, JwksError> {
+    /// (reading the discovery document with `get` when none is known). The
+    /// error says why discovery failed.
+    pub(super) async fn jwks_uri<F, Fut>(&self, get: F) -> Result<Uri, String>
+    where
+        F: FnOnce(Uri) -> Fut,
+        Fut: Future<Output = Result<Bytes, String>>,
+    {
         let (issuer, document, allow_http, jwks_uri) = match self {
             Self::Url(url) => return Ok(url.clone()),
             Self::Discovery {
@@ -91,22 +97,21 @@ impl Source {
         if let Some(known) = lock(jwks_uri).clone() {
             return Ok(known);
         }
-        let body = shared
-            .get(document.clone(), "application/json")
+        let body = get(document.clone())
             .await
-            .map_err(|e| JwksError(format!("discovery: {}", e.0)))?;
+            .map_err(|e| format!("discovery: {e}"))?;
         let found: Document = serde_json::from_slice(&body)
-            .map_err(|_| JwksError("discovery: no issuer and jwks_uri in the document".into()))?;
+            .map_err(|_| "discovery: no issuer and jwks_uri in the document".to_owned())?;
         // §4.3: the issuer in the document must be the one asked about,
         // exactly, or anyone serving that URL could vouch for another.
         if found.issuer != *issuer {
-            return Err(JwksError(format!(
+            return Err(format!(
                 "discovery: the document is for issuer {:?}, not {issuer:?}",
                 found.issuer
-            )));
+            ));
         }
         let url = parse_url(&found.jwks_uri, "jwks_uri", allow_http, true)
-            .map_err(|e| JwksError(format!("discovery: {e}")))?;
+            .map_err(|e| format!("discovery: {e}"))?;
         *lock(jwks_uri) = Some(url.clone());
         tracing::debug!(issuer, jwks_uri = %url, "oidc discovery found the keys");
         Ok(url)

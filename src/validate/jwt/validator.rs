@@ -19,8 +19,8 @@ use super::{
 };
 use crate::{
     Credential, ValidationError, Validator,
+    credential::KeyDigest,
     revoke::{Facts, Revocations},
-    validate::KeyDigest,
 };
 
 /// The JOSE header fields portcullis reads.

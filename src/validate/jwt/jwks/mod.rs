@@ -282,7 +282,15 @@ impl Shared {
     }
 
     async fn fetch(&self) -> Result<KeySet, JwksError> {
-        let url = self.source.jwks_uri(self).await?;
+        let url = self
+            .source
+            .jwks_uri(async |document| {
+                self.get(document, "application/json")
+                    .await
+                    .map_err(|e| e.0)
+            })
+            .await
+            .map_err(JwksError)?;
         let body = match self
             .get(url, "application/jwk-set+json, application/json")
             .await

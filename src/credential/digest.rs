@@ -112,7 +112,7 @@ impl KeyDigest {
         STANDARD.encode(self.0)
     }
 
-    pub(super) fn bucket(&self) -> u64 {
+    pub(crate) fn bucket(&self) -> u64 {
         let mut head = [0u8; 8];
         head.copy_from_slice(&self.0[..8]);
         u64::from_le_bytes(head)

@@ -1,6 +1,16 @@
-//! Configuration errors.
+//! Configuration errors, why a credential was not accepted, and the error
+//! of a response body.
+
+mod validation;
 
 use std::borrow::Cow;
+
+pub use validation::{ValidationError, ValidationErrorKind};
+
+/// The error of a [`ResponseBody`](crate::ResponseBody): the inner body's,
+/// or [`Truncated`](crate::lease::Truncated) when a lease cut a plain body
+/// short.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A layer, policy or validator was configured with values that cannot work.
 ///
