@@ -96,7 +96,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, header, request::Parts};
 
-use crate::{Fingerprint, ResponseBody, ValidationError, validate::ValidationErrorKind};
+use crate::{Fingerprint, ValidationError, validate::ValidationErrorKind};
 
 /// Why a request was refused.
 ///
@@ -400,17 +400,6 @@ pub(crate) fn render<R: Renderer + ?Sized>(
     }
     res.extensions_mut().insert(rejection);
     res
-}
-
-/// Renders `rejection`, attaches it to the response extensions and wraps the
-/// body for a layer whose inner body type is `B`.
-#[allow(dead_code)] // used by every layer
-pub(crate) fn respond<R: Renderer + ?Sized, B>(
-    renderer: &R,
-    rejection: AuthRejection,
-    request: &Parts,
-) -> Response<ResponseBody<B>> {
-    render(renderer, rejection, request).map(ResponseBody::rejection)
 }
 
 #[cfg(test)]
