@@ -134,8 +134,10 @@ impl<E: KeyOf> Rule for KeyRule<E> {
                 return Ok(Step::Refused(Refused::LockedOut(Locked::new(record, now))));
             }
             Admission::Crowded => return Ok(Step::Refused(Refused::Crowded)),
+            #[cfg(feature = "redis")]
             Admission::Ask(asking) => Some(asking),
-            Admission::Full | Admission::Unavailable => None,
+            // Full, or a shared store unavailable: wait.
+            _ => None,
         };
         let acquire = Acquire::new(tracker.clone(), key, hash, asking);
         Ok(Step::Wait(waiting(acquire, classifier.cloned())))

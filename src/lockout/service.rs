@@ -202,8 +202,10 @@ where
                 refused_event(Some(&key), &Refused::Crowded);
                 return self.refuse(Refused::Crowded.to_rejection(), &parts);
             }
+            #[cfg(feature = "redis")]
             Admission::Ask(asking) => Some(asking),
-            Admission::Full | Admission::Unavailable => None,
+            // Full, or a shared store unavailable: wait.
+            _ => None,
         };
         // The request waits for a reservation. Reservations of outer
         // lockout layers go with it and are put back with this one.
