@@ -7,6 +7,7 @@ use hmac::{Hmac, Mac};
 use http::{HeaderValue, request::Parts};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 use crate::{
     AuthRejection, ConfigError, KeyExtractor,
@@ -327,9 +328,10 @@ impl KeyExtractor for UntrustedKey {
     }
 }
 
-fn random<const N: usize>() -> Result<[u8; N], ConfigError> {
-    let mut bytes = [0; N];
-    getrandom::fill(&mut bytes)
+/// `N` random bytes, wiped when dropped.
+fn random<const N: usize>() -> Result<Zeroizing<[u8; N]>, ConfigError> {
+    let mut bytes = Zeroizing::new([0; N]);
+    getrandom::fill(&mut *bytes)
         .map_err(|e| ConfigError::InvalidKey(format!("the random source failed: {e}").into()))?;
     Ok(bytes)
 }
