@@ -431,13 +431,13 @@ impl Sink for Metrics {
     }
 }
 
-#[cfg(test)]
+// The one unit test counts sessions.
+#[cfg(all(test, feature = "sessions"))]
 mod tests {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
     use super::*;
 
-    #[cfg(feature = "sessions")]
     #[test]
     fn sessions_ended_are_counted_by_reason() {
         let recorder = DebuggingRecorder::new();
