@@ -379,11 +379,12 @@ where
             } else {
                 store.admit(k)
             };
-            if matches!(admission, Admission::Full | Admission::Unavailable) {
+            if admission.waits() {
                 // Register for a wake-up; the store may answer at once if
                 // the key's state changed meanwhile.
                 let mut waiter = Waiter {
                     notified: this.notified.as_mut(),
+                    #[cfg(feature = "redis")]
                     retry: &mut *this.retry,
                 };
                 admission = store.wait(k, &mut waiter);
@@ -415,10 +416,12 @@ where
                     this.key.take();
                     return Poll::Ready(Err(Refused::Crowded));
                 }
+                #[cfg(feature = "redis")]
                 Admission::Ask(asking) => *this.asking = Some(asking),
-                // Registered: poll the wake-up. A store that registered
-                // nothing is asked again after a while.
-                Admission::Full | Admission::Unavailable => {
+                // Full, or a shared store unavailable. Registered: poll the
+                // wake-up. A store that registered nothing is asked again
+                // after a while.
+                _ => {
                     if this.notified.is_none() && this.retry.is_none() {
                         *this.retry = Some(Box::pin(tokio::time::sleep(ASK_AGAIN)));
                     }

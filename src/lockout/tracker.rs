@@ -553,11 +553,8 @@ where
                     self.report(key, recorded);
                     return;
                 };
-                let asking = match admission {
-                    Admission::Ask(asking) => Some(asking),
-                    _ => None,
-                };
-                let acquire = Acquire::new(Tracker { engine }, key.clone(), hash, asking);
+                let acquire =
+                    Acquire::new(Tracker { engine }, key.clone(), hash, admission.asking());
                 runtime.spawn(async move {
                     if let Ok(attempt) = acquire.await {
                         attempt.failed();
@@ -602,6 +599,7 @@ where
             // The common case: nothing to report.
             Finished::Now(Recorded::NotAFailure) => None,
             Finished::Now(recorded) => self.report(key, recorded),
+            #[cfg(feature = "redis")]
             Finished::Later(recording) => {
                 let Ok(runtime) = tokio::runtime::Handle::try_current() else {
                     // Nothing can talk to the shared store from here: the

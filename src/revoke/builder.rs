@@ -44,6 +44,7 @@ pub enum WhenStale {
 
 impl WhenStale {
     /// `refuse` or `serve`, for logs.
+    #[cfg(feature = "redis")]
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Refuse => "refuse",
