@@ -6,10 +6,7 @@ use std::sync::{Arc, PoisonError, atomic::Ordering};
 
 use tokio::time::Instant;
 
-use super::{
-    WhenStale,
-    engine::{Inner, later},
-};
+use super::engine::{Inner, WhenStale, later};
 
 /// Where a revocation list stands with its shared store, and so what its
 /// checks answer.
