@@ -14,8 +14,7 @@ use std::{fmt, hash::Hash, sync::Arc, time::Duration};
 use http::request::Parts;
 
 use super::{
-    Classifier, Failed, Locked, Outcome, Refused, Tracker,
-    attempt::Acquire,
+    Acquire, Classifier, Failed, Locked, Outcome, Refused, Tracker,
     reservation::{Settle, Slot},
     store::Admission,
 };

@@ -160,12 +160,13 @@ mod recent;
 mod reservation;
 mod service;
 mod shadow;
+mod stats;
 mod store;
 mod tracker;
 
 #[cfg(feature = "redis")]
 pub use crate::redis::{RedisConnectError, RedisStore};
-pub use attempt::{Acquire, Attempt, FailureOutcome, Locked, Refused};
+pub use attempt::{Attempt, FailureOutcome, Locked, Refused};
 pub use classify::{Classifier, DefaultClassifier, Failed, Outcome, Succeeded};
 #[cfg(feature = "cookie")]
 pub use device::{Device, DeviceCookies, DeviceKey, UntrustedKey};
@@ -174,4 +175,5 @@ pub use layer::LockoutLayer;
 pub use policy::{Policy, PolicyBuilder};
 pub use service::Lockout;
 pub use shadow::Shadowed;
-pub use tracker::{LockedKey, Stats, Tracker, TrackerBuilder};
+pub use stats::Stats;
+pub use tracker::{Acquire, LockedKey, Tracker, TrackerBuilder};

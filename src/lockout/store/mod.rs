@@ -13,7 +13,7 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
-use super::{Outcome, Stats};
+use super::{Outcome, stats::Stats};
 use crate::future::BoxFuture;
 pub(crate) use crate::table::Hashed;
 

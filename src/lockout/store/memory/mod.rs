@@ -45,7 +45,7 @@ use tokio::time::Instant;
 use self::shard::Shard;
 use super::{Admission, Finished, Hashed, Record, Recorded, Store, Ticket, Waiter};
 use crate::{
-    lockout::{Outcome, Policy, Stats},
+    lockout::{Outcome, Policy, stats::Stats},
     table::shard_capacities,
 };
 
