@@ -66,7 +66,7 @@ impl fmt::Display for Locked {
 
 impl std::error::Error for Locked {}
 
-/// Why [`Tracker::attempt`] did not admit a key.
+/// Why [`Tracker::attempt`](super::Tracker::attempt) did not admit a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Refused {
@@ -195,7 +195,7 @@ impl<K> Reserved<K> {
     }
 }
 
-/// A reserved attempt of one key; see [`Tracker::attempt`].
+/// A reserved attempt of one key; see [`Tracker::attempt`](super::Tracker::attempt).
 ///
 /// End it with [`failed`](Self::failed) or [`succeeded`](Self::succeeded).
 /// Dropping it (a client that disconnected, a handler that returned early)
