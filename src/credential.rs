@@ -1,11 +1,13 @@
 //! The credential found in a request.
 
-use std::{fmt, sync::Arc};
+use std::{borrow::Cow, fmt, sync::Arc};
 
 use http::HeaderName;
+use zeroize::Zeroize;
 
 mod digest;
 mod fingerprint;
+mod secret;
 mod secret_key;
 
 pub use digest::KeyDigest;
@@ -25,6 +27,13 @@ pub(crate) use secret_key::{MIN_KEY_BYTES, check_key_len, random_bytes};
 /// safely. [`Credential::secret`] is the only way to
 /// read the secret; call it only where the secret is checked.
 ///
+/// The clones of a credential share one copy of its secret, which is
+/// overwritten with zeros when the last of them is dropped. A `String` or
+/// `Arc<str>` handed to [`Credential::new`] is the caller's: an `Arc<str>`
+/// the caller keeps is not wiped, and the buffer of a `String` is copied
+/// (and freed as it is) by the conversion. The credentials the extractors
+/// find are copied from the request once and wiped.
+///
 /// # Example
 ///
 /// ```
@@ -37,7 +46,7 @@ pub(crate) use secret_key::{MIN_KEY_BYTES, check_key_len, random_bytes};
 /// ```
 #[derive(Clone)]
 pub struct Credential {
-    secret: Arc<str>,
+    secret: secret::Secret,
     source: CredentialSource,
 }
 
@@ -45,14 +54,24 @@ impl Credential {
     /// Creates a credential from a secret and its source.
     pub fn new(secret: impl Into<Arc<str>>, source: CredentialSource) -> Self {
         Self {
-            secret: secret.into(),
+            secret: secret::Secret::new(secret.into()),
             source,
         }
     }
 
+    /// A credential an extractor found: borrowed from the request, or
+    /// decoded from it (then that copy is wiped once copied).
+    pub(crate) fn found(secret: Cow<'_, str>, source: CredentialSource) -> Self {
+        let shared = Arc::from(&*secret);
+        if let Cow::Owned(mut decoded) = secret {
+            decoded.zeroize();
+        }
+        Self::new(shared, source)
+    }
+
     /// The secret itself.
     pub fn secret(&self) -> &str {
-        &self.secret
+        self.secret.as_str()
     }
 
     /// Where the secret was found.
@@ -63,7 +82,7 @@ impl Credential {
     /// A short, keyed fingerprint of the secret, for logs (see
     /// [`Fingerprint`]).
     pub fn fingerprint(&self) -> Fingerprint {
-        Fingerprint::of(self.secret.as_bytes())
+        Fingerprint::of(self.secret().as_bytes())
     }
 }
 

@@ -965,7 +965,7 @@ fn unique_loopback() -> std::net::Ipv4Addr {
 }
 
 /// `PORTCULLIS_REDIS_URL`, or a skip notice (a failure in CI).
-#[cfg(feature = "redis")]
+#[cfg(all(feature = "axum", feature = "redis"))]
 fn redis_url() -> Option<String> {
     match std::env::var("PORTCULLIS_REDIS_URL") {
         Ok(url) => Some(url),

@@ -98,9 +98,7 @@ use http::request::Parts;
 use bytes::Bytes;
 use http::Response;
 
-use crate::{
-    cross_origin::CrossOriginProtection, extract::Extractor, lease::Leases, reject::Renderer,
-};
+use crate::{cross_origin::CrossOriginProtection, extract::Extractor, lease::Leases};
 
 pub use self::{future::ResponseFuture, layer::AuthLayer, service::Auth};
 
@@ -120,7 +118,6 @@ pub(crate) struct Shared<V, R> {
     preflight: Option<Preflight>,
     timeout: Option<Duration>,
     cross_origin: CrossOriginProtection,
-    #[cfg_attr(not(feature = "cookie"), allow(dead_code))] // only cookies go stale
     clear_stale_cookies: bool,
     leases: Option<Leases>,
 }
@@ -163,5 +160,11 @@ impl<V, R> Clone for Shared<V, R> {
 /// Inserted into the extensions of requests the layer let through without
 /// an identity (optional mode, public requests), so extractors
 /// can tell "anonymous" from "the layer is missing".
+#[cfg(any(feature = "axum", feature = "tonic"))]
 #[derive(Clone)]
-pub(crate) struct Anonymous(#[allow(dead_code)] pub(crate) Arc<dyn Renderer>);
+pub(crate) struct Anonymous {
+    /// The layer's renderer: the axum extractors answer an anonymous
+    /// request with the layer's own 401.
+    #[cfg(feature = "axum")]
+    pub(crate) renderer: Arc<dyn crate::reject::Renderer>,
+}

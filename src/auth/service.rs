@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{Extensions, Method, Request, Response, header, request::Parts};
 use tower_service::Service;
 
-use super::{Anonymous, ResponseFuture, Shared, future::Cut};
+use super::{ResponseFuture, Shared, future::Cut};
 use crate::{
     AuthRejection, Credential, CredentialSource, ResponseBody, ValidationError, Validator,
     body_key::BodyField,
@@ -338,11 +338,12 @@ impl<V: Validator, R: Renderer> Shared<V, R> {
     /// The removal of `credential`'s cookie, when it came from one and
     /// stale cookies are cleared.
     fn stale_cookie(&self, credential: &Credential) -> Option<http::HeaderValue> {
+        if !self.clear_stale_cookies {
+            return None;
+        }
         match credential.source() {
             #[cfg(feature = "cookie")]
-            CredentialSource::Cookie(name) if self.clear_stale_cookies => {
-                self.extractor.cookie_removal(name)
-            }
+            CredentialSource::Cookie(name) => self.extractor.cookie_removal(name),
             _ => None,
         }
     }
@@ -385,9 +386,12 @@ impl<V: Validator, R: Renderer> Shared<V, R> {
 
     fn pass_anonymous(&self, parts: &mut Parts) {
         self.extractor.strip(parts);
-        parts
-            .extensions
-            .insert(Anonymous(self.renderer.clone() as Arc<dyn Renderer>));
+        // For the identity extractors of the integrations.
+        #[cfg(any(feature = "axum", feature = "tonic"))]
+        parts.extensions.insert(super::Anonymous {
+            #[cfg(feature = "axum")]
+            renderer: self.renderer.clone() as Arc<dyn Renderer>,
+        });
     }
 
     /// The validator's immediate answer ([`Validator::validate_now`]), if it
@@ -398,8 +402,10 @@ impl<V: Validator, R: Renderer> Shared<V, R> {
         credential: &Credential,
     ) -> Option<Result<V::Identity, ValidationError>> {
         // Timed only for the metrics: no clock read when nothing listens.
+        #[cfg(feature = "metrics")]
         let started = events::listening().then(std::time::Instant::now);
         let outcome = self.validator.validate_now(credential)?;
+        #[cfg(feature = "metrics")]
         if let Some(started) = started {
             events::emit(Record::Validated {
                 source: credential.source(),
@@ -414,6 +420,7 @@ impl<V: Validator, R: Renderer> Shared<V, R> {
         let timeout = self.timeout;
         Box::pin(async move {
             // Timed only for the metrics: no clock read when nothing listens.
+            #[cfg(feature = "metrics")]
             let started = events::listening().then(std::time::Instant::now);
             let validation = validator.validate(&credential);
             let outcome = match timeout {
@@ -424,6 +431,7 @@ impl<V: Validator, R: Renderer> Shared<V, R> {
                         Err(ValidationError::unavailable().with_reason("validator timed out"))
                     }),
             };
+            #[cfg(feature = "metrics")]
             if let Some(started) = started {
                 events::emit(Record::Validated {
                     source: credential.source(),

@@ -4,6 +4,7 @@ use std::{fmt, sync::OnceLock};
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest as _, Sha256};
+use zeroize::Zeroizing;
 
 use super::{MIN_KEY_BYTES, check_key_len, random_bytes};
 use crate::ConfigError;
@@ -94,6 +95,13 @@ impl fmt::Debug for Fingerprint {
 /// fingerprint hashes the secret once more than a plain SHA-256 would, and
 /// never allocates. `Debug` never prints the key.
 ///
+/// # Security
+///
+/// The key's bytes are not kept: a random key is wiped once its HMAC
+/// states are computed. The states themselves (which compute fingerprints
+/// as the key would) live in the `hmac` crate's type, which cannot be
+/// wiped: they stay in memory until it is reused.
+///
 /// # Example
 ///
 /// ```
@@ -130,7 +138,7 @@ impl FingerprintKey {
     ///
     /// [`ConfigError::InvalidKey`] when the random source fails.
     pub fn random() -> Result<Self, ConfigError> {
-        Ok(Self::from_bytes(&random_bytes::<MIN_KEY_BYTES>()?))
+        Ok(Self::from_bytes(&*random_bytes::<MIN_KEY_BYTES>()?))
     }
 
     /// Fingerprints `secret` with this key: the HMAC of its SHA-256 digest,
@@ -184,7 +192,7 @@ impl FingerprintKey {
         PROCESS_KEY.get_or_init(|| {
             Self::random().unwrap_or_else(|error| {
                 tracing::warn!(%error, "no random fingerprint key, deriving one from the clock");
-                Self::from_bytes(&fallback_key())
+                Self::from_bytes(&*fallback_key())
             })
         })
     }
@@ -207,7 +215,7 @@ impl fmt::Debug for FingerprintKey {
 
 /// A key for a process whose random source failed: unpredictable enough to
 /// keep fingerprints from being a plain hash, never a panic.
-fn fallback_key() -> [u8; 32] {
+fn fallback_key() -> Zeroizing<[u8; 32]> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -217,7 +225,7 @@ fn fallback_key() -> [u8; 32] {
     hasher.update(std::process::id().to_le_bytes());
     hasher.update((&raw const local as usize).to_le_bytes());
     hasher.update(format!("{:?}", std::thread::current().id()).as_bytes());
-    hasher.finalize().into()
+    Zeroizing::new(hasher.finalize().into())
 }
 
 #[cfg(test)]

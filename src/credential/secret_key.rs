@@ -2,6 +2,8 @@
 //! keys, HS256 secrets): one length floor for all of them, and one way to
 //! draw one at random.
 
+use zeroize::Zeroizing;
+
 use crate::ConfigError;
 
 /// The fewest bytes a secret key may have: 256 bits, so that what it signs
@@ -28,15 +30,15 @@ pub(crate) fn check_key_len(what: &str, key: &[u8]) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// `N` random bytes from the operating system: a fresh key (`N` at least
-/// [`MIN_KEY_BYTES`]) or nonce.
+/// `N` random bytes from the operating system, wiped when dropped: a fresh
+/// key (`N` at least [`MIN_KEY_BYTES`]) or nonce.
 ///
 /// # Errors
 ///
 /// [`ConfigError::InvalidKey`] when the random source fails.
-pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], ConfigError> {
-    let mut bytes = [0; N];
-    getrandom::fill(&mut bytes)
+pub(crate) fn random_bytes<const N: usize>() -> Result<Zeroizing<[u8; N]>, ConfigError> {
+    let mut bytes = Zeroizing::new([0; N]);
+    getrandom::fill(&mut *bytes)
         .map_err(|e| ConfigError::InvalidKey(format!("the random source failed: {e}").into()))?;
     Ok(bytes)
 }

@@ -54,7 +54,6 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// Shorthand for [`ConfigError::OutOfRange`].
-    #[allow(dead_code)] // used by the limiter builders
     pub(crate) fn out_of_range(
         setting: &'static str,
         reason: impl Into<Cow<'static, str>>,

@@ -12,7 +12,7 @@
 //! | `portcullis_unlocks_total` | counter | | lockouts lifted by an operator |
 //! | `portcullis_lockout_refusals_total` | counter | `reason` | requests the lockout refused |
 //! | `portcullis_rate_limit_refusals_total` | counter | | requests the rate limiter refused |
-//! | `portcullis_redis_fallbacks_total` | counter | `limiter` | decisions made locally because Redis did not answer |
+//! | `portcullis_redis_fallbacks_total` | counter | `limiter` | decisions made locally because Redis did not answer (feature `redis`) |
 //! | `portcullis_revocations_total` | counter | `target`, `origin` | revocations applied to a revocation list |
 //! | `portcullis_session_reuses_total` | counter | | refresh tokens presented again after use: sessions revoked (feature `sessions`) |
 //! | `portcullis_sessions_ended_total` | counter | `reason` | sessions ended (feature `sessions`) |
@@ -58,7 +58,9 @@ use metrics::{
     histogram,
 };
 
-use super::{Gauge, Gauges, Reaches, Record, RevocationOrigin, SessionEndReason, Sink};
+#[cfg(feature = "sessions")]
+use super::SessionEndReason;
+use super::{Gauge, Gauges, Reaches, Record, RevocationOrigin, Sink};
 use crate::{CredentialSource, reject::RejectionKind};
 
 /// The counter of `AuthLayer` decisions.
@@ -304,16 +306,21 @@ struct Metrics {
     locked_out: Counter,
     crowded: Counter,
     rate_limited: Counter,
+    #[cfg(feature = "redis")]
     lockout_fallbacks: Counter,
+    #[cfg(feature = "redis")]
     rate_limit_fallbacks: Counter,
     /// By target, then origin.
     revocations: [[Counter; 3]; 3],
+    #[cfg(feature = "sessions")]
     session_reuses: Counter,
     /// By [`SESSION_END_REASONS`].
+    #[cfg(feature = "sessions")]
     sessions_ended: [Counter; 6],
 }
 
 /// Every reason a session ends, in the order of `Metrics::sessions_ended`.
+#[cfg(feature = "sessions")]
 const SESSION_END_REASONS: [SessionEndReason; 6] = [
     SessionEndReason::SignedOut,
     SessionEndReason::EndedByUser,
@@ -346,14 +353,18 @@ impl Metrics {
             locked_out: counter!(LOCKOUT_REFUSALS, "reason" => "locked_out"),
             crowded: counter!(LOCKOUT_REFUSALS, "reason" => "crowded"),
             rate_limited: counter!(RATE_LIMIT_REFUSALS),
+            #[cfg(feature = "redis")]
             lockout_fallbacks: counter!(REDIS_FALLBACKS, "limiter" => "lockout"),
+            #[cfg(feature = "redis")]
             rate_limit_fallbacks: counter!(REDIS_FALLBACKS, "limiter" => "rate_limit"),
             revocations: ["secret", "id", "subject"].map(|target| {
                 ORIGINS.map(
                     |origin| counter!(REVOCATIONS, "target" => target, "origin" => origin.as_str()),
                 )
             }),
+            #[cfg(feature = "sessions")]
             session_reuses: counter!(SESSION_REUSES),
+            #[cfg(feature = "sessions")]
             sessions_ended: SESSION_END_REASONS
                 .map(|reason| counter!(SESSIONS_ENDED, "reason" => reason.as_str())),
         }
@@ -386,6 +397,7 @@ impl Sink for Metrics {
                 }
             }
             Record::RateLimited { .. } => self.rate_limited.increment(1),
+            #[cfg(feature = "redis")]
             Record::Fallback { limiter } => {
                 if limiter == "lockout" {
                     self.lockout_fallbacks.increment(1);
@@ -405,7 +417,9 @@ impl Sink for Metrics {
                     .unwrap_or_default();
                 self.revocations[target][origin].increment(1);
             }
+            #[cfg(feature = "sessions")]
             Record::SessionReused { .. } => self.session_reuses.increment(1),
+            #[cfg(feature = "sessions")]
             Record::SessionEnded { reason, .. } => {
                 let reason = SESSION_END_REASONS
                     .iter()
@@ -420,7 +434,8 @@ impl Sink for Metrics {
     }
 }
 
-#[cfg(test)]
+// The one unit test counts sessions.
+#[cfg(all(test, feature = "sessions"))]
 mod tests {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 

@@ -287,7 +287,7 @@ pub(crate) enum Record<'a> {
         key: &'a dyn fmt::Debug,
         retry_after: Duration,
     },
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a shared store falls back
+    #[cfg(feature = "redis")]
     Fallback {
         limiter: &'static str,
     },
@@ -296,19 +296,19 @@ pub(crate) enum Record<'a> {
         origin: RevocationOrigin,
         lasts: Duration,
     },
-    #[cfg_attr(not(feature = "sessions"), allow(dead_code))] // only sessions detect reuse
+    #[cfg(feature = "sessions")]
     SessionReused {
         subject: &'a str,
         session: &'a str,
     },
-    #[cfg_attr(not(feature = "sessions"), allow(dead_code))] // only sessions end
+    #[cfg(feature = "sessions")]
     SessionEnded {
         subject: &'a str,
         session: &'a str,
         reason: SessionEndReason,
     },
     /// How long a validator took: for the metrics only, not an event.
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    #[cfg(feature = "metrics")]
     Validated {
         source: &'a CredentialSource,
         elapsed: Duration,
@@ -426,6 +426,7 @@ impl Record<'_> {
                 key: key(k),
                 retry_after,
             },
+            #[cfg(feature = "redis")]
             Self::Fallback { limiter } => Event::Fallback { limiter },
             Self::Revoked {
                 target,
@@ -444,10 +445,12 @@ impl Record<'_> {
                 origin,
                 lasts,
             },
+            #[cfg(feature = "sessions")]
             Self::SessionReused { subject, session } => Event::SessionReused {
                 subject: subject.to_owned(),
                 session: session.to_owned(),
             },
+            #[cfg(feature = "sessions")]
             Self::SessionEnded {
                 subject,
                 session,
@@ -457,6 +460,7 @@ impl Record<'_> {
                 session: session.to_owned(),
                 reason,
             },
+            #[cfg(feature = "metrics")]
             Self::Validated { .. } => return None,
         })
     }
@@ -535,6 +539,7 @@ pub(crate) fn emit(record: Record<'_>) {
 
 /// Whether anything listens: the request path skips work (a clock read for
 /// the validator's latency, say) when nothing does.
+#[cfg(feature = "metrics")]
 pub(crate) fn listening() -> bool {
     REGISTRY.count.load(Ordering::Relaxed) > 0
 }

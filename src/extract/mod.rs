@@ -58,6 +58,7 @@ mod websocket;
 use std::{borrow::Cow, fmt};
 
 use http::request::Parts;
+use zeroize::Zeroize;
 
 use crate::{AuthRejection, Credential, CredentialSource, reject::RejectionKind};
 
@@ -184,7 +185,7 @@ impl Extractor {
     pub fn extract(&self, request: &Parts) -> Result<Option<Credential>, ExtractError> {
         if let [source] = &self.sources[..] {
             let secret = source.find(request, self.max_len)?;
-            return Ok(secret.map(|secret| Credential::new(secret, source.credential_source())));
+            return Ok(secret.map(|secret| Credential::found(secret, source.credential_source())));
         }
         let mut found: Option<(Cow<'_, str>, &AnySource)> = None;
         for source in &self.sources {
@@ -193,11 +194,15 @@ impl Extractor {
             };
             match &found {
                 None => found = Some((secret, source)),
-                Some((first, _)) if *first == secret => {}
+                Some((first, _)) if *first == secret => {
+                    if let Cow::Owned(mut decoded) = secret {
+                        decoded.zeroize();
+                    }
+                }
                 Some(_) => return Err(ExtractError::Ambiguous),
             }
         }
-        Ok(found.map(|(secret, source)| Credential::new(secret, source.credential_source())))
+        Ok(found.map(|(secret, source)| Credential::found(secret, source.credential_source())))
     }
 
     /// The `Set-Cookie` value that removes the credential cookie `name`

@@ -1,6 +1,7 @@
 use std::{borrow::Cow, sync::Arc};
 
 use http::{Uri, request::Parts, uri::PathAndQuery};
+use zeroize::Zeroizing;
 
 use super::{ExtractError, syntax::is_b64token};
 use crate::ConfigError;
@@ -99,7 +100,7 @@ impl Query {
     fn is_ours(&self, key: &str) -> bool {
         key == &*self.name
             || ((key.contains('%') || key.contains('+'))
-                && form_decode(key).is_some_and(|k| k == self.name.as_bytes()))
+                && form_decode(key).is_some_and(|k| *k == self.name.as_bytes()))
     }
 
     pub(super) fn find<'a>(
@@ -123,23 +124,28 @@ impl Query {
             if value.len() > max_len.saturating_mul(3) {
                 return Err(ExtractError::TooLarge { max: max_len });
             }
-            let token: Cow<'a, [u8]> = if value.contains('%') || value.contains('+') {
-                Cow::Owned(form_decode(value).ok_or(ExtractError::Malformed(
+            // A decoded copy of the token is wiped when dropped, whatever
+            // the outcome.
+            let decoded = if value.contains('%') || value.contains('+') {
+                Some(form_decode(value).ok_or(ExtractError::Malformed(
                     "the query token has an invalid percent-escape",
                 ))?)
             } else {
-                Cow::Borrowed(value.as_bytes())
+                None
             };
+            let token = decoded.as_deref().map_or(value.as_bytes(), Vec::as_slice);
             if token.len() > max_len {
                 return Err(ExtractError::TooLarge { max: max_len });
             }
-            if !is_b64token(&token) {
+            if !is_b64token(token) {
                 return Err(ExtractError::Malformed("the query token is not a b64token"));
             }
-            found = Some(match token {
-                Cow::Borrowed(_) => Cow::Borrowed(value),
-                Cow::Owned(bytes) => Cow::Owned(
-                    String::from_utf8(bytes).map_err(|_| ExtractError::Malformed("not ascii"))?,
+            found = Some(match decoded {
+                None => Cow::Borrowed(value),
+                // The extractor wipes the `String` once it is copied.
+                Some(mut bytes) => Cow::Owned(
+                    String::from_utf8(std::mem::take(&mut *bytes))
+                        .map_err(|_| ExtractError::Malformed("not ascii"))?,
                 ),
             });
         }
@@ -192,9 +198,11 @@ impl Query {
 
 /// Decodes `application/x-www-form-urlencoded` bytes: `+` is a space,
 /// `%XX` a byte. `None` on a broken escape.
-fn form_decode(s: &str) -> Option<Vec<u8>> {
+fn form_decode(s: &str) -> Option<Zeroizing<Vec<u8>>> {
     let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+    // Never grows (each byte decodes from one or more), so no copy is left
+    // behind by a reallocation.
+    let mut out = Zeroizing::new(Vec::with_capacity(bytes.len()));
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
@@ -220,7 +228,7 @@ mod tests {
 
     #[test]
     fn form_decoding_handles_escapes_and_rejects_broken_ones() {
-        assert_eq!(form_decode("a%2Bb+c").unwrap(), b"a+b c");
+        assert_eq!(*form_decode("a%2Bb+c").unwrap(), b"a+b c");
         assert!(form_decode("a%2").is_none());
         assert!(form_decode("a%zz").is_none());
         assert!(form_decode("%+1").is_none());

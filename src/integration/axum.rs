@@ -164,7 +164,7 @@ fn missing<T>(parts: &Parts) -> IdentityRejection {
 
 fn missing_because(parts: &Parts, layer_missing: impl FnOnce() -> String) -> IdentityRejection {
     match parts.extensions.get::<Anonymous>() {
-        Some(Anonymous(renderer)) => IdentityRejection {
+        Some(Anonymous { renderer }) => IdentityRejection {
             kind: RejectionReason::Anonymous(reject::render(
                 &**renderer,
                 AuthRejection::new(RejectionKind::Missing),

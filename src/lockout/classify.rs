@@ -1,6 +1,7 @@
 //! Deciding whether a response is a failed attempt.
 
 use http::{HeaderName, HeaderValue, StatusCode, response::Parts};
+use zeroize::Zeroizing;
 
 use crate::{Fingerprint, reject::Protocol};
 
@@ -75,7 +76,8 @@ impl Failed {
     /// account passed in another spelling still counts, only as a new
     /// guess.
     pub fn guess(account: &str, secret: &str) -> Self {
-        let mut bytes = Vec::with_capacity(8 + account.len() + secret.len());
+        // Sized once and wiped when dropped: the guess is a password.
+        let mut bytes = Zeroizing::new(Vec::with_capacity(8 + account.len() + secret.len()));
         bytes.extend_from_slice(&(account.len() as u64).to_le_bytes());
         bytes.extend_from_slice(account.as_bytes());
         bytes.extend_from_slice(secret.as_bytes());

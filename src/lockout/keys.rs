@@ -152,8 +152,10 @@ impl<E: KeyOf> Rule for KeyRule<E> {
                 return Ok(Step::Refused(locked, Arc::new(key)));
             }
             Admission::Crowded => return Ok(Step::Refused(Refused::Crowded, Arc::new(key))),
+            #[cfg(feature = "redis")]
             Admission::Ask(asking) => Some(asking),
-            Admission::Full | Admission::Unavailable => None,
+            // Full, or a shared store unavailable: wait.
+            _ => None,
         };
         let acquire = Acquire::new(tracker.clone(), key.clone(), hash, asking);
         Ok(Step::Wait(waiting(acquire, key, classifier.cloned())))

@@ -555,11 +555,8 @@ where
                     self.report(key, recorded);
                     return;
                 };
-                let asking = match admission {
-                    Admission::Ask(asking) => Some(asking),
-                    _ => None,
-                };
-                let acquire = Acquire::new(Tracker { engine }, key.clone(), hash, asking);
+                let acquire =
+                    Acquire::new(Tracker { engine }, key.clone(), hash, admission.asking());
                 runtime.spawn(async move {
                     if let Ok(attempt) = acquire.await {
                         attempt.failed();
@@ -688,11 +685,12 @@ where
             } else {
                 store.admit(k)
             };
-            if matches!(admission, Admission::Full | Admission::Unavailable) {
+            if admission.waits() {
                 // Register for a wake-up; the store may answer at once if
                 // the key's state changed meanwhile.
                 let mut waiter = Waiter {
                     notified: this.notified.as_mut(),
+                    #[cfg(feature = "redis")]
                     retry: &mut *this.retry,
                 };
                 admission = store.wait(k, &mut waiter);
@@ -722,10 +720,12 @@ where
                     this.key.take();
                     return Poll::Ready(Err(Refused::Crowded));
                 }
+                #[cfg(feature = "redis")]
                 Admission::Ask(asking) => *this.asking = Some(asking),
-                // Registered: poll the wake-up. A store that registered
-                // nothing is asked again after a while.
-                Admission::Full | Admission::Unavailable => {
+                // Full, or a shared store unavailable. Registered: poll the
+                // wake-up. A store that registered nothing is asked again
+                // after a while.
+                _ => {
                     if this.notified.is_none() && this.retry.is_none() {
                         *this.retry = Some(Box::pin(tokio::time::sleep(ASK_AGAIN)));
                     }
@@ -772,6 +772,7 @@ where
             // The common case: nothing to report.
             Finished::Now(Recorded::NotAFailure) => None,
             Finished::Now(recorded) => self.report(key, recorded),
+            #[cfg(feature = "redis")]
             Finished::Later(recording) => {
                 let Ok(runtime) = tokio::runtime::Handle::try_current() else {
                     // Nothing can talk to the shared store from here: the

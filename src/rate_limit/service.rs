@@ -15,10 +15,12 @@ use super::{
     layer::Shared,
     store::{Decision, Verdict},
 };
+#[cfg(feature = "redis")]
+use crate::gate::{Admit, Refusal};
 use crate::{
     AuthRejection, ClientIp, KeyExtractor, ResponseBody,
     client_list::Listed,
-    gate::{self, Admit, Gate, Refusal},
+    gate::{self, Gate},
     reject::{self, DefaultRenderer, RejectionKind, Renderer},
 };
 
@@ -120,6 +122,7 @@ where
                     ResponseFuture::new(Gate::refuse(response, headers))
                 }
             },
+            #[cfg(feature = "redis")]
             Decision::Ask(verdict) => {
                 let shared = Arc::clone(&self.shared);
                 let renderer: Arc<dyn Renderer> = shared.renderer.clone();

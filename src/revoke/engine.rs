@@ -73,6 +73,7 @@ pub(crate) trait Listener: Send + Sync {
 
     /// The list caught up with the shared store after being out of sync:
     /// whatever was cached meanwhile may predate revocations it missed.
+    #[cfg(feature = "redis")]
     fn resynced(&self) {}
 }
 
@@ -123,11 +124,13 @@ pub(crate) struct Inner {
     /// its local copy (`None` while in sync).
     pub(super) lost_at: Mutex<Option<Instant>>,
     /// Counts outages: the timer of one outage ends nothing of the next.
+    #[cfg(feature = "redis")]
     pub(super) outages: AtomicU64,
     pub(super) staleness: Duration,
     pub(super) when_stale: WhenStale,
     /// Whether being out of sync was logged since the list was last in
     /// sync (once per outage, and once before the first catch-up).
+    #[cfg(feature = "redis")]
     pub(super) complained: AtomicBool,
     pub(super) synced: Notify,
     pub(super) catch_ups: AtomicU64,
@@ -159,6 +162,7 @@ pub enum WhenStale {
 
 impl WhenStale {
     /// `refuse` or `serve`, for logs.
+    #[cfg(feature = "redis")]
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Refuse => "refuse",
@@ -190,9 +194,11 @@ impl Inner {
             in_sync: AtomicBool::new(settings.in_sync),
             ever_synced: AtomicBool::new(settings.in_sync),
             lost_at: Mutex::new(None),
+            #[cfg(feature = "redis")]
             outages: AtomicU64::new(0),
             staleness: settings.staleness,
             when_stale: settings.when_stale,
+            #[cfg(feature = "redis")]
             complained: AtomicBool::new(false),
             synced: Notify::new(),
             catch_ups: AtomicU64::new(0),
@@ -208,9 +214,10 @@ impl Inner {
     ///
     /// # Errors
     ///
-    /// As [`check_leeway`]: a leeway longer than the maximum lifetime.
-    #[cfg_attr(not(feature = "jwt"), allow(dead_code))] // the validators with a leeway
-    pub(crate) fn accept_leeway(&self, leeway: Duration) -> Result<(), ConfigError> {
+    /// As [`check_leeway`](check_leeway): a leeway longer
+    /// than the maximum lifetime.
+    #[cfg(feature = "jwt")] // the validators with a leeway
+    pub(crate) fn accept_leeway(&self, leeway: Duration) -> Result<(), crate::ConfigError> {
         check_leeway(leeway, self.max_lifetime)?;
         self.leeway.fetch_max(as_millis(leeway), Ordering::SeqCst);
         Ok(())

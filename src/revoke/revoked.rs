@@ -8,6 +8,7 @@ use std::{
     task::{Context, Poll},
 };
 
+#[cfg(feature = "redis")]
 use tokio::sync::oneshot;
 
 /// A revocation, in effect on this replica from the moment it was made.
@@ -41,6 +42,8 @@ pub struct Revoked {
 
 enum State {
     Done(Option<Result<(), RevokeError>>),
+    /// Only a shared store answers later.
+    #[cfg(feature = "redis")]
     Storing(oneshot::Receiver<Result<(), RevokeError>>),
 }
 
@@ -60,7 +63,7 @@ impl Revoked {
     }
 
     /// Resolved by whoever stores it.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a shared store answers later
+    #[cfg(feature = "redis")]
     pub(crate) fn storing(receiver: oneshot::Receiver<Result<(), RevokeError>>) -> Self {
         Self {
             state: State::Storing(receiver),
@@ -71,11 +74,14 @@ impl Revoked {
 impl Future for Revoked {
     type Output = Result<(), RevokeError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    // `_cx`: only a shared store's revocation waits (for Redis to store
+    // it); without one, every revocation is done at once.
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.state {
             State::Done(result) => Poll::Ready(result.take().unwrap_or(Ok(()))),
+            #[cfg(feature = "redis")]
             State::Storing(receiver) => {
-                Poll::Ready(match std::task::ready!(Pin::new(receiver).poll(cx)) {
+                Poll::Ready(match std::task::ready!(Pin::new(receiver).poll(_cx)) {
                     Ok(result) => result,
                     Err(_) => Err(RevokeError::new(
                         RevokeErrorKind::Queued,
@@ -91,6 +97,7 @@ impl fmt::Debug for Revoked {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             State::Done(_) => "done",
+            #[cfg(feature = "redis")]
             State::Storing(_) => "storing",
         };
         f.debug_struct("Revoked").field("state", &state).finish()

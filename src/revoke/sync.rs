@@ -2,7 +2,9 @@
 //! up, or serving its local copy for a bounded staleness while the store is
 //! unreachable, then refusing or serving as the operator chose.
 
-use std::sync::{Arc, PoisonError, atomic::Ordering};
+#[cfg(feature = "redis")]
+use std::sync::Arc;
+use std::sync::{PoisonError, atomic::Ordering};
 
 use tokio::time::Instant;
 
@@ -62,11 +64,11 @@ impl SyncState {
     ];
 }
 
+#[cfg(feature = "redis")]
 impl Inner {
     /// The list lost its shared store. It serves its local copy for the
     /// staleness bound, then does what the operator chose; before its first
     /// catch-up (no local copy yet) every check answers unavailable.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a shared store is lost
     pub(crate) fn lost(self: &Arc<Self>, why: &str) {
         let was_in_sync = self.in_sync.swap(false, Ordering::SeqCst);
         if !was_in_sync {
@@ -123,7 +125,6 @@ impl Inner {
     }
 
     /// The list has applied every revocation the shared store holds.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only a shared store is caught up with
     pub(crate) fn caught_up(&self, revocations: usize) {
         // Caches forget what they learned while out of sync, before anything
         // is answered from them again.
@@ -144,7 +145,9 @@ impl Inner {
             "revocations caught up with redis"
         );
     }
+}
 
+impl Inner {
     /// Where the list stands with its shared store at `now`.
     pub(crate) fn state(&self, now: Instant) -> SyncState {
         if self.is_in_sync() {
@@ -169,7 +172,8 @@ impl Inner {
     }
 }
 
-#[cfg(test)]
+// Only a shared store is lost and caught up with.
+#[cfg(all(test, feature = "redis"))]
 mod tests {
     use std::time::Duration;
 

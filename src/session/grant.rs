@@ -6,6 +6,7 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
+use zeroize::Zeroizing;
 
 use super::token::Signed;
 
@@ -24,9 +25,9 @@ use super::token::Signed;
 ///
 /// `Debug` shows the session id and subject, never a token.
 pub struct Grant {
-    access_token: String,
+    access_token: Zeroizing<String>,
     expires_in: u64,
-    refresh_token: String,
+    refresh_token: Zeroizing<String>,
     session_id: Box<str>,
     subject: Arc<str>,
     set_cookie: HeaderValue,
@@ -35,7 +36,7 @@ pub struct Grant {
 impl Grant {
     pub(super) fn new(
         access: Signed,
-        refresh_token: String,
+        refresh_token: Zeroizing<String>,
         session_id: Box<str>,
         subject: Arc<str>,
         set_cookie: HeaderValue,
@@ -85,7 +86,7 @@ impl Grant {
     /// The JSON body.
     pub fn body(&self) -> String {
         serde_json::json!({
-            "access_token": self.access_token,
+            "access_token": self.access_token.as_str(),
             "token_type": "Bearer",
             "expires_in": self.expires_in,
         })

@@ -94,13 +94,13 @@ impl Device {
     }
 
     /// The address as a store keeps it (`""` for none).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // the redis store
+    #[cfg(feature = "redis")] // the redis store
     pub(crate) fn address_text(&self) -> String {
         self.address.map(|a| a.to_string()).unwrap_or_default()
     }
 
     /// A device from what a store kept (`""` for none).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // the redis store
+    #[cfg(feature = "redis")] // the redis store
     pub(crate) fn from_stored(user_agent: &str, address: &str, label: &str) -> Self {
         Self {
             user_agent: clean(user_agent, MAX_USER_AGENT),

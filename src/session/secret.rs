@@ -18,6 +18,7 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 use crate::credential::KeyDigest;
 
@@ -34,15 +35,15 @@ const WRAP_DOMAIN: &[u8] = b"portcullis session successor v1";
 /// Bytes of a subject's tag at the start of its session ids.
 const TAG_BYTES: usize = 3;
 /// Characters of a subject's tag (base64url of [`TAG_BYTES`]).
-#[cfg_attr(not(feature = "redis"), allow(dead_code))] // the redis store
+#[cfg(feature = "redis")] // the redis store
 pub(crate) const TAG_LEN: usize = 4;
 /// Separates a subject's tag from any other hash of it.
 const TAG_DOMAIN: &[u8] = b"portcullis session subject tag v1";
 
-/// `N` random bytes from the operating system.
-pub(crate) fn random<const N: usize>() -> Result<[u8; N], getrandom::Error> {
-    let mut bytes = [0; N];
-    getrandom::fill(&mut bytes)?;
+/// `N` random bytes from the operating system, wiped when dropped.
+pub(crate) fn random<const N: usize>() -> Result<Zeroizing<[u8; N]>, getrandom::Error> {
+    let mut bytes = Zeroizing::new([0; N]);
+    getrandom::fill(&mut *bytes)?;
     Ok(bytes)
 }
 
@@ -55,13 +56,13 @@ pub(crate) fn new_id() -> Result<String, getrandom::Error> {
 pub(crate) fn new_session_id(subject: &str) -> Result<String, getrandom::Error> {
     let mut bytes = [0; ID_BYTES];
     bytes[..TAG_BYTES].copy_from_slice(&tag_bytes(subject));
-    bytes[TAG_BYTES..].copy_from_slice(&random::<{ ID_BYTES - TAG_BYTES }>()?);
+    bytes[TAG_BYTES..].copy_from_slice(&*random::<{ ID_BYTES - TAG_BYTES }>()?);
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// The tag that starts every session id of `subject` (4 characters of
 /// base64url): the same on every replica and across restarts.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))] // the redis store
+#[cfg(feature = "redis")] // the redis store
 pub(crate) fn subject_tag(subject: &str) -> String {
     URL_SAFE_NO_PAD.encode(tag_bytes(subject))
 }
@@ -79,27 +80,28 @@ fn tag_bytes(subject: &str) -> [u8; TAG_BYTES] {
 /// Whether `sid` is shaped like a session id (22 characters of base64url
 /// encoding 16 bytes): ids from a request are checked before they name a
 /// key.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))] // the redis store
+#[cfg(feature = "redis")] // the redis store
 pub(crate) fn is_session_id(sid: &str) -> bool {
     let mut id = [0; ID_BYTES];
     sid.len() == ID_LEN && URL_SAFE_NO_PAD.decode_slice(sid, &mut id) == Ok(ID_BYTES)
 }
 
 /// A refresh token this process made (or recovered): the token and its
-/// digest.
+/// digest. The token is wiped when dropped.
 pub(crate) struct RefreshToken {
-    token: String,
+    token: Zeroizing<String>,
     digest: KeyDigest,
 }
 
 impl RefreshToken {
     /// A new token of session `sid`.
     pub(crate) fn generate(sid: &str) -> Result<Self, getrandom::Error> {
-        Ok(Self::from_parts(sid, &random::<SECRET_BYTES>()?))
+        Ok(Self::from_parts(sid, &*random::<SECRET_BYTES>()?))
     }
 
     fn from_parts(sid: &str, secret: &[u8; SECRET_BYTES]) -> Self {
-        let mut token = String::with_capacity(sid.len() + 1 + SECRET_LEN);
+        // Sized once: a reallocation would leave a copy behind.
+        let mut token = Zeroizing::new(String::with_capacity(sid.len() + 1 + SECRET_LEN));
         token.push_str(sid);
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(secret, &mut token);
@@ -115,16 +117,16 @@ impl RefreshToken {
         self.digest
     }
 
-    pub(crate) fn into_string(self) -> String {
+    pub(crate) fn into_string(self) -> Zeroizing<String> {
         self.token
     }
 
     /// The secret bytes, to wrap.
-    fn secret(&self) -> [u8; SECRET_BYTES] {
+    fn secret(&self) -> Zeroizing<[u8; SECRET_BYTES]> {
         let encoded = &self.token[self.token.len() - SECRET_LEN..];
-        let mut secret = [0; SECRET_BYTES];
+        let mut secret = Zeroizing::new([0; SECRET_BYTES]);
         // Encoded by `from_parts` from exactly this many bytes.
-        let _ = URL_SAFE_NO_PAD.decode_slice(encoded, &mut secret);
+        let _ = URL_SAFE_NO_PAD.decode_slice(encoded, &mut *secret);
         secret
     }
 }
@@ -176,7 +178,9 @@ impl<'a> Presented<'a> {
 
     /// `successor`'s secret, wrapped under this token.
     pub(crate) fn wrap(&self, successor: &RefreshToken) -> [u8; SECRET_BYTES] {
-        xor(successor.secret(), self.wrapping_key())
+        let mut wrapped = *successor.secret();
+        xor(&mut wrapped, &self.wrapping_key());
+        wrapped
     }
 
     /// The successor wrapped under this token, when its digest is
@@ -186,15 +190,17 @@ impl<'a> Presented<'a> {
         wrapped: &[u8; SECRET_BYTES],
         expected: &KeyDigest,
     ) -> Option<RefreshToken> {
-        let successor = RefreshToken::from_parts(self.sid, &xor(*wrapped, self.wrapping_key()));
+        let mut secret = Zeroizing::new(*wrapped);
+        xor(&mut secret, &self.wrapping_key());
+        let successor = RefreshToken::from_parts(self.sid, &secret);
         same(&successor.digest, expected).then_some(successor)
     }
 
-    fn wrapping_key(&self) -> [u8; SECRET_BYTES] {
+    fn wrapping_key(&self) -> Zeroizing<[u8; SECRET_BYTES]> {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.token.as_bytes())
             .expect("HMAC accepts keys of every length");
         mac.update(WRAP_DOMAIN);
-        mac.finalize().into_bytes().into()
+        Zeroizing::new(mac.finalize().into_bytes().into())
     }
 }
 
@@ -203,11 +209,10 @@ pub(crate) fn same(a: &KeyDigest, b: &KeyDigest) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
-fn xor(mut a: [u8; SECRET_BYTES], b: [u8; SECRET_BYTES]) -> [u8; SECRET_BYTES] {
+fn xor(a: &mut [u8; SECRET_BYTES], b: &[u8; SECRET_BYTES]) {
     for (a, b) in a.iter_mut().zip(b) {
         *a ^= b;
     }
-    a
 }
 
 #[cfg(test)]
@@ -218,9 +223,6 @@ mod tests {
     fn tokens_have_a_session_id_and_256_random_bits() {
         let sid = new_session_id("alice").unwrap();
         assert_eq!(sid.len(), ID_LEN);
-        assert!(is_session_id(&sid));
-        assert!(sid.starts_with(&subject_tag("alice")));
-        assert_ne!(subject_tag("alice"), subject_tag("bob"));
         assert_ne!(new_session_id("alice").unwrap(), sid);
         let token = RefreshToken::generate(&sid).unwrap();
         let presented = Presented::parse(token.as_str()).unwrap();
@@ -234,6 +236,17 @@ mod tests {
         assert!(!format!("{token:?}").contains(&token.as_str()[ID_LEN + 1..]));
     }
 
+    #[cfg(feature = "redis")]
+    #[test]
+    fn a_session_id_starts_with_its_subjects_tag() {
+        let sid = new_session_id("alice").unwrap();
+        assert!(is_session_id(&sid));
+        assert!(!is_session_id(&sid[1..]));
+        assert!(sid.starts_with(&subject_tag("alice")));
+        assert_eq!(subject_tag("alice").len(), TAG_LEN);
+        assert_ne!(subject_tag("alice"), subject_tag("bob"));
+    }
+
     #[test]
     fn only_well_shaped_tokens_parse() {
         let sid = new_id().unwrap();
@@ -243,7 +256,7 @@ mod tests {
             ".",
             "abc",
             &token[1..],
-            &format!("{token}x"),
+            &format!("{}x", *token),
             &token.replacen('.', "!", 1),
             &format!("{}+{}", &token[..ID_LEN + 1], &token[ID_LEN + 2..]),
         ] {
@@ -258,7 +271,7 @@ mod tests {
         let successor = RefreshToken::generate(&sid).unwrap();
         let presented = Presented::parse(first.as_str()).unwrap();
         let wrapped = presented.wrap(&successor);
-        assert_ne!(wrapped, successor.secret());
+        assert_ne!(wrapped, *successor.secret());
         let unwrapped = presented.unwrap(&wrapped, &successor.digest()).unwrap();
         assert_eq!(unwrapped.as_str(), successor.as_str());
 

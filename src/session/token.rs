@@ -7,6 +7,7 @@ use std::{
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde::{Serialize, de::DeserializeOwned};
+use zeroize::Zeroizing;
 
 use crate::{
     ConfigError,
@@ -66,7 +67,7 @@ struct AccessClaims<'a> {
 
 /// An access token just signed.
 pub(crate) struct Signed {
-    pub(crate) token: String,
+    pub(crate) token: Zeroizing<String>,
     /// Seconds until `exp`.
     pub(crate) expires_in: u64,
 }
@@ -240,7 +241,10 @@ impl AccessTokens {
         header.kid.clone_from(&self.kid);
         let token = jsonwebtoken::encode(&header, &claims, &self.signing)
             .map_err(|_| "the access token could not be signed")?;
-        Ok(Signed { token, expires_in })
+        Ok(Signed {
+            token: Zeroizing::new(token),
+            expires_in,
+        })
     }
 }
 

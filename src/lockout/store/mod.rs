@@ -8,9 +8,11 @@
 
 use std::{fmt, pin::Pin, sync::Arc, time::Duration};
 
+#[cfg(feature = "redis")]
+use tokio::time::Sleep;
 use tokio::{
     sync::{Notify, futures::OwnedNotified},
-    time::{Instant, Sleep},
+    time::Instant,
 };
 
 use super::{Outcome, stats::Stats};
@@ -35,10 +37,10 @@ pub(crate) struct Record {
     pub(crate) lockouts: u32,
 }
 
+#[cfg(feature = "redis")]
 impl Record {
     /// A lockout that lasts `remaining` from now, as a shared store reports
     /// it.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // a shared store answers later
     pub(crate) fn lasting(remaining: Duration, lockouts: u32) -> Self {
         let now = Instant::now();
         Self {
@@ -65,7 +67,6 @@ impl Ticket {
 }
 
 /// Whether a request may try now.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))] // a shared store answers later
 pub(crate) enum Admission {
     /// A reservation was taken; end it with [`Store::finish`]. With the
     /// key's failures within the window (for progressive delay).
@@ -78,10 +79,34 @@ pub(crate) enum Admission {
     /// Too many requests of the key are waiting already.
     Crowded,
     /// The answer needs a round trip.
+    #[cfg(feature = "redis")]
     Ask(BoxFuture<Admission>),
     /// The store could not answer (only a shared store; the fallback
     /// decides locally instead).
+    #[cfg(feature = "redis")]
     Unavailable,
+}
+
+impl Admission {
+    /// Whether the request waits for a slot: the key is full, or a shared
+    /// store could not answer.
+    pub(crate) fn waits(&self) -> bool {
+        match self {
+            Self::Full => true,
+            #[cfg(feature = "redis")]
+            Self::Unavailable => true,
+            _ => false,
+        }
+    }
+
+    /// The round trip the answer waits for, if it needs one.
+    pub(crate) fn asking(self) -> Option<BoxFuture<Admission>> {
+        #[cfg(feature = "redis")]
+        if let Self::Ask(asking) = self {
+            return Some(asking);
+        }
+        None
+    }
 }
 
 impl fmt::Debug for Admission {
@@ -95,7 +120,9 @@ impl fmt::Debug for Admission {
             Self::Locked(record, _) => f.debug_tuple("Locked").field(record).finish(),
             Self::Full => f.write_str("Full"),
             Self::Crowded => f.write_str("Crowded"),
+            #[cfg(feature = "redis")]
             Self::Ask(_) => f.write_str("Ask"),
+            #[cfg(feature = "redis")]
             Self::Unavailable => f.write_str("Unavailable"),
         }
     }
@@ -116,18 +143,18 @@ pub(crate) enum Recorded {
 
 /// What ending an attempt did: known now, or once a round trip ends
 /// (`None` when the shared store could not record it).
-#[cfg_attr(not(feature = "redis"), allow(dead_code))] // a shared store answers later
 pub(crate) enum Finished {
     Now(Recorded),
+    #[cfg(feature = "redis")]
     Later(BoxFuture<Option<Recorded>>),
 }
 
 /// Where a waiting request registers to be woken: a notification when a
 /// reservation of its key ends on this replica, and (for a shared store) a
 /// timer to ask again.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))] // a shared store answers later
 pub(crate) struct Waiter<'a> {
     pub(crate) notified: Pin<&'a mut Option<OwnedNotified>>,
+    #[cfg(feature = "redis")]
     pub(crate) retry: &'a mut Option<Pin<Box<Sleep>>>,
 }
 
@@ -142,7 +169,7 @@ impl Waiter<'_> {
     }
 
     /// Wakes the request after `delay` at the latest.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // a shared store answers later
+    #[cfg(feature = "redis")]
     pub(crate) fn retry_in(&mut self, delay: Duration) {
         *self.retry = Some(Box::pin(tokio::time::sleep(delay)));
     }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::Stats;
+#[cfg(feature = "redis")]
 use crate::future::BoxFuture;
 
 pub(crate) mod memory;
@@ -20,9 +21,9 @@ pub(crate) enum Verdict {
 }
 
 /// A verdict now, or once a round trip ends.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))] // a shared store answers later
 pub(crate) enum Decision {
     Now(Verdict),
+    #[cfg(feature = "redis")]
     Ask(BoxFuture<Verdict>),
 }
 

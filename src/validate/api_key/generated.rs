@@ -3,6 +3,7 @@
 use std::fmt;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use zeroize::Zeroizing;
 
 use crate::ConfigError;
 use crate::credential::KeyDigest;
@@ -15,7 +16,8 @@ const MAX_PREFIX_LEN: usize = 32;
 /// A freshly generated API key: the secret (shown to its owner once) and its
 /// digest (stored).
 ///
-/// `Debug` prints the digest only.
+/// `Debug` prints the digest only. The key is wiped when the
+/// `GeneratedKey` is dropped.
 ///
 /// # Example
 ///
@@ -30,7 +32,7 @@ const MAX_PREFIX_LEN: usize = 32;
 /// ```
 #[derive(Clone)]
 pub struct GeneratedKey {
-    secret: String,
+    secret: Zeroizing<String>,
     digest: KeyDigest,
 }
 
@@ -46,13 +48,14 @@ impl GeneratedKey {
     /// [`ConfigError::InvalidKey`] when the random source fails.
     pub fn new(prefix: &str) -> Result<Self, ConfigError> {
         check_prefix(prefix)?;
-        let mut bytes = [0u8; KEY_BYTES];
-        getrandom::fill(&mut bytes).map_err(|e| {
+        let mut bytes = Zeroizing::new([0u8; KEY_BYTES]);
+        getrandom::fill(&mut *bytes).map_err(|e| {
             ConfigError::InvalidKey(format!("the random source failed: {e}").into())
         })?;
-        let mut secret = String::with_capacity(prefix.len() + 43);
+        // Sized once: a reallocation would leave a copy behind.
+        let mut secret = Zeroizing::new(String::with_capacity(prefix.len() + 43));
         secret.push_str(prefix);
-        URL_SAFE_NO_PAD.encode_string(bytes, &mut secret);
+        URL_SAFE_NO_PAD.encode_string(bytes.as_slice(), &mut secret);
         let digest = KeyDigest::of(&secret);
         Ok(Self { secret, digest })
     }

@@ -54,6 +54,7 @@ impl<V: Validator> Listener for Shared<V> {
         }
     }
 
+    #[cfg(feature = "redis")]
     fn resynced(&self) {
         self.invalidate_all();
     }
