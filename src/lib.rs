@@ -207,7 +207,9 @@
 //! # Layers of the crate
 //!
 //! Modules import downwards only, and the files of a folder import each
-//! other without cycles (`.ci/check-layers` fails on an import cycle).
+//! other without cycles (`.ci/check-layers` fails on an import cycle):
+//! inside a folder a service, with the configuration its layer shares
+//! with it, sits below the layer that builds it, and a builder above both.
 //! From the bottom:
 //!
 //! 1. Vocabulary: `error` (`ConfigError`, `ValidationError`, `BoxError`),

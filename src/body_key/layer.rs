@@ -5,13 +5,11 @@ use std::{fmt, sync::Arc};
 use http::request::Parts;
 use tower_layer::Layer;
 
-use super::BodyKey;
+use super::service::{BodyKey, Config};
 use crate::reject::{DefaultRenderer, Renderer};
 
 /// The default body limit: 16 KiB, plenty for a login form.
 const DEFAULT_LIMIT: usize = 16 * 1024;
-
-type Predicate = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
 
 /// Reads a limiter key from a form or JSON body field; see the
 /// [module docs](super).
@@ -19,14 +17,6 @@ type Predicate = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
 #[must_use]
 pub struct BodyKeyLayer {
     pub(super) config: Arc<Config>,
-}
-
-pub(super) struct Config {
-    pub(super) field: Arc<str>,
-    pub(super) limit: usize,
-    pub(super) when: Predicate,
-    pub(super) case_sensitive: bool,
-    pub(super) renderer: Arc<dyn Renderer>,
 }
 
 impl BodyKeyLayer {

@@ -16,14 +16,25 @@ use tower_service::Service;
 
 use super::{
     Body, BodyField,
-    layer::Config,
     parse::{self, Field, Format},
 };
 use crate::{
     AuthRejection, BoxError, ResponseBody,
     gate::{self, take_ready},
-    reject::{self, RejectionKind},
+    reject::{self, RejectionKind, Renderer},
 };
+
+type Predicate = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
+
+/// What a [`BodyKeyLayer`](super::BodyKeyLayer) was configured with, shared
+/// by the services it builds.
+pub(super) struct Config {
+    pub(super) field: Arc<str>,
+    pub(super) limit: usize,
+    pub(super) when: Predicate,
+    pub(super) case_sensitive: bool,
+    pub(super) renderer: Arc<dyn Renderer>,
+}
 
 /// The service built by [`BodyKeyLayer`](super::BodyKeyLayer).
 pub struct BodyKey<S> {

@@ -1,4 +1,5 @@
-//! [`Lease`]: how long an authenticated request may go on.
+//! [`Lease`]: how long an authenticated request may go on, and [`End`]:
+//! why it ended.
 
 use std::{
     any::Any,
@@ -8,7 +9,6 @@ use std::{
 
 use tokio::time::Instant;
 
-use super::{End, Ended};
 use crate::{
     Credential,
     credential::KeyDigest,
@@ -113,13 +113,6 @@ impl Lease {
         self.end_at(Instant::now())
     }
 
-    /// A future that resolves when the lease ends, with the reason: at its
-    /// expiry, or as soon as its credential is revoked (or the revocation
-    /// list stops answering: past its staleness bound without its shared store).
-    pub fn ended(&self) -> Ended {
-        Ended::new(self.clone())
-    }
-
     /// Revokes the credential this lease was granted for, in every carrier,
     /// until it would have expired (plus the list's
     /// [leeway](crate::revoke::RevocationsBuilder::leeway), so it lasts as
@@ -163,6 +156,37 @@ impl Lease {
                 .get_or_init(|| list.hash_secret(&KeyDigest::of(terms.credential.secret())))
         };
         list.revoked(secret, &terms.facts).map(|_| End::Revoked)
+    }
+}
+
+/// Why a [`Lease`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum End {
+    /// Its identity expired.
+    Expired,
+    /// Its credential was revoked.
+    Revoked,
+    /// The revocation list cannot tell whether the credential was revoked:
+    /// it lost its shared store past its staleness bound and refuses (see
+    /// [`SyncState`](crate::revoke::SyncState)).
+    Unavailable,
+}
+
+impl End {
+    /// The reason in words, for a WebSocket close frame or a `grpc-message`.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Expired => "the credential expired",
+            Self::Revoked => "the credential was revoked",
+            Self::Unavailable => "revocations are unavailable, sign in again later",
+        }
+    }
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
     }
 }
 

@@ -73,6 +73,6 @@ mod watch;
 
 pub(crate) use cutoff::Cutoff;
 pub use cutoff::Truncated;
-pub use grant::Lease;
 pub(crate) use grant::Leases;
-pub use watch::{End, Ended};
+pub use grant::{End, Lease};
+pub use watch::Ended;

@@ -1,5 +1,5 @@
-//! Waiting for a lease to end: [`Ended`], and the watch it shares with
-//! streaming bodies.
+//! Waiting for a lease to end: [`Lease::ended`], and the watch it shares
+//! with streaming bodies.
 
 use std::{
     fmt,
@@ -13,38 +13,7 @@ use tokio::{
     time::{Sleep, sleep_until},
 };
 
-use super::Lease;
-
-/// Why a [`Lease`] ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum End {
-    /// Its identity expired.
-    Expired,
-    /// Its credential was revoked.
-    Revoked,
-    /// The revocation list cannot tell whether the credential was revoked:
-    /// it lost its shared store past its staleness bound and refuses (see
-    /// [`SyncState`](crate::revoke::SyncState)).
-    Unavailable,
-}
-
-impl End {
-    /// The reason in words, for a WebSocket close frame or a `grpc-message`.
-    pub fn message(self) -> &'static str {
-        match self {
-            Self::Expired => "the credential expired",
-            Self::Revoked => "the credential was revoked",
-            Self::Unavailable => "revocations are unavailable, sign in again later",
-        }
-    }
-}
-
-impl fmt::Display for End {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.message())
-    }
-}
+use super::{End, Lease};
 
 /// Wakes its task when the lease may have ended: at the expiry, and at every
 /// change of the revocation list.
@@ -96,6 +65,15 @@ fn enabled(lease: &Lease) -> Pin<Box<OwnedNotified>> {
     notified
 }
 
+impl Lease {
+    /// A future that resolves when the lease ends, with the reason: at its
+    /// expiry, or as soon as its credential is revoked (or the revocation
+    /// list stops answering: past its staleness bound without its shared store).
+    pub fn ended(&self) -> Ended {
+        Ended::new(self.clone())
+    }
+}
+
 /// Resolves when a [`Lease`] ends; see [`Lease::ended`].
 ///
 /// Cheap to create; registers with the revocation list and a timer on its
@@ -107,7 +85,7 @@ pub struct Ended {
 }
 
 impl Ended {
-    pub(crate) fn new(lease: Lease) -> Self {
+    fn new(lease: Lease) -> Self {
         Self { lease, watch: None }
     }
 }

@@ -1,29 +1,16 @@
-//! Reserved attempts: [`Attempt`], the [`Acquire`] future that waits for
-//! one, and why a key may be refused ([`Locked`], [`Refused`]).
+//! Reserved attempts: [`Attempt`], and why a key may be refused
+//! ([`Locked`], [`Refused`]).
 
-use std::{
-    fmt,
-    future::Future,
-    hash::Hash,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll, ready},
-    time::Duration,
-};
+use std::{fmt, sync::Arc, time::Duration};
 
-use pin_project_lite::pin_project;
-use tokio::{
-    sync::futures::OwnedNotified,
-    time::{Instant, Sleep},
-};
+use tokio::time::Instant;
 
 use super::{
-    Failed, Outcome, Tracker,
-    store::{ASK_AGAIN, Admission, Hashed, Record, Ticket, Waiter},
+    Failed, Outcome,
+    store::{Record, Ticket},
 };
 use crate::{
     AuthRejection, Fingerprint,
-    future::BoxFuture,
     reject::{RejectionKind, retry_after_secs},
 };
 
@@ -79,7 +66,7 @@ impl fmt::Display for Locked {
 
 impl std::error::Error for Locked {}
 
-/// Why [`Tracker::attempt`] did not admit a key.
+/// Why [`Tracker::attempt`](super::Tracker::attempt) did not admit a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Refused {
@@ -208,7 +195,7 @@ impl<K> Reserved<K> {
     }
 }
 
-/// A reserved attempt of one key; see [`Tracker::attempt`].
+/// A reserved attempt of one key; see [`Tracker::attempt`](super::Tracker::attempt).
 ///
 /// End it with [`failed`](Self::failed) or [`succeeded`](Self::succeeded).
 /// Dropping it (a client that disconnected, a handler that returned early)
@@ -220,6 +207,14 @@ pub struct Attempt<K> {
 }
 
 impl<K> Attempt<K> {
+    /// An attempt admitted with `failures` within the window.
+    pub(crate) fn new(reserved: Reserved<K>, failures: u32) -> Self {
+        Self {
+            reserved: Some(reserved),
+            failures,
+        }
+    }
+
     /// The key of this attempt.
     pub fn key(&self) -> &K {
         self.reserved
@@ -277,156 +272,5 @@ impl<K: fmt::Debug> fmt::Debug for Attempt<K> {
         f.debug_struct("Attempt")
             .field("key", &self.reserved.as_ref().map(Reserved::key))
             .finish()
-    }
-}
-
-pin_project! {
-    /// Future returned by [`Tracker::attempt`]: an admitted [`Attempt`], or
-    /// why the key was refused.
-    ///
-    /// While it waits, it holds a place in the key's queue of waiting
-    /// requests; dropping it gives the place up.
-    #[must_use = "futures do nothing unless polled"]
-    pub struct Acquire<K> {
-        tracker: Tracker<K>,
-        key: Option<K>,
-        hash: u64,
-        #[pin]
-        notified: Option<OwnedNotified>,
-        retry: Option<Pin<Box<Sleep>>>,
-        asking: Option<BoxFuture<Admission>>,
-        // An admitted attempt waiting out its progressive delay; dropping
-        // it (a cancelled request) frees the slot.
-        delaying: Option<(Attempt<K>, Pin<Box<Sleep>>)>,
-    }
-}
-
-impl<K> Acquire<K> {
-    /// Waits for `key`, starting with a round trip already under way.
-    pub(crate) fn new(
-        tracker: Tracker<K>,
-        key: K,
-        hash: u64,
-        asking: Option<BoxFuture<Admission>>,
-    ) -> Self {
-        Self {
-            tracker,
-            key: Some(key),
-            hash,
-            notified: None,
-            retry: None,
-            asking,
-            delaying: None,
-        }
-    }
-}
-
-impl<K: fmt::Debug> fmt::Debug for Acquire<K> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Acquire")
-            .field("key", &self.key)
-            .field(
-                "waiting",
-                &(self.notified.is_some() || self.retry.is_some() || self.delaying.is_some()),
-            )
-            .finish()
-    }
-}
-
-impl<K> Future for Acquire<K>
-where
-    K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
-{
-    type Output = Result<Attempt<K>, Refused>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        if let Some((_, sleep)) = this.delaying.as_mut() {
-            ready!(sleep.as_mut().poll(cx));
-            let (attempt, _) = this.delaying.take().expect("checked just above");
-            return Poll::Ready(Ok(attempt));
-        }
-        loop {
-            let key = this
-                .key
-                .as_ref()
-                .expect("`Acquire` polled after completion");
-            let k = Hashed {
-                key,
-                hash: *this.hash,
-            };
-            let store = this.tracker.store();
-            let mut admission = if let Some(asking) = this.asking.as_mut() {
-                let admission = ready!(asking.as_mut().poll(cx));
-                *this.asking = None;
-                admission
-            } else if this.notified.is_some() || this.retry.is_some() {
-                let notified = this
-                    .notified
-                    .as_mut()
-                    .as_pin_mut()
-                    .is_some_and(|n| n.poll(cx).is_ready());
-                let retry = this
-                    .retry
-                    .as_mut()
-                    .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
-                if !notified && !retry {
-                    return Poll::Pending;
-                }
-                this.notified.set(None);
-                *this.retry = None;
-                store.admit(k)
-            } else {
-                store.admit(k)
-            };
-            if admission.waits() {
-                // Register for a wake-up; the store may answer at once if
-                // the key's state changed meanwhile.
-                let mut waiter = Waiter {
-                    notified: this.notified.as_mut(),
-                    #[cfg(feature = "redis")]
-                    retry: &mut *this.retry,
-                };
-                admission = store.wait(k, &mut waiter);
-            }
-            match admission {
-                Admission::Admitted(ticket, failures) => {
-                    let key = this.key.take().expect("`Acquire` polled after completion");
-                    let attempt = Attempt {
-                        reserved: Some(this.tracker.reserved(key, *this.hash, ticket)),
-                        failures,
-                    };
-                    let Some(delay) = this.tracker.policy().delay_for(failures) else {
-                        return Poll::Ready(Ok(attempt));
-                    };
-                    // Progressive delay: the attempt holds its key's one
-                    // slot while it waits.
-                    let mut sleep = Box::pin(tokio::time::sleep(delay));
-                    if sleep.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Ok(attempt));
-                    }
-                    *this.delaying = Some((attempt, sleep));
-                    return Poll::Pending;
-                }
-                Admission::Locked(record, now) => {
-                    this.key.take();
-                    return Poll::Ready(Err(Refused::LockedOut(Locked::new(record, now))));
-                }
-                Admission::Crowded => {
-                    this.key.take();
-                    return Poll::Ready(Err(Refused::Crowded));
-                }
-                #[cfg(feature = "redis")]
-                Admission::Ask(asking) => *this.asking = Some(asking),
-                // Full, or a shared store unavailable. Registered: poll the
-                // wake-up. A store that registered nothing is asked again
-                // after a while.
-                _ => {
-                    if this.notified.is_none() && this.retry.is_none() {
-                        *this.retry = Some(Box::pin(tokio::time::sleep(ASK_AGAIN)));
-                    }
-                }
-            }
-        }
     }
 }

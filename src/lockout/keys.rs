@@ -8,18 +8,20 @@
 //! to wait for a key holds only the slots of the keys before it, so two
 //! requests can never wait for each other (each waits for a key later than
 //! every key it holds).
+//!
+//! In [shadow mode](super::LockoutLayer::shadow) nothing is reserved: a
+//! [`ShadowRecord`] records the outcome under each key.
 
 use std::{fmt, hash::Hash, sync::Arc, time::Duration};
 
-use http::request::Parts;
+use http::{request::Parts, response};
 
 use super::{
-    Classifier, Failed, Locked, Outcome, Refused, Tracker,
-    attempt::Acquire,
+    Acquire, Classifier, Failed, Locked, Outcome, Refused, Tracker, classify,
     reservation::{Settle, Slot},
     store::Admission,
 };
-use crate::{AuthRejection, Fingerprint, KeyExtractor, future::BoxFuture};
+use crate::{AuthRejection, Fingerprint, KeyExtractor, future::BoxFuture, handoff::Release};
 
 /// A slot reserved under one key, with the progressive delay to wait out.
 pub(crate) type Reserved = (Arc<dyn Settle>, Option<Duration>);
@@ -226,4 +228,30 @@ where
             Outcome::Neutral => {}
         }
     }
+}
+
+/// Records a request's outcome under each of its keys, without
+/// reservations.
+pub(crate) struct ShadowRecord {
+    pub(crate) keys: Vec<Box<dyn Record>>,
+    pub(crate) classifier: Option<Arc<dyn Classifier>>,
+}
+
+impl Settle for ShadowRecord {
+    fn settle(&self, outcome: Outcome, guess: Option<Fingerprint>) {
+        for key in &self.keys {
+            key.record(outcome, guess);
+        }
+    }
+
+    fn settle_with(&self, response: &response::Parts) {
+        let (outcome, guess) = classify::judge(response, self.classifier.as_deref());
+        self.settle(outcome, guess);
+    }
+}
+
+impl Release for ShadowRecord {
+    /// Nothing is reserved in shadow mode; the response is recorded when
+    /// it comes.
+    fn release(&self) {}
 }

@@ -161,10 +161,11 @@ mod recent;
 mod reservation;
 mod service;
 mod shadow;
+mod stats;
 mod store;
 mod tracker;
 
-pub use attempt::{Acquire, Attempt, FailureOutcome, Locked, Refused};
+pub use attempt::{Attempt, FailureOutcome, Locked, Refused};
 pub use builder::LockoutBuilder;
 pub use classify::{Classifier, DefaultClassifier, Failed, Outcome, Succeeded};
 #[cfg(feature = "cookie")]
@@ -174,4 +175,5 @@ pub use layer::LockoutLayer;
 pub use policy::{Policy, PolicyBuilder};
 pub use service::Lockout;
 pub use shadow::Shadowed;
-pub use tracker::{LockedKey, LockoutStats, Tracker};
+pub use stats::LockoutStats;
+pub use tracker::{Acquire, LockedKey, Tracker};

@@ -13,10 +13,9 @@ use tower_service::Service;
 use super::{
     Refused, Shadowed,
     future::ResponseFuture,
-    keys::{KeyName, Rule, Step, Waiting},
+    keys::{KeyName, Rule, ShadowRecord, Step, Waiting},
     layer::Config,
     reservation::{Held, Settle, Slots},
-    shadow::ShadowRecord,
 };
 use crate::{
     AuthRejection, ClientIp, KeyExtractor, ResponseBody,

@@ -2,12 +2,7 @@
 //! usual, but lets every request through and marks the responses it would
 //! have refused, so operators can roll limits out safely.
 
-use std::sync::Arc;
-
-use http::response;
-
-use super::{Classifier, Outcome, classify, keys::Record, reservation::Settle};
-use crate::{AuthRejection, Fingerprint, handoff::Release};
+use crate::AuthRejection;
 
 /// Marks a response that a [`LockoutLayer`](super::LockoutLayer) in
 /// [shadow mode](super::LockoutBuilder::shadow) would have refused: it sits in
@@ -37,30 +32,4 @@ impl Shadowed {
     pub fn rejection(&self) -> &AuthRejection {
         &self.rejection
     }
-}
-
-/// Records a request's outcome under each of its keys, without
-/// reservations.
-pub(crate) struct ShadowRecord {
-    pub(crate) keys: Vec<Box<dyn Record>>,
-    pub(crate) classifier: Option<Arc<dyn Classifier>>,
-}
-
-impl Settle for ShadowRecord {
-    fn settle(&self, outcome: Outcome, guess: Option<Fingerprint>) {
-        for key in &self.keys {
-            key.record(outcome, guess);
-        }
-    }
-
-    fn settle_with(&self, response: &response::Parts) {
-        let (outcome, guess) = classify::judge(response, self.classifier.as_deref());
-        self.settle(outcome, guess);
-    }
-}
-
-impl Release for ShadowRecord {
-    /// Nothing is reserved in shadow mode; the response is recorded when
-    /// it comes.
-    fn release(&self) {}
 }

@@ -1,27 +1,39 @@
-//! [`Tracker`]: the lockout's decision engine over a store, and its direct
-//! API.
+//! [`Tracker`]: the lockout's decision engine over a store, its direct
+//! API, and [`Acquire`], the future that waits for an attempt.
 
 use std::{
     fmt,
+    future::Future,
     hash::{BuildHasher, Hash, RandomState},
+    pin::Pin,
     sync::{
         Arc, PoisonError, RwLock, Weak,
         atomic::{AtomicU64, Ordering},
     },
+    task::{Context, Poll, ready},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use tokio::time::Instant;
+use pin_project_lite::pin_project;
+use tokio::{
+    sync::futures::OwnedNotified,
+    time::{Instant, Sleep},
+};
 
 use super::{
     Failed, Outcome, Policy,
-    attempt::{Acquire, FailureOutcome, Finisher, Locked, Reserved},
+    attempt::{Attempt, FailureOutcome, Finisher, Locked, Refused, Reserved},
     recent::Recent,
-    store::{Admission, Finished, Hashed, Recorded, Store, Ticket, memory::MemoryStore},
+    stats::LockoutStats,
+    store::{
+        ASK_AGAIN, Admission, Finished, Hashed, Recorded, Store, Ticket, Waiter,
+        memory::MemoryStore,
+    },
 };
 use crate::{
     Fingerprint,
-    events::{self, Gauge, Gauges, KeyText, Record},
+    events::{self, KeyText, Record},
+    future::BoxFuture,
     reject::retry_after_secs,
 };
 
@@ -135,30 +147,6 @@ impl<K> fmt::Debug for Tracker<K> {
             .field("policy", &self.engine.policy)
             .finish_non_exhaustive()
     }
-}
-
-/// Counts since the tracker was created, and table sizes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct LockoutStats {
-    /// Failure counters held (at most the capacity). May include counters
-    /// whose window has passed and that were not reclaimed yet.
-    pub tracked: u64,
-    /// Keys locked out right now (as far as this replica knows).
-    pub locked_out: u64,
-    /// Failures counted (failures while locked out are not).
-    pub failures: u64,
-    /// Lockouts imposed.
-    pub lockouts: u64,
-    /// Entries dropped because a table was full.
-    pub evictions: u64,
-    /// Decisions made with the local tables because the shared store
-    /// (Redis, feature `redis`) was unavailable.
-    pub fallbacks: u64,
-    /// Keys for which this replica holds admission credits leased from the
-    /// shared store (Redis, feature `redis`): their returning requests are
-    /// admitted without a round trip.
-    pub leased: u64,
 }
 
 /// An active lockout, as listed by [`Tracker::locked_keys`].
@@ -584,6 +572,177 @@ where
     }
 }
 
+pin_project! {
+    /// Future returned by [`Tracker::attempt`]: an admitted [`Attempt`], or
+    /// why the key was refused.
+    ///
+    /// While it waits, it holds a place in the key's queue of waiting
+    /// requests; dropping it gives the place up.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Acquire<K> {
+        tracker: Tracker<K>,
+        key: Option<K>,
+        hash: u64,
+        #[pin]
+        notified: Option<OwnedNotified>,
+        retry: Option<Pin<Box<Sleep>>>,
+        asking: Option<BoxFuture<Admission>>,
+        // An admitted attempt waiting out its progressive delay; dropping
+        // it (a cancelled request) frees the slot.
+        delaying: Option<(Attempt<K>, Pin<Box<Sleep>>)>,
+    }
+}
+
+impl<K> Acquire<K> {
+    /// Waits for `key`, starting with a round trip already under way.
+    pub(crate) fn new(
+        tracker: Tracker<K>,
+        key: K,
+        hash: u64,
+        asking: Option<BoxFuture<Admission>>,
+    ) -> Self {
+        Self {
+            tracker,
+            key: Some(key),
+            hash,
+            notified: None,
+            retry: None,
+            asking,
+            delaying: None,
+        }
+    }
+}
+
+impl<K: fmt::Debug> fmt::Debug for Acquire<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acquire")
+            .field("key", &self.key)
+            .field(
+                "waiting",
+                &(self.notified.is_some() || self.retry.is_some() || self.delaying.is_some()),
+            )
+            .finish()
+    }
+}
+
+impl<K> Future for Acquire<K>
+where
+    K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
+{
+    type Output = Result<Attempt<K>, Refused>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some((_, sleep)) = this.delaying.as_mut() {
+            ready!(sleep.as_mut().poll(cx));
+            let (attempt, _) = this.delaying.take().expect("checked just above");
+            return Poll::Ready(Ok(attempt));
+        }
+        loop {
+            let key = this
+                .key
+                .as_ref()
+                .expect("`Acquire` polled after completion");
+            let k = Hashed {
+                key,
+                hash: *this.hash,
+            };
+            let store = this.tracker.store();
+            let mut admission = if let Some(asking) = this.asking.as_mut() {
+                let admission = ready!(asking.as_mut().poll(cx));
+                *this.asking = None;
+                admission
+            } else if this.notified.is_some() || this.retry.is_some() {
+                let notified = this
+                    .notified
+                    .as_mut()
+                    .as_pin_mut()
+                    .is_some_and(|n| n.poll(cx).is_ready());
+                let retry = this
+                    .retry
+                    .as_mut()
+                    .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
+                if !notified && !retry {
+                    return Poll::Pending;
+                }
+                this.notified.set(None);
+                *this.retry = None;
+                store.admit(k)
+            } else {
+                store.admit(k)
+            };
+            if admission.waits() {
+                // Register for a wake-up; the store may answer at once if
+                // the key's state changed meanwhile.
+                let mut waiter = Waiter {
+                    notified: this.notified.as_mut(),
+                    #[cfg(feature = "redis")]
+                    retry: &mut *this.retry,
+                };
+                admission = store.wait(k, &mut waiter);
+            }
+            match admission {
+                Admission::Admitted(ticket, failures) => {
+                    let key = this.key.take().expect("`Acquire` polled after completion");
+                    let attempt =
+                        Attempt::new(this.tracker.reserved(key, *this.hash, ticket), failures);
+                    let Some(delay) = this.tracker.policy().delay_for(failures) else {
+                        return Poll::Ready(Ok(attempt));
+                    };
+                    // Progressive delay: the attempt holds its key's one
+                    // slot while it waits.
+                    let mut sleep = Box::pin(tokio::time::sleep(delay));
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Ok(attempt));
+                    }
+                    *this.delaying = Some((attempt, sleep));
+                    return Poll::Pending;
+                }
+                Admission::Locked(record, now) => {
+                    this.key.take();
+                    return Poll::Ready(Err(Refused::LockedOut(Locked::new(record, now))));
+                }
+                Admission::Crowded => {
+                    this.key.take();
+                    return Poll::Ready(Err(Refused::Crowded));
+                }
+                #[cfg(feature = "redis")]
+                Admission::Ask(asking) => *this.asking = Some(asking),
+                // Full, or a shared store unavailable. Registered: poll the
+                // wake-up. A store that registered nothing is asked again
+                // after a while.
+                _ => {
+                    if this.notified.is_none() && this.retry.is_none() {
+                        *this.retry = Some(Box::pin(tokio::time::sleep(ASK_AGAIN)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl<K> Tracker<K>
+where
+    K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
+{
+    /// A tracker whose state is shared with other replicas through Redis,
+    /// with in-memory tables as the fallback while Redis is unavailable;
+    /// see [`LockoutBuilder::redis`](super::LockoutBuilder::redis).
+    ///
+    /// [`attempt`](Self::attempt), [`unlock`](Self::unlock) and the
+    /// [`LockoutLayer`](super::LockoutLayer) use Redis. The other
+    /// direct methods ([`check`](Self::check),
+    /// [`record_failure`](Self::record_failure),
+    /// [`record_success`](Self::record_success),
+    /// [`failures`](Self::failures)) are synchronous and act on this
+    /// replica's tables only (which include the lockouts seen in Redis).
+    pub(crate) fn shared(policy: Policy, store: crate::redis::RedisStore) -> Self {
+        let shared = super::store::redis::shared(policy.clone(), store);
+        Self::with_store(policy, shared)
+    }
+}
+
 impl<K> Engine<K>
 where
     K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
@@ -621,12 +780,5 @@ where
                 (outcome == Outcome::Failure).then_some(FailureOutcome::Deferred)
             }
         }
-    }
-}
-
-impl Gauges for LockoutStats {
-    fn gauges(&self, set: &mut dyn FnMut(Gauge, f64)) {
-        set(Gauge::LockoutTracked, self.tracked as f64);
-        set(Gauge::LockoutLockedOut, self.locked_out as f64);
     }
 }

@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use super::{
     Revocations,
-    engine::{Inner, Settings, check_leeway},
+    engine::{Inner, Settings, WhenStale, check_leeway},
 };
 use crate::ConfigError;
 
@@ -22,39 +22,15 @@ pub struct RevocationsBuilder {
     pub(super) shared: Option<crate::redis::RedisStore>,
 }
 
-/// What a list shared through Redis answers once Redis has been unreachable
-/// for longer than its [`staleness`](RevocationsBuilder::staleness) bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum WhenStale {
-    /// Every check answers [`unavailable`](crate::ValidationError::unavailable)
-    /// (503 with `Retry-After: 1`) and open streams end, until the list
-    /// has caught up again (the default). A revocation made on another
-    /// replica during the outage is never missed; every client is refused
-    /// while Redis is away.
-    #[default]
-    Refuse,
-    /// The list keeps answering from its local copy: revocations made on
-    /// this replica are honoured, those made on other replicas reach it
-    /// only when Redis is back. Clients keep being served; a credential
-    /// revoked on another replica during the outage is accepted here until
-    /// then.
-    Serve,
-}
-
-impl WhenStale {
-    /// `refuse` or `serve`, for logs.
-    #[cfg(feature = "redis")]
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Refuse => "refuse",
-            Self::Serve => "serve",
-        }
+impl Revocations {
+    /// Starts configuring a list.
+    pub fn builder() -> RevocationsBuilder {
+        RevocationsBuilder::new()
     }
 }
 
 impl RevocationsBuilder {
-    pub(super) fn new() -> Self {
+    fn new() -> Self {
         Self {
             capacity: 100_000,
             max_lifetime: Duration::from_secs(24 * 3600),

@@ -13,7 +13,7 @@ use std::{
 use tokio::{sync::Notify, time::Instant};
 
 use super::{
-    Revoked, WhenStale,
+    Revoked,
     revocable::Facts,
     table::{Entry, RevocationTable},
 };
@@ -138,6 +138,37 @@ pub(crate) struct Inner {
     /// Revocations refused because the table was full of live ones.
     pub(super) refused: AtomicU64,
     pub(crate) remote: OnceLock<Box<dyn Remote>>,
+}
+
+/// What a list shared through Redis answers once Redis has been unreachable
+/// for longer than its [`staleness`](super::RevocationsBuilder::staleness) bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WhenStale {
+    /// Every check answers [`unavailable`](crate::ValidationError::unavailable)
+    /// (503 with `Retry-After: 1`) and open streams end, until the list
+    /// has caught up again (the default). A revocation made on another
+    /// replica during the outage is never missed; every client is refused
+    /// while Redis is away.
+    #[default]
+    Refuse,
+    /// The list keeps answering from its local copy: revocations made on
+    /// this replica are honoured, those made on other replicas reach it
+    /// only when Redis is back. Clients keep being served; a credential
+    /// revoked on another replica during the outage is accepted here until
+    /// then.
+    Serve,
+}
+
+impl WhenStale {
+    /// `refuse` or `serve`, for logs.
+    #[cfg(feature = "redis")]
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Refuse => "refuse",
+            Self::Serve => "serve",
+        }
+    }
 }
 
 /// How a list is configured.

@@ -9,7 +9,7 @@ use std::{
 use tokio::time::Instant;
 
 use super::{
-    Revocable, RevocationsBuilder, RevokeError, RevokeErrorKind, Revoked, SyncState,
+    Revocable, RevokeError, RevokeErrorKind, Revoked, SyncState,
     engine::{Inner, Listener, Revocation, Target},
     revocable::Facts,
 };
@@ -69,20 +69,20 @@ use crate::{
 ///   While Redis is unreachable a revocation made here is in effect here at
 ///   once, answered at once ([`RevokeErrorKind::Queued`]) and queued; it
 ///   reaches every replica when Redis is back. A replica that lost Redis
-///   serves its local copy for the [staleness](RevocationsBuilder::staleness)
+///   serves its local copy for the [staleness](super::RevocationsBuilder::staleness)
 ///   bound (default 30 s), then refuses with
 ///   [`unavailable`](ValidationError::unavailable) (or keeps serving, as
-///   [`when_stale`](RevocationsBuilder::when_stale) says); before its first
+///   [`when_stale`](super::RevocationsBuilder::when_stale) says); before its first
 ///   catch-up it answers unavailable, never "valid". It logs each change and
 ///   reports its [`SyncState`] in [`stats`](Self::stats).
 /// - **Long enough.** A revocation with a known end lasts past it by the
-///   [leeway](RevocationsBuilder::leeway) of the validators that honour the
+///   [leeway](super::RevocationsBuilder::leeway) of the validators that honour the
 ///   list, so it lasts as long as any of them would accept what it revokes.
-/// - **Bounded.** At most [`capacity`](RevocationsBuilder::capacity)
+/// - **Bounded.** At most [`capacity`](super::RevocationsBuilder::capacity)
 ///   revocations are held (default 100,000). Each is held until what it
 ///   revokes would have expired: the credential's expiry (plus the
 ///   leeway), given when it is revoked, and at most
-///   [`max_lifetime`](RevocationsBuilder::max_lifetime) (default 24 hours),
+///   [`max_lifetime`](super::RevocationsBuilder::max_lifetime) (default 24 hours),
 ///   which is also how long a subject's cutoff lasts. When the table is
 ///   full, ended revocations make room; a table full of revocations still
 ///   in effect refuses new ones ([`RevokeErrorKind::Full`], counted in
@@ -161,15 +161,10 @@ impl Revocations {
             .expect("the default capacity and lifetime are valid")
     }
 
-    /// Starts configuring a list.
-    pub fn builder() -> RevocationsBuilder {
-        RevocationsBuilder::new()
-    }
-
     /// Revokes a secret in every carrier it can arrive in (a header, a
     /// cookie, a query parameter…), until `until` (its expiry, on tokio's
-    /// clock, to which the [leeway](RevocationsBuilder::leeway) is added;
-    /// `None` for "unknown": [`max_lifetime`](RevocationsBuilder::max_lifetime)).
+    /// clock, to which the [leeway](super::RevocationsBuilder::leeway) is added;
+    /// `None` for "unknown": [`max_lifetime`](super::RevocationsBuilder::max_lifetime)).
     pub fn revoke_secret(&self, secret: &str, until: Option<Instant>) -> Revoked {
         self.revoke_digest(&KeyDigest::of(secret), until)
     }
@@ -182,14 +177,14 @@ impl Revocations {
 
     /// Revokes a token id (`jti`) or session id (`sid`): every credential
     /// whose identity has it as either is refused, until `until` plus the
-    /// [leeway](RevocationsBuilder::leeway) (`None`:
-    /// [`max_lifetime`](RevocationsBuilder::max_lifetime)).
+    /// [leeway](super::RevocationsBuilder::leeway) (`None`:
+    /// [`max_lifetime`](super::RevocationsBuilder::max_lifetime)).
     pub fn revoke_id(&self, id: &str, until: Option<Instant>) -> Revoked {
         self.revoke(Target::Id(id.into()), None, until)
     }
 
     /// Revokes every credential of `subject` issued until now ("sign out
-    /// everywhere"), for [`max_lifetime`](RevocationsBuilder::max_lifetime).
+    /// everywhere"), for [`max_lifetime`](super::RevocationsBuilder::max_lifetime).
     ///
     /// Credentials whose identity says it was issued later
     /// ([`Revocable::issued_at`]) are accepted. JWT `iat` has whole seconds:

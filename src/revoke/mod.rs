@@ -79,7 +79,8 @@ mod revoked;
 mod sync;
 mod table;
 
-pub use builder::{RevocationsBuilder, WhenStale};
+pub use builder::RevocationsBuilder;
+pub use engine::WhenStale;
 pub(crate) use engine::{Hashed, Listener, Revocation, Target};
 pub use list::{RevocationStats, Revocations};
 pub(crate) use revocable::Facts;

@@ -8,10 +8,7 @@ use std::sync::{PoisonError, atomic::Ordering};
 
 use tokio::time::Instant;
 
-use super::{
-    WhenStale,
-    engine::{Inner, later},
-};
+use super::engine::{Inner, WhenStale, later};
 
 /// Where a revocation list stands with its shared store, and so what its
 /// checks answer.

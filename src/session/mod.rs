@@ -252,14 +252,17 @@ mod devices;
 mod endpoints;
 mod error;
 mod family;
+mod grant;
 mod list;
 mod secret;
 mod sessions;
+#[cfg(feature = "redis")]
+mod shared;
 mod store;
 mod token;
 
-pub use endpoints::{Grant, SignedOut};
 pub use error::{SessionError, SessionErrorKind};
+pub use grant::{Grant, SignedOut};
 pub use list::{Device, SessionInfo, SessionList};
 pub use sessions::{SessionStats, Sessions, SessionsBuilder};
 pub use token::AccessTokens;

@@ -15,7 +15,7 @@ use tokio::{
     time::Instant,
 };
 
-use super::{LockoutStats, Outcome};
+use super::{Outcome, stats::LockoutStats};
 use crate::future::BoxFuture;
 pub(crate) use crate::table::Hashed;
 

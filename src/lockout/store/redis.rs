@@ -29,7 +29,7 @@ use super::{
 };
 use crate::{
     future::BoxFuture,
-    lockout::{LockoutStats, Outcome, Policy, Tracker},
+    lockout::{Outcome, Policy, stats::LockoutStats},
     redis::{
         Connection, Fallback, Primary, RedisStore, Unlocks, millis,
         unlock::{WANTED, Wanted},
@@ -607,31 +607,19 @@ impl<K> Primary for RedisLockout<K> {
     }
 }
 
-type Shared<K> = Fallback<RedisLockout<K>, MemoryStore<K>>;
+pub(crate) type Shared<K> = Fallback<RedisLockout<K>, MemoryStore<K>>;
 
-impl<K> Tracker<K>
+/// The store of a tracker shared through Redis: Redis, with in-memory
+/// tables as the fallback while Redis is unavailable.
+pub(crate) fn shared<K>(policy: Policy, store: RedisStore) -> Shared<K>
 where
     K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
 {
-    /// A tracker whose state is shared with other replicas through Redis,
-    /// with in-memory tables as the fallback while Redis is unavailable;
-    /// see [`LockoutBuilder::redis`](crate::lockout::LockoutBuilder::redis).
-    ///
-    /// [`attempt`](Self::attempt), [`unlock`](Self::unlock) and the
-    /// [`LockoutLayer`](crate::lockout::LockoutLayer) use Redis. The other
-    /// direct methods ([`check`](Self::check),
-    /// [`record_failure`](Self::record_failure),
-    /// [`record_success`](Self::record_success),
-    /// [`failures`](Self::failures)) are synchronous and act on this
-    /// replica's tables only (which include the lockouts seen in Redis).
-    pub(crate) fn shared(policy: Policy, store: RedisStore) -> Self {
-        let shared: Shared<K> = Fallback::new(
-            RedisLockout::new(store, policy.clone()),
-            MemoryStore::new(policy.clone()),
-            "lockout",
-        );
-        Self::with_store(policy, shared)
-    }
+    Fallback::new(
+        RedisLockout::new(store, policy.clone()),
+        MemoryStore::new(policy),
+        "lockout",
+    )
 }
 
 impl<K> Store<K> for Shared<K>

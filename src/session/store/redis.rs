@@ -28,14 +28,12 @@ use std::{
 
 use ::redis::Script;
 
-use super::{Families, Store, Unreachable};
+use super::{Store, Unreachable};
 use crate::{
-    ConfigError,
     credential::KeyDigest,
     future::BoxFuture,
     redis::{Connection, RedisStore, millis},
     session::{
-        Sessions, SessionsBuilder,
         family::{Created, Ending, Family, Listed, NewFamily, Next, REMEMBERED, Rotation},
         list::Device,
         secret::{TAG_LEN, is_session_id, subject_tag},
@@ -227,6 +225,11 @@ pub(crate) struct RedisSessions {
 }
 
 impl RedisSessions {
+    /// How long a script may take before the request is answered 503.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.conn.timeout()
+    }
+
     pub(crate) fn new(store: RedisStore, grace: Duration, cap: u32) -> Self {
         let conn = Connection::new(store, "portcullis:session:");
         Self {
@@ -530,54 +533,4 @@ fn parse_rotation(reply: &[String]) -> Result<Rotation, Unreachable> {
 fn malformed() -> Unreachable {
     tracing::error!(target: "portcullis::session", "redis answered a session script unexpectedly");
     Unreachable
-}
-
-impl SessionsBuilder {
-    /// Keeps the sessions in Redis through `store` (feature `redis`; keys
-    /// under the prefix `portcullis:session:` unless the store has its
-    /// own), the same store handle the lockout, the rate limiter and the
-    /// revocations take: every replica refreshes and detects reuse of the
-    /// same sessions, and sessions survive restarts of the service.
-    ///
-    /// Each sign-in, refresh and sign-out is one Lua script; a family's
-    /// key expires when its idle or absolute lifetime ends, on the
-    /// server's clock, and each subject's index of families (for
-    /// [`Sessions::list`], [`Sessions::sign_out_everywhere`] and the
-    /// [cap](Self::max_sessions)) is written by the sign-in script. When
-    /// Redis does not answer within the store's timeout, the request is
-    /// answered [`Unavailable`](crate::session::SessionErrorKind::Unavailable)
-    /// (503): there is no local fallback, which would let a stolen token
-    /// be refreshed beside its owner's.
-    ///
-    /// A refresh answered 503 leaves its token usable (SECURITY.md S7): a
-    /// rotation whose answer did not arrive in time is undone by a script
-    /// sent after it on the same connection, so it is undone however late
-    /// Redis runs it, unless its successor was used meanwhile. A retry is
-    /// then an ordinary refresh.
-    ///
-    /// Use a revocation list shared through the same Redis
-    /// (`RevocationsBuilder::redis`), so that a reuse detected on one
-    /// replica ends the session's access tokens and streams on all.
-    ///
-    /// [`build`](Self::build) then also refuses
-    /// ([`ConfigError::OutOfRange`]) a grace window that is not zero and
-    /// not longer than the store's timeout: a racing refresh that waited
-    /// for Redis would otherwise read as a reuse.
-    pub fn redis(mut self, store: RedisStore) -> Self {
-        self.shared = Some(store);
-        self
-    }
-
-    /// Builds the sessions over `store`; see [`redis`](Self::redis).
-    pub(crate) fn build_shared(self, store: RedisStore) -> Result<Sessions, ConfigError> {
-        let (grace, cap) = (self.grace, self.max_sessions);
-        let sessions = RedisSessions::new(store, grace, cap);
-        if !grace.is_zero() && grace <= sessions.conn.timeout() {
-            return Err(ConfigError::out_of_range(
-                "grace",
-                "with redis, the grace window must be zero or longer than the store's timeout",
-            ));
-        }
-        self.build_on(Box::new(sessions), Families::InRedis)
-    }
 }

@@ -45,7 +45,7 @@ use tokio::time::Instant;
 use self::shard::Shard;
 use super::{Admission, Finished, Hashed, Record, Recorded, Store, Ticket, Waiter};
 use crate::{
-    lockout::{LockoutStats, Outcome, Policy},
+    lockout::{Outcome, Policy, stats::LockoutStats},
     table::shard_capacities,
 };
 
