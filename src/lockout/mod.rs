@@ -151,6 +151,7 @@
 mod attempt;
 mod builder;
 mod classify;
+mod config;
 #[cfg(feature = "cookie")]
 mod device;
 mod future;

@@ -12,9 +12,9 @@ use tower_service::Service;
 
 use super::{
     Refused, Shadowed,
+    config::Config,
     future::ResponseFuture,
     keys::{KeyName, Rule, ShadowRecord, Step, Waiting},
-    layer::Config,
     reservation::{Held, Settle, Slots},
 };
 use crate::{

@@ -104,12 +104,11 @@ mod future;
 mod headers;
 mod layer;
 mod service;
+mod shared;
+mod stats;
 mod store;
 
 pub use self::{
-    builder::RateLimitBuilder,
-    future::ResponseFuture,
-    headers::HeaderFields,
-    layer::{RateLimitLayer, RateLimitStats},
-    service::RateLimit,
+    builder::RateLimitBuilder, future::ResponseFuture, headers::HeaderFields,
+    layer::RateLimitLayer, service::RateLimit, stats::RateLimitStats,
 };

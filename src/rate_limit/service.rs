@@ -12,7 +12,7 @@ use tower_service::Service;
 use super::{
     ResponseFuture,
     headers::Headers,
-    layer::Shared,
+    shared::Shared,
     store::{Decision, Verdict},
 };
 #[cfg(feature = "redis")]

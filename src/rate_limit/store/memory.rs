@@ -15,7 +15,7 @@ use governor::{
 
 use super::{Decision, Store, Verdict};
 use crate::{
-    rate_limit::{RateLimitStats, clock::TokioClock},
+    rate_limit::{clock::TokioClock, stats::RateLimitStats},
     table::{ClockQueue, Hand, Hashed, Table, shard_capacities},
 };
 

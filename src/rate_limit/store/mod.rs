@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::RateLimitStats;
+use super::stats::RateLimitStats;
 #[cfg(feature = "redis")]
 use crate::future::BoxFuture;
 

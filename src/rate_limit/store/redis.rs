@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::{Decision, Store, Verdict, memory::MemoryStore};
 use crate::{
     future::BoxFuture,
-    rate_limit::{RateLimitBuilder, RateLimitStats},
+    rate_limit::stats::RateLimitStats,
     redis::{Connection, Fallback, Primary, RedisStore},
     table::{ClockQueue, Hand, Hashed, Table, shard_capacities},
 };
@@ -59,66 +59,6 @@ pub(crate) const TOKEN_LEASE: Duration = Duration::from_secs(1);
 
 /// The most tokens one batch takes.
 pub(crate) const MAX_BATCH: u32 = 1024;
-
-impl<K, R> RateLimitBuilder<K, R> {
-    /// Keeps the GCRA state in Redis, shared by every replica that uses the
-    /// same server and prefix (feature `redis`).
-    ///
-    /// Redis holds each key's theoretical arrival time, on the Redis
-    /// server's clock (`TIME`), so the replicas' clocks do not matter; the
-    /// key expires when its state equals a fresh one. Keys are
-    /// `{prefix}{key}:t`, the prefix defaulting to `portcullis:rate:`;
-    /// times are whole microseconds, so an interval is rounded up to one.
-    ///
-    /// # Tokens in leased batches
-    ///
-    /// A replica does not ask Redis for every request: it takes tokens in
-    /// batches, each granted by the GCRA as that many requests would have
-    /// been, and spends them locally. The first request of a key takes one
-    /// token (one round trip); a key that keeps coming gets larger batches
-    /// (doubling up to 1024, and at most an eighth of the burst), refilled
-    /// in the background before they run out, so a returning client costs
-    /// no round trip. A refused key is refused locally until Redis said it
-    /// may try again.
-    ///
-    /// What this costs in precision, and no more: the fleet never admits
-    /// more requests than Redis granted tokens, and Redis never grants more
-    /// than the quota. A batch may be spent up to 1 s after it was taken;
-    /// the tokens of a batch not spent by then are lost (charged, never
-    /// used), at most one batch per key and replica.
-    ///
-    /// The layer then needs a cloneable inner service, as a request may
-    /// wait for Redis before it is passed on.
-    ///
-    /// # Failure of Redis
-    ///
-    /// Every call has the store's timeout (default 100 ms). When Redis does
-    /// not answer, the request is decided with the local in-memory table
-    /// (never "no limit"), a warning is logged, the fallback is counted in
-    /// [`RateLimitStats::fallbacks`](crate::rate_limit::RateLimitStats::fallbacks), and Redis is tried again a second
-    /// later. While Redis is away each replica limits on its own, so a
-    /// client can get up to one burst per replica, and what it used in
-    /// Redis is not known locally.
-    ///
-    /// # Example
-    ///
-    /// ```no_run
-    /// use portcullis::{RedisStore, rate_limit::RateLimitLayer};
-    ///
-    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    /// let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
-    /// let layer = RateLimitLayer::builder()
-    ///     .per_second(10)
-    ///     .redis(store.prefix("myapp:rate:"))
-    ///     .build()?;
-    /// assert_eq!(layer.stats().fallbacks, 0);
-    /// # Ok(()) }
-    /// ```
-    pub fn redis(mut self, store: RedisStore) -> Self {
-        self.shared = Some(store);
-        self
-    }
-}
 
 /// The tokens of one key on this replica.
 #[derive(Debug)]
