@@ -208,8 +208,9 @@
 //!
 //! Modules import downwards only, and the files of a folder import each
 //! other without cycles (`.ci/check-layers` fails on an import cycle):
-//! inside a folder a service, with the configuration its layer shares
-//! with it, sits below the layer that builds it, and a builder above both.
+//! inside a folder the configuration a layer shares with its services sits
+//! below both (in the service's file or a file of its own), the layer
+//! builds the service, and a builder sits above the layer.
 //! From the bottom:
 //!
 //! 1. Vocabulary: `error` (`ConfigError`, `ValidationError`, `BoxError`),
