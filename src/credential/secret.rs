@@ -47,6 +47,12 @@ impl Drop for Secret {
 /// Drops one reference to `secret`, wiping the shared copy first when it
 /// is the last one: whether it was.
 fn release(mut secret: Arc<str>) -> bool {
+    // The only reference (the common case: a request's credential dropped
+    // with its request) needs no lock: no other clone exists to race with,
+    // and none can be made from it any more.
+    if wipe_if_alone(&mut secret) {
+        return true;
+    }
     // The address of the shared copy, only to choose a lock: the same for
     // every clone.
     let stripe = (Arc::as_ptr(&secret).cast::<u8>() as usize >> 4) % DROPS.len();
