@@ -12,7 +12,8 @@
 //! 2. the [per-route rate limit](Stack::route_rate_limit): a stricter limit
 //!    for one route (the login form);
 //! 3. [`CrossOriginLayer`]: cross-site form posts are refused and never
-//!    counted;
+//!    counted (then the check of the login routes, which leaves the
+//!    requests the first one checked to it);
 //! 4. [`BodyKeyLayer`]: the account of a login request is read before the
 //!    lockout needs it (on the login route the layer is given: other bodies
 //!    are never buffered);
@@ -22,7 +23,8 @@
 //!
 //! Only the auth layer is required; add the stack to an axum `Router` or a
 //! tonic `Server` with one `layer` call. Each slot takes its own layer type
-//! and nothing else, so a layer in the wrong slot does not compile.
+//! and nothing else, once: a layer in the wrong slot, or a second layer for
+//! a slot that is taken, does not compile (nothing is replaced silently).
 //!
 //! # The login route
 //!
@@ -91,6 +93,26 @@
 //! // `rate_limit` takes a `RateLimitLayer`.
 //! let stack = Stack::new(AuthLayer::new(validate)).rate_limit(body_key);
 //! ```
+//!
+//! A slot given twice is a compile error too, not a silent replacement:
+//! [`Stack::login_route`] fills the body key slot with the `username` field
+//! of the login routes, so another body key cannot be added beside it.
+//!
+//! ```compile_fail
+//! use portcullis::{AuthLayer, Credential, ValidationError, body_key::BodyKeyLayer, stack::Stack};
+//!
+//! let validate = |_: Credential| async { Err::<(), _>(ValidationError::invalid()) };
+//! let email = BodyKeyLayer::new("email", |req| req.uri.path() == "/signin");
+//! let stack = Stack::new(AuthLayer::new(validate)).login_route("/login").body_key(email);
+//! ```
+//!
+//! ```compile_fail
+//! use portcullis::{AuthLayer, Credential, ValidationError, rate_limit::RateLimitLayer, stack::Stack};
+//!
+//! let validate = |_: Credential| async { Err::<(), _>(ValidationError::invalid()) };
+//! let limit = || RateLimitLayer::builder().per_second(10).build().unwrap();
+//! let stack = Stack::new(AuthLayer::new(validate)).rate_limit(limit()).rate_limit(limit());
+//! ```
 
 use std::{
     fmt,
@@ -120,16 +142,55 @@ const LOGIN_FIELD: &str = "username";
 /// one); you never write them: the setters fill them in.
 #[derive(Debug, Clone)]
 #[must_use]
-pub struct Stack<A, L = Identity, B = Identity, C = Identity, RL = Identity, PR = Identity> {
+pub struct Stack<
+    A,
+    L = Identity,
+    B = Identity,
+    C = Identity,
+    RL = Identity,
+    PR = Identity,
+    LO = Identity,
+> {
     auth: A,
     lockout: L,
     body_key: B,
     cross_origin: C,
     rate_limit: RL,
     route_rate_limit: PR,
+    /// The cross-origin check of the login routes, inside `cross_origin`.
+    login_origin: LO,
     /// The paths given to [`Stack::login_route`].
     login: Vec<Arc<str>>,
 }
+
+/// The [`BodyKeyLayer`] of the login routes, in the body key slot of a
+/// [`Stack`] after [`Stack::login_route`]; you never write this type.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct LoginKey(BodyKeyLayer);
+
+impl<S> Layer<S> for LoginKey {
+    type Service = <BodyKeyLayer as Layer<S>>::Service;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        self.0.layer(inner)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for tower_layer::Identity {}
+    impl Sealed for super::LoginKey {}
+}
+
+/// A body key slot that [`Stack::login_route`] may fill: empty, or filled
+/// by an earlier `login_route`. A [`BodyKeyLayer`] given with
+/// [`Stack::body_key`] is not one of them: the two would read different
+/// fields of the same route.
+pub trait LoginSlot: sealed::Sealed {}
+
+impl LoginSlot for Identity {}
+impl LoginSlot for LoginKey {}
 
 impl<V, R> Stack<AuthLayer<V, R>> {
     /// A stack around `auth`.
@@ -141,12 +202,13 @@ impl<V, R> Stack<AuthLayer<V, R>> {
             cross_origin: Identity::new(),
             rate_limit: Identity::new(),
             route_rate_limit: Identity::new(),
+            login_origin: Identity::new(),
             login: Vec::new(),
         }
     }
 }
 
-impl<V, R, L, B, C, RL, PR> Stack<AuthLayer<V, R>, L, B, C, RL, PR> {
+impl<V, R, L, B: LoginSlot, C, RL, PR, LO> Stack<AuthLayer<V, R>, L, B, C, RL, PR, LO> {
     /// Makes `path` a login route, with the three settings a login route
     /// needs:
     ///
@@ -160,13 +222,16 @@ impl<V, R, L, B, C, RL, PR> Stack<AuthLayer<V, R>, L, B, C, RL, PR> {
     ///   [`DeviceCookies::untrusted_key`](crate::lockout::DeviceCookies::untrusted_key));
     /// - cross-site posts to it are refused, 403 and not counted
     ///   ([`CrossOriginLayer`] for `path` only, with no trusted origin:
-    ///   login CSRF; a [`CrossOriginLayer`] in front of the stack that
-    ///   trusts origins decides for the requests it checks).
+    ///   login CSRF; one given with [`cross_origin`](Self::cross_origin),
+    ///   trusting origins, is asked first and decides for the requests it
+    ///   checks).
     ///
-    /// Call it once per login route; each call adds one. It replaces the
-    /// [`body_key`](Self::body_key) and [`cross_origin`](Self::cross_origin)
-    /// slots: for a field other than `username`, set `body_key` after it
-    /// (with the same routes).
+    /// Call it once per login route; each call adds one. It fills the
+    /// [`body_key`](Self::body_key) slot, so the two cannot both be given
+    /// (a compile error, where replacing one with the other would leave a
+    /// route without its account key): for a field other than `username`,
+    /// give [`AuthLayer::public`], [`body_key`](Self::body_key) and
+    /// [`cross_origin`](Self::cross_origin) yourself.
     ///
     /// # Example
     ///
@@ -219,7 +284,7 @@ impl<V, R, L, B, C, RL, PR> Stack<AuthLayer<V, R>, L, B, C, RL, PR> {
     pub fn login_route(
         mut self,
         path: &str,
-    ) -> Stack<AuthLayer<V, R>, L, BodyKeyLayer, CrossOriginLayer, RL, PR> {
+    ) -> Stack<AuthLayer<V, R>, L, LoginKey, C, RL, PR, CrossOriginLayer> {
         let path: Arc<str> = path.into();
         self.login.push(Arc::clone(&path));
         let auth = self.auth.also_public(move |req| req.uri.path() == &*path);
@@ -227,25 +292,26 @@ impl<V, R, L, B, C, RL, PR> Stack<AuthLayer<V, R>, L, B, C, RL, PR> {
         let login: Arc<[Arc<str>]> = self.login.iter().cloned().collect();
         let paths = Arc::clone(&login);
         let body_key = BodyKeyLayer::new(LOGIN_FIELD, move |req| is_one_of(req, &paths));
-        let cross_origin = CrossOriginLayer::new(check).when(move |req| is_one_of(req, &login));
+        let login_origin = CrossOriginLayer::new(check).when(move |req| is_one_of(req, &login));
         Stack {
             auth,
             lockout: self.lockout,
-            body_key,
-            cross_origin,
+            body_key: LoginKey(body_key),
+            cross_origin: self.cross_origin,
             rate_limit: self.rate_limit,
             route_rate_limit: self.route_rate_limit,
+            login_origin,
             login: self.login,
         }
     }
 }
 
-impl<A, L, B, C, RL, PR> Stack<A, L, B, C, RL, PR> {
+impl<A, B, C, RL, PR, LO> Stack<A, Identity, B, C, RL, PR, LO> {
     /// Adds the [`LockoutLayer`], outside the auth layer.
     pub fn lockout<K: KeyExtractor, R>(
         self,
         lockout: LockoutLayer<K, R>,
-    ) -> Stack<A, LockoutLayer<K, R>, B, C, RL, PR> {
+    ) -> Stack<A, LockoutLayer<K, R>, B, C, RL, PR, LO> {
         Stack {
             auth: self.auth,
             lockout,
@@ -253,12 +319,16 @@ impl<A, L, B, C, RL, PR> Stack<A, L, B, C, RL, PR> {
             cross_origin: self.cross_origin,
             rate_limit: self.rate_limit,
             route_rate_limit: self.route_rate_limit,
+            login_origin: self.login_origin,
             login: self.login,
         }
     }
+}
 
-    /// Adds the [`BodyKeyLayer`], outside the lockout.
-    pub fn body_key(self, body_key: BodyKeyLayer) -> Stack<A, L, BodyKeyLayer, C, RL, PR> {
+impl<A, L, C, RL, PR, LO> Stack<A, L, Identity, C, RL, PR, LO> {
+    /// Adds the [`BodyKeyLayer`], outside the lockout. Not with
+    /// [`login_route`](Self::login_route), which adds its own.
+    pub fn body_key(self, body_key: BodyKeyLayer) -> Stack<A, L, BodyKeyLayer, C, RL, PR, LO> {
         Stack {
             auth: self.auth,
             lockout: self.lockout,
@@ -266,15 +336,20 @@ impl<A, L, B, C, RL, PR> Stack<A, L, B, C, RL, PR> {
             cross_origin: self.cross_origin,
             rate_limit: self.rate_limit,
             route_rate_limit: self.route_rate_limit,
+            login_origin: self.login_origin,
             login: self.login,
         }
     }
+}
 
-    /// Adds the [`CrossOriginLayer`], outside the body key and the lockout.
+impl<A, L, B, RL, PR, LO> Stack<A, L, B, Identity, RL, PR, LO> {
+    /// Adds the [`CrossOriginLayer`], outside the body key and the lockout,
+    /// and outside the check of the [login routes](Self::login_route): for
+    /// the requests it checks, it decides.
     pub fn cross_origin<R>(
         self,
         cross_origin: CrossOriginLayer<R>,
-    ) -> Stack<A, L, B, CrossOriginLayer<R>, RL, PR> {
+    ) -> Stack<A, L, B, CrossOriginLayer<R>, RL, PR, LO> {
         Stack {
             auth: self.auth,
             lockout: self.lockout,
@@ -282,15 +357,18 @@ impl<A, L, B, C, RL, PR> Stack<A, L, B, C, RL, PR> {
             cross_origin,
             rate_limit: self.rate_limit,
             route_rate_limit: self.route_rate_limit,
+            login_origin: self.login_origin,
             login: self.login,
         }
     }
+}
 
+impl<A, L, B, C, PR, LO> Stack<A, L, B, C, Identity, PR, LO> {
     /// Adds the [`RateLimitLayer`], outermost: it limits every request.
     pub fn rate_limit<K: KeyExtractor, R>(
         self,
         rate_limit: RateLimitLayer<K, R>,
-    ) -> Stack<A, L, B, C, RateLimitLayer<K, R>, PR> {
+    ) -> Stack<A, L, B, C, RateLimitLayer<K, R>, PR, LO> {
         Stack {
             auth: self.auth,
             lockout: self.lockout,
@@ -298,15 +376,18 @@ impl<A, L, B, C, RL, PR> Stack<A, L, B, C, RL, PR> {
             cross_origin: self.cross_origin,
             rate_limit,
             route_rate_limit: self.route_rate_limit,
+            login_origin: self.login_origin,
             login: self.login,
         }
     }
+}
 
+impl<A, L, B, C, RL, LO> Stack<A, L, B, C, RL, Identity, LO> {
     /// Adds a [`RateLimitLayer`] for the requests to `path` only (a
     /// stricter limit for the login route), inside the
     /// [`rate_limit`](Self::rate_limit) of every request: a request to
     /// `path` must pass both. Requests to other paths never reach it and
-    /// are not counted by it. A second call replaces the first.
+    /// are not counted by it. One per stack.
     ///
     /// # Example
     ///
@@ -346,7 +427,7 @@ impl<A, L, B, C, RL, PR> Stack<A, L, B, C, RL, PR> {
         self,
         path: &str,
         rate_limit: RateLimitLayer<K, R>,
-    ) -> Stack<A, L, B, C, RL, RouteRateLimit<RateLimitLayer<K, R>>> {
+    ) -> Stack<A, L, B, C, RL, RouteRateLimit<RateLimitLayer<K, R>>, LO> {
         Stack {
             auth: self.auth,
             lockout: self.lockout,
@@ -357,17 +438,19 @@ impl<A, L, B, C, RL, PR> Stack<A, L, B, C, RL, PR> {
                 path: path.into(),
                 layer: rate_limit,
             },
+            login_origin: self.login_origin,
             login: self.login,
         }
     }
 }
 
-impl<S, A, L, B, C, RL, PR> Layer<S> for Stack<A, L, B, C, RL, PR>
+impl<S, A, L, B, C, RL, PR, LO> Layer<S> for Stack<A, L, B, C, RL, PR, LO>
 where
     A: Layer<S>,
     L: Layer<A::Service>,
     B: Layer<L::Service>,
-    C: Layer<B::Service>,
+    LO: Layer<B::Service>,
+    C: Layer<LO::Service>,
     PR: Layer<C::Service>,
     RL: Layer<PR::Service>,
 {
@@ -377,7 +460,8 @@ where
         let auth = self.auth.layer(inner);
         let lockout = self.lockout.layer(auth);
         let body_key = self.body_key.layer(lockout);
-        let cross_origin = self.cross_origin.layer(body_key);
+        let login_origin = self.login_origin.layer(body_key);
+        let cross_origin = self.cross_origin.layer(login_origin);
         let route_rate_limit = self.route_rate_limit.layer(cross_origin);
         self.rate_limit.layer(route_rate_limit)
     }

@@ -5,6 +5,7 @@ use axum::{Extension, Router, body::Body, response::IntoResponse, routing::post}
 use portcullis::{
     AuthLayer, Credential, ValidationError,
     body_key::{BodyField, BodyKeyLayer},
+    cross_origin::{CrossOriginLayer, CrossOriginProtection},
     rate_limit::RateLimitLayer,
     stack::Stack,
 };
@@ -122,6 +123,72 @@ async fn login_route_makes_the_route_public_keys_the_account_and_refuses_cross_s
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(rejection_kind(&res), Some(RejectionKind::Missing));
+}
+
+fn from_partner(form: &str) -> Request<Body> {
+    let mut req = attempt(7, "cross-site", form);
+    req.headers_mut().insert(
+        header::ORIGIN,
+        header::HeaderValue::from_static("https://partner.example"),
+    );
+    req
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cross_origin_layer_beside_login_route_is_asked_first_and_replaces_nothing() {
+    // C1, B17: the application's own check and the login route's are both
+    // kept, in either order of the calls. Before, whichever call came last
+    // replaced the other: a check of the API routes only, given after
+    // `login_route`, left the login form open to login CSRF.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let api_only = CrossOriginLayer::new(CrossOriginProtection::new())
+        .when(|req| req.uri.path().starts_with("/api/"));
+    let app = login_router(&calls).layer(
+        Stack::new(AuthLayer::new(validate))
+            .login_route("/login")
+            .cross_origin(api_only),
+    );
+    let res = app
+        .oneshot(attempt(
+            1,
+            "cross-site",
+            "username=alice&password=wonderland",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(rejection_kind(&res), Some(RejectionKind::CrossOrigin));
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+    // A check that trusts the application's other front end decides for
+    // the requests it checks, the login route's included.
+    let trusting = CrossOriginProtection::builder()
+        .trust_origin("https://partner.example")
+        .build()
+        .unwrap();
+    let app = login_router(&calls).layer(
+        Stack::new(AuthLayer::new(validate))
+            .cross_origin(CrossOriginLayer::new(trusting))
+            .login_route("/login"),
+    );
+    let res = app
+        .clone()
+        .oneshot(from_partner("username=alice&password=wonderland"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Any other site is still refused on the login route.
+    let res = app
+        .oneshot(attempt(
+            2,
+            "cross-site",
+            "username=alice&password=wonderland",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(start_paused = true)]
