@@ -132,6 +132,9 @@ use crate::{
     lockout::LockoutLayer, rate_limit::RateLimitLayer,
 };
 
+/// The slot type of [`Stack::route_rate_limit`].
+type RouteLimit<K, R> = RouteRateLimit<RateLimitLayer<K, R>>;
+
 /// The body field [`Stack::login_route`] reads the account from.
 const LOGIN_FIELD: &str = "username";
 
@@ -427,7 +430,7 @@ impl<A, L, B, C, RL, LO> Stack<A, L, B, C, RL, Identity, LO> {
         self,
         path: &str,
         rate_limit: RateLimitLayer<K, R>,
-    ) -> Stack<A, L, B, C, RL, RouteRateLimit<RateLimitLayer<K, R>>, LO> {
+    ) -> Stack<A, L, B, C, RL, RouteLimit<K, R>, LO> {
         Stack {
             auth: self.auth,
             lockout: self.lockout,
