@@ -147,7 +147,7 @@ pub(crate) trait Finisher<K>: Send + Sync {
         &self,
         key: &K,
         hash: u64,
-        ticket: Ticket,
+        ticket: &Ticket,
         outcome: Outcome,
         guess: Option<Fingerprint>,
     ) -> Option<FailureOutcome>;
@@ -186,7 +186,7 @@ impl<K> Reserved<K> {
         guess: Option<Fingerprint>,
     ) -> Option<FailureOutcome> {
         self.finisher
-            .finish(&self.key, self.hash, self.ticket, outcome, guess)
+            .finish(&self.key, self.hash, &self.ticket, outcome, guess)
     }
 
     /// Records `outcome` for the key after the reservation ended (B20).

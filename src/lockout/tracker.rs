@@ -523,7 +523,7 @@ where
         }
         match self.store.admit(k) {
             Admission::Admitted(ticket, _) => {
-                self.finish_as(key, hash, ticket, outcome);
+                self.finish_as(key, hash, &ticket, outcome);
             }
             Admission::Locked(..) => {}
             Admission::Crowded => {
@@ -556,7 +556,7 @@ where
         &self,
         key: &K,
         hash: u64,
-        ticket: Ticket,
+        ticket: &Ticket,
         outcome: Outcome,
         guess: Option<Fingerprint>,
     ) -> Option<FailureOutcome> {
@@ -751,7 +751,7 @@ where
         &self,
         key: &K,
         hash: u64,
-        ticket: Ticket,
+        ticket: &Ticket,
         outcome: Outcome,
     ) -> Option<FailureOutcome> {
         match self.store.finish(Hashed { key, hash }, ticket, outcome) {

@@ -491,3 +491,48 @@ async fn b11_two_nested_lockouts_are_both_settled_when_the_credential_is_accepte
     let response = svc.clone().oneshot(bearer("nat", "good")).await.unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releases_racing_admissions_on_two_threads_keep_the_bound_and_strand_no_waiter() {
+    // B6, B11: a returning client's release takes no lock unless someone
+    // waits for its key; on two threads at once, no more than the in-flight
+    // limit are ever inside, and every waiting attempt is admitted in the
+    // end (a release that raced a waiter's registration would leave it
+    // waiting for ever, and the timeout below would say so).
+    let tracker = Tracker::new(
+        Policy::builder()
+            .max_failures(3)
+            .max_waiting(64)
+            .build()
+            .unwrap(),
+    );
+    let inside = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (tracker, inside, peak) = (tracker.clone(), Arc::clone(&inside), Arc::clone(&peak));
+        tasks.push(tokio::spawn(async move {
+            for round in 0..200u32 {
+                let attempt = tracker.attempt("alice".to_owned()).await.unwrap();
+                let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                if round % 2 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                inside.fetch_sub(1, Ordering::SeqCst);
+                attempt.succeeded();
+            }
+        }));
+    }
+    let all = futures_util::future::join_all(tasks);
+    let done = tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("a waiting attempt was never woken");
+    assert!(done.iter().all(Result::is_ok));
+    assert!(
+        peak.load(Ordering::SeqCst) <= 3,
+        "{} inside at once",
+        peak.load(Ordering::SeqCst)
+    );
+    assert_eq!(tracker.failures(&"alice".to_owned()), 0);
+}

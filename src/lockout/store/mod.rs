@@ -51,19 +51,44 @@ impl Record {
 }
 
 /// Which store admitted a reservation, and its identity there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct Ticket {
     /// Unique per reservation in a shared store; 0 in memory.
+    #[cfg(feature = "redis")]
     pub(crate) id: u64,
     /// Admitted by the shared store rather than the local one.
+    #[cfg(feature = "redis")]
     pub(crate) shared: bool,
+    /// In memory: the key's reservations in flight, so that the common
+    /// release (no failure, nothing else to do) needs no shard lock.
+    pub(crate) flight: Option<Arc<memory::Flight>>,
 }
 
 impl Ticket {
-    pub(crate) const LOCAL: Self = Self {
-        id: 0,
-        shared: false,
-    };
+    /// A reservation of the in-memory store, released through the shard.
+    #[cfg(test)]
+    pub(crate) const LOCAL: Self = Self::local(None);
+
+    /// A reservation of the in-memory store.
+    pub(crate) const fn local(flight: Option<Arc<memory::Flight>>) -> Self {
+        Self {
+            #[cfg(feature = "redis")]
+            id: 0,
+            #[cfg(feature = "redis")]
+            shared: false,
+            flight,
+        }
+    }
+
+    /// A reservation of the shared store, under the grant of `epoch`.
+    #[cfg(feature = "redis")]
+    pub(crate) const fn shared(epoch: u64) -> Self {
+        Self {
+            id: epoch,
+            shared: true,
+            flight: None,
+        }
+    }
 }
 
 /// Whether a request may try now.
@@ -193,7 +218,7 @@ pub(crate) trait Store<K>: Send + Sync + 'static {
     fn wait(&self, key: Hashed<'_, K>, waiter: &mut Waiter<'_>) -> Admission;
 
     /// Ends a reservation admitted by this store, recording its outcome.
-    fn finish(&self, key: Hashed<'_, K>, ticket: Ticket, outcome: Outcome) -> Finished;
+    fn finish(&self, key: Hashed<'_, K>, ticket: &Ticket, outcome: Outcome) -> Finished;
 
     /// Records an outcome outside of a reservation (the direct API).
     fn record(&self, key: Hashed<'_, K>, outcome: Outcome) -> Recorded;

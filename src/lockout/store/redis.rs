@@ -272,13 +272,7 @@ where
                     // its task.
                     let _ = Inner::spawn_ask(&self.inner, k, ask);
                 }
-                Admission::Admitted(
-                    Ticket {
-                        id: epoch,
-                        shared: true,
-                    },
-                    failures,
-                )
+                Admission::Admitted(Ticket::shared(epoch), failures)
             }
             Take::Wait => Admission::Full,
             Take::Ask(ask) => {
@@ -322,7 +316,7 @@ where
         }
     }
 
-    fn finish(&self, k: Hashed<'_, K>, ticket: Ticket, outcome: Outcome) -> Finished {
+    fn finish(&self, k: Hashed<'_, K>, ticket: &Ticket, outcome: Outcome) -> Finished {
         let inner = &self.inner;
         let failed = outcome == Outcome::Failure;
         let reset = outcome == Outcome::Success && inner.policy.reset_on_success();
@@ -659,7 +653,7 @@ where
         }
     }
 
-    fn finish(&self, k: Hashed<'_, K>, ticket: Ticket, outcome: Outcome) -> Finished {
+    fn finish(&self, k: Hashed<'_, K>, ticket: &Ticket, outcome: Outcome) -> Finished {
         if !ticket.shared {
             return self.secondary.finish(k, ticket, outcome);
         }

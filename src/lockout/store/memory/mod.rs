@@ -42,6 +42,7 @@ use std::{
 use moka::{Expiry, notification::RemovalCause, policy::EvictionPolicy, sync::Cache};
 use tokio::time::Instant;
 
+pub(crate) use self::shard::Flight;
 use self::shard::Shard;
 use super::{Admission, Finished, Hashed, Record, Recorded, Store, Ticket, Waiter};
 use crate::{
@@ -229,15 +230,21 @@ where
             } else {
                 0
             };
-            if entry.in_flight < self.policy.in_flight_limit(failures) {
-                entry.in_flight += 1;
-                entry.referenced = true;
-                return Admission::Admitted(Ticket::LOCAL, failures);
-            }
-            // failures < max always holds (reaching max locks the key out
-            // and clears its counter), so in_flight >= 1 here: a release
-            // will come and wake the waiter.
-            let notify = entry.waiters.get_or_insert_with(Default::default);
+            let limit = self.policy.in_flight_limit(failures);
+            // Releases without the lock may free a slot at any moment: the
+            // waiters are registered from the exact count that was full, or
+            // the slot is taken (at most one more turn per such release).
+            let notify = loop {
+                if let Some(flight) = entry.reserve(limit) {
+                    return Admission::Admitted(Ticket::local(Some(flight)), failures);
+                }
+                // failures < max always holds (reaching max locks the key
+                // out and clears its counter), so a reservation is in
+                // flight here: its release will come and wake the waiter.
+                if let Some(notify) = entry.waiters(limit) {
+                    break notify;
+                }
+            };
             // Every waiter holds a clone of the notifier: the count is exact.
             let waiting = Arc::strong_count(notify) - 1;
             if waiting >= self.policy.max_waiting() as usize {
@@ -263,26 +270,23 @@ where
         self.admit_or_wait(k, Some(waiter))
     }
 
-    fn finish(&self, k: Hashed<'_, K>, _: Ticket, outcome: Outcome) -> Finished {
+    fn finish(&self, k: Hashed<'_, K>, ticket: &Ticket, outcome: Outcome) -> Finished {
+        // A returning client's attempt that did not fail: one atomic update
+        // when nothing else is to be done (see `shard::Flight`).
+        if outcome != Outcome::Failure && ticket.flight.as_ref().is_some_and(|f| f.try_release()) {
+            return Finished::Now(Recorded::NotAFailure);
+        }
         let mut shard = self.shard(k);
         let recorded = self.apply(&mut shard, k, outcome);
         let reset = outcome == Outcome::Success && self.policy.reset_on_success();
         let wake = shard
             .entries
             .update(k, |entry| {
-                entry.in_flight = entry.in_flight.saturating_sub(1);
                 // A lockout concerns every waiter, and a reset may free
                 // several slots at once; otherwise at most one slot came
                 // free.
-                let everyone =
-                    matches!(recorded, Recorded::LockedOut { .. }) || reset || entry.in_flight == 0;
-                let waiters = if entry.in_flight == 0 {
-                    // Waiters hold this notifier and are all woken below.
-                    entry.waiters.take()
-                } else {
-                    entry.waiters.clone()
-                };
-                (waiters.map(|n| (n, everyone)), entry.is_spent())
+                let everyone = matches!(recorded, Recorded::LockedOut { .. }) || reset;
+                (entry.release(everyone), entry.is_spent())
             })
             .flatten();
         drop(shard);
@@ -297,7 +301,7 @@ where
     fn record(&self, k: Hashed<'_, K>, outcome: Outcome) -> Recorded {
         let mut shard = self.shard(k);
         let recorded = self.apply(&mut shard, k, outcome);
-        let waiters = shard.entries.get(k).and_then(|e| e.waiters.clone());
+        let waiters = shard.entries.get(k).and_then(|e| e.waiting().cloned());
         drop(shard);
         // A lockout or a reset changes what waiters would be told.
         if let Some(waiters) = waiters {
@@ -319,7 +323,7 @@ where
         let was_locked = shard.lockouts.remove(k, Instant::now());
         self.history.invalidate(k.key);
         shard.clear(k);
-        let waiters = shard.entries.get(k).and_then(|e| e.waiters.clone());
+        let waiters = shard.entries.get(k).and_then(|e| e.waiting().cloned());
         drop(shard);
         if let Some(waiters) = waiters {
             waiters.notify_waiters();
@@ -455,12 +459,108 @@ mod tests {
             };
             assert!(matches!(store.admit(k), Admission::Admitted(..)));
             assert!(matches!(store.admit(k), Admission::Admitted(..)));
-            store.finish(k, Ticket::LOCAL, Outcome::Neutral);
-            store.finish(k, Ticket::LOCAL, Outcome::Success);
+            store.finish(k, &Ticket::LOCAL, Outcome::Neutral);
+            store.finish(k, &Ticket::LOCAL, Outcome::Success);
             let shard = store.shard(k);
             assert!(shard.entries.len() <= 4, "{} entries", shard.entries.len());
-            assert!(shard.entries.get(k).is_some_and(|e| e.in_flight == 0));
+            assert!(shard.entries.get(k).is_some_and(|e| e.in_flight() == 0));
         }
+    }
+
+    fn admitted(admission: Admission) -> Ticket {
+        match admission {
+            Admission::Admitted(ticket, _) => ticket,
+            other => panic!("not admitted: {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_without_the_lock_never_strands_a_waiter() {
+        // B6, B11: once a request waits for the key, releases take the lock
+        // and wake it; before, they need none.
+        let store = MemoryStore::new(Policy::builder().max_failures(2).build().unwrap());
+        let k = key(&9);
+        let first = admitted(store.admit(k));
+        let second = admitted(store.admit(k));
+        let mut notified = Box::pin(None);
+        let mut waiter = Waiter {
+            notified: notified.as_mut(),
+            #[cfg(feature = "redis")]
+            retry: &mut None,
+        };
+        assert!(matches!(store.wait(k, &mut waiter), Admission::Full));
+        let flight = first.flight.as_ref().expect("an in-memory ticket");
+        assert!(!flight.try_release(), "a waiter is registered");
+        store.finish(k, &first, Outcome::Neutral);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let woken = notified
+            .as_mut()
+            .as_pin_mut()
+            .expect("registered")
+            .poll(&mut cx);
+        assert!(woken.is_ready(), "the waiter was not woken");
+        let third = admitted(store.admit(k));
+        store.finish(k, &second, Outcome::Neutral);
+        store.finish(k, &third, Outcome::Neutral);
+        // Nobody waits any more: the next release needs no lock.
+        let fourth = admitted(store.admit(k));
+        assert!(fourth.flight.as_ref().expect("in memory").try_release());
+        assert!(
+            store
+                .shard(k)
+                .entries
+                .get(k)
+                .is_some_and(|e| e.in_flight() == 0)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_with_failures_or_an_entry_no_longer_kept_releases_under_the_lock() {
+        // R3: an entry that is no longer kept still goes once idle; the
+        // release of a key with failures goes through the lock (where a
+        // success may reset them).
+        let store = MemoryStore::new(Policy::builder().capacity(4).build().unwrap());
+        let hasher = RandomState::new();
+        let hashed = |key: &u32| hasher.hash_one(key);
+        let failing = Hashed {
+            key: &1000,
+            hash: hashed(&1000),
+        };
+        store.record(failing, Outcome::Failure);
+        let ticket = admitted(store.admit(failing));
+        assert!(!ticket.flight.as_ref().expect("in memory").try_release());
+        store.finish(failing, &ticket, Outcome::Success);
+        assert_eq!(
+            store.failures(failing),
+            1,
+            "a success resets nothing by default"
+        );
+        assert!(
+            store
+                .shard(failing)
+                .entries
+                .get(failing)
+                .is_some_and(|e| e.in_flight() == 0)
+        );
+
+        let held = Hashed {
+            key: &1,
+            hash: hashed(&1),
+        };
+        let ticket = admitted(store.admit(held));
+        for key in 2..40u32 {
+            let k = Hashed {
+                key: &key,
+                hash: hashed(&key),
+            };
+            let other = admitted(store.admit(k));
+            store.finish(k, &other, Outcome::Neutral);
+        }
+        // Other clients took the kept entries; key 1's stays while in flight.
+        assert!(store.shard(held).entries.get(held).is_some());
+        assert!(!ticket.flight.as_ref().expect("in memory").try_release());
+        store.finish(held, &ticket, Outcome::Neutral);
+        assert!(store.shard(held).entries.get(held).is_none());
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,8 +7,17 @@
 //! removed at release on every request. Entries kept this way (*resident*)
 //! are bounded by the shard's capacity on their own, with a CLOCK of their
 //! own, so clients that never fail cannot push failure counters out.
+//!
+//! Such a client also ends its reservation without the shard lock: the
+//! count of a key's reservations in flight is an atomic word shared with
+//! their tickets ([`Flight`]), and a release with nothing else to do (no
+//! failure, no counter to reset, no waiter to wake, an entry that stays) is
+//! one update of it.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU32, Ordering},
+};
 
 use tokio::{sync::Notify, time::Instant};
 
@@ -18,6 +27,47 @@ use crate::table::{ClockQueue, Hand, Hashed, Table};
 /// Room for the entries of a busy shard up front; the table grows with the
 /// clients it keeps, up to twice the capacity plus the keys in flight.
 const ENTRIES_UP_FRONT: usize = 32;
+
+/// The reservations of one key in flight, shared by its entry and the
+/// tickets of the attempts holding them.
+///
+/// The count only grows under the shard lock, at admission. It shrinks
+/// either under the lock or, for a release with nothing else to do, by
+/// [`Flight::try_release`] without it; the flags say when that is not the
+/// case, and are set under the lock by an update of the same word, so a
+/// release either sees them or happened before they were set.
+#[derive(Debug)]
+pub(crate) struct Flight(AtomicU32);
+
+/// The bits of a [`Flight`] word that count reservations.
+const COUNT: u32 = (1 << 30) - 1;
+/// Requests wait for a slot of the key: a release wakes them, under the
+/// lock.
+const WAITERS: u32 = 1 << 31;
+/// The entry holds a counter (a success may reset it) or is no longer kept
+/// (it goes once idle): a release takes the lock.
+const LOCKED: u32 = 1 << 30;
+
+impl Flight {
+    /// Ends one reservation without the lock, unless the key has waiters,
+    /// a counter or an entry that is not kept. Returns whether it did.
+    #[inline]
+    pub(crate) fn try_release(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                (word & (WAITERS | LOCKED) == 0 && word & COUNT > 0).then(|| word - 1)
+            })
+            .is_ok()
+    }
+
+    fn word(&self) -> u32 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn count(&self) -> u32 {
+        self.word() & COUNT
+    }
+}
 
 /// The state of one key in its shard.
 #[derive(Debug)]
@@ -33,9 +83,10 @@ pub(super) struct Entry {
     /// Identifies this entry's place in the queue of resident entries; 0
     /// when it is not resident (removed once idle).
     resident: u64,
-    pub(super) in_flight: u32,
+    /// Reservations in flight, shared with their tickets.
+    flight: Arc<Flight>,
     /// Created when a request has to wait for this key.
-    pub(super) waiters: Option<Arc<Notify>>,
+    waiters: Option<Arc<Notify>>,
 }
 
 impl Entry {
@@ -46,8 +97,79 @@ impl Entry {
             ticket: 0,
             referenced: false,
             resident: 0,
-            in_flight: 0,
+            // Not kept yet: releases take the lock.
+            flight: Arc::new(Flight(AtomicU32::new(LOCKED))),
             waiters: None,
+        }
+    }
+
+    /// Reservations in flight.
+    pub(super) fn in_flight(&self) -> u32 {
+        self.flight.count()
+    }
+
+    /// Takes a reservation if fewer than `limit` are in flight, returning
+    /// the handle its ticket keeps.
+    pub(super) fn reserve(&mut self, limit: u32) -> Option<Arc<Flight>> {
+        if self.in_flight() >= limit {
+            return None;
+        }
+        self.flight.0.fetch_add(1, Ordering::AcqRel);
+        self.referenced = true;
+        Some(Arc::clone(&self.flight))
+    }
+
+    /// The key is full: the notifier its waiters register with, unless a
+    /// release (without the lock) freed a slot meanwhile, which `None`
+    /// says; then the caller asks again.
+    pub(super) fn waiters(&mut self, limit: u32) -> Option<&Arc<Notify>> {
+        let word = self.flight.word();
+        if word & WAITERS == 0 {
+            if word & COUNT < limit {
+                return None;
+            }
+            // From the exact word read: a release that slips in first
+            // makes this fail, and the caller finds the slot free.
+            self.flight
+                .0
+                .compare_exchange(word, word | WAITERS, Ordering::AcqRel, Ordering::Acquire)
+                .ok()?;
+        }
+        Some(self.waiters.get_or_insert_with(Default::default))
+    }
+
+    /// The notifier of the key's waiters, if any wait.
+    pub(super) fn waiting(&self) -> Option<&Arc<Notify>> {
+        self.waiters.as_ref()
+    }
+
+    /// Ends a reservation under the lock. Returns the waiters to wake, and
+    /// whether all of them (no reservation left, or `everyone`).
+    pub(super) fn release(&mut self, everyone: bool) -> Option<(Arc<Notify>, bool)> {
+        let before = self
+            .flight
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                (word & COUNT > 0).then(|| word - 1)
+            })
+            .unwrap_or(0);
+        if (before & COUNT) <= 1 {
+            // Waiters hold this notifier and are all woken.
+            let waiters = self.waiters.take();
+            self.flight.0.fetch_and(!WAITERS, Ordering::AcqRel);
+            waiters.map(|n| (n, true))
+        } else {
+            self.waiters.clone().map(|n| (n, everyone))
+        }
+    }
+
+    /// Keeps the lock-free release allowed exactly while the entry holds no
+    /// counter and is kept.
+    fn sync(&self) {
+        if self.failures > 0 || self.resident == 0 {
+            self.flight.0.fetch_or(LOCKED, Ordering::AcqRel);
+        } else {
+            self.flight.0.fetch_and(!LOCKED, Ordering::AcqRel);
         }
     }
 
@@ -64,7 +186,7 @@ impl Entry {
 
     /// Neither a counter nor an attempt in flight.
     pub(super) fn is_idle(&self) -> bool {
-        self.failures == 0 && self.in_flight == 0
+        self.failures == 0 && self.in_flight() == 0
     }
 
     /// Idle and not kept for the client's next request: the entry can go.
@@ -133,6 +255,7 @@ impl<K: Clone + Eq> Shard<K> {
         // (not queued yet).
         let entry = self.entries.get_or_insert_with(k, Entry::new);
         entry.resident = ticket;
+        entry.sync();
         f(entry)
     }
 
@@ -162,6 +285,7 @@ impl<K: Clone + Eq> Shard<K> {
         self.residents -= 1;
         let spent = self.entries.get_mut(k).is_some_and(|entry| {
             entry.resident = 0;
+            entry.sync();
             entry.is_spent()
         });
         if spent {
@@ -177,6 +301,7 @@ impl<K: Clone + Eq> Shard<K> {
                 entry.failures = 0;
                 entry.forget_at = None;
                 self.counters -= 1;
+                entry.sync();
             }
             spent = entry.is_spent();
         }
@@ -216,6 +341,7 @@ impl<K: Clone + Eq> Shard<K> {
         entry.failures = failures;
         entry.forget_at = Some(forget_at);
         entry.referenced = true;
+        entry.sync();
         evicted
     }
 
@@ -246,6 +372,7 @@ impl<K: Clone + Eq> Shard<K> {
         let spent = self.entries.get_mut(k).is_some_and(|entry| {
             entry.failures = 0;
             entry.forget_at = None;
+            entry.sync();
             entry.is_spent()
         });
         self.counters -= 1;
@@ -335,9 +462,9 @@ mod tests {
 
     /// An admission and its release, as the store makes them.
     fn visit(shard: &mut Shard<u32>, key: &u32) {
-        shard.with_entry(h(key), |e| e.in_flight += 1);
+        shard.with_entry(h(key), |e| e.reserve(u32::MAX));
         let spent = shard.entries.update(h(key), |e| {
-            e.in_flight -= 1;
+            e.release(false);
             ((), e.is_spent())
         });
         assert!(spent.is_some());
@@ -375,7 +502,7 @@ mod tests {
     #[test]
     fn an_entry_in_use_that_is_no_longer_kept_goes_once_idle() {
         let mut shard = Shard::new(1);
-        shard.with_entry(h(&1), |e| e.in_flight += 1);
+        shard.with_entry(h(&1), |e| e.reserve(u32::MAX));
         // A new client takes key 1's resident slot while key 1 is in
         // flight: its entry stays, no longer kept.
         visit(&mut shard, &2);
@@ -383,11 +510,11 @@ mod tests {
             shard
                 .entries
                 .get(h(&1))
-                .is_some_and(|e| e.in_flight == 1 && e.resident == 0)
+                .is_some_and(|e| e.in_flight() == 1 && e.resident == 0)
         );
         assert_eq!(shard.residents, 1);
         let released = shard.entries.update(h(&1), |e| {
-            e.in_flight -= 1;
+            e.release(false);
             ((), e.is_spent())
         });
         assert!(released.is_some());
