@@ -48,6 +48,13 @@ fn attempt(from: u8, site: &str, form: &str) -> Request<Body> {
         .unwrap()
 }
 
+/// Alice's right password, as a login form.
+const ALICE: &str = "username=alice&password=wonderland";
+
+async fn send(app: &Router, req: Request<Body>) -> Response<Body> {
+    app.clone().oneshot(req).await.unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn login_route_makes_the_route_public_keys_the_account_and_refuses_cross_site_posts() {
     // B13, B17, C1: one call sets the three things a login route needs.
@@ -65,15 +72,7 @@ async fn login_route_makes_the_route_public_keys_the_account_and_refuses_cross_s
     );
 
     // Public: the right password reaches the handler without a credential.
-    let res = app
-        .clone()
-        .oneshot(attempt(
-            1,
-            "same-origin",
-            "username=alice&password=wonderland",
-        ))
-        .await
-        .unwrap();
+    let res = send(&app, attempt(1, "same-origin", ALICE)).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
@@ -82,45 +81,28 @@ async fn login_route_makes_the_route_public_keys_the_account_and_refuses_cross_s
         (2, "username=Alice&password=a"),
         (3, "username=%20alice&password=b"),
     ] {
-        let res = app
-            .clone()
-            .oneshot(attempt(from, "same-origin", form))
-            .await
-            .unwrap();
+        let res = send(&app, attempt(from, "same-origin", form)).await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     }
-    let res = app
-        .clone()
-        .oneshot(attempt(
-            4,
-            "same-origin",
-            "username=alice&password=wonderland",
-        ))
-        .await
-        .unwrap();
+    let res = send(&app, attempt(4, "same-origin", ALICE)).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 
     // Login CSRF: a cross-site post is refused before anything counts.
-    let res = app
-        .clone()
-        .oneshot(attempt(5, "cross-site", "username=bob&password=x"))
-        .await
-        .unwrap();
+    let res = send(&app, attempt(5, "cross-site", "username=bob&password=x")).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert_eq!(rejection_kind(&res), Some(RejectionKind::CrossOrigin));
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 
     // Other routes still need a credential.
-    let res = app
-        .oneshot(
-            Request::post("/elsewhere")
-                .extension(PeerAddr(([192, 0, 2, 6], 1).into()))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let res = send(
+        &app,
+        Request::post("/elsewhere")
+            .extension(PeerAddr(([192, 0, 2, 6], 1).into()))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(rejection_kind(&res), Some(RejectionKind::Missing));
 }
@@ -148,14 +130,7 @@ async fn a_cross_origin_layer_beside_login_route_is_asked_first_and_replaces_not
             .login_route("/login")
             .cross_origin(api_only),
     );
-    let res = app
-        .oneshot(attempt(
-            1,
-            "cross-site",
-            "username=alice&password=wonderland",
-        ))
-        .await
-        .unwrap();
+    let res = send(&app, attempt(1, "cross-site", ALICE)).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert_eq!(rejection_kind(&res), Some(RejectionKind::CrossOrigin));
     assert_eq!(calls.load(Ordering::SeqCst), 0);
@@ -171,22 +146,11 @@ async fn a_cross_origin_layer_beside_login_route_is_asked_first_and_replaces_not
             .cross_origin(CrossOriginLayer::new(trusting))
             .login_route("/login"),
     );
-    let res = app
-        .clone()
-        .oneshot(from_partner("username=alice&password=wonderland"))
-        .await
-        .unwrap();
+    let res = send(&app, from_partner(ALICE)).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     // Any other site is still refused on the login route.
-    let res = app
-        .oneshot(attempt(
-            2,
-            "cross-site",
-            "username=alice&password=wonderland",
-        ))
-        .await
-        .unwrap();
+    let res = send(&app, attempt(2, "cross-site", ALICE)).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
@@ -205,18 +169,8 @@ async fn login_route_keeps_the_public_routes_already_given() {
         .extension(PeerAddr(([192, 0, 2, 1], 1).into()))
         .body(Body::empty())
         .unwrap();
-    assert_eq!(
-        app.clone().oneshot(health).await.unwrap().status(),
-        StatusCode::OK
-    );
-    let res = app
-        .oneshot(attempt(
-            1,
-            "same-origin",
-            "username=alice&password=wonderland",
-        ))
-        .await
-        .unwrap();
+    assert_eq!(send(&app, health).await.status(), StatusCode::OK);
+    let res = send(&app, attempt(1, "same-origin", ALICE)).await;
     assert_eq!(res.status(), StatusCode::OK);
 }
 
@@ -241,46 +195,20 @@ async fn route_rate_limit_limits_its_route_only() {
             .unwrap()
     };
     for _ in 0..2 {
-        let res = app
-            .clone()
-            .oneshot(attempt(
-                1,
-                "same-origin",
-                "username=alice&password=wonderland",
-            ))
-            .await
-            .unwrap();
+        let res = send(&app, attempt(1, "same-origin", ALICE)).await;
         assert_eq!(res.status(), StatusCode::OK);
     }
-    let res = app
-        .clone()
-        .oneshot(attempt(
-            1,
-            "same-origin",
-            "username=alice&password=wonderland",
-        ))
-        .await
-        .unwrap();
+    let res = send(&app, attempt(1, "same-origin", ALICE)).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(rejection_kind(&res), Some(RejectionKind::RateLimited));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     // The general limit is the only one on other routes.
     for _ in 0..10 {
-        assert_eq!(
-            app.clone().oneshot(page()).await.unwrap().status(),
-            StatusCode::OK
-        );
+        assert_eq!(send(&app, page()).await.status(), StatusCode::OK);
     }
     // The login route's allowance comes back with time.
     advance(Duration::from_secs(30)).await;
-    let res = app
-        .oneshot(attempt(
-            1,
-            "same-origin",
-            "username=alice&password=wonderland",
-        ))
-        .await
-        .unwrap();
+    let res = send(&app, attempt(1, "same-origin", ALICE)).await;
     assert_eq!(res.status(), StatusCode::OK);
 }
 
@@ -298,15 +226,7 @@ async fn a_sign_in_refused_for_a_missing_credential_is_logged_once() {
             })),
     );
     for from in 1..=2 {
-        let res = app
-            .clone()
-            .oneshot(attempt(
-                from,
-                "same-origin",
-                "username=alice&password=wonderland",
-            ))
-            .await
-            .unwrap();
+        let res = send(&app, attempt(from, "same-origin", ALICE)).await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(rejection_kind(&res), Some(RejectionKind::Missing));
     }
