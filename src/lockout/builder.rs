@@ -44,6 +44,16 @@ impl Backing {
         }
         Tracker::new(policy)
     }
+
+    /// Lets a rate limiter on the same store that counts the same keys as
+    /// `extractor` start `tracker`'s grant of a key with its own round
+    /// trip (see [`RedisStore`](crate::RedisStore), "A new client").
+    #[cfg(feature = "redis")]
+    fn prefetch<E: KeyExtractor>(&self, extractor: &E, tracker: &Tracker<E::Key>) {
+        if let (Some(store), Some(space)) = (&self.store, crate::redis::KeySpace::of(extractor)) {
+            store.prefetchers().register(space, tracker.prefetcher());
+        }
+    }
 }
 
 impl LockoutLayer {
@@ -275,6 +285,12 @@ impl<K: KeyExtractor, R> LockoutBuilder<K, R> {
                 });
             };
             tracker = tracker.on_lockout(move |key: &K::Key, until| hook(key, until));
+        }
+        // In shadow mode nothing is reserved: credits fetched ahead would
+        // wait unused.
+        #[cfg(feature = "redis")]
+        if !self.shadow {
+            self.shared.prefetch(&self.extractor, &tracker);
         }
         let mut more = Vec::with_capacity(self.keys.len());
         let mut trackers: Vec<Arc<dyn Any + Send + Sync>> = vec![Arc::new(tracker.clone())];

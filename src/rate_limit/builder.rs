@@ -277,9 +277,14 @@ impl<K, R> RateLimitBuilder<K, R> {
             .transpose()?;
         let memory = MemoryStore::new(quota, self.max_capacity, limited_capacity);
         let store = match self.shared {
-            Some(shared) => {
-                store::with_fallback(shared, memory, interval, burst, self.max_capacity)
-            }
+            Some(shared) => store::with_fallback(
+                shared,
+                memory,
+                interval,
+                burst,
+                self.max_capacity,
+                &self.extractor,
+            ),
             None => Box::new(memory),
         };
         Ok(RateLimitLayer::new(Shared {
