@@ -176,7 +176,7 @@ mod tests {
         let weak: Weak<dyn Prefetch<std::net::IpAddr>> =
             Arc::downgrade(&lockout) as Weak<dyn Prefetch<std::net::IpAddr>>;
         registry.register(space(ClientIp::new()), weak);
-        let key = "192.0.2.1".parse().unwrap();
+        let key: std::net::IpAddr = "192.0.2.1".parse().unwrap();
 
         registry.for_space(space(ClientIp::new())).prefetch(&key);
         assert_eq!(lockout.0.load(Ordering::Relaxed), 1, "the same defaults");

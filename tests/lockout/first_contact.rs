@@ -114,11 +114,16 @@ struct Proxied {
 
 impl Proxied {
     async fn start() -> Option<Self> {
+        Self::with_timeout(Duration::from_secs(1)).await
+    }
+
+    /// With `timeout` per call.
+    async fn with_timeout(timeout: Duration) -> Option<Self> {
         redis_url()?;
         let server = Server::start_free()?;
         server.ready().await;
         let proxy = RedisProxy::start(([127, 0, 0, 1], server.port()).into()).await;
-        let store = store(&proxy.url(), &unique_prefix()).await;
+        let store = store(&proxy.url(), &unique_prefix()).await.timeout(timeout);
         Some(Self {
             _server: server,
             proxy,
@@ -246,6 +251,70 @@ async fn d5_layers_keyed_differently_ask_redis_one_after_the_other() {
         !grant.held,
         "the lockout's grant went out before the rate limiter's reply: {sent:?}"
     );
+}
+
+#[tokio::test]
+async fn r5_a_grant_started_ahead_that_redis_does_not_answer_falls_back_like_any_grant() {
+    // R5, D6: Redis stops answering during a new client's first request.
+    // The rate limiter and the lockout both decide locally; the lockout's
+    // grant, started ahead, sends the key to the fallback when it fails, so
+    // the request waiting for it is decided locally rather than asking
+    // Redis a second time.
+    let Some(own) = Proxied::with_timeout(Duration::from_millis(200)).await else {
+        return;
+    };
+    support::logs::capture();
+    let validator = Gated::new();
+    validator.gate.add_permits(100);
+    let lockout = lockout_on(&own.store, ClientIp::new(), max(3));
+    let rate = rate_on(&own.store);
+    let svc = replica(rate.clone(), &lockout, &validator);
+    assert_eq!(
+        svc.clone()
+            .oneshot(from([192, 0, 2, 1], GOOD))
+            .await
+            .unwrap(),
+        StatusCode::OK
+    );
+
+    let before = own.proxy.commands().len();
+    own.proxy.hold();
+    let answered = tokio::time::timeout(
+        Duration::from_secs(10),
+        svc.clone().oneshot(from([192, 0, 2, 2], "guess-0")),
+    )
+    .await
+    .expect("answered without redis");
+    assert_eq!(answered.unwrap(), StatusCode::UNAUTHORIZED);
+    assert_eq!(validator.guesses.load(Ordering::SeqCst), 1);
+    assert!(rate.stats().fallbacks >= 1);
+    assert!(lockout.tracker().stats().fallbacks >= 1);
+    // One grant asked for (the release of what it may have granted is a
+    // plain EVAL), not a second one by the request.
+    let sent = own.since(before);
+    let grants = sent
+        .iter()
+        .filter(|c| c.name == "EVALSHA" && c.is_script_on(GRANT))
+        .filter(|c| c.keys[0].contains("192.0.2.2"))
+        .count();
+    assert_eq!(grants, 1, "{sent:?}");
+    // The key is limited locally meanwhile (R5).
+    for guess in 1..3 {
+        let res = svc
+            .clone()
+            .oneshot(from([192, 0, 2, 2], &format!("guess-{guess}")))
+            .await
+            .unwrap();
+        assert_eq!(res, StatusCode::UNAUTHORIZED);
+    }
+    let res = svc
+        .clone()
+        .oneshot(from([192, 0, 2, 2], "guess-3"))
+        .await
+        .unwrap();
+    assert_eq!(res, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(validator.guesses.load(Ordering::SeqCst), 3);
+    own.proxy.release();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
