@@ -11,9 +11,10 @@ pub(crate) mod unlock;
 use std::{fmt, sync::Arc, time::Duration};
 
 use ::redis::{
-    Client, FromRedisValue, RedisError, Script, ScriptInvocation,
+    Client, FromRedisValue, IntoConnectionInfo, RedisError, Script, ScriptInvocation,
     aio::{ConnectionManager, ConnectionManagerConfig},
     cluster::ClusterClientBuilder,
+    io::tcp::TcpSettings,
 };
 
 pub(crate) use self::fallback::{Fallback, Health, Primary};
@@ -210,10 +211,19 @@ fn password_of(url: &str) -> Option<&str> {
     (!password.is_empty()).then_some(password)
 }
 
+/// The TCP settings of every connection: `TCP_NODELAY`, because commands
+/// are pipelined. With Nagle's algorithm a command written while another
+/// is unanswered waits for that answer (its ACK rides on it): two
+/// scripts sent back to back would cost two round trips, not one.
+fn tcp() -> TcpSettings {
+    TcpSettings::default().set_nodelay(true)
+}
+
 /// A client for `url`, and its node as `host:port` for messages.
 fn open(url: &str, urls: &[&str]) -> Result<(Client, String), RedisConnectError> {
-    let client = Client::open(url)
-        .map_err(|e| RedisConnectError::client("an invalid redis url", &e, urls))?;
+    let invalid = |e: RedisError| RedisConnectError::client("an invalid redis url", &e, urls);
+    let info = url.into_connection_info().map_err(invalid)?;
+    let client = Client::open(info.set_tcp_settings(tcp())).map_err(invalid)?;
     let node = client.get_connection_info().addr().to_string();
     Ok((client, node))
 }
@@ -289,6 +299,7 @@ impl RedisStore {
         )
         .connection_timeout(CLIENT_TIMEOUT)
         .response_timeout(CLIENT_TIMEOUT)
+        .tcp_settings(tcp())
         // A call has the store's timeout anyway: a redirection or a
         // reconnection is retried, briefly.
         .retries(2)
