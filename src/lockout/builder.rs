@@ -185,7 +185,11 @@ impl<K: KeyExtractor, R> LockoutBuilder<K, R> {
     /// than the key has left (`failures + credits ≤ max_failures`), and
     /// the replica admits attempts against them without a round trip; see
     /// [`RedisStore`](crate::RedisStore) and the README's
-    /// "Several replicas".
+    /// "Several replicas". A [`RateLimitLayer`](crate::rate_limit::RateLimitLayer)
+    /// on the same store (or a clone) keyed by the same [`ClientIp`]
+    /// configuration asks for this layer's credits with its own round trip,
+    /// so a new client's first request through both waits for one round
+    /// trip (not in [shadow mode](Self::shadow), which holds no credits).
     ///
     /// Through the layer's [`Tracker`], [`attempt`](Tracker::attempt) and
     /// [`unlock`](Tracker::unlock) use Redis. The other direct methods

@@ -331,6 +331,12 @@ impl<K, R> RateLimitBuilder<K, R> {
     /// The layer then needs a cloneable inner service, as a request may
     /// wait for Redis before it is passed on.
     ///
+    /// A [`LockoutLayer`](crate::lockout::LockoutLayer) built on the same
+    /// store (or a clone) and keyed by the same [`ClientIp`] configuration
+    /// gets its credits for a key asked for beside this limiter's batch, so
+    /// a new client's first request through both waits for one round trip;
+    /// see [`RedisStore`](crate::RedisStore).
+    ///
     /// # Failure of Redis
     ///
     /// Every call has the store's timeout (default 100 ms). When Redis does
