@@ -137,10 +137,16 @@ impl Proxied {
     }
 }
 
-/// The rate limiter's script takes tokens (`…:t`), the lockout's grant
-/// touches the failures first (`…:f`).
-const RATE: &str = ":t";
-const GRANT: &str = ":f";
+/// The rate limiter's script: it takes tokens (`…:t`).
+fn is_batch(command: &Command) -> bool {
+    command.is_script_on(":t")
+}
+
+/// The lockout's grant: failures, grants, lockout and wanted keys (`…:f`,
+/// `…:c`, `…:l`, `…:w`; the recording of a failure has a fifth).
+fn is_grant(command: &Command) -> bool {
+    command.is_script_on(":f") && command.keys.len() == 4 && command.keys[1].ends_with(":c")
+}
 
 #[tokio::test]
 async fn d5_a_new_clients_first_request_through_both_layers_costs_one_round_trip() {
@@ -171,7 +177,7 @@ async fn d5_a_new_clients_first_request_through_both_layers_costs_one_round_trip
     own.proxy
         .until("the rate limiter's and the lockout's scripts", |commands| {
             let new = &commands[before..];
-            new.iter().any(|c| c.is_script_on(RATE)) && new.iter().any(|c| c.is_script_on(GRANT))
+            new.iter().any(is_batch) && new.iter().any(is_grant)
         })
         .await;
     let sent = own.since(before);
@@ -204,10 +210,22 @@ async fn d5_a_new_clients_first_request_through_both_layers_costs_one_round_trip
     );
     let sent = own.since(before);
     assert!(
-        !sent.iter().any(|c| c.is_script_on(GRANT)),
+        !sent.iter().any(is_grant),
         "a returning client's lockout asked redis: {sent:?}"
     );
+    // And once the batch holds a token, its requests wait for no reply at
+    // all: answered while Redis's replies are held.
+    own.proxy.hold();
+    let answered = tokio::time::timeout(
+        Duration::from_secs(10),
+        svc.clone().oneshot(from([192, 0, 2, 2], GOOD)),
+    )
+    .await
+    .expect("a returning client waited for redis");
+    assert_eq!(answered.unwrap(), StatusCode::OK);
+    own.proxy.release();
     assert_eq!(lockout.tracker().stats().fallbacks, 0);
+    assert_eq!(rate.stats().fallbacks, 0);
     assert_eq!(lockout.tracker().stats().leased, 2);
 }
 
@@ -237,7 +255,7 @@ async fn d5_layers_keyed_differently_ask_redis_one_after_the_other() {
     let first = tokio::spawn(svc.clone().oneshot(from([192, 0, 2, 2], GOOD)));
     own.proxy
         .until("the rate limiter's script", |commands| {
-            commands[before..].iter().any(|c| c.is_script_on(RATE))
+            commands[before..].iter().any(is_batch)
         })
         .await;
     own.proxy.release();
@@ -245,7 +263,7 @@ async fn d5_layers_keyed_differently_ask_redis_one_after_the_other() {
     let sent = own.since(before);
     let grant = sent
         .iter()
-        .find(|c| c.is_script_on(GRANT))
+        .find(|c| is_grant(c))
         .expect("the lockout asked for credits");
     assert!(
         !grant.held,
@@ -294,7 +312,7 @@ async fn r5_a_grant_started_ahead_that_redis_does_not_answer_falls_back_like_any
     let sent = own.since(before);
     let grants = sent
         .iter()
-        .filter(|c| c.name == "EVALSHA" && c.is_script_on(GRANT))
+        .filter(|c| c.name == "EVALSHA" && is_grant(c))
         .filter(|c| c.keys[0].contains("192.0.2.2"))
         .count();
     assert_eq!(grants, 1, "{sent:?}");
