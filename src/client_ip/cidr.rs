@@ -42,6 +42,19 @@ impl Trusted {
     pub(crate) fn display(&self) -> &[String] {
         &self.display
     }
+
+    /// Whether `other` holds the same ranges (in any order), so that both
+    /// trust exactly the same addresses.
+    #[cfg(feature = "redis")]
+    pub(crate) fn same(&self, other: &Self) -> bool {
+        fn sorted<T: Copy + Ord>(ranges: &[T]) -> Vec<T> {
+            let mut ranges = ranges.to_vec();
+            ranges.sort_unstable();
+            ranges.dedup();
+            ranges
+        }
+        sorted(&self.v4) == sorted(&other.v4) && sorted(&self.v6) == sorted(&other.v6)
+    }
 }
 
 enum Cidr {

@@ -291,6 +291,16 @@ impl ClientIp {
         Some(peer)
     }
 
+    /// Whether `other` derives the same key as this one from every request:
+    /// the same trusted proxies, forwarding header and prefixes.
+    #[cfg(feature = "redis")]
+    pub(crate) fn same_keys(&self, other: &Self) -> bool {
+        self.header == other.header
+            && self.v4_prefix == other.v4_prefix
+            && self.v6_prefix == other.v6_prefix
+            && self.trusted.same(&other.trusted)
+    }
+
     /// The key `addr` counts under: canonical, masked to the configured
     /// prefix (`2001:db8:1:2:3:4:5:6` is `2001:db8:1:2::` with the default
     /// /64).

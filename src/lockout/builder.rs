@@ -44,6 +44,16 @@ impl Backing {
         }
         Tracker::new(policy)
     }
+
+    /// Lets a rate limiter on the same store that counts the same keys as
+    /// `extractor` start `tracker`'s grant of a key with its own round
+    /// trip (see [`RedisStore`](crate::RedisStore), "A new client").
+    #[cfg(feature = "redis")]
+    fn prefetch<E: KeyExtractor>(&self, extractor: &E, tracker: &Tracker<E::Key>) {
+        if let (Some(store), Some(space)) = (&self.store, crate::redis::KeySpace::of(extractor)) {
+            store.prefetchers().register(space, tracker.prefetcher());
+        }
+    }
 }
 
 impl LockoutLayer {
@@ -175,7 +185,11 @@ impl<K: KeyExtractor, R> LockoutBuilder<K, R> {
     /// than the key has left (`failures + credits ≤ max_failures`), and
     /// the replica admits attempts against them without a round trip; see
     /// [`RedisStore`](crate::RedisStore) and the README's
-    /// "Several replicas".
+    /// "Several replicas". A [`RateLimitLayer`](crate::rate_limit::RateLimitLayer)
+    /// on the same store (or a clone) keyed by the same [`ClientIp`]
+    /// configuration asks for this layer's credits with its own round trip,
+    /// so a new client's first request through both waits for one round
+    /// trip (not in [shadow mode](Self::shadow), which holds no credits).
     ///
     /// Through the layer's [`Tracker`], [`attempt`](Tracker::attempt) and
     /// [`unlock`](Tracker::unlock) use Redis. The other direct methods
@@ -275,6 +289,12 @@ impl<K: KeyExtractor, R> LockoutBuilder<K, R> {
                 });
             };
             tracker = tracker.on_lockout(move |key: &K::Key, until| hook(key, until));
+        }
+        // In shadow mode nothing is reserved: credits fetched ahead would
+        // wait unused.
+        #[cfg(feature = "redis")]
+        if !self.shadow {
+            self.shared.prefetch(&self.extractor, &tracker);
         }
         let mut more = Vec::with_capacity(self.keys.len());
         let mut trackers: Vec<Arc<dyn Any + Send + Sync>> = vec![Arc::new(tracker.clone())];

@@ -741,6 +741,27 @@ where
         let shared = super::store::redis::shared(policy.clone(), store);
         Self::with_store(policy, shared)
     }
+
+    /// What starts this tracker's grant of a key ahead of the key's first
+    /// request (a rate limiter on the same store does, with its own round
+    /// trip). Weak: a tracker dropped is not kept alive by it.
+    pub(crate) fn prefetcher(&self) -> Weak<dyn crate::redis::Prefetch<K>> {
+        let engine: Weak<Engine<K>> = Arc::downgrade(&self.engine);
+        engine
+    }
+}
+
+#[cfg(feature = "redis")]
+impl<K> crate::redis::Prefetch<K> for Engine<K>
+where
+    K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
+{
+    fn prefetch(&self, key: &K) {
+        self.store.prefetch(Hashed {
+            key,
+            hash: self.hasher.hash_one(key),
+        });
+    }
 }
 
 impl<K> Engine<K>

@@ -277,9 +277,14 @@ impl<K, R> RateLimitBuilder<K, R> {
             .transpose()?;
         let memory = MemoryStore::new(quota, self.max_capacity, limited_capacity);
         let store = match self.shared {
-            Some(shared) => {
-                store::with_fallback(shared, memory, interval, burst, self.max_capacity)
-            }
+            Some(shared) => store::with_fallback(
+                shared,
+                memory,
+                interval,
+                burst,
+                self.max_capacity,
+                &self.extractor,
+            ),
             None => Box::new(memory),
         };
         Ok(RateLimitLayer::new(Shared {
@@ -325,6 +330,12 @@ impl<K, R> RateLimitBuilder<K, R> {
     ///
     /// The layer then needs a cloneable inner service, as a request may
     /// wait for Redis before it is passed on.
+    ///
+    /// A [`LockoutLayer`](crate::lockout::LockoutLayer) built on the same
+    /// store (or a clone) and keyed by the same [`ClientIp`] configuration
+    /// gets its credits for a key asked for beside this limiter's batch, so
+    /// a new client's first request through both waits for one round trip;
+    /// see [`RedisStore`](crate::RedisStore).
     ///
     /// # Failure of Redis
     ///

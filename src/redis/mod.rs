@@ -4,19 +4,22 @@
 
 mod fallback;
 mod link;
+mod prefetch;
 mod pubsub;
 pub(crate) mod unlock;
 
 use std::{fmt, sync::Arc, time::Duration};
 
 use ::redis::{
-    Client, FromRedisValue, RedisError, Script, ScriptInvocation,
+    Client, FromRedisValue, IntoConnectionInfo, RedisError, Script, ScriptInvocation,
     aio::{ConnectionManager, ConnectionManagerConfig},
     cluster::ClusterClientBuilder,
+    io::tcp::TcpSettings,
 };
 
-pub(crate) use self::fallback::{Fallback, Primary};
+pub(crate) use self::fallback::{Fallback, Health, Primary};
 use self::link::Link;
+pub(crate) use self::prefetch::{KeySpace, Prefetch, Prefetcher, Prefetchers};
 pub(crate) use self::pubsub::{Handler, Nodes, keep};
 pub(crate) use self::unlock::Unlocks;
 use crate::future::BoxFuture;
@@ -100,6 +103,26 @@ const CLIENT_TIMEOUT: Duration = Duration::from_millis(500);
 /// it alive. A replica that needs credits another one holds says so, and
 /// the holder gives back what it does not use.
 ///
+/// # A new client: one round trip through both limiters
+///
+/// A rate limiter and a lockout built on this store (or its clones) whose
+/// keys are provably the same (both [`ClientIp`](crate::ClientIp), with the
+/// same trusted proxies, forwarding header and prefixes) ask Redis together
+/// on a key's first contact: when the rate limiter sends its script for a
+/// key it holds no tokens of, the lockout's grant for that key goes out
+/// right behind it on the same connection, so the first request of a new
+/// client waits for one round trip, not one per layer. The lockout's
+/// request then finds its credits granted, or waits for the grant under
+/// way; it never sends a second one. Keyed otherwise (a closure, another
+/// [`ClientIp`](crate::ClientIp) configuration), each layer asks on its own.
+///
+/// A request the rate limiter refuses may have started a grant: its
+/// credits wait on this replica for the key's next request and come back
+/// with their lease, or at once when another replica needs them, as any
+/// idle grant does. Grants started ahead go through the same bounded table
+/// as any other, at most one in flight per key; when the grant fails, the
+/// key is decided locally for a while, as after any failed grant.
+///
 /// # Example
 ///
 /// ```no_run
@@ -130,6 +153,9 @@ pub struct RedisStore {
     prefix: Option<String>,
     timeout: Duration,
     lease: Duration,
+    /// The lockouts built on this store (and its clones), whose first
+    /// round trip for a key a rate limiter on it starts with its own.
+    prefetch: Arc<Prefetchers>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -185,10 +211,19 @@ fn password_of(url: &str) -> Option<&str> {
     (!password.is_empty()).then_some(password)
 }
 
+/// The TCP settings of every connection: `TCP_NODELAY`, because commands
+/// are pipelined. With Nagle's algorithm a command written while another
+/// is unanswered waits for that answer (its ACK rides on it): two
+/// scripts sent back to back would cost two round trips, not one.
+fn tcp() -> TcpSettings {
+    TcpSettings::default().set_nodelay(true)
+}
+
 /// A client for `url`, and its node as `host:port` for messages.
 fn open(url: &str, urls: &[&str]) -> Result<(Client, String), RedisConnectError> {
-    let client = Client::open(url)
-        .map_err(|e| RedisConnectError::client("an invalid redis url", &e, urls))?;
+    let invalid = |e: RedisError| RedisConnectError::client("an invalid redis url", &e, urls);
+    let info = url.into_connection_info().map_err(invalid)?;
+    let client = Client::open(info.set_tcp_settings(tcp())).map_err(invalid)?;
     let node = client.get_connection_info().addr().to_string();
     Ok((client, node))
 }
@@ -264,6 +299,7 @@ impl RedisStore {
         )
         .connection_timeout(CLIENT_TIMEOUT)
         .response_timeout(CLIENT_TIMEOUT)
+        .tcp_settings(tcp())
         // A call has the store's timeout anyway: a redirection or a
         // reconnection is retried, briefly.
         .retries(2)
@@ -285,7 +321,13 @@ impl RedisStore {
             prefix: None,
             timeout: Duration::from_millis(100),
             lease: Duration::from_secs(10),
+            prefetch: Arc::default(),
         }
+    }
+
+    /// The lockouts built on this store, by the keys they count.
+    pub(crate) fn prefetchers(&self) -> &Arc<Prefetchers> {
+        &self.prefetch
     }
 
     /// Sets the prefix of every key (default `portcullis:lockout:` for a

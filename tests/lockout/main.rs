@@ -10,6 +10,8 @@ mod delay;
 #[cfg(feature = "cookie")]
 mod devices;
 mod events;
+#[cfg(feature = "redis")]
+mod first_contact;
 mod keys;
 mod lists;
 mod lockouts;

@@ -284,6 +284,32 @@ impl<K: Clone + Eq> Grants<K> {
         if entry.asking || now < entry.ask_after {
             return Take::Wait;
         }
+        Take::Ask(self.ask(entry, now))
+    }
+
+    /// Starts a grant of `k` ahead of the key's next request (which then
+    /// finds it done, or waits for it as for any grant under way), when
+    /// this replica holds no live grant of the key and nobody asks for one;
+    /// `None` otherwise. Takes no credit. The entry is made, or found, as
+    /// for a request: the table stays bounded the same way, and at most
+    /// one grant per key is in flight.
+    pub(crate) fn prefetch(&self, k: Hashed<'_, K>) -> Option<Ask> {
+        let now = Instant::now();
+        let mut shard = self.shard(k);
+        let (entry, evicted) = shard.entry(k, now);
+        if let Some(tag) = evicted {
+            self.untag(tag);
+        }
+        if entry.live(now) || entry.asking || now < entry.ask_after {
+            return None;
+        }
+        entry.referenced = true;
+        Some(self.ask(entry, now))
+    }
+
+    /// The grant request of `entry`, which nobody asks for yet: a top-up of
+    /// a live grant, or a new grant.
+    fn ask(&self, entry: &mut Grant, now: Instant) -> Ask {
         entry.asking = true;
         if !entry.live(now) {
             // A new grant: the credits of an earlier one are abandoned
@@ -294,11 +320,11 @@ impl<K: Clone + Eq> Grants<K> {
             entry.held = 0;
         }
         let target = self.share.max(entry.in_use + 1);
-        Take::Ask(Ask {
+        Ask {
             epoch: entry.epoch,
             more: i64::from(target.saturating_sub(entry.held)).max(1),
             sent: now,
-        })
+        }
     }
 
     /// Applies the shared store's reply to `ask`, then takes a credit for
@@ -787,6 +813,45 @@ mod tests {
             matches!(grants.take(h(&1)), Take::Wait),
             "given back at once"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_grant_started_ahead_is_joined_by_the_next_request() {
+        // D5: a grant started ahead of the key's request (by a rate limiter
+        // on the same store) takes no credit, and the request waits for it
+        // instead of asking again.
+        let grants = grants();
+        let ask = grants.prefetch(h(&1)).expect("a new key is fetched");
+        assert_eq!(ask.more, 2);
+        assert_eq!(grants.prefetch(h(&1)), None, "one grant in flight per key");
+        assert_eq!(grants.take(h(&1)), Take::Wait, "the request joins it");
+        assert_eq!(grants.wait(h(&1), |_| {}), Waiting::Registered);
+        assert_eq!(grants.granted(h(&1), ask, reply(2), false), (false, 0));
+        assert_eq!(grants.prefetch(h(&1)), None, "credits are held");
+        let Take::Taken { epoch, .. } = grants.take(h(&1)) else {
+            panic!("the credits fetched ahead are taken")
+        };
+        assert_eq!(epoch, ask.epoch);
+        grants.release(h(&1), epoch, false, false);
+
+        // A grant lost on the way is asked again by the request itself.
+        let ask = grants.prefetch(h(&2)).unwrap();
+        assert!(grants.abandon(h(&2), ask));
+        assert!(matches!(grants.take(h(&2)), Take::Ask(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn grants_started_ahead_keep_the_table_bounded() {
+        // R3: a flood of new keys started ahead grows the table no more
+        // than one of requests: entries whose grant is answered are evicted
+        // as usual.
+        let grants = grants();
+        for key in 0..1000u32 {
+            if let Some(ask) = grants.prefetch(h(&key)) {
+                grants.granted(h(&key), ask, reply(2), false);
+            }
+            assert!(grants.entries() <= 4);
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -223,6 +223,14 @@ pub(crate) trait Store<K>: Send + Sync + 'static {
     /// Records an outcome outside of a reservation (the direct API).
     fn record(&self, key: Hashed<'_, K>, outcome: Outcome) -> Recorded;
 
+    /// Starts, without waiting, the round trip the next [`admit`](Self::admit)
+    /// of `key` would make, so that the request finds it done or under way
+    /// (only a shared store has one; see [`Prefetch`](crate::redis::Prefetch)).
+    #[cfg(feature = "redis")]
+    fn prefetch(&self, key: Hashed<'_, K>) {
+        let _ = key;
+    }
+
     /// The lockout of `key`, if it is locked out now (as of the instant
     /// returned).
     fn locked(&self, key: Hashed<'_, K>) -> Option<(Record, Instant)>;

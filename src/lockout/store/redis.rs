@@ -5,8 +5,10 @@
 //! admission credits per key ([`credits`](super::credits)), never more than
 //! the key's budget (`failures + credits granted ≤ max_failures`), and the
 //! replica admits undecided attempts against them locally. A returning
-//! client costs no round trip; a new one costs one (the grant); a failure
-//! is recorded against a credit already counted, in the background.
+//! client costs no round trip; a new one costs one (the grant, sent beside
+//! the rate limiter's own round trip when one on the same store counts the
+//! same keys: see [`Prefetch`](crate::redis::Prefetch)); a failure is
+//! recorded against a credit already counted, in the background.
 
 use std::{
     fmt,
@@ -31,7 +33,7 @@ use crate::{
     future::BoxFuture,
     lockout::{Outcome, Policy, stats::LockoutStats},
     redis::{
-        Connection, Fallback, Primary, RedisStore, Unlocks, millis,
+        Connection, Fallback, Health, Primary, RedisStore, Unlocks, millis,
         unlock::{WANTED, Wanted},
     },
 };
@@ -270,7 +272,7 @@ where
                 if let Some(ask) = renew {
                     // Off the request path; what it answers is applied by
                     // its task.
-                    let _ = Inner::spawn_ask(&self.inner, k, ask);
+                    let _ = Inner::spawn_ask(&self.inner, k, ask, None);
                 }
                 Admission::Admitted(Ticket::shared(epoch), failures)
             }
@@ -279,7 +281,7 @@ where
                 // The grant is asked for on a task of its own, so that it
                 // is applied even if this request goes away meanwhile: the
                 // credits then wait here for the key's next request.
-                let Some(asking) = Inner::spawn_ask(&self.inner, k, ask) else {
+                let Some(asking) = Inner::spawn_ask(&self.inner, k, ask, None) else {
                     return Admission::Unavailable;
                 };
                 let inner = Arc::clone(&self.inner);
@@ -382,12 +384,15 @@ where
 
     /// Sends `ask` for `k` on a task of its own and applies the answer: the
     /// credits to the grants, a lockout to the cached lockouts. An answer
-    /// that never comes abandons the grant here and releases it there.
-    /// `None` without a runtime.
+    /// that never comes abandons the grant here and releases it there;
+    /// with `health` (a grant nobody waits on the task of), it also sends
+    /// the key to the local fallback first, as the request that asks does
+    /// itself otherwise. `None` without a runtime.
     fn spawn_ask(
         this: &Arc<Self>,
         k: Hashed<'_, K>,
         ask: Ask,
+        health: Option<Arc<Health>>,
     ) -> Option<tokio::task::JoinHandle<Answer>> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             this.grants.abandon(k, ask);
@@ -453,6 +458,11 @@ where
                     Answer::Locked
                 }
                 None => {
+                    // Before the waiters wake: they then decide locally
+                    // rather than ask again.
+                    if let Some(health) = health {
+                        health.fell_back(&key);
+                    }
                     // Redis may have granted what was asked: give it all
                     // back there (the release follows the request on the
                     // connection), and start afresh here.
@@ -490,7 +500,7 @@ where
     /// back what this one holds and does not use.
     fn wanted(this: &Arc<Self>, base: &[u8]) {
         if let Some((key, hash, ask)) = this.grants.spare(tag(base)) {
-            let _ = Self::spawn_ask(this, Hashed { key: &key, hash }, ask);
+            let _ = Self::spawn_ask(this, Hashed { key: &key, hash }, ask, None);
         }
     }
 
@@ -677,6 +687,21 @@ where
 
     fn record(&self, k: Hashed<'_, K>, outcome: Outcome) -> Recorded {
         self.secondary.record(k, outcome)
+    }
+
+    /// The grant of a key's first request, started by a rate limiter on
+    /// the same store with its own round trip: through the same table, at
+    /// most one per key in flight; nothing while the key's slot falls back
+    /// or the key is locked out. A grant that fails sends the key to the
+    /// local fallback, as the failed grant of a request does.
+    fn prefetch(&self, k: Hashed<'_, K>) {
+        if self.health.is_down(k.key) || self.primary.cached(k.key).is_some() {
+            return;
+        }
+        let inner = &self.primary.inner;
+        if let Some(ask) = inner.grants.prefetch(k) {
+            let _ = Inner::spawn_ask(inner, k, ask, Some(Arc::clone(&self.health)));
+        }
     }
 
     fn locked(&self, k: Hashed<'_, K>) -> Option<(Record, Instant)> {

@@ -48,12 +48,13 @@ pub(crate) use crate::redis::RedisStore as SharedStore;
 pub(crate) enum SharedStore {}
 
 #[cfg(not(feature = "redis"))]
-pub(crate) fn with_fallback<K: Clone + Eq + std::hash::Hash>(
+pub(crate) fn with_fallback<E: crate::KeyExtractor>(
     shared: SharedStore,
-    _: memory::MemoryStore<K>,
+    _: memory::MemoryStore<E::Key>,
     _: Duration,
     _: u32,
     _: u64,
-) -> Box<dyn Store<K>> {
+    _: &E,
+) -> Box<dyn Store<E::Key>> {
     match shared {}
 }

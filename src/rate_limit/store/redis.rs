@@ -20,9 +20,10 @@ use tokio::time::Instant;
 
 use super::{Decision, Store, Verdict, memory::MemoryStore};
 use crate::{
+    KeyExtractor,
     future::BoxFuture,
     rate_limit::stats::RateLimitStats,
-    redis::{Connection, Fallback, Primary, RedisStore},
+    redis::{Connection, Fallback, KeySpace, Prefetcher, Primary, RedisStore},
     table::{ClockQueue, Hand, Hashed, Table, shard_capacities},
 };
 
@@ -102,17 +103,28 @@ pub(crate) struct RedisRate<K> {
     max_batch: u32,
     hasher: RandomState,
     shards: Arc<[Mutex<Shard<K>>]>,
+    /// Starts the grants of the lockouts on the same store that count the
+    /// same keys, beside this limiter's own round trip for a key.
+    prefetch: Option<Prefetcher<K>>,
 }
 
 impl<K> RedisRate<K>
 where
     K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
 {
-    fn new(store: RedisStore, interval: Duration, burst: u32, capacity: u64) -> Self {
+    fn new(
+        store: RedisStore,
+        interval: Duration,
+        burst: u32,
+        capacity: u64,
+        space: Option<KeySpace>,
+    ) -> Self {
         let interval_us = u64::try_from(interval.as_nanos().div_ceil(1000))
             .unwrap_or(u64::MAX)
             .max(1);
+        let prefetch = space.map(|space| store.prefetchers().for_space(space));
         Self {
+            prefetch,
             conn: Connection::new(store, "portcullis:rate:"),
             take: Script::new(TAKE),
             interval_us,
@@ -292,19 +304,19 @@ impl<K> Primary for RedisRate<K> {
     }
 }
 
-/// The shared store with its local fallback, for the builder.
-pub(crate) fn with_fallback<K>(
+/// The shared store with its local fallback, for the builder of a limiter
+/// keyed by `extractor`.
+pub(crate) fn with_fallback<E: KeyExtractor>(
     store: RedisStore,
-    memory: MemoryStore<K>,
+    memory: MemoryStore<E::Key>,
     interval: Duration,
     burst: u32,
     capacity: u64,
-) -> Box<dyn Store<K>>
-where
-    K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
-{
+    extractor: &E,
+) -> Box<dyn Store<E::Key>> {
+    let space = KeySpace::of(extractor);
     Box::new(Fallback::new(
-        RedisRate::new(store, interval, burst, capacity),
+        RedisRate::new(store, interval, burst, capacity, space),
         memory,
         "rate_limit",
     ))
@@ -351,6 +363,12 @@ where
             Local::Ask(n) => n,
         };
         let asking = rate.ask(key, n);
+        // The lockouts that count this key ask Redis now too, so that their
+        // script follows this one on the connection: the request waits for
+        // one round trip, not one per layer.
+        if let Some(prefetch) = &rate.prefetch {
+            prefetch.prefetch(key);
+        }
         let (shards, max_batch) = (Arc::clone(&rate.shards), rate.max_batch);
         let (secondary, health) = (Arc::clone(&self.secondary), Arc::clone(&self.health));
         let (key, hash, sent) = (key.clone(), k.hash, Instant::now());

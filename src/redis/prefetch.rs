@@ -1,0 +1,209 @@
+//! A new client's first request through a rate limiter and a lockout that
+//! share one [`RedisStore`](super::RedisStore): one round trip, not two.
+//!
+//! Both limiters ask Redis on a key's first contact: the rate limiter for a
+//! batch of tokens, the lockout for admission credits. Asked one after the
+//! other (the lockout only once the rate limiter's answer let the request
+//! through), that is two round trips. A lockout built on a store registers
+//! here under the key its first [`KeyExtractor`] derives; a rate limiter on
+//! the same store whose extractor provably derives the same key from every
+//! request asks the lockout to start its grant at the moment it sends its
+//! own script. Both scripts then go out back to back on the multiplexed
+//! connection (to the same master on a cluster: both keys carry the
+//! limiter key as their hash tag), and the request that reaches the
+//! lockout finds the grant done, or joins it under way.
+//!
+//! Only what can be proven the same is prefetched: two extractors are the
+//! same when they are both [`ClientIp`] with the same trusted proxies, the
+//! same forwarding header and the same prefixes. A closure, or a
+//! [`ClientIp`] configured otherwise, is never matched, so a grant is never
+//! started for a key the lockout would not count under.
+
+use std::{
+    any::Any,
+    fmt,
+    marker::PhantomData,
+    sync::{Arc, PoisonError, RwLock, Weak},
+};
+
+use crate::{ClientIp, KeyExtractor};
+
+/// Starts the work a limiter does at a key's first request, ahead of it.
+pub(crate) trait Prefetch<K>: Send + Sync {
+    /// Starts it for `key`, without waiting: at most one round trip per
+    /// key is in flight, and nothing is started when there is nothing to
+    /// fetch (the key is known, or the store is down).
+    fn prefetch(&self, key: &K);
+}
+
+/// What a key extractor derives, when the crate can tell: two extractors of
+/// equal spaces derive the same key from every request.
+#[derive(Clone)]
+pub(crate) enum KeySpace {
+    ClientIp(ClientIp),
+}
+
+impl KeySpace {
+    /// The space of `extractor`, if it is one the crate knows.
+    pub(crate) fn of<E: KeyExtractor>(extractor: &E) -> Option<Self> {
+        let any: &dyn Any = extractor;
+        any.downcast_ref::<ClientIp>()
+            .map(|ip| Self::ClientIp(ip.clone()))
+    }
+
+    fn same(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::ClientIp(a), Self::ClientIp(b)) => a.same_keys(b),
+        }
+    }
+}
+
+impl fmt::Debug for KeySpace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ClientIp(ip) => f.debug_tuple("ClientIp").field(ip).finish(),
+        }
+    }
+}
+
+/// The lockouts registered on one store (shared by its clones).
+#[derive(Default)]
+pub(crate) struct Prefetchers {
+    entries: RwLock<Vec<Entry>>,
+}
+
+struct Entry {
+    space: KeySpace,
+    /// A `Weak<dyn Prefetch<K>>` of the lockout's key type: a lockout
+    /// dropped is not kept alive, and not called.
+    target: Box<dyn Any + Send + Sync>,
+    gone: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl fmt::Debug for Prefetchers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+        f.debug_list()
+            .entries(entries.iter().map(|e| &e.space))
+            .finish()
+    }
+}
+
+impl Prefetchers {
+    /// Registers `target`, which starts grants for keys of `space`.
+    pub(crate) fn register<K: 'static>(&self, space: KeySpace, target: Weak<dyn Prefetch<K>>) {
+        let probe = Weak::clone(&target);
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        // Lockouts are built once per layer: forgetting the dropped ones
+        // here keeps the list as short as the live ones.
+        entries.retain(|e| !(e.gone)());
+        entries.push(Entry {
+            space,
+            target: Box::new(target),
+            gone: Box::new(move || probe.strong_count() == 0),
+        });
+    }
+
+    /// A handle that starts, for keys of `space`, the grants of the
+    /// lockouts registered (now or later) under the same space.
+    pub(crate) fn for_space<K>(self: &Arc<Self>, space: KeySpace) -> Prefetcher<K> {
+        Prefetcher {
+            registry: Arc::clone(self),
+            space,
+            key: PhantomData,
+        }
+    }
+
+    fn prefetch<K: 'static>(&self, space: &KeySpace, key: &K) {
+        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+        for entry in entries.iter().filter(|e| e.space.same(space)) {
+            // Another key type: not the same keys, whatever the extractor.
+            let Some(target) = entry.target.downcast_ref::<Weak<dyn Prefetch<K>>>() else {
+                continue;
+            };
+            if let Some(target) = target.upgrade() {
+                target.prefetch(key);
+            }
+        }
+    }
+}
+
+/// What a rate limiter holds to start the grants of the lockouts that count
+/// its keys.
+pub(crate) struct Prefetcher<K> {
+    registry: Arc<Prefetchers>,
+    space: KeySpace,
+    key: PhantomData<fn(&K)>,
+}
+
+impl<K: 'static> Prefetcher<K> {
+    /// Starts the grants of `key` of every lockout of the same keys.
+    pub(crate) fn prefetch(&self, key: &K) {
+        self.registry.prefetch(&self.space, key);
+    }
+}
+
+impl<K> fmt::Debug for Prefetcher<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prefetcher")
+            .field("space", &self.space)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    struct Counting(AtomicUsize);
+
+    impl Prefetch<std::net::IpAddr> for Counting {
+        fn prefetch(&self, _: &std::net::IpAddr) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn space(ip: ClientIp) -> KeySpace {
+        KeySpace::of(&ip).expect("a ClientIp has a key space")
+    }
+
+    #[test]
+    fn only_extractors_that_derive_the_same_keys_are_matched() {
+        let registry = Arc::new(Prefetchers::default());
+        let lockout = Arc::new(Counting(AtomicUsize::new(0)));
+        let weak: Weak<dyn Prefetch<std::net::IpAddr>> =
+            Arc::downgrade(&lockout) as Weak<dyn Prefetch<std::net::IpAddr>>;
+        registry.register(space(ClientIp::new()), weak);
+        let key: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+
+        registry.for_space(space(ClientIp::new())).prefetch(&key);
+        assert_eq!(lockout.0.load(Ordering::Relaxed), 1, "the same defaults");
+
+        let others = [
+            ClientIp::builder().ipv6_prefix(56).build().unwrap(),
+            ClientIp::builder().ipv4_prefix(24).build().unwrap(),
+            ClientIp::builder()
+                .trust_proxies(["10.0.0.0/8"])
+                .build()
+                .unwrap(),
+        ];
+        for other in others {
+            registry.for_space(space(other)).prefetch(&key);
+        }
+        assert_eq!(lockout.0.load(Ordering::Relaxed), 1, "other keys");
+
+        // Another key type under the same space is not called either.
+        registry
+            .for_space::<String>(space(ClientIp::new()))
+            .prefetch(&"192.0.2.1".to_owned());
+        assert_eq!(lockout.0.load(Ordering::Relaxed), 1);
+
+        let closure = |_: &http::request::Parts| Ok::<_, crate::AuthRejection>(0u8);
+        assert!(KeySpace::of(&closure).is_none(), "a closure is unknown");
+
+        drop(lockout);
+        registry.for_space(space(ClientIp::new())).prefetch(&key);
+    }
+}
