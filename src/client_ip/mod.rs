@@ -128,6 +128,8 @@
 mod builder;
 pub(crate) mod cidr;
 mod forwarded;
+#[cfg(feature = "redis")]
+mod space;
 
 use std::{
     fmt,
@@ -140,6 +142,8 @@ use std::{
 
 use http::request::Parts;
 
+#[cfg(feature = "redis")]
+pub(crate) use self::space::key_space;
 pub use self::{builder::ClientIpBuilder, forwarded::ForwardedHeader};
 use self::{
     cidr::{Trusted, mask_u32, mask_u128},

@@ -50,7 +50,7 @@ impl Backing {
     /// trip (see [`RedisStore`](crate::RedisStore), "A new client").
     #[cfg(feature = "redis")]
     fn prefetch<E: KeyExtractor>(&self, extractor: &E, tracker: &Tracker<E::Key>) {
-        if let (Some(store), Some(space)) = (&self.store, crate::redis::KeySpace::of(extractor)) {
+        if let (Some(store), Some(space)) = (&self.store, crate::client_ip::key_space(extractor)) {
             store.prefetchers().register(space, tracker.prefetcher());
         }
     }

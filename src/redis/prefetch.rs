@@ -5,7 +5,7 @@
 //! batch of tokens, the lockout for admission credits. Asked one after the
 //! other (the lockout only once the rate limiter's answer let the request
 //! through), that is two round trips. A lockout built on a store registers
-//! here under the key its first [`KeyExtractor`] derives; a rate limiter on
+//! here under the key its first [`KeyExtractor`](crate::KeyExtractor) derives; a rate limiter on
 //! the same store whose extractor provably derives the same key from every
 //! request asks the lockout to start its grant at the moment it sends its
 //! own script. Both scripts then go out back to back on the multiplexed
@@ -14,9 +14,9 @@
 //! lockout finds the grant done, or joins it under way.
 //!
 //! Only what can be proven the same is prefetched: two extractors are the
-//! same when they are both [`ClientIp`] with the same trusted proxies, the
+//! same when they are both [`ClientIp`](crate::ClientIp) with the same trusted proxies, the
 //! same forwarding header and the same prefixes. A closure, or a
-//! [`ClientIp`] configured otherwise, is never matched, so a grant is never
+//! [`ClientIp`](crate::ClientIp) configured otherwise, is never matched, so a grant is never
 //! started for a key the lockout would not count under.
 
 use std::{
@@ -25,8 +25,6 @@ use std::{
     marker::PhantomData,
     sync::{Arc, PoisonError, RwLock, Weak},
 };
-
-use crate::{ClientIp, KeyExtractor};
 
 /// Starts the work a limiter does at a key's first request, ahead of it.
 pub(crate) trait Prefetch<K>: Send + Sync {
@@ -37,32 +35,32 @@ pub(crate) trait Prefetch<K>: Send + Sync {
 }
 
 /// What a key extractor derives, when the crate can tell: two extractors of
-/// equal spaces derive the same key from every request.
+/// equal spaces derive the same key from every request. Made by the
+/// extractor's own module (`client_ip::key_space`).
 #[derive(Clone)]
-pub(crate) enum KeySpace {
-    ClientIp(ClientIp),
+pub(crate) struct KeySpace(Arc<dyn SameKeys>);
+
+/// An extractor's configuration, compared with another's.
+pub(crate) trait SameKeys: Any + Send + Sync + fmt::Debug {
+    /// Whether `other` is an extractor that derives the same key as this
+    /// one from every request.
+    fn same_keys_as(&self, other: &dyn Any) -> bool;
 }
 
 impl KeySpace {
-    /// The space of `extractor`, if it is one the crate knows.
-    pub(crate) fn of<E: KeyExtractor>(extractor: &E) -> Option<Self> {
-        let any: &dyn Any = extractor;
-        any.downcast_ref::<ClientIp>()
-            .map(|ip| Self::ClientIp(ip.clone()))
+    pub(crate) fn new(space: impl SameKeys) -> Self {
+        Self(Arc::new(space))
     }
 
     fn same(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Self::ClientIp(a), Self::ClientIp(b)) => a.same_keys(b),
-        }
+        let other: &dyn Any = &*other.0;
+        self.0.same_keys_as(other)
     }
 }
 
 impl fmt::Debug for KeySpace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::ClientIp(ip) => f.debug_tuple("ClientIp").field(ip).finish(),
-        }
+        self.0.fmt(f)
     }
 }
 
@@ -148,62 +146,5 @@ impl<K> fmt::Debug for Prefetcher<K> {
         f.debug_struct("Prefetcher")
             .field("space", &self.space)
             .finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use super::*;
-
-    struct Counting(AtomicUsize);
-
-    impl Prefetch<std::net::IpAddr> for Counting {
-        fn prefetch(&self, _: &std::net::IpAddr) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn space(ip: ClientIp) -> KeySpace {
-        KeySpace::of(&ip).expect("a ClientIp has a key space")
-    }
-
-    #[test]
-    fn only_extractors_that_derive_the_same_keys_are_matched() {
-        let registry = Arc::new(Prefetchers::default());
-        let lockout = Arc::new(Counting(AtomicUsize::new(0)));
-        let weak: Weak<dyn Prefetch<std::net::IpAddr>> =
-            Arc::downgrade(&lockout) as Weak<dyn Prefetch<std::net::IpAddr>>;
-        registry.register(space(ClientIp::new()), weak);
-        let key: std::net::IpAddr = "192.0.2.1".parse().unwrap();
-
-        registry.for_space(space(ClientIp::new())).prefetch(&key);
-        assert_eq!(lockout.0.load(Ordering::Relaxed), 1, "the same defaults");
-
-        let others = [
-            ClientIp::builder().ipv6_prefix(56).build().unwrap(),
-            ClientIp::builder().ipv4_prefix(24).build().unwrap(),
-            ClientIp::builder()
-                .trust_proxies(["10.0.0.0/8"])
-                .build()
-                .unwrap(),
-        ];
-        for other in others {
-            registry.for_space(space(other)).prefetch(&key);
-        }
-        assert_eq!(lockout.0.load(Ordering::Relaxed), 1, "other keys");
-
-        // Another key type under the same space is not called either.
-        registry
-            .for_space::<String>(space(ClientIp::new()))
-            .prefetch(&"192.0.2.1".to_owned());
-        assert_eq!(lockout.0.load(Ordering::Relaxed), 1);
-
-        let closure = |_: &http::request::Parts| Ok::<_, crate::AuthRejection>(0u8);
-        assert!(KeySpace::of(&closure).is_none(), "a closure is unknown");
-
-        drop(lockout);
-        registry.for_space(space(ClientIp::new())).prefetch(&key);
     }
 }

@@ -314,7 +314,7 @@ pub(crate) fn with_fallback<E: KeyExtractor>(
     capacity: u64,
     extractor: &E,
 ) -> Box<dyn Store<E::Key>> {
-    let space = KeySpace::of(extractor);
+    let space = crate::client_ip::key_space(extractor);
     Box::new(Fallback::new(
         RedisRate::new(store, interval, burst, capacity, space),
         memory,
