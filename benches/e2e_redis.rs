@@ -104,23 +104,20 @@ async fn app(mode: Mode, servers: &Servers, prefix: &str) -> Router {
             LockoutLayer::new(Policy::default()),
         ),
         Mode::Redis | Mode::Cluster => {
-            let store = || async {
-                let store = if mode == Mode::Cluster {
-                    RedisStore::connect_cluster(&servers.cluster).await
-                } else {
-                    RedisStore::connect(&servers.node).await
-                };
-                store.expect("redis-server answers").prefix(prefix)
+            // One store for both layers, as the docs advise: a new
+            // client's first request then asks Redis once for both.
+            let store = if mode == Mode::Cluster {
+                RedisStore::connect_cluster(&servers.cluster).await
+            } else {
+                RedisStore::connect(&servers.node).await
             };
+            let store = store.expect("redis-server answers").prefix(prefix);
             let lockout = LockoutLayer::builder(Policy::default())
-                .redis(store().await)
+                .redis(store.clone())
                 .build()
                 .expect("a valid lockout");
             (
-                rate_limit
-                    .redis(store().await)
-                    .build()
-                    .expect("a valid rate"),
+                rate_limit.redis(store).build().expect("a valid rate"),
                 lockout,
             )
         }

@@ -194,10 +194,12 @@ pub struct DefaultClassifier;
 
 impl Classifier for DefaultClassifier {
     fn classify(&self, response: &Parts) -> Outcome {
+        // `grpc-status` is looked up first: an HTTP answer has none, and
+        // its content type is then never parsed.
         let unauthenticated = response.status == StatusCode::UNAUTHORIZED
-            || (Protocol::from_content_type(&response.headers)
-                .is_some_and(Protocol::has_grpc_status)
-                && response.headers.get(GRPC_STATUS).map(HeaderValue::as_bytes) == Some(b"16"));
+            || (response.headers.get(GRPC_STATUS).map(HeaderValue::as_bytes) == Some(b"16")
+                && Protocol::from_content_type(&response.headers)
+                    .is_some_and(Protocol::has_grpc_status));
         if unauthenticated {
             Outcome::Failure
         } else {
