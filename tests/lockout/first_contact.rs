@@ -137,6 +137,18 @@ impl Proxied {
     }
 }
 
+/// Sends `req` through a clone of `svc`.
+async fn send(svc: &Stack, req: Request<String>) -> StatusCode {
+    svc.clone().oneshot(req).await.unwrap()
+}
+
+/// One request of another client, so that the server knows both scripts
+/// before a test counts them (an unknown script costs a load and a second
+/// call).
+async fn load_scripts(svc: &Stack) {
+    assert_eq!(send(svc, from([192, 0, 2, 1], GOOD)).await, StatusCode::OK);
+}
+
 /// The rate limiter's script: it takes tokens (`…:t`).
 fn is_batch(command: &Command) -> bool {
     command.is_script_on(":t")
@@ -161,15 +173,7 @@ async fn d5_a_new_clients_first_request_through_both_layers_costs_one_round_trip
     let lockout = lockout_on(&own.store, ClientIp::new(), Policy::default());
     let rate = rate_on(&own.store);
     let svc = replica(rate.clone(), &lockout, &validator);
-    // Another client first, so that the server knows both scripts (an
-    // unknown one costs a load and a second call).
-    assert_eq!(
-        svc.clone()
-            .oneshot(from([192, 0, 2, 1], GOOD))
-            .await
-            .unwrap(),
-        StatusCode::OK
-    );
+    load_scripts(&svc).await;
 
     let before = own.proxy.commands().len();
     own.proxy.hold();
@@ -201,13 +205,7 @@ async fn d5_a_new_clients_first_request_through_both_layers_costs_one_round_trip
     // The same client again: the lockout holds its credits (the rate
     // limiter takes its second batch, which grows with use).
     let before = own.proxy.commands().len();
-    assert_eq!(
-        svc.clone()
-            .oneshot(from([192, 0, 2, 2], GOOD))
-            .await
-            .unwrap(),
-        StatusCode::OK
-    );
+    assert_eq!(send(&svc, from([192, 0, 2, 2], GOOD)).await, StatusCode::OK);
     let sent = own.since(before);
     assert!(
         !sent.iter().any(is_grant),
@@ -242,13 +240,7 @@ async fn d5_layers_keyed_differently_ask_redis_one_after_the_other() {
     let key = ClientIp::builder().ipv6_prefix(56).build().unwrap();
     let lockout = lockout_on(&own.store, key, Policy::default());
     let svc = replica(rate_on(&own.store), &lockout, &validator);
-    assert_eq!(
-        svc.clone()
-            .oneshot(from([192, 0, 2, 1], GOOD))
-            .await
-            .unwrap(),
-        StatusCode::OK
-    );
+    load_scripts(&svc).await;
 
     let before = own.proxy.commands().len();
     own.proxy.hold();
@@ -287,13 +279,7 @@ async fn r5_a_grant_started_ahead_that_redis_does_not_answer_falls_back_like_any
     let lockout = lockout_on(&own.store, ClientIp::new(), max(3));
     let rate = rate_on(&own.store);
     let svc = replica(rate.clone(), &lockout, &validator);
-    assert_eq!(
-        svc.clone()
-            .oneshot(from([192, 0, 2, 1], GOOD))
-            .await
-            .unwrap(),
-        StatusCode::OK
-    );
+    load_scripts(&svc).await;
 
     let before = own.proxy.commands().len();
     own.proxy.hold();
@@ -318,18 +304,10 @@ async fn r5_a_grant_started_ahead_that_redis_does_not_answer_falls_back_like_any
     assert_eq!(grants, 1, "{sent:?}");
     // The key is limited locally meanwhile (R5).
     for guess in 1..3 {
-        let res = svc
-            .clone()
-            .oneshot(from([192, 0, 2, 2], &format!("guess-{guess}")))
-            .await
-            .unwrap();
+        let res = send(&svc, from([192, 0, 2, 2], &format!("guess-{guess}"))).await;
         assert_eq!(res, StatusCode::UNAUTHORIZED);
     }
-    let res = svc
-        .clone()
-        .oneshot(from([192, 0, 2, 2], "guess-3"))
-        .await
-        .unwrap();
+    let res = send(&svc, from([192, 0, 2, 2], "guess-3")).await;
     assert_eq!(res, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(validator.guesses.load(Ordering::SeqCst), 3);
     own.proxy.release();
@@ -364,13 +342,10 @@ async fn b6_d2_grants_started_by_refused_requests_keep_guesses_at_max_failures()
     }
     // B takes the client's only token; A's rate limiter then asks Redis,
     // starting A's grant, and is refused.
-    assert_eq!(
-        full[1].clone().oneshot(from(client, GOOD)).await.unwrap(),
-        StatusCode::OK
-    );
+    assert_eq!(send(&full[1], from(client, GOOD)).await, StatusCode::OK);
     assert_eq!(trackers[0].stats().leased, 0);
     assert_eq!(
-        full[0].clone().oneshot(from(client, GOOD)).await.unwrap(),
+        send(&full[0], from(client, GOOD)).await,
         StatusCode::TOO_MANY_REQUESTS
     );
     until("replica A to hold the grant started ahead", || {

@@ -67,9 +67,9 @@ async fn b13_an_account_key_locks_the_account_out_whatever_the_address() {
     assert_eq!(send(&svc, "10.0.0.1", "ok").await.status(), StatusCode::OK);
 }
 
-#[tokio::test(start_paused = true)]
-async fn b13_the_most_restrictive_key_wins_with_the_longest_retry_after() {
-    // B13
+/// Two keys that lock out after two failures: the address for a minute,
+/// the account for an hour.
+fn minute_and_hour() -> (Svc, Arc<AtomicUsize>) {
     let address = Policy::builder()
         .max_failures(2)
         .lockout(MINUTE)
@@ -80,12 +80,18 @@ async fn b13_the_most_restrictive_key_wins_with_the_longest_retry_after() {
         .lockout(HOUR)
         .build()
         .unwrap();
-    let (svc, calls) = guarded(
+    guarded(
         builder(address)
             .also_key(by_account as ByAccount, account)
             .build()
             .unwrap(),
-    );
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn b13_the_most_restrictive_key_wins_with_the_longest_retry_after() {
+    // B13
+    let (svc, calls) = minute_and_hour();
     for _ in 0..2 {
         svc.clone()
             .oneshot(attempt("a", "alice", "invalid"))
@@ -120,22 +126,7 @@ async fn b13_a_refusal_names_the_key_whose_answer_was_sent() {
     // B13: the audit event of a refusal names the key that refused, with
     // several keys as with one: the one with the longest `Retry-After`.
     let mut audit = portcullis::events::subscribe(1 << 16);
-    let address = Policy::builder()
-        .max_failures(2)
-        .lockout(MINUTE)
-        .build()
-        .unwrap();
-    let account = Policy::builder()
-        .max_failures(2)
-        .lockout(HOUR)
-        .build()
-        .unwrap();
-    let (svc, _) = guarded(
-        builder(address)
-            .also_key(by_account as ByAccount, account)
-            .build()
-            .unwrap(),
-    );
+    let (svc, _) = minute_and_hour();
     for _ in 0..2 {
         let guess = attempt("named-client", "named-account", "invalid");
         svc.clone().oneshot(guess).await.unwrap();
