@@ -43,17 +43,17 @@ impl Trusted {
         &self.display
     }
 
-    /// Whether `other` holds the same ranges (in any order), so that both
-    /// trust exactly the same addresses.
+    /// The ranges in one order and without repeats: two lists that trust
+    /// exactly the same ranges, however given, have the same form.
     #[cfg(feature = "redis")]
-    pub(crate) fn same(&self, other: &Self) -> bool {
+    pub(crate) fn canonical(&self) -> String {
         fn sorted<T: Copy + Ord>(ranges: &[T]) -> Vec<T> {
             let mut ranges = ranges.to_vec();
             ranges.sort_unstable();
             ranges.dedup();
             ranges
         }
-        sorted(&self.v4) == sorted(&other.v4) && sorted(&self.v6) == sorted(&other.v6)
+        format!("{:?} {:?}", sorted(&self.v4), sorted(&self.v6))
     }
 }
 

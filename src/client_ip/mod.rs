@@ -295,14 +295,18 @@ impl ClientIp {
         Some(peer)
     }
 
-    /// Whether `other` derives the same key as this one from every request:
-    /// the same trusted proxies, forwarding header and prefixes.
+    /// What decides the keys this one derives: the trusted proxies (in one
+    /// order), the forwarding header and the prefixes. Two `ClientIp`s
+    /// with the same form derive the same key from every request.
     #[cfg(feature = "redis")]
-    pub(crate) fn same_keys(&self, other: &Self) -> bool {
-        self.header == other.header
-            && self.v4_prefix == other.v4_prefix
-            && self.v6_prefix == other.v6_prefix
-            && self.trusted.same(&other.trusted)
+    pub(crate) fn keys_form(&self) -> String {
+        format!(
+            "ClientIp {:?} /{} /{} {}",
+            self.header,
+            self.v4_prefix,
+            self.v6_prefix,
+            self.trusted.canonical()
+        )
     }
 
     /// The key `addr` counts under: canonical, masked to the configured

@@ -6,18 +6,7 @@
 use std::any::Any;
 
 use super::ClientIp;
-use crate::{
-    KeyExtractor,
-    redis::{KeySpace, SameKeys},
-};
-
-impl SameKeys for ClientIp {
-    fn same_keys_as(&self, other: &dyn Any) -> bool {
-        other
-            .downcast_ref::<ClientIp>()
-            .is_some_and(|other| self.same_keys(other))
-    }
-}
+use crate::{KeyExtractor, redis::KeySpace};
 
 /// The keys `extractor` derives, when the crate can tell: a [`ClientIp`]'s
 /// are known; a closure's or another type's are not, and nothing is ever
@@ -25,7 +14,7 @@ impl SameKeys for ClientIp {
 pub(crate) fn key_space<E: KeyExtractor>(extractor: &E) -> Option<KeySpace> {
     let any: &dyn Any = extractor;
     any.downcast_ref::<ClientIp>()
-        .map(|ip| KeySpace::new(ip.clone()))
+        .map(|ip| KeySpace::new(ip.keys_form()))
 }
 
 #[cfg(test)]
@@ -85,5 +74,22 @@ mod tests {
 
         drop(lockout);
         registry.for_space(space(ClientIp::new())).prefetch(&key);
+    }
+
+    #[test]
+    fn the_same_trusted_ranges_in_another_order_are_the_same_keys() {
+        let given = |ranges: &[&str]| {
+            space(
+                ClientIp::builder()
+                    .trust_proxies(ranges.iter().copied())
+                    .build()
+                    .unwrap(),
+            )
+        };
+        assert_eq!(
+            given(&["10.0.0.0/8", "fd00::/8", "192.0.2.1"]),
+            given(&["192.0.2.1/32", "fd00::/8", "10.0.0.0/8", "10.0.0.0/8"])
+        );
+        assert_ne!(given(&["10.0.0.0/8"]), given(&["10.0.0.0/16"]));
     }
 }

@@ -19,7 +19,7 @@ use ::redis::{
 
 pub(crate) use self::fallback::{Fallback, Health, Primary};
 use self::link::Link;
-pub(crate) use self::prefetch::{KeySpace, Prefetch, Prefetcher, Prefetchers, SameKeys};
+pub(crate) use self::prefetch::{KeySpace, Prefetch, Prefetcher, Prefetchers};
 pub(crate) use self::pubsub::{Handler, Nodes, keep};
 pub(crate) use self::unlock::Unlocks;
 use crate::future::BoxFuture;

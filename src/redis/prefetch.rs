@@ -34,33 +34,16 @@ pub(crate) trait Prefetch<K>: Send + Sync {
     fn prefetch(&self, key: &K);
 }
 
-/// What a key extractor derives, when the crate can tell: two extractors of
-/// equal spaces derive the same key from every request. Made by the
-/// extractor's own module (`client_ip::key_space`).
-#[derive(Clone)]
-pub(crate) struct KeySpace(Arc<dyn SameKeys>);
-
-/// An extractor's configuration, compared with another's.
-pub(crate) trait SameKeys: Any + Send + Sync + fmt::Debug {
-    /// Whether `other` is an extractor that derives the same key as this
-    /// one from every request.
-    fn same_keys_as(&self, other: &dyn Any) -> bool;
-}
+/// What a key extractor derives, when the crate can tell, in a form
+/// computed once when a layer is built: two extractors of equal forms
+/// derive the same key from every request. Made by the extractor's own
+/// module (`client_ip::key_space`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KeySpace(Arc<str>);
 
 impl KeySpace {
-    pub(crate) fn new(space: impl SameKeys) -> Self {
-        Self(Arc::new(space))
-    }
-
-    fn same(&self, other: &Self) -> bool {
-        let other: &dyn Any = &*other.0;
-        self.0.same_keys_as(other)
-    }
-}
-
-impl fmt::Debug for KeySpace {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
+    pub(crate) fn new(form: impl Into<Arc<str>>) -> Self {
+        Self(form.into())
     }
 }
 
@@ -114,7 +97,7 @@ impl Prefetchers {
 
     fn prefetch<K: 'static>(&self, space: &KeySpace, key: &K) {
         let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
-        for entry in entries.iter().filter(|e| e.space.same(space)) {
+        for entry in entries.iter().filter(|e| e.space == *space) {
             // Another key type: not the same keys, whatever the extractor.
             let Some(target) = entry.target.downcast_ref::<Weak<dyn Prefetch<K>>>() else {
                 continue;
