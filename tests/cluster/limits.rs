@@ -6,8 +6,10 @@ use std::sync::{
 };
 
 use http::{Request, Response, StatusCode};
-use portcullis::{PeerAddr, rate_limit::RateLimitLayer};
-use tower::{Layer, ServiceExt, service_fn};
+use portcullis::{
+    AuthLayer, PeerAddr, ValidationError, lockout::LockoutLayer, rate_limit::RateLimitLayer,
+};
+use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
 
 use super::*;
 use crate::support::redis::{cluster_store, cluster_urls, unique_prefix};
@@ -134,5 +136,92 @@ async fn two_rate_limiters_over_a_cluster_never_allow_more_than_the_quota() {
     }
     for layer in &layers {
         assert_eq!(layer.stats().fallbacks, 0, "decided without redis");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_contacts_through_both_limiters_on_one_cluster_store_keep_the_bound() {
+    // D8, D5, B6: a rate limiter and a lockout on one cluster store, keyed
+    // by the same `ClientIp`, ask Redis together on a client's first
+    // contact (both keys in the client's slot, so no CROSSSLOT and no
+    // fallback); 32 parallel wrong guesses per client on each of two
+    // replicas still reach the validator `max_failures` times.
+    let Some(urls) = cluster_urls() else { return };
+    let prefix = unique_prefix();
+    let clients = [
+        "192.0.2.11:1",
+        "192.0.2.12:1",
+        "192.0.2.13:1",
+        "192.0.2.14:1",
+    ];
+    let guesses: Arc<[AtomicUsize; 4]> = Arc::default();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let store = cluster_store(&urls, &prefix).await;
+        let rate = RateLimitLayer::builder()
+            .per_second(1_000_000)
+            .burst(1_000_000)
+            .redis(store.clone())
+            .build()
+            .unwrap();
+        let lockout = LockoutLayer::builder(Policy::default())
+            .redis(store)
+            .build()
+            .unwrap();
+        let counted = Arc::clone(&guesses);
+        // Every token is a wrong guess of its own (no repeat to count once,
+        // B14), named after its client.
+        let validate = move |credential: Credential| {
+            let client: usize = credential.secret()[1..2].parse().unwrap();
+            counted[client].fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), _>(ValidationError::invalid()) }
+        };
+        let svc = ServiceBuilder::new()
+            .layer(rate.clone())
+            .layer(lockout.clone())
+            .layer(AuthLayer::new(validate))
+            .service(service_fn(|_: Request<String>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+            }));
+        replicas.push((svc, rate, lockout));
+    }
+    let mut tasks = Vec::new();
+    for (replica, (svc, _, _)) in replicas.iter().enumerate() {
+        for guess in 0..32 {
+            for (n, client) in clients.iter().enumerate() {
+                let mut req = Request::new(String::new());
+                req.headers_mut().insert(
+                    http::header::AUTHORIZATION,
+                    format!("Bearer c{n}-r{replica}-g{guess}").parse().unwrap(),
+                );
+                req.extensions_mut()
+                    .insert(PeerAddr(client.parse().unwrap()));
+                let svc = svc.clone();
+                tasks.push(tokio::spawn(async move {
+                    svc.oneshot(req).await.unwrap().status()
+                }));
+            }
+        }
+    }
+    for task in tasks {
+        let status = task.await.unwrap();
+        assert!(
+            matches!(
+                status,
+                StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS
+            ),
+            "{status}"
+        );
+    }
+    for (n, client) in clients.iter().enumerate() {
+        assert_eq!(guesses[n].load(Ordering::SeqCst), 5, "{client}");
+    }
+    for (_, rate, lockout) in &replicas {
+        assert_eq!(rate.stats().fallbacks, 0, "the rate limiter fell back");
+        assert_eq!(
+            lockout.tracker().stats().fallbacks,
+            0,
+            "the lockout fell back"
+        );
     }
 }
