@@ -31,6 +31,7 @@ use portcullis::{
     AuthLayer, Credential, ValidationError, Validator,
     lockout::{LockoutLayer, Policy},
     rate_limit::RateLimitLayer,
+    stack::Stack,
 };
 use tower::{Layer, Service, ServiceBuilder, service_fn, util::BoxService};
 use tower_governor::{GovernorLayer, governor::GovernorConfigBuilder};
@@ -152,6 +153,13 @@ fn service(name: &str) -> Svc {
                 .layer(AuthLayer::new(InMemory))
                 .service(handler),
         ),
+        // The same three layers as the documented way puts them together.
+        "stack/portcullis_stack" => boxed(
+            Stack::new(AuthLayer::new(InMemory))
+                .lockout(LockoutLayer::new(Policy::default()))
+                .rate_limit(portcullis_rate_limit())
+                .layer(handler),
+        ),
         #[allow(deprecated)] // the peer being compared against
         "stack/tower_governor+tower_http" => boxed(
             ServiceBuilder::new()
@@ -163,7 +171,7 @@ fn service(name: &str) -> Svc {
     }
 }
 
-const SERVICES: [&str; 11] = [
+const SERVICES: [&str; 12] = [
     "bare",
     "auth/tower_http",
     "auth/portcullis",
@@ -174,6 +182,7 @@ const SERVICES: [&str; 11] = [
     "rate/portcullis",
     "rate/tower_governor",
     "stack/portcullis",
+    "stack/portcullis_stack",
     "stack/tower_governor+tower_http",
 ];
 

@@ -18,11 +18,23 @@
 //! and an allocation per admitted request (about 330 instructions, the
 //! largest share of the lockout's success path; see BENCHMARKS.md). A
 //! thread-local set while the lockout calls and polls the inner service
-//! would cost almost nothing, but it names no request: an `AuthLayer` that
-//! a handler runs for a request of its own (an in-process sub-request)
-//! would release the reservation of the handler's request, a login attempt
-//! among them. The extensions belong to one request, follow it onto
-//! another task (behind a `Buffer`), and leave the sub-request's alone.
+//! would cost almost nothing, but in general it names no request: an
+//! `AuthLayer` that a handler runs for a request of its own (an in-process
+//! sub-request) would release the reservation of the handler's request, a
+//! login attempt among them. The extensions belong to one request, follow
+//! it onto another task (behind a `Buffer`), and leave the sub-request's
+//! alone.
+//!
+//! One composition names its request without them: a
+//! [`Stack`](crate::stack::Stack) puts its `AuthLayer` directly inside its
+//! `LockoutLayer`, so the lockout's call of the inner service *is* the auth
+//! service's call, with nothing in between. There the lockout offers the
+//! reservation in a thread-local for exactly that call ([`offering`]), and
+//! the auth service, built to expect it, takes it first thing
+//! ([`take_offered`]), before any code of the application runs. An auth
+//! service not built by a stack never looks; a stack's lockout sets the
+//! offer (to nothing, when it holds no reservation) around every call it
+//! makes, so its auth service can only ever find its own.
 
 use std::{cell::Cell, sync::Arc};
 
@@ -79,6 +91,47 @@ impl Reservation {
             outer: outer.map(Box::new),
         }
     }
+
+    /// The reservations of `inner` (offered directly, with nothing outside
+    /// it) followed by `outer`'s.
+    pub(crate) fn join(inner: Option<Self>, outer: Option<Self>) -> Option<Self> {
+        match (inner, outer) {
+            (Some(inner), outer @ Some(_)) => Some(Self::with(outer, inner.slot)),
+            (inner, outer) => inner.or(outer),
+        }
+    }
+}
+
+thread_local! {
+    /// The reservation a stack's lockout layer offers to the auth service
+    /// directly inside it, for the time of one call (see the module docs).
+    static OFFERED: Cell<Option<Reservation>> = const { Cell::new(None) };
+}
+
+/// Runs `call` (the lockout's call of the auth service directly inside it)
+/// with `reservation` offered to it; an offer not taken is dropped after.
+pub(crate) fn offering<T>(reservation: Option<Reservation>, call: impl FnOnce() -> T) -> T {
+    /// Puts the previous offer back, also when `call` unwinds.
+    struct Restore(Option<Reservation>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            // Only after the thread's locals are gone can this fail; then
+            // nothing is left to offer to.
+            let _ = OFFERED.try_with(|offered| offered.replace(previous));
+        }
+    }
+    let previous = OFFERED
+        .try_with(|offered| offered.replace(reservation))
+        .unwrap_or_default();
+    let _restore = Restore(previous);
+    call()
+}
+
+/// Takes the reservation offered to this call, if any; only an auth
+/// service that a stack put directly inside its lockout asks.
+pub(crate) fn take_offered() -> Option<Reservation> {
+    OFFERED.try_with(Cell::take).ok().flatten()
 }
 
 /// How many requests a lockout layer checks for the wrong order: the order

@@ -128,8 +128,8 @@ use tower_layer::{Identity, Layer};
 use tower_service::Service;
 
 use crate::{
-    AuthLayer, KeyExtractor, ResponseBody, body_key::BodyKeyLayer, cross_origin::CrossOriginLayer,
-    lockout::LockoutLayer, rate_limit::RateLimitLayer,
+    AuthLayer, KeyExtractor, ResponseBody, auth::Auth, body_key::BodyKeyLayer,
+    cross_origin::CrossOriginLayer, lockout::LockoutLayer, rate_limit::RateLimitLayer,
 };
 
 /// The slot type of [`Stack::route_rate_limit`].
@@ -143,6 +143,16 @@ const LOGIN_FIELD: &str = "username";
 ///
 /// The type parameters are the layers in each slot (`Identity` for an empty
 /// one); you never write them: the setters fill them in.
+///
+/// # Performance
+///
+/// A stack costs less than the same layers put together by hand. Its
+/// lockout sits directly outside its auth layer, so each admitted request's
+/// reservation (released once the credential is accepted, SECURITY.md B11)
+/// goes to the auth service with the call itself instead of through the
+/// request extensions: one allocation and an extensions insert fewer per
+/// request. Reservations of lockout layers outside the stack still travel
+/// in the extensions, and are released with it.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct Stack<
@@ -184,6 +194,41 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for tower_layer::Identity {}
     impl Sealed for super::LoginKey {}
+    impl<K: crate::KeyExtractor, R> Sealed for crate::lockout::LockoutLayer<K, R> {}
+}
+
+/// The lockout slot of a [`Stack`]: empty, or a [`LockoutLayer`]; you
+/// never name this trait.
+///
+/// The stack puts its lockout directly outside its auth layer, so the
+/// lockout hands each request's reservation to the auth service with the
+/// call itself, not through the request extensions (see
+/// [`Stack`](Stack#performance)).
+pub trait LockoutSlot<S>: Layer<S> + sealed::Sealed {
+    /// Whether the slot holds a lockout layer.
+    #[doc(hidden)]
+    const LOCKOUT: bool;
+
+    /// Wraps `inner`, the stack's auth service, built to take the
+    /// reservations from the call.
+    #[doc(hidden)]
+    fn layer_handing_over(&self, inner: S) -> Self::Service;
+}
+
+impl<S> LockoutSlot<S> for Identity {
+    const LOCKOUT: bool = false;
+
+    fn layer_handing_over(&self, inner: S) -> S {
+        inner
+    }
+}
+
+impl<S, K: KeyExtractor, R> LockoutSlot<S> for LockoutLayer<K, R> {
+    const LOCKOUT: bool = true;
+
+    fn layer_handing_over(&self, inner: S) -> Self::Service {
+        self.layer(inner).handing_over()
+    }
 }
 
 /// A body key slot that [`Stack::login_route`] may fill: empty, or filled
@@ -447,10 +492,9 @@ impl<A, L, B, C, RL, LO> Stack<A, L, B, C, RL, Identity, LO> {
     }
 }
 
-impl<S, A, L, B, C, RL, PR, LO> Layer<S> for Stack<A, L, B, C, RL, PR, LO>
+impl<S, V, RA, L, B, C, RL, PR, LO> Layer<S> for Stack<AuthLayer<V, RA>, L, B, C, RL, PR, LO>
 where
-    A: Layer<S>,
-    L: Layer<A::Service>,
+    L: LockoutSlot<Auth<S, V, RA>>,
     B: Layer<L::Service>,
     LO: Layer<B::Service>,
     C: Layer<LO::Service>,
@@ -460,8 +504,11 @@ where
     type Service = RL::Service;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let auth = self.auth.layer(inner);
-        let lockout = self.lockout.layer(auth);
+        let mut auth = self.auth.layer(inner);
+        if L::LOCKOUT {
+            auth = auth.taking_over();
+        }
+        let lockout = self.lockout.layer_handing_over(auth);
         let body_key = self.body_key.layer(lockout);
         let login_origin = self.login_origin.layer(body_key);
         let cross_origin = self.cross_origin.layer(login_origin);

@@ -19,7 +19,7 @@ use crate::{
     cross_origin::{self, CrossOriginProtection},
     events::{self, Record},
     gate::{self, Admit, BoxFuture, Gate, Refusal},
-    handoff::{Authenticated, Reservation},
+    handoff::{self, Authenticated, Reservation},
     lease::Leases,
     reject::{self, RejectionKind, Renderer},
 };
@@ -31,11 +31,25 @@ type Validated<I> = (Credential, Result<I, ValidationError>);
 pub struct Auth<S, V, R> {
     inner: S,
     shared: Arc<Shared<V, R>>,
+    /// Directly inside a stack's lockout layer: takes the reservation it
+    /// offers (see `handoff`).
+    direct: bool,
 }
 
 impl<S, V, R> Auth<S, V, R> {
     pub(super) fn new(inner: S, shared: Arc<Shared<V, R>>) -> Self {
-        Self { inner, shared }
+        Self {
+            inner,
+            shared,
+            direct: false,
+        }
+    }
+
+    /// Takes the reservations offered by the lockout layer directly
+    /// outside, which a [`Stack`](crate::stack::Stack) built so.
+    pub(crate) fn taking_over(mut self) -> Self {
+        self.direct = true;
+        self
     }
 
     gate::inner_accessors!();
@@ -46,6 +60,7 @@ impl<S: Clone, V, R> Clone for Auth<S, V, R> {
         Self {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
+            direct: self.direct,
         }
     }
 }
@@ -74,6 +89,13 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // First thing, before any code of the application runs: the
+        // reservation the stack's lockout offers for this call.
+        let offered = if self.direct {
+            handoff::take_offered()
+        } else {
+            None
+        };
         let shared = &self.shared;
         let (mut parts, body) = req.into_parts();
 
@@ -108,7 +130,7 @@ where
                 // cache hit) is answered here: no future, no waiting state,
                 // no clone of the inner service.
                 if let Some(outcome) = shared.validate_now(&credential) {
-                    return self.answer(parts, body, &credential, outcome);
+                    return self.answer(parts, body, &credential, outcome, offered);
                 }
                 let mut validation = shared.validate(credential);
                 // Polling with a no-op waker is sound: a future that is not
@@ -118,9 +140,9 @@ where
                     .poll(&mut Context::from_waker(Waker::noop()))
                 {
                     Poll::Ready((credential, outcome)) => {
-                        self.answer(parts, body, &credential, outcome)
+                        self.answer(parts, body, &credential, outcome, offered)
                     }
-                    Poll::Pending => self.wait(validation, parts, body),
+                    Poll::Pending => self.wait(validation, parts, body, offered),
                 }
             }
             Ok(None) if shared.optional => {
@@ -161,6 +183,7 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
         body: ReqBody,
         credential: &Credential,
         outcome: Result<V::Identity, ValidationError>,
+        offered: Option<Reservation>,
     ) -> ResponseFuture<S, ReqBody>
     where
         S: Service<Request<ReqBody>>,
@@ -168,7 +191,7 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
         let shared = &self.shared;
         match outcome {
             Ok(identity) => {
-                let reservation = releasable(&mut parts.extensions);
+                let reservation = releasable(offered, &mut parts.extensions);
                 let hook = shared.accept(reservation, &mut parts.extensions, credential, identity);
                 self.pass(parts, body, hook)
             }
@@ -198,13 +221,14 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
         validation: BoxFuture<Validated<V::Identity>>,
         mut parts: Parts,
         body: ReqBody,
+        offered: Option<Reservation>,
     ) -> ResponseFuture<S, ReqBody>
     where
         S: Service<Request<ReqBody>> + Clone,
     {
         // The reservations go with the validation, which releases them
         // (sign-in attempts keep them).
-        let reservation = releasable(&mut parts.extensions);
+        let reservation = releasable(offered, &mut parts.extensions);
         let shared = Arc::clone(&self.shared);
         let decision = Box::pin(async move {
             let (credential, outcome) = validation.await;
@@ -251,22 +275,29 @@ fn grant(
     Cut(lease)
 }
 
-/// The reservations of the lockout layers outside, to release once the
-/// credential is accepted (B11). The outcome of the request is still
-/// recorded from its response (B20).
+/// The reservations of the lockout layers outside (the one `offered`
+/// directly, then those in the extensions), to release once the credential
+/// is accepted (B11). The outcome of the request is still recorded from its
+/// response (B20).
 ///
 /// A sign-in attempt (a request whose body names an account, read by a
 /// `BodyKeyLayer`) keeps them until the response, whatever credential it
 /// carries: its outcome is the handler's password check, and parallel
 /// guesses must stay bounded (B6).
-fn releasable(extensions: &mut Extensions) -> Option<Reservation> {
+fn releasable(offered: Option<Reservation>, extensions: &mut Extensions) -> Option<Reservation> {
     // Without a lockout outside, one lookup.
-    let reservation = Reservation::take(extensions)?;
-    if extensions.get::<BodyField>().is_some() {
-        extensions.insert(reservation);
+    let found = Reservation::take(extensions);
+    if offered.is_none() && found.is_none() {
         return None;
     }
-    Some(reservation)
+    if extensions.get::<BodyField>().is_some() {
+        // The offered reservation stays with its lockout's response.
+        if let Some(found) = found {
+            extensions.insert(found);
+        }
+        return None;
+    }
+    Reservation::join(offered, found)
 }
 
 /// A CORS preflight: `OPTIONS` with `Access-Control-Request-Method`.

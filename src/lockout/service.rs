@@ -22,7 +22,7 @@ use crate::{
     client_list::Listed,
     events::{self, KeyText, Record},
     gate::{self, Admit, BoxFuture, Decision, Gate, Refusal},
-    handoff::{Authenticated, ORDER_CHECKS, Reservation},
+    handoff::{self, Authenticated, ORDER_CHECKS, Reservation},
     reject::{self, DefaultRenderer, RejectionKind, Renderer},
 };
 
@@ -34,11 +34,25 @@ where
 {
     inner: S,
     config: Arc<Config<K, R>>,
+    /// The inner service is a stack's auth service, offered the
+    /// reservation directly (see `handoff`).
+    direct: bool,
 }
 
 impl<S, K: KeyExtractor, R> Lockout<S, K, R> {
     pub(crate) fn new(inner: S, config: Arc<Config<K, R>>) -> Self {
-        Self { inner, config }
+        Self {
+            inner,
+            config,
+            direct: false,
+        }
+    }
+
+    /// Hands reservations to the inner service directly: it is the auth
+    /// service of a [`Stack`](crate::stack::Stack), built to take them.
+    pub(crate) fn handing_over(mut self) -> Self {
+        self.direct = true;
+        self
     }
 
     gate::inner_accessors!();
@@ -54,6 +68,7 @@ impl<S: Clone, K: KeyExtractor, R> Clone for Lockout<S, K, R> {
         Self {
             inner: self.inner.clone(),
             config: Arc::clone(&self.config),
+            direct: self.direct,
         }
     }
 }
@@ -134,7 +149,29 @@ where
     where
         S: Service<Request<ReqBody>>,
     {
-        let future = self.inner.call(Request::from_parts(parts, body));
+        self.pass_offering(parts, body, held, None)
+    }
+
+    /// Calls the inner service; a stack's auth service inside is offered
+    /// `reservation` (and nothing, when it is `None`) for that call.
+    #[inline(always)]
+    fn pass_offering<ReqBody>(
+        &mut self,
+        parts: Parts,
+        body: ReqBody,
+        held: Held,
+        reservation: Option<Reservation>,
+    ) -> ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        let request = Request::from_parts(parts, body);
+        let future = if self.direct {
+            let inner = &mut self.inner;
+            handoff::offering(reservation, || inner.call(request))
+        } else {
+            self.inner.call(request)
+        };
         ResponseFuture::new(Gate::pass(future, held))
     }
 
@@ -243,10 +280,22 @@ where
     where
         S: Service<Request<ReqBody>> + Clone,
     {
-        Reservation::push(&mut parts.extensions, Arc::<dyn Settle>::clone(&slot));
+        let handle = Arc::<dyn Settle>::clone(&slot);
         match delay {
-            None => self.pass(parts, body, Held::slot(slot)),
-            Some(delay) => self.wait(delayed(slot, delay), parts, body),
+            // A stack's auth service takes the reservation from the call
+            // itself: nothing goes into the extensions.
+            None if self.direct => {
+                let offered = Reservation::with(None, handle);
+                self.pass_offering(parts, body, Held::slot(slot), Some(offered))
+            }
+            None => {
+                Reservation::push(&mut parts.extensions, handle);
+                self.pass(parts, body, Held::slot(slot))
+            }
+            Some(delay) => {
+                Reservation::push(&mut parts.extensions, handle);
+                self.wait(delayed(slot, delay), parts, body)
+            }
         }
     }
 

@@ -207,9 +207,21 @@ impl portcullis::Validator for Counting {
 type Stack =
     BoxCloneService<Request<String>, Response<ResponseBody<ResponseBody<String>>>, Infallible>;
 
+/// How the lockout and the auth layer are put together: by hand (the
+/// reservation reaches the auth service in the request extensions), or by
+/// a `portcullis::stack::Stack` (it goes with the call itself).
+#[derive(Clone, Copy, Debug)]
+enum Compose {
+    ByHand,
+    Stack,
+}
+
+const BOTH: [Compose; 2] = [Compose::ByHand, Compose::Stack];
+
 /// `LockoutLayer` → `AuthLayer` (with `/login` public) → a handler that
 /// waits at `barrier`, then answers 401 on `/login` and 200 elsewhere.
-fn stack(
+fn composed(
+    how: Compose,
     policy: Policy,
     validator: Counting,
     barrier: Arc<tokio::sync::Barrier>,
@@ -236,11 +248,20 @@ fn stack(
             )
         }
     });
-    let svc = tower::ServiceBuilder::new()
-        .layer(lockout)
-        .layer(auth)
-        .service(handler);
-    (BoxCloneService::new(svc), tracker)
+    let svc = match how {
+        Compose::ByHand => BoxCloneService::new(
+            tower::ServiceBuilder::new()
+                .layer(lockout)
+                .layer(auth)
+                .service(handler),
+        ),
+        Compose::Stack => BoxCloneService::new(
+            portcullis::stack::Stack::new(auth)
+                .lockout(lockout)
+                .layer(handler),
+        ),
+    };
+    (svc, tracker)
 }
 
 fn bearer(client: &str, token: &str) -> Request<String> {
@@ -252,14 +273,14 @@ fn bearer(client: &str, token: &str) -> Request<String> {
         .unwrap()
 }
 
-async fn all_at_once(validator_gate: Option<Arc<Semaphore>>) {
+async fn all_at_once(how: Compose, validator_gate: Option<Arc<Semaphore>>) {
     let barrier = Arc::new(tokio::sync::Barrier::new(64));
     let handled = Arc::new(AtomicUsize::new(0));
     let validator = Counting {
         calls: Arc::default(),
         gate: validator_gate.clone(),
     };
-    let (svc, tracker) = stack(max(5), validator, barrier, Arc::clone(&handled));
+    let (svc, tracker) = composed(how, max(5), validator, barrier, Arc::clone(&handled));
     let tasks: Vec<_> = (0..64)
         .map(|_| {
             let svc = svc.clone();
@@ -282,7 +303,7 @@ async fn all_at_once(validator_gate: Option<Arc<Semaphore>>) {
     .await
     .unwrap_or_else(|_| {
         panic!(
-            "only {} of 64 valid requests reached the handler together",
+            "{how:?}: only {} of 64 valid requests reached the handler together",
             handled.load(Ordering::SeqCst)
         )
     });
@@ -292,19 +313,29 @@ async fn all_at_once(validator_gate: Option<Arc<Semaphore>>) {
 
 #[tokio::test(start_paused = true)]
 async fn b11_sixty_four_parallel_valid_requests_all_reach_the_handler_at_once() {
-    // B11
-    all_at_once(None).await;
+    // B11, by hand and in a stack
+    for how in BOTH {
+        all_at_once(how, None).await;
+    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn b11_valid_requests_with_a_slow_validator_also_reach_the_handler_at_once() {
     // B11: the validator answers later, through the waiting path.
-    all_at_once(Some(Arc::new(Semaphore::new(0)))).await;
+    for how in BOTH {
+        all_at_once(how, Some(Arc::new(Semaphore::new(0)))).await;
+    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn b11_parallel_wrong_tokens_still_reach_the_validator_at_most_max_failures_times() {
     // B11, B6: settling on acceptance does not loosen the bound for guesses.
+    for how in BOTH {
+        wrong_tokens_in_parallel(how).await;
+    }
+}
+
+async fn wrong_tokens_in_parallel(how: Compose) {
     let gate = Arc::new(Semaphore::new(0));
     let validator = Counting {
         calls: Arc::default(),
@@ -312,7 +343,7 @@ async fn b11_parallel_wrong_tokens_still_reach_the_validator_at_most_max_failure
     };
     let calls = Arc::clone(&validator.calls);
     let barrier = Arc::new(tokio::sync::Barrier::new(1));
-    let (svc, tracker) = stack(max(5), validator, barrier, Arc::default());
+    let (svc, tracker) = composed(how, max(5), validator, barrier, Arc::default());
     let tasks: Vec<_> = (0..64)
         .map(|i| {
             let svc = svc.clone();
@@ -337,13 +368,19 @@ async fn b11_parallel_wrong_tokens_still_reach_the_validator_at_most_max_failure
 async fn b11_bad_passwords_on_a_public_login_handler_hold_their_reservation_until_the_response() {
     // B11, B6: nothing settles a public request early, so the login
     // handler's 401s are bounded like wrong tokens.
+    for how in BOTH {
+        bad_passwords_in_parallel(how).await;
+    }
+}
+
+async fn bad_passwords_in_parallel(how: Compose) {
     let barrier = Arc::new(tokio::sync::Barrier::new(1));
     let handled = Arc::new(AtomicUsize::new(0));
     let validator = Counting {
         calls: Arc::default(),
         gate: None,
     };
-    let (svc, tracker) = stack(max(5), validator, barrier, Arc::clone(&handled));
+    let (svc, tracker) = composed(how, max(5), validator, barrier, Arc::clone(&handled));
     let login = || {
         Request::builder()
             .method("POST")
@@ -478,6 +515,65 @@ async fn b11_two_nested_lockouts_are_both_settled_when_the_credential_is_accepte
 
     // Wrong tokens: each is a failure of both keys, and the stricter inner
     // lockout stops them after 3.
+    for i in 0..3 {
+        let response = svc
+            .clone()
+            .oneshot(bearer("nat", &format!("guess-{i}")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(outer_tracker.stats().failures, 3);
+    assert_eq!(inner_tracker.stats().failures, 3);
+    let response = svc.clone().oneshot(bearer("nat", "good")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn b11_a_lockout_outside_a_stack_is_released_with_the_stacks_own() {
+    // B11, B6: the stack's lockout hands its reservation to the auth
+    // service with the call; one added by hand outside the stack passes
+    // its reservation in the extensions. An accepted credential releases
+    // both, and wrong tokens count in both.
+    let outer = layer(max(5));
+    let inner = layer(max(3));
+    let (outer_tracker, inner_tracker) = (outer.tracker().clone(), inner.tracker().clone());
+    let barrier = Arc::new(tokio::sync::Barrier::new(64));
+    let validator = Counting {
+        calls: Arc::default(),
+        gate: None,
+    };
+    let handler = {
+        let barrier = Arc::clone(&barrier);
+        service_fn(move |_: Request<String>| {
+            let barrier = Arc::clone(&barrier);
+            async move {
+                barrier.wait().await;
+                Ok::<_, Infallible>(Response::new(String::new()))
+            }
+        })
+    };
+    let stack = portcullis::stack::Stack::new(portcullis::AuthLayer::new(validator)).lockout(inner);
+    let svc = tower::ServiceBuilder::new()
+        .layer(outer)
+        .layer(stack)
+        .service(handler);
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let svc = svc.clone();
+            tokio::spawn(async move { svc.oneshot(bearer("nat", "good")).await.unwrap() })
+        })
+        .collect();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        for task in tasks {
+            assert_eq!(task.await.unwrap().status(), StatusCode::OK);
+        }
+    })
+    .await
+    .expect("all 64 reach the handler together: neither lockout holds them");
+    assert_eq!(outer_tracker.stats().failures, 0);
+    assert_eq!(inner_tracker.stats().failures, 0);
+
     for i in 0..3 {
         let response = svc
             .clone()
