@@ -153,7 +153,15 @@ fn service(name: &str) -> Svc {
                 .layer(AuthLayer::new(InMemory))
                 .service(handler),
         ),
-        // The same three layers as the documented way puts them together.
+        // The documented way to put layers together: the auth layer alone,
+        // with a lockout (the lockout's share is the difference), and the
+        // same three layers as above.
+        "stack/auth" => boxed(Stack::new(AuthLayer::new(InMemory)).layer(handler)),
+        "stack/auth+lockout" => boxed(
+            Stack::new(AuthLayer::new(InMemory))
+                .lockout(LockoutLayer::new(Policy::default()))
+                .layer(handler),
+        ),
         "stack/portcullis_stack" => boxed(
             Stack::new(AuthLayer::new(InMemory))
                 .lockout(LockoutLayer::new(Policy::default()))
@@ -171,7 +179,7 @@ fn service(name: &str) -> Svc {
     }
 }
 
-const SERVICES: [&str; 12] = [
+const SERVICES: [&str; 14] = [
     "bare",
     "auth/tower_http",
     "auth/portcullis",
@@ -182,6 +190,8 @@ const SERVICES: [&str; 12] = [
     "rate/portcullis",
     "rate/tower_governor",
     "stack/portcullis",
+    "stack/auth",
+    "stack/auth+lockout",
     "stack/portcullis_stack",
     "stack/tower_governor+tower_http",
 ];
