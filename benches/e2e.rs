@@ -65,6 +65,7 @@ use portcullis::{
     AuthLayer, ClientIp, Credential, ValidationError, Validator,
     lockout::{LockoutLayer, Policy},
     rate_limit::RateLimitLayer,
+    stack::Stack as Layers,
 };
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -117,10 +118,13 @@ impl Stack {
                     .key(ClientIp::new())
                     .build()
                     .expect("a valid rate");
-                routes()
-                    .layer(AuthLayer::new(OneToken))
-                    .layer(LockoutLayer::new(Policy::default()))
-                    .layer(rate_limit)
+                // As the README puts them together: one `Stack`, whose
+                // lockout hands its reservation to the auth layer directly.
+                routes().layer(
+                    Layers::new(AuthLayer::new(OneToken))
+                        .lockout(LockoutLayer::new(Policy::default()))
+                        .rate_limit(rate_limit),
+                )
             }
             Self::Peers => {
                 // One token per microsecond, a burst of a million: the same

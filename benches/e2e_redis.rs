@@ -42,6 +42,7 @@ use portcullis::{
     AuthLayer, ClientIp, Credential, RedisStore, ValidationError, Validator,
     lockout::{LockoutLayer, Policy},
     rate_limit::RateLimitLayer,
+    stack::Stack,
 };
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -122,10 +123,12 @@ async fn app(mode: Mode, servers: &Servers, prefix: &str) -> Router {
             )
         }
     };
-    routes
-        .layer(AuthLayer::new(OneToken))
-        .layer(lockout)
-        .layer(rate_limit)
+    // As the README puts them together.
+    routes.layer(
+        Stack::new(AuthLayer::new(OneToken))
+            .lockout(lockout)
+            .rate_limit(rate_limit),
+    )
 }
 
 async fn commands(admin: &mut redis::aio::MultiplexedConnection) -> u64 {
