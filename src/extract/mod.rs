@@ -55,9 +55,9 @@ mod query;
 mod syntax;
 mod websocket;
 
-use std::{borrow::Cow, fmt};
+use std::{borrow::Cow, fmt, ops::Range};
 
-use http::request::Parts;
+use http::{HeaderValue, request::Parts};
 use zeroize::Zeroize;
 
 use crate::{AuthRejection, Credential, CredentialSource, reject::RejectionKind};
@@ -132,6 +132,10 @@ mod sealed {
 
 use sealed::AnySource;
 
+/// Where a header source found its secret: a field value and the range of
+/// the secret in it, visible ASCII.
+type InHeader<'a> = Option<(&'a HeaderValue, Range<usize>)>;
+
 /// An ordered list of credential sources.
 ///
 /// Build it with [`Extractor::new`] and [`Extractor::or`]; give it to
@@ -184,25 +188,21 @@ impl Extractor {
     /// or when two sources hold different credentials.
     pub fn extract(&self, request: &Parts) -> Result<Option<Credential>, ExtractError> {
         if let [source] = &self.sources[..] {
-            let secret = source.find(request, self.max_len)?;
-            return Ok(secret.map(|secret| Credential::found(secret, source.credential_source())));
+            let found = source.find(request, self.max_len)?;
+            return Ok(found.map(|found| found.into_credential(source)));
         }
-        let mut found: Option<(Cow<'_, str>, &AnySource)> = None;
+        let mut found: Option<(Found<'_>, &AnySource)> = None;
         for source in &self.sources {
             let Some(secret) = source.find(request, self.max_len)? else {
                 continue;
             };
             match &found {
                 None => found = Some((secret, source)),
-                Some((first, _)) if *first == secret => {
-                    if let Cow::Owned(mut decoded) = secret {
-                        decoded.zeroize();
-                    }
-                }
+                Some((first, _)) if first.bytes() == secret.bytes() => secret.wipe(),
                 Some(_) => return Err(ExtractError::Ambiguous),
             }
         }
-        Ok(found.map(|(secret, source)| Credential::found(secret, source.credential_source())))
+        Ok(found.map(|(found, source)| found.into_credential(source)))
     }
 
     /// The `Set-Cookie` value that removes the credential cookie `name`
@@ -247,27 +247,58 @@ impl fmt::Debug for Extractor {
     }
 }
 
+/// A secret as a source found it.
+enum Found<'a> {
+    /// Bytes `start..end` of a header field value, visible ASCII: read in
+    /// place.
+    InPlace(&'a HeaderValue, usize, usize),
+    /// From the URI: borrowed, or decoded into a copy that is wiped.
+    Uri(Cow<'a, str>),
+}
+
+impl Found<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::InPlace(value, start, end) => {
+                value.as_bytes().get(*start..*end).unwrap_or_default()
+            }
+            Self::Uri(secret) => secret.as_bytes(),
+        }
+    }
+
+    fn into_credential(self, source: &AnySource) -> Credential {
+        match self {
+            Self::InPlace(value, start, end) => {
+                Credential::in_place(value, start, end, source.credential_source())
+            }
+            Self::Uri(secret) => Credential::found(secret, source.credential_source()),
+        }
+    }
+
+    /// Drops a secret found twice, wiping it if it is a decoded copy.
+    fn wipe(self) {
+        if let Self::Uri(Cow::Owned(mut decoded)) = self {
+            decoded.zeroize();
+        }
+    }
+}
+
 impl AnySource {
     fn find<'a>(
         &self,
         request: &'a Parts,
         max_len: usize,
-    ) -> Result<Option<Cow<'a, str>>, ExtractError> {
+    ) -> Result<Option<Found<'a>>, ExtractError> {
+        let in_place = |(value, range): (&'a HeaderValue, Range<usize>)| {
+            Found::InPlace(value, range.start, range.end)
+        };
         match self {
-            Self::Bearer(s) => s
-                .find(&request.headers, max_len)
-                .map(|o| o.map(Cow::Borrowed)),
+            Self::Bearer(s) => s.find(&request.headers, max_len).map(|o| o.map(in_place)),
             #[cfg(feature = "cookie")]
-            Self::Cookie(s) => s
-                .find(&request.headers, max_len)
-                .map(|o| o.map(Cow::Borrowed)),
-            Self::Header(s) => s
-                .find(&request.headers, max_len)
-                .map(|o| o.map(Cow::Borrowed)),
-            Self::Query(s) => s.find(&request.uri, max_len),
-            Self::WebSocket(s) => s
-                .find(&request.headers, max_len)
-                .map(|o| o.map(Cow::Borrowed)),
+            Self::Cookie(s) => s.find(&request.headers, max_len).map(|o| o.map(in_place)),
+            Self::Header(s) => s.find(&request.headers, max_len).map(|o| o.map(in_place)),
+            Self::Query(s) => s.find(&request.uri, max_len).map(|o| o.map(Found::Uri)),
+            Self::WebSocket(s) => s.find(&request.headers, max_len).map(|o| o.map(in_place)),
         }
     }
 
