@@ -96,11 +96,8 @@ pub(super) fn parse(value: &[u8], max_len: usize) -> Result<Option<Range<usize>>
             .position(|&b| b != b' ')
             .unwrap_or(len - after);
     // b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
-    let mut i = start;
-    while i < len && B64TOKEN[usize::from(value[i])] {
-        i += 1;
-    }
-    let body_end = i;
+    let body_end = start + b64token_body_len(&value[start..]);
+    let mut i = body_end;
     while i < len && value[i] == b'=' {
         i += 1;
     }
@@ -126,6 +123,27 @@ pub(super) fn parse(value: &[u8], max_len: usize) -> Result<Option<Range<usize>>
     Err(ExtractError::Malformed(
         "the bearer token is not a b64token",
     ))
+}
+
+/// How many bytes at the start of `bytes` are `b64token` body characters.
+/// Eight at a time without a branch per byte, then one at a time: this runs
+/// over every token of every request.
+fn b64token_body_len(bytes: &[u8]) -> usize {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut len = 0;
+    for chunk in &mut chunks {
+        if !chunk
+            .iter()
+            .fold(true, |all, &b| all & B64TOKEN[usize::from(b)])
+        {
+            break;
+        }
+        len += 8;
+    }
+    len + bytes[len..]
+        .iter()
+        .position(|&b| !B64TOKEN[usize::from(b)])
+        .unwrap_or(bytes.len() - len)
 }
 
 /// Whether `scheme` (six bytes) is `bearer` in any casing. A byte with bit

@@ -57,7 +57,7 @@ mod websocket;
 
 use std::{borrow::Cow, fmt, ops::Range};
 
-use http::{HeaderValue, request::Parts};
+use http::{HeaderMap, HeaderValue, Uri, request::Parts};
 use zeroize::Zeroize;
 
 use crate::{AuthRejection, Credential, CredentialSource, reject::RejectionKind};
@@ -187,13 +187,24 @@ impl Extractor {
     /// [`ExtractError`] when a carrier is malformed, too large, given twice,
     /// or when two sources hold different credentials.
     pub fn extract(&self, request: &Parts) -> Result<Option<Credential>, ExtractError> {
+        self.find(&request.headers, &request.uri)
+    }
+
+    /// [`Extractor::extract`] from the headers and URI of a request: the
+    /// layers hold a `Request`, and taking it apart and putting it back
+    /// together would move it twice.
+    pub(crate) fn find(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+    ) -> Result<Option<Credential>, ExtractError> {
         if let [source] = &self.sources[..] {
-            let found = source.find(request, self.max_len)?;
+            let found = source.find(headers, uri, self.max_len)?;
             return Ok(found.map(|found| found.into_credential(source)));
         }
         let mut found: Option<(Found<'_>, &AnySource)> = None;
         for source in &self.sources {
-            let Some(secret) = source.find(request, self.max_len)? else {
+            let Some(secret) = source.find(headers, uri, self.max_len)? else {
                 continue;
             };
             match &found {
@@ -213,6 +224,12 @@ impl Extractor {
             AnySource::Cookie(cookie) if cookie.name() == name => Some(cookie.removal()),
             _ => None,
         })
+    }
+
+    /// Whether [`Extractor::strip`] has anything to do: a query or
+    /// WebSocket-protocol source is in the list.
+    pub(crate) fn strips(&self) -> bool {
+        self.strips
     }
 
     /// Removes query and WebSocket-protocol tokens from the request, so the
@@ -286,19 +303,20 @@ impl Found<'_> {
 impl AnySource {
     fn find<'a>(
         &self,
-        request: &'a Parts,
+        headers: &'a HeaderMap,
+        uri: &'a Uri,
         max_len: usize,
     ) -> Result<Option<Found<'a>>, ExtractError> {
         let in_place = |(value, range): (&'a HeaderValue, Range<usize>)| {
             Found::InPlace(value, range.start, range.end)
         };
         match self {
-            Self::Bearer(s) => s.find(&request.headers, max_len).map(|o| o.map(in_place)),
+            Self::Bearer(s) => s.find(headers, max_len).map(|o| o.map(in_place)),
             #[cfg(feature = "cookie")]
-            Self::Cookie(s) => s.find(&request.headers, max_len).map(|o| o.map(in_place)),
-            Self::Header(s) => s.find(&request.headers, max_len).map(|o| o.map(in_place)),
-            Self::Query(s) => s.find(&request.uri, max_len).map(|o| o.map(Found::Uri)),
-            Self::WebSocket(s) => s.find(&request.headers, max_len).map(|o| o.map(in_place)),
+            Self::Cookie(s) => s.find(headers, max_len).map(|o| o.map(in_place)),
+            Self::Header(s) => s.find(headers, max_len).map(|o| o.map(in_place)),
+            Self::Query(s) => s.find(uri, max_len).map(|o| o.map(Found::Uri)),
+            Self::WebSocket(s) => s.find(headers, max_len).map(|o| o.map(in_place)),
         }
     }
 
