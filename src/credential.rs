@@ -29,17 +29,18 @@ pub(crate) use secret_key::{MIN_KEY_BYTES, check_key_len, random_bytes};
 ///
 /// A secret the extractors find in a header (`Authorization`, a cookie, a
 /// custom header, `Sec-WebSocket-Protocol`) is read in place: the
-/// credential shares the request's header value (a reference count, no
-/// copy), so there is no copy of it to wipe; the request's own header map
-/// holds those bytes for the life of the request anyway, and they are
-/// freed with the last of the two, as any header value is. A secret that
-/// had to be decoded (a query parameter) is copied once; the clones of the
-/// credential share that copy, which is overwritten with zeros when the
-/// last of them is dropped, as is the decoding buffer. A `String` or
-/// `Arc<str>` handed to [`Credential::new`] is shared and wiped the same
-/// way, but it is the caller's: an `Arc<str>` the caller keeps is not
-/// wiped, and the buffer of a `String` is copied (and freed as it is) by
-/// the conversion.
+/// credential shares the header value it came in (a reference count, no
+/// copy), so portcullis has no copy of it to wipe. Those bytes are the
+/// request's, which `http` does not wipe either; they are freed when the
+/// last holder drops them (for `Sec-WebSocket-Protocol`, whose token entry
+/// is removed from the request before it goes on, that may be the
+/// credential). A secret found in the URI (a query parameter, decoded when
+/// it is percent-encoded) is copied once; the clones of the credential
+/// share that copy, which is overwritten with zeros when the last of them
+/// is dropped, as is the decoding buffer. A `String` or `Arc<str>` handed
+/// to [`Credential::new`] is shared and wiped the same way, but it is the
+/// caller's: an `Arc<str>` the caller keeps is not wiped, and the buffer of
+/// a `String` is copied (and freed as it is) by the conversion.
 ///
 /// # Example
 ///

@@ -349,3 +349,44 @@ source!(Cookie, Cookie);
 source!(Header, Header);
 source!(Query, Query);
 source!(WebSocketProtocol, WebSocket);
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderName, Request, header::AUTHORIZATION};
+
+    use super::*;
+
+    fn parts(value: &'static str) -> Parts {
+        let (parts, ()) = Request::builder()
+            .header(AUTHORIZATION, value)
+            .header("x-api-key", "  pk_live_abc ")
+            .body(())
+            .unwrap()
+            .into_parts();
+        parts
+    }
+
+    #[test]
+    fn a_secret_found_in_a_header_is_read_in_place() {
+        let parts = parts("Bearer   abc.def  ");
+        let field = parts.headers[AUTHORIZATION].as_bytes().as_ptr_range();
+        let credential = Extractor::default().extract(&parts).unwrap().unwrap();
+        assert_eq!(credential.secret(), "abc.def");
+        assert!(field.contains(&credential.secret().as_ptr()));
+
+        let header = Extractor::new(Header::new(HeaderName::from_static("x-api-key")));
+        let field = parts.headers["x-api-key"].as_bytes().as_ptr_range();
+        let credential = header.extract(&parts).unwrap().unwrap();
+        assert_eq!(credential.secret(), "pk_live_abc");
+        assert!(field.contains(&credential.secret().as_ptr()));
+    }
+
+    #[test]
+    fn a_secret_read_in_place_outlives_its_request() {
+        let credential = Extractor::default()
+            .extract(&parts("Bearer abc"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(credential.clone().secret(), "abc");
+    }
+}
