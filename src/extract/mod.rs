@@ -198,9 +198,19 @@ impl Extractor {
         headers: &HeaderMap,
         uri: &Uri,
     ) -> Result<Option<Credential>, ExtractError> {
-        if let [source] = &self.sources[..] {
-            let found = source.find(headers, uri, self.max_len)?;
-            return Ok(found.map(|found| found.into_credential(source)));
+        match &self.sources[..] {
+            // The default extractor, and the common one.
+            [AnySource::Bearer(bearer)] => {
+                let found = bearer.find(headers, self.max_len)?;
+                return Ok(found.map(|(value, token)| {
+                    Credential::in_place(value, token.start, token.end, CredentialSource::Bearer)
+                }));
+            }
+            [source] => {
+                let found = source.find(headers, uri, self.max_len)?;
+                return Ok(found.map(|found| found.into_credential(source)));
+            }
+            _ => {}
         }
         let mut found: Option<(Found<'_>, &AnySource)> = None;
         for source in &self.sources {
