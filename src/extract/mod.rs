@@ -391,6 +391,34 @@ mod tests {
         assert!(field.contains(&credential.secret().as_ptr()));
     }
 
+    // P4: the one-lookup path (no field name repeats) and the other one
+    // (some field repeats) agree.
+    #[test]
+    fn a_second_authorization_line_is_ambiguous_whatever_else_repeats() {
+        let extractor = Extractor::default();
+        let mut parts = parts("Bearer abc");
+        assert_eq!(extractor.extract(&parts).unwrap().unwrap().secret(), "abc");
+        parts
+            .headers
+            .append("x-other", HeaderValue::from_static("1"));
+        parts
+            .headers
+            .append("x-other", HeaderValue::from_static("2"));
+        assert_eq!(extractor.extract(&parts).unwrap().unwrap().secret(), "abc");
+        parts
+            .headers
+            .append(AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        assert_eq!(
+            extractor.extract(&parts).unwrap_err(),
+            ExtractError::Ambiguous
+        );
+        parts.headers.remove("x-other");
+        assert_eq!(
+            extractor.extract(&parts).unwrap_err(),
+            ExtractError::Ambiguous
+        );
+    }
+
     #[test]
     fn a_secret_read_in_place_outlives_its_request() {
         let credential = Extractor::default()
