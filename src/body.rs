@@ -37,6 +37,16 @@ pin_project! {
     #[project = KindProj]
     enum Kind<B> {
         Inner { #[pin] body: B },
+        // Boxed, so that a response with the inner body is no larger than
+        // the inner service's own: a response is moved several times on its
+        // way out, and a few bytes more turn each move into a `memcpy`.
+        Other { other: Pin<Box<Other<B>>> },
+    }
+}
+
+pin_project! {
+    #[project = OtherProj]
+    enum Other<B> {
         Rejection { data: Option<Bytes> },
         Leased { #[pin] body: B, cutoff: Cutoff },
     }
@@ -53,7 +63,9 @@ impl<B> ResponseBody<B> {
     /// The inner service's body, ended by `cutoff` when its lease ends.
     pub(crate) fn leased(body: B, cutoff: Cutoff) -> Self {
         Self {
-            kind: Kind::Leased { body, cutoff },
+            kind: Kind::Other {
+                other: Box::pin(Other::Leased { body, cutoff }),
+            },
         }
     }
 
@@ -61,7 +73,9 @@ impl<B> ResponseBody<B> {
     pub fn rejection(data: Bytes) -> Self {
         let data = (!data.is_empty()).then_some(data);
         Self {
-            kind: Kind::Rejection { data },
+            kind: Kind::Other {
+                other: Box::pin(Other::Rejection { data }),
+            },
         }
     }
 }
@@ -82,37 +96,48 @@ where
             KindProj::Inner { body } => body
                 .poll_frame(cx)
                 .map(|frame| frame.map(|frame| frame.map_err(Into::into))),
-            KindProj::Rejection { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            KindProj::Leased { body, cutoff } => cutoff.poll_frame(body, cx),
+            KindProj::Other { other } => match other.as_mut().project() {
+                OtherProj::Rejection { data } => {
+                    Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
+                }
+                OtherProj::Leased { body, cutoff } => cutoff.poll_frame(body, cx),
+            },
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
-            Kind::Rejection { data } => data.is_none(),
-            Kind::Leased { body, cutoff } => cutoff.is_closed() || body.is_end_stream(),
+            Kind::Other { other } => match &**other {
+                Other::Rejection { data } => data.is_none(),
+                Other::Leased { body, cutoff } => cutoff.is_closed() || body.is_end_stream(),
+            },
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
-            Kind::Rejection { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
-            Kind::Leased { body, cutoff } if !cutoff.is_closed() => body.size_hint(),
-            Kind::Leased { .. } => SizeHint::with_exact(0),
+            Kind::Other { other } => match &**other {
+                Other::Rejection { data } => {
+                    SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+                }
+                Other::Leased { body, cutoff } if !cutoff.is_closed() => body.size_hint(),
+                Other::Leased { .. } => SizeHint::with_exact(0),
+            },
         }
     }
 }
 
 impl<B: fmt::Debug> fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            Kind::Inner { body } => f.debug_tuple("Inner").field(body).finish(),
-            Kind::Rejection { data } => f.debug_tuple("Rejection").field(data).finish(),
-            Kind::Leased { body, cutoff } => f
+        let other = match &self.kind {
+            Kind::Inner { body } => return f.debug_tuple("Inner").field(body).finish(),
+            Kind::Other { other } => other,
+        };
+        match &**other {
+            Other::Rejection { data } => f.debug_tuple("Rejection").field(data).finish(),
+            Other::Leased { body, cutoff } => f
                 .debug_struct("Leased")
                 .field("body", body)
                 .field("closed", &cutoff.is_closed())

@@ -2,7 +2,7 @@
 
 use std::{borrow::Cow, fmt, sync::Arc};
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use zeroize::Zeroize;
 
 mod digest;
@@ -27,12 +27,20 @@ pub(crate) use secret_key::{MIN_KEY_BYTES, check_key_len, random_bytes};
 /// safely. [`Credential::secret`] is the only way to
 /// read the secret; call it only where the secret is checked.
 ///
-/// The clones of a credential share one copy of its secret, which is
-/// overwritten with zeros when the last of them is dropped. A `String` or
-/// `Arc<str>` handed to [`Credential::new`] is the caller's: an `Arc<str>`
-/// the caller keeps is not wiped, and the buffer of a `String` is copied
-/// (and freed as it is) by the conversion. The credentials the extractors
-/// find are copied from the request once and wiped.
+/// A secret the extractors find in a header (`Authorization`, a cookie, a
+/// custom header, `Sec-WebSocket-Protocol`) is read in place: the
+/// credential shares the header value it came in (a reference count, no
+/// copy), so portcullis has no copy of it to wipe. Those bytes are the
+/// request's, which `http` does not wipe either; they are freed when the
+/// last holder drops them (for `Sec-WebSocket-Protocol`, whose token entry
+/// is removed from the request before it goes on, that may be the
+/// credential). A secret found in the URI (a query parameter, decoded when
+/// it is percent-encoded) is copied once; the clones of the credential
+/// share that copy, which is overwritten with zeros when the last of them
+/// is dropped, as is the decoding buffer. A `String` or `Arc<str>` handed
+/// to [`Credential::new`] is shared and wiped the same way, but it is the
+/// caller's: an `Arc<str>` the caller keeps is not wiped, and the buffer of
+/// a `String` is copied (and freed as it is) by the conversion.
 ///
 /// # Example
 ///
@@ -54,19 +62,50 @@ impl Credential {
     /// Creates a credential from a secret and its source.
     pub fn new(secret: impl Into<Arc<str>>, source: CredentialSource) -> Self {
         Self {
-            secret: secret::Secret::new(secret.into()),
+            secret: secret::Secret::copy(secret.into()),
             source,
         }
     }
 
-    /// A credential an extractor found: borrowed from the request, or
-    /// decoded from it (then that copy is wiped once copied).
+    /// A credential an extractor found in bytes `start..end` of a header
+    /// field value, read in place. The caller checked that they are visible
+    /// ASCII.
+    pub(crate) fn in_place(
+        value: &HeaderValue,
+        start: usize,
+        end: usize,
+        source: CredentialSource,
+    ) -> Self {
+        Self {
+            secret: secret::Secret::InPlace {
+                value: value.clone(),
+                start,
+                end,
+            },
+            source,
+        }
+    }
+
+    /// A credential an extractor found outside the headers: borrowed from
+    /// the request, or decoded from it (then that copy is wiped once
+    /// copied).
     pub(crate) fn found(secret: Cow<'_, str>, source: CredentialSource) -> Self {
         let shared = Arc::from(&*secret);
         if let Cow::Owned(mut decoded) = secret {
             decoded.zeroize();
         }
         Self::new(shared, source)
+    }
+
+    /// The same credential with a copy of its secret of its own (shared by
+    /// its clones and wiped when the last goes) instead of the request's
+    /// header value: for what outlives the request, so that it does not
+    /// keep the request's head in memory.
+    pub(crate) fn detached(&self) -> Self {
+        match &self.secret {
+            secret::Secret::InPlace { .. } => Self::new(self.secret(), self.source.clone()),
+            secret::Secret::Copy(_) => self.clone(),
+        }
     }
 
     /// The secret itself.

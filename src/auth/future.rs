@@ -29,6 +29,7 @@ impl From<()> for Cut {
 impl Hook for Cut {
     fn on_response(self, _: &mut response::Parts) {}
 
+    #[inline]
     fn respond<B>(self, head: &mut response::Parts, body: B) -> ResponseBody<B> {
         match self.0 {
             Some(lease) => {

@@ -88,7 +88,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         // First thing, before any code of the application runs: the
         // reservation the stack's lockout offers for this call.
         let offered = if self.direct {
@@ -97,40 +97,52 @@ where
             None
         };
         let shared = &self.shared;
-        let (mut parts, body) = req.into_parts();
-
-        if let Some(preflight) = &shared.preflight
-            && is_preflight(&parts)
-        {
-            let mut response = preflight(&parts);
-            response
-                .extensions_mut()
-                .insert(AuthRejection::new(RejectionKind::Missing));
-            return ResponseFuture::new(Gate::refuse(response, ()));
+        // The request stays whole on the way to an accepted credential:
+        // only the rarer paths take it apart (`Parts` is large, and each
+        // `into_parts` / `from_parts` moves it).
+        if shared.preflight.is_some() || shared.public.is_some() {
+            let (mut parts, body) = req.into_parts();
+            if let Some(preflight) = &shared.preflight
+                && is_preflight(&parts)
+            {
+                let mut response = preflight(&parts);
+                response
+                    .extensions_mut()
+                    .insert(AuthRejection::new(RejectionKind::Missing));
+                return ResponseFuture::new(Gate::refuse(response, ()));
+            }
+            if shared.public.as_ref().is_some_and(|public| public(&parts)) {
+                shared.pass_anonymous(&mut parts);
+                return self.pass(Request::from_parts(parts, body), Cut::default());
+            }
+            req = Request::from_parts(parts, body);
         }
-        if shared.public.as_ref().is_some_and(|public| public(&parts)) {
-            shared.pass_anonymous(&mut parts);
-            return self.pass(parts, body, Cut::default());
-        }
 
-        match shared.extractor.extract(&parts) {
+        match shared.extractor.find(req.headers(), req.uri()) {
             Ok(Some(credential)) => {
                 // C1: a cookie credential on a cross-site unsafe request is
                 // refused before validation, and never counted, unless a
                 // `CrossOriginLayer` let the request in.
-                if matches!(credential.source(), CredentialSource::Cookie(_))
-                    && !cross_origin::checked_outside(&parts)
-                    && !shared.cross_origin.allows(&parts)
-                {
-                    let rejection = CrossOriginProtection::refuse(&parts);
-                    return ResponseFuture::new(Gate::refuse(shared.render(rejection, &parts), ()));
+                if matches!(credential.source(), CredentialSource::Cookie(_)) {
+                    let (parts, body) = req.into_parts();
+                    if !cross_origin::checked_outside(&parts) && !shared.cross_origin.allows(&parts)
+                    {
+                        let rejection = CrossOriginProtection::refuse(&parts);
+                        return ResponseFuture::new(Gate::refuse(
+                            shared.render(rejection, &parts),
+                            (),
+                        ));
+                    }
+                    req = Request::from_parts(parts, body);
                 }
-                shared.extractor.strip(&mut parts);
+                if shared.extractor.strips() {
+                    req = with_parts(req, |parts| shared.extractor.strip(parts));
+                }
                 // A validator that answers at once (an in-memory table, a
                 // cache hit) is answered here: no future, no waiting state,
                 // no clone of the inner service.
                 if let Some(outcome) = shared.validate_now(&credential) {
-                    return self.answer(parts, body, &credential, outcome, offered);
+                    return self.answer(req, &credential, outcome, offered);
                 }
                 let mut validation = shared.validate(credential);
                 // Polling with a no-op waker is sound: a future that is not
@@ -140,16 +152,17 @@ where
                     .poll(&mut Context::from_waker(Waker::noop()))
                 {
                     Poll::Ready((credential, outcome)) => {
-                        self.answer(parts, body, &credential, outcome, offered)
+                        self.answer(req, &credential, outcome, offered)
                     }
-                    Poll::Pending => self.wait(validation, parts, body, offered),
+                    Poll::Pending => self.wait(validation, req, offered),
                 }
             }
             Ok(None) if shared.optional => {
-                shared.pass_anonymous(&mut parts);
-                self.pass(parts, body, Cut::default())
+                let req = with_parts(req, |parts| shared.pass_anonymous(parts));
+                self.pass(req, Cut::default())
             }
             Ok(None) => {
+                let (parts, _body) = req.into_parts();
                 tracing::debug!(target: "portcullis::auth", "no credential presented");
                 warn_if_login_not_public(&parts);
                 let rejection = AuthRejection::new(RejectionKind::Missing);
@@ -161,6 +174,7 @@ where
                 ResponseFuture::new(Gate::refuse(shared.render(rejection, &parts), ()))
             }
             Err(error) => {
+                let (parts, _body) = req.into_parts();
                 tracing::debug!(target: "portcullis::auth", %error, "credential refused before validation");
                 let rejection = AuthRejection::from(&error);
                 events::emit(Record::Rejected {
@@ -179,8 +193,7 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
     #[inline(always)]
     fn answer<ReqBody>(
         &mut self,
-        mut parts: Parts,
-        body: ReqBody,
+        mut req: Request<ReqBody>,
         credential: &Credential,
         outcome: Result<V::Identity, ValidationError>,
         offered: Option<Reservation>,
@@ -191,27 +204,23 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
         let shared = &self.shared;
         match outcome {
             Ok(identity) => {
-                let reservation = releasable(offered, &mut parts.extensions);
-                let hook = shared.accept(reservation, &mut parts.extensions, credential, identity);
-                self.pass(parts, body, hook)
+                let reservation = releasable(offered, req.extensions_mut());
+                let hook = shared.accept(reservation, req.extensions_mut(), credential, identity);
+                self.pass(req, hook)
             }
             Err(error) => {
                 let rejection = shared.reject(credential, &error);
+                let (parts, _body) = req.into_parts();
                 ResponseFuture::new(Gate::refuse(shared.render(rejection, &parts), ()))
             }
         }
     }
 
-    fn pass<ReqBody>(
-        &mut self,
-        parts: Parts,
-        body: ReqBody,
-        hook: Cut,
-    ) -> ResponseFuture<S, ReqBody>
+    fn pass<ReqBody>(&mut self, req: Request<ReqBody>, hook: Cut) -> ResponseFuture<S, ReqBody>
     where
         S: Service<Request<ReqBody>>,
     {
-        let future = self.inner.call(Request::from_parts(parts, body));
+        let future = self.inner.call(req);
         ResponseFuture::new(Gate::pass(future, hook))
     }
 
@@ -219,8 +228,7 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
     fn wait<ReqBody>(
         &mut self,
         validation: BoxFuture<Validated<V::Identity>>,
-        mut parts: Parts,
-        body: ReqBody,
+        mut req: Request<ReqBody>,
         offered: Option<Reservation>,
     ) -> ResponseFuture<S, ReqBody>
     where
@@ -228,7 +236,7 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
     {
         // The reservations go with the validation, which releases them
         // (sign-in attempts keep them).
-        let reservation = releasable(offered, &mut parts.extensions);
+        let reservation = releasable(offered, req.extensions_mut());
         let shared = Arc::clone(&self.shared);
         let decision = Box::pin(async move {
             let (credential, outcome) = validation.await;
@@ -251,13 +259,15 @@ impl<S, V: Validator, R: Renderer> Auth<S, V, R> {
         });
         let renderer: Arc<dyn Renderer> = self.shared.renderer.clone();
         let inner = gate::take_ready(&mut self.inner);
-        ResponseFuture::new(Gate::wait(
-            decision,
-            inner,
-            Request::from_parts(parts, body),
-            renderer,
-        ))
+        ResponseFuture::new(Gate::wait(decision, inner, req, renderer))
     }
+}
+
+/// Runs `f` on the parts of `req`: for the paths that need `Parts`.
+fn with_parts<B>(req: Request<B>, f: impl FnOnce(&mut Parts)) -> Request<B> {
+    let (mut parts, body) = req.into_parts();
+    f(&mut parts);
+    Request::from_parts(parts, body)
 }
 
 /// With leases on, grants the request its lease: into `extensions`, and as

@@ -1,9 +1,10 @@
-//! The secret of a [`Credential`](super::Credential): one copy shared by
-//! the credential's clones, overwritten with zeros when the last of them is
-//! dropped.
+//! The secret of a [`Credential`](super::Credential): read in place from a
+//! header value of the request, or one copy shared by the credential's
+//! clones, overwritten with zeros when the last of them is dropped.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use http::HeaderValue;
 use zeroize::Zeroize;
 
 /// Locks that order the drops of the clones of one secret. A secret is
@@ -16,6 +17,42 @@ use zeroize::Zeroize;
 /// held for a comparison, the wipe and a free.
 static DROPS: [Mutex<()>; 64] = [const { Mutex::new(()) }; 64];
 
+/// A credential's secret.
+#[derive(Clone)]
+pub(super) enum Secret {
+    /// Bytes `start..end` of a header field value of the request, read in
+    /// place: a clone of a `HeaderValue` shares its bytes (a reference
+    /// count, nothing for a static value), so nothing is copied, and there
+    /// is no copy to wipe. The bytes were checked to be visible ASCII when
+    /// they were found.
+    InPlace {
+        value: HeaderValue,
+        start: usize,
+        end: usize,
+    },
+    /// A copy: decoded from the request, or given to `Credential::new`.
+    Copy(Shared),
+}
+
+impl Secret {
+    pub(super) fn copy(secret: Arc<str>) -> Self {
+        Self::Copy(Shared(Some(secret)))
+    }
+
+    pub(super) fn as_str(&self) -> &str {
+        match self {
+            // Never fails: the range is visible ASCII (see `InPlace`).
+            Self::InPlace { value, start, end } => value
+                .as_bytes()
+                .get(*start..*end)
+                .and_then(|bytes| std::str::from_utf8(bytes).ok())
+                .unwrap_or_default(),
+            // `None` only inside `drop`.
+            Self::Copy(shared) => shared.0.as_deref().unwrap_or_default(),
+        }
+    }
+}
+
 /// The shared copy of a credential's secret.
 ///
 /// One allocation, as a plain `Arc<str>` (an `Arc` of a wiping buffer would
@@ -23,20 +60,9 @@ static DROPS: [Mutex<()>; 64] = [const { Mutex::new(()) }; 64];
 /// through [`Arc::get_mut`]. No weak reference to it is ever made, so
 /// `get_mut` succeeds exactly when the clone is the last one.
 #[derive(Clone)]
-pub(super) struct Secret(Option<Arc<str>>);
+pub(super) struct Shared(Option<Arc<str>>);
 
-impl Secret {
-    pub(super) fn new(secret: Arc<str>) -> Self {
-        Self(Some(secret))
-    }
-
-    pub(super) fn as_str(&self) -> &str {
-        // `None` only inside `drop`.
-        self.0.as_deref().unwrap_or_default()
-    }
-}
-
-impl Drop for Secret {
+impl Drop for Shared {
     fn drop(&mut self) {
         if let Some(secret) = self.0.take() {
             release(secret);
@@ -113,9 +139,27 @@ mod tests {
 
     #[test]
     fn a_clone_reads_the_secret_after_another_is_dropped() {
-        let secret = Secret::new(Arc::from("alice-token"));
+        let secret = Secret::copy(Arc::from("alice-token"));
         let clone = secret.clone();
         drop(secret);
         assert_eq!(clone.as_str(), "alice-token");
+    }
+
+    #[test]
+    fn a_secret_in_place_is_its_range_of_the_value() {
+        let value = HeaderValue::from_static("Bearer alice-token");
+        let secret = Secret::InPlace {
+            value: value.clone(),
+            start: 7,
+            end: value.len(),
+        };
+        assert_eq!(secret.clone().as_str(), "alice-token");
+        // A range that does not fit reads as empty, never panics.
+        let outside = Secret::InPlace {
+            value,
+            start: 7,
+            end: 99,
+        };
+        assert_eq!(outside.as_str(), "");
     }
 }

@@ -3,8 +3,8 @@ use std::sync::Arc;
 use http::{HeaderMap, header::COOKIE};
 
 use super::{
-    ExtractError,
-    syntax::{is_token, trim_ows},
+    ExtractError, InHeader,
+    syntax::{is_token, range_in, trim_ows},
 };
 use crate::ConfigError;
 
@@ -172,7 +172,7 @@ impl Cookie {
         &self,
         headers: &'a HeaderMap,
         max_len: usize,
-    ) -> Result<Option<&'a str>, ExtractError> {
+    ) -> Result<InHeader<'a>, ExtractError> {
         let mut found = None;
         let mut seen = false;
         for field in headers.get_all(COOKIE) {
@@ -188,14 +188,15 @@ impl Cookie {
                     return Err(ExtractError::Ambiguous);
                 }
                 seen = true;
-                found = parse_value(trim_ows(&pair[eq + 1..]), max_len)?;
+                found = parse_value(trim_ows(&pair[eq + 1..]), max_len)?
+                    .map(|value| (field, range_in(field.as_bytes(), value)));
             }
         }
         Ok(found)
     }
 }
 
-fn parse_value(raw: &[u8], max_len: usize) -> Result<Option<&str>, ExtractError> {
+fn parse_value(raw: &[u8], max_len: usize) -> Result<Option<&[u8]>, ExtractError> {
     let value = match raw {
         [b'"', inner @ .., b'"'] => inner,
         _ => raw,
@@ -211,7 +212,7 @@ fn parse_value(raw: &[u8], max_len: usize) -> Result<Option<&str>, ExtractError>
             "the credential cookie holds a byte outside cookie-octet or an unbalanced quote",
         ));
     }
-    Ok(std::str::from_utf8(value).ok())
+    Ok(Some(value))
 }
 
 /// `cookie-octet = %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E`
@@ -226,8 +227,8 @@ mod tests {
     // P8
     #[test]
     fn quoted_values_are_unquoted_and_unbalanced_quotes_are_malformed() {
-        assert_eq!(parse_value(b"\"abc\"", 100), Ok(Some("abc")));
-        assert_eq!(parse_value(b"abc", 100), Ok(Some("abc")));
+        assert_eq!(parse_value(b"\"abc\"", 100), Ok(Some(&b"abc"[..])));
+        assert_eq!(parse_value(b"abc", 100), Ok(Some(&b"abc"[..])));
         assert_eq!(parse_value(b"", 100), Ok(None));
         assert_eq!(parse_value(b"\"\"", 100), Ok(None));
         assert!(parse_value(b"\"abc", 100).is_err());

@@ -1,8 +1,8 @@
 use http::{HeaderMap, HeaderName};
 
 use super::{
-    ExtractError,
-    syntax::{trim_ows, visible_ascii},
+    ExtractError, InHeader,
+    syntax::{is_vchar, range_in, trim_ows},
 };
 
 /// A custom header that carries the credential as its whole value, such as
@@ -46,7 +46,7 @@ impl Header {
         &self,
         headers: &'a HeaderMap,
         max_len: usize,
-    ) -> Result<Option<&'a str>, ExtractError> {
+    ) -> Result<InHeader<'a>, ExtractError> {
         let mut fields = headers.get_all(&self.name).iter();
         let Some(field) = fields.next() else {
             return Ok(None);
@@ -61,10 +61,11 @@ impl Header {
         if value.is_empty() {
             return Err(ExtractError::Malformed("the credential header is empty"));
         }
-        visible_ascii(value)
-            .map(Some)
-            .ok_or(ExtractError::Malformed(
+        if !value.iter().all(|&b| is_vchar(b)) {
+            return Err(ExtractError::Malformed(
                 "the credential header holds a byte that is not visible ASCII",
-            ))
+            ));
+        }
+        Ok(Some((field, range_in(field.as_bytes(), value))))
     }
 }

@@ -55,9 +55,9 @@ mod query;
 mod syntax;
 mod websocket;
 
-use std::{borrow::Cow, fmt};
+use std::{borrow::Cow, fmt, ops::Range};
 
-use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Uri, request::Parts};
 use zeroize::Zeroize;
 
 use crate::{AuthRejection, Credential, CredentialSource, reject::RejectionKind};
@@ -132,6 +132,10 @@ mod sealed {
 
 use sealed::AnySource;
 
+/// Where a header source found its secret: a field value and the range of
+/// the secret in it, visible ASCII.
+type InHeader<'a> = Option<(&'a HeaderValue, Range<usize>)>;
+
 /// An ordered list of credential sources.
 ///
 /// Build it with [`Extractor::new`] and [`Extractor::or`]; give it to
@@ -183,26 +187,43 @@ impl Extractor {
     /// [`ExtractError`] when a carrier is malformed, too large, given twice,
     /// or when two sources hold different credentials.
     pub fn extract(&self, request: &Parts) -> Result<Option<Credential>, ExtractError> {
-        if let [source] = &self.sources[..] {
-            let secret = source.find(request, self.max_len)?;
-            return Ok(secret.map(|secret| Credential::found(secret, source.credential_source())));
+        self.find(&request.headers, &request.uri)
+    }
+
+    /// [`Extractor::extract`] from the headers and URI of a request: the
+    /// layers hold a `Request`, and taking it apart and putting it back
+    /// together would move it twice.
+    pub(crate) fn find(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+    ) -> Result<Option<Credential>, ExtractError> {
+        match &self.sources[..] {
+            // The default extractor, and the common one.
+            [AnySource::Bearer(bearer)] => {
+                let found = bearer.find(headers, self.max_len)?;
+                return Ok(found.map(|(value, token)| {
+                    Credential::in_place(value, token.start, token.end, CredentialSource::Bearer)
+                }));
+            }
+            [source] => {
+                let found = source.find(headers, uri, self.max_len)?;
+                return Ok(found.map(|found| found.into_credential(source)));
+            }
+            _ => {}
         }
-        let mut found: Option<(Cow<'_, str>, &AnySource)> = None;
+        let mut found: Option<(Found<'_>, &AnySource)> = None;
         for source in &self.sources {
-            let Some(secret) = source.find(request, self.max_len)? else {
+            let Some(secret) = source.find(headers, uri, self.max_len)? else {
                 continue;
             };
             match &found {
                 None => found = Some((secret, source)),
-                Some((first, _)) if *first == secret => {
-                    if let Cow::Owned(mut decoded) = secret {
-                        decoded.zeroize();
-                    }
-                }
+                Some((first, _)) if first.bytes() == secret.bytes() => secret.wipe(),
                 Some(_) => return Err(ExtractError::Ambiguous),
             }
         }
-        Ok(found.map(|(secret, source)| Credential::found(secret, source.credential_source())))
+        Ok(found.map(|(found, source)| found.into_credential(source)))
     }
 
     /// The `Set-Cookie` value that removes the credential cookie `name`
@@ -213,6 +234,12 @@ impl Extractor {
             AnySource::Cookie(cookie) if cookie.name() == name => Some(cookie.removal()),
             _ => None,
         })
+    }
+
+    /// Whether [`Extractor::strip`] has anything to do: a query or
+    /// WebSocket-protocol source is in the list.
+    pub(crate) fn strips(&self) -> bool {
+        self.strips
     }
 
     /// Removes query and WebSocket-protocol tokens from the request, so the
@@ -247,27 +274,59 @@ impl fmt::Debug for Extractor {
     }
 }
 
+/// A secret as a source found it.
+enum Found<'a> {
+    /// Bytes `start..end` of a header field value, visible ASCII: read in
+    /// place.
+    InPlace(&'a HeaderValue, usize, usize),
+    /// From the URI: borrowed, or decoded into a copy that is wiped.
+    Uri(Cow<'a, str>),
+}
+
+impl Found<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::InPlace(value, start, end) => {
+                value.as_bytes().get(*start..*end).unwrap_or_default()
+            }
+            Self::Uri(secret) => secret.as_bytes(),
+        }
+    }
+
+    fn into_credential(self, source: &AnySource) -> Credential {
+        match self {
+            Self::InPlace(value, start, end) => {
+                Credential::in_place(value, start, end, source.credential_source())
+            }
+            Self::Uri(secret) => Credential::found(secret, source.credential_source()),
+        }
+    }
+
+    /// Drops a secret found twice, wiping it if it is a decoded copy.
+    fn wipe(self) {
+        if let Self::Uri(Cow::Owned(mut decoded)) = self {
+            decoded.zeroize();
+        }
+    }
+}
+
 impl AnySource {
     fn find<'a>(
         &self,
-        request: &'a Parts,
+        headers: &'a HeaderMap,
+        uri: &'a Uri,
         max_len: usize,
-    ) -> Result<Option<Cow<'a, str>>, ExtractError> {
+    ) -> Result<Option<Found<'a>>, ExtractError> {
+        let in_place = |(value, range): (&'a HeaderValue, Range<usize>)| {
+            Found::InPlace(value, range.start, range.end)
+        };
         match self {
-            Self::Bearer(s) => s
-                .find(&request.headers, max_len)
-                .map(|o| o.map(Cow::Borrowed)),
+            Self::Bearer(s) => s.find(headers, max_len).map(|o| o.map(in_place)),
             #[cfg(feature = "cookie")]
-            Self::Cookie(s) => s
-                .find(&request.headers, max_len)
-                .map(|o| o.map(Cow::Borrowed)),
-            Self::Header(s) => s
-                .find(&request.headers, max_len)
-                .map(|o| o.map(Cow::Borrowed)),
-            Self::Query(s) => s.find(&request.uri, max_len),
-            Self::WebSocket(s) => s
-                .find(&request.headers, max_len)
-                .map(|o| o.map(Cow::Borrowed)),
+            Self::Cookie(s) => s.find(headers, max_len).map(|o| o.map(in_place)),
+            Self::Header(s) => s.find(headers, max_len).map(|o| o.map(in_place)),
+            Self::Query(s) => s.find(uri, max_len).map(|o| o.map(Found::Uri)),
+            Self::WebSocket(s) => s.find(headers, max_len).map(|o| o.map(in_place)),
         }
     }
 
@@ -300,3 +359,72 @@ source!(Cookie, Cookie);
 source!(Header, Header);
 source!(Query, Query);
 source!(WebSocketProtocol, WebSocket);
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderName, Request, header::AUTHORIZATION};
+
+    use super::*;
+
+    fn parts(value: &'static str) -> Parts {
+        let (parts, ()) = Request::builder()
+            .header(AUTHORIZATION, value)
+            .header("x-api-key", "  pk_live_abc ")
+            .body(())
+            .unwrap()
+            .into_parts();
+        parts
+    }
+
+    #[test]
+    fn a_secret_found_in_a_header_is_read_in_place() {
+        let parts = parts("Bearer   abc.def  ");
+        let field = parts.headers[AUTHORIZATION].as_bytes().as_ptr_range();
+        let credential = Extractor::default().extract(&parts).unwrap().unwrap();
+        assert_eq!(credential.secret(), "abc.def");
+        assert!(field.contains(&credential.secret().as_ptr()));
+
+        let header = Extractor::new(Header::new(HeaderName::from_static("x-api-key")));
+        let field = parts.headers["x-api-key"].as_bytes().as_ptr_range();
+        let credential = header.extract(&parts).unwrap().unwrap();
+        assert_eq!(credential.secret(), "pk_live_abc");
+        assert!(field.contains(&credential.secret().as_ptr()));
+    }
+
+    // P4: the one-lookup path (no field name repeats) and the other one
+    // (some field repeats) agree.
+    #[test]
+    fn a_second_authorization_line_is_ambiguous_whatever_else_repeats() {
+        let extractor = Extractor::default();
+        let mut parts = parts("Bearer abc");
+        assert_eq!(extractor.extract(&parts).unwrap().unwrap().secret(), "abc");
+        parts
+            .headers
+            .append("x-other", HeaderValue::from_static("1"));
+        parts
+            .headers
+            .append("x-other", HeaderValue::from_static("2"));
+        assert_eq!(extractor.extract(&parts).unwrap().unwrap().secret(), "abc");
+        parts
+            .headers
+            .append(AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        assert_eq!(
+            extractor.extract(&parts).unwrap_err(),
+            ExtractError::Ambiguous
+        );
+        parts.headers.remove("x-other");
+        assert_eq!(
+            extractor.extract(&parts).unwrap_err(),
+            ExtractError::Ambiguous
+        );
+    }
+
+    #[test]
+    fn a_secret_read_in_place_outlives_its_request() {
+        let credential = Extractor::default()
+            .extract(&parts("Bearer abc"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(credential.clone().secret(), "abc");
+    }
+}

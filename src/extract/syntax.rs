@@ -1,5 +1,7 @@
 //! Character classes shared by the parsers.
 
+use std::ops::Range;
+
 /// Strips optional whitespace (SP / HTAB) from both ends (RFC 9110 §5.6.3).
 pub(super) fn trim_ows(bytes: &[u8]) -> &[u8] {
     let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
@@ -18,9 +20,10 @@ pub(super) fn is_b64token(bytes: &[u8]) -> bool {
     body > 0 && bytes[..body].iter().all(|&b| B64TOKEN[usize::from(b)])
 }
 
-/// The `b64token` body characters, as a table: this check runs on every
-/// request, and a lookup is several times cheaper than a chain of ranges.
-static B64TOKEN: [bool; 256] = {
+/// The `b64token` body characters (all but the `=` padding), as a table:
+/// this check runs on every request, and a lookup is several times cheaper
+/// than a chain of ranges.
+pub(super) static B64TOKEN: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;
     while b < 256 {
@@ -64,13 +67,12 @@ pub(super) fn is_vchar(b: u8) -> bool {
     (0x21..=0x7e).contains(&b)
 }
 
-/// The bytes as `&str`, when every byte is visible ASCII.
-pub(super) fn visible_ascii(bytes: &[u8]) -> Option<&str> {
-    if bytes.iter().all(|&b| is_vchar(b)) {
-        std::str::from_utf8(bytes).ok()
-    } else {
-        None
-    }
+/// Where `part`, a subslice of `whole`, lies in it. Computed from the
+/// addresses, so the parsers that split a field need not count; a `part`
+/// from elsewhere gives a range that reads as nothing, never a panic.
+pub(super) fn range_in(whole: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr().addr().wrapping_sub(whole.as_ptr().addr());
+    start..start.saturating_add(part.len())
 }
 
 #[cfg(test)]
@@ -86,6 +88,13 @@ mod tests {
         assert!(!is_b64token(b"a=b"));
         assert!(!is_b64token(b"a b"));
         assert!(!is_b64token(b"a,b"));
+    }
+
+    #[test]
+    fn range_in_finds_a_subslice() {
+        let whole = b"a=1; b=22";
+        assert_eq!(range_in(whole, &whole[7..]), 7..9);
+        assert_eq!(range_in(whole, &whole[..0]), 0..0);
     }
 
     #[test]

@@ -3,8 +3,8 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderValue, header::SEC_WEBSOCKET_PROTOCOL};
 
 use super::{
-    ExtractError,
-    syntax::{is_b64token, is_token, trim_ows},
+    ExtractError, InHeader,
+    syntax::{is_b64token, is_token, range_in, trim_ows},
 };
 use crate::ConfigError;
 
@@ -73,22 +73,27 @@ impl WebSocketProtocol {
         })
     }
 
-    fn entries(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    /// Every entry of every field line, with its field.
+    fn entries(headers: &HeaderMap) -> impl Iterator<Item = (&HeaderValue, &[u8])> {
         headers
             .get_all(SEC_WEBSOCKET_PROTOCOL)
             .iter()
-            .flat_map(|field| field.as_bytes().split(|&b| b == b','))
-            .map(trim_ows)
+            .flat_map(|field| {
+                field
+                    .as_bytes()
+                    .split(|&b| b == b',')
+                    .map(move |entry| (field, trim_ows(entry)))
+            })
     }
 
     pub(super) fn find<'a>(
         &self,
         headers: &'a HeaderMap,
         max_len: usize,
-    ) -> Result<Option<&'a str>, ExtractError> {
+    ) -> Result<InHeader<'a>, ExtractError> {
         let prefix = self.prefix.as_bytes();
         let mut found = None;
-        for entry in Self::entries(headers) {
+        for (field, entry) in Self::entries(headers) {
             let Some(token) = entry.strip_prefix(prefix) else {
                 continue;
             };
@@ -103,7 +108,7 @@ impl WebSocketProtocol {
                     "the websocket protocol token is not a b64token of tchars",
                 ));
             }
-            found = std::str::from_utf8(token).ok();
+            found = Some((field, range_in(field.as_bytes(), token)));
         }
         Ok(found)
     }
@@ -111,10 +116,11 @@ impl WebSocketProtocol {
     /// Removes the token entry; removes the header when nothing else is left.
     pub(super) fn strip(&self, request: &mut http::request::Parts) {
         let prefix = self.prefix.as_bytes();
-        if !Self::entries(&request.headers).any(|e| e.starts_with(prefix)) {
+        if !Self::entries(&request.headers).any(|(_, e)| e.starts_with(prefix)) {
             return;
         }
         let kept: Vec<&[u8]> = Self::entries(&request.headers)
+            .map(|(_, e)| e)
             .filter(|e| !e.starts_with(prefix) && !e.is_empty())
             .collect();
         let joined = kept.join(&b", "[..]);

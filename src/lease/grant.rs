@@ -96,7 +96,9 @@ impl Lease {
             inner: Arc::new(Terms {
                 facts: revocations.inner.hash_facts(&Facts::of(identity)),
                 revocations: revocations.clone(),
-                credential: credential.clone(),
+                // A stream may outlive its request by far: the lease keeps a
+                // copy of the secret, not the request's header value.
+                credential: credential.detached(),
                 expires_at: identity.expires_at(),
                 secret: OnceLock::new(),
             }),
