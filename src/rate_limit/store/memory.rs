@@ -3,7 +3,7 @@
 
 use std::{
     fmt,
-    hash::{BuildHasher, Hash, RandomState},
+    hash::{BuildHasher, Hash},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
@@ -15,6 +15,7 @@ use governor::{
 
 use super::{Decision, Store, Verdict};
 use crate::{
+    key::KeyHasher,
     rate_limit::{clock::TokioClock, stats::RateLimitStats},
     table::{ClockQueue, Hand, Hashed, Table, shard_capacities},
 };
@@ -157,7 +158,7 @@ impl<K: Clone + Eq> Shard<K> {
 ///   short critical section, and governor's arithmetic.
 pub(crate) struct ClockTable<K> {
     shards: Box<[Mutex<Shard<K>>]>,
-    hasher: RandomState,
+    hasher: KeyHasher,
     clock: TokioClock,
 }
 
@@ -185,7 +186,7 @@ impl<K: Clone + Eq + Hash> ClockTable<K> {
             .collect();
         Self {
             shards,
-            hasher: RandomState::new(),
+            hasher: KeyHasher::new(),
             clock,
         }
     }

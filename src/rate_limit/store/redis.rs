@@ -10,7 +10,7 @@
 
 use std::{
     fmt,
-    hash::{BuildHasher, Hash, RandomState},
+    hash::{BuildHasher, Hash},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
@@ -22,6 +22,7 @@ use super::{Decision, Store, Verdict, memory::MemoryStore};
 use crate::{
     KeyExtractor,
     future::BoxFuture,
+    key::KeyHasher,
     rate_limit::stats::RateLimitStats,
     redis::{Connection, Fallback, KeySpace, Prefetcher, Primary, RedisStore},
     table::{ClockQueue, Hand, Hashed, Table, shard_capacities},
@@ -101,7 +102,7 @@ pub(crate) struct RedisRate<K> {
     interval_us: u64,
     burst: u32,
     max_batch: u32,
-    hasher: RandomState,
+    hasher: KeyHasher,
     shards: Arc<[Mutex<Shard<K>>]>,
     /// Starts the grants of the lockouts on the same store that count the
     /// same keys, beside this limiter's own round trip for a key.
@@ -130,7 +131,7 @@ where
             interval_us,
             burst,
             max_batch: (burst / 8).clamp(1, MAX_BATCH),
-            hasher: RandomState::new(),
+            hasher: KeyHasher::new(),
             shards: shard_capacities(capacity)
                 .into_iter()
                 .map(|capacity| {
