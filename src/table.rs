@@ -73,12 +73,14 @@ impl<K: Eq, V> Table<K, V> {
         self.table.is_empty()
     }
 
+    #[inline]
     pub(crate) fn get(&self, k: Hashed<'_, K>) -> Option<&V> {
         self.table
             .find(k.hash, |(_, key, _)| key == k.key)
             .map(|(_, _, v)| v)
     }
 
+    #[inline]
     pub(crate) fn get_mut(&mut self, k: Hashed<'_, K>) -> Option<&mut V> {
         self.table
             .find_mut(k.hash, |(_, key, _)| key == k.key)
@@ -86,6 +88,7 @@ impl<K: Eq, V> Table<K, V> {
     }
 
     /// Inserts a key that is not in the table.
+    #[inline]
     pub(crate) fn insert_new(&mut self, k: Hashed<'_, K>, value: V)
     where
         K: Clone,

@@ -120,15 +120,11 @@ impl<K: Clone + Eq> Shard<K> {
         now: impl FnOnce() -> u64,
         f: impl FnOnce(&mut Slot) -> R,
     ) -> R {
-        let mut created = false;
-        let slot = self.slots.get_or_insert_with(k, || {
-            created = true;
-            Slot::new()
-        });
-        if !created {
+        if let Some(slot) = self.slots.get_mut(k) {
             slot.referenced = true;
             return f(slot);
         }
+        self.slots.insert_new(k, Slot::new());
         if self.slots.len() > self.capacity {
             self.evict_one(now());
         }
@@ -267,6 +263,9 @@ type Limiter<K> = RateLimiter<K, TableRef<K>, TokioClock, StateInformationMiddle
 pub(crate) struct MemoryStore<K: Clone + Eq + Hash> {
     limiter: Limiter<K>,
     table: Arc<ClockTable<K>>,
+    /// Whether an allowed request's remaining allowance is wanted (the
+    /// `RateLimit` header fields); a division otherwise saved.
+    count_remaining: bool,
 }
 
 impl<K: Clone + Eq + Hash> fmt::Debug for MemoryStore<K> {
@@ -276,19 +275,32 @@ impl<K: Clone + Eq + Hash> fmt::Debug for MemoryStore<K> {
 }
 
 impl<K: Clone + Eq + Hash> MemoryStore<K> {
-    pub(crate) fn new(quota: Quota, capacity: u64, limited_capacity: u64) -> Self {
+    /// A store of at most `capacity` keys, `limited_capacity` of them
+    /// pinned while refused. Allowed verdicts carry the remaining allowance
+    /// when `count_remaining`, and 0 otherwise.
+    pub(crate) fn new(
+        quota: Quota,
+        capacity: u64,
+        limited_capacity: u64,
+        count_remaining: bool,
+    ) -> Self {
         let clock = TokioClock::new();
         let table = Arc::new(ClockTable::new(capacity, limited_capacity, clock));
         Self {
             limiter: RateLimiter::new(quota, TableRef(Arc::clone(&table)), clock),
             table,
+            count_remaining,
         }
     }
 
     pub(crate) fn verdict(&self, key: &K) -> Verdict {
         match self.limiter.check_key(key) {
             Ok(snapshot) => Verdict::Allowed {
-                remaining: snapshot.remaining_burst_capacity(),
+                remaining: if self.count_remaining {
+                    snapshot.remaining_burst_capacity()
+                } else {
+                    0
+                },
             },
             Err(not_until) => Verdict::Refused {
                 retry_after: not_until
