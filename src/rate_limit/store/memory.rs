@@ -17,7 +17,7 @@ use super::{Decision, Store, Verdict};
 use crate::{
     key::KeyHasher,
     rate_limit::{clock::TokioClock, stats::RateLimitStats},
-    table::{ClockQueue, Hand, Hashed, Table, shard_capacities},
+    table::{ClockQueue, Hand, Hashed, Table, shard_capacities, shard_index},
 };
 
 /// The GCRA state of one key.
@@ -188,12 +188,9 @@ impl<K: Clone + Eq + Hash> ClockTable<K> {
     }
 
     fn shard(&self, hash: u64) -> MutexGuard<'_, Shard<K>> {
-        // Bits 40..56 pick the shard, independent of the table's bits.
-        let index = ((hash >> 40) & 0xffff) % self.shards.len() as u64;
         // The critical sections hold table operations and integer
         // arithmetic only; a poisoned shard is still consistent.
-        #[allow(clippy::cast_possible_truncation)] // index < shards.len()
-        self.shards[index as usize]
+        self.shards[shard_index(hash, self.shards.len())]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -215,6 +212,7 @@ struct TableRef<K>(Arc<ClockTable<K>>);
 impl<K: Clone + Eq + Hash> StateStore for TableRef<K> {
     type Key = K;
 
+    #[inline]
     fn measure_and_replace<T, F, E>(&self, key: &K, f: F) -> Result<T, E>
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
@@ -224,6 +222,7 @@ impl<K: Clone + Eq + Hash> StateStore for TableRef<K> {
 }
 
 impl<K: Clone + Eq + Hash> ClockTable<K> {
+    #[inline]
     fn measure_and_replace<T, F, E>(&self, key: &K, f: F) -> Result<T, E>
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,

@@ -25,7 +25,7 @@ use crate::{
     key::KeyHasher,
     rate_limit::stats::RateLimitStats,
     redis::{Connection, Fallback, KeySpace, Prefetcher, Primary, RedisStore},
-    table::{ClockQueue, Hand, Hashed, Table, shard_capacities},
+    table::{ClockQueue, Hand, Hashed, Table, shard_capacities, shard_index},
 };
 
 /// Takes up to `ARGV[3]` tokens of a key's GCRA state at once. `KEYS[1]`
@@ -146,9 +146,7 @@ where
     }
 
     fn shard<'a>(shards: &'a [Mutex<Shard<K>>], k: Hashed<'_, K>) -> MutexGuard<'a, Shard<K>> {
-        let index = ((k.hash >> 40) & 0xffff) % shards.len() as u64;
-        #[allow(clippy::cast_possible_truncation)] // index < shards.len()
-        shards[index as usize]
+        shards[shard_index(k.hash, shards.len())]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
