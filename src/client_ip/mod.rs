@@ -276,6 +276,17 @@ impl ClientIp {
         }
     }
 
+    /// The client behind the IPv4 socket peer `peer` (see
+    /// [`ClientIp::client`]).
+    #[inline]
+    fn v4_client(&self, peer: Ipv4Addr, parts: &Parts) -> IpAddr {
+        if self.trusted.contains_v4(peer) {
+            self.forwarded_client(IpAddr::V4(peer), parts)
+        } else {
+            IpAddr::V4(peer)
+        }
+    }
+
     /// The client of a request from the trusted proxy `peer`: the walk of
     /// the forwarding header, or the proxy itself when the header has no
     /// usable address (logged). Out of line: most requests do not come
@@ -408,18 +419,6 @@ impl KeyExtractor for ClientIp {
             None => return Err(self.no_peer()),
         };
         Ok(self.group(client))
-    }
-}
-
-impl ClientIp {
-    /// The client behind the IPv4 socket peer `peer`.
-    #[inline]
-    fn v4_client(&self, peer: Ipv4Addr, parts: &Parts) -> IpAddr {
-        if self.trusted.contains_v4(peer) {
-            self.forwarded_client(IpAddr::V4(peer), parts)
-        } else {
-            IpAddr::V4(peer)
-        }
     }
 }
 
