@@ -1,9 +1,12 @@
 //! How the limiting layers tell clients apart.
 
+mod hash;
+
 use std::{fmt, hash::Hash};
 
 use http::request::Parts;
 
+pub(crate) use self::hash::KeyHasher;
 use crate::AuthRejection;
 
 /// Derives the key a limiter counts under from a request.

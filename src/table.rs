@@ -32,6 +32,17 @@ pub(crate) fn shard_capacities(capacity: u64) -> Vec<usize> {
         .collect()
 }
 
+/// The shard of `hash` among `shards` (at most 64): bits 40..56 of the
+/// hash, independent of the bits a shard's table uses, scaled to the
+/// number of shards by a multiplication rather than a division (each shard
+/// gets the same share of the 65,536 values, give or take one).
+#[inline]
+pub(crate) fn shard_index(hash: u64, shards: usize) -> usize {
+    let scaled = ((hash >> 40) & 0xffff) * shards as u64;
+    // < shards: a 16-bit value times `shards`, shifted down 16 bits.
+    usize::try_from(scaled >> 16).unwrap_or(0)
+}
+
 /// A key with its hash, computed once per request.
 #[derive(Debug)]
 pub(crate) struct Hashed<'a, K> {
@@ -73,12 +84,14 @@ impl<K: Eq, V> Table<K, V> {
         self.table.is_empty()
     }
 
+    #[inline]
     pub(crate) fn get(&self, k: Hashed<'_, K>) -> Option<&V> {
         self.table
             .find(k.hash, |(_, key, _)| key == k.key)
             .map(|(_, _, v)| v)
     }
 
+    #[inline]
     pub(crate) fn get_mut(&mut self, k: Hashed<'_, K>) -> Option<&mut V> {
         self.table
             .find_mut(k.hash, |(_, key, _)| key == k.key)
@@ -86,6 +99,7 @@ impl<K: Eq, V> Table<K, V> {
     }
 
     /// Inserts a key that is not in the table.
+    #[inline]
     pub(crate) fn insert_new(&mut self, k: Hashed<'_, K>, value: V)
     where
         K: Clone,
@@ -242,5 +256,19 @@ mod tests {
         assert_eq!(split.iter().sum::<usize>(), 100_000);
         assert!(split.iter().all(|c| (1562..=1563).contains(c)));
         assert_eq!(shard_capacities(u64::MAX).len(), 64);
+    }
+
+    #[test]
+    fn shard_indices_cover_every_shard_evenly() {
+        for shards in [1, 3, 64] {
+            let mut counts = vec![0u32; shards];
+            for bits in 0..=0xffff_u64 {
+                let index = shard_index(bits << 40 | 0xdead_beef, shards);
+                counts[index] += 1;
+            }
+            let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+            assert!(max - min <= 1, "{shards}: {min}..{max}");
+        }
+        assert_eq!(shard_index(u64::MAX, 64), 63);
     }
 }

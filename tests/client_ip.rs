@@ -136,7 +136,61 @@ fn trusted_peer_walks_x_forwarded_for_from_the_right() {
             Some(ip(expected)),
             "{peer} {lines:?}"
         );
+        assert_eq!(
+            client_ip.extract(&parts).unwrap(),
+            client_ip.key(ip(expected)),
+            "{peer} {lines:?}"
+        );
     }
+}
+
+#[test]
+fn the_key_is_the_grouped_resolved_address_for_every_kind_of_peer() {
+    // B8, B9: the key path (`extract`) decides exactly as `resolve` then
+    // `key` do, for IPv4, IPv6 and IPv4-mapped peers, trusted or not, with a
+    // spoofed or a proxy-written header.
+    let peers = [
+        "198.51.100.7:1",
+        "10.0.0.2:1",
+        "192.0.2.1:1",
+        "[2001:db8:1:2:3:4:5:6]:1",
+        "[fd00::5]:1",
+        "[::ffff:10.0.0.2]:1",
+        "[::ffff:198.51.100.7]:1",
+        "[::ffff:192.0.2.1]:1",
+    ];
+    let headers: [&[(&str, &str)]; 5] = [
+        &[],
+        &[("x-forwarded-for", "203.0.113.9")],
+        &[("x-forwarded-for", "2001:db8:9::1, 10.1.1.1")],
+        &[("x-forwarded-for", "unknown")],
+        &[("forwarded", "for=203.0.113.9")],
+    ];
+    let resolvers = [
+        ClientIp::new(),
+        behind_proxies(),
+        behind_rfc7239_proxies(),
+        proxies().ipv4_prefix(24).ipv6_prefix(48).build().unwrap(),
+    ];
+    for client_ip in &resolvers {
+        for peer in peers {
+            for headers in headers {
+                let parts = request(peer, headers);
+                let resolved = client_ip.resolve(&parts).unwrap();
+                assert_eq!(
+                    client_ip.extract(&parts).unwrap(),
+                    client_ip.key(resolved),
+                    "{client_ip:?} {peer} {headers:?}"
+                );
+            }
+        }
+    }
+    // A spoofed header from an untrusted peer: the peer's own key.
+    let parts = request("198.51.100.7:1", &[("x-forwarded-for", "203.0.113.9")]);
+    assert_eq!(
+        behind_proxies().extract(&parts).unwrap(),
+        ip("198.51.100.7")
+    );
 }
 
 #[test]
@@ -499,6 +553,23 @@ fn axum_connect_info_is_the_peer() {
         .unwrap()
         .into_parts();
     assert_eq!(ClientIp::new().peer(&parts), Some(peer.ip()));
+    assert_eq!(ClientIp::new().extract(&parts).unwrap(), peer.ip());
+}
+
+#[cfg(feature = "axum")]
+#[test]
+fn a_peer_addr_the_server_inserts_wins_over_axum_connect_info() {
+    // B8: `PeerAddr` comes first, on the key path too.
+    let connect_info: SocketAddr = "10.0.0.2:1".parse().unwrap();
+    let peer: SocketAddr = "198.51.100.7:1".parse().unwrap();
+    let (parts, ()) = Request::builder()
+        .extension(axum::extract::ConnectInfo(connect_info))
+        .extension(PeerAddr(peer))
+        .body(())
+        .unwrap()
+        .into_parts();
+    assert_eq!(ClientIp::new().peer(&parts), Some(peer.ip()));
+    assert_eq!(ClientIp::new().extract(&parts).unwrap(), peer.ip());
 }
 
 #[cfg(feature = "tonic")]

@@ -1,6 +1,6 @@
 //! Trusted proxy ranges: CIDR parsing, membership and prefix masks.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::ConfigError;
 
@@ -25,17 +25,26 @@ impl Trusted {
     }
 
     /// Whether `addr` (canonical) lies in one of the ranges.
+    #[inline]
     pub(crate) fn contains(&self, addr: IpAddr) -> bool {
         match addr {
-            IpAddr::V4(v4) => {
-                let bits = u32::from(v4);
-                self.v4.iter().any(|&(net, mask)| bits & mask == net)
-            }
-            IpAddr::V6(v6) => {
-                let bits = u128::from(v6);
-                self.v6.iter().any(|&(net, mask)| bits & mask == net)
-            }
+            IpAddr::V4(v4) => self.contains_v4(v4),
+            IpAddr::V6(v6) => self.contains_v6(v6),
         }
+    }
+
+    /// Whether `addr` lies in one of the IPv4 ranges.
+    #[inline]
+    pub(crate) fn contains_v4(&self, addr: Ipv4Addr) -> bool {
+        let bits = addr.to_bits();
+        self.v4.iter().any(|&(net, mask)| bits & mask == net)
+    }
+
+    /// Whether `addr` (not IPv4-mapped) lies in one of the IPv6 ranges.
+    #[inline]
+    pub(crate) fn contains_v6(&self, addr: Ipv6Addr) -> bool {
+        let bits = addr.to_bits();
+        self.v6.iter().any(|&(net, mask)| bits & mask == net)
     }
 
     /// The ranges as they were given.

@@ -244,7 +244,7 @@ impl ClientIp {
     ///
     /// `None` when the server did not record the peer.
     pub fn peer(&self, parts: &Parts) -> Option<IpAddr> {
-        peer_addr(parts).map(|addr| addr.ip().to_canonical())
+        peer_ip(parts)
     }
 
     /// The client address: the socket peer, or, when the peer is a trusted
@@ -262,14 +262,41 @@ impl ClientIp {
     ///
     /// `None` only when there is no socket peer.
     pub fn resolve(&self, parts: &Parts) -> Option<IpAddr> {
-        let peer = self.peer(parts)?;
-        if !self.trusted.contains(peer) {
-            return Some(peer);
+        peer_ip(parts).map(|peer| self.client(peer, parts))
+    }
+
+    /// The client behind the canonical socket peer `peer`: the peer itself
+    /// unless it is a trusted proxy.
+    #[inline]
+    fn client(&self, peer: IpAddr, parts: &Parts) -> IpAddr {
+        if self.trusted.contains(peer) {
+            self.forwarded_client(peer, parts)
+        } else {
+            peer
         }
+    }
+
+    /// The client behind the IPv4 socket peer `peer` (see
+    /// [`ClientIp::client`]).
+    #[inline]
+    fn v4_client(&self, peer: Ipv4Addr, parts: &Parts) -> IpAddr {
+        if self.trusted.contains_v4(peer) {
+            self.forwarded_client(IpAddr::V4(peer), parts)
+        } else {
+            IpAddr::V4(peer)
+        }
+    }
+
+    /// The client of a request from the trusted proxy `peer`: the walk of
+    /// the forwarding header, or the proxy itself when the header has no
+    /// usable address (logged). Out of line: most requests do not come
+    /// through a trusted proxy, and their path stays short.
+    #[inline(never)]
+    fn forwarded_client(&self, peer: IpAddr, parts: &Parts) -> IpAddr {
         let problem = match forwarded::walk(self.header, &parts.headers, |addr| {
             self.trusted.contains(addr)
         }) {
-            Walk::Client(client) => return Some(client),
+            Walk::Client(client) => return client,
             Walk::Missing => "carries no",
             Walk::Unusable => "carries no usable address in its",
         };
@@ -292,7 +319,7 @@ impl ClientIp {
                 "trusted proxy sent no usable forwarding header; the proxy is the client"
             );
         }
-        Some(peer)
+        peer
     }
 
     /// What decides the keys this one derives: the trusted proxies (in one
@@ -313,10 +340,33 @@ impl ClientIp {
     /// prefix (`2001:db8:1:2:3:4:5:6` is `2001:db8:1:2::` with the default
     /// /64).
     pub fn key(&self, addr: IpAddr) -> IpAddr {
-        match addr.to_canonical() {
+        self.group(addr.to_canonical())
+    }
+
+    /// The key of a canonical address: masked to the configured prefix.
+    #[inline]
+    fn group(&self, addr: IpAddr) -> IpAddr {
+        match addr {
             IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from(u32::from(v4) & self.v4_mask)),
             IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & self.v6_mask)),
         }
+    }
+
+    /// The rejection of a request without a socket peer; how to fix the
+    /// server is logged once.
+    #[cold]
+    #[inline(never)]
+    fn no_peer(&self) -> AuthRejection {
+        if Logged::first(&self.logged.no_peer) {
+            tracing::warn!(
+                target: "portcullis::client_ip",
+                "no client address: requests carry no socket peer, so every request \
+                 is refused with 500 (gRPC INTERNAL); {CONNECT_INFO_HELP} (logged once)"
+            );
+        } else {
+            tracing::debug!(target: "portcullis::client_ip", "no client address");
+        }
+        AuthRejection::new(RejectionKind::NoClientAddress)
     }
 }
 
@@ -350,24 +400,35 @@ impl KeyExtractor for ClientIp {
     /// only that the server cannot identify it; how to fix the server goes
     /// to the log, at `warn`, once per `ClientIp` and its clones.
     fn extract(&self, parts: &Parts) -> Result<IpAddr, AuthRejection> {
-        match self.resolve(parts) {
-            Some(addr) => Ok(self.key(addr)),
-            None => {
-                if Logged::first(&self.logged.no_peer) {
-                    tracing::warn!(
-                        target: "portcullis::client_ip",
-                        "no client address: requests carry no socket peer, so every request \
-                         is refused with 500 (gRPC INTERNAL); {CONNECT_INFO_HELP} (logged once)"
-                    );
-                } else {
-                    tracing::debug!(target: "portcullis::client_ip", "no client address");
+        // One frame for the common path: the peer, whether it is a trusted
+        // proxy, and the prefix, on the address's own bits; the walk of a
+        // forwarding header and the logs are out of line.
+        let client = match peer_addr(parts) {
+            Some(SocketAddr::V4(peer)) => self.v4_client(*peer.ip(), parts),
+            Some(SocketAddr::V6(peer)) => match peer.ip().to_ipv4_mapped() {
+                Some(v4) => self.v4_client(v4, parts),
+                None => {
+                    let v6 = *peer.ip();
+                    if self.trusted.contains_v6(v6) {
+                        self.forwarded_client(IpAddr::V6(v6), parts)
+                    } else {
+                        IpAddr::V6(v6)
+                    }
                 }
-                Err(AuthRejection::new(RejectionKind::NoClientAddress))
-            }
-        }
+            },
+            None => return Err(self.no_peer()),
+        };
+        Ok(self.group(client))
     }
 }
 
+/// The canonical socket peer of a request (see [`ClientIp::peer`]).
+#[inline]
+fn peer_ip(parts: &Parts) -> Option<IpAddr> {
+    peer_addr(parts).map(|addr| addr.ip().to_canonical())
+}
+
+#[inline]
 fn peer_addr(parts: &Parts) -> Option<SocketAddr> {
     let ext = &parts.extensions;
     if let Some(PeerAddr(addr)) = ext.get::<PeerAddr>() {

@@ -275,7 +275,12 @@ impl<K, R> RateLimitBuilder<K, R> {
                 HeaderConfig::new(fields, name, burst, interval).map(Arc::new)
             })
             .transpose()?;
-        let memory = MemoryStore::new(quota, self.max_capacity, limited_capacity);
+        let memory = MemoryStore::new(
+            quota,
+            self.max_capacity,
+            limited_capacity,
+            headers.is_some(),
+        );
         let store = match self.shared {
             Some(shared) => store::with_fallback(
                 shared,

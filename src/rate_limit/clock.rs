@@ -9,13 +9,14 @@ use tokio::time::Instant;
 /// `tokio::time::advance`; in production it is the monotonic clock.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TokioClock {
-    origin: Instant,
+    /// When the limiter was built, on tokio's clock.
+    origin: std::time::Instant,
 }
 
 impl TokioClock {
     pub(crate) fn new() -> Self {
         Self {
-            origin: Instant::now(),
+            origin: Instant::now().into_std(),
         }
     }
 }
@@ -23,9 +24,20 @@ impl TokioClock {
 impl Clock for TokioClock {
     type Instant = Nanos;
 
+    #[inline]
     fn now(&self) -> Nanos {
-        // `elapsed` saturates at zero; u64 nanoseconds last 584 years.
-        Nanos::new(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX))
+        // One read of tokio's clock (paused and advanced in tests) and one
+        // subtraction of std instants, which saturates at zero; u64
+        // nanoseconds last 584 years.
+        let elapsed = Instant::now()
+            .into_std()
+            .saturating_duration_since(self.origin);
+        Nanos::new(
+            elapsed
+                .as_secs()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(u64::from(elapsed.subsec_nanos())),
+        )
     }
 }
 

@@ -91,16 +91,18 @@ where
         let shared = &*self.shared;
         let (parts, body) = req.into_parts();
         // B16: listed clients are let through uncounted, or refused.
-        match shared.lists.check(&parts) {
-            Listed::Neither => {}
-            Listed::Allowed => {
-                let future = self.inner.call(Request::from_parts(parts, body));
-                return ResponseFuture::new(Gate::pass(future, None));
-            }
-            Listed::Denied => {
-                let rejection = AuthRejection::new(RejectionKind::Denied);
-                let response = reject::render(&*shared.renderer, rejection, &parts);
-                return ResponseFuture::new(Gate::refuse(response, None));
+        if !shared.lists.is_empty() {
+            match shared.lists.check(&parts) {
+                Listed::Neither => {}
+                Listed::Allowed => {
+                    let future = self.inner.call(Request::from_parts(parts, body));
+                    return ResponseFuture::new(Gate::pass(future, None));
+                }
+                Listed::Denied => {
+                    let rejection = AuthRejection::new(RejectionKind::Denied);
+                    let response = reject::render(&*shared.renderer, rejection, &parts);
+                    return ResponseFuture::new(Gate::refuse(response, None));
+                }
             }
         }
         let key = match shared.extractor.extract(&parts) {

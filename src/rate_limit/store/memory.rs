@@ -3,7 +3,7 @@
 
 use std::{
     fmt,
-    hash::{BuildHasher, Hash, RandomState},
+    hash::{BuildHasher, Hash},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
@@ -15,8 +15,9 @@ use governor::{
 
 use super::{Decision, Store, Verdict};
 use crate::{
+    key::KeyHasher,
     rate_limit::{clock::TokioClock, stats::RateLimitStats},
-    table::{ClockQueue, Hand, Hashed, Table, shard_capacities},
+    table::{ClockQueue, Hand, Hashed, Table, shard_capacities, shard_index},
 };
 
 /// The GCRA state of one key.
@@ -119,15 +120,11 @@ impl<K: Clone + Eq> Shard<K> {
         now: impl FnOnce() -> u64,
         f: impl FnOnce(&mut Slot) -> R,
     ) -> R {
-        let mut created = false;
-        let slot = self.slots.get_or_insert_with(k, || {
-            created = true;
-            Slot::new()
-        });
-        if !created {
+        if let Some(slot) = self.slots.get_mut(k) {
             slot.referenced = true;
             return f(slot);
         }
+        self.slots.insert_new(k, Slot::new());
         if self.slots.len() > self.capacity {
             self.evict_one(now());
         }
@@ -157,7 +154,7 @@ impl<K: Clone + Eq> Shard<K> {
 ///   short critical section, and governor's arithmetic.
 pub(crate) struct ClockTable<K> {
     shards: Box<[Mutex<Shard<K>>]>,
-    hasher: RandomState,
+    hasher: KeyHasher,
     clock: TokioClock,
 }
 
@@ -185,18 +182,15 @@ impl<K: Clone + Eq + Hash> ClockTable<K> {
             .collect();
         Self {
             shards,
-            hasher: RandomState::new(),
+            hasher: KeyHasher::new(),
             clock,
         }
     }
 
     fn shard(&self, hash: u64) -> MutexGuard<'_, Shard<K>> {
-        // Bits 40..56 pick the shard, independent of the table's bits.
-        let index = ((hash >> 40) & 0xffff) % self.shards.len() as u64;
         // The critical sections hold table operations and integer
         // arithmetic only; a poisoned shard is still consistent.
-        #[allow(clippy::cast_possible_truncation)] // index < shards.len()
-        self.shards[index as usize]
+        self.shards[shard_index(hash, self.shards.len())]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -218,6 +212,7 @@ struct TableRef<K>(Arc<ClockTable<K>>);
 impl<K: Clone + Eq + Hash> StateStore for TableRef<K> {
     type Key = K;
 
+    #[inline]
     fn measure_and_replace<T, F, E>(&self, key: &K, f: F) -> Result<T, E>
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
@@ -227,6 +222,7 @@ impl<K: Clone + Eq + Hash> StateStore for TableRef<K> {
 }
 
 impl<K: Clone + Eq + Hash> ClockTable<K> {
+    #[inline]
     fn measure_and_replace<T, F, E>(&self, key: &K, f: F) -> Result<T, E>
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
@@ -266,6 +262,9 @@ type Limiter<K> = RateLimiter<K, TableRef<K>, TokioClock, StateInformationMiddle
 pub(crate) struct MemoryStore<K: Clone + Eq + Hash> {
     limiter: Limiter<K>,
     table: Arc<ClockTable<K>>,
+    /// Whether an allowed request's remaining allowance is wanted (the
+    /// `RateLimit` header fields); a division otherwise saved.
+    count_remaining: bool,
 }
 
 impl<K: Clone + Eq + Hash> fmt::Debug for MemoryStore<K> {
@@ -275,19 +274,32 @@ impl<K: Clone + Eq + Hash> fmt::Debug for MemoryStore<K> {
 }
 
 impl<K: Clone + Eq + Hash> MemoryStore<K> {
-    pub(crate) fn new(quota: Quota, capacity: u64, limited_capacity: u64) -> Self {
+    /// A store of at most `capacity` keys, `limited_capacity` of them
+    /// pinned while refused. Allowed verdicts carry the remaining allowance
+    /// when `count_remaining`, and 0 otherwise.
+    pub(crate) fn new(
+        quota: Quota,
+        capacity: u64,
+        limited_capacity: u64,
+        count_remaining: bool,
+    ) -> Self {
         let clock = TokioClock::new();
         let table = Arc::new(ClockTable::new(capacity, limited_capacity, clock));
         Self {
             limiter: RateLimiter::new(quota, TableRef(Arc::clone(&table)), clock),
             table,
+            count_remaining,
         }
     }
 
     pub(crate) fn verdict(&self, key: &K) -> Verdict {
         match self.limiter.check_key(key) {
             Ok(snapshot) => Verdict::Allowed {
-                remaining: snapshot.remaining_burst_capacity(),
+                remaining: if self.count_remaining {
+                    snapshot.remaining_burst_capacity()
+                } else {
+                    0
+                },
             },
             Err(not_until) => Verdict::Refused {
                 retry_after: not_until

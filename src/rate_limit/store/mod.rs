@@ -14,7 +14,8 @@ pub(crate) mod redis;
 /// What the limiter decided about one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// Allowed, with this many requests left right now.
+    /// Allowed, with this many requests left right now (counted only when
+    /// the layer sends `RateLimit` header fields: 0 otherwise).
     Allowed { remaining: u32 },
     /// Refused; the next request is allowed after this long.
     Refused { retry_after: Duration },

@@ -10,7 +10,7 @@
 
 use std::{
     fmt,
-    hash::{BuildHasher, Hash, RandomState},
+    hash::{BuildHasher, Hash},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
@@ -22,9 +22,10 @@ use super::{Decision, Store, Verdict, memory::MemoryStore};
 use crate::{
     KeyExtractor,
     future::BoxFuture,
+    key::KeyHasher,
     rate_limit::stats::RateLimitStats,
     redis::{Connection, Fallback, KeySpace, Prefetcher, Primary, RedisStore},
-    table::{ClockQueue, Hand, Hashed, Table, shard_capacities},
+    table::{ClockQueue, Hand, Hashed, Table, shard_capacities, shard_index},
 };
 
 /// Takes up to `ARGV[3]` tokens of a key's GCRA state at once. `KEYS[1]`
@@ -101,7 +102,7 @@ pub(crate) struct RedisRate<K> {
     interval_us: u64,
     burst: u32,
     max_batch: u32,
-    hasher: RandomState,
+    hasher: KeyHasher,
     shards: Arc<[Mutex<Shard<K>>]>,
     /// Starts the grants of the lockouts on the same store that count the
     /// same keys, beside this limiter's own round trip for a key.
@@ -130,7 +131,7 @@ where
             interval_us,
             burst,
             max_batch: (burst / 8).clamp(1, MAX_BATCH),
-            hasher: RandomState::new(),
+            hasher: KeyHasher::new(),
             shards: shard_capacities(capacity)
                 .into_iter()
                 .map(|capacity| {
@@ -145,9 +146,7 @@ where
     }
 
     fn shard<'a>(shards: &'a [Mutex<Shard<K>>], k: Hashed<'_, K>) -> MutexGuard<'a, Shard<K>> {
-        let index = ((k.hash >> 40) & 0xffff) % shards.len() as u64;
-        #[allow(clippy::cast_possible_truncation)] // index < shards.len()
-        shards[index as usize]
+        shards[shard_index(k.hash, shards.len())]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
