@@ -4,7 +4,7 @@
 use std::{
     fmt,
     future::Future,
-    hash::{BuildHasher, Hash, RandomState},
+    hash::{BuildHasher, Hash},
     pin::Pin,
     sync::{
         Arc, PoisonError, RwLock, Weak,
@@ -34,6 +34,7 @@ use crate::{
     Fingerprint,
     events::{self, KeyText, Record},
     future::BoxFuture,
+    key::KeyHasher,
     reject::retry_after_secs,
 };
 
@@ -127,7 +128,7 @@ struct Engine<K> {
     recent: Option<Recent<K>>,
     policy: Policy,
     /// SipHash with a random key: an attacker cannot aim keys at one shard.
-    hasher: RandomState,
+    hasher: KeyHasher,
     hook: RwLock<Option<Hook<K>>>,
     failures: AtomicU64,
     lockouts: AtomicU64,
@@ -187,7 +188,7 @@ where
                     policy.capacity(),
                 ),
                 policy,
-                hasher: RandomState::new(),
+                hasher: KeyHasher::new(),
                 hook: RwLock::new(None),
                 failures: AtomicU64::new(0),
                 lockouts: AtomicU64::new(0),

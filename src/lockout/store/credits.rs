@@ -29,7 +29,7 @@ use std::{
 use tokio::{sync::Notify, time::Instant};
 
 use super::ASK_AGAIN;
-use crate::table::{ClockQueue, Hand, Hashed, Table, shard_capacities};
+use crate::table::{ClockQueue, Hand, Hashed, Table, shard_capacities, shard_index};
 
 /// The share of a lease after which a grant in use is renewed (in the
 /// background, by the request that finds it so).
@@ -224,11 +224,10 @@ impl<K: Clone + Eq> Grants<K> {
     }
 
     fn shard(&self, k: Hashed<'_, K>) -> MutexGuard<'_, Shard<K>> {
-        let index = ((k.hash >> 40) & 0xffff) % self.shards.len() as u64;
+        let index = shard_index(k.hash, self.shards.len());
         // Table operations and integer arithmetic only: a poisoned lock
         // still guards a consistent shard.
-        #[allow(clippy::cast_possible_truncation)] // index < shards.len()
-        self.shards[index as usize]
+        self.shards[index]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }

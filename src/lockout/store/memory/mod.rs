@@ -47,7 +47,7 @@ use self::shard::Shard;
 use super::{Admission, Finished, Hashed, Record, Recorded, Store, Ticket, Waiter};
 use crate::{
     lockout::{Outcome, Policy, stats::LockoutStats},
-    table::shard_capacities,
+    table::{shard_capacities, shard_index},
 };
 
 /// How often a key was locked out, for escalation.
@@ -136,12 +136,11 @@ where
     fn shard(&self, k: Hashed<'_, K>) -> MutexGuard<'_, Shard<K>> {
         // Bits 40..56 pick the shard: the tables inside use the low bits for
         // the bucket and the top 7 for the tag, so these stay independent.
-        let index = ((k.hash >> 40) & 0xffff) % self.shards.len() as u64;
+        let index = shard_index(k.hash, self.shards.len());
         // The critical sections never panic while holding the lock (table
         // operations and integer arithmetic only), and a shard stays
         // consistent even if one did, so a poisoned lock is still usable.
-        #[allow(clippy::cast_possible_truncation)] // index < shards.len()
-        self.shards[index as usize]
+        self.shards[index]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
