@@ -255,13 +255,7 @@ mod tests {
     /// The parser as it was written first, one check after another: the
     /// one-pass parser must answer exactly as it does.
     fn reference(value: &[u8], max_len: usize) -> Result<Option<&[u8]>, ExtractError> {
-        let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
-        let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
-        let end = value
-            .iter()
-            .rposition(|b| !is_ows(b))
-            .map_or(start, |i| i + 1);
-        let value = &value[start..end];
+        let value = crate::extract::syntax::trim_ows(value);
         let (scheme, rest) = value.split_at(value.len().min(6));
         if !scheme.eq_ignore_ascii_case(b"bearer")
             || !matches!(rest.first(), None | Some(b' ' | b'\t'))
