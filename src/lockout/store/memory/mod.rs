@@ -460,9 +460,9 @@ mod tests {
             assert!(matches!(store.admit(k), Admission::Admitted(..)));
             store.finish(k, &Ticket::LOCAL, Outcome::Neutral);
             store.finish(k, &Ticket::LOCAL, Outcome::Success);
-            let shard = store.shard(k);
-            assert!(shard.entries.len() <= 4, "{} entries", shard.entries.len());
-            assert!(shard.entries.get(k).is_some_and(|e| e.in_flight() == 0));
+            let entries = store.shard(k).entries.len();
+            assert!(entries <= 4, "{entries} entries");
+            assert!(idle(&store, k));
         }
     }
 
@@ -471,6 +471,15 @@ mod tests {
             Admission::Admitted(ticket, _) => ticket,
             other => panic!("not admitted: {other:?}"),
         }
+    }
+
+    /// Whether `k` has an entry with no reservation in flight.
+    fn idle(store: &MemoryStore<u32>, k: Hashed<'_, u32>) -> bool {
+        store
+            .shard(k)
+            .entries
+            .get(k)
+            .is_some_and(|e| e.in_flight() == 0)
     }
 
     #[tokio::test(start_paused = true)]
@@ -504,13 +513,7 @@ mod tests {
         // Nobody waits any more: the next release needs no lock.
         let fourth = admitted(store.admit(k));
         assert!(fourth.flight.as_ref().expect("in memory").try_release());
-        assert!(
-            store
-                .shard(k)
-                .entries
-                .get(k)
-                .is_some_and(|e| e.in_flight() == 0)
-        );
+        assert!(idle(&store, k));
     }
 
     #[tokio::test(start_paused = true)]
@@ -534,13 +537,7 @@ mod tests {
             1,
             "a success resets nothing by default"
         );
-        assert!(
-            store
-                .shard(failing)
-                .entries
-                .get(failing)
-                .is_some_and(|e| e.in_flight() == 0)
-        );
+        assert!(idle(&store, failing));
 
         let held = Hashed {
             key: &1,
