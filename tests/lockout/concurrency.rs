@@ -365,6 +365,45 @@ async fn wrong_tokens_in_parallel(how: Compose) {
 }
 
 #[tokio::test(start_paused = true)]
+async fn b6_requests_dropped_while_their_validator_runs_free_their_slots() {
+    // B6, B11: in a stack the auth service holds the reservation while the
+    // validator runs; clients that go away then (and one waiting for a
+    // slot) leave the key as they found it, either way it is composed.
+    for how in BOTH {
+        let gate = Arc::new(Semaphore::new(0));
+        let validator = Counting {
+            calls: Arc::default(),
+            gate: Some(Arc::clone(&gate)),
+        };
+        let calls = Arc::clone(&validator.calls);
+        let barrier = Arc::new(tokio::sync::Barrier::new(1));
+        let (svc, tracker) = composed(how, max(5), validator, barrier, Arc::default());
+        let stuck: Vec<_> = (0..6)
+            .map(|i| {
+                let svc = svc.clone();
+                tokio::spawn(async move { svc.oneshot(bearer("nat", &format!("guess-{i}"))).await })
+            })
+            .collect();
+        settle().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 5, "{how:?}");
+        for task in &stuck {
+            task.abort();
+        }
+        settle().await;
+
+        gate.add_permits(1000);
+        let response = tokio::time::timeout(Duration::from_secs(1), async {
+            svc.clone().oneshot(bearer("nat", "good")).await.unwrap()
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{how:?}: the dropped requests still hold their slots"));
+        assert_eq!(response.status(), StatusCode::OK, "{how:?}");
+        // The dropped requests recorded nothing.
+        assert_eq!(tracker.stats().failures, 0, "{how:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn b11_bad_passwords_on_a_public_login_handler_hold_their_reservation_until_the_response() {
     // B11, B6: nothing settles a public request early, so the login
     // handler's 401s are bounded like wrong tokens.
