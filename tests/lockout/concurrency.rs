@@ -335,7 +335,21 @@ async fn b11_parallel_wrong_tokens_still_reach_the_validator_at_most_max_failure
     }
 }
 
-async fn wrong_tokens_in_parallel(how: Compose) {
+/// What the composed lockout and auth layer answer.
+type Answer = Response<ResponseBody<ResponseBody<String>>>;
+
+/// `n` wrong guesses from one address in parallel, through a lockout with
+/// `max_failures` 5, held at a validator that answers once its gate opens;
+/// the first five have reached it.
+struct Guessing {
+    svc: Stack,
+    tracker: Tracker<String>,
+    gate: Arc<Semaphore>,
+    calls: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<Result<Answer, Infallible>>>,
+}
+
+async fn guessing(how: Compose, n: usize) -> Guessing {
     let gate = Arc::new(Semaphore::new(0));
     let validator = Counting {
         calls: Arc::default(),
@@ -344,14 +358,31 @@ async fn wrong_tokens_in_parallel(how: Compose) {
     let calls = Arc::clone(&validator.calls);
     let barrier = Arc::new(tokio::sync::Barrier::new(1));
     let (svc, tracker) = composed(how, max(5), validator, barrier, Arc::default());
-    let tasks: Vec<_> = (0..64)
+    let tasks = (0..n)
         .map(|i| {
             let svc = svc.clone();
             tokio::spawn(async move { svc.oneshot(bearer("nat", &format!("guess-{i}"))).await })
         })
         .collect();
     settle().await;
-    assert_eq!(calls.load(Ordering::SeqCst), 5);
+    assert_eq!(calls.load(Ordering::SeqCst), 5, "{how:?}");
+    Guessing {
+        svc,
+        tracker,
+        gate,
+        calls,
+        tasks,
+    }
+}
+
+async fn wrong_tokens_in_parallel(how: Compose) {
+    let Guessing {
+        tracker,
+        gate,
+        calls,
+        tasks,
+        ..
+    } = guessing(how, 64).await;
     gate.add_permits(1000);
     let mut refused = 0;
     for task in tasks {
@@ -370,22 +401,13 @@ async fn b6_requests_dropped_while_their_validator_runs_free_their_slots() {
     // validator runs; clients that go away then (and one waiting for a
     // slot) leave the key as they found it, either way it is composed.
     for how in BOTH {
-        let gate = Arc::new(Semaphore::new(0));
-        let validator = Counting {
-            calls: Arc::default(),
-            gate: Some(Arc::clone(&gate)),
-        };
-        let calls = Arc::clone(&validator.calls);
-        let barrier = Arc::new(tokio::sync::Barrier::new(1));
-        let (svc, tracker) = composed(how, max(5), validator, barrier, Arc::default());
-        let stuck: Vec<_> = (0..6)
-            .map(|i| {
-                let svc = svc.clone();
-                tokio::spawn(async move { svc.oneshot(bearer("nat", &format!("guess-{i}"))).await })
-            })
-            .collect();
-        settle().await;
-        assert_eq!(calls.load(Ordering::SeqCst), 5, "{how:?}");
+        let Guessing {
+            svc,
+            tracker,
+            gate,
+            tasks: stuck,
+            ..
+        } = guessing(how, 6).await;
         for task in &stuck {
             task.abort();
         }
