@@ -35,7 +35,7 @@ impl io::Write for Logs {
 /// with the callsite registrations of the tests running beside it.
 pub(crate) fn capture() -> Logs {
     static LOGS: OnceLock<Logs> = OnceLock::new();
-    LOGS.get_or_init(|| {
+    let logs = LOGS.get_or_init(|| {
         let logs = Logs::default();
         let writer = logs.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -46,6 +46,11 @@ pub(crate) fn capture() -> Logs {
         tracing::subscriber::set_global_default(subscriber)
             .expect("only this function sets a subscriber in this test binary");
         logs
-    })
-    .clone()
+    });
+    // A callsite that a test beside this one registered while the
+    // subscriber was being installed may have cached "nobody listens";
+    // asking every callsite again makes what this test logs certain to be
+    // captured.
+    tracing::callsite::rebuild_interest_cache();
+    logs.clone()
 }
